@@ -1,0 +1,111 @@
+# leasekeeper: one binary, a client library, and the tests.
+#
+# `make demo` and `make test` are all a newcomer needs on a fresh Debian machine (as root):
+# both depend on `make deps`, which installs only what is missing.
+
+CC      ?= cc
+BUILD   ?= build
+SAN     ?=
+PYTHON  ?= python3
+
+PKGS    := hiredis libevent jansson yaml-0.1 libsodium libcurl
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -I. \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent_extra -lm
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+
+PROTO_SRC := proto/codec.c proto/auth.c proto/client.c
+LOCKS_SRC := locks/backend.c locks/redis.c
+AGENT_SRC := agent/agent.c agent/config.c agent/duration.c agent/lock.c agent/log.c \
+             agent/server.c agent/cli.c
+MAIN_SRC  := agent/main.c
+
+PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
+LOCKS_OBJ := $(LOCKS_SRC:%.c=$(BUILD)/%.o)
+AGENT_OBJ := $(AGENT_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+
+CLIENT_LIB := $(BUILD)/libleasekeeper.a
+CORE_LIB   := $(BUILD)/libleasekeeper-core.a
+BIN        := $(BUILD)/leasekeeper
+
+UNIT_TESTS := check_codec check_auth check_client check_duration check_config check_lock check_redis
+UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
+
+# Debian packages needed to build, test and run the demo.
+DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
+            libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps
+
+.PHONY: all deps test test-asan unit integration demo clean bench
+
+all: leasekeeper
+
+# The binary lives at the top of the tree so that `./leasekeeper` just works after `make`.
+leasekeeper: $(BIN)
+	cp $(BIN) $@
+
+$(BIN): $(MAIN_OBJ) $(CORE_LIB) $(CLIENT_LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(CLIENT_LIB): $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(CORE_LIB): $(AGENT_OBJ) $(LOCKS_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# Each unit test links only the modules it exercises, so a module can be tested on its own.
+T_check_codec    := proto/codec.o
+T_check_auth     := proto/auth.o proto/codec.o
+T_check_duration := agent/duration.o
+T_check_config   := agent/config.o agent/duration.o
+T_check_lock     := agent/lock.o agent/log.o locks/backend.o locks/redis.o proto/codec.o
+T_check_redis    := locks/backend.o locks/redis.o tests/harness.o
+T_check_client   := proto/client.o proto/auth.o proto/codec.o
+
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/%.c $$(addprefix $(BUILD)/,$$(T_$$*)) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags check) -o $@ $< \
+		$(addprefix $(BUILD)/,$(T_$*)) $(LDLIBS) $(shell pkg-config --libs check)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(BIN)
+	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
+
+# `make test` runs everything twice: a normal build, then under ASan + UBSan.
+test: deps
+	$(MAKE) unit integration
+	$(MAKE) test-asan
+
+test-asan: deps
+	$(MAKE) BUILD=build/asan SAN=1 CFLAGS="-O1 -g" unit integration
+
+demo: deps all
+	./examples/demo.sh
+
+bench: deps all
+	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py
+
+clean:
+	rm -rf build leasekeeper

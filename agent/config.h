@@ -1,0 +1,92 @@
+/* The agent's YAML configuration (SPEC §4): load, expand ${VAR}, validate, default.
+ *
+ * Every problem found is reported as "FILE:LINE:COL: FIELD: MESSAGE" (1-based line and column
+ * of the offending node, or of the enclosing mapping for a missing field), and loading goes on
+ * to find the others, so that check-config shows them all at once.
+ */
+#ifndef LK_AGENT_CONFIG_H
+#define LK_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LK_CONFIG_MAX_BYTES     (1024 * 1024)
+#define LK_CONFIG_MAX_BACKENDS  64
+#define LK_CONFIG_MAX_LOCKS     256
+#define LK_CONFIG_MAX_ENDPOINTS 16
+#define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */
+
+enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
+enum lk_campaign_mode { LK_CAMPAIGN_WHEN_APP_CONNECTED, LK_CAMPAIGN_ALWAYS };
+enum lk_log_format { LK_LOG_TEXT, LK_LOG_JSON };
+
+struct lk_config_backend {
+	char *name;
+	enum lk_backend_type type;
+	int64_t timeout_ms;          /* default 500ms for redis, 1s for etcd */
+	char *password_file;         /* NULL if none */
+	/* redis */
+	char *address;               /* "host:port", "[v6]:port" or "unix:/path"; default 127.0.0.1:6379 */
+	/* etcd */
+	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
+	size_t n_endpoints;
+	char *username;              /* NULL if none; needs password_file */
+	char *ca_file, *cert_file, *key_file; /* NULL if none; cert and key go together */
+};
+
+struct lk_config_lock {
+	char *name;                  /* [A-Za-z0-9._-]{1,128}, unique */
+	size_t backend;              /* index into lk_config.backends */
+	char *key;                   /* default "leasekeeper/<name>" */
+	int64_t ttl_ms;              /* default 10s */
+	int64_t renew_interval_ms;   /* default ttl/3 */
+	int64_t renew_deadline_ms;   /* default 2*ttl/3; renew_interval < renew_deadline < ttl */
+	int64_t retry_interval_ms;   /* default 1s */
+	int64_t stepdown_timeout_ms; /* default 5s */
+	int64_t release_timeout_ms;  /* default 3s */
+	enum lk_campaign_mode campaign;
+};
+
+struct lk_config {
+	char *identity;              /* default $HOSTNAME, then gethostname() */
+	char *socket_path;           /* default /run/leasekeeper/agent.sock */
+	unsigned socket_mode;        /* default 0660 */
+	char *http_listen;           /* "host:port"; NULL when "" or absent (disabled) */
+	enum lk_log_format log_format; /* default text */
+	int64_t shutdown_timeout_ms; /* default 25s */
+	char *auth_key_file;         /* NULL if none */
+	struct lk_config_backend *backends;
+	size_t n_backends;
+	struct lk_config_lock *locks;
+	size_t n_locks;
+};
+
+/* Diagnostics collected while loading: formatted lines, errors and warnings apart. */
+struct lk_config_diags {
+	char **errors;
+	size_t n_errors;
+	char **warnings;             /* e.g. an etcd lock whose ttl is under 2s */
+	size_t n_warnings;
+};
+
+/* Load and validate the file at path. Returns 0 and a new config in *ret (errors empty; there
+ * may be warnings), or -EINVAL with at least one error in diags, or another negative errno if
+ * the file cannot be read (also described in diags). diags must be zeroed by the caller and
+ * released with lk_config_diags_clear() whatever the result. Referenced files (password_file,
+ * auth_key_file, TLS files) are checked to be readable, not read. */
+int lk_config_load(const char *path, struct lk_config **ret, struct lk_config_diags *diags);
+
+/* The same on an in-memory text; name is used in messages in place of a path. */
+int lk_config_parse(const char *name, const char *text, size_t len, struct lk_config **ret,
+                    struct lk_config_diags *diags);
+
+/* Free a config; accepts NULL; returns NULL. */
+struct lk_config *lk_config_free(struct lk_config *cfg);
+
+/* Free the diagnostics' contents and zero the struct. */
+void lk_config_diags_clear(struct lk_config_diags *diags);
+
+const char *lk_backend_type_name(enum lk_backend_type t);
+
+#endif

@@ -1,0 +1,124 @@
+/* One lock's state machine: campaign, lead, renew, step down, release (SPEC §1, §2).
+ *
+ * The states are one enum and every transition happens in one function (lock.c: step()), so
+ * that the safety invariants can be read in one place:
+ *   I1  LEADER is sent only while now < sent + renew_deadline of the proving request;
+ *   I2  a release starts only once every campaign client has ACKed the tenure or left;
+ *       a stepdown timeout ends in outcome=expired and no release at all;
+ *   I3  one tenure is released by one compare-and-delete, repeated only after a transport error;
+ *   I4  the renew deadline timer sends LOST before the lease can expire;
+ *   I6  a campaign client that leaves counts as stepped down;
+ *   I7  lk_lock_drain() is idempotent.
+ *
+ * The lock does no I/O of its own: time, timers and the delivery of event lines to clients come
+ * through struct lk_lock_env, so the unit tests drive it with a fake clock and a fake backend.
+ */
+#ifndef LK_AGENT_LOCK_H
+#define LK_AGENT_LOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/codec.h"
+
+struct lk_backend;
+struct lk_config_lock;
+struct lk_lock;
+
+#define LK_LOCK_MAX_CAMPAIGNERS 1024
+#define LK_HOLDER_MAX           256 /* longer holder identities are cut */
+
+enum lk_lock_state {
+	LK_LOCK_IDLE,          /* not campaigning: nobody here wants the lock */
+	LK_LOCK_FOLLOWER,      /* campaigning: trying to acquire, another holder or none */
+	LK_LOCK_LEADER,        /* holding a proven-valid tenure and renewing it */
+	LK_LOCK_STEPPING_DOWN, /* drain: STEPDOWN sent, still renewing, waiting for ACKs */
+	LK_LOCK_RELEASING,     /* compare-and-delete in flight or being retried */
+	LK_LOCK_DONE,          /* drained: nothing more will happen */
+	LK_LOCK__STATE_COUNT,
+};
+
+enum lk_lock_timer {
+	LK_TIMER_RETRY,        /* next acquire attempt, or next release retry */
+	LK_TIMER_RENEW,        /* next renewal, or renewal retry */
+	LK_TIMER_DEADLINE,     /* renew deadline (I4) */
+	LK_TIMER_PHASE,        /* stepdown_timeout, then release_timeout */
+	LK_TIMER__COUNT,
+};
+
+typedef void lk_timer_fn(void *arg);
+
+/* What the lock needs from its host. All hooks get `ctx` as their first argument. */
+struct lk_lock_env {
+	void *ctx;
+	int64_t (*now_ns)(void *ctx);                       /* CLOCK_MONOTONIC */
+	void *(*timer_new)(void *ctx, lk_timer_fn *fn, void *arg);
+	void (*timer_arm)(void *ctx, void *timer, int64_t at_ns); /* re-arming replaces */
+	void (*timer_disarm)(void *ctx, void *timer);
+	void (*timer_free)(void *ctx, void *timer);
+	/* Deliver one event line ('\n' included) to this lock's campaign clients and watchers. */
+	void (*emit)(void *ctx, struct lk_lock *l, const char *line, size_t len);
+	/* During a drain: the lock reached DONE; lk_lock_outcome() tells how. */
+	void (*settled)(void *ctx, struct lk_lock *l);
+	/* A backend request failed (for leasekeeper_backend_errors_total). May be NULL. */
+	void (*backend_error)(void *ctx, struct lk_lock *l);
+};
+
+/* Counters and last durations, for logs and metrics. */
+struct lk_lock_stats {
+	uint64_t acquisitions;
+	uint64_t lost[LK_LOST__COUNT];
+	uint64_t releases[LK_OUTCOME__COUNT];
+	int64_t last_release_ms;   /* release start to backend answer, -1 if none yet */
+	int64_t last_stepdown_ms;  /* STEPDOWN to the last ACK (or timeout), -1 if none yet */
+};
+
+/* Create a lock in IDLE. cfg, b and env are borrowed and must outlive the lock; identity is
+ * copied. Returns NULL on allocation failure. */
+struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend *b,
+                            const char *identity, const struct lk_lock_env *env);
+
+/* Free; accepts NULL; returns NULL. Does not release anything: drain first. */
+struct lk_lock *lk_lock_free(struct lk_lock *l);
+
+/* Begin life: campaign at once if the lock's mode is `always`. */
+void lk_lock_start(struct lk_lock *l);
+
+/* A client wants to lead (CAMPAIGN). Idempotent per client. Returns 0, -EBUSY while draining,
+ * -ENOSPC past LK_LOCK_MAX_CAMPAIGNERS. */
+int lk_lock_campaign(struct lk_lock *l, void *client);
+
+/* A campaign client resigned or disconnected (I6). Unknown clients are ignored. */
+void lk_lock_leave(struct lk_lock *l, void *client);
+
+/* A client ACKed `token`. Returns 0, or -EINVAL if token is not this lock's current or most
+ * recent tenure (bad_token). */
+int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token);
+
+/* Start (or join: idempotent) this lock's part of the drain. env->settled is called when it is
+ * DONE, possibly before this returns. */
+void lk_lock_drain(struct lk_lock *l);
+
+/* shutdown_timeout passed: stop at once, releasing nothing more (leases expire by TTL). */
+void lk_lock_abort(struct lk_lock *l);
+
+/* The event line that tells a newcomer this lock's state (LEADER, STEPDOWN or FOLLOWER), into
+ * buf[cap]. Returns its length or -ENOSPC. */
+int lk_lock_current_event(const struct lk_lock *l, char *buf, size_t cap);
+
+/* Introspection. Strings are borrowed from the lock. */
+const char *lk_lock_name(const struct lk_lock *l);
+const char *lk_lock_backend_name(const struct lk_lock *l);
+enum lk_lock_state lk_lock_state(const struct lk_lock *l);
+const char *lk_lock_state_name(enum lk_lock_state s);
+bool lk_lock_is_leader(const struct lk_lock *l);    /* LEADER or STEPPING_DOWN */
+uint64_t lk_lock_token(const struct lk_lock *l);    /* current or last tenure, 0 if none */
+const char *lk_lock_holder(const struct lk_lock *l); /* identity, or "-" if unknown */
+int64_t lk_lock_ttl_ms(const struct lk_lock *l);    /* proven validity left, 0 unless leader */
+size_t lk_lock_campaigners(const struct lk_lock *l);
+/* True once DONE with a tenure to report, with its outcome in *ret. */
+bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret);
+const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l);
+
+#endif

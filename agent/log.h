@@ -1,0 +1,44 @@
+/* The agent's log: one line per event on stderr, as text or JSON (SPEC §8).
+ *
+ * Fields are typed so that JSON gets numbers as numbers. Usage, with no commas between fields:
+ *
+ *     LK_LOG(LK_INFO, "lock acquired", LKF_STR("lock", name) LKF_U64("token", tok));
+ *
+ * Secrets never reach this module: callers pass file paths, never file contents.
+ */
+#ifndef LK_AGENT_LOG_H
+#define LK_AGENT_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "agent/config.h"
+
+enum lk_log_level { LK_DEBUG, LK_INFO, LK_WARN, LK_ERROR };
+
+enum lk_logf_type { LK_LOGF_END, LK_LOGF_STR, LK_LOGF_I64, LK_LOGF_U64, LK_LOGF_BOOL };
+
+struct lk_logf {
+	const char *key;
+	enum lk_logf_type type;
+	const char *s;
+	int64_t i;
+	uint64_t u;
+};
+
+#define LKF_STR(k, v)  { .key = (k), .type = LK_LOGF_STR, .s = (v) },
+#define LKF_I64(k, v)  { .key = (k), .type = LK_LOGF_I64, .i = (int64_t)(v) },
+#define LKF_U64(k, v)  { .key = (k), .type = LK_LOGF_U64, .u = (uint64_t)(v) },
+#define LKF_BOOL(k, v) { .key = (k), .type = LK_LOGF_BOOL, .i = !!(v) },
+
+#define LK_LOG(level, msg, ...) \
+	lk_log_fields((level), (msg), (const struct lk_logf[]){ __VA_ARGS__ { .type = LK_LOGF_END } })
+
+/* Choose the format and the lowest level written (default: text, info, stderr). */
+void lk_log_setup(enum lk_log_format fmt, enum lk_log_level min_level, FILE *out);
+
+/* Write one line: msg plus the fields up to the LK_LOGF_END entry. */
+void lk_log_fields(enum lk_log_level level, const char *msg, const struct lk_logf *fields);
+
+#endif

@@ -1,0 +1,126 @@
+/* One interface for every lock backend (Redis, etcd): a static const vtable per type and one
+ * instance struct per configured backend, in the style of curl's connection filters.
+ *
+ * Contract, for every implementation:
+ * - Everything runs on the agent's one libevent loop. No call blocks; connects, DNS lookups and
+ *   requests are asynchronous, and each request the backend accepts gets exactly one reply
+ *   callback, at the latest about `timeout` after it was sent (a silent server is treated as a
+ *   broken connection: hiredis 0.14 has no timeouts of its own).
+ * - A call that fails synchronously (negative errno, e.g. -ENOTCONN while reconnecting) never
+ *   calls its callback.
+ * - No callback is ever called from inside the call that started the request, and none after
+ *   the key or backend it belongs to was freed.
+ * - The backend reconnects by itself with capped exponential backoff and jitter, and calls the
+ *   key's notify hook whenever the key may have become free (a release notice, a deletion seen
+ *   by a watch, or a (re)connection after which notices may have been missed).
+ * - Backends do not log; they report through lk_backend_hooks.log and the err strings below.
+ */
+#ifndef LK_LOCKS_BACKEND_H
+#define LK_LOCKS_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct event_base;
+struct lk_backend;
+struct lk_config_backend;
+struct lk_backend_key;
+
+/* CLOCK_MONOTONIC in nanoseconds: the clock every validity computation uses (I1). */
+static inline int64_t lk_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+enum lk_reply_status {
+	LK_REPLY_OK,          /* acquire: acquired; renew: extended; release: deleted our key */
+	LK_REPLY_HELD,        /* acquire: somebody holds it (holder set if known) */
+	LK_REPLY_TAKEN,       /* renew: the key now belongs to someone else (holder set if known) */
+	LK_REPLY_GONE,        /* renew: no key or lease any more; release: nothing of ours to delete */
+	LK_REPLY_ERROR,       /* transport error, timeout, transient server error: retry */
+	LK_REPLY_FATAL,       /* the server refused in a way retrying will not fix (bad reply,
+	                         wrong type, script error): give the tenure up */
+};
+
+/* What a request produced. Everything borrowed here is valid only during the callback. */
+struct lk_reply {
+	enum lk_reply_status status;
+	uint64_t token;        /* acquire OK: the new tenure's fencing token */
+	int64_t sent_ns;       /* acquire/renew OK: lk_mono_ns() when the proving request was sent */
+	int64_t ttl_ms;        /* acquire/renew OK: validity granted, counted from sent_ns */
+	const char *holder;    /* HELD/TAKEN: holder identity, or NULL if unknown */
+	const char *err;       /* ERROR/FATAL: a message for the agent's log */
+};
+
+typedef void lk_backend_reply_fn(void *arg, const struct lk_reply *reply);
+/* The key may have become free: a follower should try to acquire now. */
+typedef void lk_backend_notify_fn(void *arg);
+
+enum lk_backend_log_level { LK_BLOG_DEBUG, LK_BLOG_INFO, LK_BLOG_WARN, LK_BLOG_ERROR };
+
+/* How a backend talks to the agent outside of replies. */
+struct lk_backend_hooks {
+	/* Connection-level events ("connected", "reconnecting in 400ms: ..."). msg is borrowed. */
+	void (*log)(void *arg, struct lk_backend *b, enum lk_backend_log_level level, const char *msg);
+	void *arg;
+};
+
+struct lk_backend_ops {
+	const char *type;
+	/* Register a lock's key. identity is what other replicas see as the holder. notify may be
+	 * called any time until key_free. Returns NULL on allocation failure. */
+	struct lk_backend_key *(*key_new)(struct lk_backend *b, const char *key, const char *identity,
+	                                  lk_backend_notify_fn *notify, void *arg);
+	/* Forget a key; its pending requests complete silently. Accepts NULL. */
+	void (*key_free)(struct lk_backend_key *k);
+	/* Try to start a tenure of ttl_ms. Replies OK (token, sent_ns, ttl_ms), HELD, ERROR, FATAL. */
+	int (*acquire)(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_fn *cb, void *arg);
+	/* Extend tenure `token` by ttl_ms, only if it is still ours. OK, TAKEN, GONE, ERROR, FATAL. */
+	int (*renew)(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
+	             lk_backend_reply_fn *cb, void *arg);
+	/* Compare-and-delete tenure `token`: idempotent, never touches another holder's key (I3).
+	 * Tells waiting replicas. OK (deleted), GONE (not ours any more), ERROR, FATAL. */
+	int (*release)(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb, void *arg);
+	/* Whether notify should fire for this key (followers want it, leaders do not care). */
+	void (*watch)(struct lk_backend_key *k, bool on);
+	/* True once the backend has answered since the last (re)connect: for /readyz. */
+	bool (*ready)(const struct lk_backend *b);
+	/* Close connections and free everything, keys included; no callback runs after. */
+	void (*free)(struct lk_backend *b);
+};
+
+/* The part every backend instance starts with. */
+struct lk_backend {
+	const struct lk_backend_ops *ops;
+	char *name;                    /* the config's backend name, owned */
+	struct lk_backend_hooks hooks;
+};
+
+/* Create the backend a config entry describes, attached to base. Returns 0 and the backend, or
+ * a negative errno with a message in err[errlen] (an unreadable password file, say). */
+int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
+                   const struct lk_backend_hooks *hooks, struct lk_backend **ret,
+                   char *err, size_t errlen);
+
+/* Free through the vtable; accepts NULL; returns NULL. */
+struct lk_backend *lk_backend_free(struct lk_backend *b);
+
+/* Constructors behind lk_backend_new, one per file. */
+int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
+                 const struct lk_backend_hooks *hooks, struct lk_backend **ret,
+                 char *err, size_t errlen);
+
+/* Backoff shared by all backends: delay before attempt `attempt` (0-based) between base_ms and
+ * cap_ms, doubling, with "equal jitter" (half fixed, half random) so that replicas that lost
+ * their server together do not come back in lockstep. */
+int64_t lk_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms);
+
+/* Parse "host:port", "[v6]:port" or "unix:/path". Writes host[hostcap] (the path for unix) and
+ * *port (0 for unix); returns 0 or -EINVAL. */
+int lk_parse_address(const char *addr, char *host, size_t hostcap, int *port);
+
+#endif
