@@ -22,7 +22,7 @@ endif
 PROTO_SRC := proto/codec.c proto/auth.c proto/client.c
 LOCKS_SRC := locks/backend.c locks/redis.c
 AGENT_SRC := agent/agent.c agent/config.c agent/duration.c agent/lock.c agent/log.c \
-             agent/server.c agent/cli.c
+             agent/server.c agent/cli.c agent/run.c
 MAIN_SRC  := agent/main.c
 
 PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
@@ -69,7 +69,7 @@ T_check_codec    := proto/codec.o
 T_check_auth     := proto/auth.o proto/codec.o
 T_check_duration := agent/duration.o
 T_check_config   := agent/config.o agent/duration.o
-T_check_lock     := agent/lock.o agent/log.o locks/backend.o locks/redis.o proto/codec.o
+T_check_lock     := agent/lock.o agent/log.o proto/codec.o
 T_check_redis    := locks/backend.o locks/redis.o tests/harness.o
 T_check_client   := proto/client.o proto/auth.o proto/codec.o
 

@@ -1,0 +1,430 @@
+/* The daemon's wiring: the one event loop, signals, backends, locks, the socket server, and the
+ * drain that ends the process (SPEC §2). Everything here runs on the loop's only thread. */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/config.h"
+#include "agent/lock.h"
+#include "agent/log.h"
+#include "agent/server.h"
+#include "locks/backend.h"
+#include "proto/auth.h"
+
+#define NS_PER_MS 1000000LL
+
+struct agent_timer {
+	struct event *ev;
+	lk_timer_fn *fn;
+	void *arg;
+};
+
+struct lk_agent {
+	struct event_base *base;
+	const struct lk_config *cfg;
+	struct lk_backend **backends;
+	struct lk_lock **locks;
+	struct lk_lock_env env;
+	struct lk_server *server;
+	struct event *sig_term, *sig_int, *sig_quit, *shutdown_timer, *exit_timer;
+
+	bool draining;
+	bool drain_done;
+	bool settling;          /* inside a loop over locks: completion is checked after it */
+	int64_t drain_start_ns;
+	int exit_status;
+};
+
+/* ---- lock environment: real time and libevent timers -------------------------------------- */
+
+static int64_t env_now(void *ctx)
+{
+	return lk_mono_ns();
+}
+
+static void on_agent_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct agent_timer *t = arg;
+
+	t->fn(t->arg);
+}
+
+static void *env_timer_new(void *ctx, lk_timer_fn *fn, void *arg)
+{
+	struct lk_agent *a = ctx;
+	struct agent_timer *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->fn = fn;
+	t->arg = arg;
+	t->ev = evtimer_new(a->base, on_agent_timer, t);
+	if (!t->ev) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static void env_timer_arm(void *ctx, void *timer, int64_t at_ns)
+{
+	struct agent_timer *t = timer;
+	int64_t in_ns = at_ns - lk_mono_ns();
+	struct timeval tv = { 0, 0 };
+
+	if (in_ns > 0) {
+		tv.tv_sec = in_ns / 1000000000;
+		/* Round up: a timer that fires a hair early would find its deadline not yet due. */
+		tv.tv_usec = (in_ns % 1000000000 + 999) / 1000;
+		if (tv.tv_usec >= 1000000) {
+			tv.tv_sec++;
+			tv.tv_usec -= 1000000;
+		}
+	}
+	evtimer_add(t->ev, &tv);
+}
+
+static void env_timer_disarm(void *ctx, void *timer)
+{
+	struct agent_timer *t = timer;
+
+	evtimer_del(t->ev);
+}
+
+static void env_timer_free(void *ctx, void *timer)
+{
+	struct agent_timer *t = timer;
+
+	event_free(t->ev);
+	free(t);
+}
+
+static int lock_index(const struct lk_agent *a, const struct lk_lock *l)
+{
+	for (size_t i = 0; i < a->cfg->n_locks; i++)
+		if (a->locks[i] == l)
+			return (int)i;
+	return -1;
+}
+
+static void env_emit(void *ctx, struct lk_lock *l, const char *line, size_t len)
+{
+	struct lk_agent *a = ctx;
+	int i = lock_index(a, l);
+
+	if (a->server && i >= 0)
+		lk_server_emit_lock(a->server, (size_t)i, line, len);
+}
+
+static void maybe_finish_drain(struct lk_agent *a, bool timed_out);
+
+static void env_settled(void *ctx, struct lk_lock *l)
+{
+	struct lk_agent *a = ctx;
+
+	if (!a->settling)
+		maybe_finish_drain(a, false);
+}
+
+/* ---- drain ---------------------------------------------------------------------------------- */
+
+static void on_all_closed(void *arg)
+{
+	struct lk_agent *a = arg;
+
+	event_base_loopexit(a->base, NULL);
+}
+
+static void maybe_finish_drain(struct lk_agent *a, bool timed_out)
+{
+	unsigned released = 0, expired = 0, failed = 0;
+	int64_t wait_ms = 0, elapsed_ms, left_ms;
+	const char *reason;
+	char line[LK_LINE_MAX];
+	int n;
+
+	if (!a->draining || a->drain_done)
+		return;
+	for (size_t i = 0; i < a->cfg->n_locks; i++) {
+		enum lk_outcome o;
+		const struct lk_lock_stats *st = lk_lock_stats(a->locks[i]);
+
+		if (lk_lock_state(a->locks[i]) != LK_LOCK_DONE)
+			return;
+		if (st->last_stepdown_ms > wait_ms)
+			wait_ms = st->last_stepdown_ms;
+		if (!lk_lock_outcome(a->locks[i], &o))
+			continue;
+		if (o == LK_OUTCOME_RELEASED || o == LK_OUTCOME_ALREADY_GONE)
+			released++;
+		else if (o == LK_OUTCOME_EXPIRED)
+			expired++;
+		else
+			failed++;
+	}
+	a->drain_done = true;
+	event_del(a->shutdown_timer);
+	elapsed_ms = (lk_mono_ns() - a->drain_start_ns) / NS_PER_MS;
+	left_ms = a->cfg->shutdown_timeout_ms - elapsed_ms;
+	if (timed_out)
+		reason = "shutdown_timeout";
+	else if (failed)
+		reason = "release_failed";
+	else if (expired)
+		reason = "stepdown_timeout";
+	else
+		reason = "drained";
+	a->exit_status = (timed_out || failed || expired) ? 1 : 0;
+
+	n = lk_codec_format_event(line, sizeof(line), &(struct lk_event){
+		.kind = LK_EV_STOP, .deadline_ms = left_ms > 0 ? left_ms : 0 });
+	if (n > 0)
+		lk_server_broadcast(a->server, line, (size_t)n);
+	n = lk_codec_format_event(line, sizeof(line), &(struct lk_event){
+		.kind = LK_EV_DRAINED, .released = released, .expired = expired, .failed = failed,
+		.elapsed_ms = elapsed_ms });
+	if (n > 0)
+		lk_server_to_drainers(a->server, line, (size_t)n);
+	LK_LOG(a->exit_status ? LK_WARN : LK_INFO, "drain complete", LKF_STR("exit_reason", reason)
+	       LKF_I64("wait_duration_ms", wait_ms) LKF_U64("released", released)
+	       LKF_U64("expired", expired) LKF_U64("failed", failed)
+	       LKF_I64("elapsed_ms", elapsed_ms));
+	lk_server_close_all(a->server, on_all_closed, a);
+}
+
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_agent *a = arg;
+
+	LK_LOG(LK_ERROR, "shutdown timeout: exiting, leases left to expire by TTL",
+	       LKF_I64("shutdown_timeout_ms", a->cfg->shutdown_timeout_ms));
+	a->settling = true;
+	for (size_t i = 0; i < a->cfg->n_locks; i++)
+		lk_lock_abort(a->locks[i]);
+	a->settling = false;
+	maybe_finish_drain(a, true);
+}
+
+void lk_agent_drain(struct lk_agent *a, const char *trigger)
+{
+	struct timeval tv = { a->cfg->shutdown_timeout_ms / 1000,
+	                      (a->cfg->shutdown_timeout_ms % 1000) * 1000 };
+
+	if (a->draining) {
+		LK_LOG(LK_INFO, "drain already under way", LKF_STR("trigger", trigger));
+		return;
+	}
+	a->draining = true;
+	a->drain_start_ns = lk_mono_ns();
+	LK_LOG(LK_INFO, "drain started", LKF_STR("trigger", trigger));
+	evtimer_add(a->shutdown_timer, &tv);
+	/* Locks that hold nothing settle at once; check for the end once, after all started. */
+	a->settling = true;
+	for (size_t i = 0; i < a->cfg->n_locks; i++)
+		lk_lock_drain(a->locks[i]);
+	a->settling = false;
+	maybe_finish_drain(a, false);
+}
+
+/* ---- signals ------------------------------------------------------------------------------ */
+
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+	lk_agent_drain(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void on_sigquit(evutil_socket_t sig, short what, void *arg)
+{
+	struct lk_agent *a = arg;
+	size_t camp = 0, watch = 0, other = 0;
+
+	lk_server_count(a->server, &camp, &watch, &other);
+	LK_LOG(LK_INFO, "state dump", LKF_STR("identity", a->cfg->identity)
+	       LKF_BOOL("draining", a->draining) LKF_U64("campaign_clients", camp)
+	       LKF_U64("watch_clients", watch) LKF_U64("other_clients", other));
+	for (size_t i = 0; i < a->cfg->n_locks; i++) {
+		struct lk_lock *l = a->locks[i];
+		LK_LOG(LK_INFO, "state dump: lock", LKF_STR("lock", lk_lock_name(l))
+		       LKF_STR("backend", lk_lock_backend_name(l))
+		       LKF_STR("state", lk_lock_state_name(lk_lock_state(l)))
+		       LKF_U64("token", lk_lock_token(l)) LKF_STR("holder", lk_lock_holder(l))
+		       LKF_I64("ttl_ms", lk_lock_ttl_ms(l))
+		       LKF_U64("campaign_clients", lk_lock_campaigners(l)));
+	}
+}
+
+/* ---- backends' hooks ------------------------------------------------------------------------ */
+
+static void on_backend_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
+                           const char *msg)
+{
+	static const enum lk_log_level map[] = {
+		[LK_BLOG_DEBUG] = LK_DEBUG, [LK_BLOG_INFO] = LK_INFO,
+		[LK_BLOG_WARN] = LK_WARN, [LK_BLOG_ERROR] = LK_ERROR,
+	};
+
+	LK_LOG(map[level], msg, LKF_STR("backend", b->name));
+}
+
+/* ---- queries for the server ---------------------------------------------------------------- */
+
+const char *lk_agent_identity(const struct lk_agent *a) { return a->cfg->identity; }
+size_t lk_agent_n_locks(const struct lk_agent *a) { return a->cfg->n_locks; }
+struct lk_lock *lk_agent_lock(const struct lk_agent *a, size_t i) { return a->locks[i]; }
+bool lk_agent_draining(const struct lk_agent *a) { return a->draining; }
+
+int lk_agent_find_lock(const struct lk_agent *a, const char *name)
+{
+	for (size_t i = 0; i < a->cfg->n_locks; i++)
+		if (strcmp(a->cfg->locks[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+char *lk_agent_status_json(const struct lk_agent *a)
+{
+	json_t *root = json_object(), *locks = json_array();
+	char *s = NULL;
+
+	if (!root || !locks)
+		goto out;
+	json_object_set_new(root, "identity", json_string(a->cfg->identity));
+	json_object_set_new(root, "draining", json_boolean(a->draining));
+	for (size_t i = 0; i < a->cfg->n_locks; i++) {
+		const struct lk_lock *l = a->locks[i];
+		const char *holder = lk_lock_holder(l);
+		json_t *o = json_object();
+
+		if (!o)
+			goto out;
+		json_object_set_new(o, "name", json_string(lk_lock_name(l)));
+		json_object_set_new(o, "backend", json_string(lk_lock_backend_name(l)));
+		json_object_set_new(o, "state", json_string(lk_lock_state_name(lk_lock_state(l))));
+		json_object_set_new(o, "token", json_integer((json_int_t)lk_lock_token(l)));
+		json_object_set_new(o, "holder", strcmp(holder, "-") ? json_string(holder)
+		                                                      : json_null());
+		json_object_set_new(o, "ttl_ms", json_integer(lk_lock_ttl_ms(l)));
+		json_object_set_new(o, "campaign_clients",
+		                    json_integer((json_int_t)lk_lock_campaigners(l)));
+		json_array_append_new(locks, o);
+	}
+	json_object_set(root, "locks", locks);
+	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+	json_decref(locks);
+	json_decref(root);
+	return s;
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+static void agent_free(struct lk_agent *a)
+{
+	a->server = lk_server_free(a->server);
+	for (size_t i = 0; a->locks && i < a->cfg->n_locks; i++)
+		lk_lock_free(a->locks[i]);
+	for (size_t i = 0; a->backends && i < a->cfg->n_backends; i++)
+		lk_backend_free(a->backends[i]);
+	free(a->locks);
+	free(a->backends);
+	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer,
+	                        a->exit_timer };
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (a->base)
+		event_base_free(a->base);
+}
+
+static int agent_start(struct lk_agent *a)
+{
+	const struct lk_config *cfg = a->cfg;
+	const struct lk_backend_hooks hooks = { .log = on_backend_log, .arg = a };
+	uint8_t key[LK_AUTH_KEY_BYTES];
+	char err[512];
+	int rc;
+
+	a->env = (struct lk_lock_env){
+		.ctx = a, .now_ns = env_now, .timer_new = env_timer_new, .timer_arm = env_timer_arm,
+		.timer_disarm = env_timer_disarm, .timer_free = env_timer_free, .emit = env_emit,
+		.settled = env_settled,
+	};
+	a->base = event_base_new();
+	a->backends = calloc(cfg->n_backends, sizeof(*a->backends));
+	a->locks = calloc(cfg->n_locks, sizeof(*a->locks));
+	if (!a->base || !a->backends || !a->locks) {
+		LK_LOG(LK_ERROR, "out of memory");
+		return -ENOMEM;
+	}
+	if (cfg->auth_key_file &&
+	    lk_auth_load_key(cfg->auth_key_file, key, err, sizeof(err)) < 0) {
+		LK_LOG(LK_ERROR, "cannot load the auth key", LKF_STR("error", err));
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->n_backends; i++) {
+		rc = lk_backend_new(a->base, &cfg->backends[i], &hooks, &a->backends[i], err,
+		                    sizeof(err));
+		if (rc < 0) {
+			LK_LOG(LK_ERROR, "cannot set up backend", LKF_STR("backend", cfg->backends[i].name)
+			       LKF_STR("error", err));
+			return rc;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_locks; i++) {
+		const struct lk_config_lock *lc = &cfg->locks[i];
+		a->locks[i] = lk_lock_new(lc, a->backends[lc->backend], cfg->identity, &a->env);
+		if (!a->locks[i]) {
+			LK_LOG(LK_ERROR, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	rc = lk_server_new(a->base, a, cfg->socket_path, cfg->socket_mode,
+	                   cfg->auth_key_file ? key : NULL, &a->server, err, sizeof(err));
+	if (rc < 0) {
+		LK_LOG(LK_ERROR, "cannot open the socket", LKF_STR("error", err));
+		return rc;
+	}
+	a->sig_term = evsignal_new(a->base, SIGTERM, on_sigterm, a);
+	a->sig_int = evsignal_new(a->base, SIGINT, on_sigterm, a);
+	a->sig_quit = evsignal_new(a->base, SIGQUIT, on_sigquit, a);
+	a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
+	if (!a->sig_term || !a->sig_int || !a->sig_quit || !a->shutdown_timer ||
+	    evsignal_add(a->sig_term, NULL) < 0 || evsignal_add(a->sig_int, NULL) < 0 ||
+	    evsignal_add(a->sig_quit, NULL) < 0) {
+		LK_LOG(LK_ERROR, "cannot set up signal handling");
+		return -EIO;
+	}
+	return 0;
+}
+
+int lk_agent_run(const struct lk_config *cfg)
+{
+	struct lk_agent a = { .cfg = cfg, .exit_status = 1 };
+
+	/* A client that vanishes mid-write must cost us an EPIPE, not the process. */
+	signal(SIGPIPE, SIG_IGN);
+	if (lk_auth_init() < 0) {
+		LK_LOG(LK_ERROR, "cannot initialise libsodium");
+		return 1;
+	}
+	if (agent_start(&a) < 0) {
+		agent_free(&a);
+		return 1;
+	}
+	LK_LOG(LK_INFO, "agent started", LKF_STR("version", LK_VERSION)
+	       LKF_STR("identity", cfg->identity) LKF_STR("socket", cfg->socket_path)
+	       LKF_U64("locks", cfg->n_locks) LKF_BOOL("auth", cfg->auth_key_file != NULL));
+	for (size_t i = 0; i < cfg->n_locks; i++)
+		lk_lock_start(a.locks[i]);
+	event_base_dispatch(a.base);
+	if (!a.drain_done)
+		LK_LOG(LK_ERROR, "drain complete", LKF_STR("exit_reason", "fatal"));
+	agent_free(&a);
+	return a.exit_status;
+}

@@ -1,0 +1,33 @@
+/* The daemon: one libevent loop wiring config, backends, locks, the socket server and signals,
+ * and the drain that ends it (SPEC §2). */
+#ifndef LK_AGENT_AGENT_H
+#define LK_AGENT_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define LK_VERSION "0.1.0"
+
+struct lk_agent;
+struct lk_config;
+struct lk_lock;
+
+/* Run the agent described by cfg until its drain ends. Returns the process exit status:
+ * 0 after a drain that released everything, 1 otherwise or if it could not start. */
+int lk_agent_run(const struct lk_config *cfg);
+
+/* For the socket server. */
+const char *lk_agent_identity(const struct lk_agent *a);
+size_t lk_agent_n_locks(const struct lk_agent *a);
+struct lk_lock *lk_agent_lock(const struct lk_agent *a, size_t i);
+/* Index of the lock called name, or -1. */
+int lk_agent_find_lock(const struct lk_agent *a, const char *name);
+bool lk_agent_draining(const struct lk_agent *a);
+
+/* Start or join the one drain (I7). trigger says who asked, for the log. */
+void lk_agent_drain(struct lk_agent *a, const char *trigger);
+
+/* The STATUS reply's one-line JSON. Returns a string the caller frees, or NULL. */
+char *lk_agent_status_json(const struct lk_agent *a);
+
+#endif

@@ -1,0 +1,263 @@
+/* Client-side commands: drain, status, watch (and run, in run.c). */
+#include "agent/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/duration.h"
+#include "proto/client.h"
+#include "proto/codec.h"
+
+#define EXIT_NOT_ASKED 2
+
+static const char usage_drain[] =
+	"usage: leasekeeper drain [-s SOCKET] [--timeout DURATION]\n"
+	"\n"
+	"Ask the agent to drain (step down, release every lock, stop its apps) and wait for the\n"
+	"result: this is what a preStop hook runs. Exits 0 if every held lock was released, 1 if\n"
+	"some lock was left to expire or failed (or the wait timed out), 2 if the agent could not\n"
+	"be asked.\n";
+
+static const char usage_status[] =
+	"usage: leasekeeper status [-s SOCKET] [--json]\n"
+	"\n"
+	"Show the agent's identity and its locks: state, token, holder, proven ttl left.\n";
+
+static const char usage_watch[] =
+	"usage: leasekeeper watch [-s SOCKET] [LOCK]\n"
+	"\n"
+	"Print the events of LOCK (default: every lock) as they happen, one per line, until the\n"
+	"agent goes away.\n";
+
+struct common_opts {
+	const char *socket;
+	const char *timeout;
+	bool json;
+	int argi;              /* first positional argument */
+};
+
+/* Parse -s/--socket plus what the command allows. Returns 0 or EXIT_NOT_ASKED after printing
+ * usage. --help prints to stdout and returns -1 (exit 0). */
+static int parse_opts(int argc, char **argv, const char *usage, bool allow_timeout,
+                      bool allow_json, struct common_opts *o)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	*o = (struct common_opts){ 0 };
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "s:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			o->socket = optarg;
+			break;
+		case 't':
+			if (!allow_timeout)
+				goto usage;
+			o->timeout = optarg;
+			break;
+		case 'j':
+			if (!allow_json)
+				goto usage;
+			o->json = true;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return -1;
+		default:
+			goto usage;
+		}
+	}
+	o->argi = optind;
+	return 0;
+usage:
+	fputs(usage, stderr);
+	return EXIT_NOT_ASKED;
+}
+
+static int connect_agent(const char *socket, const char *name, struct lk_client **ret)
+{
+	struct lk_client_opts co = { .socket_path = socket, .client_name = name };
+	char err[512];
+	int rc = lk_client_connect(&co, ret, err, sizeof(err));
+
+	if (rc < 0)
+		fprintf(stderr, "leasekeeper %s: cannot talk to the agent at %s: %s\n", name,
+		        lk_client_socket_path(socket), err);
+	return rc;
+}
+
+/* Send a request that takes no argument and expect OK; print why not. */
+static int simple_call(struct lk_client *c, const char *cmd, enum lk_verb verb,
+                       struct lk_server_msg *reply)
+{
+	int rc = lk_client_call(c, &(struct lk_request){ .verb = verb }, 10000, reply);
+
+	if (rc < 0) {
+		fprintf(stderr, "leasekeeper %s: no answer from the agent: %s\n", cmd, strerror(-rc));
+		return rc;
+	}
+	if (reply->kind == LK_MSG_ERR) {
+		fprintf(stderr, "leasekeeper %s: the agent said %s %s\n", cmd,
+		        lk_err_name(reply->err), reply->err_text);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int lk_cli_drain(int argc, char **argv)
+{
+	struct common_opts o;
+	struct lk_client *c = NULL;
+	struct lk_server_msg m;
+	int64_t timeout_ms = -1;
+	int rc = parse_opts(argc, argv, usage_drain, true, false, &o);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (o.argi != argc) {
+		fputs(usage_drain, stderr);
+		return EXIT_NOT_ASKED;
+	}
+	if (o.timeout) {
+		const char *why;
+		if (lk_duration_parse(o.timeout, &timeout_ms, &why) < 0) {
+			fprintf(stderr, "leasekeeper drain: --timeout \"%s\" %s\n", o.timeout, why);
+			return EXIT_NOT_ASKED;
+		}
+	}
+	if (connect_agent(o.socket, "drain", &c) < 0)
+		return EXIT_NOT_ASKED;
+	if (simple_call(c, "drain", LK_VERB_DRAIN, &m) < 0) {
+		lk_client_free(c);
+		return EXIT_NOT_ASKED;
+	}
+	/* From here on the drain is under way: whatever happens, the answer is 0 or 1. */
+	int64_t deadline_ms = timeout_ms;
+	for (;;) {
+		rc = lk_client_next_event(c, deadline_ms > INT32_MAX ? INT32_MAX : (int)deadline_ms, &m);
+		if (rc == -ETIMEDOUT) {
+			fprintf(stderr, "leasekeeper drain: no result within %s\n", o.timeout);
+			rc = 1;
+			break;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "leasekeeper drain: the agent went away before reporting (%s)\n",
+			        strerror(-rc));
+			rc = 1;
+			break;
+		}
+		if (m.ev.kind != LK_EV_DRAINED)
+			continue;
+		printf("drained: released=%u expired=%u failed=%u elapsed_ms=%" PRId64 "\n",
+		       m.ev.released, m.ev.expired, m.ev.failed, m.ev.elapsed_ms);
+		rc = (m.ev.expired || m.ev.failed) ? 1 : 0;
+		break;
+	}
+	lk_client_free(c);
+	return rc;
+}
+
+static void print_status_table(const char *json)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(json, 0, &jerr), *locks, *l;
+	size_t i;
+
+	if (!root) {
+		printf("%s\n", json);
+		return;
+	}
+	printf("identity: %s   draining: %s\n\n",
+	       json_string_value(json_object_get(root, "identity")),
+	       json_is_true(json_object_get(root, "draining")) ? "yes" : "no");
+	printf("%-24s %-10s %-14s %-18s %-24s %8s %7s\n", "LOCK", "BACKEND", "STATE", "TOKEN",
+	       "HOLDER", "TTL_MS", "CLIENTS");
+	locks = json_object_get(root, "locks");
+	json_array_foreach(locks, i, l) {
+		const char *holder = json_string_value(json_object_get(l, "holder"));
+		printf("%-24s %-10s %-14s %-18" JSON_INTEGER_FORMAT " %-24s %8" JSON_INTEGER_FORMAT
+		       " %7" JSON_INTEGER_FORMAT "\n",
+		       json_string_value(json_object_get(l, "name")),
+		       json_string_value(json_object_get(l, "backend")),
+		       json_string_value(json_object_get(l, "state")),
+		       json_integer_value(json_object_get(l, "token")), holder ? holder : "-",
+		       json_integer_value(json_object_get(l, "ttl_ms")),
+		       json_integer_value(json_object_get(l, "campaign_clients")));
+	}
+	json_decref(root);
+}
+
+int lk_cli_status(int argc, char **argv)
+{
+	struct common_opts o;
+	struct lk_client *c = NULL;
+	struct lk_server_msg m;
+	int rc = parse_opts(argc, argv, usage_status, false, true, &o);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (o.argi != argc) {
+		fputs(usage_status, stderr);
+		return EXIT_NOT_ASKED;
+	}
+	if (connect_agent(o.socket, "status", &c) < 0)
+		return EXIT_NOT_ASKED;
+	rc = simple_call(c, "status", LK_VERB_STATUS, &m);
+	if (rc == 0) {
+		if (o.json)
+			printf("%s\n", m.rest);
+		else
+			print_status_table(m.rest);
+	}
+	lk_client_free(c);
+	return rc < 0 ? 1 : 0;
+}
+
+int lk_cli_watch(int argc, char **argv)
+{
+	struct common_opts o;
+	struct lk_client *c = NULL;
+	struct lk_server_msg m;
+	const char *lock = "*";
+	char line[LK_LINE_MAX];
+	int rc = parse_opts(argc, argv, usage_watch, false, false, &o);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (argc - o.argi > 1) {
+		fputs(usage_watch, stderr);
+		return EXIT_NOT_ASKED;
+	}
+	if (o.argi < argc)
+		lock = argv[o.argi];
+	if (connect_agent(o.socket, "watch", &c) < 0)
+		return EXIT_NOT_ASKED;
+	rc = lk_client_call(c, &(struct lk_request){ .verb = LK_VERB_WATCH, .lock = lock }, 10000,
+	                    &m);
+	if (rc < 0 || m.kind != LK_MSG_OK) {
+		fprintf(stderr, "leasekeeper watch: %s\n",
+		        rc < 0 ? strerror(-rc) : m.err_text);
+		lk_client_free(c);
+		return 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while ((rc = lk_client_next_event(c, -1, &m)) == 0) {
+		if (lk_codec_format_event(line, sizeof(line), &m.ev) > 0)
+			fputs(line, stdout);
+	}
+	lk_client_free(c);
+	return rc == -EPIPE ? 0 : 1;
+}

@@ -1,0 +1,12 @@
+/* The client-side commands of the one binary (SPEC §5): they talk to a running agent through
+ * the client library. Each returns the process exit status. */
+#ifndef LK_AGENT_CLI_H
+#define LK_AGENT_CLI_H
+
+/* drain: 0 all released, 1 not all, 2 could not ask. */
+int lk_cli_drain(int argc, char **argv);
+int lk_cli_status(int argc, char **argv);
+int lk_cli_watch(int argc, char **argv);
+int lk_cli_run(int argc, char **argv);
+
+#endif

@@ -1,0 +1,868 @@
+/* One lock's state machine. Every transition is in step(); everything else feeds it inputs or
+ * performs the actions it chooses. See lock.h for the invariants this file carries. */
+#include "agent/lock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/config.h"
+#include "agent/log.h"
+#include "locks/backend.h"
+
+#define NS_PER_MS 1000000LL
+
+/* Retry pacing for renewals and releases after a failed attempt: fast first, never hammering. */
+#define RENEW_RETRY_BASE_MS   50
+#define RELEASE_RETRY_BASE_MS 50
+#define RELEASE_RETRY_CAP_MS  1000
+
+enum input {
+	IN_CAMPAIGN,      /* a campaign client arrived */
+	IN_LEAVE,         /* a campaign client left */
+	IN_ACK,           /* a campaign client ACKed the current tenure */
+	IN_DRAIN,
+	IN_ABORT,         /* shutdown_timeout: stop now */
+	IN_NOTIFY,        /* backend: the key may be free */
+	IN_ACQUIRED,      /* acquire reply, any status */
+	IN_RENEWED,       /* renew reply, any status */
+	IN_RELEASED,      /* release reply, any status */
+	IN_TIMER_RETRY,
+	IN_TIMER_RENEW,
+	IN_TIMER_DEADLINE,
+	IN_TIMER_PHASE,
+};
+
+struct member {
+	void *client;
+	uint64_t acked;            /* token this client ACKed, 0 if none */
+};
+
+struct lk_lock {
+	const struct lk_config_lock *cfg;
+	struct lk_backend *backend;
+	struct lk_backend_key *key;
+	const struct lk_lock_env *env;
+	char *identity;
+
+	enum lk_lock_state state;
+	bool draining;
+	bool has_outcome;
+	enum lk_outcome outcome;
+
+	struct member *members;
+	size_t n_members, cap_members;
+
+	/* The current (or most recent) tenure. */
+	uint64_t token;
+	int64_t expires_ns;        /* sent + granted ttl of the last successful acquire/renew */
+	int64_t deadline_ns;       /* sent + renew_deadline of the same (I4) */
+	int64_t ttl_ms;            /* granted ttl, what renewals ask for */
+
+	/* One request of each kind at most is in flight; replies for a tenure that ended are
+	 * recognised by comparing the token they were sent for. A renewal or release wanted for a
+	 * new tenure while an old one's request is still out is sent when that one returns. */
+	bool acquiring, renewing, releasing;
+	bool renew_again, release_again;
+	uint64_t renew_token, release_token;
+	bool notified;             /* a notice came while an acquire was in flight */
+	unsigned renew_failures, release_failures;
+
+	char holder[LK_HOLDER_MAX];   /* last known holder, "-" if none */
+	char announced_holder[LK_HOLDER_MAX]; /* last FOLLOWER holder sent, to send changes only */
+
+	int64_t stepdown_start_ns, release_start_ns;
+	struct lk_lock_stats stats;
+	void *timers[LK_TIMER__COUNT];
+};
+
+static const char *const state_names[LK_LOCK__STATE_COUNT] = {
+	[LK_LOCK_IDLE] = "idle",
+	[LK_LOCK_FOLLOWER] = "follower",
+	[LK_LOCK_LEADER] = "leader",
+	[LK_LOCK_STEPPING_DOWN] = "stepping_down",
+	[LK_LOCK_RELEASING] = "releasing",
+	[LK_LOCK_DONE] = "done",
+};
+
+static void step(struct lk_lock *l, enum input in, const struct lk_reply *r);
+
+/* ---- small helpers: time, timers, events ------------------------------------------------ */
+
+static int64_t now_ns(const struct lk_lock *l)
+{
+	return l->env->now_ns(l->env->ctx);
+}
+
+static void timer_at(struct lk_lock *l, enum lk_lock_timer t, int64_t at_ns)
+{
+	l->env->timer_arm(l->env->ctx, l->timers[t], at_ns);
+}
+
+static void timer_in(struct lk_lock *l, enum lk_lock_timer t, int64_t ms)
+{
+	timer_at(l, t, now_ns(l) + ms * NS_PER_MS);
+}
+
+static void timer_off(struct lk_lock *l, enum lk_lock_timer t)
+{
+	l->env->timer_disarm(l->env->ctx, l->timers[t]);
+}
+
+static void emit(struct lk_lock *l, const struct lk_event *ev)
+{
+	char line[LK_LINE_MAX];
+	int n = lk_codec_format_event(line, sizeof(line), ev);
+
+	if (n > 0)
+		l->env->emit(l->env->ctx, l, line, (size_t)n);
+}
+
+static void emit_follower(struct lk_lock *l)
+{
+	if (strcmp(l->announced_holder, l->holder) == 0)
+		return;
+	snprintf(l->announced_holder, sizeof(l->announced_holder), "%s", l->holder);
+	emit(l, &(struct lk_event){ .kind = LK_EV_FOLLOWER, .lock = l->cfg->name,
+	                            .holder = l->holder });
+}
+
+static void set_holder(struct lk_lock *l, const char *holder)
+{
+	/* Holder identities come from the backend: keep only what the protocol can carry. */
+	size_t n = 0;
+
+	if (holder)
+		for (; holder[n] && n + 1 < sizeof(l->holder); n++)
+			l->holder[n] = (holder[n] > ' ' && holder[n] < 0x7f) ? holder[n] : '?';
+	if (n == 0)
+		l->holder[n++] = '-';
+	l->holder[n] = '\0';
+}
+
+static void backend_failed(struct lk_lock *l, const char *what, const struct lk_reply *r)
+{
+	if (l->env->backend_error)
+		l->env->backend_error(l->env->ctx, l);
+	LK_LOG(LK_WARN, what, LKF_STR("lock", l->cfg->name) LKF_STR("backend", l->backend->name)
+	       LKF_STR("error", r && r->err ? r->err : "not connected"));
+}
+
+static int64_t ms_between(int64_t from_ns, int64_t to_ns)
+{
+	return (to_ns - from_ns) / NS_PER_MS;
+}
+
+/* Whether anybody here wants this lock led right now. */
+static bool wanted(const struct lk_lock *l)
+{
+	return !l->draining && (l->n_members > 0 || l->cfg->campaign == LK_CAMPAIGN_ALWAYS);
+}
+
+static bool all_acked(const struct lk_lock *l)
+{
+	for (size_t i = 0; i < l->n_members; i++)
+		if (l->members[i].acked != l->token)
+			return false;
+	return true;
+}
+
+/* ---- backend requests -------------------------------------------------------------------- */
+
+static void on_acquire_reply(void *arg, const struct lk_reply *r)
+{
+	struct lk_lock *l = arg;
+
+	l->acquiring = false;
+	step(l, IN_ACQUIRED, r);
+}
+
+static void start_renew(struct lk_lock *l);
+static void start_release(struct lk_lock *l);
+
+static void on_renew_reply(void *arg, const struct lk_reply *r)
+{
+	struct lk_lock *l = arg;
+
+	l->renewing = false;
+	/* A renewal of a tenure that already ended (LOST, released) proves nothing now. */
+	if (l->renew_token != l->token) {
+		if (l->renew_again)
+			start_renew(l);
+		return;
+	}
+	l->renew_again = false;
+	step(l, IN_RENEWED, r);
+}
+
+static void on_release_reply(void *arg, const struct lk_reply *r)
+{
+	struct lk_lock *l = arg;
+
+	l->releasing = false;
+	if (l->release_token != l->token) {
+		if (l->release_again)
+			start_release(l);
+		return;
+	}
+	l->release_again = false;
+	step(l, IN_RELEASED, r);
+}
+
+static void start_acquire(struct lk_lock *l)
+{
+	if (l->acquiring)
+		return;
+	timer_off(l, LK_TIMER_RETRY);
+	l->notified = false;
+	if (l->backend->ops->acquire(l->key, l->cfg->ttl_ms, on_acquire_reply, l) == 0) {
+		l->acquiring = true;
+		return;
+	}
+	/* Not connected: the backend notifies us when it is back; the timer is the fallback. */
+	backend_failed(l, "acquire failed", NULL);
+	timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
+}
+
+static void start_renew(struct lk_lock *l)
+{
+	l->renew_again = false;
+	if (l->renewing) {
+		l->renew_again = l->renew_token != l->token;
+		return;
+	}
+	l->renew_token = l->token;
+	if (l->backend->ops->renew(l->key, l->token, l->ttl_ms, on_renew_reply, l) == 0) {
+		l->renewing = true;
+		return;
+	}
+	backend_failed(l, "renew failed", NULL);
+	timer_in(l, LK_TIMER_RENEW, lk_backoff_ms(l->renew_failures++, RENEW_RETRY_BASE_MS,
+	                                          l->cfg->renew_interval_ms));
+}
+
+static void start_release(struct lk_lock *l)
+{
+	l->release_again = false;
+	if (l->releasing) {
+		l->release_again = l->release_token != l->token;
+		return;
+	}
+	l->release_token = l->token;
+	if (l->backend->ops->release(l->key, l->token, on_release_reply, l) == 0) {
+		l->releasing = true;
+		return;
+	}
+	backend_failed(l, "release failed", NULL);
+	timer_in(l, LK_TIMER_RETRY, lk_backoff_ms(l->release_failures++, RELEASE_RETRY_BASE_MS,
+	                                          RELEASE_RETRY_CAP_MS));
+}
+
+/* ---- state entries ------------------------------------------------------------------------ */
+
+static void enter_follower(struct lk_lock *l)
+{
+	l->state = LK_LOCK_FOLLOWER;
+	l->backend->ops->watch(l->key, true);
+	start_acquire(l);
+}
+
+static void enter_done(struct lk_lock *l);
+
+static void enter_idle(struct lk_lock *l)
+{
+	/* A drain that finds nothing to release is over for this lock. */
+	if (l->draining) {
+		enter_done(l);
+		return;
+	}
+	l->state = LK_LOCK_IDLE;
+	l->backend->ops->watch(l->key, false);
+	for (int t = 0; t < LK_TIMER__COUNT; t++)
+		timer_off(l, t);
+}
+
+/* After a tenure ended outside of a drain: campaign on, or rest. */
+static void enter_follower_or_idle(struct lk_lock *l)
+{
+	if (wanted(l))
+		enter_follower(l);
+	else
+		enter_idle(l);
+}
+
+static void enter_done(struct lk_lock *l)
+{
+	l->state = LK_LOCK_DONE;
+	l->backend->ops->watch(l->key, false);
+	for (int t = 0; t < LK_TIMER__COUNT; t++)
+		timer_off(l, t);
+	l->env->settled(l->env->ctx, l);
+}
+
+/* A tenure's end during a drain: tell the clients how it ended, then DONE. */
+static void finish_drain(struct lk_lock *l, enum lk_outcome o)
+{
+	l->has_outcome = true;
+	l->outcome = o;
+	l->stats.releases[o]++;
+	emit(l, &(struct lk_event){ .kind = LK_EV_RELEASED, .lock = l->cfg->name,
+	                            .token = l->token, .outcome = o });
+	LK_LOG(o == LK_OUTCOME_RELEASED || o == LK_OUTCOME_ALREADY_GONE ? LK_INFO : LK_WARN,
+	       "lock drained", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_STR("outcome", lk_outcome_name(o)));
+	enter_done(l);
+}
+
+/* I1: validity counts from when the proving request was sent, never from its answer. */
+static void set_validity(struct lk_lock *l, const struct lk_reply *r)
+{
+	int64_t deadline_ms = l->cfg->renew_deadline_ms;
+
+	/* If the backend granted less than asked, keep the deadline's share of the ttl. */
+	if (r->ttl_ms < l->cfg->ttl_ms)
+		deadline_ms = deadline_ms * r->ttl_ms / l->cfg->ttl_ms;
+	l->expires_ns = r->sent_ns + r->ttl_ms * NS_PER_MS;
+	l->deadline_ns = r->sent_ns + deadline_ms * NS_PER_MS;
+}
+
+static void begin_tenure(struct lk_lock *l, const struct lk_reply *r)
+{
+	l->token = r->token;
+	l->ttl_ms = r->ttl_ms;
+	set_validity(l, r);
+	l->renew_failures = 0;
+	l->release_failures = 0;
+	for (size_t i = 0; i < l->n_members; i++)
+		l->members[i].acked = 0;
+}
+
+/* A successful acquire/renew: arm the deadline (I4) and the next renewal. */
+static void proven(struct lk_lock *l, const struct lk_reply *r)
+{
+	set_validity(l, r);
+	l->renew_failures = 0;
+	timer_at(l, LK_TIMER_DEADLINE, l->deadline_ns);
+	timer_at(l, LK_TIMER_RENEW, r->sent_ns + l->cfg->renew_interval_ms * NS_PER_MS);
+}
+
+static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
+{
+	int64_t now = now_ns(l);
+
+	l->state = LK_LOCK_LEADER;
+	l->stats.acquisitions++;
+	l->backend->ops->watch(l->key, false);
+	timer_off(l, LK_TIMER_RETRY);
+	proven(l, r);
+	set_holder(l, l->identity);
+	snprintf(l->announced_holder, sizeof(l->announced_holder), "%s", l->identity);
+	LK_LOG(LK_INFO, "lock acquired", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_I64("ttl_ms", ms_between(now, l->expires_ns)));
+	emit(l, &(struct lk_event){ .kind = LK_EV_LEADER, .lock = l->cfg->name, .token = l->token,
+	                            .ttl_ms = ms_between(now, l->expires_ns) });
+}
+
+static void enter_releasing(struct lk_lock *l)
+{
+	l->state = LK_LOCK_RELEASING;
+	/* The app has stepped down: renewing would only delay whoever is next. */
+	timer_off(l, LK_TIMER_RENEW);
+	timer_off(l, LK_TIMER_DEADLINE);
+	timer_off(l, LK_TIMER_RETRY);
+	l->backend->ops->watch(l->key, false);
+	l->release_failures = 0;
+	l->release_start_ns = now_ns(l);
+	timer_in(l, LK_TIMER_PHASE, l->cfg->release_timeout_ms);
+	start_release(l);
+}
+
+static void enter_stepping_down(struct lk_lock *l)
+{
+	l->state = LK_LOCK_STEPPING_DOWN;
+	l->stepdown_start_ns = now_ns(l);
+	LK_LOG(LK_INFO, "stepping down", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_U64("campaign_clients", l->n_members));
+	emit(l, &(struct lk_event){ .kind = LK_EV_STEPDOWN, .lock = l->cfg->name,
+	                            .token = l->token,
+	                            .deadline_ms = l->cfg->stepdown_timeout_ms });
+	timer_in(l, LK_TIMER_PHASE, l->cfg->stepdown_timeout_ms);
+	if (all_acked(l)) {
+		l->stats.last_stepdown_ms = 0;
+		enter_releasing(l);
+	}
+}
+
+/* The tenure is over without a release: tell the apps at once (I4). */
+static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *holder)
+{
+	l->stats.lost[reason]++;
+	timer_off(l, LK_TIMER_RENEW);
+	timer_off(l, LK_TIMER_DEADLINE);
+	timer_off(l, LK_TIMER_PHASE);
+	LK_LOG(LK_WARN, "lock lost", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_STR("reason", lk_lost_reason_name(reason)));
+	emit(l, &(struct lk_event){ .kind = LK_EV_LOST, .lock = l->cfg->name, .token = l->token,
+	                            .reason = reason });
+	set_holder(l, holder);
+	/* The app was just told it is not the leader: the next FOLLOWER line must go out. */
+	l->announced_holder[0] = '\0';
+	if (l->state == LK_LOCK_STEPPING_DOWN) {
+		l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+		/* Renewal failed: the lease runs out by itself. Taken or gone: nothing of ours left. */
+		finish_drain(l, reason == LK_LOST_TAKEN || reason == LK_LOST_EXPIRED
+		                ? LK_OUTCOME_ALREADY_GONE : LK_OUTCOME_EXPIRED);
+		return;
+	}
+	/* Our old key may outlive the tenure (frozen backend): do not hammer, retry on the timer
+	 * or on a release notice. */
+	if (wanted(l)) {
+		l->state = LK_LOCK_FOLLOWER;
+		l->backend->ops->watch(l->key, true);
+		timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
+	} else {
+		enter_idle(l);
+	}
+}
+
+/* A renew reply while LEADER or STEPPING_DOWN. */
+static void renewed(struct lk_lock *l, const struct lk_reply *r)
+{
+	switch (r->status) {
+	case LK_REPLY_OK:
+		proven(l, r);
+		/* I1: a renewal that comes back after its own deadline proves nothing. */
+		if (now_ns(l) >= l->deadline_ns)
+			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
+		return;
+	case LK_REPLY_TAKEN:
+		lose(l, LK_LOST_TAKEN, r->holder);
+		return;
+	case LK_REPLY_GONE:
+		lose(l, LK_LOST_EXPIRED, NULL);
+		return;
+	case LK_REPLY_FATAL:
+		backend_failed(l, "renew failed", r);
+		lose(l, LK_LOST_BACKEND_ERROR, NULL);
+		return;
+	case LK_REPLY_ERROR:
+	case LK_REPLY_HELD:
+		backend_failed(l, "renew failed", r);
+		/* Retry soon; the deadline timer ends the tenure if this keeps failing. */
+		timer_in(l, LK_TIMER_RENEW, lk_backoff_ms(l->renew_failures++, RENEW_RETRY_BASE_MS,
+		                                          l->cfg->renew_interval_ms));
+		return;
+	}
+}
+
+/* A release reply (or the phase timer giving up) while RELEASING. */
+static void released(struct lk_lock *l, const struct lk_reply *r)
+{
+	enum lk_outcome o;
+
+	if (!r) {
+		o = LK_OUTCOME_FAILED;
+	} else if (r->status == LK_REPLY_OK) {
+		o = LK_OUTCOME_RELEASED;
+	} else if (r->status == LK_REPLY_GONE) {
+		o = LK_OUTCOME_ALREADY_GONE;
+	} else if (r->status == LK_REPLY_FATAL) {
+		backend_failed(l, "release failed", r);
+		o = LK_OUTCOME_FAILED;
+	} else {
+		/* I3: the retry repeats the same compare-and-delete of the same tenure. */
+		backend_failed(l, "release failed", r);
+		timer_in(l, LK_TIMER_RETRY, lk_backoff_ms(l->release_failures++,
+		                                          RELEASE_RETRY_BASE_MS, RELEASE_RETRY_CAP_MS));
+		return;
+	}
+	timer_off(l, LK_TIMER_PHASE);
+	timer_off(l, LK_TIMER_RETRY);
+	l->stats.last_release_ms = ms_between(l->release_start_ns, now_ns(l));
+	if (l->draining) {
+		finish_drain(l, o);
+		return;
+	}
+	l->stats.releases[o]++;
+	LK_LOG(o == LK_OUTCOME_FAILED ? LK_WARN : LK_INFO, "lock released",
+	       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_STR("outcome", lk_outcome_name(o))
+	       LKF_I64("duration_ms", l->stats.last_release_ms));
+	set_holder(l, NULL);
+	enter_follower_or_idle(l);
+	emit_follower(l);
+}
+
+/* ---- the transition function ------------------------------------------------------------- */
+
+static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
+{
+	switch (l->state) {
+	case LK_LOCK_IDLE:
+		switch (in) {
+		case IN_CAMPAIGN:
+			enter_follower(l);
+			return;
+		case IN_DRAIN:
+		case IN_ABORT:
+			enter_done(l);
+			return;
+		case IN_ACQUIRED:
+			/* An acquire sent while campaigning came back after everyone left: nobody was
+			 * told LEADER, so giving the lock back at once is safe. */
+			if (r->status == LK_REPLY_OK) {
+				begin_tenure(l, r);
+				enter_releasing(l);
+			}
+			return;
+		default:
+			return;
+		}
+
+	case LK_LOCK_FOLLOWER:
+		switch (in) {
+		case IN_ACQUIRED:
+			if (r->status == LK_REPLY_OK) {
+				begin_tenure(l, r);
+				if (l->draining || !wanted(l)) {
+					enter_releasing(l);
+				} else if (now_ns(l) >= l->deadline_ns) {
+					/* I1: the reply came too late to prove anything; nobody was told. */
+					LK_LOG(LK_WARN, "acquire answered after its renew deadline; giving it back",
+					       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token));
+					enter_releasing(l);
+				} else {
+					enter_leader(l, r);
+				}
+				return;
+			}
+			if (l->draining) {
+				enter_done(l);
+				return;
+			}
+			if (r->status == LK_REPLY_HELD) {
+				set_holder(l, r->holder);
+				emit_follower(l);
+			} else {
+				backend_failed(l, "acquire failed", r);
+			}
+			if (r->status == LK_REPLY_HELD && l->notified)
+				start_acquire(l); /* the notice may postdate what this attempt saw */
+			else
+				timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
+			return;
+		case IN_NOTIFY:
+			if (l->acquiring)
+				l->notified = true;
+			else
+				start_acquire(l);
+			return;
+		case IN_TIMER_RETRY:
+			start_acquire(l);
+			return;
+		case IN_LEAVE:
+			/* While draining, the acquire in flight decides when this lock is done. */
+			if (!wanted(l) && !l->draining)
+				enter_idle(l);
+			return;
+		case IN_DRAIN:
+			timer_off(l, LK_TIMER_RETRY);
+			/* An acquire in flight may still succeed; its reply finishes the drain. */
+			if (!l->acquiring)
+				enter_done(l);
+			return;
+		case IN_ABORT:
+			enter_done(l);
+			return;
+		default:
+			return;
+		}
+
+	case LK_LOCK_LEADER:
+		switch (in) {
+		case IN_TIMER_RENEW:
+			start_renew(l);
+			return;
+		case IN_RENEWED:
+			renewed(l, r);
+			return;
+		case IN_TIMER_DEADLINE:
+			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
+			return;
+		case IN_LEAVE:
+			/* The app is gone (I6): nobody does leader work, release at once. */
+			if (!wanted(l))
+				enter_releasing(l);
+			return;
+		case IN_DRAIN:
+			enter_stepping_down(l);
+			return;
+		case IN_ABORT:
+			finish_drain(l, LK_OUTCOME_EXPIRED);
+			return;
+		default:
+			return;
+		}
+
+	case LK_LOCK_STEPPING_DOWN:
+		switch (in) {
+		case IN_TIMER_RENEW:
+			start_renew(l);
+			return;
+		case IN_RENEWED:
+			renewed(l, r);
+			return;
+		case IN_TIMER_DEADLINE:
+			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
+			return;
+		case IN_ACK:
+		case IN_LEAVE:
+			if (all_acked(l)) {
+				timer_off(l, LK_TIMER_PHASE);
+				l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+				enter_releasing(l);
+			}
+			return;
+		case IN_TIMER_PHASE:
+			/* I2: an app that never acknowledged may still be working: do not release;
+			 * stop renewing and let the lease run out at its TTL. */
+			l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+			LK_LOG(LK_WARN, "stepdown timeout: leaving the lease to expire",
+			       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+			       LKF_I64("expires_in_ms", ms_between(now_ns(l), l->expires_ns)));
+			finish_drain(l, LK_OUTCOME_EXPIRED);
+			return;
+		case IN_ABORT:
+			finish_drain(l, LK_OUTCOME_EXPIRED);
+			return;
+		default:
+			return;
+		}
+
+	case LK_LOCK_RELEASING:
+		switch (in) {
+		case IN_RELEASED:
+			released(l, r);
+			return;
+		case IN_TIMER_RETRY:
+			start_release(l);
+			return;
+		case IN_TIMER_PHASE:
+			LK_LOG(LK_ERROR, "release timeout: the lease will expire by itself",
+			       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token));
+			released(l, NULL);
+			return;
+		case IN_ABORT:
+			finish_drain(l, LK_OUTCOME_FAILED);
+			return;
+		default:
+			return;
+		}
+
+	case LK_LOCK_DONE:
+	case LK_LOCK__STATE_COUNT:
+		return;
+	}
+}
+
+/* ---- timers ------------------------------------------------------------------------------- */
+
+static void on_timer_retry(void *arg) { step(arg, IN_TIMER_RETRY, NULL); }
+static void on_timer_renew(void *arg) { step(arg, IN_TIMER_RENEW, NULL); }
+static void on_timer_deadline(void *arg) { step(arg, IN_TIMER_DEADLINE, NULL); }
+static void on_timer_phase(void *arg) { step(arg, IN_TIMER_PHASE, NULL); }
+
+static void on_notify(void *arg)
+{
+	step(arg, IN_NOTIFY, NULL);
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend *b,
+                            const char *identity, const struct lk_lock_env *env)
+{
+	static lk_timer_fn *const timer_fns[LK_TIMER__COUNT] = {
+		[LK_TIMER_RETRY] = on_timer_retry,
+		[LK_TIMER_RENEW] = on_timer_renew,
+		[LK_TIMER_DEADLINE] = on_timer_deadline,
+		[LK_TIMER_PHASE] = on_timer_phase,
+	};
+	struct lk_lock *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->cfg = cfg;
+	l->backend = b;
+	l->env = env;
+	l->state = LK_LOCK_IDLE;
+	l->stats.last_release_ms = -1;
+	l->stats.last_stepdown_ms = -1;
+	set_holder(l, NULL);
+	snprintf(l->announced_holder, sizeof(l->announced_holder), "-");
+	l->identity = strdup(identity);
+	if (!l->identity)
+		goto fail;
+	for (int t = 0; t < LK_TIMER__COUNT; t++) {
+		l->timers[t] = env->timer_new(env->ctx, timer_fns[t], l);
+		if (!l->timers[t])
+			goto fail;
+	}
+	l->key = b->ops->key_new(b, cfg->key, identity, on_notify, l);
+	if (!l->key)
+		goto fail;
+	return l;
+fail:
+	return lk_lock_free(l);
+}
+
+struct lk_lock *lk_lock_free(struct lk_lock *l)
+{
+	if (!l)
+		return NULL;
+	if (l->key)
+		l->backend->ops->key_free(l->key);
+	for (int t = 0; t < LK_TIMER__COUNT; t++)
+		if (l->timers[t])
+			l->env->timer_free(l->env->ctx, l->timers[t]);
+	free(l->members);
+	free(l->identity);
+	free(l);
+	return NULL;
+}
+
+void lk_lock_start(struct lk_lock *l)
+{
+	if (l->state == LK_LOCK_IDLE && wanted(l))
+		enter_follower(l);
+}
+
+static struct member *find_member(const struct lk_lock *l, const void *client)
+{
+	for (size_t i = 0; i < l->n_members; i++)
+		if (l->members[i].client == client)
+			return &l->members[i];
+	return NULL;
+}
+
+int lk_lock_campaign(struct lk_lock *l, void *client)
+{
+	if (l->draining || l->state == LK_LOCK_DONE)
+		return -EBUSY;
+	if (find_member(l, client))
+		return 0;
+	if (l->n_members == l->cap_members) {
+		if (l->cap_members >= LK_LOCK_MAX_CAMPAIGNERS)
+			return -ENOSPC;
+		size_t cap = l->cap_members ? l->cap_members * 2 : 4;
+		struct member *m = realloc(l->members, cap * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		l->members = m;
+		l->cap_members = cap;
+	}
+	l->members[l->n_members++] = (struct member){ .client = client };
+	step(l, IN_CAMPAIGN, NULL);
+	return 0;
+}
+
+void lk_lock_leave(struct lk_lock *l, void *client)
+{
+	struct member *m = find_member(l, client);
+
+	if (!m)
+		return;
+	*m = l->members[--l->n_members];
+	step(l, IN_LEAVE, NULL);
+}
+
+int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token)
+{
+	struct member *m;
+
+	if (token == 0 || token != l->token)
+		return -EINVAL;
+	m = find_member(l, client);
+	if (m) {
+		m->acked = token;
+		step(l, IN_ACK, NULL);
+	}
+	return 0;
+}
+
+void lk_lock_drain(struct lk_lock *l)
+{
+	/* I7: however many times the drain is asked for, each lock enters it once. The flag is set
+	 * before the step so that every transition taken from here on sees it. */
+	if (l->draining)
+		return;
+	l->draining = true;
+	step(l, IN_DRAIN, NULL);
+}
+
+void lk_lock_abort(struct lk_lock *l)
+{
+	if (l->state == LK_LOCK_DONE)
+		return;
+	l->draining = true;
+	step(l, IN_ABORT, NULL);
+}
+
+int lk_lock_current_event(const struct lk_lock *l, char *buf, size_t cap)
+{
+	int64_t now = now_ns(l);
+
+	switch (l->state) {
+	case LK_LOCK_LEADER:
+		return lk_codec_format_event(buf, cap, &(struct lk_event){
+			.kind = LK_EV_LEADER, .lock = l->cfg->name, .token = l->token,
+			.ttl_ms = ms_between(now, l->expires_ns) });
+	case LK_LOCK_STEPPING_DOWN: {
+		int64_t left = l->cfg->stepdown_timeout_ms - ms_between(l->stepdown_start_ns, now);
+		return lk_codec_format_event(buf, cap, &(struct lk_event){
+			.kind = LK_EV_STEPDOWN, .lock = l->cfg->name, .token = l->token,
+			.deadline_ms = left > 0 ? left : 0 });
+	}
+	default:
+		return lk_codec_format_event(buf, cap, &(struct lk_event){
+			.kind = LK_EV_FOLLOWER, .lock = l->cfg->name,
+			.holder = l->state == LK_LOCK_RELEASING || l->state == LK_LOCK_DONE
+			          ? "-" : l->holder });
+	}
+}
+
+const char *lk_lock_name(const struct lk_lock *l) { return l->cfg->name; }
+const char *lk_lock_backend_name(const struct lk_lock *l) { return l->backend->name; }
+enum lk_lock_state lk_lock_state(const struct lk_lock *l) { return l->state; }
+uint64_t lk_lock_token(const struct lk_lock *l) { return l->token; }
+const char *lk_lock_holder(const struct lk_lock *l) { return l->holder; }
+size_t lk_lock_campaigners(const struct lk_lock *l) { return l->n_members; }
+const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l) { return &l->stats; }
+
+const char *lk_lock_state_name(enum lk_lock_state s)
+{
+	return s < LK_LOCK__STATE_COUNT ? state_names[s] : "?";
+}
+
+bool lk_lock_is_leader(const struct lk_lock *l)
+{
+	return l->state == LK_LOCK_LEADER || l->state == LK_LOCK_STEPPING_DOWN;
+}
+
+int64_t lk_lock_ttl_ms(const struct lk_lock *l)
+{
+	int64_t left;
+
+	if (!lk_lock_is_leader(l))
+		return 0;
+	left = ms_between(now_ns(l), l->expires_ns);
+	return left > 0 ? left : 0;
+}
+
+bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret)
+{
+	if (!l->has_outcome)
+		return false;
+	*ret = l->outcome;
+	return true;
+}

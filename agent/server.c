@@ -1,0 +1,709 @@
+/* The Unix socket server. Transport (accept, line framing, caps, closing) is at the top;
+ * the protocol (handshake, verbs) below it. */
+#include "agent/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/lock.h"
+#include "agent/log.h"
+#include "proto/auth.h"
+#include "proto/codec.h"
+
+#define FLAG_CAMPAIGN 1u
+#define FLAG_WATCH    2u
+
+struct client {
+	TAILQ_ENTRY(client) link;
+	struct lk_server *srv;
+	struct bufferevent *bev;
+	struct event *timer;       /* HELLO deadline, then the close-flush deadline */
+	uint64_t id;               /* for logs */
+	char nonce[LK_NONCE_HEX_LEN + 1];
+	char name[64];             /* HELLO client=, for logs */
+	bool hello;
+	bool closing;              /* no more input; close once output is flushed */
+	bool dead;                 /* waiting to be reaped */
+	bool drainer;              /* asked for the drain: gets DRAINED */
+	bool watch_all;
+	uint8_t *flags;            /* per lock: FLAG_CAMPAIGN | FLAG_WATCH */
+};
+
+TAILQ_HEAD(client_list, client);
+
+struct lk_server {
+	struct event_base *base;
+	struct lk_agent *agent;
+	struct evconnlistener *listener;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	bool auth;
+	uint8_t key[LK_AUTH_KEY_BYTES];
+	struct client_list clients;
+	struct client_list dead;
+	size_t n_clients;
+	uint64_t next_id;
+	struct event *reaper;
+	/* close_all */
+	void (*all_closed)(void *arg);
+	void *all_closed_arg;
+	struct event *close_timer;
+};
+
+static void handle_line(struct client *c, char *line, size_t len);
+
+/* ---- transport ------------------------------------------------------------------------------ */
+
+static void kill_client(struct client *c)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	TAILQ_REMOVE(&c->srv->clients, c, link);
+	TAILQ_INSERT_TAIL(&c->srv->dead, c, link);
+	/* Freed from the loop, never from inside a lock's emit or a libevent callback of its own:
+	 * leaving a lock can make the lock emit to other clients. */
+	event_active(c->srv->reaper, EV_TIMEOUT, 0);
+}
+
+static void send_line(struct client *c, const char *line, size_t len)
+{
+	struct evbuffer *out;
+
+	if (c->closing)
+		return;
+	out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) + len > LK_CLIENT_OUTBUF_MAX) {
+		LK_LOG(LK_WARN, "client reads too slowly; disconnecting", LKF_U64("client", c->id)
+		       LKF_STR("name", c->name));
+		kill_client(c);
+		return;
+	}
+	bufferevent_write(c->bev, line, len);
+}
+
+static void send_fmt(struct client *c, int n, const char *buf)
+{
+	if (n > 0)
+		send_line(c, buf, (size_t)n);
+}
+
+static void send_ok(struct client *c, enum lk_verb verb, const char *rest)
+{
+	char buf[LK_LINE_MAX];
+
+	send_fmt(c, lk_codec_format_ok(buf, sizeof(buf), verb, rest), buf);
+}
+
+static void close_after_flush(struct client *c)
+{
+	struct timeval tv = { LK_CLOSE_FLUSH_MS / 1000, (LK_CLOSE_FLUSH_MS % 1000) * 1000 };
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		kill_client(c);
+		return;
+	}
+	/* The write callback fires when the output is flushed; the timer caps the wait. */
+	evtimer_add(c->timer, &tv);
+}
+
+static void send_err(struct client *c, enum lk_err code, const char *text)
+{
+	char buf[LK_LINE_MAX];
+
+	send_fmt(c, lk_codec_format_err(buf, sizeof(buf), code, text), buf);
+	switch (code) {
+	case LK_ERR_LINE_TOO_LONG:
+	case LK_ERR_HELLO_REQUIRED:
+	case LK_ERR_AUTH_FAILED:
+	case LK_ERR_UNSUPPORTED_VERSION:
+	case LK_ERR_TOO_MANY_CLIENTS:
+		close_after_flush(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char line[LK_LINE_MAX + 1];
+
+	while (!c->closing) {
+		size_t eol_len = 0;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		size_t len;
+
+		if (p.pos < 0) {
+			/* No newline in LK_LINE_MAX bytes: whatever follows, the line is too long. */
+			if (evbuffer_get_length(in) >= LK_LINE_MAX)
+				send_err(c, LK_ERR_LINE_TOO_LONG, "lines are at most 4096 bytes");
+			return;
+		}
+		len = (size_t)p.pos;
+		if (len + 1 > LK_LINE_MAX) {
+			send_err(c, LK_ERR_LINE_TOO_LONG, "lines are at most 4096 bytes");
+			return;
+		}
+		evbuffer_remove(in, line, len + 1);
+		line[len] = '\0';
+		if (len > 0 && line[len - 1] == '\r')
+			line[--len] = '\0';
+		handle_line(c, line, len);
+	}
+	/* Whatever a closing client still sends is ignored. */
+	evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		kill_client(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		kill_client(c);
+}
+
+static void on_client_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->closing) {
+		kill_client(c);
+		return;
+	}
+	if (!c->hello)
+		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO in time");
+}
+
+static void free_client(struct client *c)
+{
+	struct lk_server *s = c->srv;
+
+	/* I6: a campaign client that goes away has stepped down. */
+	for (size_t i = 0; i < lk_agent_n_locks(s->agent); i++)
+		if (c->flags[i] & FLAG_CAMPAIGN)
+			lk_lock_leave(lk_agent_lock(s->agent, i), c);
+	if (c->bev)
+		bufferevent_free(c->bev);
+	if (c->timer)
+		event_free(c->timer);
+	free(c->flags);
+	free(c);
+	s->n_clients--;
+}
+
+static void maybe_all_closed(struct lk_server *s)
+{
+	void (*done)(void *) = s->all_closed;
+
+	if (!done || !TAILQ_EMPTY(&s->clients) || !TAILQ_EMPTY(&s->dead))
+		return;
+	s->all_closed = NULL;
+	evtimer_del(s->close_timer);
+	done(s->all_closed_arg);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_server *s = arg;
+	struct client *c;
+
+	while ((c = TAILQ_FIRST(&s->dead))) {
+		TAILQ_REMOVE(&s->dead, c, link);
+		free_client(c);
+	}
+	maybe_all_closed(s);
+}
+
+static void refuse(evutil_socket_t fd, enum lk_err code, const char *text)
+{
+	char buf[256];
+	int n = lk_codec_format_err(buf, sizeof(buf), code, text);
+
+	/* A courtesy on a socket we are about to close: if it does not fit, so be it. */
+	if (n > 0 && send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		(void)0;
+	evutil_closesocket(fd);
+}
+
+static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+	struct lk_server *s = arg;
+	struct client *c;
+	struct timeval tv = { LK_HELLO_TIMEOUT_MS / 1000, (LK_HELLO_TIMEOUT_MS % 1000) * 1000 };
+	char banner[LK_LINE_MAX];
+
+	if (s->n_clients >= LK_SERVER_MAX_CLIENTS) {
+		refuse(fd, LK_ERR_TOO_MANY_CLIENTS, "the agent serves at most 128 clients");
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail;
+	c->srv = s;
+	c->id = ++s->next_id;
+	c->flags = calloc(lk_agent_n_locks(s->agent) + 1, 1);
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(s->base, on_client_timer, c);
+	if (!c->flags || !c->bev || !c->timer) {
+		if (c->bev)
+			fd = -1; /* owned by the bufferevent now */
+		goto fail;
+	}
+	snprintf(c->name, sizeof(c->name), "-");
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	TAILQ_INSERT_TAIL(&s->clients, c, link);
+	s->n_clients++;
+	evtimer_add(c->timer, &tv);
+	lk_auth_new_nonce(c->nonce);
+	send_fmt(c, lk_codec_format_banner(banner, sizeof(banner), lk_agent_identity(s->agent),
+	                                   c->nonce, s->auth), banner);
+	return;
+fail:
+	LK_LOG(LK_ERROR, "out of memory accepting a client");
+	if (c) {
+		if (c->bev)
+			bufferevent_free(c->bev);
+		if (c->timer)
+			event_free(c->timer);
+		free(c->flags);
+		free(c);
+	}
+	if (fd >= 0)
+		evutil_closesocket(fd);
+}
+
+static void on_accept_error(struct evconnlistener *lst, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	/* EMFILE and friends: the listener keeps going; say so once per failure. */
+	LK_LOG(LK_ERROR, "accept failed", LKF_STR("error", evutil_socket_error_to_string(err)));
+}
+
+/* ---- the socket file -------------------------------------------------------------------- */
+
+/* Another agent is alive at path if something accepts a connection there. */
+static bool socket_is_live(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool live;
+
+	if (fd < 0)
+		return false;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return live;
+}
+
+static int bind_socket(struct lk_server *s, unsigned mode, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd = -1;
+
+	if (strlen(s->path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket path %s is too long", s->path);
+		return -ENAMETOOLONG;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
+	if (lstat(s->path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a socket", s->path);
+			return -EEXIST;
+		}
+		if (socket_is_live(s->path)) {
+			snprintf(err, errlen, "another agent is listening on %s", s->path);
+			return -EADDRINUSE;
+		}
+		/* A crashed agent left its socket file behind: take the path over. */
+		unlink(s->path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	/* Create the file with no access, then open it up to mode: no window with wider access. */
+	mode_t old = umask(0777);
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (rc < 0 || chmod(s->path, mode) < 0 || stat(s->path, &st) < 0)
+		goto fail;
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
+	return fd;
+fail:
+	rc = -errno;
+	snprintf(err, errlen, "cannot listen on %s: %s", s->path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* ---- protocol ----------------------------------------------------------------------------- */
+
+static void send_lock_state(struct client *c, size_t i)
+{
+	char buf[LK_LINE_MAX];
+
+	send_fmt(c, lk_lock_current_event(lk_agent_lock(c->srv->agent, i), buf, sizeof(buf)), buf);
+}
+
+static void do_hello(struct client *c, const struct lk_request *req)
+{
+	char rest[LK_LINE_MAX];
+
+	if (c->hello) {
+		send_err(c, LK_ERR_BAD_REQUEST, "HELLO was already said");
+		return;
+	}
+	if (c->srv->auth && (!req->mac || !lk_auth_verify(c->srv->key, c->nonce, req->mac))) {
+		LK_LOG(LK_WARN, "client failed authentication", LKF_U64("client", c->id));
+		send_err(c, LK_ERR_AUTH_FAILED, req->mac ? "wrong mac" : "mac required");
+		return;
+	}
+	c->hello = true;
+	evtimer_del(c->timer);
+	if (req->client)
+		snprintf(c->name, sizeof(c->name), "%s", req->client);
+	snprintf(rest, sizeof(rest), "%d agent=%s id=%s", LK_PROTO_VERSION, LK_VERSION,
+	         lk_agent_identity(c->srv->agent));
+	send_ok(c, LK_VERB_HELLO, rest);
+}
+
+static void do_campaign(struct client *c, int i, const struct lk_request *req)
+{
+	struct lk_lock *l = lk_agent_lock(c->srv->agent, (size_t)i);
+	int rc;
+
+	if (lk_agent_draining(c->srv->agent)) {
+		send_err(c, LK_ERR_DRAINING, "the agent is draining");
+		return;
+	}
+	/* Joined before this client is flagged, so that whatever the lock says while taking the
+	 * client in cannot overtake the OK. */
+	rc = lk_lock_campaign(l, c);
+	if (rc == -EBUSY) {
+		send_err(c, LK_ERR_DRAINING, "the agent is draining");
+		return;
+	}
+	if (rc < 0) {
+		send_err(c, LK_ERR_BAD_REQUEST, "too many campaign clients");
+		return;
+	}
+	c->flags[i] |= FLAG_CAMPAIGN;
+	send_ok(c, LK_VERB_CAMPAIGN, req->lock);
+	send_lock_state(c, (size_t)i);
+}
+
+static void do_watch(struct client *c, const struct lk_request *req)
+{
+	size_t n = lk_agent_n_locks(c->srv->agent);
+	int i;
+
+	if (strcmp(req->lock, "*") == 0) {
+		c->watch_all = true;
+		send_ok(c, LK_VERB_WATCH, req->lock);
+		for (size_t j = 0; j < n; j++)
+			send_lock_state(c, j);
+		return;
+	}
+	i = lk_agent_find_lock(c->srv->agent, req->lock);
+	if (i < 0) {
+		send_err(c, LK_ERR_UNKNOWN_LOCK, req->lock);
+		return;
+	}
+	c->flags[i] |= FLAG_WATCH;
+	send_ok(c, LK_VERB_WATCH, req->lock);
+	send_lock_state(c, (size_t)i);
+}
+
+static void do_status(struct client *c)
+{
+	char *json = lk_agent_status_json(c->srv->agent);
+
+	if (!json) {
+		send_err(c, LK_ERR_BAD_REQUEST, "out of memory");
+		return;
+	}
+	/* Identities and names are capped well below the line limit, so this fits unless a config
+	 * has hundreds of locks; then say so rather than send a broken line. */
+	if (strlen(json) + sizeof("OK STATUS \n") > LK_LINE_MAX)
+		send_err(c, LK_ERR_BAD_REQUEST, "status does not fit in one line");
+	else
+		send_ok(c, LK_VERB_STATUS, json);
+	free(json);
+}
+
+static void handle_line(struct client *c, char *line, size_t len)
+{
+	struct lk_agent *a = c->srv->agent;
+	struct lk_request req;
+	const char *text = NULL;
+	enum lk_err e = lk_codec_parse_request(line, len, &req, &text);
+	int i = -1;
+
+	if (!c->hello) {
+		if (e == LK_ERR_NONE && req.verb == LK_VERB_HELLO)
+			do_hello(c, &req);
+		else if (e == LK_ERR_UNSUPPORTED_VERSION || (e == LK_ERR_BAD_REQUEST &&
+		         len >= 6 && strncmp(line, "HELLO", 5) == 0))
+			send_err(c, e, text);
+		else
+			send_err(c, LK_ERR_HELLO_REQUIRED, "say HELLO 1 first");
+		return;
+	}
+	if (e != LK_ERR_NONE) {
+		send_err(c, e, text);
+		return;
+	}
+	switch (req.verb) {
+	case LK_VERB_CAMPAIGN:
+	case LK_VERB_ACK:
+	case LK_VERB_RESIGN:
+		i = lk_agent_find_lock(a, req.lock);
+		if (i < 0) {
+			send_err(c, LK_ERR_UNKNOWN_LOCK, req.lock);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	switch (req.verb) {
+	case LK_VERB_HELLO:
+		do_hello(c, &req);
+		return;
+	case LK_VERB_CAMPAIGN:
+		do_campaign(c, i, &req);
+		return;
+	case LK_VERB_WATCH:
+		do_watch(c, &req);
+		return;
+	case LK_VERB_ACK:
+		if (lk_lock_ack(lk_agent_lock(a, (size_t)i), c, req.token) < 0) {
+			send_err(c, LK_ERR_BAD_TOKEN, "not the lock's current tenure");
+			return;
+		}
+		send_ok(c, LK_VERB_ACK, req.lock);
+		return;
+	case LK_VERB_RESIGN:
+		send_ok(c, LK_VERB_RESIGN, req.lock);
+		if (c->flags[i] & FLAG_CAMPAIGN) {
+			c->flags[i] &= (uint8_t)~FLAG_CAMPAIGN;
+			lk_lock_leave(lk_agent_lock(a, (size_t)i), c);
+		}
+		return;
+	case LK_VERB_STATUS:
+		do_status(c);
+		return;
+	case LK_VERB_DRAIN:
+		c->drainer = true;
+		send_ok(c, LK_VERB_DRAIN, NULL);
+		lk_agent_drain(a, "DRAIN request");
+		return;
+	case LK_VERB_PING:
+		send_ok(c, LK_VERB_PING, NULL);
+		return;
+	case LK_VERB_QUIT:
+		send_ok(c, LK_VERB_QUIT, NULL);
+		close_after_flush(c);
+		return;
+	case LK_VERB__COUNT:
+		break;
+	}
+	send_err(c, LK_ERR_UNKNOWN_VERB, "unknown verb");
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
+                  unsigned mode, const uint8_t *key, struct lk_server **ret,
+                  char *err, size_t errlen)
+{
+	struct lk_server *s = calloc(1, sizeof(*s));
+	int fd, rc = -ENOMEM;
+
+	if (!s)
+		goto nomem;
+	s->base = base;
+	s->agent = agent;
+	TAILQ_INIT(&s->clients);
+	TAILQ_INIT(&s->dead);
+	if (key) {
+		s->auth = true;
+		memcpy(s->key, key, LK_AUTH_KEY_BYTES);
+	}
+	s->path = strdup(path);
+	s->reaper = event_new(base, -1, 0, on_reap, s);
+	s->close_timer = evtimer_new(base, on_reap, s);
+	if (!s->path || !s->reaper || !s->close_timer)
+		goto nomem;
+	fd = bind_socket(s, mode, err, errlen);
+	if (fd < 0) {
+		rc = fd;
+		goto fail;
+	}
+	s->listener = evconnlistener_new(base, on_accept, s,
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64, fd);
+	if (!s->listener) {
+		close(fd);
+		unlink(s->path);
+		snprintf(err, errlen, "cannot listen on %s", path);
+		rc = -EIO;
+		goto fail;
+	}
+	evconnlistener_set_error_cb(s->listener, on_accept_error);
+	*ret = s;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	if (s) {
+		s->path = (free(s->path), NULL);
+		lk_server_free(s);
+	}
+	return rc;
+}
+
+static bool interested(const struct client *c, size_t i)
+{
+	return c->hello && (c->watch_all || c->flags[i]);
+}
+
+void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len)
+{
+	struct client *c, *next;
+
+	/* send_line may drop a slow client; the list stays valid because dropped clients only move
+	 * to the dead list, which this loop does not walk. */
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (interested(c, lock_index))
+			send_line(c, line, len);
+	}
+}
+
+void lk_server_broadcast(struct lk_server *s, const char *line, size_t len)
+{
+	struct client *c, *next;
+
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->hello)
+			send_line(c, line, len);
+	}
+}
+
+void lk_server_to_drainers(struct lk_server *s, const char *line, size_t len)
+{
+	struct client *c, *next;
+
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->drainer)
+			send_line(c, line, len);
+	}
+}
+
+void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg)
+{
+	struct timeval tv = { LK_CLOSE_FLUSH_MS / 1000, (LK_CLOSE_FLUSH_MS % 1000) * 1000 };
+	struct client *c, *next;
+
+	if (s->listener)
+		s->listener = (evconnlistener_free(s->listener), NULL);
+	s->all_closed = done;
+	s->all_closed_arg = arg;
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		close_after_flush(c);
+	}
+	/* The close timer runs the reaper; clients still flushing then are cut off for good. */
+	evtimer_add(s->close_timer, &tv);
+	event_active(s->reaper, EV_TIMEOUT, 0);
+}
+
+void lk_server_count(const struct lk_server *s, size_t *campaign, size_t *watch, size_t *other)
+{
+	const struct client *c;
+	size_t n = lk_agent_n_locks(s->agent);
+
+	*campaign = *watch = *other = 0;
+	TAILQ_FOREACH(c, &s->clients, link) {
+		bool camp = false, w = c->watch_all;
+		for (size_t i = 0; i < n; i++) {
+			camp |= (c->flags[i] & FLAG_CAMPAIGN) != 0;
+			w |= (c->flags[i] & FLAG_WATCH) != 0;
+		}
+		if (camp)
+			(*campaign)++;
+		else if (w)
+			(*watch)++;
+		else
+			(*other)++;
+	}
+}
+
+struct lk_server *lk_server_free(struct lk_server *s)
+{
+	struct client *c;
+	struct stat st;
+
+	if (!s)
+		return NULL;
+	while ((c = TAILQ_FIRST(&s->clients))) {
+		TAILQ_REMOVE(&s->clients, c, link);
+		free_client(c);
+	}
+	while ((c = TAILQ_FIRST(&s->dead))) {
+		TAILQ_REMOVE(&s->dead, c, link);
+		free_client(c);
+	}
+	if (s->listener)
+		evconnlistener_free(s->listener);
+	/* Remove the socket file only if it is still the one we made: a successor may own it. */
+	if (s->path && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
+	if (s->reaper)
+		event_free(s->reaper);
+	if (s->close_timer)
+		event_free(s->close_timer);
+	free(s->path);
+	free(s);
+	return NULL;
+}

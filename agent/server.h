@@ -1,0 +1,45 @@
+/* The Unix socket server: accepts app connections, frames lines, runs the HELLO/auth handshake,
+ * and dispatches verbs (SPEC §3) to the agent and its locks. Per-client buffers are capped, and
+ * nothing one client sends can stall the loop or reach another client. */
+#ifndef LK_AGENT_SERVER_H
+#define LK_AGENT_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct lk_agent;
+struct lk_server;
+
+#define LK_SERVER_MAX_CLIENTS   128
+#define LK_CLIENT_OUTBUF_MAX    (256 * 1024) /* a client that reads nothing is cut off here */
+#define LK_HELLO_TIMEOUT_MS     10000
+#define LK_CLOSE_FLUSH_MS       1000
+
+/* Bind the socket at path with mode (replacing a stale socket file left by a dead agent, and
+ * refusing if a live agent answers there) and start accepting. key is NULL for auth=none, or 32
+ * bytes that are copied. Returns 0 and the server, or a negative errno with err set. */
+int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
+                  unsigned mode, const uint8_t *key, struct lk_server **ret,
+                  char *err, size_t errlen);
+
+/* Send a lock's event line to its campaign clients and watchers. */
+void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len);
+
+/* Send a line to every client that said HELLO (STOP). */
+void lk_server_broadcast(struct lk_server *s, const char *line, size_t len);
+
+/* Send a line to every client that asked for the drain (DRAINED). */
+void lk_server_to_drainers(struct lk_server *s, const char *line, size_t len);
+
+/* Stop accepting, flush every client's output and close it; then call done(arg) (once, from the
+ * loop, at the latest LK_CLOSE_FLUSH_MS later). */
+void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg);
+
+/* Connected clients by kind, for metrics: campaigning on any lock, watching, other. */
+void lk_server_count(const struct lk_server *s, size_t *campaign, size_t *watch, size_t *other);
+
+/* Close everything and unlink the socket file (if it is still ours); accepts NULL. */
+struct lk_server *lk_server_free(struct lk_server *s);
+
+#endif
