@@ -85,6 +85,7 @@ struct fields {
 	yaml_node_t *key[16];
 	bool ok; /* the node was a mapping */
 };
+_Static_assert(T_N <= 16 && B_N <= 16 && L_N <= 16, "struct fields is too small");
 
 /* ---- diagnostics ---- */
 
@@ -261,12 +262,17 @@ static bool is_null(const yaml_node_t *n)
 	return false;
 }
 
-static const char *kind(const yaml_node_t *n)
+/* What a node is, for "expected X, found Y": a scalar is shown as its (quoted) text, which
+ * says more than the word "scalar" would. */
+static const char *kind(char *buf, size_t cap, const yaml_node_t *n)
 {
 	switch (n->type) {
 	case YAML_MAPPING_NODE: return "a mapping";
 	case YAML_SEQUENCE_NODE: return "a list";
-	default: return is_null(n) ? "null" : "a string";
+	default:
+		if (is_null(n))
+			return "null";
+		return quote(buf, cap, scalar(n), n->data.scalar.length);
 	}
 }
 
@@ -274,9 +280,14 @@ static const char *kind(const yaml_node_t *n)
  * so they always fit, and a cut would only shorten a message. */
 static void join(char *buf, const char *path, const char *key)
 {
-	int n = snprintf(buf, PATH_MAX_LEN, "%s%s%s", path, *path ? "." : "", key);
+	size_t p = strnlen(path, PATH_MAX_LEN - 1), k;
 
-	(void)n;
+	memcpy(buf, path, p);
+	if (p && p < PATH_MAX_LEN - 1)
+		buf[p++] = '.';
+	k = strnlen(key, PATH_MAX_LEN - 1 - p);
+	memcpy(buf + p, key, k);
+	buf[p + k] = '\0';
 }
 
 /* Sort a mapping's pairs into the known fields; report keys that are not strings, unknown and
@@ -284,9 +295,11 @@ static void join(char *buf, const char *path, const char *key)
 static void scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
                          const char *const *keys, size_t n_keys, struct fields *f)
 {
+	char kb[QBUF];
+
 	memset(f, 0, sizeof(*f));
 	if (map->type != YAML_MAPPING_NODE) {
-		error_at(c, map, path, "expected a mapping, found %s", kind(map));
+		error_at(c, map, path, "expected a mapping, found %s", kind(kb, sizeof(kb), map));
 		return;
 	}
 	f->ok = true;
@@ -297,7 +310,7 @@ static void scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
 		size_t i;
 
 		if (k->type != YAML_SCALAR_NODE) {
-			error_at(c, k, path, "expected a field name, found %s", kind(k));
+			error_at(c, k, path, "expected a field name, found %s", kind(kb, sizeof(kb), k));
 			continue;
 		}
 		for (i = 0; i < n_keys; i++)
@@ -453,12 +466,12 @@ fail:
 /* A string field: 1 with *ret a new string, 0 when absent, -1 after reporting. */
 static int get_string(struct ctx *c, yaml_node_t *n, const char *field, char **ret)
 {
-	char *s;
+	char *s, kb[QBUF];
 
 	if (!n)
 		return 0;
 	if (n->type != YAML_SCALAR_NODE) {
-		error_at(c, n, field, "expected a string, found %s", kind(n));
+		error_at(c, n, field, "expected a string, found %s", kind(kb, sizeof(kb), n));
 		return -1;
 	}
 	s = expand(c, n, field);
@@ -625,20 +638,22 @@ static int get_mode(struct ctx *c, yaml_node_t *n, const char *field, unsigned *
 	if (r <= 0)
 		return r;
 	len = strlen(s);
-	r = len >= 1 && len <= 4 ? 1 : -1;
-	for (size_t i = 0; i < len && r > 0; i++) {
-		if (s[i] < '0' || s[i] > '7')
-			r = -1;
-		v = v * 8 + (unsigned)(s[i] - '0');
-	}
-	if (r < 0)
+	if (len < 1 || len > 4 || strspn(s, "01234567") != len) {
 		error_at(c, n, field, "%s is not an octal file mode like \"0660\"", Q(qb, s));
-	else if (v > 0777)
+		r = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < len; i++)
+		v = v * 8 + (unsigned)(s[i] - '0');
+	if (v > 0777) {
 		error_at(c, n, field, "%s is above 0777", Q(qb, s));
-	else
-		*ret = v;
+		r = -1;
+		goto out;
+	}
+	*ret = v;
+out:
 	free(s);
-	return v > 0777 ? -1 : r;
+	return r;
 }
 
 static int dup_str(struct ctx *c, const char *s, char **ret)
@@ -665,7 +680,7 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
 	};
 	struct lk_config_backend *b = &cfg->backends[i];
-	char path[PATH_MAX_LEN], field[PATH_MAX_LEN], qb[QBUF];
+	char path[PATH_MAX_LEN], field[PATH_MAX_LEN], qb[QBUF], kb[QBUF];
 	struct fields f;
 	size_t type;
 	bool typed;
@@ -740,7 +755,7 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 		else
 			b->n_endpoints = 1;
 	} else if (eps->type != YAML_SEQUENCE_NODE) {
-		error_at(c, eps, field, "expected a list, found %s", kind(eps));
+		error_at(c, eps, field, "expected a list, found %s", kind(kb, sizeof(kb), eps));
 	} else {
 		size_t count = (size_t)(eps->data.sequence.items.top - eps->data.sequence.items.start);
 
@@ -756,12 +771,10 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 			c->oom = true;
 		for (size_t k = 0; k < count && b->endpoints; k++) {
 			yaml_node_t *item = node_at(c, eps->data.sequence.items.start[k]);
-			char ifield[PATH_MAX_LEN];
+			char ifield[PATH_MAX_LEN + 24];
 			char **ep = &b->endpoints[b->n_endpoints];
 
-			int len = snprintf(ifield, sizeof(ifield), "%s[%zu]", field, k);
-
-			(void)len;
+			snprintf(ifield, sizeof(ifield), "%s[%zu]", field, k);
 			if (get_string(c, item, ifield, ep) <= 0)
 				continue;
 			b->n_endpoints++;
@@ -980,10 +993,11 @@ static void default_identity(struct ctx *c, yaml_node_t *root, struct lk_config 
 static size_t list_items(struct ctx *c, yaml_node_t *root, yaml_node_t *list, const char *field,
                          const char *what, size_t max)
 {
+	char kb[QBUF];
 	size_t count;
 
 	if (list && list->type != YAML_SEQUENCE_NODE) {
-		error_at(c, list, field, "expected a list, found %s", kind(list));
+		error_at(c, list, field, "expected a list, found %s", kind(kb, sizeof(kb), list));
 		return 0;
 	}
 	count = list ? (size_t)(list->data.sequence.items.top - list->data.sequence.items.start) : 0;
@@ -1000,14 +1014,15 @@ static size_t list_items(struct ctx *c, yaml_node_t *root, yaml_node_t *list, co
 
 static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 {
-	static const char *const formats[] = { "text", "json" };
-	char qb[QBUF];
+	static const char *const formats[] = { "json", "text" };
+	char qb[QBUF], kb[QBUF];
 	struct fields f;
 	size_t n, choice;
 	bool shutdown_ok;
 
 	if (root->type != YAML_MAPPING_NODE) {
-		error_at(c, root, "", "expected a mapping at the top level, found %s", kind(root));
+		error_at(c, root, "", "expected a mapping at the top level, found %s",
+		         kind(kb, sizeof(kb), root));
 		return;
 	}
 	scan_mapping(c, root, "", top_keys, T_N, &f);
@@ -1047,7 +1062,7 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 
 	cfg->log_format = LK_LOG_TEXT;
 	if (get_choice(c, f.val[T_LOG_FORMAT], "log_format", "log format", formats, 2, &choice) > 0)
-		cfg->log_format = choice == 1 ? LK_LOG_JSON : LK_LOG_TEXT;
+		cfg->log_format = choice == 0 ? LK_LOG_JSON : LK_LOG_TEXT;
 
 	cfg->shutdown_timeout_ms = 25000;
 	shutdown_ok = get_duration(c, f.val[T_SHUTDOWN_TIMEOUT], "shutdown_timeout", 1,
@@ -1165,7 +1180,13 @@ static int yaml_error(struct ctx *c, yaml_parser_t *parser, const char *text, si
 	}
 	at.start_mark = parser->error == YAML_READER_ERROR
 	                ? offset_mark(text, len, parser->problem_offset) : parser->problem_mark;
-	error_at(c, &at, "yaml", "%s", parser->problem ? parser->problem : "cannot parse");
+	/* The context says where the unfinished construct began, which matters when the problem
+	 * is only noticed much later (an unclosed quote found at the end of the file). */
+	if (parser->context && parser->error != YAML_READER_ERROR)
+		error_at(c, &at, "yaml", "%s (%s at %zu:%zu)", parser->problem, parser->context,
+		         (size_t)parser->context_mark.line + 1, (size_t)parser->context_mark.column + 1);
+	else
+		error_at(c, &at, "yaml", "%s", parser->problem ? parser->problem : "cannot parse");
 	return -EINVAL;
 }
 
@@ -1248,7 +1269,7 @@ fail:
 
 int lk_config_load(const char *path, struct lk_config **ret, struct lk_config_diags *diags)
 {
-	char *text = NULL, msg[320];
+	char *text = NULL, msg[128];
 	size_t len = 0;
 	int fd, r;
 
@@ -1283,10 +1304,8 @@ int lk_config_load(const char *path, struct lk_config **ret, struct lk_config_di
 	free(text);
 	return r;
 fail:
-	if (r != -EFBIG) {
-		snprintf(msg, sizeof(msg), "cannot read: %s", strerror(-r));
-		diag_file(diags, path, msg);
-	}
+	snprintf(msg, sizeof(msg), "cannot read: %s", strerror(-r));
+	diag_file(diags, path, msg);
 	if (fd >= 0)
 		close(fd);
 	free(text);
