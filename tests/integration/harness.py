@@ -1,0 +1,1647 @@
+"""Integration test harness for leasekeeper (Python 3 standard library only).
+
+Everything a scenario needs to run the real agent against a real, private redis-server:
+
+- free_port(), a temp dir per test (LKTestCase.tmp), removed afterwards (LK_KEEP_TMP=1 keeps it);
+- RedisServer: a private redis-server on a loopback port, without persistence, that can be
+  stopped, restarted (data lost), frozen (SIGSTOP) and thawed (SIGCONT);
+- RespClient: a tiny RESP2 client; Monitor: MONITOR on its own connection, collected by a thread;
+- TcpProxy: a loopback TCP proxy that can drop the server's replies or cut every connection;
+- Agent: writes a YAML config (SPEC section 4), runs `$LK_BIN agent -c CONFIG`, waits for its
+  socket, reads its logs, and on teardown stops it and fails the test on sanitizer reports;
+- AppClient: the Unix socket protocol (SPEC section 3) as an app sees it, with every line
+  timestamped on arrival by a reader thread so that tests can reason about timing;
+- LKTestCase: a unittest.TestCase that starts all of the above with addCleanup, so everything
+  started is stopped, also when a test fails.
+
+Timeouts are generous everywhere: tests wait for events, never on tight sleeps, because the
+suite also runs under ASan on a 2-core machine with three modules in parallel.
+"""
+
+import errno
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from collections import deque
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Default wait for anything that should happen "soon". Scaled by LK_TIMEOUT_SCALE for slow
+# machines (e.g. LK_TIMEOUT_SCALE=2 under valgrind); timing *assertions* are not scaled.
+TIMEOUT_SCALE = float(os.environ.get("LK_TIMEOUT_SCALE", "1") or "1")
+DEFAULT_TIMEOUT = 10.0 * TIMEOUT_SCALE
+
+SANITIZER_PATTERNS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "AddressSanitizer:",
+    "LeakSanitizer:",
+    "UndefinedBehaviorSanitizer",
+    "runtime error:",
+)
+
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+}
+
+EVENT_KINDS = ("LEADER", "FOLLOWER", "STEPDOWN", "LOST", "RELEASED", "STOP", "DRAINED")
+LOCK_EVENTS = ("LEADER", "FOLLOWER", "STEPDOWN", "LOST", "RELEASED")
+
+
+def lk_bin():
+    """The leasekeeper binary: $LK_BIN (relative paths are taken from the repo root)."""
+    path = os.environ.get("LK_BIN") or "build/leasekeeper"
+    if not os.path.isabs(path):
+        path = os.path.join(REPO_ROOT, path)
+    return path
+
+
+def redis_server_bin():
+    return os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server"
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (callers retry if it was taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=DEFAULT_TIMEOUT, interval=0.02, what="condition"):
+    """Poll pred() until it returns a truthy value, which is returned; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def _kill_wait(proc, sig=signal.SIGTERM, grace=5.0):
+    """Send sig, wait up to grace seconds, then SIGKILL and wait. Returns (returncode, killed)."""
+    if proc.poll() is not None:
+        return proc.returncode, False
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout=grace), False
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    return proc.wait(), True
+
+
+# ---------------------------------------------------------------------------------------------
+# RESP
+
+
+class RespError(Exception):
+    """An error reply from Redis (the reply's text is the message)."""
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _encode_command(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, bytes):
+            b = a
+        elif isinstance(a, str):
+            b = a.encode()
+        else:
+            b = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _parse_reply(buf, pos, decode):
+    """Parse one RESP2 reply from buf[pos:]; returns (value, new_pos) or raises _Incomplete.
+    Error replies are returned as RespError instances (raised by the caller at top level)."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete()
+    t, line = buf[pos:pos + 1], buf[pos + 1:end]
+    pos = end + 2
+    if t == b"+":
+        return (line.decode(errors="surrogateescape") if decode else line), pos
+    if t == b"-":
+        return RespError(line.decode(errors="replace")), pos
+    if t == b":":
+        return int(line), pos
+    if t == b"$":
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if len(buf) < pos + n + 2:
+            raise _Incomplete()
+        data = bytes(buf[pos:pos + n])
+        return (data.decode(errors="surrogateescape") if decode else data), pos + n + 2
+    if t == b"*":
+        n = int(line)
+        if n < 0:
+            return None, pos
+        items = []
+        for _ in range(n):
+            v, pos = _parse_reply(buf, pos, decode)
+            items.append(v)
+        return items, pos
+    raise RespError("protocol error: unexpected reply type %r" % t)
+
+
+class RespClient:
+    """A minimal blocking RESP2 client. call(*args) returns the decoded reply (str for strings,
+    int, None, lists) and raises RespError for error replies. A timeout while reading keeps the
+    buffered bytes, so read_reply() can simply be called again (used by Monitor and pub/sub)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, decode=True):
+        self.decode = decode
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def send(self, *args):
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(_encode_command(args))
+
+    def read_reply(self, timeout=None, raise_errors=True):
+        """Next reply; socket.timeout if none within timeout (buffer kept); EOFError on EOF."""
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        while True:
+            if self.buf:
+                try:
+                    v, pos = _parse_reply(self.buf, 0, self.decode)
+                    del self.buf[:pos]
+                    if raise_errors and isinstance(v, RespError):
+                        raise v
+                    return v
+                except _Incomplete:
+                    pass
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("redis closed the connection")
+            self.buf += data
+
+    def call(self, *args, timeout=None):
+        self.send(*args)
+        return self.read_reply(timeout=timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# MONITOR lines: 1700000000.123456 [0 127.0.0.1:5555] "SET" "k" "v"   (scripts: [0 lua])
+_MONITOR_RE = re.compile(r'^(\d+\.\d+) \[(\d+) ([^\]]*)\] (.*)$')
+
+
+def _parse_monitor_args(s):
+    """Parse the quoted, escaped argument list of a MONITOR line (sdscatrepr format)."""
+    args, i, n = [], 0, len(s)
+    while i < n:
+        while i < n and s[i] == " ":
+            i += 1
+        if i >= n:
+            break
+        if s[i] != '"':
+            j = s.find(" ", i)
+            j = n if j < 0 else j
+            args.append(s[i:j])
+            i = j
+            continue
+        i += 1
+        out = []
+        while i < n and s[i] != '"':
+            c = s[i]
+            if c == "\\" and i + 1 < n:
+                e = s[i + 1]
+                if e == "x" and i + 3 < n:
+                    out.append(chr(int(s[i + 2:i + 4], 16)))
+                    i += 4
+                    continue
+                out.append({"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b"}.get(e, e))
+                i += 2
+                continue
+            out.append(c)
+            i += 1
+        args.append("".join(out))
+        i += 1
+    return args
+
+
+class MonitorLine:
+    __slots__ = ("ts", "db", "source", "args", "raw", "seq")
+
+    def __init__(self, raw, seq):
+        self.raw, self.seq = raw, seq
+        m = _MONITOR_RE.match(raw)
+        if m:
+            self.ts, self.db, self.source = float(m.group(1)), int(m.group(2)), m.group(3)
+            self.args = _parse_monitor_args(m.group(4))
+        else:
+            self.ts, self.db, self.source, self.args = 0.0, 0, "", []
+
+    @property
+    def cmd(self):
+        return self.args[0].upper() if self.args else ""
+
+    @property
+    def from_script(self):
+        return self.source == "lua"
+
+    def script_keys(self):
+        """The KEYS of an EVAL/EVALSHA/FCALL line, [] for other commands."""
+        if self.cmd in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") \
+                and len(self.args) >= 3:
+            try:
+                nk = int(self.args[2])
+            except ValueError:
+                return []
+            return self.args[3:3 + nk]
+        return []
+
+    def __repr__(self):
+        return "MonitorLine(%r)" % self.raw
+
+
+class Monitor:
+    """MONITOR on its own connection; a thread collects every line. Lines carry Redis's wall
+    clock timestamp (comparable with time.time() on this machine)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.client = RespClient(port, timeout=5.0)
+        ok = self.client.call("MONITOR")
+        if ok != "OK":
+            raise RespError("MONITOR answered %r" % (ok,))
+        self._lines = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._seq = 0
+        self.error = None
+        self._thread = threading.Thread(target=self._run, name="redis-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                v = self.client.read_reply(timeout=0.2, raise_errors=False)
+            except socket.timeout:
+                continue
+            except (EOFError, OSError) as e:
+                if not self._stop:
+                    self.error = e
+                break
+            if isinstance(v, (bytes, str)):
+                line = v if isinstance(v, str) else v.decode(errors="replace")
+                with self._cond:
+                    self._lines.append(MonitorLine(line, self._seq))
+                    self._seq += 1
+                    self._cond.notify_all()
+
+    def lines(self):
+        with self._cond:
+            return list(self._lines)
+
+    def mark(self):
+        """A position: pass to since= to look only at later lines."""
+        with self._cond:
+            return len(self._lines)
+
+    def select(self, pred=None, since=0):
+        return [ln for ln in self.lines()[since:] if pred is None or pred(ln)]
+
+    def dels(self, key, since=0, from_script=None):
+        """DEL/UNLINK lines naming key (from_script=True: only those run inside a script)."""
+        def p(ln):
+            if ln.cmd not in ("DEL", "UNLINK") or key not in ln.args[1:]:
+                return False
+            return from_script is None or ln.from_script == from_script
+        return self.select(p, since)
+
+    def script_calls(self, key, since=0, source=None):
+        """EVAL/EVALSHA/FCALL lines whose KEYS include key (optionally from one client)."""
+        return self.select(lambda ln: key in ln.script_keys()
+                           and (source is None or ln.source == source), since)
+
+    def publishes(self, channel, since=0):
+        return self.select(lambda ln: ln.cmd in ("PUBLISH", "SPUBLISH")
+                           and len(ln.args) >= 2 and ln.args[1] == channel, since)
+
+    def wait_for(self, pred, timeout=DEFAULT_TIMEOUT, since=0, what="a MONITOR line"):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for ln in self._lines[since:]:
+                    if pred(ln):
+                        return ln
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+                self._cond.wait(min(left, 0.2))
+
+    def sync(self, redis, timeout=DEFAULT_TIMEOUT):
+        """Make sure every command Redis ran before this call is in lines(): send a unique
+        marker through redis (a RespClient or RedisServer) and wait for it to show up."""
+        marker = "lk-monitor-sync-%d-%f" % (os.getpid(), time.monotonic())
+        redis.call("ECHO", marker)
+        self.wait_for(lambda ln: ln.cmd == "ECHO" and marker in ln.args, timeout=timeout,
+                      what="the MONITOR sync marker")
+
+    def dump(self, since=0):
+        return "\n".join(ln.raw for ln in self.lines()[since:])
+
+    def stop(self):
+        self._stop = True
+        try:
+            self.client.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(timeout=5)
+        self.client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# redis-server
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1 without persistence. call(*args) talks to it over a
+    shared connection (re-opened after errors)."""
+
+    def __init__(self, tmpdir, port=None, extra_args=()):
+        self.tmpdir = tmpdir
+        self.dir = tempfile.mkdtemp(prefix="redis-", dir=tmpdir)
+        self.fixed_port = port is not None
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.stopped = False  # SIGSTOPped
+        self._client = None
+        self._lock = threading.Lock()
+        self._logf = None
+        self.generation = 0
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "redis.log")
+
+    def start(self, timeout=DEFAULT_TIMEOUT):
+        for attempt in range(5):
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+                return self
+            except _PortTaken:
+                if self.fixed_port:
+                    raise AssertionError("redis could not bind port %d" % self.port)
+                self.port = free_port()
+        raise AssertionError("redis-server did not start (ports kept being taken)")
+
+    def _spawn(self):
+        self.generation += 1
+        if self._logf:
+            self._logf.close()
+        self._logf = open(self.log_path, "ab")
+        self._log_offset = self._logf.tell()
+        args = [redis_server_bin(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"]
+        args += self.extra_args
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
+                                     stderr=subprocess.STDOUT, cwd=self.dir)
+        self.stopped = False
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                with open(self.log_path, "rb") as f:
+                    f.seek(self._log_offset)
+                    log = f.read().decode(errors="replace")
+                if "Address already in use" in log:
+                    raise _PortTaken()
+                raise AssertionError("redis-server exited with %s:\n%s"
+                                     % (self.proc.returncode, log[-2000:]))
+            try:
+                c = RespClient(self.port, timeout=1.0)
+                try:
+                    if c.call("PING") == "PONG":
+                        return
+                finally:
+                    c.close()
+            except (OSError, EOFError, RespError):
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError("redis-server on port %d did not answer PING within %.0fs"
+                                     % (self.port, timeout))
+            time.sleep(0.02)
+
+    def client(self, timeout=5.0):
+        """A new RespClient (caller closes it)."""
+        return RespClient(self.port, timeout=timeout)
+
+    def call(self, *args, timeout=5.0):
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    if self._client is None:
+                        self._client = RespClient(self.port, timeout=timeout)
+                    return self._client.call(*args, timeout=timeout)
+                except RespError:
+                    raise
+                except (OSError, EOFError):
+                    if self._client:
+                        self._client.close()
+                    self._client = None
+                    if attempt:
+                        raise
+
+    def get(self, key):
+        return self.call("GET", key)
+
+    def monitor(self):
+        """A started Monitor (the caller, usually LKTestCase.monitor(), stops it)."""
+        return Monitor(self.port)
+
+    def sigstop(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def sigcont(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace=5.0):
+        with self._lock:
+            if self._client:
+                self._client.close()
+                self._client = None
+        if self.proc is None:
+            return
+        if self.stopped:
+            self.sigcont()
+        _kill_wait(self.proc, signal.SIGTERM, grace)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+
+    def restart(self, timeout=DEFAULT_TIMEOUT):
+        """Stop and start again on the same port. Without persistence, all data is lost."""
+        self.stop()
+        port_was_fixed, self.fixed_port = self.fixed_port, True
+        try:
+            self.start(timeout)
+        finally:
+            self.fixed_port = port_was_fixed
+        return self
+
+
+class _PortTaken(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# TCP proxy
+
+
+class TcpProxy:
+    """A loopback TCP proxy between a client (the agent) and an upstream (redis).
+
+    drop_replies: forward client->server, silently discard server->client (the server executes
+    requests, the client never hears back). drop_requests: the reverse. kill_all(): close every
+    current connection (new ones are still accepted). upstream_sources: the "127.0.0.1:port"
+    of every upstream connection made, as Redis's MONITOR shows the client."""
+
+    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+        self.upstream = (upstream_host, upstream_port)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.drop_replies = False
+        self.drop_requests = False
+        self.dropped_reply_bytes = 0
+        self.dropped_request_bytes = 0
+        self.forwarded = {"c2s": 0, "s2c": 0}
+        self.accepted = 0
+        self.upstream_sources = []
+        self._pairs = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = []
+        t = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            try:
+                u = socket.create_connection(self.upstream, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            c.settimeout(None)
+            for s in (c, u):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pair = (c, u)
+            with self._lock:
+                if self._closed:
+                    c.close()
+                    u.close()
+                    break
+                self._pairs.add(pair)
+                self.accepted += 1
+                self.upstream_sources.append("%s:%d" % u.getsockname()[:2])
+            for src, dst, d in ((c, u, "c2s"), (u, c, "s2c")):
+                t = threading.Thread(target=self._pump, args=(pair, src, dst, d),
+                                     name="proxy-" + d, daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, pair, src, dst, direction):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if direction == "s2c" and self.drop_replies:
+                    self.dropped_reply_bytes += len(data)
+                    continue
+                if direction == "c2s" and self.drop_requests:
+                    self.dropped_request_bytes += len(data)
+                    continue
+                dst.sendall(data)
+                self.forwarded[direction] += len(data)
+        except OSError:
+            pass
+        self._close_pair(pair)
+
+    def _close_pair(self, pair):
+        with self._lock:
+            self._pairs.discard(pair)
+        for s in pair:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def connections(self):
+        with self._lock:
+            return len(self._pairs)
+
+    def kill_all(self):
+        with self._lock:
+            pairs = list(self._pairs)
+        for p in pairs:
+            self._close_pair(p)
+
+    def close(self):
+        self._closed = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        self.kill_all()
+        for t in self._threads:
+            t.join(timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config (YAML) writing
+
+
+def _yaml_scalar(v):
+    if v is None:
+        return '""'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return json.dumps(str(v))  # a JSON string is a valid YAML double-quoted scalar
+
+
+def to_yaml(obj, indent=0):
+    """A small YAML emitter for config dicts: mappings, lists, scalars (strings double-quoted)."""
+    pad = " " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, dict) and v:
+                lines.append("%s%s:" % (pad, k))
+                lines.append(to_yaml(v, indent + 2))
+            elif isinstance(v, list) and v and any(isinstance(x, dict) for x in v):
+                lines.append("%s%s:" % (pad, k))
+                lines.append(to_yaml(v, indent + 2))
+            elif isinstance(v, list):
+                lines.append("%s%s: [%s]" % (pad, k, ", ".join(_yaml_scalar(x) for x in v)))
+            elif isinstance(v, dict):
+                lines.append("%s%s: {}" % (pad, k))
+            else:
+                lines.append("%s%s: %s" % (pad, k, _yaml_scalar(v)))
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, dict):
+                sub = to_yaml(item, indent + 2).split("\n")
+                sub[0] = pad + "- " + sub[0][indent + 2:]
+                lines.append("\n".join(sub))
+            else:
+                lines.append("%s- %s" % (pad, _yaml_scalar(item)))
+    else:
+        lines.append(pad + _yaml_scalar(obj))
+    return "\n".join(lines)
+
+
+def dur_ms(s):
+    """Parse a Go-style duration ("1m30s", "250ms", "3s") into milliseconds (for assertions)."""
+    if isinstance(s, (int, float)):
+        return int(s * 1000)
+    total, units = 0.0, {"h": 3600000, "m": 60000, "s": 1000, "ms": 1, "us": 0.001,
+                         "µs": 0.001, "ns": 0.000001}
+    for num, unit in re.findall(r"([0-9.]+)(ms|us|µs|ns|h|m|s)", s):
+        total += float(num) * units[unit]
+    return int(total)
+
+
+def lock_config(name="x", **kw):
+    """One lock entry: backend main, ttl 3s unless given. Keys are the YAML field names."""
+    d = {"name": name, "backend": "main", "ttl": "3s"}
+    d.update({k: v for k, v in kw.items() if v is not None})
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent process
+
+
+class Agent:
+    """One `leasekeeper agent -c CONFIG` process with its own config, socket and log file."""
+
+    def __init__(self, tmpdir, identity="pod-a", backend_address=None, locks=None,
+                 backends=None, env=None, config_text=None, backend_timeout="500ms", **top):
+        self.tmpdir = tmpdir
+        self.identity = identity
+        self.name = re.sub(r"[^A-Za-z0-9._-]", "_", identity or "agent")
+        self.dir = tempfile.mkdtemp(prefix="agent-%s-" % self.name, dir=tmpdir)
+        self.sock_path = top.pop("socket", None) or os.path.join(self.dir, "agent.sock")
+        self.config_path = os.path.join(self.dir, "leasekeeper.yaml")
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        self.stdout_path = os.path.join(self.dir, "stdout.log")
+        self.proc = None
+        self.env = dict(env or {})
+        self._signals_sent = []
+        self._killed = False
+        self.stop_margin = scaled(10)  # beyond shutdown_timeout before SIGKILL on teardown
+        self.auth_key = None           # bytes: AppClients made by LKTestCase.connect() use it
+        if locks is None:
+            locks = [lock_config("x")]
+        self.locks = [lock_config(l) if isinstance(l, str) else dict(l) for l in locks]
+        if backends is None:
+            backends = [{"name": "main", "type": "redis", "address": backend_address,
+                         "timeout": backend_timeout}]
+        cfg = {"identity": identity, "socket": self.sock_path, "http_listen": "",
+               "log_format": "json", "shutdown_timeout": "15s"}
+        cfg.update({k: v for k, v in top.items()})
+        cfg = {k: v for k, v in cfg.items() if v is not None or k == "http_listen"}
+        cfg["backends"] = backends
+        cfg["locks"] = self.locks
+        self.config = cfg
+        self.config_text = config_text if config_text is not None else to_yaml(cfg) + "\n"
+        with open(self.config_path, "w") as f:
+            f.write(self.config_text)
+
+    # -- config facts, for assertions
+
+    def lock(self, name="x"):
+        for l in self.locks:
+            if l["name"] == name:
+                return l
+        raise KeyError(name)
+
+    def key(self, name="x"):
+        return self.lock(name).get("key") or "leasekeeper/" + name
+
+    def value(self, token):
+        """The value this agent writes for a tenure: <identity>:<token>."""
+        return "%s:%d" % (self.identity, int(token))
+
+    @property
+    def shutdown_timeout(self):
+        return dur_ms(self.config.get("shutdown_timeout") or "25s") / 1000.0
+
+    # -- process
+
+    def start(self, wait=True, timeout=DEFAULT_TIMEOUT):
+        binary = lk_bin()
+        if not os.path.exists(binary):
+            raise AssertionError("leasekeeper binary not found at %s: build it with "
+                                 "`make build/leasekeeper` or set LK_BIN" % binary)
+        env = dict(os.environ)
+        env.update(SANITIZER_ENV)
+        env.update(self.env)
+        self._errf = open(self.stderr_path, "ab")
+        self._outf = open(self.stdout_path, "ab")
+        self.proc = subprocess.Popen([binary, "agent", "-c", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=self._outf,
+                                     stderr=self._errf, env=env, cwd=self.dir)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=DEFAULT_TIMEOUT):
+        """Wait until the socket accepts a connection (then close that probe connection)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("agent %s exited with %s before its socket was ready:\n%s"
+                                     % (self.identity, self.proc.returncode, self.tail()))
+            if os.path.exists(self.sock_path):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(1.0)
+                try:
+                    s.connect(self.sock_path)
+                    return self
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+            if time.monotonic() >= deadline:
+                raise AssertionError("agent %s socket %s not accepting after %.0fs:\n%s"
+                                     % (self.identity, self.sock_path, timeout, self.tail()))
+            time.sleep(0.02)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig=signal.SIGTERM):
+        self._signals_sent.append(sig)
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=DEFAULT_TIMEOUT):
+        """Wait for exit; returns the exit status. AssertionError if still running."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("agent %s still running after %.1fs:\n%s"
+                                 % (self.identity, timeout, self.tail()))
+
+    def stop(self, grace=None):
+        """SIGTERM (a drain), wait up to shutdown_timeout + margin, then SIGKILL.
+        Returns (returncode, killed)."""
+        if self.proc is None:
+            return None, False
+        if grace is None:
+            grace = self.shutdown_timeout + self.stop_margin
+        if self.proc.poll() is None:
+            self._signals_sent.append(signal.SIGTERM)
+        rc, killed = _kill_wait(self.proc, signal.SIGTERM, grace)
+        self._killed = self._killed or killed
+        return rc, killed
+
+    def close_files(self):
+        for f in (getattr(self, "_errf", None), getattr(self, "_outf", None)):
+            if f:
+                f.close()
+
+    # -- logs
+
+    def logs(self):
+        """stderr as text."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_entries(self):
+        """Every stderr line that parses as a JSON object (or as a text log line)."""
+        out = []
+        for line in self.logs().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                try:
+                    v = json.loads(line)
+                    if isinstance(v, dict):
+                        out.append(v)
+                    continue
+                except ValueError:
+                    pass
+            t = parse_text_log_line(line)
+            if t:
+                out.append(t)
+        return out
+
+    def find_logs(self, msg):
+        return [e for e in self.log_entries() if e.get("msg") == msg]
+
+    def drain_summaries(self):
+        return self.find_logs("drain complete")
+
+    def drain_summary(self):
+        """The one `drain complete` line (AssertionError unless there is exactly one)."""
+        s = self.drain_summaries()
+        if len(s) != 1:
+            raise AssertionError("expected exactly one 'drain complete' log line, found %d:\n%s"
+                                 % (len(s), self.tail()))
+        return s[0]
+
+    def tail(self, n=60):
+        return "\n".join(self.logs().splitlines()[-n:])
+
+    def sanitizer_reports(self):
+        text = self.logs()
+        return [ln for ln in text.splitlines() if any(p in ln for p in SANITIZER_PATTERNS)]
+
+
+_TEXT_LOG_RE = re.compile(r'^(\S+)\s+(debug|info|warn|error)\s+(.*)$')
+_LOGFMT_RE = re.compile(r'([A-Za-z0-9_.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_text_log_line(line):
+    """Parse a text-format log line ("ts level msg key=value ...") into a dict, or None."""
+    m = _TEXT_LOG_RE.match(line)
+    if not m:
+        return None
+    ts, level, rest = m.groups()
+    if rest.startswith('"'):
+        j = 1
+        while j < len(rest) and rest[j] != '"':
+            j += 2 if rest[j] == "\\" else 1
+        msg, rest = rest[1:j].replace('\\"', '"'), rest[j + 1:]
+    else:
+        first_kv = _LOGFMT_RE.search(rest)
+        cut = first_kv.start() if first_kv else len(rest)
+        # The message is everything before the first key=value (it has no '=' of its own).
+        msg, rest = rest[:cut].strip(), rest[cut:]
+    d = {"ts": ts, "level": level, "msg": msg}
+    for k, v in _LOGFMT_RE.findall(rest):
+        if v.startswith('"'):
+            v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        elif re.fullmatch(r"-?\d+", v):
+            v = int(v)
+        elif v in ("true", "false"):
+            v = v == "true"
+        d[k] = v
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# The app side of the protocol
+
+
+class ConnectionClosed(AssertionError):
+    """The agent closed the connection (EOF) while a reply or event was awaited."""
+
+
+class Msg:
+    """One line from the agent, timestamped on arrival (t: monotonic, wall: time.time())."""
+
+    def __init__(self, raw, t, wall):
+        self.raw, self.t, self.wall = raw, t, wall
+        self.words = raw.split(" ") if raw else []
+        self.kind = self.words[0] if self.words else ""
+        self.attrs = {}
+        for w in self.words[1:]:
+            if "=" in w:
+                k, v = w.split("=", 1)
+                self.attrs[k] = v
+
+    @property
+    def is_reply(self):
+        return self.kind in ("OK", "ERR")
+
+    @property
+    def is_event(self):
+        return self.kind in EVENT_KINDS
+
+    @property
+    def lock(self):
+        if self.kind in LOCK_EVENTS and len(self.words) > 1:
+            return self.words[1]
+        return None
+
+    # replies
+    @property
+    def ok(self):
+        return self.kind == "OK"
+
+    @property
+    def verb(self):
+        return self.words[1] if self.kind == "OK" and len(self.words) > 1 else None
+
+    @property
+    def code(self):
+        return self.words[1] if self.kind == "ERR" and len(self.words) > 1 else None
+
+    @property
+    def rest(self):
+        """The text after "OK <VERB> "."""
+        parts = self.raw.split(" ", 2)
+        return parts[2] if len(parts) > 2 else ""
+
+    # event attributes
+    def int(self, name):
+        if name not in self.attrs:
+            raise AssertionError("%r has no %s=" % (self.raw, name))
+        try:
+            return int(self.attrs[name])
+        except ValueError:
+            raise AssertionError("%r: %s= is not an integer" % (self.raw, name))
+
+    @property
+    def token(self):
+        return self.int("token")
+
+    def __getitem__(self, k):
+        return self.attrs[k]
+
+    def get(self, k, default=None):
+        return self.attrs.get(k, default)
+
+    def __repr__(self):
+        return "<%s>" % self.raw
+
+
+_EOF = object()
+
+
+class AppClient:
+    """A protocol client over the agent's Unix socket, as an app would use it.
+
+    A reader thread timestamps every line on arrival. call() waits for the reply and queues
+    events that come first; next_event()/expect() hand events out in order and skip nothing
+    unless a caller explicitly allows it (await_event(allow=...)). raw access: send_raw(),
+    read_line(), expect_eof(), and the socket itself (.sock)."""
+
+    def __init__(self, path, hello=True, client_name="test", key=None, mac=None,
+                 timeout=DEFAULT_TIMEOUT, label=None):
+        self.path = path
+        self.label = label or client_name or "client"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.sock.settimeout(None)
+        self._q = deque()
+        self._cond = threading.Condition()
+        self.history = []        # every Msg received, in order (for failure messages)
+        self.sent = []           # (monotonic time, line) of everything sent
+        self.pending_events = deque()
+        self.pending_replies = deque()
+        self.eof = False
+        self.eof_at = None
+        self.eof_error = None
+        self.closed = False
+        self._reader = threading.Thread(target=self._read_loop, name="app-" + self.label,
+                                        daemon=True)
+        self._reader.start()
+        self.banner = None
+        self.banner_attrs = {}
+        self.hello_reply = None
+        if hello is not False:
+            self.read_banner(timeout)
+            r = self.hello(client_name=client_name, key=key, mac=mac, timeout=timeout)
+            if not r.ok:
+                raise AssertionError("HELLO refused: %s" % r.raw)
+
+    # -- transport
+
+    def _read_loop(self):
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError as e:
+                data = b""
+                self.eof_error = e
+            now, wall = time.monotonic(), time.time()
+            if not data:
+                with self._cond:
+                    if buf:
+                        self._q.append(Msg(buf.decode(errors="backslashreplace"), now, wall))
+                    self._q.append(_EOF)
+                    self._cond.notify_all()
+                return
+            buf += data
+            with self._cond:
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    self._q.append(Msg(line.decode(errors="backslashreplace"), now, wall))
+                self._cond.notify_all()
+
+    def _next_line(self, timeout):
+        """Next Msg from the wire, None on timeout, _EOF on EOF."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._q:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            m = self._q.popleft()
+            if m is _EOF:
+                self._q.appendleft(_EOF)  # EOF is sticky
+                if not self.eof:
+                    self.eof, self.eof_at = True, time.monotonic()
+                return _EOF
+            self.history.append(m)
+            return m
+
+    def send(self, line):
+        if isinstance(line, str):
+            line = line.encode()
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        self.sent.append((time.monotonic(), line.decode(errors="replace").rstrip("\n")))
+        self.sock.sendall(line)
+
+    def send_raw(self, data):
+        self.sent.append((time.monotonic(), repr(data)))
+        self.sock.sendall(data)
+
+    def read_line(self, timeout=DEFAULT_TIMEOUT):
+        """The next line whatever it is (for raw tests). ConnectionClosed on EOF,
+        AssertionError on timeout."""
+        if self.pending_replies or self.pending_events:
+            raise AssertionError("read_line() with queued messages; use call()/next_event()")
+        m = self._next_line(timeout)
+        if m is None:
+            raise AssertionError("%s: no line within %.1fs%s" % (self.label, timeout,
+                                                                self._context()))
+        if m is _EOF:
+            raise ConnectionClosed("%s: connection closed by the agent%s"
+                                   % (self.label, self._context()))
+        return m
+
+    def expect_eof(self, timeout=DEFAULT_TIMEOUT, allow_lines=False):
+        """Assert the agent closes the connection within timeout. Lines before EOF are an
+        error unless allow_lines (then they are returned)."""
+        extra = list(self.pending_replies) + list(self.pending_events)
+        self.pending_replies.clear()
+        self.pending_events.clear()
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._next_line(max(0.0, deadline - time.monotonic()))
+            if m is _EOF:
+                break
+            if m is None:
+                raise AssertionError("%s: connection not closed within %.1fs%s"
+                                     % (self.label, timeout, self._context()))
+            extra.append(m)
+        if extra and not allow_lines:
+            raise AssertionError("%s: unexpected lines before EOF: %s" % (self.label, extra))
+        return extra
+
+    def is_open(self, wait=0.2):
+        """True if no EOF has arrived (waiting up to `wait` for one); does not consume lines."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while True:
+                if self._q and self._q[-1] is _EOF:
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                self._cond.wait(left)
+
+    def _context(self):
+        h = self.history[-12:]
+        s = self.sent[-6:]
+        return "\n  last lines received: %s\n  last lines sent: %s" % (
+            [m.raw for m in h], [x[1] for x in s])
+
+    # -- handshake
+
+    def read_banner(self, timeout=DEFAULT_TIMEOUT):
+        m = self.read_line(timeout)
+        if m.kind != "LEASEKEEPER":
+            raise AssertionError("%s: expected the banner, got %r" % (self.label, m.raw))
+        self.banner = m
+        self.banner_attrs = m.attrs
+        if len(m.words) < 2 or m.words[1] != "1":
+            raise AssertionError("banner does not announce protocol 1: %r" % m.raw)
+        nonce = m.attrs.get("nonce", "")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", nonce):
+            raise AssertionError("banner nonce is not 64 hex digits: %r" % m.raw)
+        if m.attrs.get("auth") not in ("none", "hmac"):
+            raise AssertionError("banner auth= is not none|hmac: %r" % m.raw)
+        return m
+
+    @staticmethod
+    def compute_mac(key, nonce_hex):
+        """HMAC-SHA-512-256 as libsodium crypto_auth: HMAC-SHA-512 truncated to 32 bytes."""
+        return hmac.new(key, bytes.fromhex(nonce_hex), hashlib.sha512).digest()[:32].hex()
+
+    def hello(self, client_name="test", key=None, mac=None, version=1,
+              timeout=DEFAULT_TIMEOUT):
+        line = "HELLO %s" % version
+        if client_name:
+            line += " client=%s" % client_name
+        if mac is None and key is not None:
+            mac = self.compute_mac(key, self.banner_attrs["nonce"])
+        if mac:
+            line += " mac=%s" % mac
+        self.hello_reply = self.call(line, timeout=timeout)
+        return self.hello_reply
+
+    # -- requests
+
+    def read_reply(self, timeout=DEFAULT_TIMEOUT):
+        """The next reply (OK/ERR), queueing events that come before it."""
+        if self.pending_replies:
+            return self.pending_replies.popleft()
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._next_line(max(0.0, deadline - time.monotonic()))
+            if m is None:
+                raise AssertionError("%s: no reply within %.1fs%s"
+                                     % (self.label, timeout, self._context()))
+            if m is _EOF:
+                raise ConnectionClosed("%s: connection closed while awaiting a reply%s"
+                                       % (self.label, self._context()))
+            if m.is_reply:
+                return m
+            if m.is_event:
+                self.pending_events.append(m)
+            else:
+                raise AssertionError("%s: line that is neither reply nor event: %r"
+                                     % (self.label, m.raw))
+
+    def call(self, line, timeout=DEFAULT_TIMEOUT):
+        self.send(line)
+        return self.read_reply(timeout)
+
+    def call_ok(self, line, timeout=DEFAULT_TIMEOUT):
+        """call() and assert `OK <VERB>` for the request's verb; returns the reply."""
+        r = self.call(line, timeout)
+        verb = line.split(" ", 1)[0].upper()
+        expect = {"PING": "PONG", "QUIT": "BYE"}.get(verb, verb)
+        if not (r.ok and r.verb == expect):
+            raise AssertionError("%s: %r answered %r, expected OK %s"
+                                 % (self.label, line, r.raw, expect))
+        return r
+
+    def status(self, timeout=DEFAULT_TIMEOUT):
+        """STATUS, parsed: the JSON object after `OK STATUS `."""
+        r = self.call_ok("STATUS", timeout)
+        try:
+            return json.loads(r.rest)
+        except ValueError as e:
+            raise AssertionError("STATUS reply is not one-line JSON: %r (%s)" % (r.raw, e))
+
+    # -- events
+
+    def next_event(self, timeout=DEFAULT_TIMEOUT):
+        """The next event, or None on timeout. ConnectionClosed on EOF. A reply that arrives
+        meanwhile is kept for read_reply()."""
+        if self.pending_events:
+            return self.pending_events.popleft()
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._next_line(max(0.0, deadline - time.monotonic()))
+            if m is None:
+                return None
+            if m is _EOF:
+                raise ConnectionClosed("%s: connection closed while awaiting an event%s"
+                                       % (self.label, self._context()))
+            if m.is_event:
+                return m
+            if m.is_reply:
+                self.pending_replies.append(m)
+            else:
+                raise AssertionError("%s: line that is neither reply nor event: %r"
+                                     % (self.label, m.raw))
+
+    def expect(self, kind, lock=None, timeout=DEFAULT_TIMEOUT, **attrs):
+        """The next event, asserting its kind (and lock, and any attrs given as strings or
+        ints). Nothing is skipped."""
+        ev = self.next_event(timeout)
+        if ev is None:
+            raise AssertionError("%s: no event within %.1fs, expected %s%s"
+                                 % (self.label, timeout, kind, self._context()))
+        self._check(ev, kind, lock, attrs)
+        return ev
+
+    def _check(self, ev, kind, lock, attrs):
+        if ev.kind != kind or (lock is not None and ev.lock != lock):
+            raise AssertionError("%s: expected %s%s, got %r%s" % (
+                self.label, kind, " " + lock if lock else "", ev.raw, self._context()))
+        for k, v in attrs.items():
+            if ev.attrs.get(k) != str(v):
+                raise AssertionError("%s: expected %s=%s in %r" % (self.label, k, v, ev.raw))
+
+    def await_event(self, kind, lock=None, allow=("FOLLOWER",), timeout=DEFAULT_TIMEOUT,
+                    **attrs):
+        """Wait for an event of `kind`, skipping only events whose kind is in `allow` (an
+        explicit list, e.g. FOLLOWER updates while waiting for LEADER). Returns (event,
+        skipped). Any other event fails the test."""
+        deadline = time.monotonic() + timeout
+        skipped = []
+        while True:
+            left = deadline - time.monotonic()
+            ev = self.next_event(max(0.0, left))
+            if ev is None:
+                raise AssertionError("%s: no %s within %.1fs (skipped %s)%s" % (
+                    self.label, kind, timeout, [e.raw for e in skipped], self._context()))
+            if ev.kind == kind and (lock is None or ev.lock == lock):
+                self._check(ev, kind, lock, attrs)
+                return ev, skipped
+            if ev.kind in allow and (lock is None or ev.lock in (lock, None)):
+                skipped.append(ev)
+                continue
+            raise AssertionError("%s: while waiting for %s got %r%s"
+                                 % (self.label, kind, ev.raw, self._context()))
+
+    def events_for(self, duration):
+        """Every event that arrives within `duration` seconds (stops early at EOF)."""
+        out = []
+        deadline = time.monotonic() + duration
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                ev = self.next_event(left)
+            except ConnectionClosed:
+                return out
+            if ev is None:
+                return out
+            out.append(ev)
+
+    def until_eof(self, timeout=DEFAULT_TIMEOUT):
+        """Every event and reply until the agent closes the connection (which must happen
+        within timeout)."""
+        out = list(self.pending_events) + list(self.pending_replies)
+        self.pending_events.clear()
+        self.pending_replies.clear()
+        out.sort(key=lambda m: m.t)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._next_line(max(0.0, deadline - time.monotonic()))
+            if m is _EOF:
+                return out
+            if m is None:
+                raise AssertionError("%s: no EOF within %.1fs; got %s%s"
+                                     % (self.label, timeout, [x.raw for x in out],
+                                        self._context()))
+            out.append(m)
+
+    def assert_no_event(self, duration=0.3):
+        evs = self.events_for(duration)
+        if evs:
+            raise AssertionError("%s: unexpected events %s" % (self.label, [e.raw for e in evs]))
+
+    # -- conveniences
+
+    def campaign(self, lock="x", timeout=DEFAULT_TIMEOUT):
+        """CAMPAIGN and wait to lead; FOLLOWER updates before LEADER are allowed. Returns the
+        LEADER event."""
+        self.call_ok("CAMPAIGN %s" % lock, timeout)
+        ev, _ = self.await_event("LEADER", lock, allow=("FOLLOWER",), timeout=timeout)
+        return ev
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+class CliResult:
+    def __init__(self, args, rc, stdout, stderr, elapsed):
+        self.args, self.rc, self.stdout, self.stderr, self.elapsed = args, rc, stdout, stderr, \
+            elapsed
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def __repr__(self):
+        return "CliResult(%s rc=%s stdout=%r stderr=%r)" % (
+            " ".join(self.args), self.rc, self.stdout[-2000:], self.stderr[-2000:])
+
+
+def _cli_env(env=None):
+    e = dict(os.environ)
+    e.update(SANITIZER_ENV)
+    e.pop("LEASEKEEPER_SOCKET", None)
+    if env:
+        e.update(env)
+    return e
+
+
+def run_cli(args, timeout=30.0, env=None, input=None):
+    """Run `leasekeeper ARGS...`; returns a CliResult (rc, stdout, stderr)."""
+    argv = [lk_bin()] + list(args)
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout, env=_cli_env(env),
+                           input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("`%s` did not finish within %.0fs (stdout=%r stderr=%r)"
+                             % (" ".join(args), timeout, e.stdout, e.stderr))
+    return CliResult(list(args), p.returncode, p.stdout.decode(errors="replace"),
+                     p.stderr.decode(errors="replace"), time.monotonic() - t0)
+
+
+class CliProcess:
+    """A CLI command running in the background (e.g. `leasekeeper drain` fired concurrently)."""
+
+    def __init__(self, args, env=None, tmpdir=None):
+        self.args = list(args)
+        d = tmpdir or tempfile.gettempdir()
+        fd, self.out_path = tempfile.mkstemp(prefix="cli-out-", dir=d)
+        os.close(fd)
+        fd, self.err_path = tempfile.mkstemp(prefix="cli-err-", dir=d)
+        os.close(fd)
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([lk_bin()] + self.args, stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=self._err, env=_cli_env(env))
+
+    def wait(self, timeout=DEFAULT_TIMEOUT):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("`%s` still running after %.0fs (stdout=%r stderr=%r)"
+                                 % (" ".join(self.args), timeout, self.stdout(), self.stderr()))
+        self.ended = time.monotonic()
+        return rc
+
+    def stdout(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        _kill_wait(self.proc, signal.SIGTERM, 3.0)
+        self._out.close()
+        self._err.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Test case base
+
+
+class LKTestCase(unittest.TestCase):
+    """Base class: a temp dir per test, and start_* helpers whose products are always stopped
+    (addCleanup, in reverse order of creation: clients, then agents, then proxies and redis).
+
+    After a failure the tail of every agent's log is printed, to make CI failures readable."""
+
+    maxDiff = None
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="lk-it-", dir="/tmp")  # short: socket paths < 108
+        self.addCleanup(self._remove_tmp)
+        self.agents = []
+        self.redises = []
+        self.addCleanup(self._dump_on_failure)
+
+    # -- cleanup helpers
+
+    def _failed(self):
+        outcome = getattr(self, "_outcome", None)
+        return outcome is not None and not getattr(outcome, "success", True)
+
+    def _remove_tmp(self):
+        if os.environ.get("LK_KEEP_TMP") or (self._failed() and
+                                             os.environ.get("LK_KEEP_FAILED_TMP")):
+            sys.stderr.write("\n[harness] kept temp dir %s\n" % self.tmp)
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _dump_on_failure(self):
+        if not self._failed():
+            return
+        for a in self.agents:
+            sys.stderr.write("\n----- agent %s (pid %s) stderr, last lines -----\n%s\n"
+                             % (a.identity, a.proc.pid if a.proc else "-", a.tail(80)))
+        for r in self.redises:
+            try:
+                with open(r.log_path, "rb") as f:
+                    tail = f.read().decode(errors="replace").splitlines()[-15:]
+                sys.stderr.write("----- redis :%d log, last lines -----\n%s\n"
+                                 % (r.port, "\n".join(tail)))
+            except OSError:
+                pass
+
+    # -- starters
+
+    def start_redis(self, extra_args=(), port=None):
+        r = RedisServer(self.tmp, port=port, extra_args=extra_args)
+        self.addCleanup(r.stop)
+        r.start()
+        self.redises.append(r)
+        return r
+
+    def start_proxy(self, upstream):
+        port = upstream.port if hasattr(upstream, "port") else int(upstream)
+        p = TcpProxy(port)
+        self.addCleanup(p.close)
+        return p
+
+    def monitor(self, redis):
+        m = redis.monitor()
+        self.addCleanup(m.stop)
+        return m
+
+    def make_agent(self, identity="pod-a", redis=None, locks=None, **kw):
+        """An Agent whose config is written but which is not started yet."""
+        if redis is not None and "backend_address" not in kw and "backends" not in kw:
+            kw["backend_address"] = redis.address if hasattr(redis, "address") else redis
+        a = Agent(self.tmp, identity=identity, locks=locks, **kw)
+        self.agents.append(a)
+        self.addCleanup(self._teardown_agent, a)
+        return a
+
+    def start_agent(self, identity="pod-a", redis=None, locks=None, **kw):
+        a = self.make_agent(identity, redis, locks, **kw)
+        a.start()
+        return a
+
+    def _teardown_agent(self, a):
+        """Stop the agent (SIGTERM, then SIGKILL) and fail on crashes and sanitizer reports."""
+        if a.proc is None or getattr(a, "_torn_down", False):
+            return
+        a._torn_down = True
+        problems = []
+        if a.proc.poll() is None:
+            rc, killed = a.stop()
+            if killed:
+                problems.append("agent %s did not exit within shutdown_timeout + margin after "
+                                "SIGTERM and was killed" % a.identity)
+        rc = a.proc.returncode
+        a.close_files()
+        if rc is not None and rc < 0 and -rc != signal.SIGKILL:
+            problems.append("agent %s died from signal %d" % (a.identity, -rc))
+        reports = a.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer reports in agent %s stderr:\n%s"
+                            % (a.identity, "\n".join(reports[:40])))
+        if problems:
+            raise AssertionError("\n".join(problems) + "\n----- stderr tail -----\n" + a.tail(120))
+
+    def connect(self, agent, **kw):
+        """An AppClient connected to agent (HELLO done unless hello=False)."""
+        path = agent.sock_path if isinstance(agent, Agent) else agent
+        if isinstance(agent, Agent) and "key" not in kw and getattr(agent, "auth_key", None) \
+                and kw.get("hello", True):
+            kw["key"] = agent.auth_key
+        c = AppClient(path, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def leader_app(self, agent, lock="x", **kw):
+        """Connect, CAMPAIGN, and wait for LEADER. Returns (client, LEADER event)."""
+        kw.setdefault("client_name", "app-" + agent.name)
+        kw.setdefault("label", "app@" + agent.identity)
+        app = self.connect(agent, **kw)
+        ev = app.campaign(lock)
+        return app, ev
+
+    def cli(self, *args, timeout=30.0, env=None):
+        """run_cli, failing the test on sanitizer reports in the CLI's stderr."""
+        r = run_cli(args, timeout=timeout, env=env)
+        self.assertNoSanitizerReports(r.stderr, "leasekeeper " + " ".join(args))
+        return r
+
+    def start_cli(self, *args, env=None):
+        p = CliProcess(args, env=env, tmpdir=self.tmp)
+        self.addCleanup(self._teardown_cli, p)
+        return p
+
+    def _teardown_cli(self, p):
+        p.stop()
+        self.assertNoSanitizerReports(p.stderr(), "leasekeeper " + " ".join(p.args))
+
+    # -- assertions
+
+    def assertNoSanitizerReports(self, text, what):
+        bad = [ln for ln in text.splitlines() if any(p in ln for p in SANITIZER_PATTERNS)]
+        if bad:
+            self.fail("sanitizer reports from %s:\n%s" % (what, "\n".join(bad[:40])))
+
+    def assertKeyValue(self, redis, key, value, msg=None):
+        self.assertEqual(redis.get(key), value, msg or "value of %s in redis" % key)
+
+    def wait_key_gone(self, redis, key, timeout=DEFAULT_TIMEOUT):
+        wait_until(lambda: redis.call("EXISTS", key) == 0, timeout=timeout,
+                   what="%s to disappear from redis" % key)
+        return time.monotonic()
+
+    def redis_token(self, redis, key, identity):
+        v = redis.get(key)
+        self.assertIsNotNone(v, "no key %s in redis" % key)
+        ident, sep, tok = v.rpartition(":")
+        self.assertEqual(sep, ":", "value %r is not <identity>:<token>" % v)
+        self.assertEqual(ident, identity, "holder in %s = %r" % (key, v))
+        self.assertRegex(tok, r"^[0-9]+$", "token in %r" % v)
+        return int(tok)
+
+    def write_key_file(self, key_bytes=None, hex_format=True):
+        key_bytes = key_bytes or os.urandom(32)
+        path = os.path.join(self.tmp, "auth.key")
+        with open(path, "wb") as f:
+            f.write((key_bytes.hex() + "\n").encode() if hex_format else key_bytes)
+        os.chmod(path, 0o600)
+        return path, key_bytes
+
+
+def status_locks(st):
+    """The per-lock entries of a STATUS JSON as {name: entry}: accepts a list of objects with
+    "name" or an object keyed by lock name."""
+    locks = st.get("locks")
+    if isinstance(locks, list):
+        return {l.get("name"): l for l in locks}
+    if isinstance(locks, dict):
+        return {k: dict(v, name=v.get("name", k)) for k, v in locks.items()}
+    raise AssertionError("STATUS JSON has no locks list/object: %r" % (st,))
+
+
+def as_int(v):
+    """A JSON number, or a string of digits (64-bit values are sometimes sent as strings)."""
+    if isinstance(v, bool):
+        raise AssertionError("not an integer: %r" % (v,))
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"-?[0-9]+", v):
+        return int(v)
+    raise AssertionError("not an integer: %r" % (v,))
+
+
+def main():
+    unittest.main(verbosity=2)
