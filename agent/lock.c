@@ -187,7 +187,13 @@ static void on_renew_reply(void *arg, const struct lk_reply *r)
 	l->renewing = false;
 	/* A renewal of a tenure that already ended (LOST, released) proves nothing now. */
 	if (l->renew_token != l->token) {
-		if (l->renew_again)
+		bool again = l->renew_again;
+
+		/* The renewal that waited for this reply is sent only if its own tenure is still
+		 * held: one that ended meanwhile (LOST, or left to expire after a stepdown timeout,
+		 * or being released) must not have its lease extended (I2, I4). */
+		l->renew_again = false;
+		if (again && lk_lock_is_leader(l))
 			start_renew(l);
 		return;
 	}
