@@ -510,6 +510,12 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 			enter_follower(l);
 			return;
 		case IN_DRAIN:
+			/* An acquire sent before the last campaign client left may still win: as in
+			 * FOLLOWER, its reply finishes the drain, so that a won lock is given back
+			 * rather than left held until its TTL runs out. */
+			if (!l->acquiring)
+				enter_done(l);
+			return;
 		case IN_ABORT:
 			enter_done(l);
 			return;
@@ -519,6 +525,8 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 			if (r->status == LK_REPLY_OK) {
 				begin_tenure(l, r);
 				enter_releasing(l);
+			} else if (l->draining) {
+				enter_done(l);
 			}
 			return;
 		default:
