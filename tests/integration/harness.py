@@ -18,7 +18,6 @@ Timeouts are generous everywhere: tests wait for events, never on tight sleeps, 
 suite also runs under ASan on a 2-core machine with three modules in parallel.
 """
 
-import errno
 import hashlib
 import hmac
 import json
@@ -1311,6 +1310,21 @@ class AppClient:
             raise AssertionError("%s: while waiting for %s got %r%s"
                                  % (self.label, kind, ev.raw, self._context()))
 
+    def await_follower(self, lock, holder, timeout=DEFAULT_TIMEOUT):
+        """Wait for `FOLLOWER <lock> holder=<holder>`, accepting only `FOLLOWER <lock> holder=-`
+        updates before it (the agent may report "nobody known" before its first attempt
+        returns). Returns (event, skipped)."""
+        deadline = time.monotonic() + timeout
+        skipped = []
+        while True:
+            ev = self.expect("FOLLOWER", lock, timeout=max(0.05, deadline - time.monotonic()))
+            if ev.get("holder") == holder:
+                return ev, skipped
+            if ev.get("holder") != "-":
+                raise AssertionError("%s: expected FOLLOWER %s holder=%s, got %r%s"
+                                     % (self.label, lock, holder, ev.raw, self._context()))
+            skipped.append(ev)
+
     def events_for(self, duration):
         """Every event that arrives within `duration` seconds (stops early at EOF)."""
         out = []
@@ -1612,6 +1626,17 @@ class LKTestCase(unittest.TestCase):
         self.assertRegex(tok, r"^[0-9]+$", "token in %r" % v)
         return int(tok)
 
+    def wait_release_subscriber(self, redis, key, n=1, timeout=DEFAULT_TIMEOUT):
+        """Wait until n connections listen for key's release notice (`<key>:released`): a
+        follower that has subscribed is sure to hear the next release."""
+        channel = release_channel(key)
+
+        def subscribed():
+            r = redis.call("PUBSUB", "NUMSUB", channel)
+            return int(r[1]) >= n or int(redis.call("PUBSUB", "NUMPAT")) >= n
+        wait_until(subscribed, timeout=timeout,
+                   what="%d subscriber(s) on %s" % (n, channel))
+
     def write_key_file(self, key_bytes=None, hex_format=True):
         key_bytes = key_bytes or os.urandom(32)
         path = os.path.join(self.tmp, "auth.key")
@@ -1619,6 +1644,14 @@ class LKTestCase(unittest.TestCase):
             f.write((key_bytes.hex() + "\n").encode() if hex_format else key_bytes)
         os.chmod(path, 0o600)
         return path, key_bytes
+
+
+def release_channel(key):
+    return key + ":released"
+
+
+def fence_key(key):
+    return key + ":fence"
 
 
 def status_locks(st):

@@ -9,7 +9,6 @@ script posing as `leasekeeper`) for Agent, AppClient, logs, sanitizer detection 
 
 import hashlib
 import hmac
-import json
 import os
 import signal
 import socket

@@ -1,0 +1,132 @@
+"""I6 liveness link and the campaign modes (SPEC sections 1 and 2, config `campaign`)."""
+
+import signal
+import time
+import unittest
+
+from harness import LKTestCase, lock_config, status_locks, wait_until
+
+KEY = "leasekeeper/x"
+
+
+class DisconnectTest(LKTestCase):
+    def setUp(self):
+        super().setUp()
+        self.redis = self.start_redis()
+        self.mon = self.monitor(self.redis)
+
+    def test_app_disconnect_while_leading_releases_at_once_and_another_agent_takes_over(self):
+        locks = [lock_config("x", ttl="3s", retry_interval="10s")]
+        a = self.start_agent("pod-a", self.redis, locks=locks)
+        app_a, lead = self.leader_app(a)
+        b = self.start_agent("pod-b", self.redis, locks=locks)
+        app_b = self.connect(b, label="app@pod-b")
+        app_b.call_ok("CAMPAIGN x")
+        app_b.await_follower("x", "pod-a")
+        self.wait_release_subscriber(self.redis, KEY)
+        mark = self.mon.mark()
+        t_close = time.monotonic()
+        app_a.close()
+        # The release is a compare-and-delete, not an expiry.
+        self.mon.wait_for(lambda ln: ln.cmd in ("DEL", "UNLINK") and KEY in ln.args[1:],
+                          since=mark, timeout=5, what="the release's DEL")
+        lead_b = app_b.expect("LEADER", "x", timeout=5)
+        self.assertLess(lead_b.t - t_close, 2.5, "release on disconnect must be prompt")
+        self.assertGreater(lead_b.token, lead.token)
+        self.assertEqual(self.redis.get(KEY), "pod-b:%d" % lead_b.token)
+        self.assertTrue(a.alive(), "an app leaving does not stop the agent")
+        c = self.connect(a, label="probe")
+        self.assertEqual(c.call("PING").raw, "OK PONG")
+        self.assertNotEqual(str(status_locks(c.status())["x"]["state"]).lower(), "leader")
+
+    def test_lock_is_kept_while_another_campaign_client_remains(self):
+        a = self.start_agent("pod-a", self.redis)
+        app1, lead = self.leader_app(a)
+        app2 = self.connect(a, label="app2")
+        app2.call_ok("CAMPAIGN x")
+        app2.expect("LEADER", "x", token=lead.token)
+        mark = self.mon.mark()
+        app1.close()
+        app2.assert_no_event(1.0)
+        self.assertEqual(self.redis.get(KEY), a.value(lead.token))
+        self.mon.sync(self.redis)
+        self.assertEqual(self.mon.dels(KEY, since=mark), [])
+        app2.close()
+        self.mon.wait_for(lambda ln: ln.cmd in ("DEL", "UNLINK") and KEY in ln.args[1:],
+                          since=mark, timeout=5, what="the release's DEL")
+
+    def test_agent_stops_campaigning_after_its_last_app_left(self):
+        a = self.start_agent("pod-a", self.redis,
+                             locks=[lock_config("x", ttl="3s", retry_interval="200ms")])
+        app, lead = self.leader_app(a)
+        app.close()
+        self.wait_key_gone(self.redis, KEY, timeout=5)
+        self.mon.sync(self.redis)
+        mark = self.mon.mark()
+        time.sleep(1.5)  # several retry intervals
+        self.assertIsNone(self.redis.get(KEY))
+        self.mon.sync(self.redis)
+        self.assertEqual(self.mon.script_calls(KEY, since=mark), [],
+                         "no acquisition attempts without a campaign client")
+        # A campaign client returns: a new tenure.
+        app2, lead2 = self.leader_app(a)
+        self.assertGreater(lead2.token, lead.token)
+
+    def test_without_campaign_clients_the_key_is_never_created(self):
+        a = self.start_agent("pod-a", self.redis,
+                             locks=[lock_config("x", ttl="2s", retry_interval="200ms")])
+        w = self.connect(a, label="watcher")
+        w.call_ok("WATCH x")
+        w.expect("FOLLOWER", "x", holder="-")
+        idle = self.connect(a, label="idle")
+        idle.call_ok("PING")
+        w.assert_no_event(1.5)
+        self.assertEqual(self.redis.call("EXISTS", KEY), 0)
+        self.mon.sync(self.redis)
+        self.assertEqual(self.mon.script_calls(KEY), [], self.mon.dump())
+        self.assertEqual(self.mon.select(lambda ln: KEY in ln.args[1:]), [])
+        self.assertNotEqual(str(status_locks(idle.status())["x"]["state"]).lower(), "leader")
+
+    def test_campaign_always_acquires_without_any_client(self):
+        a = self.start_agent("pod-a", self.redis,
+                             locks=[lock_config("x", ttl="3s", campaign="always")])
+        v = wait_until(lambda: self.redis.get(KEY), timeout=10, what="the key to be acquired")
+        ident, _, tok = v.rpartition(":")
+        self.assertEqual(ident, "pod-a")
+        c = self.connect(a, label="probe")
+        x = status_locks(c.status())["x"]
+        self.assertEqual(str(x["state"]).lower(), "leader")
+        self.assertEqual(int(x["token"]), int(tok))
+        w = self.connect(a, label="watcher")
+        w.call_ok("WATCH x")
+        w.expect("LEADER", "x", token=int(tok))
+        # A watcher leaving changes nothing.
+        w.close()
+        time.sleep(0.5)
+        self.assertEqual(self.redis.get(KEY), v)
+        # Nobody to step down: the drain releases at once.
+        c.close()
+        t0 = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        self.assertEqual(a.wait(10), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIsNone(self.redis.get(KEY))
+        s = a.drain_summary()
+        self.assertEqual((s.get("exit_reason"), s.get("released")), ("drained", 1))
+
+    def test_campaign_always_keeps_leading_after_an_app_leaves(self):
+        # SPEC: `always` campaigns regardless of apps. Whether the app leaving ends the tenure
+        # (released, then re-acquired) or not is left open; the agent must still hold it.
+        a = self.start_agent("pod-a", self.redis,
+                             locks=[lock_config("x", ttl="3s", campaign="always")])
+        app, lead = self.leader_app(a)
+        app.close()
+        time.sleep(1.0)
+        v = wait_until(lambda: self.redis.get(KEY), timeout=5, what="the key to be held")
+        self.assertTrue(v.startswith("pod-a:"), v)
+        c = self.connect(a, label="probe")
+        self.assertEqual(str(status_locks(c.status())["x"]["state"]).lower(), "leader")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
