@@ -895,7 +895,8 @@ static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config
 		if (j < cfg->n_backends) {
 			l->backend = j;
 			backend_ok = true;
-		} else {
+		} else if (cfg->n_backends > 0) {
+			/* With no usable backends list, that one error says it all. */
 			error_at(c, f.val[L_BACKEND], field, "unknown backend %s", Q(qb, s));
 		}
 		free(s);

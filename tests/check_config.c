@@ -612,6 +612,9 @@ START_TEST(test_missing_required_fields)
 	              NAME ":5:5: locks[0]: missing required field \"name\"");
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - {}\n",
 	              NAME ":5:5: locks[0]: missing required field \"name\"");
+	/* Without any backend, a lock's reference to one is not reported on top. */
+	EXPECT_ERRORS("backends: []\nlocks: [{name: a, backend: main}]\n",
+	              NAME ":1:11: backends: at least one backend is required");
 	/* A null name is an absent name. */
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name:\n",
 	              NAME ":5:5: locks[0]: missing required field \"name\"");
