@@ -80,8 +80,8 @@ int lk_duration_parse(const char *s, int64_t *ret_ms, const char **ret_err)
 		uint64_t v = 0;
 
 		for (; is_digit(*p); p++) {
-			/* Keep scanning after an overflow so that a later syntax error still wins;
-			 * the value is reported as too large only once the number is well formed. */
+			/* Keep scanning after an overflow: a missing or unknown unit on this number
+			 * is the more useful message, so "too large" waits until the unit is read. */
 			if (v > LIMIT_NS)
 				too_large = true;
 			else
