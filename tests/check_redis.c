@@ -1,0 +1,1040 @@
+/* The Redis backend against real redis-server processes (one per test): the lock scripts'
+ * answers, fencing tokens across data loss, release notices, timeouts on a frozen server,
+ * AUTH, the NOSCRIPT fallback, and the lifetime rules of locks/backend.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <check.h>
+#include <event2/event.h>
+
+#include "agent/config.h"
+#include "locks/backend.h"
+#include "tests/harness.h"
+
+#define KEY "lk/test"
+#define WAIT_MS 5000      /* generous: a callback that takes this long is a failure */
+#define READY_MS 10000    /* reconnects back off up to 5s */
+
+static struct lk_test_server srv;
+static struct event_base *base;
+static struct lk_backend *be;
+
+/* ---- capturing what the backend reports ------------------------------------------------ */
+
+struct got {
+	int n;
+	enum lk_reply_status status;
+	uint64_t token;
+	int64_t sent_ns, ttl_ms, at_ns;
+	bool has_holder;
+	char holder[300];
+	char err[600];
+	bool free_backend;     /* free the backend from inside the callback */
+};
+
+static void on_reply(void *arg, const struct lk_reply *rep)
+{
+	struct got *g = arg;
+
+	g->n++;
+	g->status = rep->status;
+	g->token = rep->token;
+	g->sent_ns = rep->sent_ns;
+	g->ttl_ms = rep->ttl_ms;
+	g->at_ns = lk_mono_ns();
+	g->has_holder = rep->holder != NULL;
+	snprintf(g->holder, sizeof(g->holder), "%s", rep->holder ? rep->holder : "");
+	snprintf(g->err, sizeof(g->err), "%s", rep->err ? rep->err : "");
+	if (g->free_backend)
+		be = lk_backend_free(be);
+}
+
+static struct {
+	char text[32768];
+	size_t len;
+	int warns;
+} logs;
+
+static void on_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
+                   const char *msg)
+{
+	static const char *const names[] = { "debug", "info", "warn", "error" };
+	int n;
+
+	if (level == LK_BLOG_WARN)
+		logs.warns++;
+	if (getenv("LK_TEST_VERBOSE"))
+		fprintf(stderr, "[%s] %s: %s\n", names[level], b->name, msg);
+	n = snprintf(logs.text + logs.len, sizeof(logs.text) - logs.len, "%s %s\n", names[level], msg);
+	if (n > 0 && (size_t)n < sizeof(logs.text) - logs.len)
+		logs.len += (size_t)n;
+}
+
+struct notified {
+	int n;
+};
+
+static void on_notify(void *arg)
+{
+	((struct notified *)arg)->n++;
+}
+
+/* ---- driving the loop ------------------------------------------------------------------ */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* Run the loop until cond holds or ms pass; true if cond held. */
+static bool run_until(bool (*cond)(const void *), const void *arg, int ms)
+{
+	bool expired = false;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct event *ev = evtimer_new(base, on_deadline, &expired);
+
+	ck_assert_ptr_nonnull(ev);
+	evtimer_add(ev, &tv);
+	while (!(cond && cond(arg)) && !expired)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(ev);
+	return cond && cond(arg);
+}
+
+static void run_for(int ms)
+{
+	run_until(NULL, NULL, ms);
+}
+
+static bool got_reply(const void *arg)
+{
+	return ((const struct got *)arg)->n > 0;
+}
+
+static bool is_ready(const void *arg)
+{
+	return be && be->ops->ready(be);
+}
+
+static bool is_not_ready(const void *arg)
+{
+	return !is_ready(arg);
+}
+
+/* After the server went away: the backend first has to notice, then reconnect. */
+static void wait_reconnect(void)
+{
+	ck_assert_msg(run_until(is_not_ready, NULL, WAIT_MS), "loss not noticed:\n%s", logs.text);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "no reconnect:\n%s", logs.text);
+}
+
+static bool was_notified(const void *arg)
+{
+	return ((const struct notified *)arg)->n > 0;
+}
+
+static void wait_reply(struct got *g)
+{
+	ck_assert_msg(run_until(got_reply, g, WAIT_MS), "no reply within %dms", WAIT_MS);
+}
+
+/* ---- backends and keys ----------------------------------------------------------------- */
+
+static int make_backend(const char *address, int64_t timeout_ms, const char *password_file,
+                        char *err, size_t errlen)
+{
+	struct lk_config_backend cfg = {
+		.name = (char *)"main",
+		.type = LK_BACKEND_REDIS,
+		.address = (char *)address,
+		.timeout_ms = timeout_ms,
+		.password_file = (char *)password_file,
+	};
+	struct lk_backend_hooks hooks = { .log = on_log, .arg = NULL };
+
+	return lk_backend_new(base, &cfg, &hooks, &be, err, errlen);
+}
+
+static void start_backend(const char *address, int64_t timeout_ms)
+{
+	char err[256];
+
+	ck_assert_msg(make_backend(address, timeout_ms, NULL, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "backend never became ready:\n%s",
+	              logs.text);
+}
+
+static struct lk_backend_key *key_new(const char *identity, struct notified *nt)
+{
+	struct lk_backend_key *k = be->ops->key_new(be, KEY, identity, on_notify, nt);
+
+	ck_assert_ptr_nonnull(k);
+	return k;
+}
+
+static struct got acquire(struct lk_backend_key *k, int64_t ttl_ms)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->acquire(k, ttl_ms, on_reply, &g), 0);
+	wait_reply(&g);
+	return g;
+}
+
+static struct got renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->renew(k, token, ttl_ms, on_reply, &g), 0);
+	wait_reply(&g);
+	return g;
+}
+
+static struct got release(struct lk_backend_key *k, uint64_t token)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->release(k, token, on_reply, &g), 0);
+	wait_reply(&g);
+	return g;
+}
+
+static uint64_t acquire_ok(struct lk_backend_key *k, int64_t ttl_ms)
+{
+	struct got g = acquire(k, ttl_ms);
+
+	ck_assert_msg(g.status == LK_REPLY_OK, "acquire: status %d err %s", g.status, g.err);
+	ck_assert_uint_gt(g.token, 0);
+	return g.token;
+}
+
+static long long redis_int(const char *fmt, const char *arg)
+{
+	redisReply *rep = lk_test_redis_command(&srv, fmt, arg);
+	long long v;
+
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_INTEGER);
+	v = rep->integer;
+	freeReplyObject(rep);
+	return v;
+}
+
+/* ---- fixtures -------------------------------------------------------------------------- */
+
+static void setup_loop(void)
+{
+	memset(&logs, 0, sizeof(logs));
+	base = event_base_new();
+	ck_assert_ptr_nonnull(base);
+}
+
+static void teardown_loop(void)
+{
+	be = lk_backend_free(be);
+	if (base) {
+		/* Let anything the backend left for the loop run: the test is that nothing crashes
+		 * or calls back. */
+		run_for(50);
+		event_base_free(base);
+		base = NULL;
+	}
+	lk_test_server_stop(&srv);
+}
+
+static void setup_redis(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_redis_start(&srv, NULL), 0);
+}
+
+/* ---- the lock scripts ------------------------------------------------------------------ */
+
+START_TEST(test_acquire_returns_token_and_sets_value)
+{
+	struct lk_backend_key *k;
+	int64_t before;
+	struct got g;
+	char want[64], *v;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	before = lk_mono_ns();
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_uint_gt(g.token, 0);
+	ck_assert_int_eq(g.ttl_ms, 10000);
+	/* Validity counts from when the request was sent, not from the reply (I1). */
+	ck_assert_int_ge(g.sent_ns, before);
+	ck_assert_int_le(g.sent_ns, g.at_ns);
+
+	snprintf(want, sizeof(want), "alpha:%" PRIu64, g.token);
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_str_eq(v, want);
+	free(v);
+	ck_assert_int_gt(redis_int("PTTL %s", KEY), 9000);
+	v = lk_test_redis_get(&srv, KEY ":fence");
+	ck_assert_uint_eq(strtoull(v, NULL, 10), g.token);
+	free(v);
+	/* Seeded from TIME in microseconds: about 1.7e15 in 2024, a plain integer. */
+	ck_assert_uint_gt(g.token, 1000000000000000ULL);
+	ck_assert_ptr_null(strchr(want, 'e'));
+}
+END_TEST
+
+START_TEST(test_second_identity_sees_held_with_holder)
+{
+	struct lk_backend_key *a, *b;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	a = key_new("alpha", NULL);
+	b = key_new("beta", NULL);
+	acquire_ok(a, 10000);
+	g = acquire(b, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert(g.has_holder);
+	ck_assert_str_eq(g.holder, "alpha");
+}
+END_TEST
+
+START_TEST(test_holder_is_value_up_to_last_colon)
+{
+	struct lk_backend_key *a, *b;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	a = key_new("pod:with:colons", NULL);
+	b = key_new("beta", NULL);
+	acquire_ok(a, 10000);
+	g = acquire(b, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert_str_eq(g.holder, "pod:with:colons");
+
+	/* A value with bytes that could break a log or protocol line has no holder to show. */
+	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "evil\nLEADER x:1"));
+	g = acquire(b, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert(!g.has_holder);
+}
+END_TEST
+
+START_TEST(test_renew_ok_extends_ttl)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	int64_t before;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 2000);
+	before = lk_mono_ns();
+	g = renew(k, tok, 20000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.ttl_ms, 20000);
+	ck_assert_int_ge(g.sent_ns, before);
+	ck_assert_int_gt(redis_int("PTTL %s", KEY), 15000);
+}
+END_TEST
+
+START_TEST(test_renew_after_overwrite_is_taken)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "gamma:77"));
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
+	ck_assert_str_eq(g.holder, "gamma");
+	/* And it was not extended or touched. */
+	ck_assert_int_eq(redis_int("PTTL %s", KEY), -1);
+}
+END_TEST
+
+START_TEST(test_renew_after_delete_is_gone)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	ck_assert(lk_test_redis_ok(&srv, "DEL %s", KEY));
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 0);
+}
+END_TEST
+
+START_TEST(test_release_ok_then_gone)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 0);
+	/* Idempotent (I3): the retry of a release finds nothing of ours. */
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+}
+END_TEST
+
+START_TEST(test_release_never_deletes_another_holders_key)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+	char *v;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+
+	/* Our own identity but an older tenure's token is not ours either. */
+	g = release(k, tok - 1);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 1);
+
+	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "gamma:99"));
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_str_eq(v, "gamma:99");
+	free(v);
+}
+END_TEST
+
+START_TEST(test_tokens_increase_across_flushall_and_restart)
+{
+	struct lk_backend_key *k;
+	uint64_t t1, t2, t3, t4;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	t1 = acquire_ok(k, 10000);
+	ck_assert_int_eq(release(k, t1).status, LK_REPLY_OK);
+	t2 = acquire_ok(k, 10000);
+	ck_assert_uint_eq(t2, t1 + 1);
+
+	/* Data loss: the counter is re-seeded from the clock, still above what was handed out. */
+	ck_assert(lk_test_redis_ok(&srv, "FLUSHALL"));
+	t3 = acquire_ok(k, 10000);
+	ck_assert_uint_gt(t3, t2);
+
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	ck_assert_int_eq(redis_int("EXISTS %s", KEY ":fence"), 0);
+	wait_reconnect();
+	t4 = acquire_ok(k, 10000);
+	ck_assert_uint_gt(t4, t3);
+}
+END_TEST
+
+START_TEST(test_wrong_type_is_fatal)
+{
+	struct lk_backend_key *k;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	ck_assert(lk_test_redis_ok(&srv, "HSET %s f v", KEY));
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_ptr_nonnull(strstr(g.err, "WRONGTYPE"));
+}
+END_TEST
+
+START_TEST(test_script_flush_falls_back_to_eval)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
+	g = renew(k, tok, 10000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "renew after SCRIPT FLUSH: %d %s", g.status, g.err);
+	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
+	acquire_ok(k, 10000);
+}
+END_TEST
+
+/* ---- release notices ------------------------------------------------------------------- */
+
+START_TEST(test_release_notifies_watching_follower)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 500);
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	be->ops->watch(follower, true);
+	/* Let the subscriber connection settle (its handshake notifies too). */
+	run_for(300);
+
+	tok = acquire_ok(leader, 10000);
+	nt.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
+
+	/* Not watching: no notice. */
+	be->ops->watch(follower, false);
+	tok = acquire_ok(leader, 10000);
+	nt.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	run_for(300);
+	ck_assert_int_eq(nt.n, 0);
+}
+END_TEST
+
+START_TEST(test_key_added_later_is_subscribed)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 500);
+	run_for(300); /* the subscriber is up with no keys */
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	be->ops->watch(follower, true);
+	run_for(300);
+	tok = acquire_ok(leader, 10000);
+	nt.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
+}
+END_TEST
+
+START_TEST(test_reconnect_notifies_watching_keys)
+{
+	struct lk_backend_key *k;
+	struct notified nt = { 0 };
+
+	start_backend(srv.address, 500);
+	k = key_new("beta", &nt);
+	be->ops->watch(k, true);
+	run_for(300);
+	nt.n = 0;
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after reconnect:\n%s",
+	              logs.text);
+	ck_assert(run_until(is_ready, NULL, READY_MS));
+	ck_assert_ptr_nonnull(strstr(logs.text, "connection lost"));
+}
+END_TEST
+
+/* ---- timeouts and outages -------------------------------------------------------------- */
+
+START_TEST(test_frozen_server_errors_within_timeout_then_recovers)
+{
+	const int64_t timeout = 300;
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	uint64_t tok;
+	int64_t sent;
+
+	start_backend(srv.address, timeout);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 30000);
+
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	sent = lk_mono_ns();
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "err: %s", g.err);
+	ck_assert_int_ge((g.at_ns - sent) / 1000000, timeout - 5);
+	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), -ENOTCONN);
+
+	/* Reconnect attempts against the frozen server time out in their handshake too. */
+	run_for(700);
+	ck_assert(!be->ops->ready(be));
+
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "no reconnect:\n%s", logs.text);
+	g = renew(k, tok, 30000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	/* One warning for the outage, not one per attempt. */
+	ck_assert_int_le(logs.warns, 2);
+}
+END_TEST
+
+START_TEST(test_free_while_requests_in_flight_calls_nothing)
+{
+	struct lk_backend_key *k;
+	struct got g1 = { 0 }, g2 = { 0 };
+
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g1), 0);
+	be = lk_backend_free(be);
+	run_for(200);
+	ck_assert_int_eq(g1.n, 0);
+
+	/* The same with the server frozen, so the request is really pending. */
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g2), 0);
+	run_for(100);
+	be = lk_backend_free(be);
+	run_for(500);
+	ck_assert_int_eq(g2.n, 0);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+}
+END_TEST
+
+START_TEST(test_free_from_inside_a_callback)
+{
+	struct lk_backend_key *k, *k2;
+	struct got g = { .free_backend = true }, other = { 0 };
+
+	/* An error callback during the teardown of a timed-out connection frees the backend
+	 * while hiredis still has another request to fail: nothing may run after. */
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	k2 = key_new("beta", NULL);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &other), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_ptr_null(be);
+	run_for(200);
+	ck_assert_int_eq(other.n, 0);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	/* The thawed server still executes what it had received: a request that timed out may
+	 * have taken effect after all. */
+	ck_assert(lk_test_redis_ok(&srv, "FLUSHALL"));
+
+	/* And from a normal reply. */
+	memset(&g, 0, sizeof(g));
+	g.free_backend = true;
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_ptr_null(be);
+	run_for(100);
+}
+END_TEST
+
+START_TEST(test_no_callback_after_key_free)
+{
+	struct lk_backend_key *k, *k2;
+	struct got g = { 0 }, g2 = { 0 };
+	char *v;
+
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	k2 = key_new("beta", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	be->ops->key_free(k);
+	/* A request on another key, sent after, proves the first one was answered. */
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &g2), 0);
+	wait_reply(&g2);
+	ck_assert_int_eq(g2.status, LK_REPLY_HELD);
+	run_for(100);
+	ck_assert_int_eq(g.n, 0);
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_ptr_nonnull(strstr(v, "alpha:"));
+	free(v);
+}
+END_TEST
+
+START_TEST(test_enotconn_before_connected_and_no_callback)
+{
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	char err[256];
+
+	ck_assert_int_eq(make_backend(srv.address, 500, NULL, err, sizeof(err)), 0);
+	k = key_new("alpha", NULL);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->renew(k, 5, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->release(k, 5, on_reply, &g), -ENOTCONN);
+	ck_assert(run_until(is_ready, NULL, READY_MS));
+	run_for(100);
+	ck_assert_int_eq(g.n, 0);
+	/* Bad arguments fail synchronously too. */
+	ck_assert_int_eq(be->ops->acquire(k, 0, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->renew(k, 0, 1000, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(g.n, 0);
+	ck_assert_ptr_nonnull(strstr(logs.text, "connected to 127.0.0.1:"));
+}
+END_TEST
+
+START_TEST(test_unreachable_server_warns_once)
+{
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	char err[256], addr[64];
+	int port = srv.port;
+
+	/* A port where nothing listens any more. */
+	lk_test_server_stop(&srv);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	ck_assert_int_eq(make_backend(addr, 200, NULL, err, sizeof(err)), 0);
+	k = key_new("alpha", NULL);
+	run_for(1500);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_ge(logs.warns, 1);
+	ck_assert_int_le(logs.warns, 2); /* command and subscriber connection at most */
+	ck_assert_ptr_nonnull(strstr(logs.text, "retrying in"));
+}
+END_TEST
+
+/* ---- addresses ------------------------------------------------------------------------- */
+
+START_TEST(test_unix_socket_address)
+{
+	char addr[400];
+
+	snprintf(addr, sizeof(addr), "unix:%s", srv.unix_path);
+	start_backend(addr, 500);
+	acquire_ok(key_new("alpha", NULL), 10000);
+}
+END_TEST
+
+START_TEST(test_hostname_address_resolves)
+{
+	char addr[64];
+
+	/* localhost comes from /etc/hosts through evdns: no DNS traffic leaves the machine. */
+	snprintf(addr, sizeof(addr), "localhost:%d", srv.port);
+	start_backend(addr, 500);
+	acquire_ok(key_new("alpha", NULL), 10000);
+}
+END_TEST
+
+/* ---- AUTH ------------------------------------------------------------------------------ */
+
+static void setup_redis_auth(void)
+{
+	static const char *const args[] = { "--requirepass", "s3cret-pw", NULL };
+
+	setup_loop();
+	ck_assert_int_eq(lk_test_redis_start(&srv, args), 0);
+}
+
+START_TEST(test_auth_with_password_file)
+{
+	char path[400], err[256];
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
+	ck_assert_msg(make_backend(srv.address, 500, path, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "%s", logs.text);
+	acquire_ok(key_new("alpha", NULL), 10000);
+}
+END_TEST
+
+START_TEST(test_wrong_password_reports_errors)
+{
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	char path[400], err[256];
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)), 0);
+	ck_assert_int_eq(make_backend(srv.address, 300, path, err, sizeof(err)), 0);
+	k = key_new("alpha", NULL);
+	run_for(1500);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_ptr_nonnull(strstr(logs.text, "authentication failed"));
+	ck_assert_ptr_null(strstr(logs.text, "not-the-pw"));
+}
+END_TEST
+
+START_TEST(test_no_password_against_auth_server_reports_errors)
+{
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	char err[256];
+
+	ck_assert_int_eq(make_backend(srv.address, 300, NULL, err, sizeof(err)), 0);
+	k = key_new("alpha", NULL);
+	run_for(1000);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_ptr_nonnull(strstr(logs.text, "NOAUTH"));
+}
+END_TEST
+
+START_TEST(test_unreadable_password_file_fails_new)
+{
+	char err[256] = "";
+
+	ck_assert_int_eq(make_backend("127.0.0.1:6379", 500, "/nonexistent/lk-pw", err, sizeof(err)),
+	                 -ENOENT);
+	ck_assert_ptr_null(be);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/lk-pw"));
+}
+END_TEST
+
+/* ---- a server that answers garbage ----------------------------------------------------- */
+
+/* Just enough RESP to get through the handshake (SCRIPT LOAD answers a well-formed SHA), then
+ * `reply` to every EVALSHA. Runs in a child process; one client at a time suffices. */
+static pid_t fake_server(int *port, const char *reply)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	pid_t pid;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(lfd, 8), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	*port = ntohs(sin.sin_port);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid > 0) {
+		close(lfd);
+		return pid;
+	}
+	alarm(30);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+		char buf[8192];
+		ssize_t n;
+
+		if (fd < 0)
+			_exit(0);
+		if (fork() == 0) {
+			/* Each command arrives in one read on loopback; count EVALSHA and SCRIPT
+			 * occurrences to know how many answers to give. */
+			while ((n = read(fd, buf, sizeof(buf) - 1)) > 0) {
+				buf[n] = '\0';
+				for (char *p = buf; (p = strstr(p, "SCRIPT")); p += 6)
+					(void)!write(fd, "$40\r\n0123456789012345678901234567890123456789\r\n", 47);
+				for (char *p = buf; (p = strstr(p, "EVALSHA")); p += 7)
+					(void)!write(fd, reply, strlen(reply));
+			}
+			_exit(0);
+		}
+		close(fd);
+	}
+}
+
+START_TEST(test_garbage_reply_is_fatal)
+{
+	struct lk_backend_key *k;
+	char addr[64];
+	struct got g;
+	pid_t pid;
+	int port;
+
+	pid = fake_server(&port, ":7\r\n");
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	start_backend(addr, 500);
+	k = key_new("alpha", NULL);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "unexpected reply to acquire: integer 7"), "%s", g.err);
+	g = renew(k, 5, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	g = release(k, 5);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	be = lk_backend_free(be);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+END_TEST
+
+START_TEST(test_transient_error_reply_is_error)
+{
+	struct lk_backend_key *k;
+	char addr[64];
+	struct got g;
+	pid_t pid;
+	int port;
+
+	pid = fake_server(&port, "-LOADING Redis is loading the dataset in memory\r\n");
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	start_backend(addr, 500);
+	k = key_new("alpha", NULL);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_ptr_nonnull(strstr(g.err, "LOADING"));
+	be = lk_backend_free(be);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+END_TEST
+
+/* ---- the shared helpers in backend.c --------------------------------------------------- */
+
+START_TEST(test_parse_address)
+{
+	char host[64];
+	int port;
+
+	ck_assert_int_eq(lk_parse_address("127.0.0.1:6379", host, sizeof(host), &port), 0);
+	ck_assert_str_eq(host, "127.0.0.1");
+	ck_assert_int_eq(port, 6379);
+	ck_assert_int_eq(lk_parse_address("redis.svc.local:1", host, sizeof(host), &port), 0);
+	ck_assert_str_eq(host, "redis.svc.local");
+	ck_assert_int_eq(port, 1);
+	ck_assert_int_eq(lk_parse_address("[::1]:65535", host, sizeof(host), &port), 0);
+	ck_assert_str_eq(host, "::1");
+	ck_assert_int_eq(port, 65535);
+	ck_assert_int_eq(lk_parse_address("unix:/run/redis.sock", host, sizeof(host), &port), 0);
+	ck_assert_str_eq(host, "/run/redis.sock");
+	ck_assert_int_eq(port, 0);
+
+	static const char *const bad[] = {
+		"", ":6379", "host", "host:", "host:0", "host:65536", "host:-1", "host:+80",
+		"host:80x", "host:123456", "::1:6379", "[::1]", "[::1]6379", "[]:6379",
+		"[nonsense]:6379", "ho st:80", "unix:", " 127.0.0.1:6379", "127.0.0.1:6379 ",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(lk_parse_address(bad[i], host, sizeof(host), &port) == -EINVAL,
+		              "accepted \"%s\"", bad[i]);
+	/* Does not fit: refused, not truncated. */
+	ck_assert_int_eq(lk_parse_address("averyveryverylonghostname:80", host, 8, &port), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_backoff_doubles_to_cap_with_equal_jitter)
+{
+	for (unsigned attempt = 0; attempt < 40; attempt++) {
+		int64_t full = 100;
+
+		for (unsigned i = 0; i < attempt && full < 5000; i++)
+			full *= 2;
+		if (full > 5000)
+			full = 5000;
+		for (int i = 0; i < 50; i++) {
+			int64_t d = lk_backoff_ms(attempt, 100, 5000);
+
+			ck_assert_int_ge(d, full / 2);
+			ck_assert_int_le(d, full);
+		}
+	}
+	ck_assert_int_le(lk_backoff_ms(UINT32_MAX, 100, 5000), 5000);
+}
+END_TEST
+
+START_TEST(test_etcd_type_not_available_yet)
+{
+	struct lk_config_backend cfg = { .name = (char *)"coord", .type = LK_BACKEND_ETCD,
+	                                 .timeout_ms = 1000 };
+	struct lk_backend *b = NULL;
+	char err[128] = "";
+
+	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), -ENOTSUP);
+	ck_assert_ptr_null(b);
+	ck_assert_str_eq(err, "etcd backend not available yet");
+	ck_assert_ptr_null(lk_backend_free(NULL));
+}
+END_TEST
+
+static Suite *redis_suite(void)
+{
+	Suite *s = suite_create("redis");
+	TCase *tc;
+
+	tc = tcase_create("scripts");
+	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_acquire_returns_token_and_sets_value);
+	tcase_add_test(tc, test_second_identity_sees_held_with_holder);
+	tcase_add_test(tc, test_holder_is_value_up_to_last_colon);
+	tcase_add_test(tc, test_renew_ok_extends_ttl);
+	tcase_add_test(tc, test_renew_after_overwrite_is_taken);
+	tcase_add_test(tc, test_renew_after_delete_is_gone);
+	tcase_add_test(tc, test_release_ok_then_gone);
+	tcase_add_test(tc, test_release_never_deletes_another_holders_key);
+	tcase_add_test(tc, test_tokens_increase_across_flushall_and_restart);
+	tcase_add_test(tc, test_wrong_type_is_fatal);
+	tcase_add_test(tc, test_script_flush_falls_back_to_eval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("notify");
+	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_release_notifies_watching_follower);
+	tcase_add_test(tc, test_key_added_later_is_subscribed);
+	tcase_add_test(tc, test_reconnect_notifies_watching_keys);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lifetimes");
+	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_frozen_server_errors_within_timeout_then_recovers);
+	tcase_add_test(tc, test_free_while_requests_in_flight_calls_nothing);
+	tcase_add_test(tc, test_free_from_inside_a_callback);
+	tcase_add_test(tc, test_no_callback_after_key_free);
+	tcase_add_test(tc, test_enotconn_before_connected_and_no_callback);
+	tcase_add_test(tc, test_unreachable_server_warns_once);
+	tcase_add_test(tc, test_unix_socket_address);
+	tcase_add_test(tc, test_hostname_address_resolves);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("auth");
+	tcase_add_checked_fixture(tc, setup_redis_auth, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_auth_with_password_file);
+	tcase_add_test(tc, test_wrong_password_reports_errors);
+	tcase_add_test(tc, test_no_password_against_auth_server_reports_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("offline");
+	tcase_add_checked_fixture(tc, setup_loop, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_unreadable_password_file_fails_new);
+	tcase_add_test(tc, test_garbage_reply_is_fatal);
+	tcase_add_test(tc, test_transient_error_reply_is_error);
+	tcase_add_test(tc, test_parse_address);
+	tcase_add_test(tc, test_backoff_doubles_to_cap_with_equal_jitter);
+	tcase_add_test(tc, test_etcd_type_not_available_yet);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(redis_suite());
+	int failed;
+
+	/* A test that dies on a broken pipe should fail, not take the runner with it. */
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
