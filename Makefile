@@ -43,7 +43,7 @@ DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-open
 
 .PHONY: all deps test test-asan unit integration demo clean bench
 
-all: leasekeeper
+all: leasekeeper $(BUILD)/examples/app
 
 # The binary lives at the top of the tree so that `./leasekeeper` just works after `make`.
 leasekeeper: $(BIN)
@@ -78,6 +78,10 @@ $(BUILD)/tests/%: tests/%.c $$(addprefix $(BUILD)/,$$(T_$$*)) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags check) -o $@ $< \
 		$(addprefix $(BUILD)/,$(T_$*)) $(LDLIBS) $(shell pkg-config --libs check)
+
+$(BUILD)/examples/app: examples/app.c $(CLIENT_LIB) proto/client.h proto/codec.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(CLIENT_LIB) $(LDLIBS)
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \

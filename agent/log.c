@@ -1,4 +1,5 @@
-/* Log lines as text ("ts level msg key=value ...") or JSON objects, one per line. */
+/* Log lines as logfmt text (ts=... level=... msg="..." key=value ...) or JSON objects, one per
+ * line. */
 #include "agent/log.h"
 
 #include <inttypes.h>
@@ -60,7 +61,7 @@ static void put_text_value(FILE *f, const char *s)
 static void log_text(FILE *f, const char *ts, enum lk_log_level level, const char *msg,
                      const struct lk_logf *fields)
 {
-	fprintf(f, "%s %-5s ", ts, level_names[level]);
+	fprintf(f, "ts=%s level=%s msg=", ts, level_names[level]);
 	put_text_value(f, msg);
 	for (const struct lk_logf *x = fields; x->type != LK_LOGF_END; x++) {
 		fprintf(f, " %s=", x->key);
