@@ -274,6 +274,17 @@ static void lk_redis_shown(char *dst, size_t cap, const char *src, size_t len)
 	dst[n] = '\0';
 }
 
+/* hiredis's reason for a failed context. It may quote a spontaneous error reply from the
+ * server, so it is shown like any other server text. */
+static const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
+                                   const char *fallback)
+{
+	if (!ac->errstr[0])
+		return fallback;
+	lk_redis_shown(buf, cap, ac->errstr, strnlen(ac->errstr, sizeof(ac->c.errstr)));
+	return buf;
+}
+
 static void lk_redis_describe(const redisReply *rep, char *buf, size_t cap)
 {
 	char text[LK_REDIS_MAX_SHOWN_LEN + 1];
@@ -698,6 +709,7 @@ static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 	struct lk_redis_conn *conn = ac->data;
 	struct lk_redis *r = conn->r;
 	struct lk_backend_key *k;
+	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 	bool failed = false;
 
 	lk_redis_enter(r);
@@ -705,7 +717,7 @@ static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 		/* hiredis frees this context as soon as we return, without a disconnect callback. */
 		r->n_ctx--;
 		if (conn->ac == ac)
-			lk_redis_conn_lost(conn, ac->errstr[0] ? ac->errstr : "connect failed");
+			lk_redis_conn_lost(conn, lk_redis_errstr(ac, why, sizeof(why), "connect failed"));
 		goto out;
 	}
 	if (conn->ac != ac || r->closing)
@@ -742,12 +754,13 @@ static void lk_redis_on_disconnect(const redisAsyncContext *cac, int status)
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
 	struct lk_redis_conn *conn = ac->data;
 	struct lk_redis *r = conn->r;
+	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 
 	lk_redis_enter(r);
 	/* hiredis is done with our pointers once this returns. */
 	r->n_ctx--;
 	if (conn->ac == ac)
-		lk_redis_conn_lost(conn, ac->errstr[0] ? ac->errstr : "connection closed");
+		lk_redis_conn_lost(conn, lk_redis_errstr(ac, why, sizeof(why), "connection closed"));
 	lk_redis_leave(r);
 }
 
@@ -757,7 +770,7 @@ static void lk_redis_connect(struct lk_redis_conn *conn, const char *ip)
 {
 	struct lk_redis *r = conn->r;
 	redisAsyncContext *ac;
-	char why[sizeof(ac->c.errstr)];
+	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 
 	ac = r->port ? redisAsyncConnect(ip, r->port) : redisAsyncConnectUnix(r->host);
 	if (!ac) {
@@ -765,9 +778,10 @@ static void lk_redis_connect(struct lk_redis_conn *conn, const char *ip)
 		return;
 	}
 	if (ac->err) {
-		snprintf(why, sizeof(why), "%s", ac->errstr);
+		const char *reason = lk_redis_errstr(ac, why, sizeof(why), "connect failed");
+
 		redisAsyncFree(ac);
-		lk_redis_conn_lost(conn, why);
+		lk_redis_conn_lost(conn, reason);
 		return;
 	}
 	if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
@@ -983,7 +997,8 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 	if (!reply) {
 		rep.status = LK_REPLY_ERROR;
 		if (ac->err)
-			snprintf(msg, sizeof(msg), "connection lost: %s", ac->errstr);
+			snprintf(msg, sizeof(msg), "connection lost: %s",
+			         lk_redis_errstr(ac, text, sizeof(text), "connection closed"));
 		else
 			snprintf(msg, sizeof(msg), "%s", conn->why);
 		goto deliver;
@@ -1073,12 +1088,13 @@ static void lk_redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	struct lk_redis_req *req = privdata;
 	struct lk_redis_conn *conn = req->conn;
 	struct lk_redis *r = conn->r;
+	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 
 	lk_redis_enter(r);
 	lk_redis_fifo_remove(req);
 	/* hiredis hands out NULL only while it tears the context down. */
 	if (!reply && conn->ac == ac)
-		lk_redis_conn_lost(conn, ac->errstr[0] ? ac->errstr : "connection closed");
+		lk_redis_conn_lost(conn, lk_redis_errstr(ac, why, sizeof(why), "connection closed"));
 	if (r->closing)
 		goto done;
 	if (req->kind == LK_REDIS_REQ_SCRIPT) {
@@ -1100,13 +1116,14 @@ static void lk_redis_sub_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 	struct lk_redis_conn *conn = privdata;
 	struct lk_redis *r = conn->r;
 	const redisReply *reply = reply_, *kind, *chan;
+	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 	struct lk_redis_req *o;
 
 	lk_redis_enter(r);
 	if (!reply) {
 		/* Called once per channel while the context is torn down. */
 		if (conn->ac == ac)
-			lk_redis_conn_lost(conn, ac->errstr[0] ? ac->errstr : "connection closed");
+			lk_redis_conn_lost(conn, lk_redis_errstr(ac, why, sizeof(why), "connection closed"));
 		goto out;
 	}
 	if (r->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
