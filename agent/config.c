@@ -290,6 +290,17 @@ static void join(char *buf, const char *path, const char *key)
 	buf[p + k] = '\0';
 }
 
+static bool plain_word(const char *s, size_t len)
+{
+	if (len == 0 || len > 64)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
+}
+
 /* Sort a mapping's pairs into the known fields; report keys that are not strings, unknown and
  * repeated. */
 static void scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
@@ -317,8 +328,15 @@ static void scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
 			if (strlen(keys[i]) == k->data.scalar.length && strcmp(scalar(k), keys[i]) == 0)
 				break;
 		if (i == n_keys) {
-			error_at(c, k, path, "unknown field %s",
-			         quote(qb, sizeof(qb), scalar(k), k->data.scalar.length));
+			/* Name the field itself, as for every other error, when it is a plain word;
+			 * anything stranger is quoted and escaped after the enclosing path. */
+			if (plain_word(scalar(k), k->data.scalar.length)) {
+				join(field, path, scalar(k));
+				error_at(c, k, field, "unknown field");
+			} else {
+				error_at(c, k, path, "unknown field %s",
+				         quote(qb, sizeof(qb), scalar(k), k->data.scalar.length));
+			}
 			continue;
 		}
 		join(field, path, keys[i]);

@@ -346,10 +346,16 @@ static void begin_tenure(struct lk_lock *l, const struct lk_reply *r)
 /* A successful acquire/renew: arm the deadline (I4) and the next renewal. */
 static void proven(struct lk_lock *l, const struct lk_reply *r)
 {
+	int64_t interval_ms = l->cfg->renew_interval_ms;
+
+	/* A shorter grant than asked shrinks the renew interval with the deadline, so that a
+	 * renewal is still tried well before the deadline. */
+	if (r->ttl_ms < l->cfg->ttl_ms)
+		interval_ms = interval_ms * r->ttl_ms / l->cfg->ttl_ms;
 	set_validity(l, r);
 	l->renew_failures = 0;
 	timer_at(l, LK_TIMER_DEADLINE, l->deadline_ns);
-	timer_at(l, LK_TIMER_RENEW, r->sent_ns + l->cfg->renew_interval_ms * NS_PER_MS);
+	timer_at(l, LK_TIMER_RENEW, r->sent_ns + interval_ms * NS_PER_MS);
 }
 
 static void enter_leader(struct lk_lock *l, const struct lk_reply *r)

@@ -252,8 +252,8 @@ static void refuse(evutil_socket_t fd, enum lk_err code, const char *text)
 	int n = lk_codec_format_err(buf, sizeof(buf), code, text);
 
 	/* A courtesy on a socket we are about to close: if it does not fit, so be it. */
-	if (n > 0 && send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		(void)0;
+	if (n > 0)
+		send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	evutil_closesocket(fd);
 }
 
@@ -579,7 +579,8 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 		goto fail;
 	}
 	s->listener = evconnlistener_new(base, on_accept, s,
-	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64, fd);
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+	                                 LK_SERVER_BACKLOG, fd);
 	if (!s->listener) {
 		close(fd);
 		unlink(s->path);

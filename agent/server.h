@@ -12,6 +12,9 @@ struct lk_agent;
 struct lk_server;
 
 #define LK_SERVER_MAX_CLIENTS   128
+/* Room for a burst of connections beyond the cap, so that they are told too_many_clients
+ * instead of finding the listen queue full. */
+#define LK_SERVER_BACKLOG       (LK_SERVER_MAX_CLIENTS * 4)
 #define LK_CLIENT_OUTBUF_MAX    (256 * 1024) /* a client that reads nothing is cut off here */
 #define LK_HELLO_TIMEOUT_MS     10000
 #define LK_CLOSE_FLUSH_MS       1000

@@ -545,11 +545,11 @@ END_TEST
 START_TEST(test_unknown_fields)
 {
 	EXPECT_ERRORS("identiy: x\n" ONE_BACKEND "locks: [{name: a}]\n",
-	              NAME ":1:1: unknown field \"identiy\"");
+	              NAME ":1:1: identiy: unknown field");
 	EXPECT_ERRORS(ONE_BACKEND "    adress: x\nlocks: [{name: a}]\n",
-	              NAME ":4:5: backends[0]: unknown field \"adress\"");
+	              NAME ":4:5: backends[0].adress: unknown field");
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name: a\n    tll: 5s\n",
-	              NAME ":6:5: locks[0]: unknown field \"tll\"");
+	              NAME ":6:5: locks[0].tll: unknown field");
 	/* A key that is not a string cannot be a field name. */
 	EXPECT_ERRORS(ONE_BACKEND "locks: [{name: a}]\n? [x]\n: 1\n",
 	              NAME ":5:3: expected a field name, found a list");
@@ -936,11 +936,11 @@ START_TEST(test_multiple_errors_reported_together_in_file_order)
 	              NAME ":1:11: identity: \"a b\" must be 1 to 253 printable ASCII characters "
 	              "without spaces",
 	              NAME ":2:13: log_format: unknown log format \"xml\"; expected json or text",
-	              NAME ":3:1: unknown field \"bogus\"",
+	              NAME ":3:1: bogus: unknown field",
 	              NAME ":7:14: backends[0].address: \"localhost\" is not host:port, [v6]:port "
 	              "or unix:/path",
 	              NAME ":10:10: locks[0].ttl: \"10\" has no unit",
-	              NAME ":11:5: locks[0]: unknown field \"tll\"",
+	              NAME ":11:5: locks[0].tll: unknown field",
 	              NAME ":12:11: locks[1].name: lock name \"a\" is already used by locks[0]",
 	              NAME ":13:14: locks[1].backend: unknown backend \"nope\"");
 }
@@ -958,8 +958,8 @@ START_TEST(test_error_count_is_capped)
 		o += (size_t)snprintf(yaml + o, cap - o, "bogus%d: 1\n", i);
 	ck_assert_int_eq(parse(yaml, &cfg, &d), -EINVAL);
 	ck_assert_uint_eq(d.n_errors, LK_CONFIG_MAX_DIAGS);
-	ck_assert_str_eq(d.errors[0], NAME ":5:1: unknown field \"bogus0\"");
-	ck_assert_str_eq(d.errors[98], NAME ":103:1: unknown field \"bogus98\"");
+	ck_assert_str_eq(d.errors[0], NAME ":5:1: bogus0: unknown field");
+	ck_assert_str_eq(d.errors[98], NAME ":103:1: bogus98: unknown field");
 	ck_assert_str_eq(d.errors[99], NAME ": too many errors; stopped after 99");
 	lk_config_diags_clear(&d);
 	free(yaml);
