@@ -1,10 +1,340 @@
-/* leasekeeper run: wrapper mode (SPEC §5). Not built yet: see issue 4. */
+/* leasekeeper run: wrapper mode for apps that cannot speak the protocol (SPEC §5).
+ *
+ * It campaigns for one lock and runs CMD only while this replica leads, in its own process
+ * group, with LEASEKEEPER_TOKEN and LEASEKEEPER_LOCK in its environment:
+ *   LEADER    start CMD (again, after a LOST)
+ *   STEPDOWN  SIGTERM to CMD's group, wait for it to exit (SIGKILL at the deadline), then ACK
+ *   LOST      SIGKILL at once
+ *   STOP      exit 0
+ *   EOF       the agent is gone: SIGKILL at once (I6), exit 1
+ * When CMD exits by itself, run exits with CMD's status; closing the connection tells the agent
+ * this campaign client has stepped down, so the lock is handed over. SIGTERM/SIGINT to run are
+ * forwarded to CMD, then run exits once CMD did. One thread, one poll loop; SIGCHLD and the
+ * forwarded signals arrive through a signalfd, so there is no async-signal-safety to get wrong
+ * and every child is reaped (no zombies).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent/cli.h"
+#include "proto/client.h"
+#include "proto/codec.h"
+
+#define EXIT_NOT_ASKED 2
+
+static const char usage_run[] =
+	"usage: leasekeeper run [-s SOCKET] --lock NAME -- CMD [ARG...]\n"
+	"\n"
+	"Campaign for NAME and run CMD only while this replica leads it, with LEASEKEEPER_TOKEN\n"
+	"(the fencing token) and LEASEKEEPER_LOCK in its environment. On STEPDOWN, CMD gets\n"
+	"SIGTERM (SIGKILL at the deadline) and the stepdown is acknowledged once it exited; on\n"
+	"LOST or when the agent goes away, CMD is killed at once. When CMD exits by itself, run\n"
+	"exits with its status and the lock is handed over. SIGTERM and SIGINT are forwarded.\n";
+
+struct runner {
+	struct lk_client *c;
+	const char *lock;
+	char **cmd;
+	int sfd;
+	pid_t child;            /* 0: none */
+	uint64_t token;         /* tenure CMD runs for */
+	uint64_t stepdown;      /* tenure to ACK once CMD is gone, 0 if none */
+	int64_t kill_at_ms;     /* SIGKILL deadline while stopping, 0 if none */
+	bool forwarded;         /* run itself got SIGTERM/SIGINT */
+	bool killed;            /* CMD was killed for a LOST: wait for the next LEADER */
+	int status;             /* CMD's last wait status */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("leasekeeper run: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void start_child(struct runner *r, const sigset_t *orig)
+{
+	char tok[32];
+	pid_t pid;
+
+	snprintf(tok, sizeof(tok), "%" PRIu64, r->token);
+	pid = fork();
+	if (pid < 0) {
+		note("cannot fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* Its own process group, so that a stop reaches whatever CMD started too. */
+		setpgid(0, 0);
+		sigprocmask(SIG_SETMASK, orig, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		setenv("LEASEKEEPER_TOKEN", tok, 1);
+		setenv("LEASEKEEPER_LOCK", r->lock, 1);
+		close(r->sfd);
+		close(lk_client_fd(r->c));
+		execvp(r->cmd[0], r->cmd);
+		fprintf(stderr, "leasekeeper run: cannot run %s: %s\n", r->cmd[0], strerror(errno));
+		_exit(127);
+	}
+	setpgid(pid, pid); /* also here: no race with a signal sent before the child ran */
+	r->child = pid;
+	note("leader of %s with token %s: started %s (pid %d)", r->lock, tok, r->cmd[0], (int)pid);
+}
+
+static void signal_child(struct runner *r, int sig)
+{
+	if (r->child > 0)
+		kill(-r->child, sig);
+}
+
+static void describe_status(int status, char *buf, size_t cap)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(status),
+		         strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, cap, "ended with wait status %d", status);
+}
+
+static int exit_code(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return 1;
+}
+
+static int send_ack(struct runner *r, uint64_t token)
+{
+	struct lk_server_msg m;
+	int rc = lk_client_call(r->c, &(struct lk_request){ .verb = LK_VERB_ACK, .lock = r->lock,
+	                                                   .token = token }, 5000, &m);
+
+	if (rc < 0 || m.kind != LK_MSG_OK) {
+		note("ACK %s %" PRIu64 " failed: %s", r->lock, token,
+		     rc < 0 ? strerror(-rc) : m.err_text);
+		return -1;
+	}
+	note("stepped down from %s (token %" PRIu64 ")", r->lock, token);
+	return 0;
+}
+
+/* Reap whatever exited. Returns true if CMD (the current child) is gone. */
+static bool reap(struct runner *r)
+{
+	bool gone = false;
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid != r->child)
+			continue;
+		char what[96];
+		describe_status(status, what, sizeof(what));
+		note("%s %s", r->cmd[0], what);
+		r->status = status;
+		r->child = 0;
+		r->kill_at_ms = 0;
+		gone = true;
+	}
+	return gone;
+}
+
+/* Returns -1 to keep going, or the exit code. */
+static int on_event(struct runner *r, const struct lk_server_msg *m, const sigset_t *orig)
+{
+	const struct lk_event *ev = &m->ev;
+
+	if (m->kind != LK_MSG_EVENT)
+		return -1;
+	switch (ev->kind) {
+	case LK_EV_LEADER:
+		if (r->child == 0 && !r->forwarded) {
+			r->token = ev->token;
+			start_child(r, orig);
+		}
+		return -1;
+	case LK_EV_STEPDOWN:
+		if (r->child == 0)
+			return send_ack(r, ev->token) < 0 ? 1 : -1;
+		note("stepping down: SIGTERM to %s, SIGKILL in %" PRId64 " ms", r->cmd[0],
+		     ev->deadline_ms);
+		r->stepdown = ev->token;
+		r->kill_at_ms = now_ms() + (ev->deadline_ms > 100 ? ev->deadline_ms - 100 : 0);
+		signal_child(r, SIGTERM);
+		return -1;
+	case LK_EV_LOST:
+		note("lost %s (%s): killing %s", r->lock, lk_lost_reason_name(ev->reason),
+		     r->cmd[0]);
+		r->killed = r->child > 0;
+		signal_child(r, SIGKILL);
+		r->stepdown = 0;
+		return -1;
+	case LK_EV_STOP:
+		signal_child(r, SIGKILL);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static int run_loop(struct runner *r, const sigset_t *orig)
+{
+	struct lk_server_msg m;
+	int rc;
+
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = r->sfd, .events = POLLIN },
+			{ .fd = lk_client_fd(r->c), .events = POLLIN },
+		};
+		int timeout = -1;
+
+		if (r->kill_at_ms) {
+			int64_t left = r->kill_at_ms - now_ms();
+			if (left <= 0) {
+				note("%s did not exit in time: SIGKILL", r->cmd[0]);
+				signal_child(r, SIGKILL);
+				r->kill_at_ms = 0;
+			} else {
+				timeout = (int)left;
+			}
+		}
+		if (!lk_client_has_queued(r->c) && poll(pfd, 2, timeout) < 0 && errno != EINTR)
+			return 1;
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(r->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (si.ssi_signo == SIGCHLD)
+					continue;
+				/* SIGTERM/SIGINT: pass it on; leave when CMD is gone. */
+				r->forwarded = true;
+				if (r->child == 0)
+					return 128 + (int)si.ssi_signo;
+				note("got signal %u: forwarding to %s", si.ssi_signo, r->cmd[0]);
+				signal_child(r, (int)si.ssi_signo);
+			}
+			if (reap(r)) {
+				if (r->stepdown) {
+					uint64_t t = r->stepdown;
+					r->stepdown = 0;
+					if (send_ack(r, t) < 0)
+						return 1;
+				} else if (r->killed) {
+					r->killed = false;
+				} else {
+					/* CMD finished by itself (or after a forwarded signal): its work is
+					 * done, and so is ours. */
+					return exit_code(r->status);
+				}
+			}
+		}
+		if ((pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) || lk_client_has_queued(r->c)) {
+			rc = lk_client_next_event(r->c, 0, &m);
+			if (rc == -ETIMEDOUT)
+				continue;
+			if (rc < 0) {
+				note("the agent went away (%s): killing %s", strerror(-rc), r->cmd[0]);
+				signal_child(r, SIGKILL);
+				return 1;
+			}
+			rc = on_event(r, &m, orig);
+			if (rc >= 0)
+				return rc;
+		}
+	}
+}
 
 int lk_cli_run(int argc, char **argv)
 {
-	fputs("leasekeeper run: not implemented yet\n", stderr);
-	return 2;
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "lock", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct runner r = { .sfd = -1 };
+	struct lk_client_opts co = { .client_name = "run" };
+	struct lk_server_msg m;
+	sigset_t mask, orig;
+	char err[512];
+	int ch, rc = EXIT_NOT_ASKED;
+
+	optind = 1;
+	/* '+': stop at the first non-option, so CMD's own options stay CMD's. */
+	while ((ch = getopt_long(argc, argv, "+s:l:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's': co.socket_path = optarg; break;
+		case 'l': r.lock = optarg; break;
+		case 'h': fputs(usage_run, stdout); return 0;
+		default: goto usage;
+		}
+	}
+	if (!r.lock || optind >= argc || !lk_codec_lock_name_valid(r.lock))
+		goto usage;
+	r.cmd = argv + optind;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, &orig);
+	r.sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (r.sfd < 0) {
+		note("signalfd: %s", strerror(errno));
+		goto out;
+	}
+	if (lk_client_connect(&co, &r.c, err, sizeof(err)) < 0) {
+		note("cannot talk to the agent at %s: %s", lk_client_socket_path(co.socket_path), err);
+		goto out;
+	}
+	rc = lk_client_call(r.c, &(struct lk_request){ .verb = LK_VERB_CAMPAIGN, .lock = r.lock },
+	                    10000, &m);
+	if (rc < 0 || m.kind != LK_MSG_OK) {
+		note("CAMPAIGN %s failed: %s", r.lock, rc < 0 ? strerror(-rc) : m.err_text);
+		rc = EXIT_NOT_ASKED;
+		goto out;
+	}
+	rc = run_loop(&r, &orig);
+out:
+	if (r.child > 0) {
+		signal_child(&r, SIGKILL);
+		waitpid(r.child, NULL, 0);
+	}
+	lk_client_free(r.c);
+	if (r.sfd >= 0)
+		close(r.sfd);
+	return rc;
+usage:
+	fputs(usage_run, stderr);
+	return EXIT_NOT_ASKED;
 }
