@@ -515,12 +515,18 @@ END_TEST
 
 START_TEST(test_key_added_later_is_subscribed)
 {
-	struct lk_backend_key *leader, *follower;
+	struct lk_backend_key *leader, *follower, *other;
 	struct notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 500);
 	run_for(300); /* the subscriber is up with no keys */
+	/* Subscribe and unsubscribe a lone key: the subscriber goes back to no channels. */
+	other = be->ops->key_new(be, "lk/other", "alpha", on_notify, &nt);
+	ck_assert_ptr_nonnull(other);
+	run_for(200);
+	be->ops->key_free(other);
+	run_for(200);
 	leader = key_new("alpha", NULL);
 	follower = key_new("beta", &nt);
 	be->ops->watch(follower, true);
@@ -547,6 +553,64 @@ START_TEST(test_reconnect_notifies_watching_keys)
 	              logs.text);
 	ck_assert(run_until(is_ready, NULL, READY_MS));
 	ck_assert_ptr_nonnull(strstr(logs.text, "connection lost"));
+}
+END_TEST
+
+/* A notify hook that frees things: the backend must keep walking (or stop) safely. */
+static struct lk_backend_key *notify_victim;
+
+static void on_notify_free_key(void *arg)
+{
+	((struct notified *)arg)->n++;
+	if (notify_victim) {
+		be->ops->key_free(notify_victim);
+		notify_victim = NULL;
+	}
+}
+
+static void on_notify_free_backend(void *arg)
+{
+	((struct notified *)arg)->n++;
+	be = lk_backend_free(be);
+}
+
+START_TEST(test_notify_may_free_keys_and_backend)
+{
+	struct lk_backend_key *leader, *f1, *f2;
+	struct notified n1 = { 0 }, n2 = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 500);
+	leader = key_new("alpha", NULL);
+	f1 = be->ops->key_new(be, KEY, "beta", on_notify_free_key, &n1);
+	f2 = be->ops->key_new(be, KEY, "gamma", on_notify, &n2);
+	ck_assert_ptr_nonnull(f1);
+	ck_assert_ptr_nonnull(f2);
+	be->ops->watch(f1, true);
+	be->ops->watch(f2, true);
+	run_for(300);
+
+	/* f1's hook frees f2, the next key the notify loop walks to. */
+	notify_victim = f2;
+	n1.n = n2.n = 0;
+	tok = acquire_ok(leader, 10000);
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(run_until(was_notified, &n1, WAIT_MS));
+	run_for(100);
+	ck_assert_int_eq(n2.n, 0);
+
+	/* Now a hook that frees the whole backend from inside the subscriber's callback. */
+	be->ops->key_free(f1);
+	f1 = be->ops->key_new(be, KEY, "delta", on_notify_free_backend, &n1);
+	ck_assert_ptr_nonnull(f1);
+	be->ops->watch(f1, true);
+	run_for(300);
+	n1.n = 0;
+	tok = acquire_ok(leader, 10000);
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(run_until(was_notified, &n1, WAIT_MS));
+	ck_assert_ptr_null(be);
+	run_for(100);
 }
 END_TEST
 
@@ -990,6 +1054,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_release_notifies_watching_follower);
 	tcase_add_test(tc, test_key_added_later_is_subscribed);
 	tcase_add_test(tc, test_reconnect_notifies_watching_keys);
+	tcase_add_test(tc, test_notify_may_free_keys_and_backend);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lifetimes");
