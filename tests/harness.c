@@ -25,6 +25,8 @@
 #define LK_TEST_STOP_MS         5000  /* SIGTERM grace before SIGKILL */
 #define LK_TEST_MAX_SERVERS     16    /* tracked for the atexit cleanup */
 #define LK_TEST_CLIENT_TIMEOUT_MS 2000
+#define LK_TEST_DIR_PARENT      "/tmp"
+#define LK_TEST_DIR_PREFIX      "lk-test."  /* then "<owner pid>.XXXXXX" */
 
 /* Servers this process started and has not stopped, for the atexit safety net. */
 static struct {
@@ -104,6 +106,32 @@ static void lk_test_atexit(void)
 		lk_test_rmdir(lk_test_running[i].dir);
 		lk_test_running[i].pid = 0;
 	}
+}
+
+/* Check ends a failed test with _exit(), which skips both the teardown fixture and atexit():
+ * the server still dies (PR_SET_PDEATHSIG) but its directory stays. Directories are named
+ * after the process that made them, so any later start can sweep those whose owner is gone. */
+static void lk_test_sweep_stale(void)
+{
+	char path[300];
+	struct dirent *de;
+	DIR *d = opendir(LK_TEST_DIR_PARENT);
+	long pid;
+	int n;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		n = 0;
+		if (sscanf(de->d_name, LK_TEST_DIR_PREFIX "%ld.%*6c%n", &pid, &n) != 1 ||
+		    n == 0 || de->d_name[n] != '\0' || pid <= 0)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", LK_TEST_DIR_PARENT, de->d_name);
+		lk_test_rmdir(path);
+	}
+	closedir(d);
 }
 
 static void lk_test_track(const struct lk_test_server *s)
@@ -274,7 +302,9 @@ int lk_test_redis_start(struct lk_test_server *s, const char *const *extra_args)
 
 	memset(s, 0, sizeof(*s));
 	s->kind = LK_TEST_SERVER_REDIS;
-	snprintf(s->dir, sizeof(s->dir), "/tmp/lk-test-XXXXXX");
+	lk_test_sweep_stale();
+	snprintf(s->dir, sizeof(s->dir), LK_TEST_DIR_PARENT "/" LK_TEST_DIR_PREFIX "%ld.XXXXXX",
+	         (long)getpid());
 	if (!mkdtemp(s->dir)) {
 		rc = -errno;
 		s->dir[0] = '\0';

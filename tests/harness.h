@@ -2,10 +2,11 @@
  * its own temporary directory, freeze and thaw it, restart it, stop it, and look inside it with
  * a small synchronous client.
  *
- * Servers are always stopped: lk_test_server_stop() in a teardown fixture is the normal way,
- * and an atexit() handler in the process that started a server stops whatever is still running
- * when a failed assertion ends the test process. A server also dies with the process that
- * started it (PR_SET_PDEATHSIG), so not even a test killed by a timeout leaves one behind.
+ * Servers are always stopped. lk_test_server_stop() in a teardown fixture is the normal way,
+ * and an atexit() handler catches a plain exit(). But Check ends a failed test with _exit(),
+ * which runs neither, and kills a test that times out; so a server also dies with the process
+ * that started it (PR_SET_PDEATHSIG), and each directory is named after its owner process so
+ * that the next start removes directories whose owner is gone.
  */
 #ifndef LK_TESTS_HARNESS_H
 #define LK_TESTS_HARNESS_H
