@@ -73,6 +73,7 @@ T_check_lock     := agent/lock.o agent/log.o proto/codec.o
 T_check_redis    := locks/backend.o locks/redis.o tests/harness.o
 T_check_client   := proto/client.o proto/auth.o proto/codec.o
 
+.SECONDARY:
 .SECONDEXPANSION:
 $(BUILD)/tests/%: tests/%.c $$(addprefix $(BUILD)/,$$(T_$$*)) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
