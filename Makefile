@@ -22,7 +22,8 @@ endif
 PROTO_SRC := proto/codec.c proto/auth.c proto/client.c
 LOCKS_SRC := locks/backend.c locks/redis.c
 AGENT_SRC := agent/agent.c agent/config.c agent/duration.c agent/lock.c agent/log.c \
-             agent/server.c agent/cli.c agent/run.c
+             agent/server.c agent/cli.c agent/run.c \
+             agent/http.c agent/metrics.c
 MAIN_SRC  := agent/main.c
 
 PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)

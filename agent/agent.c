@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "agent/config.h"
+#include "agent/http.h"
 #include "agent/lock.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "agent/server.h"
 #include "locks/backend.h"
 #include "proto/auth.h"
@@ -32,7 +34,9 @@ struct lk_agent {
 	struct lk_lock **locks;
 	struct lk_lock_env env;
 	struct lk_server *server;
-	struct event *sig_term, *sig_int, *sig_quit, *shutdown_timer, *exit_timer;
+	struct lk_http *http;
+	struct lk_metrics metrics;
+	struct event *sig_term, *sig_int, *sig_quit, *shutdown_timer;
 
 	bool draining;
 	bool drain_done;
@@ -122,6 +126,25 @@ static void env_emit(void *ctx, struct lk_lock *l, const char *line, size_t len)
 		lk_server_emit_lock(a->server, (size_t)i, line, len);
 }
 
+static void env_backend_error(void *ctx, struct lk_lock *l)
+{
+	struct lk_agent *a = ctx;
+	int i = lock_index(a, l);
+
+	if (i >= 0)
+		a->metrics.backend_errors[a->cfg->locks[i].backend]++;
+}
+
+static void env_observe(void *ctx, struct lk_lock *l, enum lk_lock_observation what,
+                        int64_t ms)
+{
+	struct lk_agent *a = ctx;
+
+	lk_histogram_observe(what == LK_OBSERVE_RELEASE ? &a->metrics.release_duration
+	                                                : &a->metrics.stepdown_wait,
+	                     (double)ms / 1000.0);
+}
+
 static void maybe_finish_drain(struct lk_agent *a, bool timed_out);
 
 static void env_settled(void *ctx, struct lk_lock *l)
@@ -181,6 +204,8 @@ static void maybe_finish_drain(struct lk_agent *a, bool timed_out)
 	else
 		reason = "drained";
 	a->exit_status = (timed_out || failed || expired) ? 1 : 0;
+	a->metrics.graceful_exit_failed += (uint64_t)a->exit_status;
+	lk_histogram_observe(&a->metrics.shutdown_duration, (double)elapsed_ms / 1000.0);
 
 	n = lk_codec_format_event(line, sizeof(line), &(struct lk_event){
 		.kind = LK_EV_STOP, .deadline_ms = left_ms > 0 ? left_ms : 0 });
@@ -268,13 +293,44 @@ static void on_backend_log(void *arg, struct lk_backend *b, enum lk_backend_log_
 		[LK_BLOG_DEBUG] = LK_DEBUG, [LK_BLOG_INFO] = LK_INFO,
 		[LK_BLOG_WARN] = LK_WARN, [LK_BLOG_ERROR] = LK_ERROR,
 	};
+	struct lk_agent *a = arg;
 
+	/* Backends report a connection failure once per outage at warn or error. */
+	if (level >= LK_BLOG_WARN)
+		for (size_t i = 0; i < a->cfg->n_backends; i++)
+			if (a->backends[i] == b)
+				a->metrics.backend_errors[i]++;
 	LK_LOG(map[level], msg, LKF_STR("backend", b->name));
 }
 
 /* ---- queries for the server ---------------------------------------------------------------- */
 
 const char *lk_agent_identity(const struct lk_agent *a) { return a->cfg->identity; }
+const struct lk_metrics *lk_agent_metrics(const struct lk_agent *a) { return &a->metrics; }
+size_t lk_agent_n_backends(const struct lk_agent *a) { return a->cfg->n_backends; }
+struct lk_backend *lk_agent_backend(const struct lk_agent *a, size_t i) { return a->backends[i]; }
+
+void lk_agent_client_counts(const struct lk_agent *a, size_t *campaign, size_t *watch,
+                            size_t *other)
+{
+	lk_server_count(a->server, campaign, watch, other);
+}
+
+bool lk_agent_ready(const struct lk_agent *a, char *why, size_t cap)
+{
+	if (a->draining) {
+		snprintf(why, cap, "draining");
+		return false;
+	}
+	for (size_t i = 0; i < a->cfg->n_backends; i++) {
+		const struct lk_backend *b = a->backends[i];
+		if (!b->ops->ready(b)) {
+			snprintf(why, cap, "backend %s has not answered yet", b->name);
+			return false;
+		}
+	}
+	return true;
+}
 size_t lk_agent_n_locks(const struct lk_agent *a) { return a->cfg->n_locks; }
 struct lk_lock *lk_agent_lock(const struct lk_agent *a, size_t i) { return a->locks[i]; }
 bool lk_agent_draining(const struct lk_agent *a) { return a->draining; }
@@ -326,6 +382,7 @@ out:
 
 static void agent_free(struct lk_agent *a)
 {
+	a->http = lk_http_free(a->http);
 	a->server = lk_server_free(a->server);
 	for (size_t i = 0; a->locks && i < a->cfg->n_locks; i++)
 		lk_lock_free(a->locks[i]);
@@ -333,8 +390,8 @@ static void agent_free(struct lk_agent *a)
 		lk_backend_free(a->backends[i]);
 	free(a->locks);
 	free(a->backends);
-	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer,
-	                        a->exit_timer };
+	free(a->metrics.backend_errors);
+	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -353,12 +410,13 @@ static int agent_start(struct lk_agent *a)
 	a->env = (struct lk_lock_env){
 		.ctx = a, .now_ns = env_now, .timer_new = env_timer_new, .timer_arm = env_timer_arm,
 		.timer_disarm = env_timer_disarm, .timer_free = env_timer_free, .emit = env_emit,
-		.settled = env_settled,
+		.settled = env_settled, .backend_error = env_backend_error, .observe = env_observe,
 	};
 	a->base = event_base_new();
 	a->backends = calloc(cfg->n_backends, sizeof(*a->backends));
 	a->locks = calloc(cfg->n_locks, sizeof(*a->locks));
-	if (!a->base || !a->backends || !a->locks) {
+	a->metrics.backend_errors = calloc(cfg->n_backends, sizeof(*a->metrics.backend_errors));
+	if (!a->base || !a->backends || !a->locks || !a->metrics.backend_errors) {
 		LK_LOG(LK_ERROR, "out of memory");
 		return -ENOMEM;
 	}
@@ -390,6 +448,13 @@ static int agent_start(struct lk_agent *a)
 		LK_LOG(LK_ERROR, "cannot open the socket", LKF_STR("error", err));
 		return rc;
 	}
+	if (cfg->http_listen) {
+		rc = lk_http_new(a->base, a, cfg->http_listen, &a->http, err, sizeof(err));
+		if (rc < 0) {
+			LK_LOG(LK_ERROR, "cannot serve HTTP", LKF_STR("error", err));
+			return rc;
+		}
+	}
 	a->sig_term = evsignal_new(a->base, SIGTERM, on_sigterm, a);
 	a->sig_int = evsignal_new(a->base, SIGINT, on_sigterm, a);
 	a->sig_quit = evsignal_new(a->base, SIGQUIT, on_sigquit, a);
@@ -419,6 +484,7 @@ int lk_agent_run(const struct lk_config *cfg)
 	}
 	LK_LOG(LK_INFO, "agent started", LKF_STR("version", LK_VERSION)
 	       LKF_STR("identity", cfg->identity) LKF_STR("socket", cfg->socket_path)
+	       LKF_STR("http", cfg->http_listen ? cfg->http_listen : "")
 	       LKF_U64("locks", cfg->n_locks) LKF_BOOL("auth", cfg->auth_key_file != NULL));
 	for (size_t i = 0; i < cfg->n_locks; i++)
 		lk_lock_start(a.locks[i]);

@@ -24,6 +24,18 @@ struct lk_lock *lk_agent_lock(const struct lk_agent *a, size_t i);
 int lk_agent_find_lock(const struct lk_agent *a, const char *name);
 bool lk_agent_draining(const struct lk_agent *a);
 
+/* For the HTTP endpoints and metrics. */
+struct lk_backend;
+struct lk_metrics;
+const struct lk_metrics *lk_agent_metrics(const struct lk_agent *a);
+size_t lk_agent_n_backends(const struct lk_agent *a);
+struct lk_backend *lk_agent_backend(const struct lk_agent *a, size_t i);
+void lk_agent_client_counts(const struct lk_agent *a, size_t *campaign, size_t *watch,
+                            size_t *other);
+/* True once the socket listens and every backend answered, and not draining; otherwise
+ * false with the reason in why[cap]. */
+bool lk_agent_ready(const struct lk_agent *a, char *why, size_t cap);
+
 /* Start or join the one drain (I7). trigger says who asked, for the log. */
 void lk_agent_drain(struct lk_agent *a, const char *trigger);
 

@@ -140,17 +140,31 @@ static void set_holder(struct lk_lock *l, const char *holder)
 	l->holder[n] = '\0';
 }
 
+/* A failed request. r is NULL when the backend refused it synchronously because it is not
+ * connected: the backend has already reported that outage, so it is only worth a debug line. */
 static void backend_failed(struct lk_lock *l, const char *what, const struct lk_reply *r)
 {
+	if (!r) {
+		LK_LOG(LK_DEBUG, what, LKF_STR("lock", l->cfg->name)
+		       LKF_STR("backend", l->backend->name) LKF_STR("error", "not connected"));
+		return;
+	}
 	if (l->env->backend_error)
 		l->env->backend_error(l->env->ctx, l);
 	LK_LOG(LK_WARN, what, LKF_STR("lock", l->cfg->name) LKF_STR("backend", l->backend->name)
-	       LKF_STR("error", r && r->err ? r->err : "not connected"));
+	       LKF_STR("error", r->err ? r->err : "unknown error"));
 }
 
 static int64_t ms_between(int64_t from_ns, int64_t to_ns)
 {
 	return (to_ns - from_ns) / NS_PER_MS;
+}
+
+static void stepdown_over(struct lk_lock *l)
+{
+	l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+	if (l->env->observe)
+		l->env->observe(l->env->ctx, l, LK_OBSERVE_STEPDOWN, l->stats.last_stepdown_ms);
 }
 
 /* Whether anybody here wants this lock led right now. */
@@ -400,7 +414,7 @@ static void enter_stepping_down(struct lk_lock *l)
 	                            .deadline_ms = l->cfg->stepdown_timeout_ms });
 	timer_in(l, LK_TIMER_PHASE, l->cfg->stepdown_timeout_ms);
 	if (all_acked(l)) {
-		l->stats.last_stepdown_ms = 0;
+		stepdown_over(l);
 		enter_releasing(l);
 	}
 }
@@ -420,7 +434,7 @@ static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *hold
 	/* The app was just told it is not the leader: the next FOLLOWER line must go out. */
 	l->announced_holder[0] = '\0';
 	if (l->state == LK_LOCK_STEPPING_DOWN) {
-		l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+		stepdown_over(l);
 		/* Renewal failed: the lease runs out by itself. Taken or gone: nothing of ours left. */
 		finish_drain(l, reason == LK_LOST_TAKEN || reason == LK_LOST_EXPIRED
 		                ? LK_OUTCOME_ALREADY_GONE : LK_OUTCOME_EXPIRED);
@@ -491,6 +505,8 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 	timer_off(l, LK_TIMER_PHASE);
 	timer_off(l, LK_TIMER_RETRY);
 	l->stats.last_release_ms = ms_between(l->release_start_ns, now_ns(l));
+	if (l->env->observe)
+		l->env->observe(l->env->ctx, l, LK_OBSERVE_RELEASE, l->stats.last_release_ms);
 	if (l->draining) {
 		finish_drain(l, o);
 		return;
@@ -639,14 +655,14 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 		case IN_LEAVE:
 			if (all_acked(l)) {
 				timer_off(l, LK_TIMER_PHASE);
-				l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+				stepdown_over(l);
 				enter_releasing(l);
 			}
 			return;
 		case IN_TIMER_PHASE:
 			/* I2: an app that never acknowledged may still be working: do not release;
 			 * stop renewing and let the lease run out at its TTL. */
-			l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+			stepdown_over(l);
 			LK_LOG(LK_WARN, "stepdown timeout: leaving the lease to expire",
 			       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
 			       LKF_I64("expires_in_ms", ms_between(now_ns(l), l->expires_ns)));

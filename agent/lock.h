@@ -49,6 +49,11 @@ enum lk_lock_timer {
 
 typedef void lk_timer_fn(void *arg);
 
+enum lk_lock_observation {
+	LK_OBSERVE_RELEASE,    /* release start to the backend's answer (or giving up) */
+	LK_OBSERVE_STEPDOWN,   /* STEPDOWN to the last ACK (or the timeout) */
+};
+
 /* What the lock needs from its host. All hooks get `ctx` as their first argument. */
 struct lk_lock_env {
 	void *ctx;
@@ -63,6 +68,8 @@ struct lk_lock_env {
 	void (*settled)(void *ctx, struct lk_lock *l);
 	/* A backend request failed (for leasekeeper_backend_errors_total). May be NULL. */
 	void (*backend_error)(void *ctx, struct lk_lock *l);
+	/* A release or a stepdown wait finished, taking ms (for the histograms). May be NULL. */
+	void (*observe)(void *ctx, struct lk_lock *l, enum lk_lock_observation what, int64_t ms);
 };
 
 /* Counters and last durations, for logs and metrics. */

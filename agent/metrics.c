@@ -1,0 +1,156 @@
+/* Prometheus text exposition. Every series of a labelled counter is written even at zero, so
+ * that rate() and alerts work from the first scrape. */
+#include "agent/metrics.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+
+#include "agent/agent.h"
+#include "agent/lock.h"
+#include "locks/backend.h"
+#include "proto/codec.h"
+
+static const double bucket_bounds[LK_HIST_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30,
+};
+
+void lk_histogram_observe(struct lk_histogram *h, double seconds)
+{
+	for (size_t i = 0; i < LK_HIST_BUCKETS; i++) {
+		if (seconds <= bucket_bounds[i]) {
+			h->counts[i]++;
+			break;
+		}
+	}
+	h->count++;
+	h->sum += seconds;
+}
+
+int lk_metrics_escape(struct evbuffer *out, const char *s)
+{
+	for (; *s; s++) {
+		int rc;
+		if (*s == '\\')
+			rc = evbuffer_add(out, "\\\\", 2);
+		else if (*s == '"')
+			rc = evbuffer_add(out, "\\\"", 2);
+		else if (*s == '\n')
+			rc = evbuffer_add(out, "\\n", 2);
+		else
+			rc = evbuffer_add(out, s, 1);
+		if (rc < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static void header(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{label="value"} or name{label="value",label2="value2"} followed by a space. */
+static void series(struct evbuffer *out, const char *name, const char *l1, const char *v1,
+                   const char *l2, const char *v2)
+{
+	evbuffer_add_printf(out, "%s{%s=\"", name, l1);
+	lk_metrics_escape(out, v1);
+	if (l2) {
+		evbuffer_add_printf(out, "\",%s=\"", l2);
+		lk_metrics_escape(out, v2);
+	}
+	evbuffer_add(out, "\"} ", 3);
+}
+
+static void histogram(struct evbuffer *out, const char *name, const char *help,
+                      const struct lk_histogram *h)
+{
+	uint64_t cum = 0;
+
+	header(out, name, "histogram", help);
+	for (size_t i = 0; i < LK_HIST_BUCKETS; i++) {
+		cum += h->counts[i];
+		evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bucket_bounds[i],
+		                    cum);
+	}
+	evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, h->count);
+	evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, h->sum, name,
+	                    h->count);
+}
+
+int lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
+{
+	const struct lk_metrics *m = lk_agent_metrics(a);
+	size_t n = lk_agent_n_locks(a), camp, watch, other;
+
+	header(out, "leasekeeper_build_info", "gauge", "Version of the running agent.");
+	evbuffer_add_printf(out, "leasekeeper_build_info{version=\"%s\"} 1\n", LK_VERSION);
+
+	header(out, "leasekeeper_lock_held", "gauge",
+	       "1 while this replica holds the lock (leading or stepping down), else 0.");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		series(out, "leasekeeper_lock_held", "lock", lk_lock_name(l), NULL, NULL);
+		evbuffer_add_printf(out, "%d\n", lk_lock_is_leader(l) ? 1 : 0);
+	}
+	header(out, "leasekeeper_lock_token", "gauge",
+	       "Fencing token of this replica's current or most recent tenure (0 if none).");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		series(out, "leasekeeper_lock_token", "lock", lk_lock_name(l), NULL, NULL);
+		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_token(l));
+	}
+	header(out, "leasekeeper_acquisitions_total", "counter",
+	       "Tenures this replica started (LEADER sent).");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		series(out, "leasekeeper_acquisitions_total", "lock", lk_lock_name(l), NULL, NULL);
+		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->acquisitions);
+	}
+	header(out, "leasekeeper_lock_lost_total", "counter",
+	       "Tenures that ended with LOST, by reason.");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		for (int r = 0; r < LK_LOST__COUNT; r++) {
+			series(out, "leasekeeper_lock_lost_total", "lock", lk_lock_name(l), "reason",
+			       lk_lost_reason_name(r));
+			evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->lost[r]);
+		}
+	}
+	header(out, "leasekeeper_release_total", "counter",
+	       "Tenures that ended in a release attempt or a drain, by outcome.");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		for (int o = 0; o < LK_OUTCOME__COUNT; o++) {
+			series(out, "leasekeeper_release_total", "lock", lk_lock_name(l), "outcome",
+			       lk_outcome_name(o));
+			evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->releases[o]);
+		}
+	}
+	histogram(out, "leasekeeper_release_duration_seconds",
+	          "Time from starting a release to the backend's answer.", &m->release_duration);
+	histogram(out, "leasekeeper_shutdown_duration_seconds",
+	          "Time from the start of the drain to its end.", &m->shutdown_duration);
+	histogram(out, "leasekeeper_stepdown_wait_seconds",
+	          "Time from STEPDOWN to the last ACK (or the stepdown timeout).",
+	          &m->stepdown_wait);
+	header(out, "leasekeeper_backend_errors_total", "counter",
+	       "Failed backend requests and connection failures, by backend.");
+	for (size_t i = 0; i < lk_agent_n_backends(a); i++) {
+		series(out, "leasekeeper_backend_errors_total", "backend",
+		       lk_agent_backend(a, i)->name, NULL, NULL);
+		evbuffer_add_printf(out, "%" PRIu64 "\n", m->backend_errors[i]);
+	}
+	lk_agent_client_counts(a, &camp, &watch, &other);
+	header(out, "leasekeeper_clients", "gauge",
+	       "Connected socket clients: campaigning for a lock, only watching, other.");
+	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"campaign\"} %zu\n", camp);
+	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"watch\"} %zu\n", watch);
+	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"other\"} %zu\n", other);
+	header(out, "leasekeeper_graceful_exit_failed_total", "counter",
+	       "Drains that ended with an expired or failed lock, or past shutdown_timeout.");
+	evbuffer_add_printf(out, "leasekeeper_graceful_exit_failed_total %" PRIu64 "\n",
+	                    m->graceful_exit_failed);
+	return 0;
+}
