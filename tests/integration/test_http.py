@@ -81,7 +81,8 @@ class HttpTest(LKTestCase):
         req = urllib.request.Request(self.base + "/metrics", data=b"", method="POST")
         with self.assertRaises(urllib.error.HTTPError) as cm:
             urllib.request.urlopen(req, timeout=5)
-        self.assertEqual(cm.exception.code, 405)
+        # evhttp answers a method it was told not to allow with 501 Not Implemented.
+        self.assertIn(cm.exception.code, (405, 501))
 
     def test_metrics_count_acquisitions_releases_and_clients(self):
         app, lead = self.leader_app(self.agent, "x")
