@@ -834,7 +834,8 @@ class Agent:
             c.send("ERR bad_request empty word")
             return
         with G:
-            self._request(c, verb, w)
+            if c in self.clients:  # not after it was found gone (by its writer, say)
+                self._request(c, verb, w)
 
     def _lock_arg(self, c, w, n):
         if len(w) != n:

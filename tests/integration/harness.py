@@ -1488,8 +1488,17 @@ class LKTestCase(unittest.TestCase):
     # -- cleanup helpers
 
     def _failed(self):
+        """Whether this test has failed so far (usable from cleanups, where unittest's own
+        outcome.success is reset for each cleanup)."""
         outcome = getattr(self, "_outcome", None)
-        return outcome is not None and not getattr(outcome, "success", True)
+        if outcome is None:
+            return False
+        result = getattr(outcome, "result", None)
+        if result is not None:
+            for t, _ in list(getattr(result, "failures", [])) + list(getattr(result, "errors", [])):
+                if t is self or getattr(t, "test_case", None) is self:
+                    return True
+        return not getattr(outcome, "success", True)
 
     def _remove_tmp(self):
         if os.environ.get("LK_KEEP_TMP") or (self._failed() and

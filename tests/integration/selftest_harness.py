@@ -528,6 +528,27 @@ class FakeAgentSelfTest(LKTestCase):
         self.assertIn("fake", p.stdout())
 
 
+class FailureDetectionSelfTest(unittest.TestCase):
+    def test_cleanups_know_whether_the_test_failed(self):
+        seen = {}
+
+        class Inner(LKTestCase):
+            def test_fails(self):
+                self.addCleanup(lambda: seen.__setitem__("fails", self._failed()))
+                self.fail("on purpose")
+
+            def test_passes(self):
+                self.addCleanup(lambda: seen.__setitem__("passes", self._failed()))
+
+        result = unittest.TestResult()
+        import io
+        import contextlib
+        with contextlib.redirect_stderr(io.StringIO()):
+            unittest.defaultTestLoader.loadTestsFromTestCase(Inner).run(result)
+        self.assertEqual(seen, {"fails": True, "passes": False})
+        self.assertEqual(len(result.failures), 1)
+
+
 class MissingBinarySelfTest(LKTestCase):
     def test_a_missing_binary_gives_a_clear_error(self):
         old = os.environ.get("LK_BIN")
