@@ -40,11 +40,12 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 # Debian packages needed to build, test and run the demo.
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
-            libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps
+            libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
+            prometheus
 
 .PHONY: all deps test test-asan unit integration demo clean bench
 
-all: leasekeeper $(BUILD)/examples/app
+all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 
 # The binary lives at the top of the tree so that `./leasekeeper` just works after `make`.
 leasekeeper: $(BIN)
@@ -52,6 +53,13 @@ leasekeeper: $(BIN)
 
 $(BIN): $(MAIN_OBJ) $(CORE_LIB) $(CLIENT_LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The client commands alone, linked statically: what an app container runs from the shared
+# volume (`leasekeeper drain` in a preStop hook) whatever its image has installed.
+STATIC_SRC := agent/main.c agent/cli.c agent/run.c agent/duration.c $(PROTO_SRC)
+$(BUILD)/leasekeeper-static: $(STATIC_SRC) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -DLK_CLIENT_ONLY -static -o $@ $(STATIC_SRC) \
+		$(shell pkg-config --static --libs libsodium jansson)
 
 $(CLIENT_LIB): $(PROTO_OBJ)
 	@rm -f $@

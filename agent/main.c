@@ -31,6 +31,18 @@ static const char usage_main[] =
 	"$LEASEKEEPER_SOCKET, then /run/leasekeeper/agent.sock; $LEASEKEEPER_AUTH_KEY_FILE names\n"
 	"the key for agents that require HMAC authentication.\n";
 
+static int want_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+#ifndef LK_CLIENT_ONLY
 static const char usage_agent[] =
 	"usage: leasekeeper agent -c FILE [--log-level debug|info|warn|error]\n"
 	"\n"
@@ -43,17 +55,6 @@ static const char usage_check[] =
 	"\n"
 	"Validate FILE. Prints every problem as FILE:LINE:COL: FIELD: MESSAGE and exits 1, or\n"
 	"exits 0 if the config is valid (warnings are printed but do not fail it).\n";
-
-static int want_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return 0;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-			return 1;
-	}
-	return 0;
-}
 
 /* Parse "-c FILE" (and --log-level for the agent). Returns 0 or 2 (usage). */
 static int parse_config_args(int argc, char **argv, const char *usage, const char **ret_path,
@@ -158,6 +159,19 @@ static int cmd_agent(int argc, char **argv)
 	lk_config_free(cfg);
 	return rc;
 }
+#else
+/* The static client-only build (build/leasekeeper-static) is what an app container runs from
+ * the shared volume, e.g. `leasekeeper drain` in a preStop hook: it carries none of the agent's
+ * libraries, so it runs in any Linux image. */
+static int not_in_this_build(int argc, char **argv)
+{
+	fputs("leasekeeper: this is the client-only build (drain, status, watch, run, version);\n"
+	      "run the agent and check-config with the full binary\n", stderr);
+	return 2;
+}
+#define cmd_check_config not_in_this_build
+#define cmd_agent not_in_this_build
+#endif
 
 static int cmd_version(int argc, char **argv)
 {
