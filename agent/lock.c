@@ -523,6 +523,25 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 
 /* ---- the transition function ------------------------------------------------------------- */
 
+/* Inputs that keep a held tenure alive, handled alike while LEADER and STEPPING_DOWN: renewals
+ * go on while the app steps down, and the renew deadline (I4) holds all along. */
+static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *r)
+{
+	switch (in) {
+	case IN_TIMER_RENEW:
+		start_renew(l);
+		return true;
+	case IN_RENEWED:
+		renewed(l, r);
+		return true;
+	case IN_TIMER_DEADLINE:
+		lose(l, LK_LOST_RENEW_DEADLINE, NULL);
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 {
 	switch (l->state) {
@@ -615,16 +634,9 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 		}
 
 	case LK_LOCK_LEADER:
+		if (keep_alive(l, in, r))
+			return;
 		switch (in) {
-		case IN_TIMER_RENEW:
-			start_renew(l);
-			return;
-		case IN_RENEWED:
-			renewed(l, r);
-			return;
-		case IN_TIMER_DEADLINE:
-			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
-			return;
 		case IN_LEAVE:
 			/* The app is gone (I6): nobody does leader work, release at once. */
 			if (!wanted(l))
@@ -641,16 +653,9 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 		}
 
 	case LK_LOCK_STEPPING_DOWN:
+		if (keep_alive(l, in, r))
+			return;
 		switch (in) {
-		case IN_TIMER_RENEW:
-			start_renew(l);
-			return;
-		case IN_RENEWED:
-			renewed(l, r);
-			return;
-		case IN_TIMER_DEADLINE:
-			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
-			return;
 		case IN_ACK:
 		case IN_LEAVE:
 			if (all_acked(l)) {

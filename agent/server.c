@@ -601,44 +601,48 @@ fail:
 	return rc;
 }
 
-static bool interested(const struct client *c, size_t i)
+/* Send a line to every client `want` picks. send_line may drop a slow client; the walk stays
+ * valid because dropped clients only move to the dead list, which it does not visit. */
+static void send_to(struct lk_server *s, bool (*want)(const struct client *c, size_t i),
+                    size_t i, const char *line, size_t len)
+{
+	struct client *c, *next;
+
+	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (want(c, i))
+			send_line(c, line, len);
+	}
+}
+
+static bool wants_lock(const struct client *c, size_t i)
 {
 	return c->hello && (c->watch_all || c->flags[i]);
 }
 
+static bool said_hello(const struct client *c, size_t i)
+{
+	return c->hello;
+}
+
+static bool asked_to_drain(const struct client *c, size_t i)
+{
+	return c->drainer;
+}
+
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len)
 {
-	struct client *c, *next;
-
-	/* send_line may drop a slow client; the list stays valid because dropped clients only move
-	 * to the dead list, which this loop does not walk. */
-	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
-		next = TAILQ_NEXT(c, link);
-		if (interested(c, lock_index))
-			send_line(c, line, len);
-	}
+	send_to(s, wants_lock, lock_index, line, len);
 }
 
 void lk_server_broadcast(struct lk_server *s, const char *line, size_t len)
 {
-	struct client *c, *next;
-
-	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
-		next = TAILQ_NEXT(c, link);
-		if (c->hello)
-			send_line(c, line, len);
-	}
+	send_to(s, said_hello, 0, line, len);
 }
 
 void lk_server_to_drainers(struct lk_server *s, const char *line, size_t len)
 {
-	struct client *c, *next;
-
-	for (c = TAILQ_FIRST(&s->clients); c; c = next) {
-		next = TAILQ_NEXT(c, link);
-		if (c->drainer)
-			send_line(c, line, len);
-	}
+	send_to(s, asked_to_drain, 0, line, len);
 }
 
 void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg)
