@@ -800,7 +800,10 @@ class Agent:
         return self
 
     def wait_ready(self, timeout=DEFAULT_TIMEOUT):
-        """Wait until the socket accepts a connection (then close that probe connection)."""
+        """Wait until the socket accepts a connection and the agent sends its banner on it
+        (then close that probe connection). A listening socket alone is not enough: the
+        kernel accepts connections as soon as listen() returns, which may be before the agent
+        has finished starting (HTTP listener, signal handlers) and runs its loop."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -808,10 +811,18 @@ class Agent:
                                      % (self.identity, self.proc.returncode, self.tail()))
             if os.path.exists(self.sock_path):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(1.0)
+                s.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
                 try:
                     s.connect(self.sock_path)
-                    return self
+                    data = b""
+                    while b"\n" not in data:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    # A banner, or (full of clients) an ERR: either way the loop runs.
+                    if data.startswith((b"LEASEKEEPER ", b"ERR ")):
+                        return self
                 except OSError:
                     pass
                 finally:
