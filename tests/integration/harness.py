@@ -536,6 +536,151 @@ class _PortTaken(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# etcd
+
+
+class EtcdServer:
+    """A private single-node etcd (3.4) on loopback ports, data in the test's temp dir.
+    call(path, body) POSTs to the JSON gateway (/v3/...); get(key) reads a key's value."""
+
+    def __init__(self, tmpdir, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="etcd-", dir=tmpdir)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.extra_args = list(extra_args)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc = None
+        self.stopped = False
+        self._logf = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.client_port
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "etcd.log")
+
+    def start(self, timeout=DEFAULT_TIMEOUT * 2):
+        for attempt in range(5):
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+                return self
+            except _PortTaken:
+                self.client_port, self.peer_port = free_port(), free_port()
+        raise AssertionError("etcd did not start (ports kept being taken)")
+
+    def _spawn(self):
+        if self._logf:
+            self._logf.close()
+        self._logf = open(self.log_path, "ab")
+        self._log_offset = self._logf.tell()
+        peer = "http://127.0.0.1:%d" % self.peer_port
+        args = [os.environ.get("ETCD") or shutil.which("etcd") or "etcd",
+                "--name", "lk", "--data-dir", self.data_dir,
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", "lk=" + peer, "--initial-cluster-state", "new",
+                "--logger", "zap", "--log-level", "warn"] + self.extra_args
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
+                                     stderr=subprocess.STDOUT, cwd=self.dir)
+        self.stopped = False
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                with open(self.log_path, "rb") as f:
+                    f.seek(self._log_offset)
+                    log = f.read().decode(errors="replace")
+                if "address already in use" in log:
+                    raise _PortTaken()
+                raise AssertionError("etcd exited with %s:\n%s" % (self.proc.returncode,
+                                                                  log[-2000:]))
+            try:
+                if self.call("/v3/kv/range", {"key": _b64("lk-ready-probe")}, timeout=1.0) \
+                        is not None:
+                    return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError("etcd at %s not answering after %.0fs" % (self.url, timeout))
+            time.sleep(0.05)
+
+    def call(self, path, body, timeout=5.0):
+        """POST JSON to the gateway; returns the decoded JSON answer (HTTP errors included)."""
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read().decode() or "{}")
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read().decode() or "{}")
+
+    def get(self, key):
+        """The value of key as text, or None."""
+        r = self.call("/v3/kv/range", {"key": _b64(key)})
+        kvs = r.get("kvs") or []
+        return _unb64(kvs[0].get("value", "")) if kvs else None
+
+    def kv(self, key):
+        """The key's whole record (create_revision, lease...; values as etcd sends them)."""
+        r = self.call("/v3/kv/range", {"key": _b64(key)})
+        kvs = r.get("kvs") or []
+        return kvs[0] if kvs else None
+
+    def put(self, key, value):
+        return self.call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+    def delete(self, key):
+        return self.call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def sigstop(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def sigcont(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.stopped = False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace=5.0):
+        if self.proc is None:
+            return
+        if self.stopped:
+            self.sigcont()
+        _kill_wait(self.proc, signal.SIGTERM, grace)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+
+    def restart(self, wipe=False, timeout=DEFAULT_TIMEOUT * 2):
+        """Stop and start on the same ports; wipe=True loses all data (a new cluster)."""
+        self.stop()
+        if wipe:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._spawn()
+        self._wait_ready(timeout)
+        return self
+
+
+def _b64(s):
+    import base64
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def _unb64(s):
+    import base64
+    return base64.b64decode(s).decode(errors="surrogateescape")
+
+
+# ---------------------------------------------------------------------------------------------
 # TCP proxy
 
 
@@ -1541,6 +1686,12 @@ class LKTestCase(unittest.TestCase):
         r.start()
         self.redises.append(r)
         return r
+
+    def start_etcd(self, extra_args=()):
+        e = EtcdServer(self.tmp, extra_args=extra_args)
+        self.addCleanup(e.stop)
+        e.start()
+        return e
 
     def start_proxy(self, upstream):
         port = upstream.port if hasattr(upstream, "port") else int(upstream)

@@ -10,6 +10,7 @@ script posing as `leasekeeper`) for Agent, AppClient, logs, sanitizer detection 
 import hashlib
 import hmac
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -244,6 +245,25 @@ class TcpProxySelfTest(LKTestCase):
             self.assertEqual(s.recv(10), b"")
         except ConnectionResetError:
             pass
+
+
+@unittest.skipUnless(shutil.which("etcd"), "etcd not installed")
+class EtcdServerSelfTest(LKTestCase):
+    def test_start_put_get_restart_and_wipe(self):
+        e = self.start_etcd()
+        self.assertIsNone(e.get("leasekeeper/x"))
+        e.put("leasekeeper/x", "pod-a:1")
+        self.assertEqual(e.get("leasekeeper/x"), "pod-a:1")
+        self.assertIn("create_revision", e.kv("leasekeeper/x"))
+        e.restart()
+        self.assertEqual(e.get("leasekeeper/x"), "pod-a:1")
+        e.restart(wipe=True)
+        self.assertIsNone(e.get("leasekeeper/x"))
+        e.sigstop()
+        with self.assertRaises(OSError):
+            e.call("/v3/kv/range", {"key": "eA=="}, timeout=0.5)
+        e.sigcont()
+        self.assertIsNone(e.get("leasekeeper/x"))
 
 
 class UtilitiesSelfTest(unittest.TestCase):
