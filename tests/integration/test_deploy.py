@@ -1,0 +1,306 @@
+"""deploy/ and the Dockerfile, checked offline.
+
+- Every kustomization under deploy/ is rendered and each object validated against the
+  Kubernetes schemas (npm: kubernetes-models, yaml) by tests/deploy/validate.mjs, which also
+  asserts the leasekeeper invariants (native sidecar layout, shared emptyDir, preStop drain,
+  grace period vs shutdown_timeout, probes, mounts of the config and secrets) and runs
+  `$LK_BIN check-config` on the ConfigMap's config.
+- validate.mjs is shown to catch mistakes: each of a list of small breakages of a copy of
+  deploy/ must make it fail with the expected message.
+- The Dockerfile is read (no Docker engine is needed): its runtime stage installs the package of
+  every shared library the agent links, its build stage the -dev package of every pkg-config
+  module the Makefile uses, and it runs as a numeric non-root user.
+
+The npm packages are installed once into tests/deploy/node_modules (`npm ci`, pinned by
+tests/deploy/package-lock.json) and reused while package.json and the lock are unchanged.
+Skipped only when `node` is not installed (Debian: apt-get install nodejs npm).
+"""
+
+import concurrent.futures
+import fcntl
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from harness import REPO_ROOT, lk_bin
+
+DEPLOY_TESTS = os.path.join(REPO_ROOT, "tests", "deploy")
+VALIDATE = os.path.join(DEPLOY_TESTS, "validate.mjs")
+NODE_MODULES = os.path.join(DEPLOY_TESTS, "node_modules")
+STAMP = os.path.join(NODE_MODULES, ".leasekeeper-install-stamp")
+
+
+def node_modules_ready():
+    """Install the pinned npm packages unless the same install is already there."""
+    h = hashlib.sha256()
+    for name in ("package.json", "package-lock.json"):
+        with open(os.path.join(DEPLOY_TESTS, name), "rb") as f:
+            h.update(f.read())
+    h.update(subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.encode())
+    want = h.hexdigest()
+    lock_path = os.path.join(tempfile.gettempdir(), "leasekeeper-deploy-npm.lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once install only once
+        try:
+            with open(STAMP) as f:
+                if f.read().strip() == want:
+                    return
+        except OSError:
+            pass
+        npm = shutil.which("npm")
+        if not npm:
+            raise AssertionError("node is installed but npm is not (Debian: apt-get install npm)")
+        print("test_deploy: npm ci in tests/deploy (once)", file=sys.stderr, flush=True)
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=DEPLOY_TESTS,
+                           capture_output=True, text=True, timeout=600,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise AssertionError("npm ci failed in tests/deploy:\n%s%s" % (r.stdout, r.stderr))
+        with open(STAMP, "w") as f:
+            f.write(want + "\n")
+
+
+def run_validate(repo, extra_env=None):
+    env = dict(os.environ)
+    env["LK_BIN"] = lk_bin()
+    env.update(extra_env or {})
+    r = subprocess.run(["node", VALIDATE, "--repo", repo, "--lk-bin", lk_bin()],
+                       capture_output=True, text=True, timeout=300, env=env,
+                       stdin=subprocess.DEVNULL)
+    m = re.search(r"^RESULT (.*)$", r.stdout, re.M)
+    result = json.loads(m.group(1)) if m else None
+    return r.returncode, r.stdout + r.stderr, result
+
+
+class DeployManifests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        if not shutil.which("node"):
+            msg = ("test_deploy: skipped: `node` is not installed, so the manifests under deploy/ "
+                   "cannot be validated (Debian: apt-get install nodejs npm)")
+            print(msg, file=sys.stderr, flush=True)
+            raise unittest.SkipTest(msg)
+        node_modules_ready()
+
+    def test_manifests_valid_and_invariants_hold(self):
+        rc, out, result = run_validate(REPO_ROOT)
+        self.assertEqual(rc, 0, "validate.mjs failed:\n" + out)
+        self.assertIsNotNone(result, "no RESULT line:\n" + out)
+        self.assertEqual(result["failures"], 0, out)
+        ks = result["kustomizations"]
+        self.assertEqual(sorted(ks), ["deploy/base", "deploy/classic-sidecar"])
+        self.assertEqual(ks["deploy/base"]["mode"], "native")
+        self.assertEqual(ks["deploy/classic-sidecar"]["mode"], "classic")
+        for name, info in ks.items():
+            for want in ("Deployment/", "ConfigMap/", "Secret/"):
+                self.assertTrue(any(o.startswith(want) for o in info["objects"]),
+                                "%s renders no %s: %s" % (name, want, info["objects"]))
+            print("%s: %d objects, kubectl kustomize: %s"
+                  % (name, len(info["objects"]), info["kubectl"]), file=sys.stderr)
+        self.assertGreaterEqual(result["objects_validated"], 6)
+        # check-config really ran on both renderings' config.
+        self.assertEqual(len(result["check_config"]), 2, out)
+        for c in result["check_config"]:
+            self.assertIn(": ok (", c["output"])
+
+    # (file under deploy/, text to replace, replacement, expected in validate.mjs's output)
+    MUTATIONS = [
+        ("base/deployment.yaml", "readinessProbe:", "readinesProbe:",
+         "readinesProbe: unknown field"),
+        ("base/deployment.yaml", "replicas: 3", 'replicas: "3"', "must be integer"),
+        ("base/deployment.yaml", "          restartPolicy: Always\n", "",
+         "the agent needs restartPolicy: Always"),
+        ("base/deployment.yaml", "terminationGracePeriodSeconds: 30",
+         "terminationGracePeriodSeconds: 26", "terminationGracePeriodSeconds (26s) < shutdown_timeout"),
+        ("base/deployment.yaml", '"drain", "--timeout"', '"drian", "--timeout"', "preStop must run"),
+        ("base/deployment.yaml", "path: /readyz", "path: /ready",
+         "readinessProbe must be httpGet /readyz"),
+        ("base/deployment.yaml", "defaultMode: 288  # 0440 (octal", "defaultMode: 0440  # (octal",
+         "reads differently as YAML 1.1 and 1.2"),
+        ("base/deployment.yaml", "- key: redis-password", "- key: redis-pasword",
+         "has no key redis-pasword"),
+        ("base/deployment.yaml", "              mountPath: /run/leasekeeper\n              readOnly: true",
+         "              mountPath: /run/lk\n              readOnly: true",
+         "must mount the agent's emptyDir at /run/leasekeeper"),
+        ("base/deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false",
+         "readOnlyRootFilesystem"),
+        ("base/deployment.yaml", "fieldPath: metadata.name", "fieldPath: metadata.namespace",
+         "POD_NAME must come from metadata.name"),
+        ("base/configmap.yaml", "    log_format: json\n", "    log_format: json\n    log_fromat: json\n",
+         "check-config failed"),
+        ("base/configmap.yaml", '"0.0.0.0:9440"', '"127.0.0.1:9440"', "http_listen"),
+        ("base/configmap.yaml", "stepdown_timeout: 15s", "stepdown_timeout: 22s",
+         "stepdown_timeout + release_timeout"),
+        ("base/secret.yaml", "0123456789abcdef\"", "0123456789abcde\"", "is not 64 hex characters"),
+        ("base/kustomization.yaml", "kind: Kustomization\n", "kind: Kustomization\nnamePrefix: x-\n",
+         "not supported by validate.mjs"),
+        ("classic-sidecar/sidecar-as-container.yaml", "value: leasekeeper", "value: agent",
+         "test failed"),
+    ]
+
+    def test_validator_catches_mistakes(self):
+        """Each breakage of a copy of deploy/ must fail validate.mjs with its own message."""
+        def one(mutation):
+            rel, old, new, expect = mutation
+            with tempfile.TemporaryDirectory(prefix="lk-deploy-mut-") as tmp:
+                shutil.copytree(os.path.join(REPO_ROOT, "deploy"), os.path.join(tmp, "deploy"))
+                path = os.path.join(tmp, "deploy", rel)
+                with open(path) as f:
+                    text = f.read()
+                if old not in text:
+                    return mutation, None, "mutation no longer applies: %r not in deploy/%s" % (old, rel)
+                with open(path, "w") as f:
+                    f.write(text.replace(old, new, 1))
+                # kubectl's rendering is covered above; here only validate.mjs is under test.
+                rc, out, _ = run_validate(tmp, {"LK_DEPLOY_KUBECTL": "0"})
+                return mutation, rc, out
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+            results = list(ex.map(one, self.MUTATIONS))
+        for (rel, old, new, expect), rc, out in results:
+            with self.subTest(file=rel, mutation=new.strip()[:40]):
+                self.assertIsNotNone(rc, out)
+                self.assertNotEqual(rc, 0, "validate.mjs accepted %s with %r -> %r:\n%s"
+                                    % (rel, old, new, out))
+                self.assertIn(expect, out)
+
+
+def dockerfile_stages(text):
+    """[(FROM line, [instructions])], continuation lines joined, comments dropped."""
+    stages, cur = [], None
+    logical = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines()
+                                             if not l.lstrip().startswith("#")))
+    for line in logical.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.upper().startswith("FROM "):
+            cur = (line, [])
+            stages.append(cur)
+        elif cur is not None:
+            cur[1].append(line)
+    return stages
+
+
+def apt_installed(instructions):
+    pkgs = set()
+    for ins in instructions:
+        for m in re.finditer(r"apt-get install ([^&;|]*)", ins):
+            pkgs.update(w for w in m.group(1).split() if not w.startswith("-"))
+    return pkgs
+
+
+def package_of(path):
+    """The Debian package that owns path (trying the /usr-merged spellings), or None."""
+    real = os.path.realpath(path)
+    for p in dict.fromkeys([path, real, real.replace("/usr/lib/", "/lib/", 1)]):
+        r = subprocess.run(["dpkg-query", "-S", p], capture_output=True, text=True)
+        if r.returncode == 0:
+            return r.stdout.split(":", 1)[0].strip()
+    return None
+
+
+class Dockerfile(unittest.TestCase):
+    """What can be checked of the image without a Docker engine."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+            cls.text = f.read()
+        cls.stages = dockerfile_stages(cls.text)
+        with open(os.path.join(REPO_ROOT, "Makefile")) as f:
+            cls.makefile = f.read()
+
+    def test_layout(self):
+        self.assertEqual(len(self.stages), 2, [s[0] for s in self.stages])
+        build, runtime = self.stages
+        self.assertRegex(build[0], r"AS build$")
+        self.assertIn("ARG DEBIAN_BUILD_IMAGE=debian:bookworm\n", self.text)
+        self.assertIn("ARG DEBIAN_RUNTIME_IMAGE=debian:bookworm-slim\n", self.text)
+        self.assertTrue(any("make" in i and " all" in i for i in build[1] if i.startswith("RUN")))
+        rt = runtime[1]
+        self.assertIn('ENTRYPOINT ["leasekeeper"]', rt)
+        self.assertIn('CMD ["agent", "-c", "/etc/leasekeeper/config.yaml"]', rt)
+        self.assertIn("USER 65532:65532", rt)  # numeric: runAsNonRoot can verify it
+        copies = " ".join(i for i in rt if i.startswith("COPY --from=build"))
+        for b in ("leasekeeper", "leasekeeper-static"):
+            self.assertRegex(copies, r"/out/%s\b" % re.escape(b))
+        self.assertTrue(copies.rstrip().endswith("/usr/local/bin/"), copies)
+        # `make all` must build the static client the image ships.
+        all_line = re.search(r"^all:(.*)$", self.makefile, re.M).group(1)
+        self.assertIn("leasekeeper-static", all_line)
+
+    def test_runtime_libraries(self):
+        """The runtime stage installs the package of every library the agent links."""
+        if not (shutil.which("readelf") and shutil.which("dpkg-query")):
+            self.skipTest("needs readelf and dpkg-query (a Debian build machine)")
+        binary = lk_bin()
+        r = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True)
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.stdout)
+        self.assertTrue(needed, r.stdout)
+        installed = apt_installed(self.stages[1][1])
+        ldconfig = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        for lib in needed:
+            if re.match(r"lib(a|ub|l|t)san\.|libc\.so|libm\.so|libgcc_s\.so|libstdc\+\+", lib):
+                continue  # the sanitizer runtimes (test builds) and what every image has
+            m = re.search(r"^\s*%s \(libc6,x86-64[^)]*\) => (\S+)$" % re.escape(lib), ldconfig, re.M) \
+                or re.search(r"^\s*%s \([^)]*\) => (\S+)$" % re.escape(lib), ldconfig, re.M)
+            self.assertIsNotNone(m, "%s not found by ldconfig" % lib)
+            pkg = package_of(m.group(1))
+            self.assertIsNotNone(pkg, "no package owns %s" % m.group(1))
+            pkg = pkg.split(":")[0]
+            self.assertIn(pkg, installed, "the agent links %s (package %s) but the runtime stage "
+                          "does not install it" % (lib, pkg))
+
+    def test_build_dependencies(self):
+        """The build stage installs the -dev package of every pkg-config module the Makefile uses."""
+        if not (shutil.which("pkg-config") and shutil.which("dpkg-query")):
+            self.skipTest("needs pkg-config and dpkg-query (a Debian build machine)")
+        mods = re.search(r"^PKGS\s*:?=\s*(.*)$", self.makefile, re.M).group(1).split()
+        installed = apt_installed(self.stages[0][1])
+        for mod in mods:
+            r = subprocess.run(["pkg-config", "--path", mod], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, "pkg-config does not know %s" % mod)
+            pkg = package_of(r.stdout.strip())
+            self.assertIsNotNone(pkg, r.stdout)
+            self.assertIn(pkg.split(":")[0], installed,
+                          "the Makefile uses %s (package %s); the build stage does not install it"
+                          % (mod, pkg))
+        for pkg in ("build-essential", "pkg-config"):
+            self.assertIn(pkg, installed)
+
+    def test_dockerignore_keeps_the_sources(self):
+        with open(os.path.join(REPO_ROOT, ".dockerignore")) as f:
+            patterns = [l.strip().lstrip("/") for l in f
+                        if l.strip() and not l.startswith("#") and not l.startswith("!")]
+        r = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True)
+        files = [f for f in r.stdout.split() if re.match(r"(agent|locks|proto|examples)/|Makefile$", f)]
+        self.assertIn("Makefile", files)
+
+        def ignored(path):
+            parts = path.split("/")
+            prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            for p in patterns:
+                p = p.rstrip("/")
+                if p.startswith("**/"):
+                    if any(fnmatch.fnmatch(part, p[3:]) for part in parts):
+                        return True
+                elif any(fnmatch.fnmatch(pre, p) for pre in prefixes):
+                    return True
+            return False
+
+        self.assertEqual([f for f in files if ignored(f)], [])
+        for must in ("build", ".git", "leasekeeper"):
+            self.assertTrue(ignored(must), "%s should be kept out of the build context" % must)
+
+
+if __name__ == "__main__":
+    unittest.main()
