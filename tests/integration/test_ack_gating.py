@@ -101,6 +101,26 @@ class AckGatingTest(LKTestCase):
         self.assertEqual(s.get("exit_reason"), "stepdown_timeout")
         self.assertEqual((s.get("released"), s.get("expired"), s.get("failed")), (0, 1, 0))
 
+    def test_shutdown_timeout_bounds_the_drain_and_releases_nothing(self):
+        a = self.start_agent("pod-a", self.redis, shutdown_timeout="2s",
+                             locks=[lock_config("x", ttl="3s", stepdown_timeout="5s")])
+        app, lead = self.leader_app(a)
+        t0 = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        app.expect("STEPDOWN", "x", token=lead.token)
+        # The app never ACKs; the stepdown timeout (5s) is beyond the shutdown timeout (2s).
+        self.assertEqual(a.wait(15), 1)
+        elapsed = time.monotonic() - t0
+        self.assertGreaterEqual(elapsed, 1.8, "exited before shutdown_timeout")
+        self.assertLess(elapsed, 4.5, "shutdown_timeout must bound the drain")
+        app.until_eof(timeout=5)
+        s = a.drain_summary()
+        self.assertEqual(s.get("exit_reason"), "shutdown_timeout")
+        self.assertIn(self.redis.get(KEY), (a.value(lead.token), None))
+        self.mon.sync(self.redis)
+        self.assertEqual(self.mon.dels(KEY), [], "a lock whose app did not step down is "
+                                                 "never released")
+
     def test_drain_requester_is_told_expired(self):
         a = self.start_agent("pod-a", self.redis,
                              locks=[lock_config("x", ttl="3s", stepdown_timeout="1s")])
