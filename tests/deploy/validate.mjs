@@ -88,11 +88,15 @@ const KUSTOMIZATION_FIELDS = new Set(["apiVersion", "kind", "resources", "patche
 const PATCH_FIELDS = new Set(["path", "target"]);
 const TARGET_FIELDS = new Set(["group", "version", "kind", "name"]);
 
+const KUSTOMIZATION_NAMES = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
 function render(dir, repo, seen = new Set()) {
-  const where = path.relative(repo, path.join(dir, "kustomization.yaml"));
+  const kfile = KUSTOMIZATION_NAMES.map((n) => path.join(dir, n)).find((f) => fs.existsSync(f));
+  if (!kfile) throw new Error(`${path.relative(repo, dir)}: no kustomization.yaml`);
+  const where = path.relative(repo, kfile);
   if (seen.has(dir)) throw new Error(`${where}: resource cycle`);
   seen.add(dir);
-  const [k] = readYamlFile(path.join(dir, "kustomization.yaml"), repo);
+  const [k] = readYamlFile(kfile, repo);
   if (!k || k.kind !== "Kustomization") throw new Error(`${where}: not a Kustomization`);
   for (const f of Object.keys(k))
     if (!KUSTOMIZATION_FIELDS.has(f))
@@ -101,7 +105,7 @@ function render(dir, repo, seen = new Set()) {
   let objs = [];
   for (const r of k.resources || []) {
     const p = path.join(dir, r);
-    if (fs.statSync(p).isDirectory()) objs.push(...render(p, repo, seen));
+    if (fs.statSync(p).isDirectory()) objs.push(...render(p, repo, new Set(seen)));
     else objs.push(...readYamlFile(p, repo));
   }
   for (const [i, pt] of (k.patches || []).entries()) {
@@ -503,8 +507,7 @@ function findKustomizations(dir, repo, out = []) {
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) findKustomizations(p, repo, out);
-    else if (e.name === "kustomization.yaml" || e.name === "kustomization.yml" || e.name === "Kustomization")
-      out.push(path.relative(repo, dir));
+    else if (KUSTOMIZATION_NAMES.includes(e.name)) out.push(path.relative(repo, dir));
   }
   return out.sort();
 }
