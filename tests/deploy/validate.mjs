@@ -328,6 +328,27 @@ function checkDeployment(dep, objs, mode, where, lkBin) {
 
   check(dep.spec.replicas === 3, `replicas is ${dep.spec.replicas}, want 3`);
 
+  // A few of the API server's own rules, which the OpenAPI schemas do not express.
+  const labels = dep.spec.template.metadata?.labels || {};
+  check(Object.entries(dep.spec.selector?.matchLabels || {}).every(([k, v]) => labels[k] === v),
+        "spec.selector does not match the pod template's labels");
+  const all = [...inits, ...mains];
+  const dup = (xs) => xs.filter((x, i) => xs.indexOf(x) !== i);
+  check(!dup(all.map((c) => c.name)).length, `container names repeat: ${dup(all.map((c) => c.name))}`);
+  check(!dup((spec.volumes || []).map((v) => v.name)).length, "volume names repeat");
+  for (const c of all) {
+    for (const m of c.volumeMounts || [])
+      check((spec.volumes || []).some((v) => v.name === m.name), `container ${c.name} mounts undefined volume ${m.name}`);
+    for (const p of c.ports || [])
+      check(!p.name || /^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/.test(p.name), `container ${c.name}: bad port name ${p.name}`);
+    const sidecar = inits.includes(c) && c.restartPolicy === "Always";
+    if (inits.includes(c) && !sidecar)
+      check(!c.startupProbe && !c.readinessProbe && !c.livenessProbe && !c.lifecycle,
+            `init container ${c.name}: probes and lifecycle hooks need restartPolicy: Always`);
+    check(c.restartPolicy === undefined || (inits.includes(c) && c.restartPolicy === "Always"),
+          `container ${c.name}: restartPolicy is only for init containers, and only Always`);
+  }
+
   // The agent: native (init container, restartPolicy Always) or classic (first container).
   const agents = [...inits, ...mains].filter(isAgent);
   if (!check(agents.length === 1, `want exactly one agent container (args containing "agent"), found ${agents.length}`)) return;
