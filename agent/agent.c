@@ -420,6 +420,18 @@ static int agent_start(struct lk_agent *a)
 		LK_LOG(LK_ERROR, "out of memory");
 		return -ENOMEM;
 	}
+	/* Signals first: a SIGTERM that arrives once the socket is visible must start a drain,
+	 * not kill the process with its default action. libevent holds it until the loop runs. */
+	a->sig_term = evsignal_new(a->base, SIGTERM, on_sigterm, a);
+	a->sig_int = evsignal_new(a->base, SIGINT, on_sigterm, a);
+	a->sig_quit = evsignal_new(a->base, SIGQUIT, on_sigquit, a);
+	a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
+	if (!a->sig_term || !a->sig_int || !a->sig_quit || !a->shutdown_timer ||
+	    evsignal_add(a->sig_term, NULL) < 0 || evsignal_add(a->sig_int, NULL) < 0 ||
+	    evsignal_add(a->sig_quit, NULL) < 0) {
+		LK_LOG(LK_ERROR, "cannot set up signal handling");
+		return -EIO;
+	}
 	if (cfg->auth_key_file &&
 	    lk_auth_load_key(cfg->auth_key_file, key, err, sizeof(err)) < 0) {
 		LK_LOG(LK_ERROR, "cannot load the auth key", LKF_STR("error", err));
@@ -454,16 +466,6 @@ static int agent_start(struct lk_agent *a)
 			LK_LOG(LK_ERROR, "cannot serve HTTP", LKF_STR("error", err));
 			return rc;
 		}
-	}
-	a->sig_term = evsignal_new(a->base, SIGTERM, on_sigterm, a);
-	a->sig_int = evsignal_new(a->base, SIGINT, on_sigterm, a);
-	a->sig_quit = evsignal_new(a->base, SIGQUIT, on_sigquit, a);
-	a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
-	if (!a->sig_term || !a->sig_int || !a->sig_quit || !a->shutdown_timer ||
-	    evsignal_add(a->sig_term, NULL) < 0 || evsignal_add(a->sig_int, NULL) < 0 ||
-	    evsignal_add(a->sig_quit, NULL) < 0) {
-		LK_LOG(LK_ERROR, "cannot set up signal handling");
-		return -EIO;
 	}
 	return 0;
 }
