@@ -20,7 +20,7 @@ SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 endif
 
 PROTO_SRC := proto/codec.c proto/auth.c proto/client.c
-LOCKS_SRC := locks/backend.c locks/redis.c
+LOCKS_SRC := locks/backend.c locks/redis.c locks/etcd.c locks/etcd_json.c
 AGENT_SRC := agent/agent.c agent/config.c agent/duration.c agent/lock.c agent/log.c \
              agent/server.c agent/cli.c agent/run.c \
              agent/http.c agent/metrics.c
@@ -35,10 +35,12 @@ CLIENT_LIB := $(BUILD)/libleasekeeper.a
 CORE_LIB   := $(BUILD)/libleasekeeper-core.a
 BIN        := $(BUILD)/leasekeeper
 
-UNIT_TESTS := check_codec check_auth check_client check_duration check_config check_lock check_redis
+UNIT_TESTS := check_codec check_auth check_client check_duration check_config check_lock check_redis \
+              check_etcd_json check_etcd
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-# Debian packages needed to build, test and run the demo.
+# Debian packages needed to build, test and run the demo. Node.js (for validating deploy/
+# offline) comes from Debian only when no node is installed at all.
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
             prometheus
@@ -80,6 +82,8 @@ T_check_duration := agent/duration.o
 T_check_config   := agent/config.o agent/duration.o
 T_check_lock     := agent/lock.o agent/log.o proto/codec.o
 T_check_redis    := locks/backend.o locks/redis.o tests/harness.o
+T_check_etcd_json := locks/etcd_json.o
+T_check_etcd     := locks/backend.o locks/redis.o locks/etcd.o locks/etcd_json.o tests/harness.o
 T_check_client   := proto/client.o proto/auth.o proto/codec.o
 
 .SECONDARY:
@@ -96,6 +100,7 @@ $(BUILD)/examples/app: examples/app.c $(CLIENT_LIB) proto/client.h proto/codec.h
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
