@@ -29,9 +29,7 @@ int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
 	case LK_BACKEND_REDIS:
 		return lk_redis_new(base, cfg, hooks, ret, err, errlen);
 	case LK_BACKEND_ETCD:
-		if (err && errlen)
-			snprintf(err, errlen, "etcd backend not available yet");
-		return -ENOTSUP;
+		return lk_etcd_new(base, cfg, hooks, ret, err, errlen);
 	}
 	if (err && errlen)
 		snprintf(err, errlen, "unknown backend type %d", (int)cfg->type);

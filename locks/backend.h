@@ -113,6 +113,9 @@ struct lk_backend *lk_backend_free(struct lk_backend *b);
 int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
                  const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                  char *err, size_t errlen);
+int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
+                const struct lk_backend_hooks *hooks, struct lk_backend **ret,
+                char *err, size_t errlen);
 
 /* Backoff shared by all backends: delay before attempt `attempt` (0-based) between base_ms and
  * cap_ms, doubling, with "equal jitter" (half fixed, half random) so that replicas that lost

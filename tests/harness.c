@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
 
 #define LK_TEST_START_TRIES     5     /* fresh ports to try when one turns out to be taken */
 #define LK_TEST_READY_MS        10000 /* a server that is not answering by then is broken */
@@ -52,25 +56,18 @@ static long long lk_test_now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int lk_test_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)remove(path);
+	return 0;
+}
+
+/* Remove a directory and everything under it (etcd's data directory has subdirectories). */
 static void lk_test_rmdir(const char *dir)
 {
-	char path[600];
-	struct dirent *de;
-	DIR *d;
-
 	if (!dir[0])
 		return;
-	d = opendir(dir);
-	if (d) {
-		while ((de = readdir(d))) {
-			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-			unlink(path);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
+	(void)nftw(dir, lk_test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Stop a process for good: SIGTERM (with SIGCONT, in case it is frozen), then SIGKILL. */
@@ -358,6 +355,9 @@ void lk_test_server_stop(struct lk_test_server *s)
 	lk_test_free_args(s);
 }
 
+static int lk_test_etcd_spawn(struct lk_test_server *s);
+static int lk_test_etcd_wait(struct lk_test_server *s, long long until);
+
 int lk_test_server_restart(struct lk_test_server *s)
 {
 	long long until = lk_test_now_ms() + LK_TEST_READY_MS;
@@ -368,15 +368,35 @@ int lk_test_server_restart(struct lk_test_server *s)
 		lk_test_untrack(s->pid);
 		s->pid = 0;
 	}
-	/* Same port on purpose: clients reconnect to where they were. Redis binds with
+	/* Same port on purpose: clients reconnect to where they were. Both servers bind with
 	 * SO_REUSEADDR, so only a stranger taking the port in between can make this fail. */
 	do {
-		rc = lk_test_redis_spawn(s);
+		if (s->kind == LK_TEST_SERVER_ETCD) {
+			rc = lk_test_etcd_spawn(s);
+			if (rc == 0)
+				rc = lk_test_etcd_wait(s, until);
+		} else {
+			rc = lk_test_redis_spawn(s);
+		}
 		if (rc != -EADDRINUSE)
 			break;
 		lk_test_sleep_ms(50);
 	} while (lk_test_now_ms() < until);
 	return rc;
+}
+
+int lk_test_server_kill(struct lk_test_server *s)
+{
+	int status;
+
+	if (s->pid <= 0)
+		return -ESRCH;
+	kill(s->pid, SIGKILL);
+	while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	lk_test_untrack(s->pid);
+	s->pid = 0;
+	return 0;
 }
 
 int lk_test_server_sigstop(struct lk_test_server *s)
@@ -455,4 +475,522 @@ char *lk_test_redis_get(const struct lk_test_server *s, const char *key)
 	if (rep)
 		freeReplyObject(rep);
 	return v;
+}
+
+/* ---- etcd ----------------------------------------------------------------------------- */
+
+#define LK_TEST_ETCD_HTTP_TIMEOUT_MS 2000
+#define LK_TEST_ETCD_MAX_BODY        (1024 * 1024)
+#define LK_TEST_ETCD_MAX_ARGV        48
+#define LK_TEST_PATH_MAX             400   /* a directory (256) and a file name */
+
+struct lk_test_buf {
+	char *data;
+	size_t len;
+};
+
+static size_t lk_test_buf_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct lk_test_buf *b = arg;
+	size_t n = size * nmemb;
+	char *p;
+
+	if (b->len + n > LK_TEST_ETCD_MAX_BODY)
+		return 0;
+	p = realloc(b->data, b->len + n + 1);
+	if (!p)
+		return 0;
+	memcpy(p + b->len, data, n);
+	b->data = p;
+	b->len += n;
+	b->data[b->len] = '\0';
+	return n;
+}
+
+/* One blocking HTTP request to the member: GET when json is NULL, else POST. */
+static char *lk_test_http(const struct lk_test_server *s, const char *path, const char *json,
+                          const char *token, long *http)
+{
+	char url[400], ca[LK_TEST_PATH_MAX], cert[LK_TEST_PATH_MAX], key[LK_TEST_PATH_MAX], auth[700];
+	struct lk_test_buf b = { NULL, 0 };
+	struct curl_slist *h = NULL;
+	CURLcode res;
+	CURL *c = curl_easy_init();
+
+	if (!c)
+		return NULL;
+	snprintf(url, sizeof(url), "%s%s", s->address, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)LK_TEST_ETCD_HTTP_TIMEOUT_MS);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, lk_test_buf_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	if (s->tls) {
+		lk_test_server_path(s, "ca.pem", ca, sizeof(ca));
+		lk_test_server_path(s, "client.pem", cert, sizeof(cert));
+		lk_test_server_path(s, "client-key.pem", key, sizeof(key));
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+		curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+		curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+	}
+	if (json) {
+		h = curl_slist_append(h, "Content-Type: application/json");
+		if (token) {
+			snprintf(auth, sizeof(auth), "Authorization: %s", token);
+			h = curl_slist_append(h, auth);
+		}
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+	}
+	res = curl_easy_perform(c);
+	if (http)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	if (res != CURLE_OK) {
+		free(b.data);
+		return NULL;
+	}
+	return b.data ? b.data : strdup("");
+}
+
+static bool lk_test_etcd_healthy(const struct lk_test_server *s)
+{
+	char *body = lk_test_http(s, "/health", NULL, NULL, NULL);
+	bool ok = body && strstr(body, "\"health\":\"true\"");
+
+	free(body);
+	return ok;
+}
+
+char *lk_test_etcd_post(const struct lk_test_server *s, const char *path, const char *json,
+                        long *http)
+{
+	json_t *req, *rep = NULL;
+	char *body, *auth, *token = NULL;
+
+	if (s->password[0]) {
+		req = json_pack("{s:s, s:s}", "name", "root", "password", s->password);
+		auth = req ? json_dumps(req, JSON_COMPACT) : NULL;
+		json_decref(req);
+		body = auth ? lk_test_http(s, "/v3/auth/authenticate", auth, NULL, NULL) : NULL;
+		free(auth);
+		if (body)
+			rep = json_loads(body, 0, NULL);
+		free(body);
+		if (json_is_string(json_object_get(rep, "token")))
+			token = strdup(json_string_value(json_object_get(rep, "token")));
+		json_decref(rep);
+		if (!token)
+			return NULL;
+	}
+	body = lk_test_http(s, path, json, token, http);
+	free(token);
+	return body;
+}
+
+/* Run argv; its stdout into out[cap] (if out), its stderr appended to the server's log. */
+static int lk_test_run(const struct lk_test_server *s, const char *const *argv, char *out,
+                       size_t cap)
+{
+	char logfile[LK_TEST_PATH_MAX];
+	pid_t parent = getpid(), pid;
+	size_t n = 0;
+	int fds[2], status;
+	ssize_t got;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	snprintf(logfile, sizeof(logfile), "%s/commands.log", s->dir);
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -errno;
+	}
+	if (pid == 0) {
+		int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		int devnull = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		dup2(fds[1], 1);
+		if (log >= 0)
+			dup2(log, 2);
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	for (;;) {
+		char sink[4096];
+		char *dst = out && n + 1 < cap ? out + n : sink;
+		size_t room = out && n + 1 < cap ? cap - 1 - n : sizeof(sink);
+
+		got = read(fds[0], dst, room);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		if (dst != sink)
+			n += (size_t)got;
+	}
+	close(fds[0]);
+	if (out && cap)
+		out[n] = '\0';
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -ECHILD;
+}
+
+int lk_test_server_path(const struct lk_test_server *s, const char *name, char *path,
+                        size_t pathcap)
+{
+	if ((size_t)snprintf(path, pathcap, "%s/%s", s->dir, name) >= pathcap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* A key and a certificate: self-signed as a CA when ca is NULL, else signed by ca (the base
+ * name of a CA made before) with the given extensions. */
+static int lk_test_make_cert(const struct lk_test_server *s, const char *name, const char *cn,
+                             const char *ca, const char *ext)
+{
+	char key[LK_TEST_PATH_MAX], crt[LK_TEST_PATH_MAX], csr[LK_TEST_PATH_MAX], extfile[LK_TEST_PATH_MAX], ca_crt[LK_TEST_PATH_MAX], ca_key[LK_TEST_PATH_MAX], serial[LK_TEST_PATH_MAX];
+	char subj[128], fname[64];
+	int rc;
+
+	snprintf(fname, sizeof(fname), "%s-key.pem", name);
+	lk_test_server_path(s, fname, key, sizeof(key));
+	snprintf(fname, sizeof(fname), "%s.pem", name);
+	lk_test_server_path(s, fname, crt, sizeof(crt));
+	snprintf(subj, sizeof(subj), "/CN=%s", cn);
+	if (!ca) {
+		const char *const argv[] = {
+			"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+			"ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
+			"-days", "2", "-subj", subj,
+			"-addext", "basicConstraints=critical,CA:TRUE",
+			"-addext", "keyUsage=critical,keyCertSign,cRLSign", NULL,
+		};
+
+		return lk_test_run(s, argv, NULL, 0) == 0 ? 0 : -EIO;
+	}
+
+	snprintf(fname, sizeof(fname), "%s.csr", name);
+	lk_test_server_path(s, fname, csr, sizeof(csr));
+	snprintf(fname, sizeof(fname), "%s.ext", name);
+	rc = lk_test_server_write_file(s, fname, ext, extfile, sizeof(extfile));
+	if (rc < 0)
+		return rc;
+	snprintf(fname, sizeof(fname), "%s.pem", ca);
+	lk_test_server_path(s, fname, ca_crt, sizeof(ca_crt));
+	snprintf(fname, sizeof(fname), "%s-key.pem", ca);
+	lk_test_server_path(s, fname, ca_key, sizeof(ca_key));
+	snprintf(fname, sizeof(fname), "%s.srl", ca);
+	lk_test_server_path(s, fname, serial, sizeof(serial));
+	{
+		const char *const req[] = {
+			"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+			"-nodes", "-keyout", key, "-out", csr, "-subj", subj, NULL,
+		};
+		const char *const sign[] = {
+			"openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+			"-CAserial", serial, "-CAcreateserial", "-out", crt, "-days", "2",
+			"-extfile", extfile, NULL,
+		};
+
+		if (lk_test_run(s, req, NULL, 0) != 0 || lk_test_run(s, sign, NULL, 0) != 0)
+			return -EIO;
+	}
+	return 0;
+}
+
+static int lk_test_make_certs(const struct lk_test_server *s)
+{
+	static const char server_ext[] = "subjectAltName=IP:127.0.0.1\n"
+	                                 "extendedKeyUsage=serverAuth,clientAuth\n"
+	                                 "basicConstraints=CA:FALSE\n";
+	static const char client_ext[] = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n";
+	int rc;
+
+	if ((rc = lk_test_make_cert(s, "ca", "lk-test-ca", NULL, NULL)) < 0 ||
+	    (rc = lk_test_make_cert(s, "server", "127.0.0.1", "ca", server_ext)) < 0 ||
+	    (rc = lk_test_make_cert(s, "client", "lk-test-client", "ca", client_ext)) < 0 ||
+	    (rc = lk_test_make_cert(s, "other-ca", "lk-test-other-ca", NULL, NULL)) < 0 ||
+	    (rc = lk_test_make_cert(s, "other-client", "lk-test-client", "other-ca",
+	                            client_ext)) < 0)
+		return rc;
+	return 0;
+}
+
+/* Fork and exec etcd for s; does not wait for it (a cluster's members need each other). */
+static int lk_test_etcd_spawn(struct lk_test_server *s)
+{
+	char data[LK_TEST_PATH_MAX], client[64], peer[64], logfile[LK_TEST_PATH_MAX], cert[LK_TEST_PATH_MAX], key[LK_TEST_PATH_MAX], ca[LK_TEST_PATH_MAX];
+	const char *argv[LK_TEST_ETCD_MAX_ARGV + LK_TEST_MAX_ARGS];
+	pid_t parent = getpid(), pid;
+	int argc = 0;
+
+	lk_test_server_path(s, "data", data, sizeof(data));
+	lk_test_server_path(s, "etcd.log", logfile, sizeof(logfile));
+	snprintf(client, sizeof(client), "%s://127.0.0.1:%d", s->tls ? "https" : "http", s->port);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", s->peer_port);
+	argv[argc++] = "etcd";
+	argv[argc++] = "--name";
+	argv[argc++] = s->name;
+	argv[argc++] = "--data-dir";
+	argv[argc++] = data;
+	argv[argc++] = "--listen-client-urls";
+	argv[argc++] = client;
+	argv[argc++] = "--advertise-client-urls";
+	argv[argc++] = client;
+	argv[argc++] = "--listen-peer-urls";
+	argv[argc++] = peer;
+	argv[argc++] = "--initial-advertise-peer-urls";
+	argv[argc++] = peer;
+	argv[argc++] = "--initial-cluster";
+	argv[argc++] = s->cluster;
+	argv[argc++] = "--initial-cluster-state";
+	argv[argc++] = "new";
+	argv[argc++] = "--initial-cluster-token";
+	argv[argc++] = "lk-test";
+	/* etcd's defaults, spelled out: the minimum lease TTL (~1.5 election timeouts, so 2s)
+	 * is part of what the tests check. */
+	argv[argc++] = "--heartbeat-interval";
+	argv[argc++] = "100";
+	argv[argc++] = "--election-timeout";
+	argv[argc++] = "1000";
+	argv[argc++] = "--logger";
+	argv[argc++] = "zap";
+	argv[argc++] = "--log-outputs";
+	argv[argc++] = "stderr";
+	if (s->tls) {
+		lk_test_server_path(s, "server.pem", cert, sizeof(cert));
+		lk_test_server_path(s, "server-key.pem", key, sizeof(key));
+		lk_test_server_path(s, "ca.pem", ca, sizeof(ca));
+		argv[argc++] = "--cert-file";
+		argv[argc++] = cert;
+		argv[argc++] = "--key-file";
+		argv[argc++] = key;
+		argv[argc++] = "--trusted-ca-file";
+		argv[argc++] = ca;
+		argv[argc++] = "--client-cert-auth";
+	}
+	for (int i = 0; i < s->n_args; i++)
+		argv[argc++] = s->args[i];
+	argv[argc] = NULL;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+		/* Die with the test process, however it ends. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		if (log >= 0) {
+			dup2(log, 1);
+			dup2(log, 2);
+		}
+		execvp("etcd", (char *const *)argv);
+		_exit(127);
+	}
+	s->pid = pid;
+	lk_test_track(s);
+	return 0;
+}
+
+/* Wait until the member reports healthy. -EADDRINUSE if it died (most likely a port was
+ * taken meanwhile). */
+static int lk_test_etcd_wait(struct lk_test_server *s, long long until)
+{
+	int status;
+
+	while (lk_test_now_ms() < until) {
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			lk_test_untrack(s->pid);
+			s->pid = 0;
+			return -EADDRINUSE;
+		}
+		if (lk_test_etcd_healthy(s))
+			return 0;
+		lk_test_sleep_ms(20);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Directory and name for a member; ports come later. */
+static int lk_test_etcd_init(struct lk_test_server *s, int index, bool tls)
+{
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->kind = LK_TEST_SERVER_ETCD;
+	s->tls = tls;
+	snprintf(s->name, sizeof(s->name), "n%d", index);
+	snprintf(s->dir, sizeof(s->dir), LK_TEST_DIR_PARENT "/" LK_TEST_DIR_PREFIX "%ld.XXXXXX",
+	         (long)getpid());
+	if (!mkdtemp(s->dir)) {
+		rc = -errno;
+		s->dir[0] = '\0';
+		return rc;
+	}
+	return 0;
+}
+
+/* Two distinct free ports for the member. */
+static int lk_test_etcd_ports(struct lk_test_server *s)
+{
+	s->port = lk_test_free_port();
+	do {
+		s->peer_port = lk_test_free_port();
+	} while (s->peer_port == s->port && s->peer_port > 0);
+	if (s->port < 0)
+		return s->port;
+	if (s->peer_port < 0)
+		return s->peer_port;
+	snprintf(s->address, sizeof(s->address), "%s://127.0.0.1:%d", s->tls ? "https" : "http",
+	         s->port);
+	return 0;
+}
+
+int lk_test_etcd_start(struct lk_test_server *s, unsigned flags)
+{
+	int rc = -EADDRINUSE;
+
+	lk_test_sweep_stale();
+	rc = lk_test_etcd_init(s, 0, flags & LK_TEST_ETCD_TLS);
+	if (rc < 0)
+		return rc;
+	if (s->tls && (rc = lk_test_make_certs(s)) < 0)
+		goto fail;
+	rc = -EADDRINUSE;
+	for (int tries = 0; tries < LK_TEST_START_TRIES && rc == -EADDRINUSE; tries++) {
+		if ((rc = lk_test_etcd_ports(s)) < 0)
+			goto fail;
+		snprintf(s->cluster, sizeof(s->cluster), "%s=http://127.0.0.1:%d", s->name,
+		         s->peer_port);
+		rc = lk_test_etcd_spawn(s);
+		if (rc == 0)
+			rc = lk_test_etcd_wait(s, lk_test_now_ms() + LK_TEST_READY_MS);
+		if (rc == -EADDRINUSE) {
+			char data[LK_TEST_PATH_MAX];
+
+			/* A half-made data directory would pin the old ports. */
+			lk_test_server_path(s, "data", data, sizeof(data));
+			lk_test_rmdir(data);
+		}
+	}
+	if (rc < 0)
+		goto fail;
+	return 0;
+
+fail:
+	lk_test_server_stop(s);
+	return rc;
+}
+
+void lk_test_etcd_cluster_stop(struct lk_test_etcd_cluster *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < LK_TEST_ETCD_MEMBERS; i++)
+		if (c->members[i].kind == LK_TEST_SERVER_ETCD)
+			lk_test_server_stop(&c->members[i]);
+}
+
+int lk_test_etcd_cluster_start(struct lk_test_etcd_cluster *c)
+{
+	char cluster[1024];
+	long long until;
+	size_t n;
+	int rc = -EADDRINUSE;
+
+	lk_test_sweep_stale();
+	for (int tries = 0; tries < LK_TEST_START_TRIES && rc == -EADDRINUSE; tries++) {
+		memset(c, 0, sizeof(*c));
+		n = 0;
+		cluster[0] = '\0';
+		for (int i = 0; i < LK_TEST_ETCD_MEMBERS; i++) {
+			struct lk_test_server *m = &c->members[i];
+
+			if ((rc = lk_test_etcd_init(m, i, false)) < 0 || (rc = lk_test_etcd_ports(m)) < 0)
+				goto fail;
+			n += (size_t)snprintf(cluster + n, sizeof(cluster) - n, "%s%s=http://127.0.0.1:%d",
+			                      i ? "," : "", m->name, m->peer_port);
+		}
+		for (int i = 0; i < LK_TEST_ETCD_MEMBERS; i++) {
+			snprintf(c->members[i].cluster, sizeof(c->members[i].cluster), "%s", cluster);
+			if ((rc = lk_test_etcd_spawn(&c->members[i])) < 0)
+				goto fail;
+		}
+		until = lk_test_now_ms() + LK_TEST_READY_MS;
+		for (int i = 0; i < LK_TEST_ETCD_MEMBERS && rc == 0; i++)
+			rc = lk_test_etcd_wait(&c->members[i], until);
+		if (rc == 0)
+			return 0;
+		lk_test_etcd_cluster_stop(c);
+	}
+fail:
+	lk_test_etcd_cluster_stop(c);
+	return rc;
+}
+
+int lk_test_etcdctl(const struct lk_test_server *s, char *out, size_t cap, ...)
+{
+	char endpoints[400], ca[LK_TEST_PATH_MAX + 16], cert[LK_TEST_PATH_MAX + 16], key[LK_TEST_PATH_MAX + 16], user[200];
+	const char *argv[LK_TEST_ETCD_MAX_ARGV];
+	const char *arg;
+	int argc = 0;
+	va_list ap;
+
+	snprintf(endpoints, sizeof(endpoints), "--endpoints=%s", s->address);
+	argv[argc++] = "etcdctl";
+	argv[argc++] = endpoints;
+	argv[argc++] = "--dial-timeout=2s";
+	argv[argc++] = "--command-timeout=5s";
+	if (s->tls) {
+		snprintf(ca, sizeof(ca), "--cacert=%s/ca.pem", s->dir);
+		snprintf(cert, sizeof(cert), "--cert=%s/client.pem", s->dir);
+		snprintf(key, sizeof(key), "--key=%s/client-key.pem", s->dir);
+		argv[argc++] = ca;
+		argv[argc++] = cert;
+		argv[argc++] = key;
+	}
+	if (s->password[0]) {
+		snprintf(user, sizeof(user), "--user=root:%s", s->password);
+		argv[argc++] = user;
+	}
+	va_start(ap, cap);
+	while ((arg = va_arg(ap, const char *)) && argc < LK_TEST_ETCD_MAX_ARGV - 1)
+		argv[argc++] = arg;
+	va_end(ap);
+	argv[argc] = NULL;
+	return lk_test_run(s, argv, out, cap);
+}
+
+int lk_test_etcd_enable_auth(struct lk_test_server *s, const char *root_password)
+{
+	char user[200], out[1024];
+
+	snprintf(user, sizeof(user), "root:%s", root_password);
+	s->password[0] = '\0';
+	if (lk_test_etcdctl(s, out, sizeof(out), "user", "add", user, NULL) != 0 ||
+	    lk_test_etcdctl(s, out, sizeof(out), "role", "add", "root", NULL) != 0 ||
+	    lk_test_etcdctl(s, out, sizeof(out), "user", "grant-role", "root", "root", NULL) != 0 ||
+	    lk_test_etcdctl(s, out, sizeof(out), "auth", "enable", NULL) != 0)
+		return -EIO;
+	snprintf(s->password, sizeof(s->password), "%s", root_password);
+	return 0;
 }

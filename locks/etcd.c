@@ -1,0 +1,2123 @@
+/* The etcd v3 backend (SPEC §6): etcd's JSON gateway over libcurl's multi-socket API, driven
+ * by the agent's libevent loop. No thread of ours, no blocking call: curl tells us which sockets
+ * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb), and finished transfers are
+ * collected with curl_multi_info_read() after every curl_multi_socket_action().
+ *
+ * The lock protocol, with token = the key's create_revision (strictly increasing across holders
+ * because revisions are):
+ *   acquire = lease grant (validity counts from its send time) + txn "if the key does not
+ *             exist, put identity attached to the lease"; a lost race revokes the unused lease.
+ *   renew   = lease keepalive (validity from its send time) + range to prove the key is still
+ *             the one created at revision `token`.
+ *   release = txn "delete if create_revision == token" + revoke of the tenure's lease.
+ *   watch   = a streaming POST /v3/watch per watching key; a DELETE wakes the follower.
+ * A lock operation is a short chain of HTTP requests (struct lk_etcd_op); the whole chain is
+ * bounded by the backend timeout, so the contract's "one reply, at the latest about `timeout`
+ * after the request" holds however many steps it takes.
+ *
+ * Unlike Redis there is no connection to keep: curl pools connections per transfer. What the
+ * backend keeps instead is the current endpoint (failed over on connection-level errors), the
+ * auth token, a readiness flag with a probe that retries with backoff while etcd is
+ * unreachable, and one watch stream per watching key, resumed with backoff when it breaks.
+ *
+ * Lifetimes follow redis.c:
+ * - User code (reply callbacks, notify hooks, hooks.log) never runs inside a curl callback:
+ *   curl forbids removing handles there, and a user callback may free anything. Curl callbacks
+ *   only record what happened; completions and notifications are dispatched after
+ *   curl_multi_socket_action() returns.
+ * - Every entry from the loop brackets itself with lk_etcd_enter()/lk_etcd_leave(); free()
+ *   only marks the backend closing and aborts its transfers, and the memory goes when the
+ *   last frame leaves.
+ * - An operation holds a reference on its key; key_free() only marks the key dead.
+ * - A handler finishes its own bookkeeping before it calls back, and returns right after.
+ *
+ * curl_global_init() runs once, in the first lk_etcd_new(); curl_global_cleanup() never runs:
+ * it is not safe while any other part of the process could still use curl or OpenSSL (another
+ * backend, a later lk_etcd_new), it is not reference counted in 7.88 in a way we could rely on,
+ * and at exit the kernel reclaims everything anyway (OpenSSL 3 registers its own atexit).
+ */
+#include "locks/backend.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "agent/config.h"
+#include "locks/etcd_json.h"
+
+/* Limits on what the config and the server control. */
+#define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
+#define LK_ETCD_MAX_KEY_LEN        LK_ETCD_JSON_MAX_KEY
+#define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
+#define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
+#define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
+#define LK_ETCD_MAX_WATCH_PENDING  (LK_ETCD_JSON_MAX_BODY + CURL_MAX_WRITE_SIZE) /* partial line */
+#define LK_ETCD_MAX_SHOWN_LEN      160   /* server text quoted in messages */
+#define LK_ETCD_MAX_LOG_LEN        512
+#define LK_ETCD_MAX_ERR_LEN        256   /* a parser's complaint */
+#define LK_ETCD_MAX_ATTEMPT        32    /* backoff exponent: far past the cap already */
+#define LK_ETCD_RESPONSE_INITIAL   1024  /* first allocation for a response body */
+
+#define LK_ETCD_BACKOFF_BASE_MS    100
+#define LK_ETCD_BACKOFF_CAP_MS     5000
+
+/* TCP keepalive on every connection. A watch stream is idle for as long as nobody releases
+ * the lock and has no total timeout, so a silently dropped connection (a NAT or conntrack
+ * entry expiring, a dead host) is only found by the kernel's probes. */
+#define LK_ETCD_KEEPALIVE_IDLE_S   15
+#define LK_ETCD_KEEPALIVE_INTVL_S  5
+#define LK_ETCD_KEEPALIVE_CNT      3
+
+enum lk_etcd_call {
+	LK_ETCD_CALL_GRANT,
+	LK_ETCD_CALL_KEEPALIVE,
+	LK_ETCD_CALL_REVOKE,
+	LK_ETCD_CALL_TXN,
+	LK_ETCD_CALL_RANGE,
+	LK_ETCD_CALL_WATCH,
+	LK_ETCD_CALL_AUTH,
+	LK_ETCD_CALL_STATUS,
+};
+
+static const char *const lk_etcd_paths[] = {
+	[LK_ETCD_CALL_GRANT] = "/v3/lease/grant",
+	[LK_ETCD_CALL_KEEPALIVE] = "/v3/lease/keepalive",
+	[LK_ETCD_CALL_REVOKE] = "/v3/lease/revoke",
+	[LK_ETCD_CALL_TXN] = "/v3/kv/txn",
+	[LK_ETCD_CALL_RANGE] = "/v3/kv/range",
+	[LK_ETCD_CALL_WATCH] = "/v3/watch",
+	[LK_ETCD_CALL_AUTH] = "/v3/auth/authenticate",
+	[LK_ETCD_CALL_STATUS] = "/v3/maintenance/status",
+};
+
+enum lk_etcd_xfer_kind {
+	LK_ETCD_X_OP,       /* one step of a lock operation */
+	LK_ETCD_X_AUTH,     /* authenticate: ops and watches may wait for it */
+	LK_ETCD_X_REVOKE,   /* fire and forget */
+	LK_ETCD_X_WATCH,    /* a key's watch stream */
+	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
+};
+
+enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
+
+enum lk_etcd_step {
+	LK_ETCD_STEP_GRANT,     /* acquire */
+	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
+	LK_ETCD_STEP_KEEPALIVE, /* renew */
+	LK_ETCD_STEP_CHECK,     /* renew: range */
+	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours */
+};
+
+static const char *const lk_etcd_step_names[] = {
+	[LK_ETCD_STEP_GRANT] = "lease grant",
+	[LK_ETCD_STEP_CREATE] = "acquire txn",
+	[LK_ETCD_STEP_KEEPALIVE] = "lease keepalive",
+	[LK_ETCD_STEP_CHECK] = "renew range",
+	[LK_ETCD_STEP_DELETE] = "release txn",
+};
+
+static const char *const lk_etcd_op_names[] = {
+	[LK_ETCD_ACQUIRE] = "acquire",
+	[LK_ETCD_RENEW] = "renew",
+	[LK_ETCD_RELEASE] = "release",
+};
+
+struct lk_etcd;
+struct lk_etcd_op;
+
+struct lk_etcd_xfer {
+	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it */
+	struct lk_etcd *e;
+	enum lk_etcd_xfer_kind kind;
+	enum lk_etcd_call call;
+	CURL *easy;
+	struct curl_slist *headers;
+	char *body;                      /* request body, owned; curl reads it in place */
+	bool secret;                     /* body holds the password: wiped before it is freed */
+	char *resp;                      /* response body (watch: the unfinished line) */
+	size_t resp_len, resp_cap;
+	bool too_big;                    /* the response passed its cap: aborted */
+	size_t endpoint;                 /* index of the endpoint it went to */
+	unsigned token_gen;              /* which auth token it carried */
+	struct lk_etcd_op *op;           /* X_OP */
+	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
+	int64_t start_revision;          /* X_WATCH: what the stream was created with */
+	/* X_WATCH: what the write callback found, for the completion to act on. */
+	bool http_checked, http_ok;
+	bool token_invalid, conn_level, garbage;
+	char why[LK_ETCD_MAX_LOG_LEN];
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+TAILQ_HEAD(lk_etcd_xfer_list, lk_etcd_xfer);
+
+struct lk_etcd_op {
+	TAILQ_ENTRY(lk_etcd_op) link;    /* in e->ops */
+	struct lk_etcd *e;
+	enum lk_etcd_op_kind kind;
+	enum lk_etcd_step step;
+	struct lk_backend_key *k;        /* holds a reference */
+	lk_backend_reply_fn *cb;
+	void *arg;
+	uint64_t token;
+	int64_t ttl_ms;
+	int64_t lease;                   /* acquire: granted; renew/release: the tenure's; 0 none */
+	int64_t ttl_s;                   /* acquire: TTL granted; renew: TTL left after keepalive */
+	int64_t sent_ns;                 /* when the proving grant or keepalive was sent */
+	int64_t deadline_ns;             /* the whole operation's */
+	struct lk_etcd_xfer *xfer;       /* the step in flight, or NULL */
+	bool waiting_auth;               /* parked until authenticate answers */
+	bool reauthed;                   /* the one retry after an invalid token was used */
+	unsigned hops;                   /* endpoints tried after failed connects */
+	struct event *defer;             /* a reply decided at once, delivered from the loop */
+	enum lk_reply_status deferred;
+};
+
+TAILQ_HEAD(lk_etcd_op_list, lk_etcd_op);
+
+struct lk_backend_key {
+	TAILQ_ENTRY(lk_backend_key) link;
+	struct lk_etcd *e;
+	char *key;
+	size_t key_len;
+	char *identity;
+	size_t identity_len;
+	lk_backend_notify_fn *notify;
+	void *notify_arg;
+	bool dead;                       /* key_free() was called */
+	unsigned refs;                   /* operations in flight + notify sweeps walking past it */
+	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. */
+	uint64_t token;
+	int64_t lease;
+	/* The watch. */
+	bool watching;                   /* wanted */
+	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
+	struct event *wretry;            /* backoff before the stream is resumed */
+	struct event *wdeadline;         /* the stream must be confirmed ("created") by then */
+	unsigned wattempt;
+	int64_t wlast;                   /* last revision whose events were seen; 0: none */
+	bool wcreated;                   /* the current stream was confirmed */
+	bool wwaiting_auth;
+	bool notify_pending;             /* set inside curl callbacks, delivered after */
+};
+
+TAILQ_HEAD(lk_etcd_key_list, lk_backend_key);
+
+/* One socket curl asked us to watch. */
+struct lk_etcd_sock {
+	TAILQ_ENTRY(lk_etcd_sock) link;
+	struct lk_etcd *e;
+	curl_socket_t fd;
+	struct event *ev;
+};
+
+TAILQ_HEAD(lk_etcd_sock_list, lk_etcd_sock);
+
+struct lk_etcd {
+	struct lk_backend b;             /* first, so that the two pointers convert */
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;             /* curl's timeout */
+	struct event *probe;             /* next reachability probe */
+	char **endpoints;                /* without a trailing '/' */
+	size_t n_endpoints;
+	size_t cur;                      /* the endpoint new requests go to */
+	int64_t timeout_ms;
+	char *username;                  /* NULL: no auth */
+	char *password;                  /* never in a message */
+	size_t password_len;
+	char *ca_file, *cert_file, *key_file;
+	char *token;                     /* auth token, NULL until authenticated */
+	unsigned token_gen;              /* bumped with every new token */
+	struct lk_etcd_xfer *auth_x;     /* authenticate in flight */
+	struct lk_etcd_xfer *probe_x;    /* probe in flight */
+	bool auth_failing;               /* the last authenticate failed: warned already */
+	bool ready;
+	bool was_ready;                  /* has ever been ready */
+	bool outage;                     /* the current outage has been logged at WARN */
+	bool watch_ok;                   /* a watch was confirmed inside a curl callback */
+	unsigned attempt;                /* failed probes since the last success */
+	struct lk_etcd_xfer_list xfers;
+	struct lk_etcd_op_list ops;
+	struct lk_etcd_key_list keys;
+	struct lk_etcd_sock_list socks;
+	unsigned depth;                  /* active enter() frames */
+	bool closing;                    /* free() was called */
+};
+
+static void lk_etcd_finalize(struct lk_etcd *e);
+static void lk_etcd_process(struct lk_etcd *e);
+static int lk_etcd_op_send(struct lk_etcd_op *op);
+static void lk_etcd_watch_start(struct lk_backend_key *k);
+static int lk_etcd_auth_start(struct lk_etcd *e);
+static void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
+
+static bool lk_etcd_curl_ready;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static void lk_etcd_enter(struct lk_etcd *e)
+{
+	e->depth++;
+}
+
+static void lk_etcd_leave(struct lk_etcd *e)
+{
+	if (--e->depth == 0 && e->closing)
+		lk_etcd_finalize(e);
+}
+
+static void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
+{
+	char msg[LK_ETCD_MAX_LOG_LEN];
+	va_list ap;
+
+	if (!e->b.hooks.log || e->closing)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e->b.hooks.log(e->b.hooks.arg, &e->b, level, msg);
+}
+
+/* Copy server-controlled text for a message: capped, and printable so that it cannot break
+ * a log line or the agent's text protocol. */
+static void lk_etcd_shown(char *dst, size_t cap, const char *src, size_t len)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return;
+	for (size_t i = 0; i < len && n + 1 < cap && i < LK_ETCD_MAX_SHOWN_LEN; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[n] = '\0';
+}
+
+/* A stored value as a holder identity: NULL when it is not something we could show safely
+ * (too long, or bytes that would break a log line or a protocol line). */
+static const char *lk_etcd_holder(const struct lk_etcd_kv *kv)
+{
+	if (kv->value_too_long || kv->value_len == 0 || kv->value_len > LK_ETCD_MAX_IDENTITY_LEN)
+		return NULL;
+	for (size_t i = 0; i < kv->value_len; i++)
+		if ((unsigned char)kv->value[i] <= 0x20 || (unsigned char)kv->value[i] >= 0x7f)
+			return NULL;
+	return kv->value;
+}
+
+static void lk_etcd_timeval(struct timeval *tv, int64_t ms)
+{
+	if (ms < 0)
+		ms = 0;
+	tv->tv_sec = (time_t)(ms / 1000);
+	tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
+}
+
+static bool lk_etcd_need_auth(const struct lk_etcd *e)
+{
+	return e->username && !e->token;
+}
+
+/* Curl results that say the endpoint itself is in trouble, as opposed to the request. */
+static bool lk_etcd_conn_level(CURLcode res)
+{
+	switch (res) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Failures before a single byte of the request could have reached etcd: retrying them on
+ * another endpoint cannot apply anything twice. */
+static bool lk_etcd_never_sent(CURLcode res)
+{
+	return res == CURLE_COULDNT_RESOLVE_HOST || res == CURLE_COULDNT_CONNECT ||
+	       res == CURLE_SSL_CONNECT_ERROR || res == CURLE_PEER_FAILED_VERIFICATION;
+}
+
+/* Which error answers are worth retrying: etcd is electing, overloaded, or timed out inside
+ * (Canceled, DeadlineExceeded, ResourceExhausted, Aborted, Unavailable, Unauthenticated after
+ * the one re-authentication), or the HTTP status
+ * says the trouble is on the server's side. Anything else (a bad request, permission denied)
+ * fails the same way again. */
+static enum lk_reply_status lk_etcd_error_status(long http, int64_t code)
+{
+	switch (code) {
+	case 1: case 4: case 8: case 10: case LK_ETCD_GRPC_UNAVAILABLE:
+	case LK_ETCD_GRPC_UNAUTHENTICATED: /* a token that expired again: churn, not a refusal */
+		return LK_REPLY_ERROR;
+	default:
+		break;
+	}
+	if (http >= 500 || http == 408 || http == 429)
+		return LK_REPLY_ERROR;
+	return LK_REPLY_FATAL;
+}
+
+/* ---- readiness, endpoints --------------------------------------------------------------- */
+
+static void lk_etcd_mark_up(struct lk_etcd *e)
+{
+	if (e->ready || e->closing)
+		return;
+	e->ready = true;
+	e->attempt = 0;
+	event_del(e->probe);
+	lk_etcd_log(e, LK_BLOG_INFO, "%s %s", e->was_ready ? "reconnected to" : "connected to",
+	            e->endpoints[e->cur]);
+	e->was_ready = true;
+	e->outage = false;
+}
+
+/* Something failed the way an unreachable etcd fails: not ready until a request succeeds
+ * again. A probe retries with backoff meanwhile, so that readiness comes back without
+ * waiting for the locks' own retries, and the outage is logged once, not per request. */
+static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
+{
+	struct timeval tv;
+	int64_t delay;
+	bool warn;
+
+	if (e->closing)
+		return;
+	e->ready = false;
+	if (evtimer_pending(e->probe, NULL) || e->probe_x || e->auth_x)
+		return;
+	delay = lk_backoff_ms(e->attempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
+	if (e->attempt < LK_ETCD_MAX_ATTEMPT)
+		e->attempt++;
+	lk_etcd_timeval(&tv, delay);
+	evtimer_add(e->probe, &tv);
+	warn = !e->outage;
+	e->outage = true;
+	lk_etcd_log(e, warn ? LK_BLOG_WARN : LK_BLOG_DEBUG,
+	            "etcd at %s unavailable: %s; retrying in %" PRId64 "ms",
+	            e->endpoints[e->cur], why, delay);
+}
+
+static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
+static void lk_etcd_watch_stop(struct lk_backend_key *k);
+static void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created);
+
+/* Endpoint idx failed at the connection level: later requests go to the next one. Only the
+ * first failure of the current endpoint switches, so a burst of failures from one outage
+ * does not skip over healthy endpoints. Watch streams on the failed endpoint move too: a
+ * frozen member keeps their TCP connections alive forever. */
+static void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why)
+{
+	struct lk_backend_key *k;
+
+	if (e->closing || e->n_endpoints < 2 || idx != e->cur)
+		return;
+	e->cur = (e->cur + 1) % e->n_endpoints;
+	lk_etcd_log(e, LK_BLOG_WARN, "endpoint %s failed: %s; switching to %s", e->endpoints[idx],
+	            why, e->endpoints[e->cur]);
+	TAILQ_FOREACH(k, &e->keys, link) {
+		if (!k->dead && k->watching && k->wx && k->wx->endpoint == idx) {
+			lk_etcd_watch_stop(k);
+			lk_etcd_watch_start(k);
+		}
+	}
+}
+
+/* ---- curl <-> libevent ------------------------------------------------------------------ */
+
+static void lk_etcd_sock_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_etcd *e = arg;
+	int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+	            ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running;
+
+	lk_etcd_enter(e);
+	if (!e->closing) {
+		curl_multi_socket_action(e->multi, fd, flags, &running);
+		lk_etcd_process(e);
+	}
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_etcd *e = arg;
+	int running;
+
+	lk_etcd_enter(e);
+	if (!e->closing) {
+		curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		lk_etcd_process(e);
+	}
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_sock_free(struct lk_etcd_sock *s)
+{
+	TAILQ_REMOVE(&s->e->socks, s, link);
+	if (s->ev)
+		event_free(s->ev);
+	free(s);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keep one persistent libevent event per socket in step with what
+ * curl wants to wait for. Runs inside curl: it only touches events. */
+static int lk_etcd_sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct lk_etcd *e = userp;
+	struct lk_etcd_sock *s = socketp;
+	short kind;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (s) {
+			curl_multi_assign(e->multi, fd, NULL);
+			lk_etcd_sock_free(s);
+		}
+		return 0;
+	}
+	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+	       ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -1;
+		s->e = e;
+		s->fd = fd;
+		TAILQ_INSERT_TAIL(&e->socks, s, link);
+		curl_multi_assign(e->multi, fd, s);
+	} else if (s->ev) {
+		event_free(s->ev);
+		s->ev = NULL;
+	}
+	s->ev = event_new(e->base, fd, kind, lk_etcd_sock_event, e);
+	if (!s->ev || event_add(s->ev, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl never wants to be called from inside itself, so even a zero
+ * timeout goes through the loop. */
+static int lk_etcd_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct lk_etcd *e = userp;
+	struct timeval tv;
+
+	if (timeout_ms < 0) {
+		evtimer_del(e->timer);
+		return 0;
+	}
+	lk_etcd_timeval(&tv, timeout_ms);
+	return evtimer_add(e->timer, &tv) < 0 ? -1 : 0;
+}
+
+static int lk_etcd_sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+	int on = 1, idle = LK_ETCD_KEEPALIVE_IDLE_S, intvl = LK_ETCD_KEEPALIVE_INTVL_S;
+	int cnt = LK_ETCD_KEEPALIVE_CNT;
+
+	/* Best effort: without it a dead peer is found later, not never (streams still end when
+	 * the endpoint fails over or the kernel gives up). */
+	if (purpose == CURLSOCKTYPE_IPCXN) {
+		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+	return CURL_SOCKOPT_OK;
+}
+
+/* ---- transfers -------------------------------------------------------------------------- */
+
+static bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap)
+{
+	size_t want;
+	char *p;
+
+	if (n > cap || x->resp_len > cap - n)
+		return false;
+	want = x->resp_len + n + 1;
+	if (want > x->resp_cap) {
+		size_t c = x->resp_cap ? x->resp_cap : LK_ETCD_RESPONSE_INITIAL;
+
+		while (c < want)
+			c *= 2;
+		p = realloc(x->resp, c);
+		if (!p)
+			return false;
+		x->resp = p;
+		x->resp_cap = c;
+	}
+	memcpy(x->resp + x->resp_len, data, n);
+	x->resp_len += n;
+	x->resp[x->resp_len] = '\0';
+	return true;
+}
+
+/* CURLOPT_WRITEFUNCTION for everything but watch streams: collect the body, capped. */
+static size_t lk_etcd_write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct lk_etcd_xfer *x = arg;
+	size_t n = size * nmemb;
+
+	if (!lk_etcd_append(x, data, n, LK_ETCD_MAX_RESPONSE)) {
+		x->too_big = true; /* or out of memory: either way, give up on this answer */
+		return 0;
+	}
+	return n;
+}
+
+static size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
+
+static void lk_etcd_xfer_free(struct lk_etcd_xfer *x)
+{
+	if (!x)
+		return;
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->headers);
+	if (x->body) {
+		if (x->secret)
+			sodium_memzero(x->body, strlen(x->body));
+		free(x->body);
+	}
+	free(x->resp);
+	free(x);
+}
+
+/* Take the transfer away from curl (it may be running: that aborts it) and from our list. */
+static void lk_etcd_xfer_detach(struct lk_etcd_xfer *x)
+{
+	struct lk_etcd *e = x->e;
+
+	curl_multi_remove_handle(e->multi, x->easy);
+	TAILQ_REMOVE(&e->xfers, x, link);
+}
+
+static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
+{
+	struct lk_etcd *e = x->e;
+
+	lk_etcd_xfer_detach(x);
+	if (x == e->auth_x)
+		e->auth_x = NULL;
+	if (x == e->probe_x)
+		e->probe_x = NULL;
+	if (x->op)
+		x->op->xfer = NULL;
+	if (x->k && x->k->wx == x)
+		x->k->wx = NULL;
+	lk_etcd_xfer_free(x);
+}
+
+/* Start a POST of body (taken, freed on failure too) to the current endpoint. timeout_ms 0
+ * means no total timeout (watch streams); connecting is always bounded by the backend's. */
+static struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
+                                               enum lk_etcd_call call, char *body, bool secret,
+                                               int64_t timeout_ms)
+{
+	char url[LK_ETCD_MAX_ENDPOINT_LEN + 32];
+	struct lk_etcd_xfer *x;
+	struct curl_slist *h;
+	CURL *c;
+
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		if (secret)
+			sodium_memzero(body, strlen(body));
+		free(body);
+		return NULL;
+	}
+	x->e = e;
+	x->kind = kind;
+	x->call = call;
+	x->body = body;
+	x->secret = secret;
+	x->endpoint = e->cur;
+	x->token_gen = e->token_gen;
+	x->easy = c = curl_easy_init();
+	if (!c)
+		goto fail;
+
+	snprintf(url, sizeof(url), "%s%s", e->endpoints[e->cur], lk_etcd_paths[call]);
+	/* Expect: curl would wait for "100 Continue" before sending a larger body. */
+	h = curl_slist_append(NULL, "Content-Type: application/json");
+	if (h)
+		x->headers = h;
+	h = h ? curl_slist_append(h, "Expect:") : NULL;
+	if (h && e->token && kind != LK_ETCD_X_AUTH) {
+		char auth[LK_ETCD_JSON_MAX_TOKEN + 32];
+
+		snprintf(auth, sizeof(auth), "Authorization: %s", e->token);
+		h = curl_slist_append(h, auth);
+	}
+	if (!h)
+		goto fail;
+
+	if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+	    /* A proxy from the environment (http_proxy) has no business between us and etcd. */
+	    curl_easy_setopt(c, CURLOPT_PROXY, "") != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->body) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body)) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION,
+	                     kind == LK_ETCD_X_WATCH ? lk_etcd_watch_write_cb : lk_etcd_write_cb)
+	    != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_WRITEDATA, x) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_PRIVATE, x) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, lk_etcd_sockopt_cb) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+	                     (long)(timeout_ms > 0 ? timeout_ms : e->timeout_ms)) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms) != CURLE_OK)
+		goto fail;
+	if ((e->ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, e->ca_file) != CURLE_OK) ||
+	    (e->cert_file && curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert_file) != CURLE_OK) ||
+	    (e->key_file && curl_easy_setopt(c, CURLOPT_SSLKEY, e->key_file) != CURLE_OK))
+		goto fail;
+
+	/* Starts nothing yet: curl asks for a timer, and the transfer begins from the loop. */
+	if (curl_multi_add_handle(e->multi, c) != CURLM_OK)
+		goto fail;
+	TAILQ_INSERT_TAIL(&e->xfers, x, link);
+	return x;
+
+fail:
+	lk_etcd_xfer_free(x);
+	return NULL;
+}
+
+/* How a finished transfer went, in the terms the handlers need. */
+struct lk_etcd_outcome {
+	bool ok;                         /* HTTP 2xx and a body to parse */
+	bool transport;                  /* no HTTP answer at all */
+	bool never_sent;                 /* failed before the request could reach etcd */
+	bool conn_level;                 /* the endpoint looks broken */
+	bool garbage;                    /* an answer that makes no sense: not worth retrying */
+	long http;
+	int64_t code;                    /* gRPC code of an error answer, 0 if none */
+	char why[LK_ETCD_MAX_LOG_LEN];
+};
+
+static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long http,
+                            struct lk_etcd_outcome *o)
+{
+	const struct lk_etcd *e = x->e;
+	struct lk_etcd_error err;
+	char text[LK_ETCD_MAX_SHOWN_LEN + 1];
+
+	memset(o, 0, sizeof(*o));
+	o->http = http;
+	if (x->too_big) {
+		o->garbage = true;
+		snprintf(o->why, sizeof(o->why), "response larger than %d bytes",
+		         LK_ETCD_MAX_RESPONSE);
+		return;
+	}
+	if (res != CURLE_OK) {
+		o->transport = true;
+		o->conn_level = lk_etcd_conn_level(res);
+		o->never_sent = lk_etcd_never_sent(res);
+		if (res == CURLE_OPERATION_TIMEDOUT && x->kind != LK_ETCD_X_WATCH) {
+			snprintf(o->why, sizeof(o->why), "%s timed out after %" PRId64 "ms",
+			         e->endpoints[x->endpoint], e->timeout_ms);
+		} else {
+			lk_etcd_shown(text, sizeof(text), x->errbuf[0] ? x->errbuf : curl_easy_strerror(res),
+			              strlen(x->errbuf[0] ? x->errbuf : curl_easy_strerror(res)));
+			snprintf(o->why, sizeof(o->why), "%s: %s", e->endpoints[x->endpoint], text);
+		}
+		return;
+	}
+	if (http >= 200 && http < 300) {
+		o->ok = true;
+		return;
+	}
+	if (x->resp && lk_etcd_json_parse_error(x->resp, x->resp_len, &err) == 0) {
+		o->code = err.code;
+		snprintf(o->why, sizeof(o->why), "HTTP %ld: %s", http, err.message);
+	} else {
+		lk_etcd_shown(text, sizeof(text), x->resp ? x->resp : "", x->resp_len);
+		snprintf(o->why, sizeof(o->why), "HTTP %ld%s%s", http, text[0] ? ": " : "", text);
+	}
+	/* A member that lost its leader (or its quorum) cannot serve: try another. */
+	if (o->code == LK_ETCD_GRPC_UNAVAILABLE || http >= 500)
+		o->conn_level = true;
+}
+
+/* A 2xx body that turned out to be an error object: the same as an error answer. */
+static void lk_etcd_outcome_error_body(const struct lk_etcd_xfer *x, struct lk_etcd_outcome *o)
+{
+	struct lk_etcd_error err = { 0 };
+
+	(void)lk_etcd_json_parse_error(x->resp, x->resp_len, &err);
+	o->ok = false;
+	o->code = err.code;
+	snprintf(o->why, sizeof(o->why), "%s", err.message[0] ? err.message : "error response");
+	if (o->code == LK_ETCD_GRPC_UNAVAILABLE)
+		o->conn_level = true;
+}
+
+/* ---- fire and forget -------------------------------------------------------------------- */
+
+/* Revoke a lease nobody will use: an acquire that lost the race, a tenure that ended. Its key
+ * (if any) goes with it at once instead of at the TTL. Failures are ignored: the lease then
+ * expires by itself. */
+static void lk_etcd_revoke(struct lk_etcd *e, int64_t lease)
+{
+	char *body;
+
+	if (e->closing || lease <= 0 || lk_etcd_json_lease_id(lease, &body) < 0)
+		return;
+	(void)lk_etcd_xfer_start(e, LK_ETCD_X_REVOKE, LK_ETCD_CALL_REVOKE, body, false,
+	                         e->timeout_ms);
+}
+
+/* ---- keys ------------------------------------------------------------------------------- */
+
+static void lk_etcd_key_destroy(struct lk_backend_key *k)
+{
+	TAILQ_REMOVE(&k->e->keys, k, link);
+	if (k->wretry)
+		event_free(k->wretry);
+	if (k->wdeadline)
+		event_free(k->wdeadline);
+	free(k->key);
+	free(k->identity);
+	free(k);
+}
+
+static void lk_etcd_key_unref(struct lk_backend_key *k)
+{
+	if (--k->refs == 0 && k->dead)
+		lk_etcd_key_destroy(k);
+}
+
+/* Forget the tenure a key holds once it has ended (released, gone, taken). */
+static void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
+{
+	if (k->token == token) {
+		k->token = 0;
+		k->lease = 0;
+	}
+}
+
+/* Deliver the notifications the curl callbacks recorded. Any hook may free keys or the
+ * backend; holding a reference on the current key keeps it, and so its place in the list,
+ * valid until we have moved on. */
+static void lk_etcd_notify_sweep(struct lk_etcd *e)
+{
+	struct lk_backend_key *k = TAILQ_FIRST(&e->keys), *next;
+
+	if (k)
+		k->refs++;
+	while (k) {
+		if (k->notify_pending && !e->closing && !k->dead && k->watching && k->notify) {
+			k->notify_pending = false;
+			k->notify(k->notify_arg);
+		}
+		k->notify_pending = false;
+		next = TAILQ_NEXT(k, link);
+		if (next)
+			next->refs++;
+		lk_etcd_key_unref(k);
+		k = next;
+	}
+}
+
+/* ---- operations ------------------------------------------------------------------------- */
+
+static void lk_etcd_op_free(struct lk_etcd_op *op)
+{
+	struct lk_etcd *e = op->e;
+
+	if (op->xfer)
+		lk_etcd_xfer_abort(op->xfer);
+	TAILQ_REMOVE(&e->ops, op, link);
+	if (op->defer)
+		event_free(op->defer);
+	lk_etcd_key_unref(op->k);
+	free(op);
+}
+
+/* The end of an operation: bookkeeping first, then the callback (which may free anything),
+ * then the operation's memory, which nothing else can reach any more. */
+static void lk_etcd_op_done(struct lk_etcd_op *op, const struct lk_reply *rep)
+{
+	struct lk_etcd *e = op->e;
+	struct lk_backend_key *k = op->k;
+
+	if (op->xfer)
+		lk_etcd_xfer_abort(op->xfer);
+	TAILQ_REMOVE(&e->ops, op, link);
+	if (op->defer)
+		event_free(op->defer);
+	if (!e->closing && !k->dead && op->cb)
+		op->cb(op->arg, rep);
+	lk_etcd_key_unref(k);
+	free(op);
+}
+
+static void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
+                            const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
+                            const char *fmt, ...)
+{
+	char msg[LK_ETCD_MAX_LOG_LEN];
+	struct lk_reply rep = { .status = status, .err = msg };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* An acquire that got a lease but no lock: the txn may even have gone through unseen
+	 * (a timeout after etcd applied it), and revoking the lease deletes such a key too, so
+	 * that nobody holds a lock it does not know about. */
+	if (op->kind == LK_ETCD_ACQUIRE && op->lease)
+		lk_etcd_revoke(op->e, op->lease);
+	lk_etcd_op_done(op, &rep);
+}
+
+static void lk_etcd_op_reply(struct lk_etcd_op *op, enum lk_reply_status status,
+                             const char *holder)
+{
+	struct lk_reply rep = { .status = status, .holder = holder, .token = op->token };
+
+	if (status == LK_REPLY_OK && op->kind != LK_ETCD_RELEASE) {
+		rep.sent_ns = op->sent_ns;
+		rep.ttl_ms = op->ttl_s * 1000;
+	}
+	lk_etcd_op_done(op, &rep);
+}
+
+/* Send the next step, or report why it could not be sent. */
+static void lk_etcd_op_next(struct lk_etcd_op *op)
+{
+	int rc = lk_etcd_op_send(op);
+
+	if (rc == -ETIMEDOUT)
+		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s timed out after %" PRId64 "ms",
+		                lk_etcd_op_names[op->kind], op->e->timeout_ms);
+	else if (rc < 0)
+		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s failed: %s", lk_etcd_op_names[op->kind],
+		                strerror(-rc));
+}
+
+static int lk_etcd_op_send(struct lk_etcd_op *op)
+{
+	struct lk_etcd *e = op->e;
+	struct lk_backend_key *k = op->k;
+	enum lk_etcd_call call;
+	struct lk_etcd_xfer *x;
+	int64_t left_ms, ttl_s, sent = 0;
+	char *body = NULL;
+	int rc;
+
+	if (lk_etcd_need_auth(e)) {
+		rc = lk_etcd_auth_start(e);
+		if (rc == 0)
+			op->waiting_auth = true;
+		return rc;
+	}
+	left_ms = (op->deadline_ns - lk_mono_ns()) / 1000000;
+	if (left_ms <= 0)
+		return -ETIMEDOUT;
+	if (left_ms > e->timeout_ms)
+		left_ms = e->timeout_ms;
+
+	switch (op->step) {
+	case LK_ETCD_STEP_GRANT:
+		/* Whole seconds, rounded up: etcd may still grant more (its minimum is ~2s). */
+		ttl_s = op->ttl_ms / 1000 + (op->ttl_ms % 1000 != 0);
+		call = LK_ETCD_CALL_GRANT;
+		rc = lk_etcd_json_grant(ttl_s, &body);
+		sent = lk_mono_ns();
+		break;
+	case LK_ETCD_STEP_CREATE:
+		call = LK_ETCD_CALL_TXN;
+		rc = lk_etcd_json_txn_create(k->key, k->key_len, k->identity, k->identity_len,
+		                             op->lease, &body);
+		break;
+	case LK_ETCD_STEP_KEEPALIVE:
+		call = LK_ETCD_CALL_KEEPALIVE;
+		rc = lk_etcd_json_lease_id(op->lease, &body);
+		sent = lk_mono_ns();
+		break;
+	case LK_ETCD_STEP_CHECK:
+		call = LK_ETCD_CALL_RANGE;
+		rc = lk_etcd_json_range(k->key, k->key_len, &body);
+		break;
+	case LK_ETCD_STEP_DELETE:
+	default:
+		call = LK_ETCD_CALL_TXN;
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, (int64_t)op->token, &body);
+		break;
+	}
+	if (rc < 0)
+		return rc;
+	x = lk_etcd_xfer_start(e, LK_ETCD_X_OP, call, body, false, left_ms);
+	if (!x)
+		return -ENOMEM;
+	x->op = op;
+	op->xfer = x;
+	/* Validity is counted from here (I1): the request leaves a little later, which only
+	 * makes the proven lease shorter than the real one. */
+	if (sent)
+		op->sent_ns = sent;
+	return 0;
+}
+
+static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
+                              struct lk_etcd_outcome *o);
+
+/* A step's transfer finished. */
+static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
+                                 struct lk_etcd_outcome *o)
+{
+	struct lk_etcd *e = op->e;
+	const char *step = lk_etcd_step_names[op->step];
+
+	op->xfer = NULL;
+	if (o->ok) {
+		lk_etcd_op_parsed(op, x, o);
+		return;
+	}
+	if (o->conn_level) {
+		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
+		lk_etcd_mark_down(e, o->why);
+	}
+	/* Never sent: safe to try the next endpoint at once, while the operation has time. */
+	if (o->transport && o->never_sent && op->hops + 1 < e->n_endpoints) {
+		op->hops++;
+		if (lk_etcd_op_send(op) == 0)
+			return;
+	}
+	/* Tokens expire (--auth-token-ttl, a restarted member): get a new one, try once more. */
+	if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED && e->username && !op->reauthed) {
+		op->reauthed = true;
+		if (x->token_gen == e->token_gen) {
+			free(e->token);
+			e->token = NULL;
+		}
+		if (lk_etcd_op_send(op) == 0)
+			return;
+	}
+	if (o->transport)
+		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s failed: %s", step, o->why);
+	else if (o->garbage)
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s: %s", step, o->why);
+	else
+		lk_etcd_op_fail(op, lk_etcd_error_status(o->http, o->code), "%s failed: %s", step,
+		                o->why);
+}
+
+/* A 2xx answer to a step: parse it and move on. */
+static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
+                              struct lk_etcd_outcome *o)
+{
+	struct lk_etcd *e = op->e;
+	struct lk_backend_key *k = op->k;
+	const char *step = lk_etcd_step_names[op->step];
+	const char *body = x->resp ? x->resp : "";
+	char err[LK_ETCD_MAX_ERR_LEN];
+	struct lk_etcd_keepalive ka;
+	struct lk_etcd_grant g;
+	struct lk_etcd_range rg;
+	struct lk_etcd_txn t;
+	int rc;
+
+	err[0] = '\0';
+	switch (op->step) {
+	case LK_ETCD_STEP_GRANT:
+		rc = lk_etcd_json_parse_grant(body, x->resp_len, &g, err, sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		op->lease = g.id;
+		op->ttl_s = g.ttl;
+		op->step = LK_ETCD_STEP_CREATE;
+		lk_etcd_op_next(op);
+		return;
+
+	case LK_ETCD_STEP_CREATE:
+		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
+		                            sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		if (t.succeeded && t.found && t.kv.lease == op->lease && t.kv.create_revision > 0) {
+			op->token = (uint64_t)t.kv.create_revision;
+			if (k->dead) {
+				/* Nobody will ever renew or release this: let it go now, not at TTL. */
+				lk_etcd_revoke(e, op->lease);
+			} else {
+				if (k->lease && k->lease != op->lease)
+					lk_etcd_revoke(e, k->lease);
+				k->token = op->token;
+				k->lease = op->lease;
+			}
+			op->lease = 0; /* the tenure's now: op_fail must not revoke it */
+			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
+			return;
+		}
+		if (!t.succeeded && t.found) {
+			lk_etcd_revoke(e, op->lease);
+			op->lease = 0;
+			lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&t.kv));
+			return;
+		}
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: %s", step,
+		                t.succeeded ? "our key reads back wrong" : "failed without a holder");
+		return;
+
+	case LK_ETCD_STEP_KEEPALIVE:
+		rc = lk_etcd_json_parse_keepalive(body, x->resp_len, &ka, err, sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		if (ka.id != 0 && ka.id != op->lease) {
+			lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: lease %" PRId64,
+			                step, ka.id);
+			return;
+		}
+		if (ka.ttl <= 0) {
+			/* No TTL: the lease expired or was revoked, and its key went with it. */
+			lk_etcd_key_end_tenure(k, op->token);
+			lk_etcd_op_reply(op, LK_REPLY_GONE, NULL);
+			return;
+		}
+		op->ttl_s = ka.ttl;
+		op->step = LK_ETCD_STEP_CHECK;
+		lk_etcd_op_next(op);
+		return;
+
+	case LK_ETCD_STEP_CHECK:
+		rc = lk_etcd_json_parse_range(body, x->resp_len, k->key, k->key_len, &rg, err,
+		                              sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		if (rg.found && (uint64_t)rg.kv.create_revision == op->token) {
+			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
+			return;
+		}
+		/* The key is gone or someone else's: our lease only keeps an orphan alive. */
+		lk_etcd_revoke(e, op->lease);
+		lk_etcd_key_end_tenure(k, op->token);
+		lk_etcd_op_reply(op, rg.found ? LK_REPLY_TAKEN : LK_REPLY_GONE,
+		                 rg.found ? lk_etcd_holder(&rg.kv) : NULL);
+		return;
+
+	case LK_ETCD_STEP_DELETE:
+	default:
+		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
+		                            sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		/* Deleted or not ours any more: either way the tenure's lease has no use left. */
+		lk_etcd_revoke(e, op->lease);
+		lk_etcd_key_end_tenure(k, op->token);
+		lk_etcd_op_reply(op, t.succeeded ? LK_REPLY_OK : LK_REPLY_GONE, NULL);
+		return;
+	}
+
+	if (rc == -EPROTO) {
+		lk_etcd_outcome_error_body(x, o);
+		lk_etcd_op_xfer_done(op, x, o);
+		return;
+	}
+	/* Garbage is not an outage, but it is no answer either: not ready. */
+	lk_etcd_mark_down(e, err);
+	lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s: %s", step, err);
+}
+
+static void lk_etcd_defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_etcd_op *op = arg;
+	struct lk_etcd *e = op->e;
+
+	lk_etcd_enter(e);
+	if (!e->closing)
+		lk_etcd_op_reply(op, op->deferred, NULL);
+	lk_etcd_leave(e);
+}
+
+static struct lk_etcd_op *lk_etcd_op_new(struct lk_backend_key *k, enum lk_etcd_op_kind kind,
+                                         enum lk_etcd_step step, lk_backend_reply_fn *cb,
+                                         void *arg)
+{
+	struct lk_etcd *e = k->e;
+	struct lk_etcd_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->e = e;
+	op->kind = kind;
+	op->step = step;
+	op->k = k;
+	op->cb = cb;
+	op->arg = arg;
+	op->deadline_ns = lk_mono_ns() + e->timeout_ms * 1000000;
+	k->refs++;
+	TAILQ_INSERT_TAIL(&e->ops, op, link);
+	return op;
+}
+
+/* Start an operation's first step. On failure nothing was accepted and nothing calls back. */
+static int lk_etcd_op_start(struct lk_etcd_op *op)
+{
+	int rc = lk_etcd_op_send(op);
+
+	if (rc < 0) {
+		op->cb = NULL;
+		op->lease = 0;
+		lk_etcd_op_done(op, NULL);
+	}
+	return rc;
+}
+
+/* An answer known without asking etcd, delivered from the loop (never from inside the call
+ * that started the operation). */
+static int lk_etcd_op_defer(struct lk_etcd_op *op, enum lk_reply_status status)
+{
+	static const struct timeval now = { 0, 0 };
+
+	op->deferred = status;
+	op->defer = evtimer_new(op->e->base, lk_etcd_defer_cb, op);
+	if (!op->defer || evtimer_add(op->defer, &now) < 0) {
+		op->cb = NULL;
+		lk_etcd_op_done(op, NULL);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- authentication --------------------------------------------------------------------- */
+
+static int lk_etcd_auth_start(struct lk_etcd *e)
+{
+	char *body;
+	int rc;
+
+	if (e->auth_x)
+		return 0;
+	rc = lk_etcd_json_authenticate(e->username, e->password, e->password_len, &body);
+	if (rc < 0)
+		return rc;
+	e->auth_x = lk_etcd_xfer_start(e, LK_ETCD_X_AUTH, LK_ETCD_CALL_AUTH, body, true,
+	                               e->timeout_ms);
+	return e->auth_x ? 0 : -ENOMEM;
+}
+
+static struct lk_etcd_op *lk_etcd_first_waiting(struct lk_etcd *e)
+{
+	struct lk_etcd_op *op;
+
+	TAILQ_FOREACH(op, &e->ops, link)
+		if (op->waiting_auth)
+			return op;
+	return NULL;
+}
+
+static void lk_etcd_auth_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
+                              struct lk_etcd_outcome *o)
+{
+	enum lk_reply_status status = LK_REPLY_ERROR;
+	struct lk_etcd_auth auth;
+	struct lk_backend_key *k;
+	struct lk_etcd_op *op;
+	char err[LK_ETCD_MAX_ERR_LEN];
+	const char *why = o->why;
+	char *token;
+	int rc;
+
+	e->auth_x = NULL;
+	if (o->ok) {
+		rc = lk_etcd_json_parse_auth(x->resp ? x->resp : "", x->resp_len, &auth, err,
+		                             sizeof(err));
+		if (rc == 0 && (token = strdup(auth.token))) {
+			free(e->token);
+			e->token = token;
+			e->token_gen++;
+			e->auth_failing = false;
+			sodium_memzero(&auth, sizeof(auth));
+			lk_etcd_mark_up(e);
+			/* Watches first: starting them calls nobody back, failing an op may. */
+			TAILQ_FOREACH(k, &e->keys, link) {
+				if (k->wwaiting_auth) {
+					k->wwaiting_auth = false;
+					if (!k->dead && k->watching && !k->wx)
+						lk_etcd_watch_start(k);
+				}
+			}
+			while (!e->closing && !lk_etcd_need_auth(e) && (op = lk_etcd_first_waiting(e))) {
+				op->waiting_auth = false;
+				lk_etcd_op_next(op);
+			}
+			return;
+		}
+		if (rc == -EPROTO) {
+			lk_etcd_outcome_error_body(x, o);
+		} else {
+			o->garbage = true;
+			snprintf(o->why, sizeof(o->why), "bad response: %s",
+			         rc < 0 ? err : "out of memory");
+		}
+	}
+
+	if (o->conn_level)
+		lk_etcd_endpoint_failed(e, x->endpoint, why);
+	if (!o->transport)
+		status = o->garbage ? LK_REPLY_FATAL : lk_etcd_error_status(o->http, o->code);
+	/* A refused password is logged once per run of failures, not per retry. */
+	if (!e->auth_failing || o->transport)
+		lk_etcd_log(e, o->transport ? LK_BLOG_DEBUG : LK_BLOG_WARN,
+		            "authentication as %s failed: %s", e->username, why);
+	if (!o->transport)
+		e->auth_failing = true;
+	lk_etcd_mark_down(e, why);
+
+	TAILQ_FOREACH(k, &e->keys, link) {
+		if (k->wwaiting_auth) {
+			k->wwaiting_auth = false;
+			lk_etcd_watch_schedule(k, why, false);
+		}
+	}
+	while (!e->closing && (op = lk_etcd_first_waiting(e))) {
+		op->waiting_auth = false;
+		lk_etcd_op_fail(op, status, "authentication as %s failed: %s", e->username, why);
+	}
+}
+
+/* ---- the reachability probe ------------------------------------------------------------- */
+
+static void lk_etcd_probe_start(struct lk_etcd *e)
+{
+	char *body;
+
+	/* With auth, authenticating is the probe: it also proves the password. */
+	if (lk_etcd_need_auth(e)) {
+		if (lk_etcd_auth_start(e) < 0)
+			lk_etcd_mark_down(e, "out of memory");
+		return;
+	}
+	body = strdup("{}");
+	e->probe_x = body ? lk_etcd_xfer_start(e, LK_ETCD_X_PROBE, LK_ETCD_CALL_STATUS, body, false,
+	                                       e->timeout_ms) : NULL;
+	if (!e->probe_x)
+		lk_etcd_mark_down(e, "out of memory");
+}
+
+static void lk_etcd_probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_etcd *e = arg;
+
+	lk_etcd_enter(e);
+	if (!e->closing && !e->probe_x && !e->auth_x)
+		lk_etcd_probe_start(e);
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
+                               struct lk_etcd_outcome *o)
+{
+	char err[LK_ETCD_MAX_ERR_LEN];
+	int64_t revision;
+	int rc;
+
+	e->probe_x = NULL;
+	if (o->ok) {
+		rc = lk_etcd_json_parse_status(x->resp ? x->resp : "", x->resp_len, &revision, err,
+		                               sizeof(err));
+		if (rc == 0) {
+			lk_etcd_mark_up(e);
+			return;
+		}
+		if (rc == -EPROTO)
+			lk_etcd_outcome_error_body(x, o);
+		else
+			snprintf(o->why, sizeof(o->why), "bad response to a status request: %s", err);
+	}
+	if (o->conn_level)
+		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
+	lk_etcd_mark_down(e, o->why);
+}
+
+/* ---- watches ---------------------------------------------------------------------------- */
+
+/* One line of a watch stream. Runs inside curl's write callback: it only records. Returns
+ * false to end the stream (x->why says why). */
+static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t len)
+{
+	struct lk_backend_key *k = x->k;
+	struct lk_etcd_error error;
+	struct lk_etcd_watch w;
+	char err[LK_ETCD_MAX_ERR_LEN];
+	int rc;
+
+	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' '))
+		len--;
+	if (len == 0)
+		return true;
+	rc = lk_etcd_json_parse_watch(line, len, k->key, k->key_len, &w, err, sizeof(err));
+	if (rc == -EPROTO) {
+		if (lk_etcd_json_parse_error(line, len, &error) < 0)
+			snprintf(error.message, sizeof(error.message), "error response");
+		x->token_invalid = error.code == LK_ETCD_GRPC_UNAUTHENTICATED;
+		x->conn_level = error.code == LK_ETCD_GRPC_UNAVAILABLE;
+		snprintf(x->why, sizeof(x->why), "watch failed: %s", error.message);
+		return false;
+	}
+	if (rc < 0) {
+		x->garbage = true;
+		snprintf(x->why, sizeof(x->why), "bad watch response: %s", err);
+		return false;
+	}
+	if (w.canceled) {
+		/* Compacted past where we would resume: start over from now (the confirmation of
+		 * the new stream notifies, covering whatever was missed). */
+		if (w.compact_revision > 0)
+			k->wlast = 0;
+		x->token_invalid = strstr(w.cancel_reason, "invalid auth token") != NULL;
+		x->conn_level = strstr(w.cancel_reason, "no leader") != NULL;
+		snprintf(x->why, sizeof(x->why), "watch canceled: %s",
+		         w.cancel_reason[0] ? w.cancel_reason : "no reason given");
+		return false;
+	}
+	if (w.created) {
+		/* A fresh stream starts after the revision it was created at. */
+		if (x->start_revision == 0 && w.revision > k->wlast)
+			k->wlast = w.revision;
+		k->wcreated = true;
+		k->wattempt = 0;
+		/* Deletions may have happened while there was no stream. */
+		k->notify_pending = true;
+		x->e->watch_ok = true;
+	}
+	if (w.max_mod_revision > k->wlast)
+		k->wlast = w.max_mod_revision;
+	if (w.n_deletes > 0)
+		k->notify_pending = true;
+	return true;
+}
+
+/* CURLOPT_WRITEFUNCTION of a watch stream: split into lines and record what they say. */
+static size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct lk_etcd_xfer *x = arg;
+	size_t n = size * nmemb, start = 0;
+	long http = 0;
+	char *nl;
+
+	if (!x->http_checked) {
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
+		x->http_checked = true;
+		x->http_ok = http >= 200 && http < 300;
+	}
+	if (!x->http_ok) {
+		/* An error body: keep it (capped) for the completion to report. */
+		if (!lk_etcd_append(x, data, n, LK_ETCD_MAX_RESPONSE)) {
+			x->too_big = true;
+			return 0;
+		}
+		return n;
+	}
+	if (!lk_etcd_append(x, data, n, LK_ETCD_MAX_WATCH_PENDING)) {
+		x->garbage = true;
+		snprintf(x->why, sizeof(x->why), "watch response line longer than %d bytes",
+		         LK_ETCD_JSON_MAX_BODY);
+		return 0;
+	}
+	while ((nl = memchr(x->resp + start, '\n', x->resp_len - start))) {
+		size_t len = (size_t)(nl - (x->resp + start));
+
+		if (!lk_etcd_watch_line(x, x->resp + start, len))
+			return 0;
+		start += len + 1;
+	}
+	memmove(x->resp, x->resp + start, x->resp_len - start);
+	x->resp_len -= start;
+	x->resp[x->resp_len] = '\0';
+	if (x->resp_len > LK_ETCD_JSON_MAX_BODY) {
+		x->garbage = true;
+		snprintf(x->why, sizeof(x->why), "watch response line longer than %d bytes",
+		         LK_ETCD_JSON_MAX_BODY);
+		return 0;
+	}
+	return n;
+}
+
+static void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created)
+{
+	struct lk_etcd *e = k->e;
+	struct timeval tv;
+	int64_t delay;
+
+	if (e->closing || k->dead || !k->watching || k->wx || evtimer_pending(k->wretry, NULL))
+		return;
+	delay = lk_backoff_ms(k->wattempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
+	if (k->wattempt < LK_ETCD_MAX_ATTEMPT)
+		k->wattempt++;
+	lk_etcd_timeval(&tv, delay);
+	evtimer_add(k->wretry, &tv);
+	lk_etcd_log(e, was_created ? LK_BLOG_INFO : LK_BLOG_DEBUG,
+	            "watch on %s broken: %s; resuming in %" PRId64 "ms", k->key, why, delay);
+}
+
+/* Stop the stream (if any) without reporting anything; the resume state (wlast) stays. */
+static void lk_etcd_watch_stop(struct lk_backend_key *k)
+{
+	if (k->wx)
+		lk_etcd_xfer_abort(k->wx);
+	k->wx = NULL;
+	k->wcreated = false;
+	k->wwaiting_auth = false;
+	if (k->wretry)
+		evtimer_del(k->wretry);
+	if (k->wdeadline)
+		evtimer_del(k->wdeadline);
+}
+
+static void lk_etcd_watch_start(struct lk_backend_key *k)
+{
+	struct lk_etcd *e = k->e;
+	int64_t start = k->wlast > 0 ? k->wlast + 1 : 0;
+	struct lk_etcd_xfer *x;
+	struct timeval tv;
+	char *body;
+
+	if (e->closing || k->dead || !k->watching || k->wx)
+		return;
+	evtimer_del(k->wretry);
+	if (lk_etcd_need_auth(e)) {
+		k->wwaiting_auth = true;
+		if (lk_etcd_auth_start(e) < 0) {
+			k->wwaiting_auth = false;
+			lk_etcd_watch_schedule(k, "out of memory", false);
+		}
+		return;
+	}
+	if (lk_etcd_json_watch_create(k->key, k->key_len, start, &body) < 0) {
+		lk_etcd_watch_schedule(k, "out of memory", false);
+		return;
+	}
+	x = lk_etcd_xfer_start(e, LK_ETCD_X_WATCH, LK_ETCD_CALL_WATCH, body, false, 0);
+	if (!x) {
+		lk_etcd_watch_schedule(k, "out of memory", false);
+		return;
+	}
+	x->k = k;
+	x->start_revision = start;
+	k->wx = x;
+	k->wcreated = false;
+	/* A stream etcd never confirms (a frozen member accepts connections and says nothing)
+	 * counts as broken. */
+	lk_etcd_timeval(&tv, e->timeout_ms);
+	evtimer_add(k->wdeadline, &tv);
+}
+
+static void lk_etcd_watch_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_backend_key *k = arg;
+	struct lk_etcd *e = k->e;
+
+	lk_etcd_enter(e);
+	lk_etcd_watch_start(k);
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_watch_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_backend_key *k = arg;
+	struct lk_etcd *e = k->e;
+	char why[LK_ETCD_MAX_LOG_LEN];
+	size_t idx;
+
+	lk_etcd_enter(e);
+	if (!e->closing && k->wx && !k->wcreated) {
+		idx = k->wx->endpoint;
+		lk_etcd_xfer_abort(k->wx);
+		snprintf(why, sizeof(why), "%s did not confirm a watch within %" PRId64 "ms",
+		         e->endpoints[idx], e->timeout_ms);
+		lk_etcd_endpoint_failed(e, idx, why);
+		lk_etcd_mark_down(e, why);
+		lk_etcd_watch_schedule(k, why, false);
+	}
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcode res,
+                               struct lk_etcd_outcome *o)
+{
+	struct lk_backend_key *k = x->k;
+	bool was_created = k->wcreated;
+	const char *why;
+
+	k->wx = NULL;
+	k->wcreated = false;
+	evtimer_del(k->wdeadline);
+	if (x->why[0]) {
+		why = x->why;
+	} else if (!o->transport && o->ok) {
+		/* A clean end of a stream that should never end: a member shutting down. */
+		snprintf(o->why, sizeof(o->why), "%s closed the stream", e->endpoints[x->endpoint]);
+		why = o->why;
+		x->conn_level = true;
+	} else {
+		why = o->why;
+		if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED)
+			x->token_invalid = true;
+	}
+	if (x->token_invalid && x->token_gen == e->token_gen && e->username) {
+		free(e->token);
+		e->token = NULL;
+	}
+	if (x->conn_level || (o->transport && lk_etcd_conn_level(res)) || o->conn_level) {
+		lk_etcd_endpoint_failed(e, x->endpoint, why);
+		lk_etcd_mark_down(e, why);
+	}
+	lk_etcd_watch_schedule(k, why, was_created);
+}
+
+/* ---- completions ------------------------------------------------------------------------ */
+
+static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcode res)
+{
+	struct lk_etcd_outcome o;
+	long http = 0;
+
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
+	lk_etcd_xfer_detach(x);
+	lk_etcd_outcome(x, res, http, &o);
+	switch (x->kind) {
+	case LK_ETCD_X_OP:
+		lk_etcd_op_xfer_done(x->op, x, &o);
+		break;
+	case LK_ETCD_X_AUTH:
+		lk_etcd_auth_done(e, x, &o);
+		break;
+	case LK_ETCD_X_PROBE:
+		lk_etcd_probe_done(e, x, &o);
+		break;
+	case LK_ETCD_X_WATCH:
+		lk_etcd_watch_done(e, x, res, &o);
+		break;
+	case LK_ETCD_X_REVOKE:
+	default:
+		break;
+	}
+	lk_etcd_xfer_free(x);
+}
+
+/* After curl ran: dispatch finished transfers, then the notifications curl callbacks
+ * recorded. Stops as soon as a callback frees the backend. */
+static void lk_etcd_process(struct lk_etcd *e)
+{
+	char *priv;
+	CURLMsg *msg;
+	CURLcode res;
+	CURL *easy;
+	int left;
+
+	while (!e->closing && (msg = curl_multi_info_read(e->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		easy = msg->easy_handle;
+		res = msg->data.result;
+		priv = NULL;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+		if (priv)
+			lk_etcd_xfer_done(e, (struct lk_etcd_xfer *)(void *)priv, res);
+	}
+	if (!e->closing && e->watch_ok) {
+		e->watch_ok = false;
+		lk_etcd_mark_up(e);
+	}
+	if (!e->closing)
+		lk_etcd_notify_sweep(e);
+}
+
+/* ---- the operations --------------------------------------------------------------------- */
+
+static struct lk_backend_key *lk_etcd_key_new(struct lk_backend *b, const char *key,
+                                              const char *identity,
+                                              lk_backend_notify_fn *notify, void *arg)
+{
+	struct lk_etcd *e = (struct lk_etcd *)b;
+	struct lk_backend_key *k;
+	size_t klen, ilen;
+
+	if (!e || e->closing || !key || !identity)
+		return NULL;
+	klen = strlen(key);
+	ilen = strlen(identity);
+	if (klen == 0 || klen > LK_ETCD_MAX_KEY_LEN || ilen == 0 || ilen > LK_ETCD_MAX_IDENTITY_LEN)
+		return NULL;
+
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return NULL;
+	k->e = e;
+	k->key = strdup(key);
+	k->identity = strdup(identity);
+	k->wretry = evtimer_new(e->base, lk_etcd_watch_retry_cb, k);
+	k->wdeadline = evtimer_new(e->base, lk_etcd_watch_deadline_cb, k);
+	if (!k->key || !k->identity || !k->wretry || !k->wdeadline)
+		goto fail;
+	k->key_len = klen;
+	k->identity_len = ilen;
+	k->notify = notify;
+	k->notify_arg = arg;
+	TAILQ_INSERT_TAIL(&e->keys, k, link);
+	return k;
+
+fail:
+	if (k->wretry)
+		event_free(k->wretry);
+	if (k->wdeadline)
+		event_free(k->wdeadline);
+	free(k->key);
+	free(k->identity);
+	free(k);
+	return NULL;
+}
+
+static void lk_etcd_key_free(struct lk_backend_key *k)
+{
+	if (!k || k->dead)
+		return;
+	k->dead = true;
+	k->watching = false;
+	k->notify_pending = false;
+	lk_etcd_watch_stop(k);
+	if (k->refs == 0)
+		lk_etcd_key_destroy(k);
+}
+
+static int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_fn *cb,
+                           void *arg)
+{
+	struct lk_etcd_op *op;
+
+	if (!k || k->dead || !cb || ttl_ms <= 0)
+		return -EINVAL;
+	if (k->e->closing)
+		return -ESHUTDOWN;
+	op = lk_etcd_op_new(k, LK_ETCD_ACQUIRE, LK_ETCD_STEP_GRANT, cb, arg);
+	if (!op)
+		return -ENOMEM;
+	op->ttl_ms = ttl_ms;
+	return lk_etcd_op_start(op);
+}
+
+static int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
+                         lk_backend_reply_fn *cb, void *arg)
+{
+	struct lk_etcd_op *op;
+
+	if (!k || k->dead || !cb || ttl_ms <= 0 || token == 0 || token > INT64_MAX)
+		return -EINVAL;
+	if (k->e->closing)
+		return -ESHUTDOWN;
+	op = lk_etcd_op_new(k, LK_ETCD_RENEW, LK_ETCD_STEP_KEEPALIVE, cb, arg);
+	if (!op)
+		return -ENOMEM;
+	op->token = token;
+	op->ttl_ms = ttl_ms;
+	/* etcd extends leases, not keys: without the tenure's lease there is nothing of ours
+	 * left to extend (ttl_ms is unused for the same reason: a keepalive restores the TTL
+	 * the lease was granted with). */
+	if (k->token != token || k->lease == 0)
+		return lk_etcd_op_defer(op, LK_REPLY_GONE);
+	op->lease = k->lease;
+	return lk_etcd_op_start(op);
+}
+
+static int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb,
+                           void *arg)
+{
+	struct lk_etcd_op *op;
+
+	if (!k || k->dead || !cb || token == 0 || token > INT64_MAX)
+		return -EINVAL;
+	if (k->e->closing)
+		return -ESHUTDOWN;
+	op = lk_etcd_op_new(k, LK_ETCD_RELEASE, LK_ETCD_STEP_DELETE, cb, arg);
+	if (!op)
+		return -ENOMEM;
+	op->token = token;
+	/* The compare on create_revision is what makes this safe (I3); the lease is only revoked
+	 * afterwards, and only if it is this tenure's. */
+	op->lease = k->token == token ? k->lease : 0;
+	return lk_etcd_op_start(op);
+}
+
+static void lk_etcd_watch(struct lk_backend_key *k, bool on)
+{
+	if (!k || k->dead || k->e->closing || k->watching == on)
+		return;
+	k->watching = on;
+	if (on) {
+		k->wattempt = 0;
+		k->wlast = 0;
+		lk_etcd_watch_start(k);
+	} else {
+		k->notify_pending = false;
+		lk_etcd_watch_stop(k);
+	}
+}
+
+static bool lk_etcd_ready(const struct lk_backend *b)
+{
+	const struct lk_etcd *e = (const struct lk_etcd *)b;
+
+	return e && !e->closing && e->ready;
+}
+
+/* ---- life and death --------------------------------------------------------------------- */
+
+static void lk_etcd_finalize(struct lk_etcd *e)
+{
+	struct lk_backend_key *k;
+	struct lk_etcd_sock *s;
+
+	/* Closes pooled connections, telling lk_etcd_sock_cb to drop their events. */
+	if (e->multi)
+		curl_multi_cleanup(e->multi);
+	while ((s = TAILQ_FIRST(&e->socks)))
+		lk_etcd_sock_free(s);
+	while ((k = TAILQ_FIRST(&e->keys)))
+		lk_etcd_key_destroy(k);
+	if (e->timer)
+		event_free(e->timer);
+	if (e->probe)
+		event_free(e->probe);
+	for (size_t i = 0; i < e->n_endpoints; i++)
+		free(e->endpoints[i]);
+	free(e->endpoints);
+	if (e->password) {
+		sodium_memzero(e->password, e->password_len);
+		free(e->password);
+	}
+	if (e->token) {
+		sodium_memzero(e->token, strlen(e->token));
+		free(e->token);
+	}
+	free(e->username);
+	free(e->ca_file);
+	free(e->cert_file);
+	free(e->key_file);
+	free(e->b.name);
+	free(e);
+}
+
+static void lk_etcd_free(struct lk_backend *b)
+{
+	struct lk_etcd *e = (struct lk_etcd *)b;
+	struct lk_backend_key *k;
+	struct lk_etcd_xfer *x;
+	struct lk_etcd_op *op;
+
+	if (!e || e->closing)
+		return;
+	e->closing = true;
+	lk_etcd_enter(e);
+	/* Abort everything silently: no callback runs after free(). */
+	while ((op = TAILQ_FIRST(&e->ops)))
+		lk_etcd_op_free(op);
+	TAILQ_FOREACH(k, &e->keys, link)
+		lk_etcd_watch_stop(k);
+	while ((x = TAILQ_FIRST(&e->xfers)))
+		lk_etcd_xfer_abort(x);
+	if (e->probe)
+		evtimer_del(e->probe);
+	if (e->timer)
+		evtimer_del(e->timer);
+	lk_etcd_leave(e);
+}
+
+static const struct lk_backend_ops lk_etcd_ops = {
+	.type = "etcd",
+	.key_new = lk_etcd_key_new,
+	.key_free = lk_etcd_key_free,
+	.acquire = lk_etcd_acquire,
+	.renew = lk_etcd_renew,
+	.release = lk_etcd_release,
+	.watch = lk_etcd_watch,
+	.ready = lk_etcd_ready,
+	.free = lk_etcd_free,
+};
+
+/* Read the password, trailing newline and blanks stripped. The contents never go into err. */
+static int lk_etcd_read_password(const char *path, char **ret, size_t *ret_len,
+                                 char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	ssize_t got;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
+		return rc;
+	}
+	buf = malloc(LK_ETCD_MAX_PASSWORD_LEN + 2);
+	if (!buf) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "password_file %s: out of memory", path);
+		goto fail;
+	}
+	while (n <= LK_ETCD_MAX_PASSWORD_LEN) {
+		got = read(fd, buf + n, LK_ETCD_MAX_PASSWORD_LEN + 1 - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	if (n > LK_ETCD_MAX_PASSWORD_LEN) {
+		rc = -EFBIG;
+		snprintf(err, errlen, "password_file %s: longer than %d bytes", path,
+		         LK_ETCD_MAX_PASSWORD_LEN);
+		goto fail;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	                 buf[n - 1] == '\t'))
+		n--;
+	if (n == 0) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "password_file %s: empty", path);
+		goto fail;
+	}
+	buf[n] = '\0';
+	close(fd);
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+
+fail:
+	if (buf) {
+		sodium_memzero(buf, LK_ETCD_MAX_PASSWORD_LEN + 2);
+		free(buf);
+	}
+	close(fd);
+	return rc;
+}
+
+/* An endpoint as curl will get it: http(s)://host[:port] with no path, no credentials, no
+ * bytes that could end up somewhere unexpected. A trailing '/' is dropped. */
+static int lk_etcd_endpoint(const char *url, char **ret, char *err, size_t errlen)
+{
+	size_t n = strlen(url), scheme;
+	char *s;
+
+	if (strncmp(url, "http://", 7) == 0)
+		scheme = 7;
+	else if (strncmp(url, "https://", 8) == 0)
+		scheme = 8;
+	else
+		goto bad;
+	while (n > scheme && url[n - 1] == '/')
+		n--;
+	if (n == scheme || n > LK_ETCD_MAX_ENDPOINT_LEN)
+		goto bad;
+	for (size_t i = scheme; i < n; i++) {
+		unsigned char c = (unsigned char)url[i];
+
+		/* '@' would be credentials (kept out of URLs, which end up in logs); a path, query
+		 * or fragment would be glued to /v3/... */
+		if (c <= 0x20 || c >= 0x7f || c == '@' || c == '/' || c == '?' || c == '#')
+			goto bad;
+	}
+	s = strndup(url, n);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+bad:
+	if (strchr(url, '@'))
+		snprintf(err, errlen, "invalid endpoint: credentials in a URL are not supported "
+		         "(use username and password_file)");
+	else
+		snprintf(err, errlen, "invalid endpoint \"%.*s\": want http://host:port or "
+		         "https://host:port", LK_ETCD_MAX_SHOWN_LEN, url);
+	return -EINVAL;
+}
+
+static int lk_etcd_dup(const char *src, char **dst, char *err, size_t errlen)
+{
+	if (!src)
+		return 0;
+	*dst = strdup(src);
+	if (*dst)
+		return 0;
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
+
+int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
+                const struct lk_backend_hooks *hooks, struct lk_backend **ret,
+                char *err, size_t errlen)
+{
+	static const char *const default_endpoint = "http://127.0.0.1:2379";
+	char scratch[LK_ETCD_MAX_LOG_LEN];
+	struct timeval now = { 0, 0 };
+	size_t n_endpoints;
+	struct lk_etcd *e;
+	int rc;
+
+	if (!err || errlen == 0) {
+		err = scratch;
+		errlen = sizeof(scratch);
+	}
+	if (!base || !cfg || !ret) {
+		snprintf(err, errlen, "invalid arguments");
+		return -EINVAL;
+	}
+	if (cfg->timeout_ms <= 0) {
+		snprintf(err, errlen, "timeout must be positive");
+		return -EINVAL;
+	}
+	if (cfg->n_endpoints > LK_CONFIG_MAX_ENDPOINTS || (cfg->n_endpoints && !cfg->endpoints)) {
+		snprintf(err, errlen, "invalid endpoints list");
+		return -EINVAL;
+	}
+	if (!cfg->username != !cfg->password_file) {
+		snprintf(err, errlen, "%s", cfg->username ? "username requires password_file" :
+		         "password_file requires username on an etcd backend");
+		return -EINVAL;
+	}
+	if (!cfg->cert_file != !cfg->key_file) {
+		snprintf(err, errlen, "cert_file and key_file go together");
+		return -EINVAL;
+	}
+	/* Once per process, before the first handle (see the top of this file for why it is
+	 * never undone). Not thread-safe, like everything on the agent's one thread. */
+	if (!lk_etcd_curl_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+			snprintf(err, errlen, "cannot initialise libcurl");
+			return -EIO;
+		}
+		lk_etcd_curl_ready = true;
+	}
+
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e->b.ops = &lk_etcd_ops;
+	e->base = base;
+	e->timeout_ms = cfg->timeout_ms;
+	TAILQ_INIT(&e->xfers);
+	TAILQ_INIT(&e->ops);
+	TAILQ_INIT(&e->keys);
+	TAILQ_INIT(&e->socks);
+	if (hooks)
+		e->b.hooks = *hooks;
+	e->b.name = strdup(cfg->name ? cfg->name : "etcd");
+	if (!e->b.name) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+
+	n_endpoints = cfg->n_endpoints ? cfg->n_endpoints : 1;
+	e->endpoints = calloc(n_endpoints, sizeof(*e->endpoints));
+	if (!e->endpoints) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < n_endpoints; i++) {
+		rc = lk_etcd_endpoint(cfg->n_endpoints ? cfg->endpoints[i] : default_endpoint,
+		                      &e->endpoints[i], err, errlen);
+		if (rc < 0)
+			goto fail;
+		e->n_endpoints++;
+	}
+
+	if ((rc = lk_etcd_dup(cfg->username, &e->username, err, errlen)) < 0 ||
+	    (rc = lk_etcd_dup(cfg->ca_file, &e->ca_file, err, errlen)) < 0 ||
+	    (rc = lk_etcd_dup(cfg->cert_file, &e->cert_file, err, errlen)) < 0 ||
+	    (rc = lk_etcd_dup(cfg->key_file, &e->key_file, err, errlen)) < 0)
+		goto fail;
+	if (e->username && strlen(e->username) > LK_ETCD_JSON_MAX_NAME) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "username longer than %d bytes", LK_ETCD_JSON_MAX_NAME);
+		goto fail;
+	}
+	if (cfg->password_file) {
+		rc = lk_etcd_read_password(cfg->password_file, &e->password, &e->password_len,
+		                           err, errlen);
+		if (rc < 0)
+			goto fail;
+	}
+
+	e->timer = evtimer_new(base, lk_etcd_timer_event, e);
+	e->probe = evtimer_new(base, lk_etcd_probe_cb, e);
+	e->multi = curl_multi_init();
+	if (!e->timer || !e->probe || !e->multi) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, lk_etcd_sock_cb) != CURLM_OK ||
+	    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e) != CURLM_OK ||
+	    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, lk_etcd_timer_cb) != CURLM_OK ||
+	    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e) != CURLM_OK) {
+		rc = -EIO;
+		snprintf(err, errlen, "cannot set up libcurl");
+		goto fail;
+	}
+
+	/* Probe from the loop, not from here: the caller gets its backend before any hook. */
+	evtimer_add(e->probe, &now);
+	*ret = &e->b;
+	return 0;
+
+fail:
+	lk_etcd_free(&e->b);
+	return rc;
+}

@@ -1,0 +1,826 @@
+/* etcd's JSON gateway mapped to plain structs with jansson (see etcd_json.h for the rules). */
+#include "locks/etcd_json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#define LK_ETCD_JSON_INT_DIGITS 19 /* INT64_MAX has 19 digits: more can only overflow */
+
+enum lk_etcd_event_type { LK_ETCD_EVENT_PUT, LK_ETCD_EVENT_DELETE };
+
+static void lk_etcd_json_msg(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void lk_etcd_json_msg(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Server text for a message: capped, and printable so that it cannot break a log line. */
+static void lk_etcd_json_shown(char *dst, size_t cap, const char *src, size_t len)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return;
+	for (size_t i = 0; i < len && n + 1 < cap && n < LK_ETCD_JSON_MAX_TEXT; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[n] = '\0';
+}
+
+/* ---- building ------------------------------------------------------------------------- */
+
+static char *lk_etcd_json_b64(const void *bin, size_t len)
+{
+	size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+	char *s = malloc(cap);
+
+	if (s)
+		sodium_bin2base64(s, cap, bin, len, sodium_base64_VARIANT_ORIGINAL);
+	return s;
+}
+
+static void lk_etcd_json_i64(char buf[24], int64_t v)
+{
+	snprintf(buf, 24, "%" PRId64, v);
+}
+
+/* Serialise and free root; -ENOMEM covers jansson's refusals too (our strings are ASCII). */
+static int lk_etcd_json_dump(json_t *root, char **ret)
+{
+	char *s;
+
+	if (!root)
+		return -ENOMEM;
+	s = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+static bool lk_etcd_json_key_ok(const void *key, size_t klen)
+{
+	return key && klen > 0 && klen <= LK_ETCD_JSON_MAX_KEY;
+}
+
+int lk_etcd_json_grant(int64_t ttl_s, char **ret)
+{
+	char ttl[24];
+
+	if (ttl_s <= 0 || !ret)
+		return -EINVAL;
+	lk_etcd_json_i64(ttl, ttl_s);
+	return lk_etcd_json_dump(json_pack("{s:s}", "TTL", ttl), ret);
+}
+
+int lk_etcd_json_lease_id(int64_t id, char **ret)
+{
+	char s[24];
+
+	if (id <= 0 || !ret)
+		return -EINVAL;
+	lk_etcd_json_i64(s, id);
+	return lk_etcd_json_dump(json_pack("{s:s}", "ID", s), ret);
+}
+
+int lk_etcd_json_txn_create(const void *key, size_t klen, const void *value, size_t vlen,
+                            int64_t lease, char **ret)
+{
+	char *k64 = NULL, *v64 = NULL, id[24];
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || (!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE ||
+	    lease <= 0 || !ret)
+		return -EINVAL;
+	k64 = lk_etcd_json_b64(key, klen);
+	v64 = lk_etcd_json_b64(value ? value : "", vlen);
+	if (!k64 || !v64) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	lk_etcd_json_i64(id, lease);
+	/* "create_revision":"0" must be sent although it is the zero value: it selects the
+	 * compare's target field. */
+	rc = lk_etcd_json_dump(json_pack(
+		"{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s, s:s, s:s}}, {s:{s:s}}], s:[{s:{s:s}}]}",
+		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", "0",
+		"success", "request_put", "key", k64, "value", v64, "lease", id,
+		"request_range", "key", k64,
+		"failure", "request_range", "key", k64), ret);
+out:
+	free(k64);
+	free(v64);
+	return rc;
+}
+
+int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision, char **ret)
+{
+	char *k64, rev[24];
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || create_revision <= 0 || !ret)
+		return -EINVAL;
+	k64 = lk_etcd_json_b64(key, klen);
+	if (!k64)
+		return -ENOMEM;
+	lk_etcd_json_i64(rev, create_revision);
+	rc = lk_etcd_json_dump(json_pack(
+		"{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s}}]}",
+		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", rev,
+		"success", "request_delete_range", "key", k64), ret);
+	free(k64);
+	return rc;
+}
+
+int lk_etcd_json_range(const void *key, size_t klen, char **ret)
+{
+	char *k64;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || !ret)
+		return -EINVAL;
+	k64 = lk_etcd_json_b64(key, klen);
+	if (!k64)
+		return -ENOMEM;
+	rc = lk_etcd_json_dump(json_pack("{s:s}", "key", k64), ret);
+	free(k64);
+	return rc;
+}
+
+int lk_etcd_json_watch_create(const void *key, size_t klen, int64_t start_revision, char **ret)
+{
+	json_t *req;
+	char *k64, rev[24];
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || start_revision < 0 || !ret)
+		return -EINVAL;
+	k64 = lk_etcd_json_b64(key, klen);
+	if (!k64)
+		return -ENOMEM;
+	lk_etcd_json_i64(rev, start_revision);
+	req = start_revision > 0 ? json_pack("{s:s, s:s}", "key", k64, "start_revision", rev)
+	                         : json_pack("{s:s}", "key", k64);
+	rc = lk_etcd_json_dump(req ? json_pack("{s:o}", "create_request", req) : NULL, ret);
+	free(k64);
+	return rc;
+}
+
+/* Append s[len] as a JSON string to out (which has room for 6 bytes per input byte + 2). */
+static size_t lk_etcd_json_escape(char *out, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	out[n++] = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '"' || c == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)c;
+		} else if (c < 0x20) {
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[c >> 4];
+			out[n + 5] = hex[c & 15];
+			n += 6;
+		} else {
+			out[n++] = (char)c; /* UTF-8 passes through; etcd judges its validity */
+		}
+	}
+	out[n++] = '"';
+	return n;
+}
+
+int lk_etcd_json_authenticate(const char *name, const char *password, size_t pwlen, char **ret)
+{
+	size_t nlen, cap, n = 0;
+	char *s;
+
+	if (!name || !password || !ret)
+		return -EINVAL;
+	nlen = strlen(name);
+	if (nlen == 0 || nlen > LK_ETCD_JSON_MAX_NAME || pwlen == 0 ||
+	    pwlen > LK_ETCD_JSON_MAX_PASSWORD)
+		return -EINVAL;
+	cap = sizeof("{\"name\":,\"password\":}") + 6 * (nlen + pwlen) + 4;
+	s = malloc(cap);
+	if (!s)
+		return -ENOMEM;
+	memcpy(s + n, "{\"name\":", 8);
+	n += 8;
+	n += lk_etcd_json_escape(s + n, name, nlen);
+	memcpy(s + n, ",\"password\":", 12);
+	n += 12;
+	n += lk_etcd_json_escape(s + n, password, pwlen);
+	s[n++] = '}';
+	s[n] = '\0';
+	*ret = s;
+	return 0;
+}
+
+/* ---- parsing -------------------------------------------------------------------------- */
+
+/* Parse a whole body as one JSON object. -EPROTO if it is an etcd error object. */
+static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *err, size_t errlen)
+{
+	char text[LK_ETCD_JSON_MAX_TEXT + 1];
+	json_error_t je;
+	json_t *root;
+
+	if (!body || len == 0) {
+		lk_etcd_json_msg(err, errlen, "empty response");
+		return -EINVAL;
+	}
+	if (len > LK_ETCD_JSON_MAX_BODY) {
+		lk_etcd_json_msg(err, errlen, "response larger than %d bytes", LK_ETCD_JSON_MAX_BODY);
+		return -EINVAL;
+	}
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		/* jansson's text may quote the input: show it like any other server text. */
+		lk_etcd_json_shown(text, sizeof(text), je.text, strnlen(je.text, sizeof(je.text)));
+		lk_etcd_json_msg(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
+		                 je.column, text);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		lk_etcd_json_msg(err, errlen, "response is not a JSON object");
+		return -EINVAL;
+	}
+	/* A success body never carries "error" (a grant's error string is omitted when empty). */
+	if (json_object_get(root, "error")) {
+		json_decref(root);
+		lk_etcd_json_msg(err, errlen, "error response");
+		return -EPROTO;
+	}
+	*ret = root;
+	return 0;
+}
+
+/* A decimal int64 in a JSON string or a JSON integer; absent or null keeps *out. */
+static int lk_etcd_json_int(const json_t *obj, const char *name, int64_t *out,
+                            char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(obj, name);
+	const char *s;
+	size_t n, i = 0;
+	uint64_t acc = 0, limit;
+	bool neg = false;
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_integer(v)) {
+		*out = (int64_t)json_integer_value(v);
+		return 0;
+	}
+	if (!json_is_string(v))
+		goto bad;
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (n > 0 && s[0] == '-') {
+		neg = true;
+		i = 1;
+	}
+	if (n == i || n - i > LK_ETCD_JSON_INT_DIGITS)
+		goto bad;
+	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			goto bad;
+		/* 19 digits fit in a uint64_t; the limit check catches the int64 overflow. */
+		acc = acc * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (acc > limit)
+		goto bad;
+	*out = neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
+	return 0;
+bad:
+	lk_etcd_json_msg(err, errlen, "field \"%s\" is not a 64-bit integer", name);
+	return -EINVAL;
+}
+
+/* Like lk_etcd_json_int, for fields that cannot be negative (revisions, lease IDs). */
+static int lk_etcd_json_uint(const json_t *obj, const char *name, int64_t *out,
+                             char *err, size_t errlen)
+{
+	int64_t v = *out;
+	int rc = lk_etcd_json_int(obj, name, &v, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	if (v < 0) {
+		lk_etcd_json_msg(err, errlen, "field \"%s\" is negative", name);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Absent or null means false. */
+static int lk_etcd_json_bool(const json_t *obj, const char *name, bool *out,
+                             char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(obj, name);
+
+	if (!v || json_is_null(v)) {
+		*out = false;
+		return 0;
+	}
+	if (!json_is_boolean(v)) {
+		lk_etcd_json_msg(err, errlen, "field \"%s\" is not a boolean", name);
+		return -EINVAL;
+	}
+	*out = json_is_true(v);
+	return 0;
+}
+
+/* Absent or null gives NULL without error; anything else must have the given type. */
+static int lk_etcd_json_child(const json_t *obj, const char *name, json_type type,
+                              json_t **ret, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(obj, name);
+
+	*ret = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_typeof(v) != type) {
+		lk_etcd_json_msg(err, errlen, "field \"%s\" is not %s", name,
+		                 type == JSON_OBJECT ? "an object" :
+		                 type == JSON_ARRAY ? "an array" : "a string");
+		return -EINVAL;
+	}
+	*ret = v;
+	return 0;
+}
+
+/* Decode a base64 field into buf (cap bytes at most, plus a NUL). Absent means empty. A value
+ * over cap sets *too_long and leaves buf empty rather than failing: a holder we cannot show
+ * is still a holder. */
+static int lk_etcd_json_bytes(const json_t *obj, const char *name, char *buf, size_t cap,
+                              size_t *len, bool *too_long, char *err, size_t errlen)
+{
+	json_t *v;
+	const char *s;
+	size_t n, want, got = 0;
+	int rc = lk_etcd_json_child(obj, name, JSON_STRING, &v, err, errlen);
+
+	*len = 0;
+	*too_long = false;
+	buf[0] = '\0';
+	if (rc < 0 || !v)
+		return rc;
+	s = json_string_value(v);
+	n = json_string_length(v);
+	/* Padded base64 comes in groups of four; the size it decodes to is known up front, so a
+	 * value too long for buf is told apart from a broken one without decoding it. */
+	if (n % 4 != 0)
+		goto bad;
+	want = n / 4 * 3 - (n > 0 && s[n - 1] == '=') - (n > 1 && s[n - 2] == '=');
+	if (want > cap) {
+		*too_long = true;
+		return 0;
+	}
+	/* No ignore set and no end pointer: every character must be base64, padding included. */
+	if (sodium_base642bin((unsigned char *)buf, cap, s, n, NULL, &got, NULL,
+	                      sodium_base64_VARIANT_ORIGINAL) != 0 || got != want)
+		goto bad;
+	buf[got] = '\0';
+	*len = got;
+	return 0;
+bad:
+	buf[0] = '\0';
+	lk_etcd_json_msg(err, errlen, "field \"%s\" is not valid base64", name);
+	return -EINVAL;
+}
+
+/* header.revision. Every real answer has a header (cluster and member IDs are never zero), so
+ * where the defaults of a missing body would read as a meaningful answer (a txn that "did not
+ * succeed", a range that "found nothing"), a missing header marks the body as garbage. */
+static int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revision,
+                               char *err, size_t errlen)
+{
+	json_t *h;
+	int rc = lk_etcd_json_child(obj, "header", JSON_OBJECT, &h, err, errlen);
+
+	*revision = 0;
+	if (rc < 0)
+		return rc;
+	if (!h) {
+		if (!required)
+			return 0;
+		lk_etcd_json_msg(err, errlen, "response without a header");
+		return -EINVAL;
+	}
+	return lk_etcd_json_uint(h, "revision", revision, err, errlen);
+}
+
+/* Whether a base64 key field decodes to exactly key[klen]. */
+static int lk_etcd_json_key_is(const json_t *obj, const void *key, size_t klen, bool *is,
+                               char *err, size_t errlen)
+{
+	char buf[LK_ETCD_JSON_MAX_KEY + 1];
+	size_t n;
+	bool too_long;
+	int rc = lk_etcd_json_bytes(obj, "key", buf, LK_ETCD_JSON_MAX_KEY, &n, &too_long,
+	                            err, errlen);
+
+	if (rc < 0)
+		return rc;
+	*is = !too_long && n == klen && memcmp(buf, key, klen) == 0;
+	return 0;
+}
+
+static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struct lk_etcd_kv *out,
+                           char *err, size_t errlen)
+{
+	bool is;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(kv)) {
+		lk_etcd_json_msg(err, errlen, "a key-value is not an object");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_key_is(kv, key, klen, &is, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (!is) {
+		lk_etcd_json_msg(err, errlen, "response is about another key");
+		return -EINVAL;
+	}
+	if ((rc = lk_etcd_json_uint(kv, "create_revision", &out->create_revision, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(kv, "mod_revision", &out->mod_revision, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(kv, "lease", &out->lease, err, errlen)) < 0)
+		return rc;
+	/* Every existing key was created at some revision >= 1: zero would be a forged token. */
+	if (out->create_revision == 0) {
+		lk_etcd_json_msg(err, errlen, "key-value without create_revision");
+		return -EINVAL;
+	}
+	return lk_etcd_json_bytes(kv, "value", out->value, LK_ETCD_JSON_MAX_VALUE, &out->value_len,
+	                          &out->value_too_long, err, errlen);
+}
+
+/* The "kvs" of a range response: found and the first kv. */
+static int lk_etcd_json_kvs(const json_t *obj, const void *key, size_t klen, bool *found,
+                            struct lk_etcd_kv *kv, char *err, size_t errlen)
+{
+	json_t *kvs;
+	int rc = lk_etcd_json_child(obj, "kvs", JSON_ARRAY, &kvs, err, errlen);
+
+	*found = false;
+	if (rc < 0 || !kvs || json_array_size(kvs) == 0)
+		return rc;
+	rc = lk_etcd_json_kv(json_array_get(kvs, 0), key, klen, kv, err, errlen);
+	if (rc == 0)
+		*found = true;
+	return rc;
+}
+
+int lk_etcd_json_parse_grant(const char *body, size_t len, struct lk_etcd_grant *out,
+                             char *err, size_t errlen)
+{
+	struct lk_etcd_grant g = { 0 };
+	int64_t rev;
+	json_t *root;
+	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	if ((rc = lk_etcd_json_header(root, false, &rev, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(root, "ID", &g.id, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_int(root, "TTL", &g.ttl, err, errlen)) < 0)
+		goto out;
+	rc = -EINVAL;
+	if (g.id == 0)
+		lk_etcd_json_msg(err, errlen, "lease grant without an ID");
+	else if (g.ttl <= 0)
+		lk_etcd_json_msg(err, errlen, "lease grant without a TTL");
+	else
+		rc = 0;
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = g;
+	return rc;
+}
+
+int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_keepalive *out,
+                                 char *err, size_t errlen)
+{
+	struct lk_etcd_keepalive ka = { 0 };
+	json_t *root, *result;
+	int64_t rev;
+	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = lk_etcd_json_child(root, "result", JSON_OBJECT, &result, err, errlen);
+	if (rc < 0)
+		goto out;
+	if (!result) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "keepalive response without a result");
+		goto out;
+	}
+	/* No TTL is the documented answer for a lease that expired or was revoked. */
+	if ((rc = lk_etcd_json_header(result, false, &rev, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(result, "ID", &ka.id, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_int(result, "TTL", &ka.ttl, err, errlen)) < 0)
+		goto out;
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = ka;
+	return rc;
+}
+
+int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size_t klen,
+                             struct lk_etcd_range *out, char *err, size_t errlen)
+{
+	struct lk_etcd_range *r;
+	json_t *root;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen)) {
+		lk_etcd_json_msg(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	if (rc < 0)
+		return rc;
+	/* The struct holds a value buffer: build it on the heap rather than the stack twice. */
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		json_decref(root);
+		lk_etcd_json_msg(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = lk_etcd_json_header(root, true, &r->revision, err, errlen)) == 0)
+		rc = lk_etcd_json_kvs(root, key, klen, &r->found, &r->kv, err, errlen);
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = *r;
+	free(r);
+	return rc;
+}
+
+int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t klen,
+                           struct lk_etcd_txn *out, char *err, size_t errlen)
+{
+	struct lk_etcd_txn *t;
+	json_t *root, *responses, *range;
+	size_t i;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen)) {
+		lk_etcd_json_msg(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	if (rc < 0)
+		return rc;
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		json_decref(root);
+		lk_etcd_json_msg(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = lk_etcd_json_header(root, true, &t->revision, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(root, "succeeded", &t->succeeded, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+		goto out;
+	/* The branch's last range is what the key looks like after the branch ran. */
+	for (i = 0; responses && i < json_array_size(responses); i++) {
+		json_t *op = json_array_get(responses, i);
+
+		if (!json_is_object(op)) {
+			rc = -EINVAL;
+			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
+			goto out;
+		}
+		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
+		if (rc < 0)
+			goto out;
+		if (range && (rc = lk_etcd_json_kvs(range, key, klen, &t->found, &t->kv, err,
+		                                    errlen)) < 0)
+			goto out;
+	}
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = *t;
+	free(t);
+	return rc;
+}
+
+int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
+                            char *err, size_t errlen)
+{
+	json_t *root, *tok = NULL;
+	const char *s;
+	int64_t rev;
+	size_t n;
+	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = lk_etcd_json_header(root, false, &rev, err, errlen);
+	if (rc == 0)
+		rc = lk_etcd_json_child(root, "token", JSON_STRING, &tok, err, errlen);
+	if (rc < 0)
+		goto out;
+	rc = -EINVAL;
+	if (!tok) {
+		lk_etcd_json_msg(err, errlen, "authenticate response without a token");
+		goto out;
+	}
+	s = json_string_value(tok);
+	n = json_string_length(tok);
+	if (n == 0 || n > LK_ETCD_JSON_MAX_TOKEN) {
+		lk_etcd_json_msg(err, errlen, "auth token of %zu bytes", n);
+		goto out;
+	}
+	/* It becomes an HTTP header value: a CR or LF in it would inject headers. */
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) {
+			lk_etcd_json_msg(err, errlen, "auth token with unexpected characters");
+			goto out;
+		}
+	}
+	rc = 0;
+	if (out) {
+		memcpy(out->token, s, n);
+		out->token[n] = '\0';
+	}
+out:
+	json_decref(root);
+	return rc;
+}
+
+static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
+                              struct lk_etcd_watch *w, char *err, size_t errlen)
+{
+	const json_t *type;
+	json_t *kv;
+	int64_t mod = 0, t = LK_ETCD_EVENT_PUT;
+	bool is = false;
+	int rc;
+
+	if (!json_is_object(ev)) {
+		lk_etcd_json_msg(err, errlen, "a watch event is not an object");
+		return -EINVAL;
+	}
+	/* PUT is the zero value, so only DELETE says its type. */
+	type = json_object_get(ev, "type");
+	if (json_is_string(type) && strcmp(json_string_value(type), "DELETE") == 0)
+		t = LK_ETCD_EVENT_DELETE;
+	else if (json_is_string(type) && strcmp(json_string_value(type), "PUT") == 0)
+		t = LK_ETCD_EVENT_PUT;
+	else if (json_is_integer(type) && (json_integer_value(type) == 0 ||
+	                                   json_integer_value(type) == 1))
+		t = json_integer_value(type);
+	else if (type && !json_is_null(type)) {
+		lk_etcd_json_msg(err, errlen, "unknown watch event type");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_child(ev, "kv", JSON_OBJECT, &kv, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (kv) {
+		if ((rc = lk_etcd_json_key_is(kv, key, klen, &is, err, errlen)) < 0 ||
+		    (rc = lk_etcd_json_uint(kv, "mod_revision", &mod, err, errlen)) < 0)
+			return rc;
+	}
+	w->n_events++;
+	if (mod > w->max_mod_revision)
+		w->max_mod_revision = mod;
+	if (t == LK_ETCD_EVENT_DELETE && is)
+		w->n_deletes++;
+	return 0;
+}
+
+int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
+                             struct lk_etcd_watch *out, char *err, size_t errlen)
+{
+	struct lk_etcd_watch w = { 0 };
+	json_t *root, *result, *events, *reason;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen)) {
+		lk_etcd_json_msg(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = lk_etcd_json_child(root, "result", JSON_OBJECT, &result, err, errlen);
+	if (rc < 0)
+		goto out;
+	if (!result) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "watch response without a result");
+		goto out;
+	}
+	if ((rc = lk_etcd_json_header(result, false, &w.revision, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(result, "created", &w.created, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(result, "canceled", &w.canceled, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(result, "compact_revision", &w.compact_revision, err,
+	                            errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(result, "cancel_reason", JSON_STRING, &reason, err,
+	                             errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(result, "events", JSON_ARRAY, &events, err, errlen)) < 0)
+		goto out;
+	if (reason)
+		lk_etcd_json_shown(w.cancel_reason, sizeof(w.cancel_reason), json_string_value(reason),
+		                   json_string_length(reason));
+	for (size_t i = 0; events && i < json_array_size(events); i++)
+		if ((rc = lk_etcd_json_event(json_array_get(events, i), key, klen, &w, err,
+		                             errlen)) < 0)
+			goto out;
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = w;
+	return rc;
+}
+
+int lk_etcd_json_parse_status(const char *body, size_t len, int64_t *revision,
+                              char *err, size_t errlen)
+{
+	int64_t rev = 0;
+	json_t *root;
+	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	rc = lk_etcd_json_header(root, true, &rev, err, errlen);
+	json_decref(root);
+	if (rc == 0 && revision)
+		*revision = rev;
+	return rc;
+}
+
+int lk_etcd_json_parse_error(const char *body, size_t len, struct lk_etcd_error *out)
+{
+	struct lk_etcd_error e = { 0 };
+	const json_t *error, *msg, *code;
+	json_error_t je;
+	json_t *root;
+	int rc = -EINVAL;
+
+	if (!body || len == 0 || len > LK_ETCD_JSON_MAX_BODY)
+		return -EINVAL;
+	root = json_loadb(body, len, 0, &je);
+	if (!root)
+		return -EINVAL;
+	error = json_object_get(root, "error");
+	if (json_is_string(error)) {
+		/* {"error":"...","code":N,"message":"..."}: message and error say the same. */
+		msg = json_object_get(root, "message");
+		code = json_object_get(root, "code");
+		if (!json_is_string(msg))
+			msg = error;
+	} else if (json_is_object(error)) {
+		/* The streaming form: {"error":{"grpc_code":N,"http_code":N,"message":"..."}}. */
+		msg = json_object_get(error, "message");
+		code = json_object_get(error, "grpc_code");
+		if (!code)
+			code = json_object_get(error, "code");
+	} else {
+		goto out;
+	}
+	if (json_is_integer(code))
+		e.code = (int64_t)json_integer_value(code);
+	if (json_is_string(msg))
+		lk_etcd_json_shown(e.message, sizeof(e.message), json_string_value(msg),
+		                   json_string_length(msg));
+	if (!e.message[0])
+		snprintf(e.message, sizeof(e.message), "no message");
+	rc = 0;
+	if (out)
+		*out = e;
+out:
+	json_decref(root);
+	return rc;
+}

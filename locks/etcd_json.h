@@ -1,0 +1,141 @@
+/* etcd v3's JSON gateway (SPEC §6), as plain structs: request bodies out, responses in. No I/O
+ * and no curl, so that every quirk of the gateway is pinned down by check_etcd_json.c.
+ *
+ * The gateway's habits, which every parser here follows (DEPENDENCIES.md):
+ * - keys and values travel as base64 (standard alphabet, padded);
+ * - 64-bit integers travel as JSON strings ("revision":"3"); plain JSON integers are accepted
+ *   too, anything else (fractions, overflow, "12abc") is garbage;
+ * - every real answer has a "header" (its cluster and member IDs are never zero); txn, range
+ *   and status answers without one are garbage, because their defaults would otherwise read
+ *   as a real "no";
+ * - a field with its zero value is OMITTED: a failed txn has no "succeeded", a PUT watch event
+ *   no "type", a keepalive for a dead lease no "TTL", an empty range no "kvs". Every field is
+ *   therefore decoded with its default, and only what the protocol cannot do without (a grant's
+ *   ID, a keepalive's "result") is required.
+ *
+ * Builders return 0 and a malloc'd NUL-terminated body in *ret, or -EINVAL (bad arguments) or
+ * -ENOMEM. Parsers return 0 and fill *out, -EPROTO when the body is an etcd error object (read
+ * it with lk_etcd_json_parse_error()), or -EINVAL with a message in err[errlen] for anything
+ * malformed; they never crash on any input. *out is written only on success.
+ */
+#ifndef LK_LOCKS_ETCD_JSON_H
+#define LK_LOCKS_ETCD_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Caps on what the server (or the config) controls. */
+#define LK_ETCD_JSON_MAX_BODY     (1024 * 1024) /* one response body, or one watch stream line */
+#define LK_ETCD_JSON_MAX_KEY      1024          /* a lock key, decoded */
+#define LK_ETCD_JSON_MAX_VALUE    1024          /* a lock value (an identity), decoded */
+#define LK_ETCD_JSON_MAX_NAME     256           /* an auth user name */
+#define LK_ETCD_JSON_MAX_PASSWORD 4096          /* an auth password */
+#define LK_ETCD_JSON_MAX_TOKEN    512           /* an auth token from the server */
+#define LK_ETCD_JSON_MAX_TEXT     160           /* server text kept for messages */
+
+/* One key-value pair of a range or txn response. */
+struct lk_etcd_kv {
+	int64_t create_revision;      /* the fencing token of the tenure that created the key */
+	int64_t mod_revision;
+	int64_t lease;                /* 0: no lease */
+	size_t value_len;
+	bool value_too_long;          /* over LK_ETCD_JSON_MAX_VALUE: value left empty */
+	char value[LK_ETCD_JSON_MAX_VALUE + 1]; /* decoded bytes, NUL-terminated (may hold NULs) */
+};
+
+struct lk_etcd_grant {
+	int64_t id;                   /* > 0 */
+	int64_t ttl;                  /* seconds, > 0: what etcd granted, not what was asked */
+};
+
+struct lk_etcd_keepalive {
+	int64_t id;
+	int64_t ttl;                  /* seconds; 0 (omitted) when the lease no longer exists */
+};
+
+struct lk_etcd_range {
+	int64_t revision;             /* header.revision */
+	bool found;                   /* the key exists; kv is set */
+	struct lk_etcd_kv kv;
+};
+
+struct lk_etcd_txn {
+	int64_t revision;             /* header.revision */
+	bool succeeded;               /* omitted means false */
+	bool found;                   /* the last range in the responses found the key */
+	struct lk_etcd_kv kv;
+};
+
+struct lk_etcd_auth {
+	char token[LK_ETCD_JSON_MAX_TOKEN + 1]; /* printable ASCII only: it goes into a header */
+};
+
+/* One line of a watch stream. */
+struct lk_etcd_watch {
+	int64_t revision;             /* header.revision */
+	bool created;
+	bool canceled;
+	int64_t compact_revision;     /* canceled because start_revision was compacted away */
+	unsigned n_events;
+	unsigned n_deletes;           /* DELETE events for the watched key */
+	int64_t max_mod_revision;     /* highest mod_revision among the events; 0 if none */
+	char cancel_reason[LK_ETCD_JSON_MAX_TEXT + 1];
+};
+
+/* {"error":"...","code":N,"message":"..."} from a failed request, or the streaming variant
+ * {"error":{"grpc_code":N,"message":"..."}}. */
+struct lk_etcd_error {
+	int64_t code;                 /* gRPC status code; 0 if absent */
+	char message[LK_ETCD_JSON_MAX_TEXT + 1]; /* printable ASCII, capped */
+};
+
+/* gRPC codes the gateway reports that the backend treats specially. */
+#define LK_ETCD_GRPC_UNAVAILABLE     14
+#define LK_ETCD_GRPC_UNAUTHENTICATED 16
+
+/* ---- request bodies ------------------------------------------------------------------- */
+
+/* POST /v3/lease/grant: {"TTL":"N"}; ttl_s > 0. */
+int lk_etcd_json_grant(int64_t ttl_s, char **ret);
+/* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"N"}; id > 0. */
+int lk_etcd_json_lease_id(int64_t id, char **ret);
+/* POST /v3/kv/txn, acquire: if the key does not exist (create_revision == 0), put value
+ * attached to the lease and read the key back; otherwise read it. */
+int lk_etcd_json_txn_create(const void *key, size_t klen, const void *value, size_t vlen,
+                            int64_t lease, char **ret);
+/* POST /v3/kv/txn, release: delete the key only if create_revision == token. */
+int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision, char **ret);
+/* POST /v3/kv/range for exactly one key. */
+int lk_etcd_json_range(const void *key, size_t klen, char **ret);
+/* POST /v3/watch for exactly one key; start_revision 0 means "from now". */
+int lk_etcd_json_watch_create(const void *key, size_t klen, int64_t start_revision, char **ret);
+/* POST /v3/auth/authenticate. The body holds the password: the caller wipes it
+ * (sodium_memzero over strlen) before freeing it. Built without jansson for that reason:
+ * its intermediate copies would be freed unwiped. */
+int lk_etcd_json_authenticate(const char *name, const char *password, size_t pwlen, char **ret);
+
+/* ---- responses ------------------------------------------------------------------------ */
+
+int lk_etcd_json_parse_grant(const char *body, size_t len, struct lk_etcd_grant *out,
+                             char *err, size_t errlen);
+int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_keepalive *out,
+                                 char *err, size_t errlen);
+/* Range and txn check that a returned key is `key`: anything else is garbage. */
+int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size_t klen,
+                             struct lk_etcd_range *out, char *err, size_t errlen);
+int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t klen,
+                           struct lk_etcd_txn *out, char *err, size_t errlen);
+int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
+                            char *err, size_t errlen);
+/* One line of a watch stream (without its newline); events for keys other than `key` count
+ * in n_events but never in n_deletes. */
+int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
+                             struct lk_etcd_watch *out, char *err, size_t errlen);
+/* POST /v3/maintenance/status: any well-formed answer; its header's revision in *revision. */
+int lk_etcd_json_parse_status(const char *body, size_t len, int64_t *revision,
+                              char *err, size_t errlen);
+/* An error body. Returns -EINVAL if the body is not one. */
+int lk_etcd_json_parse_error(const char *body, size_t len, struct lk_etcd_error *out);
+
+#endif

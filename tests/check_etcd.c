@@ -1,0 +1,1639 @@
+/* The etcd backend against real etcd processes (one per test, or a 3-member cluster): tokens as
+ * create_revisions, HELD/TAKEN/GONE answers, the granted TTL, watches and their resumption,
+ * a frozen server, endpoint failover, TLS client certificates, auth, a garbage HTTP server, and
+ * the lifetime rules of locks/backend.h. etcdctl is the independent witness of what is stored. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <check.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <sodium.h>
+
+#include "agent/config.h"
+#include "locks/backend.h"
+#include "tests/harness.h"
+
+#define KEY "lk/test"
+#define WAIT_MS 5000      /* generous: a callback that takes this long is a failure */
+#define READY_MS 10000    /* probes back off up to 5s */
+
+static struct lk_test_server srv;
+static struct lk_test_etcd_cluster cluster;
+static struct event_base *base;
+static struct lk_backend *be;
+
+/* ---- capturing what the backend reports ------------------------------------------------ */
+
+struct got {
+	int n;
+	enum lk_reply_status status;
+	uint64_t token;
+	int64_t sent_ns, ttl_ms, at_ns;
+	bool has_holder;
+	char holder[300];
+	char err[600];
+	bool free_backend;     /* free the backend from inside the callback */
+};
+
+static void on_reply(void *arg, const struct lk_reply *rep)
+{
+	struct got *g = arg;
+
+	g->n++;
+	g->status = rep->status;
+	g->token = rep->token;
+	g->sent_ns = rep->sent_ns;
+	g->ttl_ms = rep->ttl_ms;
+	g->at_ns = lk_mono_ns();
+	g->has_holder = rep->holder != NULL;
+	snprintf(g->holder, sizeof(g->holder), "%s", rep->holder ? rep->holder : "");
+	snprintf(g->err, sizeof(g->err), "%s", rep->err ? rep->err : "");
+	if (g->free_backend)
+		be = lk_backend_free(be);
+}
+
+static struct {
+	char text[65536];
+	size_t len;
+	int warns;
+} logs;
+
+static void on_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
+                   const char *msg)
+{
+	static const char *const names[] = { "debug", "info", "warn", "error" };
+	int n;
+
+	if (level == LK_BLOG_WARN)
+		logs.warns++;
+	if (getenv("LK_TEST_VERBOSE"))
+		fprintf(stderr, "[%s] %s: %s\n", names[level], b->name, msg);
+	n = snprintf(logs.text + logs.len, sizeof(logs.text) - logs.len, "%s %s\n", names[level], msg);
+	if (n > 0 && (size_t)n < sizeof(logs.text) - logs.len)
+		logs.len += (size_t)n;
+}
+
+struct notified {
+	int n;
+};
+
+static void on_notify(void *arg)
+{
+	((struct notified *)arg)->n++;
+}
+
+/* ---- driving the loop ------------------------------------------------------------------ */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* Run the loop until cond holds or ms pass; true if cond held. */
+static bool run_until(bool (*cond)(const void *), const void *arg, int ms)
+{
+	bool expired = false;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct event *ev = evtimer_new(base, on_deadline, &expired);
+
+	ck_assert_ptr_nonnull(ev);
+	evtimer_add(ev, &tv);
+	while (!(cond && cond(arg)) && !expired)
+		event_base_loop(base, EVLOOP_ONCE);
+	event_free(ev);
+	return cond && cond(arg);
+}
+
+static void run_for(int ms)
+{
+	run_until(NULL, NULL, ms);
+}
+
+static bool got_reply(const void *arg)
+{
+	return ((const struct got *)arg)->n > 0;
+}
+
+static bool is_ready(const void *arg)
+{
+	return be && be->ops->ready(be);
+}
+
+static bool was_notified(const void *arg)
+{
+	return ((const struct notified *)arg)->n > 0;
+}
+
+static void wait_reply(struct got *g)
+{
+	ck_assert_msg(run_until(got_reply, g, WAIT_MS), "no reply within %dms:\n%s", WAIT_MS,
+	              logs.text);
+}
+
+/* ---- backends and keys ----------------------------------------------------------------- */
+
+struct opts {
+	const char *endpoints[LK_TEST_ETCD_MEMBERS];
+	int64_t timeout_ms;
+	const char *username, *password_file, *ca_file, *cert_file, *key_file;
+};
+
+static int make_backend(const struct opts *o, char *err, size_t errlen)
+{
+	struct lk_config_backend cfg = {
+		.name = (char *)"coord",
+		.type = LK_BACKEND_ETCD,
+		.endpoints = (char **)o->endpoints,
+		.timeout_ms = o->timeout_ms ? o->timeout_ms : 1000,
+		.username = (char *)o->username,
+		.password_file = (char *)o->password_file,
+		.ca_file = (char *)o->ca_file,
+		.cert_file = (char *)o->cert_file,
+		.key_file = (char *)o->key_file,
+	};
+	struct lk_backend_hooks hooks = { .log = on_log, .arg = NULL };
+
+	while (cfg.n_endpoints < LK_TEST_ETCD_MEMBERS && o->endpoints[cfg.n_endpoints])
+		cfg.n_endpoints++;
+	return lk_backend_new(base, &cfg, &hooks, &be, err, errlen);
+}
+
+static void start_backend_opts(const struct opts *o)
+{
+	char err[256];
+
+	ck_assert_msg(make_backend(o, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "backend never became ready:\n%s",
+	              logs.text);
+}
+
+static void start_backend(const char *endpoint, int64_t timeout_ms)
+{
+	struct opts o = { .endpoints = { endpoint }, .timeout_ms = timeout_ms };
+
+	start_backend_opts(&o);
+}
+
+static struct lk_backend_key *key_new(const char *identity, struct notified *nt)
+{
+	struct lk_backend_key *k = be->ops->key_new(be, KEY, identity, on_notify, nt);
+
+	ck_assert_ptr_nonnull(k);
+	return k;
+}
+
+static struct got acquire(struct lk_backend_key *k, int64_t ttl_ms)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->acquire(k, ttl_ms, on_reply, &g), 0);
+	/* Never from inside the call that started it. */
+	ck_assert_int_eq(g.n, 0);
+	wait_reply(&g);
+	return g;
+}
+
+static struct got renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->renew(k, token, ttl_ms, on_reply, &g), 0);
+	ck_assert_int_eq(g.n, 0);
+	wait_reply(&g);
+	return g;
+}
+
+static struct got release(struct lk_backend_key *k, uint64_t token)
+{
+	struct got g = { 0 };
+
+	ck_assert_int_eq(be->ops->release(k, token, on_reply, &g), 0);
+	ck_assert_int_eq(g.n, 0);
+	wait_reply(&g);
+	return g;
+}
+
+static uint64_t acquire_ok(struct lk_backend_key *k, int64_t ttl_ms)
+{
+	struct got g = acquire(k, ttl_ms);
+
+	ck_assert_msg(g.status == LK_REPLY_OK, "acquire: status %d err %s", g.status, g.err);
+	ck_assert_uint_gt(g.token, 0);
+	return g.token;
+}
+
+/* ---- what etcd holds, seen through etcdctl and the gateway ----------------------------- */
+
+/* etcdctl prints the header's uint64 IDs as JSON numbers, which may not fit jansson's int64:
+ * blank them out (they do not matter here). */
+static void blank_ids(char *json)
+{
+	static const char *const fields[] = { "\"cluster_id\":", "\"member_id\":" };
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		for (char *p = json; (p = strstr(p, fields[i])); ) {
+			p += strlen(fields[i]);
+			while (*p >= '0' && *p <= '9')
+				*p++ = ' ';
+			p[-1] = '0';
+		}
+	}
+}
+
+/* `etcdctl get -w json KEY`: kvs[0]'s create_revision, lease, value (0/NULL: no key). */
+struct stored {
+	int64_t create_revision;
+	int64_t lease;
+	char value[300];
+};
+
+static struct stored etcd_get(const struct lk_test_server *s, const char *key)
+{
+	static char out[65536];
+	struct stored st = { 0 };
+	json_t *root, *kv;
+	int rc;
+
+	rc = lk_test_etcdctl(s, out, sizeof(out), "get", "-w", "json", key, NULL);
+	ck_assert_msg(rc == 0, "etcdctl get: %d", rc);
+	blank_ids(out);
+	root = json_loads(out, 0, NULL);
+	ck_assert_ptr_nonnull(root);
+	kv = json_array_get(json_object_get(root, "kvs"), 0);
+	if (kv) {
+		const char *v64 = json_string_value(json_object_get(kv, "value"));
+		size_t len = 0;
+
+		/* etcdctl's JSON has plain numbers; the value is base64. */
+		st.create_revision = json_integer_value(json_object_get(kv, "create_revision"));
+		st.lease = json_integer_value(json_object_get(kv, "lease"));
+		if (v64) {
+			ck_assert_int_eq(sodium_base642bin((unsigned char *)st.value, sizeof(st.value) - 1,
+			                                   v64, strlen(v64), NULL, &len, NULL,
+			                                   sodium_base64_VARIANT_ORIGINAL), 0);
+			st.value[len] = '\0';
+		}
+	}
+	json_decref(root);
+	return st;
+}
+
+static void etcdctl_ok(const struct lk_test_server *s, const char *a, const char *b,
+                       const char *c)
+{
+	char out[4096];
+
+	ck_assert_int_eq(lk_test_etcdctl(s, out, sizeof(out), a, b, c, NULL), 0);
+}
+
+/* POST to the gateway; the "field" of the answer as an integer (strings or numbers). */
+static int64_t etcd_post_int(const char *path, const char *json, const char *field)
+{
+	char *body = lk_test_etcd_post(&srv, path, json, NULL);
+	json_t *root, *v;
+	int64_t n = 0;
+
+	ck_assert_ptr_nonnull(body);
+	root = json_loads(body, 0, NULL);
+	free(body);
+	ck_assert_ptr_nonnull(root);
+	v = json_object_get(root, field);
+	if (json_is_string(v))
+		n = strtoll(json_string_value(v), NULL, 10);
+	else if (json_is_integer(v))
+		n = json_integer_value(v);
+	json_decref(root);
+	return n;
+}
+
+/* A lease's TTL as etcd reports it: "TTL" left (-1 once gone) or "grantedTTL". */
+static int64_t lease_field(int64_t lease, const char *field)
+{
+	char json[64];
+
+	snprintf(json, sizeof(json), "{\"ID\":\"%" PRId64 "\"}", lease);
+	return etcd_post_int("/v3/lease/timetolive", json, field);
+}
+
+static void lease_revoke(int64_t lease)
+{
+	char json[64], *body;
+
+	snprintf(json, sizeof(json), "{\"ID\":\"%" PRId64 "\"}", lease);
+	body = lk_test_etcd_post(&srv, "/v3/lease/revoke", json, NULL);
+	ck_assert_ptr_nonnull(body);
+	free(body);
+}
+
+/* ---- fixtures -------------------------------------------------------------------------- */
+
+static void setup_loop(void)
+{
+	memset(&logs, 0, sizeof(logs));
+	base = event_base_new();
+	ck_assert_ptr_nonnull(base);
+}
+
+static void teardown_loop(void)
+{
+	be = lk_backend_free(be);
+	if (base) {
+		/* Let anything the backend left for the loop run: the test is that nothing crashes
+		 * or calls back. */
+		run_for(50);
+		event_base_free(base);
+		base = NULL;
+	}
+	lk_test_server_stop(&srv);
+	lk_test_etcd_cluster_stop(&cluster);
+}
+
+static void setup_etcd(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
+}
+
+/* ---- the lock protocol ----------------------------------------------------------------- */
+
+START_TEST(test_acquire_token_is_create_revision)
+{
+	struct lk_backend_key *k;
+	struct stored st;
+	int64_t before;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	before = lk_mono_ns();
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	/* Validity counts from when the grant was sent, not from the reply (I1). */
+	ck_assert_int_ge(g.sent_ns, before);
+	ck_assert_int_le(g.sent_ns, g.at_ns);
+	ck_assert_int_eq(g.ttl_ms, 10000);
+
+	st = etcd_get(&srv, KEY);
+	ck_assert_uint_eq(g.token, (uint64_t)st.create_revision);
+	ck_assert_str_eq(st.value, "alpha");
+	ck_assert_int_gt(st.lease, 0);
+	ck_assert_int_eq(lease_field(st.lease, "grantedTTL"), 10);
+}
+END_TEST
+
+START_TEST(test_second_identity_sees_held_with_holder)
+{
+	struct lk_backend_key *a, *b;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	a = key_new("alpha", NULL);
+	b = key_new("beta", NULL);
+	acquire_ok(a, 10000);
+	g = acquire(b, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert(g.has_holder);
+	ck_assert_str_eq(g.holder, "alpha");
+	ck_assert_str_eq(etcd_get(&srv, KEY).value, "alpha");
+}
+END_TEST
+
+START_TEST(test_unshowable_holder_is_unknown)
+{
+	struct lk_backend_key *b;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	b = key_new("beta", NULL);
+	/* A value with bytes that could break a log or protocol line has no holder to show. */
+	etcdctl_ok(&srv, "put", KEY, "evil\nLEADER x");
+	g = acquire(b, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert(!g.has_holder);
+}
+END_TEST
+
+START_TEST(test_granted_ttl_is_what_etcd_granted)
+{
+	struct lk_backend_key *k;
+	struct stored st;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	/* etcd's minimum lease is ~1.5 election timeouts (2s here): it grants more than asked. */
+	g = acquire(k, 1000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	st = etcd_get(&srv, KEY);
+	ck_assert_int_ge(g.ttl_ms, 2000);
+	ck_assert_int_eq(g.ttl_ms, lease_field(st.lease, "grantedTTL") * 1000);
+	/* Fractions of a second round up. */
+	g = renew(k, g.token, 1000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_ge(g.ttl_ms, 2000);
+}
+END_TEST
+
+START_TEST(test_ttl_rounds_up_to_whole_seconds)
+{
+	struct lk_backend_key *k;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	g = acquire(k, 4001);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.ttl_ms, 5000);
+}
+END_TEST
+
+START_TEST(test_renew_ok_restores_ttl)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	int64_t before, lease;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 3000);
+	lease = etcd_get(&srv, KEY).lease;
+	run_for(1100);
+	ck_assert_int_le(lease_field(lease, "TTL"), 2);
+	before = lk_mono_ns();
+	g = renew(k, tok, 3000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_uint_eq(g.token, tok);
+	ck_assert_int_eq(g.ttl_ms, 3000);
+	ck_assert_int_ge(g.sent_ns, before);
+	ck_assert_int_le(g.sent_ns, g.at_ns);
+	ck_assert_int_ge(lease_field(lease, "TTL"), 2);
+	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
+}
+END_TEST
+
+START_TEST(test_renew_after_lease_revoked_is_gone)
+{
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	lease_revoke(etcd_get(&srv, KEY).lease);
+	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	/* The tenure is over: a later renew knows it at once. */
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+}
+END_TEST
+
+START_TEST(test_renew_after_delete_is_gone_and_revokes)
+{
+	struct lk_backend_key *k;
+	int64_t lease;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	lease = etcd_get(&srv, KEY).lease;
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	/* The orphaned lease is revoked (fire and forget). */
+	run_for(200);
+	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
+}
+END_TEST
+
+START_TEST(test_renew_after_recreated_by_another_is_taken)
+{
+	struct lk_backend_key *k;
+	struct stored st;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	etcdctl_ok(&srv, "put", KEY, "gamma");
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
+	ck_assert_str_eq(g.holder, "gamma");
+	/* Not touched. */
+	run_for(200);
+	st = etcd_get(&srv, KEY);
+	ck_assert_str_eq(st.value, "gamma");
+	ck_assert_int_gt(st.create_revision, (int64_t)tok);
+}
+END_TEST
+
+START_TEST(test_release_ok_then_gone)
+{
+	struct lk_backend_key *k;
+	int64_t lease;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	lease = etcd_get(&srv, KEY).lease;
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
+	run_for(200);
+	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
+	/* Idempotent (I3): the retry of a release finds nothing of ours. */
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+}
+END_TEST
+
+START_TEST(test_release_never_deletes_another_holders_key)
+{
+	struct lk_backend_key *k;
+	struct stored st;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+
+	/* Our own identity but another revision is not ours either. */
+	g = release(k, tok - 1);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
+
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	etcdctl_ok(&srv, "put", KEY, "gamma");
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	st = etcd_get(&srv, KEY);
+	ck_assert_str_eq(st.value, "gamma");
+}
+END_TEST
+
+START_TEST(test_tokens_strictly_increase_across_holders_and_restart)
+{
+	struct lk_backend_key *a, *b;
+	uint64_t t1, t2, t3, t4;
+
+	start_backend(srv.address, 1000);
+	a = key_new("alpha", NULL);
+	b = key_new("beta", NULL);
+	t1 = acquire_ok(a, 10000);
+	ck_assert_int_eq(release(a, t1).status, LK_REPLY_OK);
+	t2 = acquire_ok(b, 10000);
+	ck_assert_uint_gt(t2, t1);
+	ck_assert_int_eq(release(b, t2).status, LK_REPLY_OK);
+	t3 = acquire_ok(a, 10000);
+	ck_assert_uint_gt(t3, t2);
+	ck_assert_int_eq(release(a, t3).status, LK_REPLY_OK);
+
+	/* etcd keeps its revision across a restart (it is persistent, unlike our Redis). */
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	t4 = acquire(b, 10000).token;
+	if (t4 == 0) /* the first request may meet the old, closed connection */
+		t4 = acquire_ok(b, 10000);
+	ck_assert_uint_gt(t4, t3);
+}
+END_TEST
+
+START_TEST(test_renew_of_unknown_tenure_is_gone_later)
+{
+	struct lk_backend_key *k;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	/* Never acquired here: no lease to keep alive. Answered from the loop, not inline. */
+	g = renew(k, 12345, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	ck_assert_int_eq(be->ops->acquire(k, 0, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->renew(k, 0, 1000, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->release(k, 0, on_reply, &g), -EINVAL);
+}
+END_TEST
+
+/* ---- watches --------------------------------------------------------------------------- */
+
+START_TEST(test_release_notifies_watching_follower)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 1000);
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	tok = acquire_ok(leader, 10000);
+	be->ops->watch(follower, true);
+	/* A (re)created stream notifies: deletions may have been missed before it. */
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on watch creation");
+	run_for(100);
+	nt.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
+	ck_assert_int_eq(acquire(follower, 10000).status, LK_REPLY_OK);
+
+	/* Not watching: no notice. */
+	be->ops->watch(follower, false);
+	nt.n = 0;
+	ck_assert_int_eq(release(follower, etcd_get(&srv, KEY).create_revision).status,
+	                 LK_REPLY_OK);
+	run_for(300);
+	ck_assert_int_eq(nt.n, 0);
+}
+END_TEST
+
+START_TEST(test_expiry_and_external_delete_notify)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+
+	start_backend(srv.address, 1000);
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	be->ops->watch(follower, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	acquire_ok(leader, 10000);
+	run_for(100);
+	nt.n = 0;
+	/* The lease ends (as at expiry): etcd deletes the key, the watch sees a DELETE. */
+	lease_revoke(etcd_get(&srv, KEY).lease);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on lease end");
+	/* A PUT does not notify. */
+	nt.n = 0;
+	etcdctl_ok(&srv, "put", KEY, "gamma");
+	run_for(300);
+	ck_assert_int_eq(nt.n, 0);
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on delete");
+}
+END_TEST
+
+START_TEST(test_watch_resumes_after_restart_and_notifies)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 1000);
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	be->ops->watch(follower, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	run_for(100);
+
+	/* The stream breaks; once resumed and confirmed, the follower is told to look again. */
+	nt.n = 0;
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after the restart:\n%s",
+	              logs.text);
+	ck_assert_ptr_nonnull(strstr(logs.text, "watch on " KEY " broken"));
+
+	/* And the resumed stream works. */
+	ck_assert(run_until(is_ready, NULL, READY_MS));
+	tok = acquire(leader, 10000).token;
+	if (tok == 0)
+		tok = acquire_ok(leader, 10000);
+	run_for(100);
+	nt.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "resumed stream missed a delete");
+}
+END_TEST
+
+START_TEST(test_frozen_watch_notifies_after_thaw)
+{
+	struct lk_backend_key *leader, *follower;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 500);
+	leader = key_new("alpha", NULL);
+	follower = key_new("beta", &nt);
+	tok = acquire_ok(leader, 30000);
+	be->ops->watch(follower, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+
+	/* While etcd is frozen nothing can be deleted; after the thaw a deletion still arrives
+	 * (on the old stream, or on a resumed one that notifies when confirmed). */
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	run_for(800);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	ck_assert(run_until(is_ready, NULL, READY_MS));
+	run_for(200);
+	nt.n = 0;
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after the thaw:\n%s",
+	              logs.text);
+	(void)tok;
+}
+END_TEST
+
+/* A notify hook that frees things: the backend must keep walking (or stop) safely. */
+static struct lk_backend_key *notify_victim;
+static bool victim_freed;
+
+static void on_notify_free_key(void *arg)
+{
+	((struct notified *)arg)->n++;
+	if (notify_victim) {
+		be->ops->key_free(notify_victim);
+		notify_victim = NULL;
+		victim_freed = true;
+	}
+}
+
+static void on_notify_victim(void *arg)
+{
+	ck_assert_msg(!victim_freed, "notify after key_free");
+	((struct notified *)arg)->n++;
+}
+
+static void on_notify_free_backend(void *arg)
+{
+	((struct notified *)arg)->n++;
+	be = lk_backend_free(be);
+}
+
+START_TEST(test_notify_may_free_keys_and_backend)
+{
+	struct lk_backend_key *leader, *f1, *f2;
+	struct notified n1 = { 0 }, n2 = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 1000);
+	leader = key_new("alpha", NULL);
+	f1 = be->ops->key_new(be, KEY, "beta", on_notify_free_key, &n1);
+	f2 = be->ops->key_new(be, KEY, "gamma", on_notify_victim, &n2);
+	ck_assert_ptr_nonnull(f1);
+	ck_assert_ptr_nonnull(f2);
+	tok = acquire_ok(leader, 10000);
+	be->ops->watch(f1, true);
+	be->ops->watch(f2, true);
+	run_for(300);
+
+	/* f1's hook frees f2 (each key has its own stream, so f2 may or may not have been told
+	 * first); nothing may reach f2 after. */
+	notify_victim = f2;
+	n1.n = 0;
+	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(run_until(was_notified, &n1, WAIT_MS));
+	ck_assert(victim_freed);
+	run_for(100);
+
+	/* Now a hook that frees the whole backend. */
+	be->ops->key_free(f1);
+	n1.n = 0;
+	f1 = be->ops->key_new(be, KEY, "delta", on_notify_free_backend, &n1);
+	ck_assert_ptr_nonnull(f1);
+	tok = acquire_ok(leader, 10000);
+	be->ops->watch(f1, true);
+	ck_assert(run_until(was_notified, &n1, WAIT_MS)); /* the creation notice frees it */
+	ck_assert_ptr_null(be);
+	run_for(100);
+}
+END_TEST
+
+/* ---- timeouts, outages, lifetimes ------------------------------------------------------ */
+
+START_TEST(test_frozen_etcd_errors_within_timeout_then_recovers)
+{
+	const int64_t timeout = 300;
+	struct lk_backend_key *k;
+	struct got g = { 0 };
+	uint64_t tok;
+	int64_t sent;
+
+	start_backend(srv.address, timeout);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 30000);
+
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	sent = lk_mono_ns();
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "err: %s", g.err);
+	ck_assert_int_ge((g.at_ns - sent) / 1000000, timeout - 5);
+	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
+	ck_assert(!be->ops->ready(be));
+
+	/* Acquire too: its two steps share one deadline. */
+	memset(&g, 0, sizeof(g));
+	sent = lk_mono_ns();
+	ck_assert_int_eq(be->ops->acquire(key_new("beta", NULL), 30000, on_reply, &g), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
+
+	run_for(500);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "not ready again:\n%s", logs.text);
+	g = renew(k, tok, 30000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "renew after thaw: %d %s", g.status, g.err);
+	/* One warning for the outage, not one per request. */
+	ck_assert_int_le(logs.warns, 1);
+	ck_assert_ptr_nonnull(strstr(logs.text, "reconnected to"));
+}
+END_TEST
+
+START_TEST(test_free_while_requests_in_flight_calls_nothing)
+{
+	struct lk_backend_key *k;
+	struct got g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
+	uint64_t tok;
+
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g1), 0);
+	be->ops->watch(key_new("beta", NULL), true);
+	be = lk_backend_free(be);
+	run_for(200);
+	ck_assert_int_eq(g1.n, 0);
+
+	/* The same with etcd frozen, so the requests are really pending. */
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	tok = acquire_ok(k, 10000);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(key_new("beta", NULL), 10000, on_reply, &g2), 0);
+	ck_assert_int_eq(be->ops->renew(k, tok, 10000, on_reply, &g3), 0);
+	run_for(100);
+	be = lk_backend_free(be);
+	run_for(500);
+	ck_assert_int_eq(g2.n, 0);
+	ck_assert_int_eq(g3.n, 0);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+}
+END_TEST
+
+START_TEST(test_free_from_inside_a_callback)
+{
+	struct lk_backend_key *k, *k2;
+	struct got g = { .free_backend = true }, other = { 0 };
+
+	/* Two requests time out together; the first callback frees the backend: the second
+	 * must never run. */
+	start_backend(srv.address, 300);
+	k = key_new("alpha", NULL);
+	k2 = key_new("beta", NULL);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &other), 0);
+	wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_ptr_null(be);
+	run_for(200);
+	ck_assert_int_eq(other.n, 0);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+
+	/* And from a normal reply. */
+	memset(&g, 0, sizeof(g));
+	g.free_backend = true;
+	start_backend(srv.address, 1000);
+	k = key_new("gamma", NULL);
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	wait_reply(&g);
+	ck_assert_msg(g.status == LK_REPLY_OK, "%d %s", g.status, g.err);
+	ck_assert_ptr_null(be);
+	run_for(100);
+}
+END_TEST
+
+START_TEST(test_no_callback_after_key_free)
+{
+	struct lk_backend_key *k, *k2;
+	struct got g = { 0 }, g2 = { 0 };
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	k2 = key_new("beta", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	be->ops->key_free(k);
+	run_for(500);
+	ck_assert_int_eq(g.n, 0);
+	/* A key freed while its acquire was in flight gives up what it got, at once. */
+	g2 = acquire(k2, 10000);
+	ck_assert_msg(g2.status == LK_REPLY_OK, "%d %s holder %s", g2.status, g2.err, g2.holder);
+}
+END_TEST
+
+START_TEST(test_unreachable_endpoint_errors_and_warns_once)
+{
+	struct lk_backend_key *k;
+	struct got g;
+	char err[256], addr[64];
+	struct opts o = { .endpoints = { addr }, .timeout_ms = 300 };
+	int port = srv.port;
+
+	/* A port where nothing listens any more. */
+	lk_test_server_stop(&srv);
+	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
+	k = key_new("alpha", NULL);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "connect"), "%s", g.err);
+	run_for(1500);
+	ck_assert(!be->ops->ready(be));
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_int_eq(logs.warns, 1);
+	ck_assert_ptr_nonnull(strstr(logs.text, "retrying in"));
+}
+END_TEST
+
+START_TEST(test_bad_configs_fail_new)
+{
+	struct opts o = { .endpoints = { "127.0.0.1:2379" } };
+	char err[256] = "";
+
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(be);
+	ck_assert_ptr_nonnull(strstr(err, "invalid endpoint"));
+
+	o.endpoints[0] = "http://user:pw@127.0.0.1:2379";
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(strstr(err, "pw@"));
+	o.endpoints[0] = "http://127.0.0.1:2379/v3";
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -EINVAL);
+
+	o.endpoints[0] = "http://127.0.0.1:2379/";
+	o.username = "root";
+	o.password_file = "/nonexistent/lk-pw";
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_null(be);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent/lk-pw"));
+
+	o.password_file = NULL;
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "password_file"));
+	o.username = NULL;
+	o.cert_file = "/tmp/cert.pem";
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(be);
+}
+END_TEST
+
+START_TEST(test_default_endpoint)
+{
+	struct lk_config_backend cfg = { .name = (char *)"coord", .type = LK_BACKEND_ETCD,
+	                                 .timeout_ms = 1000 };
+	char err[128] = "";
+
+	/* No endpoints at all means etcd's usual local address; nothing is contacted here. */
+	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &be, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(be);
+	ck_assert_str_eq(be->ops->type, "etcd");
+	ck_assert_str_eq(be->name, "coord");
+	be = lk_backend_free(be);
+}
+END_TEST
+
+/* ---- a 3-member cluster ---------------------------------------------------------------- */
+
+static void setup_cluster(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_etcd_cluster_start(&cluster), 0);
+}
+
+START_TEST(test_cluster_failover_keeps_renewing)
+{
+	struct opts o = { .timeout_ms = 500 };
+	struct lk_backend_key *k, *f;
+	struct notified nt = { 0 };
+	int ok = 0, errors = 0;
+	uint64_t tok;
+	struct got g;
+
+	for (int i = 0; i < LK_TEST_ETCD_MEMBERS; i++)
+		o.endpoints[i] = cluster.members[i].address;
+	start_backend_opts(&o);
+	k = key_new("alpha", NULL);
+	f = key_new("beta", &nt);
+	tok = acquire_ok(k, 10000);
+	be->ops->watch(f, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+
+	/* The member behind the first endpoint dies while we lead. */
+	ck_assert_int_eq(lk_test_server_kill(&cluster.members[0]), 0);
+	for (int i = 0; i < 10 && ok < 3; i++) {
+		g = renew(k, tok, 10000);
+		if (g.status == LK_REPLY_OK)
+			ok++;
+		else if (g.status == LK_REPLY_ERROR)
+			errors++;
+		else
+			ck_abort_msg("renew: %d %s", g.status, g.err);
+	}
+	ck_assert_int_eq(ok, 3);
+	ck_assert_int_le(errors, 1);
+	ck_assert_msg(strstr(logs.text, "switching to"), "%s", logs.text);
+
+	/* The watch moved too: a release still wakes the follower. */
+	run_for(300);
+	nt.n = 0;
+	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
+	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify after failover:\n%s",
+	              logs.text);
+	ck_assert_int_eq(acquire(f, 10000).status, LK_REPLY_OK);
+}
+END_TEST
+
+START_TEST(test_cluster_frozen_member_fails_over)
+{
+	struct opts o = { .timeout_ms = 300 };
+	struct lk_backend_key *k;
+	int ok = 0;
+	uint64_t tok;
+	struct got g;
+
+	for (int i = 0; i < LK_TEST_ETCD_MEMBERS; i++)
+		o.endpoints[i] = cluster.members[i].address;
+	start_backend_opts(&o);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	ck_assert_int_eq(lk_test_server_sigstop(&cluster.members[0]), 0);
+	for (int i = 0; i < 10 && ok < 2; i++) {
+		g = renew(k, tok, 10000);
+		if (g.status == LK_REPLY_OK)
+			ok++;
+		else
+			ck_assert_msg(g.status == LK_REPLY_ERROR, "%d %s", g.status, g.err);
+	}
+	ck_assert_int_eq(ok, 2);
+	ck_assert_int_eq(lk_test_server_sigcont(&cluster.members[0]), 0);
+}
+END_TEST
+
+/* ---- TLS ------------------------------------------------------------------------------- */
+
+static void setup_etcd_tls(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_etcd_start(&srv, LK_TEST_ETCD_TLS), 0);
+}
+
+struct tls_files {
+	char ca[400], cert[400], key[400];
+};
+
+static struct opts tls_opts(struct tls_files *f, const char *ca, const char *cert,
+                            const char *key)
+{
+	struct opts o = { .endpoints = { srv.address }, .timeout_ms = 1000 };
+
+	if (ca) {
+		lk_test_server_path(&srv, ca, f->ca, sizeof(f->ca));
+		o.ca_file = f->ca;
+	}
+	if (cert) {
+		lk_test_server_path(&srv, cert, f->cert, sizeof(f->cert));
+		lk_test_server_path(&srv, key, f->key, sizeof(f->key));
+		o.cert_file = f->cert;
+		o.key_file = f->key;
+	}
+	return o;
+}
+
+START_TEST(test_tls_right_certificates_work)
+{
+	struct tls_files f;
+	struct opts o = tls_opts(&f, "ca.pem", "client.pem", "client-key.pem");
+	struct lk_backend_key *k, *fo;
+	struct notified nt = { 0 };
+	uint64_t tok;
+
+	ck_assert_ptr_nonnull(strstr(srv.address, "https://"));
+	start_backend_opts(&o);
+	k = key_new("alpha", NULL);
+	fo = key_new("beta", &nt);
+	tok = acquire_ok(k, 10000);
+	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
+	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+	be->ops->watch(fo, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	nt.n = 0;
+	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+}
+END_TEST
+
+static void tls_fails(const struct opts *o, const char *want)
+{
+	char err[256];
+	struct got g;
+
+	ck_assert_msg(make_backend(o, err, sizeof(err)) == 0, "%s", err);
+	g = acquire(key_new("alpha", NULL), 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, want), "want \"%s\" in: %s", want, g.err);
+	run_for(300);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
+	be = lk_backend_free(be);
+}
+
+START_TEST(test_tls_wrong_ca_errors)
+{
+	struct tls_files f;
+	struct opts o = tls_opts(&f, "other-ca.pem", "client.pem", "client-key.pem");
+
+	tls_fails(&o, "certificate");
+}
+END_TEST
+
+START_TEST(test_tls_missing_or_wrong_client_certificate_errors)
+{
+	struct tls_files f;
+	struct opts o = tls_opts(&f, "ca.pem", NULL, NULL);
+
+	/* The server refuses the handshake (TLS 1.3 says so on the first read). */
+	tls_fails(&o, "alert");
+	o = tls_opts(&f, "ca.pem", "other-client.pem", "other-client-key.pem");
+	tls_fails(&o, "alert");
+}
+END_TEST
+
+START_TEST(test_tls_plain_http_to_https_errors)
+{
+	struct opts o = { .endpoints = { NULL }, .timeout_ms = 500 };
+	char addr[64], err[256];
+	struct got g;
+
+	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", srv.port);
+	o.endpoints[0] = addr;
+	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
+	g = acquire(key_new("alpha", NULL), 10000);
+	ck_assert_msg(g.status == LK_REPLY_ERROR || g.status == LK_REPLY_FATAL, "%d", g.status);
+	ck_assert_str_ne(g.err, "");
+}
+END_TEST
+
+/* ---- auth ------------------------------------------------------------------------------ */
+
+static void setup_etcd_auth(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
+	ck_assert_int_eq(lk_test_etcd_enable_auth(&srv, "s3cret-pw"), 0);
+}
+
+START_TEST(test_auth_with_password_file)
+{
+	struct opts o = { .endpoints = { srv.address }, .username = "root" };
+	struct lk_backend_key *k, *f;
+	struct notified nt = { 0 };
+	char path[400];
+	uint64_t tok;
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
+	o.password_file = path;
+	start_backend_opts(&o);
+	k = key_new("alpha", NULL);
+	f = key_new("beta", &nt);
+	tok = acquire_ok(k, 10000);
+	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
+	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+	be->ops->watch(f, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	nt.n = 0;
+	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert_ptr_null(strstr(logs.text, "s3cret"));
+}
+END_TEST
+
+START_TEST(test_auth_token_lost_on_restart_reauthenticates)
+{
+	struct opts o = { .endpoints = { srv.address }, .username = "root" };
+	struct lk_backend_key *k;
+	uint64_t tok;
+	struct got g;
+	char path[400];
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw", path, sizeof(path)), 0);
+	o.password_file = path;
+	start_backend_opts(&o);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 30000);
+	/* Simple tokens live in etcd's memory: after a restart ours is invalid. */
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	g = renew(k, tok, 30000);
+	if (g.status == LK_REPLY_ERROR) /* the old pooled connection may fail first */
+		g = renew(k, tok, 30000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "renew after restart: %d %s\n%s", g.status, g.err,
+	              logs.text);
+	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
+}
+END_TEST
+
+START_TEST(test_auth_wrong_password_reports_errors)
+{
+	struct opts o = { .endpoints = { srv.address }, .username = "root", .timeout_ms = 500 };
+	struct lk_backend_key *k;
+	struct notified nt = { 0 };
+	char path[400], err[256];
+	struct got g;
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)),
+	                 0);
+	o.password_file = path;
+	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
+	k = key_new("alpha", &nt);
+	be->ops->watch(k, true);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "authentication as root failed") &&
+	              strstr(g.err, "invalid user ID or password"), "%s", g.err);
+	run_for(1000);
+	ck_assert(!be->ops->ready(be));
+	ck_assert_int_eq(nt.n, 0);
+	ck_assert_ptr_nonnull(strstr(logs.text, "authentication as root failed"));
+	ck_assert_ptr_null(strstr(logs.text, "not-the-pw"));
+	ck_assert_ptr_null(strstr(g.err, "not-the-pw"));
+}
+END_TEST
+
+START_TEST(test_auth_missing_credentials_reports_errors)
+{
+	struct lk_backend_key *k;
+	struct got g;
+
+	/* etcd has auth on, we have no user: etcd refuses ("user name is empty"). */
+	start_backend(srv.address, 500);
+	k = key_new("alpha", NULL);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "user name is empty"), "%s", g.err);
+}
+END_TEST
+
+/* ---- a server that answers garbage ----------------------------------------------------- */
+
+enum fake_mode {
+	FAKE_REPLY,      /* send `reply` to every request on the connection */
+	FAKE_CLOSE,      /* send `reply`, then close the connection */
+	FAKE_TRICKLE,    /* send `reply`, then a byte every 50ms, forever */
+	FAKE_FLOOD,      /* send `reply`, then bytes as fast as possible, forever */
+};
+
+/* Read one HTTP request (headers and Content-Length body) from fd. */
+static bool fake_read_request(int fd)
+{
+	char buf[16384], *end, *cl;
+	size_t n = 0, want;
+	ssize_t got;
+
+	for (;;) {
+		got = read(fd, buf + n, sizeof(buf) - 1 - n);
+		if (got <= 0)
+			return false;
+		n += (size_t)got;
+		buf[n] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+		if (!end)
+			continue;
+		cl = strcasestr(buf, "Content-Length:");
+		want = (size_t)(end + 4 - buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+		if (n >= want)
+			return true;
+	}
+}
+
+static pid_t fake_server(int *port, enum fake_mode mode, const char *reply)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	pid_t pid;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(lfd, 8), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	*port = ntohs(sin.sin_port);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid > 0) {
+		close(lfd);
+		return pid;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	alarm(30);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+
+		if (fd < 0)
+			_exit(0);
+		if (fork() == 0) {
+			static char flood[65536];
+			struct timespec ts = { 0, 50 * 1000000 };
+
+			memset(flood, 'x', sizeof(flood));
+			while (fake_read_request(fd)) {
+				if (write(fd, reply, strlen(reply)) < 0)
+					break;
+				if (mode == FAKE_CLOSE)
+					break;
+				while (mode == FAKE_TRICKLE && write(fd, " ", 1) == 1)
+					nanosleep(&ts, NULL);
+				while (mode == FAKE_FLOOD && write(fd, flood, sizeof(flood)) > 0)
+					;
+				if (mode != FAKE_REPLY)
+					break;
+			}
+			_exit(0);
+		}
+		close(fd);
+	}
+}
+
+static pid_t fake_pid;
+
+static void teardown_fake(void)
+{
+	teardown_loop();
+	if (fake_pid > 0) {
+		kill(fake_pid, SIGKILL);
+		waitpid(fake_pid, NULL, 0);
+		fake_pid = 0;
+	}
+}
+
+/* A backend on a fake server; its probe may fail, so no waiting for ready. */
+static struct lk_backend_key *fake_backend(enum fake_mode mode, const char *reply,
+                                           int64_t timeout_ms)
+{
+	static char addr[64];
+	struct opts o = { .endpoints = { addr }, .timeout_ms = timeout_ms };
+	char err[256];
+	int port;
+
+	fake_pid = fake_server(&port, mode, reply);
+	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
+	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
+	return key_new("alpha", NULL);
+}
+
+/* A complete 200 response around body. */
+static const char *http_ok(const char *body)
+{
+	static char buf[4096];
+
+	snprintf(buf, sizeof(buf),
+	         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	         strlen(body), body);
+	return buf;
+}
+
+START_TEST(test_garbage_invalid_json_is_fatal)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_REPLY, http_ok("not json!"), 1000);
+	struct got g;
+
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "bad response to lease grant: invalid JSON"), "%s", g.err);
+	ck_assert(!be->ops->ready(be));
+}
+END_TEST
+
+START_TEST(test_garbage_wrong_types_are_fatal)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_REPLY,
+	                                        http_ok("{\"ID\":true,\"TTL\":\"5\"}"), 1000);
+	struct got g;
+
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "\"ID\""), "%s", g.err);
+	g = renew(k, 5, 10000); /* unknown tenure: answered without asking */
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	/* A txn answer without a header is not taken for "did not succeed". */
+	g = release(k, 5);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "without a header"), "%s", g.err);
+}
+END_TEST
+
+START_TEST(test_garbage_truncated_body_is_error)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_CLOSE,
+	                                        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+	                                        "{\"ID\":\"1\"", 1000);
+	struct got g;
+
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "lease grant failed"), "%s", g.err);
+}
+END_TEST
+
+START_TEST(test_garbage_http_500_with_error_body_is_error)
+{
+	static const char body[] = "{\"error\":\"boom\",\"code\":13,\"message\":\"etcdserver: boom\"}";
+	char reply[512];
+	struct lk_backend_key *k;
+	struct got g;
+
+	snprintf(reply, sizeof(reply),
+	         "HTTP/1.1 500 Internal Server Error\r\nContent-Length: %zu\r\n\r\n%s",
+	         strlen(body), body);
+	k = fake_backend(FAKE_REPLY, reply, 1000);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "HTTP 500: etcdserver: boom"), "%s", g.err);
+}
+END_TEST
+
+START_TEST(test_garbage_http_400_is_fatal)
+{
+	static const char body[] = "{\"error\":\"bad\",\"code\":3,\"message\":\"bad\\nrequest\"}";
+	char reply[512];
+	struct lk_backend_key *k;
+	struct got g;
+
+	snprintf(reply, sizeof(reply), "HTTP/1.1 400 Bad Request\r\nContent-Length: %zu\r\n\r\n%s",
+	         strlen(body), body);
+	k = fake_backend(FAKE_REPLY, reply, 1000);
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	/* Server text is shown printable only. */
+	ck_assert_msg(strstr(g.err, "HTTP 400: bad?request"), "%s", g.err);
+}
+END_TEST
+
+START_TEST(test_garbage_slow_endless_response_times_out)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_TRICKLE,
+	                                        "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n{",
+	                                        300);
+	int64_t sent = lk_mono_ns();
+	struct got g;
+
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "%s", g.err);
+	ck_assert_int_lt((g.at_ns - sent) / 1000000, 900);
+}
+END_TEST
+
+START_TEST(test_garbage_huge_response_is_capped)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_FLOOD,
+	                                        "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n",
+	                                        5000);
+	struct got g;
+
+	g = acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, "response larger than"), "%s", g.err);
+}
+END_TEST
+
+START_TEST(test_garbage_watch_stream_is_survived)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_CLOSE,
+	                                        "HTTP/1.1 200 OK\r\n\r\n{\"result\":{\"created\":true}}\n"
+	                                        "{\"result\":{\"events\":[{\"type\":\"DELETE\",\"kv\":"
+	                                        "{\"key\":\"%%%\"}}]}}\n",
+	                                        500);
+	struct notified nt = { 0 };
+	struct lk_backend_key *f = be->ops->key_new(be, KEY, "beta", on_notify, &nt);
+
+	(void)k;
+	ck_assert_ptr_nonnull(f);
+	be->ops->watch(f, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	run_for(500);
+	ck_assert_msg(strstr(logs.text, "bad watch response"), "%s", logs.text);
+	be->ops->watch(f, false);
+	run_for(100);
+}
+END_TEST
+
+static Suite *etcd_suite(void)
+{
+	Suite *s = suite_create("etcd");
+	TCase *tc;
+
+	tc = tcase_create("protocol");
+	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_acquire_token_is_create_revision);
+	tcase_add_test(tc, test_second_identity_sees_held_with_holder);
+	tcase_add_test(tc, test_unshowable_holder_is_unknown);
+	tcase_add_test(tc, test_granted_ttl_is_what_etcd_granted);
+	tcase_add_test(tc, test_ttl_rounds_up_to_whole_seconds);
+	tcase_add_test(tc, test_renew_ok_restores_ttl);
+	tcase_add_test(tc, test_renew_after_lease_revoked_is_gone);
+	tcase_add_test(tc, test_renew_after_delete_is_gone_and_revokes);
+	tcase_add_test(tc, test_renew_after_recreated_by_another_is_taken);
+	tcase_add_test(tc, test_release_ok_then_gone);
+	tcase_add_test(tc, test_release_never_deletes_another_holders_key);
+	tcase_add_test(tc, test_tokens_strictly_increase_across_holders_and_restart);
+	tcase_add_test(tc, test_renew_of_unknown_tenure_is_gone_later);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("watch");
+	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_release_notifies_watching_follower);
+	tcase_add_test(tc, test_expiry_and_external_delete_notify);
+	tcase_add_test(tc, test_watch_resumes_after_restart_and_notifies);
+	tcase_add_test(tc, test_frozen_watch_notifies_after_thaw);
+	tcase_add_test(tc, test_notify_may_free_keys_and_backend);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lifetimes");
+	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_frozen_etcd_errors_within_timeout_then_recovers);
+	tcase_add_test(tc, test_free_while_requests_in_flight_calls_nothing);
+	tcase_add_test(tc, test_free_from_inside_a_callback);
+	tcase_add_test(tc, test_no_callback_after_key_free);
+	tcase_add_test(tc, test_unreachable_endpoint_errors_and_warns_once);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("cluster");
+	tcase_add_checked_fixture(tc, setup_cluster, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_cluster_failover_keeps_renewing);
+	tcase_add_test(tc, test_cluster_frozen_member_fails_over);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("tls");
+	tcase_add_checked_fixture(tc, setup_etcd_tls, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_tls_right_certificates_work);
+	tcase_add_test(tc, test_tls_wrong_ca_errors);
+	tcase_add_test(tc, test_tls_missing_or_wrong_client_certificate_errors);
+	tcase_add_test(tc, test_tls_plain_http_to_https_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("auth");
+	tcase_add_checked_fixture(tc, setup_etcd_auth, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_auth_with_password_file);
+	tcase_add_test(tc, test_auth_token_lost_on_restart_reauthenticates);
+	tcase_add_test(tc, test_auth_wrong_password_reports_errors);
+	tcase_add_test(tc, test_auth_missing_credentials_reports_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("offline");
+	tcase_add_checked_fixture(tc, setup_loop, teardown_fake);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_bad_configs_fail_new);
+	tcase_add_test(tc, test_default_endpoint);
+	tcase_add_test(tc, test_garbage_invalid_json_is_fatal);
+	tcase_add_test(tc, test_garbage_wrong_types_are_fatal);
+	tcase_add_test(tc, test_garbage_truncated_body_is_error);
+	tcase_add_test(tc, test_garbage_http_500_with_error_body_is_error);
+	tcase_add_test(tc, test_garbage_http_400_is_fatal);
+	tcase_add_test(tc, test_garbage_slow_endless_response_times_out);
+	tcase_add_test(tc, test_garbage_huge_response_is_capped);
+	tcase_add_test(tc, test_garbage_watch_stream_is_survived);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(etcd_suite());
+	int failed;
+
+	/* A test that dies on a broken pipe should fail, not take the runner with it. */
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
