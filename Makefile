@@ -43,7 +43,7 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # offline) comes from Debian only when no node is installed at all.
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
-            prometheus
+            prometheus etcd-server etcd-client openssl
 
 .PHONY: all deps test test-asan unit integration demo clean bench
 
