@@ -1,0 +1,3 @@
+module leasekeeper.example/app
+
+go 1.19
