@@ -89,7 +89,8 @@ func send(conn net.Conn, line string) error {
 	return err
 }
 
-// connect connects, reads the banner and sends HELLO (with a MAC if the agent asks for one).
+// connect connects, reads the banner, sends HELLO (with a MAC if the agent asks for one) and
+// reads its reply.
 func connect(path, name string) (net.Conn, *bufio.Scanner, error) {
 	conn, err := net.Dial("unix", path)
 	if err != nil {
@@ -102,20 +103,29 @@ func connect(path, name string) (net.Conn, *bufio.Scanner, error) {
 		return nil, nil, err
 	}
 
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if !lines.Scan() {
-		if lines.Err() != nil {
-			return fail(lines.Err())
+	// readLine reads one line, within 10 s: only for the handshake, before the event loop.
+	readLine := func() (string, error) {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		defer conn.SetReadDeadline(time.Time{})
+		if lines.Scan() {
+			return lines.Text(), nil
 		}
-		return fail(errors.New("the agent closed the connection"))
+		if lines.Err() != nil {
+			return "", lines.Err()
+		}
+		return "", errors.New("the agent closed the connection")
 	}
-	conn.SetReadDeadline(time.Time{})
-	words := strings.Fields(lines.Text())
+
+	banner, err := readLine()
+	if err != nil {
+		return fail(err)
+	}
+	words := strings.Fields(banner)
 	if len(words) == 0 || words[0] != "LEASEKEEPER" {
-		return fail(errors.New(lines.Text())) // e.g. ERR too_many_clients
+		return fail(errors.New(banner)) // e.g. ERR too_many_clients
 	}
 	hello := "HELLO 1 client=" + name
-	if banner := attributes(words); banner["auth"] == "hmac" {
+	if attrs := attributes(words); attrs["auth"] == "hmac" {
 		keyFile := os.Getenv("LEASEKEEPER_AUTH_KEY_FILE")
 		if keyFile == "" {
 			return fail(errors.New("the agent requires authentication: " +
@@ -125,7 +135,7 @@ func connect(path, name string) (net.Conn, *bufio.Scanner, error) {
 		if err != nil {
 			return fail(err)
 		}
-		mac, err := macHex(key, banner["nonce"])
+		mac, err := macHex(key, attrs["nonce"])
 		if err != nil {
 			return fail(err)
 		}
@@ -133,6 +143,13 @@ func connect(path, name string) (net.Conn, *bufio.Scanner, error) {
 	}
 	if err := send(conn, hello); err != nil {
 		return fail(err)
+	}
+	reply, err := readLine() // no events come before HELLO's reply
+	if err != nil {
+		return fail(err)
+	}
+	if !strings.HasPrefix(reply, "OK HELLO") {
+		return fail(errors.New(reply)) // e.g. ERR auth_failed
 	}
 	return conn, lines, nil
 }
@@ -234,7 +251,7 @@ func run() int {
 			}
 			a := attributes(words[1:])
 			switch words[0] {
-			case "ERR": // our HELLO, CAMPAIGN or ACK was refused
+			case "ERR": // our CAMPAIGN or ACK was refused
 				stopWork()
 				say("%s", line)
 				return 1

@@ -129,7 +129,8 @@ class LeaderWork:
 
 
 def connect(path, client_name):
-    """Connect, read the banner and send HELLO (with a MAC if the agent asks for one)."""
+    """Connect, read the banner, send HELLO (with a MAC if the agent asks for one) and read
+    its reply."""
     conn = AgentConnection(path)
     banner = conn.read_line(timeout=10)
     if banner is None:
@@ -146,6 +147,9 @@ def connect(path, client_name):
                                   "LEASEKEEPER_AUTH_KEY_FILE to its key file")
         hello += " mac=" + mac_hex(load_key(key_file), attrs["nonce"])
     conn.send(hello)
+    reply = conn.read_line(timeout=10)  # no events come before HELLO's reply
+    if reply is None or not reply.startswith("OK HELLO"):
+        raise ConnectionError(reply or "no reply to HELLO")  # e.g. ERR auth_failed
     return conn
 
 
@@ -186,7 +190,7 @@ def main():
             if not words:
                 continue
             kind, attrs = words[0], attributes(words[1:])
-            if kind == "ERR":  # our HELLO, CAMPAIGN or ACK was refused
+            if kind == "ERR":  # our CAMPAIGN or ACK was refused
                 work.stop()
                 say(line)
                 return 1
