@@ -264,6 +264,36 @@ class ExampleScenarios:
         self.assertLess(sd.index, rel.index)
         self.assertLess(rel.index, stop.index)
 
+    def test_no_work_after_stepdown_while_drain_waits_for_another_client(self):
+        """A second campaign client of the same lock holds the drain up after the example's
+        ACK: the example must do no leader work in that time."""
+        self.redis = self.start_redis()
+        a = self.start_agent("pod-a", self.redis, locks=[
+            lock_config("x", ttl="3s", stepdown_timeout="8s")], shutdown_timeout="15s")
+        app = self.start_app(a)
+        lead, token = self.leading(app, a)
+        other = self.connect(a, label="second campaign client")
+        other.call_ok("CAMPAIGN x")
+        other.expect("LEADER", "x", token=token)
+
+        a.send_signal(signal.SIGTERM)
+        other.expect("STEPDOWN", "x", token=token)
+        sd = app.wait("stepdown", lead.index)
+        # Four work intervals with the lock still held (the agent awaits the second ACK).
+        self.assertIsNone(app.wait("work", sd.index, timeout=2.0, required=False),
+                          "leader work after STEPDOWN\n" + app.describe())
+        self.assertEqual(self.redis.get(KEY), a.value(token), "I2: not released before all ACKs")
+        t_ack = time.monotonic()
+        self.assertEqual(other.call("ACK x %d" % token).raw, "OK ACK x")
+        rel = app.wait("released", sd.index)
+        self.assertEqual(rel.group(2), "released")
+        self.assertLess(rel.t - t_ack, 3.0, "the release waited for stepdown_timeout: the "
+                        "example's ACK did not arrive")
+        app.wait("stop", rel.index)
+        self.assertEqual(app.wait_exit(), 0, app.describe())
+        self.assertEqual(a.wait(20), 0)
+        self.assertNoWork(app, sd.index, why="its STEPDOWN")
+
     def test_two_replicas_follower_leads_after_drain(self):
         self.redis = self.start_redis()
         locks = [lock_config("x", ttl="3s", retry_interval="1s", stepdown_timeout="5s")]
