@@ -10,6 +10,8 @@ The scenarios, for every example:
 - drain handoff: LEADER with the token that is in Redis, work while leading; on the agent's
   SIGTERM: STEPDOWN, ACK (the drain ends `released`, exit status 0, the key is gone), STOP and
   exit 0, with no leader work after the STEPDOWN;
+- no leader work after STEPDOWN while the drain still waits for another campaign client's ACK,
+  and the release follows that ACK at once (the example's own ACK came first);
 - two replicas: the follower's app leads after the leader's drain, with a greater token;
 - LOST (the key deleted in Redis): the app reports LOST and does no more work for that tenure;
 - EOF (the agent SIGKILLed): the app stops leader work and exits non-zero at once (I6);
@@ -339,6 +341,7 @@ class ExampleScenarios:
         a.send_signal(signal.SIGTERM)
         app.wait("stop", lost.index)
         self.assertEqual(app.wait_exit(), 0, app.describe())
+        self.assertEqual(a.wait(20), 0)
         self.assertEqual(app.find("stepdown", lost.index), [], "no STEPDOWN for a lost tenure")
 
     def test_eof_when_agent_killed_stops_work_and_exits_nonzero(self):
