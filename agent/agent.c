@@ -343,16 +343,18 @@ int lk_agent_find_lock(const struct lk_agent *a, const char *name)
 	return -1;
 }
 
-char *lk_agent_status_json(const struct lk_agent *a)
+char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 {
 	json_t *root = json_object(), *locks = json_array();
 	char *s = NULL;
+	size_t i;
 
 	if (!root || !locks)
 		goto out;
 	json_object_set_new(root, "identity", json_string(a->cfg->identity));
 	json_object_set_new(root, "draining", json_boolean(a->draining));
-	for (size_t i = 0; i < a->cfg->n_locks; i++) {
+	json_object_set(root, "locks", locks);
+	for (i = 0; i < a->cfg->n_locks; i++) {
 		const struct lk_lock *l = a->locks[i];
 		const char *holder = lk_lock_holder(l);
 		json_t *o = json_object();
@@ -369,8 +371,18 @@ char *lk_agent_status_json(const struct lk_agent *a)
 		json_object_set_new(o, "campaign_clients",
 		                    json_integer((json_int_t)lk_lock_campaigners(l)));
 		json_array_append_new(locks, o);
+		/* The reply is one protocol line: with many locks (or long names) say how many did
+		 * not fit rather than send nothing. Quadratic, but STATUS is rare and n is capped. */
+		s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (!s || strlen(s) + sizeof("\"truncated\":99999,") > max_len) {
+			json_array_remove(locks, json_array_size(locks) - 1);
+			json_object_set_new(root, "truncated",
+			                    json_integer((json_int_t)(a->cfg->n_locks - i)));
+			free(s);
+			break;
+		}
+		free(s);
 	}
-	json_object_set(root, "locks", locks);
 	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 out:
 	json_decref(locks);
@@ -492,7 +504,9 @@ int lk_agent_run(const struct lk_config *cfg)
 		lk_lock_start(a.locks[i]);
 	event_base_dispatch(a.base);
 	if (!a.drain_done)
-		LK_LOG(LK_ERROR, "drain complete", LKF_STR("exit_reason", "fatal"));
+		LK_LOG(LK_ERROR, "drain complete", LKF_STR("exit_reason", "fatal")
+		       LKF_I64("wait_duration_ms", 0) LKF_U64("released", 0) LKF_U64("expired", 0)
+		       LKF_U64("failed", 0) LKF_I64("elapsed_ms", 0));
 	agent_free(&a);
 	return a.exit_status;
 }

@@ -39,7 +39,8 @@ bool lk_agent_ready(const struct lk_agent *a, char *why, size_t cap);
 /* Start or join the one drain (I7). trigger says who asked, for the log. */
 void lk_agent_drain(struct lk_agent *a, const char *trigger);
 
-/* The STATUS reply's one-line JSON. Returns a string the caller frees, or NULL. */
-char *lk_agent_status_json(const struct lk_agent *a);
+/* The STATUS reply's one-line JSON, at most max_len bytes: locks that do not fit are left out
+ * and counted in "truncated". Returns a string the caller frees, or NULL. */
+char *lk_agent_status_json(const struct lk_agent *a, size_t max_len);
 
 #endif

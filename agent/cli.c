@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/duration.h"
 #include "proto/client.h"
@@ -87,6 +88,14 @@ usage:
 	return EXIT_NOT_ASKED;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int connect_agent(const char *socket, const char *name, struct lk_client **ret)
 {
 	struct lk_client_opts co = { .socket_path = socket, .client_name = name };
@@ -144,10 +153,14 @@ int lk_cli_drain(int argc, char **argv)
 		lk_client_free(c);
 		return EXIT_NOT_ASKED;
 	}
-	/* From here on the drain is under way: whatever happens, the answer is 0 or 1. */
-	int64_t deadline_ms = timeout_ms;
+	/* From here on the drain is under way: whatever happens, the answer is 0 or 1. The
+	 * timeout bounds the whole wait, however many events come before DRAINED. */
+	int64_t until = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	for (;;) {
-		rc = lk_client_next_event(c, deadline_ms > INT32_MAX ? INT32_MAX : (int)deadline_ms, &m);
+		int64_t left = until < 0 ? -1 : until - now_ms();
+		if (until >= 0 && left < 0)
+			left = 0;
+		rc = lk_client_next_event(c, left > INT32_MAX ? INT32_MAX : (int)left, &m);
 		if (rc == -ETIMEDOUT) {
 			fprintf(stderr, "leasekeeper drain: no result within %s\n", o.timeout);
 			rc = 1;
@@ -197,6 +210,9 @@ static void print_status_table(const char *json)
 		       json_integer_value(json_object_get(l, "ttl_ms")),
 		       json_integer_value(json_object_get(l, "campaign_clients")));
 	}
+	if (json_integer_value(json_object_get(root, "truncated")) > 0)
+		printf("... and %" JSON_INTEGER_FORMAT " more locks that do not fit in one STATUS line\n",
+		       json_integer_value(json_object_get(root, "truncated")));
 	json_decref(root);
 }
 

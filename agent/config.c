@@ -1069,7 +1069,11 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 	cfg->socket_mode = 0660;
 	get_mode(c, f.val[T_SOCKET_MODE], "socket_mode", &cfg->socket_mode);
 
-	if (get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) > 0) {
+	/* On by default, on loopback, as in SPEC §4's example: "" is how to turn it off. */
+	if (get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) <= 0) {
+		if (!cfg->http_listen)
+			dup_str(c, LK_CONFIG_DEFAULT_HTTP_LISTEN, &cfg->http_listen);
+	} else {
 		if (!*cfg->http_listen) {
 			free(cfg->http_listen);
 			cfg->http_listen = NULL;

@@ -17,6 +17,8 @@
 #define LK_CONFIG_MAX_ENDPOINTS 16
 #define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */
 
+#define LK_CONFIG_DEFAULT_HTTP_LISTEN "127.0.0.1:9440"
+
 enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 enum lk_campaign_mode { LK_CAMPAIGN_WHEN_APP_CONNECTED, LK_CAMPAIGN_ALWAYS };
 enum lk_log_format { LK_LOG_TEXT, LK_LOG_JSON };
@@ -52,7 +54,8 @@ struct lk_config {
 	char *identity;              /* default $HOSTNAME, then gethostname() */
 	char *socket_path;           /* default /run/leasekeeper/agent.sock */
 	unsigned socket_mode;        /* default 0660 */
-	char *http_listen;           /* "host:port"; NULL when "" or absent (disabled) */
+	char *http_listen;           /* "host:port", default LK_CONFIG_DEFAULT_HTTP_LISTEN; NULL
+	                                when "" (disabled) */
 	enum lk_log_format log_format; /* default text */
 	int64_t shutdown_timeout_ms; /* default 25s */
 	char *auth_key_file;         /* NULL if none */

@@ -20,6 +20,7 @@
 enum input {
 	IN_CAMPAIGN,      /* a campaign client arrived */
 	IN_LEAVE,         /* a campaign client left */
+	IN_EVICT,         /* the agent cut a campaign client off: it may still be working */
 	IN_ACK,           /* a campaign client ACKed the current tenure */
 	IN_DRAIN,
 	IN_ABORT,         /* shutdown_timeout: stop now */
@@ -419,8 +420,10 @@ static void enter_stepping_down(struct lk_lock *l)
 	}
 }
 
-/* The tenure is over without a release: tell the apps at once (I4). */
-static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *holder)
+/* The tenure is over without a release: tell the apps at once (I4). gone: the backend said
+ * the key is no longer ours (rather than: we stopped being able to prove it). */
+static void lose_tenure(struct lk_lock *l, enum lk_lost_reason reason, const char *holder,
+                        bool gone)
 {
 	l->stats.lost[reason]++;
 	timer_off(l, LK_TIMER_RENEW);
@@ -435,9 +438,9 @@ static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *hold
 	l->announced_holder[0] = '\0';
 	if (l->state == LK_LOCK_STEPPING_DOWN) {
 		stepdown_over(l);
-		/* Renewal failed: the lease runs out by itself. Taken or gone: nothing of ours left. */
-		finish_drain(l, reason == LK_LOST_TAKEN || reason == LK_LOST_EXPIRED
-		                ? LK_OUTCOME_ALREADY_GONE : LK_OUTCOME_EXPIRED);
+		/* Taken, or gone as the backend says: nothing of ours is left. Otherwise the lease is
+		 * still ours and runs out by itself. */
+		finish_drain(l, gone ? LK_OUTCOME_ALREADY_GONE : LK_OUTCOME_EXPIRED);
 		return;
 	}
 	/* Our old key may outlive the tenure (frozen backend): do not hammer, retry on the timer
@@ -449,6 +452,21 @@ static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *hold
 	} else {
 		enter_idle(l);
 	}
+}
+
+/* Give a held tenure up without releasing it: an app that never confirmed it stopped may still
+ * be working, so the key is left to expire at its TTL (I2). The apps still connected hear LOST
+ * now, so that nobody here goes on leading on a lease that is no longer renewed (I4). */
+static void abandon(struct lk_lock *l, const char *why)
+{
+	LK_LOG(LK_WARN, why, LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_I64("expires_in_ms", ms_between(now_ns(l), l->expires_ns)));
+	lose_tenure(l, LK_LOST_EXPIRED, NULL, false);
+}
+
+static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *holder)
+{
+	lose_tenure(l, reason, holder, reason == LK_LOST_TAKEN || reason == LK_LOST_EXPIRED);
 }
 
 /* A renew reply while LEADER or STEPPING_DOWN. */
@@ -544,6 +562,9 @@ static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *
 
 static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 {
+	/* Cutting a client off matters only while it may be doing leader work. */
+	if (in == IN_EVICT && !lk_lock_is_leader(l))
+		in = IN_LEAVE;
 	switch (l->state) {
 	case LK_LOCK_IDLE:
 		switch (in) {
@@ -642,11 +663,14 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 			if (!wanted(l))
 				enter_releasing(l);
 			return;
+		case IN_EVICT:
+			abandon(l, "a campaign client was cut off: leaving the lease to expire");
+			return;
 		case IN_DRAIN:
 			enter_stepping_down(l);
 			return;
 		case IN_ABORT:
-			finish_drain(l, LK_OUTCOME_EXPIRED);
+			abandon(l, "shutdown timeout: leaving the lease to expire");
 			return;
 		default:
 			return;
@@ -665,16 +689,14 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 			}
 			return;
 		case IN_TIMER_PHASE:
-			/* I2: an app that never acknowledged may still be working: do not release;
-			 * stop renewing and let the lease run out at its TTL. */
-			stepdown_over(l);
-			LK_LOG(LK_WARN, "stepdown timeout: leaving the lease to expire",
-			       LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
-			       LKF_I64("expires_in_ms", ms_between(now_ns(l), l->expires_ns)));
-			finish_drain(l, LK_OUTCOME_EXPIRED);
+			/* I2: an app that never acknowledged may still be working: do not release. */
+			abandon(l, "stepdown timeout: leaving the lease to expire");
+			return;
+		case IN_EVICT:
+			abandon(l, "a campaign client was cut off: leaving the lease to expire");
 			return;
 		case IN_ABORT:
-			finish_drain(l, LK_OUTCOME_EXPIRED);
+			abandon(l, "shutdown timeout: leaving the lease to expire");
 			return;
 		default:
 			return;
@@ -807,14 +829,24 @@ int lk_lock_campaign(struct lk_lock *l, void *client)
 	return 0;
 }
 
-void lk_lock_leave(struct lk_lock *l, void *client)
+static void remove_member(struct lk_lock *l, void *client, enum input in)
 {
 	struct member *m = find_member(l, client);
 
 	if (!m)
 		return;
 	*m = l->members[--l->n_members];
-	step(l, IN_LEAVE, NULL);
+	step(l, in, NULL);
+}
+
+void lk_lock_leave(struct lk_lock *l, void *client)
+{
+	remove_member(l, client, IN_LEAVE);
+}
+
+void lk_lock_evict(struct lk_lock *l, void *client)
+{
+	remove_member(l, client, IN_EVICT);
 }
 
 int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token)
@@ -823,8 +855,10 @@ int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token)
 
 	if (token == 0 || token != l->token)
 		return -EINVAL;
+	/* Only an answer to STEPDOWN counts: an ACK sent earlier by mistake must not let the next
+	 * drain release at once. */
 	m = find_member(l, client);
-	if (m) {
+	if (m && l->state == LK_LOCK_STEPPING_DOWN) {
 		m->acked = token;
 		step(l, IN_ACK, NULL);
 	}
@@ -849,9 +883,16 @@ void lk_lock_abort(struct lk_lock *l)
 	step(l, IN_ABORT, NULL);
 }
 
-int lk_lock_current_event(const struct lk_lock *l, char *buf, size_t cap)
+int lk_lock_current_event(struct lk_lock *l, char *buf, size_t cap)
 {
 	int64_t now = now_ns(l);
+
+	/* A stalled loop may not have run the deadline timer yet: never tell a newcomer LEADER
+	 * past it (I1). */
+	if (lk_lock_is_leader(l) && now >= l->deadline_ns) {
+		step(l, IN_TIMER_DEADLINE, NULL);
+		now = now_ns(l);
+	}
 
 	switch (l->state) {
 	case LK_LOCK_LEADER:

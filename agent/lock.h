@@ -4,7 +4,8 @@
  * that the safety invariants can be read in one place:
  *   I1  LEADER is sent only while now < sent + renew_deadline of the proving request;
  *   I2  a release starts only once every campaign client has ACKed the tenure or left;
- *       a stepdown timeout ends in outcome=expired and no release at all;
+ *       a stepdown timeout (or a client the agent cut off) ends the tenure with LOST and
+ *       no release at all: the lease expires at its TTL;
  *   I3  one tenure is released by one compare-and-delete, repeated only after a transport error;
  *   I4  the renew deadline timer sends LOST before the lease can expire;
  *   I6  a campaign client that leaves counts as stepped down;
@@ -99,8 +100,13 @@ int lk_lock_campaign(struct lk_lock *l, void *client);
 /* A campaign client resigned or disconnected (I6). Unknown clients are ignored. */
 void lk_lock_leave(struct lk_lock *l, void *client);
 
-/* A client ACKed `token`. Returns 0, or -EINVAL if token is not this lock's current or most
- * recent tenure (bad_token). */
+/* The agent cut a campaign client off (it read too slowly, sent garbage): unlike a client that
+ * left, it may still be doing leader work, so a held tenure is given up WITHOUT a release and
+ * left to expire at its TTL; the other clients get LOST. */
+void lk_lock_evict(struct lk_lock *l, void *client);
+
+/* A client ACKed `token`. It counts only as the answer to a STEPDOWN. Returns 0, or -EINVAL if
+ * token is not this lock's current or most recent tenure (bad_token). */
 int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token);
 
 /* Start (or join: idempotent) this lock's part of the drain. env->settled is called when it is
@@ -111,8 +117,10 @@ void lk_lock_drain(struct lk_lock *l);
 void lk_lock_abort(struct lk_lock *l);
 
 /* The event line that tells a newcomer this lock's state (LEADER, STEPDOWN or FOLLOWER), into
- * buf[cap]. Returns its length or -ENOSPC. */
-int lk_lock_current_event(const struct lk_lock *l, char *buf, size_t cap);
+ * buf[cap]. Returns its length or -ENOSPC. A renew deadline that passed while the loop was busy
+ * is acted on first (LOST goes to the existing clients), so a newcomer never hears a stale
+ * LEADER. */
+int lk_lock_current_event(struct lk_lock *l, char *buf, size_t cap);
 
 /* Introspection. Strings are borrowed from the lock. */
 const char *lk_lock_name(const struct lk_lock *l);

@@ -50,6 +50,7 @@ struct runner {
 	int sfd;
 	pid_t child;            /* 0: none */
 	uint64_t token;         /* tenure CMD runs for */
+	uint64_t pending;       /* a LEADER that came before the killed CMD was reaped, or 0 */
 	uint64_t stepdown;      /* tenure to ACK once CMD is gone, 0 if none */
 	int64_t kill_at_ms;     /* SIGKILL deadline while stopping, 0 if none */
 	bool forwarded;         /* run itself got SIGTERM/SIGINT */
@@ -178,10 +179,15 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		return -1;
 	switch (ev->kind) {
 	case LK_EV_LEADER:
-		if (r->child == 0 && !r->forwarded) {
-			r->token = ev->token;
-			start_child(r, orig);
+		if (r->forwarded)
+			return -1;
+		if (r->child != 0) {
+			/* The CMD killed for the last LOST is not reaped yet: start when it is. */
+			r->pending = ev->token;
+			return -1;
 		}
+		r->token = ev->token;
+		start_child(r, orig);
 		return -1;
 	case LK_EV_STEPDOWN:
 		if (r->child == 0)
@@ -198,6 +204,7 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		r->killed = r->child > 0;
 		signal_child(r, SIGKILL);
 		r->stepdown = 0;
+		r->pending = 0;
 		return -1;
 	case LK_EV_STOP:
 		signal_child(r, SIGKILL);
@@ -251,6 +258,11 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 						return 1;
 				} else if (r->killed) {
 					r->killed = false;
+					if (r->pending) {
+						r->token = r->pending;
+						r->pending = 0;
+						start_child(r, orig);
+					}
 				} else {
 					/* CMD finished by itself (or after a forwarded signal): its work is
 					 * done, and so is ours. */

@@ -39,6 +39,7 @@ struct client {
 	bool closing;              /* no more input; close once output is flushed */
 	bool dead;                 /* waiting to be reaped */
 	bool drainer;              /* asked for the drain: gets DRAINED */
+	bool evicted;              /* closed by the agent, not by the app: see free_client */
 	bool watch_all;
 	uint8_t *flags;            /* per lock: FLAG_CAMPAIGN | FLAG_WATCH */
 };
@@ -93,6 +94,7 @@ static void send_line(struct client *c, const char *line, size_t len)
 	if (evbuffer_get_length(out) + len > LK_CLIENT_OUTBUF_MAX) {
 		LK_LOG(LK_WARN, "client reads too slowly; disconnecting", LKF_U64("client", c->id)
 		       LKF_STR("name", c->name));
+		c->evicted = true;
 		kill_client(c);
 		return;
 	}
@@ -135,6 +137,9 @@ static void send_err(struct client *c, enum lk_err code, const char *text)
 	send_fmt(c, lk_codec_format_err(buf, sizeof(buf), code, text), buf);
 	switch (code) {
 	case LK_ERR_LINE_TOO_LONG:
+		c->evicted = true;
+		close_after_flush(c);
+		break;
 	case LK_ERR_HELLO_REQUIRED:
 	case LK_ERR_AUTH_FAILED:
 	case LK_ERR_UNSUPPORTED_VERSION:
@@ -210,10 +215,16 @@ static void free_client(struct client *c)
 {
 	struct lk_server *s = c->srv;
 
-	/* I6: a campaign client that goes away has stepped down. */
-	for (size_t i = 0; i < lk_agent_n_locks(s->agent); i++)
-		if (c->flags[i] & FLAG_CAMPAIGN)
+	/* I6: a campaign client that goes away has stepped down. One the agent cut off has not
+	 * said so, and may still be working: its lock is left to expire instead of released. */
+	for (size_t i = 0; i < lk_agent_n_locks(s->agent); i++) {
+		if (!(c->flags[i] & FLAG_CAMPAIGN))
+			continue;
+		if (c->evicted)
+			lk_lock_evict(lk_agent_lock(s->agent, i), c);
+		else
 			lk_lock_leave(lk_agent_lock(s->agent, i), c);
+	}
 	if (c->bev)
 		bufferevent_free(c->bev);
 	if (c->timer)
@@ -244,6 +255,17 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 		free_client(c);
 	}
 	maybe_all_closed(s);
+}
+
+/* close_all's deadline: whoever is still flushing is cut off now. */
+static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_server *s = arg;
+	struct client *c;
+
+	while ((c = TAILQ_FIRST(&s->clients)))
+		kill_client(c);
+	on_reap(fd, what, s);
 }
 
 static void refuse(evutil_socket_t fd, enum lk_err code, const char *text)
@@ -454,18 +476,13 @@ static void do_watch(struct client *c, const struct lk_request *req)
 
 static void do_status(struct client *c)
 {
-	char *json = lk_agent_status_json(c->srv->agent);
+	char *json = lk_agent_status_json(c->srv->agent, LK_LINE_MAX - sizeof("OK STATUS \n"));
 
 	if (!json) {
 		send_err(c, LK_ERR_BAD_REQUEST, "out of memory");
 		return;
 	}
-	/* Identities and names are capped well below the line limit, so this fits unless a config
-	 * has hundreds of locks; then say so rather than send a broken line. */
-	if (strlen(json) + sizeof("OK STATUS \n") > LK_LINE_MAX)
-		send_err(c, LK_ERR_BAD_REQUEST, "status does not fit in one line");
-	else
-		send_ok(c, LK_VERB_STATUS, json);
+	send_ok(c, LK_VERB_STATUS, json);
 	free(json);
 }
 
@@ -570,7 +587,7 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 	}
 	s->path = strdup(path);
 	s->reaper = event_new(base, -1, 0, on_reap, s);
-	s->close_timer = evtimer_new(base, on_reap, s);
+	s->close_timer = evtimer_new(base, on_close_timeout, s);
 	if (!s->path || !s->reaper || !s->close_timer)
 		goto nomem;
 	fd = bind_socket(s, mode, err, errlen);
@@ -658,7 +675,7 @@ void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg
 		next = TAILQ_NEXT(c, link);
 		close_after_flush(c);
 	}
-	/* The close timer runs the reaper; clients still flushing then are cut off for good. */
+	/* Each client's own timer bounds its flush; the close timer bounds the whole wait. */
 	evtimer_add(s->close_timer, &tv);
 	event_active(s->reaper, EV_TIMEOUT, 0);
 }

@@ -46,6 +46,7 @@ config() { # identity
 	cat <<EOF
 identity: $1
 socket: $TMP/$1.sock
+http_listen: ""             # two agents on one machine: no metrics port for the demo
 log_format: text
 shutdown_timeout: 10s
 backends:

@@ -238,7 +238,7 @@ START_TEST(test_defaults_fill_everything_left_out)
 	ck_assert_str_eq(cfg->identity, "host-1");
 	ck_assert_str_eq(cfg->socket_path, "/run/leasekeeper/agent.sock");
 	ck_assert_uint_eq(cfg->socket_mode, 0660);
-	ck_assert_ptr_null(cfg->http_listen);
+	ck_assert_str_eq(cfg->http_listen, "127.0.0.1:9440");
 	ck_assert_int_eq(cfg->log_format, LK_LOG_TEXT);
 	ck_assert_int_eq(cfg->shutdown_timeout_ms, 25000);
 	ck_assert_ptr_null(cfg->auth_key_file);
@@ -320,7 +320,7 @@ START_TEST(test_null_values_mean_absent)
 	                                 "locks:\n  - name: a\n    ttl:\n    key: ~\n");
 
 	ck_assert_str_eq(cfg->identity, "host-1");
-	ck_assert_ptr_null(cfg->http_listen);
+	ck_assert_str_eq(cfg->http_listen, "127.0.0.1:9440");
 	ck_assert_int_eq(cfg->log_format, LK_LOG_TEXT);
 	ck_assert_ptr_null(cfg->auth_key_file);
 	ck_assert_str_eq(cfg->backends[0].address, "127.0.0.1:6379");

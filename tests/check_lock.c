@@ -1090,12 +1090,99 @@ START_TEST(deferred_renewal_is_dropped_when_its_tenure_expires_in_stepdown)
 	advance(5000);
 	EXPECT_LINES("LOST sched token=7 reason=renew_deadline\n", "LEADER sched token=8 ttl_ms=10000\n",
 	             "STEPDOWN sched token=8 deadline_ms=5000\n",
+	             "LOST sched token=8 reason=expired\n",
 	             "RELEASED sched token=8 outcome=expired\n");
 	int before = n_sent(R_RENEW, 8);
 	answer_ok(old, 0);
 	/* I2: after a stepdown timeout the lease is left to expire: no renewal at all. */
 	ck_assert_int_eq(n_sent(R_RENEW, 8), before);
 	ck_assert_int_eq(n_sent(R_RELEASE, 0), 0);
+}
+END_TEST
+
+/* ---- clients the agent cut off ---------------------------------------------------------------- */
+
+START_TEST(evicted_leader_client_gives_the_tenure_up_without_release)
+{
+	lead(7);
+	ck_assert_int_eq(lk_lock_campaign(L, C2), 0);
+	advance(1000);
+	lk_lock_evict(L, C1);
+	/* C1 may still be working: no release; C2 must stop too, the lease is no longer renewed. */
+	EXPECT_LINES("LOST sched token=7 reason=expired\n");
+	ck_assert_int_eq(calls[R_RELEASE], 0);
+	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_FOLLOWER);
+	advance(3000);
+	ck_assert_int_eq(n_sent(R_RENEW, 7), 0);
+	ck_assert_uint_eq(lk_lock_stats(L)->lost[LK_LOST_EXPIRED], 1);
+}
+END_TEST
+
+START_TEST(evicted_last_client_leaves_the_lease_to_expire)
+{
+	lead(7);
+	lk_lock_evict(L, C1);
+	EXPECT_LINES("LOST sched token=7 reason=expired\n");
+	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_IDLE);
+	advance(20000);
+	ck_assert_int_eq(calls[R_RELEASE], 0);
+	ck_assert_int_eq(calls[R_RENEW], 0);
+	ck_assert_int_eq(calls[R_ACQUIRE], 1);
+}
+END_TEST
+
+START_TEST(evicted_client_during_stepdown_is_expired_without_release)
+{
+	enum lk_outcome o;
+
+	lead_and_drain();
+	advance(500);
+	lk_lock_evict(L, C1);
+	EXPECT_LINES("LOST sched token=7 reason=expired\n",
+	             "RELEASED sched token=7 outcome=expired\n");
+	ck_assert(lk_lock_outcome(L, &o));
+	ck_assert_int_eq(o, LK_OUTCOME_EXPIRED);
+	ck_assert_int_eq(calls[R_RELEASE], 0);
+	ck_assert_int_eq(settled_calls, 1);
+}
+END_TEST
+
+START_TEST(evicted_follower_client_is_like_one_that_left)
+{
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	answer(PENDING(R_ACQUIRE), holder_reply(LK_REPLY_HELD, "other"));
+	EXPECT_LINES("FOLLOWER sched holder=other\n");
+	lk_lock_evict(L, C1);
+	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_IDLE);
+	EXPECT_NO_LINES();
+}
+END_TEST
+
+START_TEST(ack_before_stepdown_does_not_count)
+{
+	lead(7);
+	ck_assert_int_eq(lk_lock_ack(L, C1, 7), 0);
+	lk_lock_drain(L);
+	EXPECT_LINES("STEPDOWN sched token=7 deadline_ms=5000\n");
+	/* The early ACK was not an answer to this STEPDOWN: still waiting. */
+	ck_assert_int_eq(calls[R_RELEASE], 0);
+	ck_assert_int_eq(lk_lock_ack(L, C1, 7), 0);
+	ck_assert_int_eq(calls[R_RELEASE], 1);
+}
+END_TEST
+
+START_TEST(newcomer_never_hears_leader_past_the_renew_deadline)
+{
+	char buf[LK_LINE_MAX];
+	int n;
+
+	lead(7);
+	/* The loop stalled: the deadline timer has not run although its time has come. */
+	now += 6500 * MS;
+	n = lk_lock_current_event(L, buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	EXPECT_LINES("LOST sched token=7 reason=renew_deadline\n");
+	ck_assert_str_eq(buf, "FOLLOWER sched holder=-\n");
 }
 END_TEST
 
@@ -1379,7 +1466,8 @@ START_TEST(stepdown_timeout_never_releases_and_stops_renewing)
 	advance(1999);
 	ck_assert_int_eq(settled_calls, 0);
 	advance(1);
-	EXPECT_LINES("RELEASED sched token=7 outcome=expired\n");
+	EXPECT_LINES("LOST sched token=7 reason=expired\n",
+	             "RELEASED sched token=7 outcome=expired\n");
 	ck_assert_int_eq(settled_calls, 1);
 	ck_assert_int_eq(settled_at, T0 + 5000 * MS);
 	ck_assert(lk_lock_outcome(L, &o));
@@ -1405,7 +1493,8 @@ START_TEST(renewal_in_flight_at_stepdown_timeout_is_ignored)
 	advance(3000);
 	q = PENDING(R_RENEW);
 	advance(2000);
-	EXPECT_LINES("RELEASED sched token=7 outcome=expired\n");
+	EXPECT_LINES("LOST sched token=7 reason=expired\n",
+	             "RELEASED sched token=7 outcome=expired\n");
 	answer_ok(q, 0);
 	advance(60000);
 	ck_assert_int_eq(calls[R_RENEW], 1);
@@ -1664,7 +1753,8 @@ START_TEST(abort_during_stepdown_is_expired_without_release)
 	lead_and_drain();
 	advance(1000);
 	lk_lock_abort(L);
-	EXPECT_LINES("RELEASED sched token=7 outcome=expired\n");
+	EXPECT_LINES("LOST sched token=7 reason=expired\n",
+	             "RELEASED sched token=7 outcome=expired\n");
 	ck_assert_int_eq(settled_calls, 1);
 	ck_assert(lk_lock_outcome(L, &o));
 	ck_assert_int_eq(o, LK_OUTCOME_EXPIRED);
@@ -1913,6 +2003,14 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, next_tenure_renews_on_time_when_the_old_renewal_returned_first);
 	tcase_add_test(t, deferred_renewal_is_dropped_when_its_tenure_is_lost_first);
 	tcase_add_test(t, deferred_renewal_is_dropped_when_its_tenure_expires_in_stepdown);
+
+	t = tcase(s, "evict");
+	tcase_add_test(t, evicted_leader_client_gives_the_tenure_up_without_release);
+	tcase_add_test(t, evicted_last_client_leaves_the_lease_to_expire);
+	tcase_add_test(t, evicted_client_during_stepdown_is_expired_without_release);
+	tcase_add_test(t, evicted_follower_client_is_like_one_that_left);
+	tcase_add_test(t, ack_before_stepdown_does_not_count);
+	tcase_add_test(t, newcomer_never_hears_leader_past_the_renew_deadline);
 
 	t = tcase(s, "leave");
 	tcase_add_test(t, last_campaign_client_leaving_a_leader_releases_at_once);

@@ -77,6 +77,10 @@ class AckGatingTest(LKTestCase):
         time.sleep(max(0.0, sd.t + stepdown + 0.3 - time.monotonic()))
         self.assertEqual(self.redis.get(KEY), a.value(t),
                          "I2: after a stepdown timeout the lock must not be released")
+        # The app that ignored STEPDOWN is told its tenure is over at once (I4): the lease is
+        # no longer renewed, and another replica will take it when it runs out.
+        lost = app.expect("LOST", "x", token=t, reason="expired")
+        self.assertLess(lost.t - sd.t, stepdown + 1.0)
         rel = app.expect("RELEASED", "x", token=t, outcome="expired")
         v = self.redis.get(KEY)
         self.assertIn(v, (a.value(t), None), "the key was touched: %r" % v)

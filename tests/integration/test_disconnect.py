@@ -15,6 +15,46 @@ class DisconnectTest(LKTestCase):
         self.redis = self.start_redis()
         self.mon = self.monitor(self.redis)
 
+    def test_leader_cut_off_for_not_reading_is_not_released_but_left_to_expire(self):
+        """A leader the agent disconnects (it stopped reading) may still be working: unlike an
+        app that left, its lock must not be handed over before the lease runs out (I2)."""
+        import socket
+        locks = [lock_config("x", ttl="3s", retry_interval="200ms")]
+        a = self.start_agent("pod-a", self.redis, locks=locks)
+        b = self.start_agent("pod-b", self.redis, locks=locks)
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(raw.close)
+        raw.connect(a.sock_path)
+        f = raw.makefile("rb")
+        f.readline()                                        # banner
+        raw.sendall(b"HELLO 1 client=sloth\nCAMPAIGN x\n")
+        lines = []
+        while not any(l.startswith(b"LEADER") for l in lines):
+            lines.append(f.readline())
+        token = int([l for l in lines if l.startswith(b"LEADER")][0].split(b"token=")[1].split()[0])
+        app_b = self.connect(b, label="app@pod-b")
+        app_b.call_ok("CAMPAIGN x")
+        app_b.await_follower("x", "pod-a")
+        mark = self.mon.mark()
+        # Ask for STATUS over and over and never read an answer: the agent cuts us off.
+        raw.settimeout(10)
+        try:
+            raw.sendall(b"STATUS\n" * 20000)
+        except OSError:
+            pass
+        wait_until(lambda: a.find_logs("client reads too slowly; disconnecting"),
+                   what="the agent to cut the client off")
+        t_cut = time.monotonic()
+        self.assertEqual(self.redis.get(KEY), "pod-a:%d" % token,
+                         "I2: a client cut off by the agent must not get its lock released")
+        lead_b = app_b.expect("LEADER", "x", timeout=10)
+        self.assertGreater(lead_b.t - t_cut, 1.0, "pod-b led before the lease could run out")
+        self.assertGreater(lead_b.token, token)
+        self.mon.sync(self.redis)
+        self.assertEqual(self.mon.dels(KEY, since=mark, from_script=True), [],
+                         "the lease expired; it was never deleted:\n" + self.mon.dump(mark))
+        self.assertTrue(a.alive())
+
     def test_app_disconnect_while_leading_releases_at_once_and_another_agent_takes_over(self):
         locks = [lock_config("x", ttl="3s", retry_interval="10s")]
         a = self.start_agent("pod-a", self.redis, locks=locks)
