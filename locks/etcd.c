@@ -337,6 +337,16 @@ static bool lk_etcd_need_auth(const struct lk_etcd *e)
 	return e->username && !e->token;
 }
 
+/* Forget the auth token (expired, or replaced): the next request authenticates first. */
+static void lk_etcd_drop_token(struct lk_etcd *e)
+{
+	if (e->token) {
+		sodium_memzero(e->token, strlen(e->token));
+		free(e->token);
+		e->token = NULL;
+	}
+}
+
 /* Curl results that say the endpoint itself is in trouble, as opposed to the request. */
 static bool lk_etcd_conn_level(CURLcode res)
 {
@@ -400,8 +410,8 @@ static void lk_etcd_mark_up(struct lk_etcd *e)
 	e->outage = false;
 }
 
-/* Something failed the way an unreachable etcd fails: not ready until a request succeeds
- * again. A probe retries with backoff meanwhile, so that readiness comes back without
+/* Something failed the way an unreachable etcd fails (why names the endpoint): not ready until
+ * a request succeeds again. A probe retries with backoff meanwhile, so that readiness comes back without
  * waiting for the locks' own retries, and the outage is logged once, not per request. */
 static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 {
@@ -422,8 +432,7 @@ static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 	warn = !e->outage;
 	e->outage = true;
 	lk_etcd_log(e, warn ? LK_BLOG_WARN : LK_BLOG_DEBUG,
-	            "etcd at %s unavailable: %s; retrying in %" PRId64 "ms",
-	            e->endpoints[e->cur], why, delay);
+	            "etcd unavailable: %s; retrying in %" PRId64 "ms", why, delay);
 }
 
 static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
@@ -603,6 +612,9 @@ static void lk_etcd_xfer_free(struct lk_etcd_xfer *x)
 		return;
 	if (x->easy)
 		curl_easy_cleanup(x->easy);
+	/* One of them carries the auth token. */
+	for (struct curl_slist *h = x->headers; h; h = h->next)
+		sodium_memzero(h->data, strlen(h->data));
 	curl_slist_free_all(x->headers);
 	if (x->body) {
 		if (x->secret)
@@ -678,6 +690,7 @@ static struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_x
 
 		snprintf(auth, sizeof(auth), "Authorization: %s", e->token);
 		h = curl_slist_append(h, auth);
+		sodium_memzero(auth, sizeof(auth));
 	}
 	if (!h)
 		goto fail;
@@ -718,6 +731,24 @@ fail:
 	return NULL;
 }
 
+/* A server that refuses our client certificate (or the lack of one) does it after the TLS 1.3
+ * handshake looks complete to us, so curl reports whatever the next socket call hit ("Send
+ * failure", "getpeername() failed", a reset), not the TLS alert. A new https connection that
+ * failed that way before any HTTP answer most likely met such a refusal: say so. */
+static bool lk_etcd_tls_dropped(const struct lk_etcd_xfer *x, CURLcode res)
+{
+	long connects = 0, http = 0;
+
+	if (strncmp(x->e->endpoints[x->endpoint], "https://", 8) != 0)
+		return false;
+	if (res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR && res != CURLE_GOT_NOTHING &&
+	    res != CURLE_SSL_CONNECT_ERROR)
+		return false;
+	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
+	return connects > 0 && http == 0;
+}
+
 /* How a finished transfer went, in the terms the handlers need. */
 struct lk_etcd_outcome {
 	bool ok;                         /* HTTP 2xx and a body to parse */
@@ -741,8 +772,8 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 	o->http = http;
 	if (x->too_big) {
 		o->garbage = true;
-		snprintf(o->why, sizeof(o->why), "response larger than %d bytes",
-		         LK_ETCD_MAX_RESPONSE);
+		snprintf(o->why, sizeof(o->why), "%s: response larger than %d bytes",
+		         e->endpoints[x->endpoint], LK_ETCD_MAX_RESPONSE);
 		return;
 	}
 	if (res != CURLE_OK) {
@@ -755,7 +786,10 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 		} else {
 			lk_etcd_shown(text, sizeof(text), x->errbuf[0] ? x->errbuf : curl_easy_strerror(res),
 			              strlen(x->errbuf[0] ? x->errbuf : curl_easy_strerror(res)));
-			snprintf(o->why, sizeof(o->why), "%s: %s", e->endpoints[x->endpoint], text);
+			snprintf(o->why, sizeof(o->why), "%s: %s%s", e->endpoints[x->endpoint], text,
+			         lk_etcd_tls_dropped(x, res) ?
+			         " (etcd dropped a new TLS connection: does it accept our client "
+			         "certificate? check cert_file, key_file and the CA etcd trusts)" : "");
 		}
 		return;
 	}
@@ -765,10 +799,12 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 	}
 	if (x->resp && lk_etcd_json_parse_error(x->resp, x->resp_len, &err) == 0) {
 		o->code = err.code;
-		snprintf(o->why, sizeof(o->why), "HTTP %ld: %s", http, err.message);
+		snprintf(o->why, sizeof(o->why), "%s: HTTP %ld: %s", e->endpoints[x->endpoint], http,
+		         err.message);
 	} else {
 		lk_etcd_shown(text, sizeof(text), x->resp ? x->resp : "", x->resp_len);
-		snprintf(o->why, sizeof(o->why), "HTTP %ld%s%s", http, text[0] ? ": " : "", text);
+		snprintf(o->why, sizeof(o->why), "%s: HTTP %ld%s%s", e->endpoints[x->endpoint], http,
+		         text[0] ? ": " : "", text);
 	}
 	/* A member that lost its leader (or its quorum) cannot serve: try another. */
 	if (o->code == LK_ETCD_GRPC_UNAVAILABLE || http >= 500)
@@ -783,7 +819,8 @@ static void lk_etcd_outcome_error_body(const struct lk_etcd_xfer *x, struct lk_e
 	(void)lk_etcd_json_parse_error(x->resp, x->resp_len, &err);
 	o->ok = false;
 	o->code = err.code;
-	snprintf(o->why, sizeof(o->why), "%s", err.message[0] ? err.message : "error response");
+	snprintf(o->why, sizeof(o->why), "%s: %s", x->e->endpoints[x->endpoint],
+	         err.message[0] ? err.message : "error response");
 	if (o->code == LK_ETCD_GRPC_UNAVAILABLE)
 		o->conn_level = true;
 }
@@ -1026,17 +1063,15 @@ static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	/* Tokens expire (--auth-token-ttl, a restarted member): get a new one, try once more. */
 	if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED && e->username && !op->reauthed) {
 		op->reauthed = true;
-		if (x->token_gen == e->token_gen) {
-			free(e->token);
-			e->token = NULL;
-		}
+		if (x->token_gen == e->token_gen)
+			lk_etcd_drop_token(e);
 		if (lk_etcd_op_send(op) == 0)
 			return;
 	}
 	if (o->transport)
 		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s failed: %s", step, o->why);
 	else if (o->garbage)
-		lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s: %s", step, o->why);
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s from %s", step, o->why);
 	else
 		lk_etcd_op_fail(op, lk_etcd_error_status(o->http, o->code), "%s failed: %s", step,
 		                o->why);
@@ -1159,8 +1194,10 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		return;
 	}
 	/* Garbage is not an outage, but it is no answer either: not ready. */
-	lk_etcd_mark_down(e, err);
-	lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s: %s", step, err);
+	snprintf(o->why, sizeof(o->why), "bad response to %s from %s: %s", step,
+	         e->endpoints[x->endpoint], err);
+	lk_etcd_mark_down(e, o->why);
+	lk_etcd_op_fail(op, LK_REPLY_FATAL, "%s", o->why);
 }
 
 static void lk_etcd_defer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1268,7 +1305,7 @@ static void lk_etcd_auth_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 		rc = lk_etcd_json_parse_auth(x->resp ? x->resp : "", x->resp_len, &auth, err,
 		                             sizeof(err));
 		if (rc == 0 && (token = strdup(auth.token))) {
-			free(e->token);
+			lk_etcd_drop_token(e);
 			e->token = token;
 			e->token_gen++;
 			e->auth_failing = false;
@@ -1292,8 +1329,8 @@ static void lk_etcd_auth_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 			lk_etcd_outcome_error_body(x, o);
 		} else {
 			o->garbage = true;
-			snprintf(o->why, sizeof(o->why), "bad response: %s",
-			         rc < 0 ? err : "out of memory");
+			snprintf(o->why, sizeof(o->why), "bad response from %s: %s",
+			         e->endpoints[x->endpoint], rc < 0 ? err : "out of memory");
 		}
 	}
 
@@ -1354,21 +1391,27 @@ static void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
                                struct lk_etcd_outcome *o)
 {
 	char err[LK_ETCD_MAX_ERR_LEN];
-	int64_t revision;
+	struct lk_etcd_status st;
 	int rc;
 
 	e->probe_x = NULL;
 	if (o->ok) {
-		rc = lk_etcd_json_parse_status(x->resp ? x->resp : "", x->resp_len, &revision, err,
+		rc = lk_etcd_json_parse_status(x->resp ? x->resp : "", x->resp_len, &st, err,
 		                               sizeof(err));
-		if (rc == 0) {
+		if (rc == 0 && st.has_leader) {
 			lk_etcd_mark_up(e);
 			return;
 		}
-		if (rc == -EPROTO)
+		if (rc == 0) {
+			/* It answers but cannot serve (an election, a partition): try another. */
+			o->conn_level = true;
+			snprintf(o->why, sizeof(o->why), "%s has no leader", e->endpoints[x->endpoint]);
+		} else if (rc == -EPROTO) {
 			lk_etcd_outcome_error_body(x, o);
-		else
-			snprintf(o->why, sizeof(o->why), "bad response to a status request: %s", err);
+		} else {
+			snprintf(o->why, sizeof(o->why), "bad response to a status request from %s: %s",
+			         e->endpoints[x->endpoint], err);
+		}
 	}
 	if (o->conn_level)
 		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
@@ -1600,10 +1643,8 @@ static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLco
 		if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED)
 			x->token_invalid = true;
 	}
-	if (x->token_invalid && x->token_gen == e->token_gen && e->username) {
-		free(e->token);
-		e->token = NULL;
-	}
+	if (x->token_invalid && x->token_gen == e->token_gen && e->username)
+		lk_etcd_drop_token(e);
 	if (x->conn_level || (o->transport && lk_etcd_conn_level(res)) || o->conn_level) {
 		lk_etcd_endpoint_failed(e, x->endpoint, why);
 		lk_etcd_mark_down(e, why);
@@ -1831,10 +1872,7 @@ static void lk_etcd_finalize(struct lk_etcd *e)
 		sodium_memzero(e->password, e->password_len);
 		free(e->password);
 	}
-	if (e->token) {
-		sodium_memzero(e->token, strlen(e->token));
-		free(e->token);
-	}
+	lk_etcd_drop_token(e);
 	free(e->username);
 	free(e->ca_file);
 	free(e->cert_file);

@@ -765,19 +765,37 @@ out:
 	return rc;
 }
 
-int lk_etcd_json_parse_status(const char *body, size_t len, int64_t *revision,
+int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_status *out,
                               char *err, size_t errlen)
 {
-	int64_t rev = 0;
+	struct lk_etcd_status st = { 0 };
+	const json_t *leader;
 	json_t *root;
+	const char *s;
 	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
 
 	if (rc < 0)
 		return rc;
-	rc = lk_etcd_json_header(root, true, &rev, err, errlen);
+	rc = lk_etcd_json_header(root, true, &st.revision, err, errlen);
+	/* Member IDs are uint64 and may not fit an int64: only "is it zero" matters here. */
+	leader = json_object_get(root, "leader");
+	if (rc == 0 && json_is_string(leader)) {
+		s = json_string_value(leader);
+		if (!s[0] || strspn(s, "0123456789") != strlen(s)) {
+			rc = -EINVAL;
+			lk_etcd_json_msg(err, errlen, "field \"leader\" is not a member ID");
+		} else {
+			st.has_leader = strspn(s, "0") != strlen(s);
+		}
+	} else if (rc == 0 && json_is_integer(leader)) {
+		st.has_leader = json_integer_value(leader) != 0;
+	} else if (rc == 0 && leader && !json_is_null(leader)) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "field \"leader\" is not a member ID");
+	}
 	json_decref(root);
-	if (rc == 0 && revision)
-		*revision = rev;
+	if (rc == 0 && out)
+		*out = st;
 	return rc;
 }
 

@@ -83,6 +83,11 @@ struct lk_etcd_watch {
 	char cancel_reason[LK_ETCD_JSON_MAX_TEXT + 1];
 };
 
+struct lk_etcd_status {
+	int64_t revision;             /* header.revision */
+	bool has_leader;              /* "leader" names a member (omitted while there is none) */
+};
+
 /* {"error":"...","code":N,"message":"..."} from a failed request, or the streaming variant
  * {"error":{"grpc_code":N,"message":"..."}}. */
 struct lk_etcd_error {
@@ -132,8 +137,8 @@ int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *o
  * in n_events but never in n_deletes. */
 int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
                              struct lk_etcd_watch *out, char *err, size_t errlen);
-/* POST /v3/maintenance/status: any well-formed answer; its header's revision in *revision. */
-int lk_etcd_json_parse_status(const char *body, size_t len, int64_t *revision,
+/* POST /v3/maintenance/status. */
+int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_status *out,
                               char *err, size_t errlen);
 /* An error body. Returns -EINVAL if the body is not one. */
 int lk_etcd_json_parse_error(const char *body, size_t len, struct lk_etcd_error *out);

@@ -481,12 +481,28 @@ END_TEST
 
 START_TEST(test_parse_status)
 {
-	static const char body[] = "{" HEADER ",\"version\":\"3.4.23\",\"leader\":\"1\"}";
-	int64_t rev = 0;
+	static const char body[] = "{" HEADER ",\"version\":\"3.4.23\","
+	                           "\"leader\":\"13668033151171901709\"}";
+	static const char electing[] = "{" HEADER ",\"version\":\"3.4.23\"}";
+	struct lk_etcd_status st;
+	const char *b;
 
-	ck_assert_int_eq(lk_etcd_json_parse_status(body, strlen(body), &rev, err, sizeof(err)), 0);
-	ck_assert_int_eq(rev, 7);
-	ck_assert_int_eq(lk_etcd_json_parse_status("{}", strlen("{}"), &rev, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_parse_status(body, strlen(body), &st, err, sizeof(err)), 0);
+	ck_assert_int_eq(st.revision, 7);
+	ck_assert(st.has_leader); /* a uint64 beyond INT64_MAX is fine */
+	/* No leader: the field is omitted. */
+	ck_assert_int_eq(lk_etcd_json_parse_status(electing, strlen(electing), &st, err,
+	                                           sizeof(err)), 0);
+	ck_assert(!st.has_leader);
+	b = "{" HEADER ",\"leader\":\"0\"}";
+	ck_assert_int_eq(lk_etcd_json_parse_status(b, strlen(b), &st, err, sizeof(err)), 0);
+	ck_assert(!st.has_leader);
+	b = "{" HEADER ",\"leader\":\"x1\"}";
+	ck_assert_int_eq(lk_etcd_json_parse_status(b, strlen(b), &st, err, sizeof(err)), -EINVAL);
+	b = "{" HEADER ",\"leader\":[]}";
+	ck_assert_int_eq(lk_etcd_json_parse_status(b, strlen(b), &st, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_parse_status("{}", strlen("{}"), &st, err, sizeof(err)),
+	                 -EINVAL);
 	ck_assert_str_eq(err, "response without a header");
 }
 END_TEST
@@ -682,7 +698,7 @@ static void torture(const char *body)
 	struct lk_etcd_grant g;
 	struct lk_etcd_auth a;
 	struct lk_etcd_error e;
-	int64_t rev;
+	struct lk_etcd_status st;
 
 	for (size_t round = 0; round < len * 4 + len; round++) {
 		size_t n = len;
@@ -702,7 +718,7 @@ static void torture(const char *body)
 		rc[3] = lk_etcd_json_parse_txn(copy, n, KEY, strlen(KEY), t, err, sizeof(err));
 		rc[4] = lk_etcd_json_parse_auth(copy, n, &a, err, sizeof(err));
 		rc[5] = lk_etcd_json_parse_watch(copy, n, KEY, strlen(KEY), &w, err, sizeof(err));
-		rc[6] = lk_etcd_json_parse_status(copy, n, &rev, err, sizeof(err));
+		rc[6] = lk_etcd_json_parse_status(copy, n, &st, err, sizeof(err));
 		rc[7] = lk_etcd_json_parse_error(copy, n, &e);
 		for (int i = 0; i < 8; i++)
 			ck_assert_msg(rc[i] == 0 || rc[i] == -EINVAL || rc[i] == -EPROTO,
