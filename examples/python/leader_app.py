@@ -169,8 +169,6 @@ def main():
     ap.add_argument("lock", help="the lock to campaign for")
     args = ap.parse_args()
     path = args.socket or os.environ.get("LEASEKEEPER_SOCKET") or "/run/leasekeeper/agent.sock"
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
     try:
         conn = connect(path, args.name)
@@ -180,6 +178,8 @@ def main():
         return 1
 
     work = LeaderWork()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         while True:
             line = conn.read_line(timeout=work.seconds_to_next())

@@ -475,13 +475,11 @@ class GoExampleTest(ExampleScenarios, LKTestCase):
 def c_app_path():
     """$LK_APP, else <dir of $LK_BIN>/examples/app (the same build), else build/examples/app;
     None when none of them exists."""
-    cands = []
     if os.environ.get("LK_APP"):
         p = os.environ["LK_APP"]
         return p if os.path.isabs(p) else os.path.join(REPO_ROOT, p)
-    cands.append(os.path.join(os.path.dirname(lk_bin()), "examples", "app"))
-    cands.append(os.path.join(REPO_ROOT, "build", "examples", "app"))
-    for p in cands:
+    for p in (os.path.join(os.path.dirname(lk_bin()), "examples", "app"),
+              os.path.join(REPO_ROOT, "build", "examples", "app")):
         if os.access(p, os.X_OK):
             return p
     return None
@@ -501,6 +499,10 @@ class CExampleTest(ExampleScenarios, LKTestCase):
                                     "build/examples/app (or set LK_APP)")
         if not os.access(cls.binary, os.X_OK):
             raise AssertionError("LK_APP=%s is not an executable" % cls.binary)
+        src = os.path.join(REPO_ROOT, "examples", "app.c")
+        if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(cls.binary):
+            sys.stderr.write("\n[test_examples] warning: %s is older than examples/app.c "
+                             "(run `make all`)\n" % cls.binary)
 
     def app_argv(self):
         return [self.binary]
