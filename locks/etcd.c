@@ -8,8 +8,9 @@
  *   acquire = lease grant (validity counts from its send time) + txn "if the key does not
  *             exist, put identity attached to the lease"; a lost race revokes the unused lease.
  *   renew   = lease keepalive (validity from its send time) + range to prove the key is still
- *             the one created at revision `token`.
- *   release = txn "delete if create_revision == token" + revoke of the tenure's lease.
+ *             the one created at revision `token`, still on our lease.
+ *   release = txn "delete if create_revision == token (and lease == ours)" + revoke of the
+ *             tenure's lease.
  *   watch   = a streaming POST /v3/watch per watching key; a DELETE wakes the follower.
  * A lock operation is a short chain of HTTP requests (struct lk_etcd_op); the whole chain is
  * bounded by the backend timeout, so the contract's "one reply, at the latest about `timeout`
@@ -1018,7 +1019,8 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 	case LK_ETCD_STEP_DELETE:
 	default:
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, (int64_t)op->token, &body);
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, (int64_t)op->token, op->lease,
+		                             &body);
 		break;
 	}
 	if (rc < 0)
@@ -1163,7 +1165,11 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		if (rg.found && (uint64_t)rg.kv.create_revision == op->token) {
+		/* Same create_revision and still on our lease: our key. A plain put over it (keeps
+		 * the create_revision, drops the lease) made it someone else's: it would no longer
+		 * expire with us. */
+		if (rg.found && (uint64_t)rg.kv.create_revision == op->token &&
+		    rg.kv.lease == op->lease) {
 			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 			return;
 		}
@@ -1819,8 +1825,8 @@ static int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_
 	if (!op)
 		return -ENOMEM;
 	op->token = token;
-	/* The compare on create_revision is what makes this safe (I3); the lease is only revoked
-	 * afterwards, and only if it is this tenure's. */
+	/* The compare on create_revision (and on the lease, when we know it) is what makes this
+	 * safe (I3); the lease is revoked afterwards, and only if it is this tenure's. */
 	op->lease = k->token == token ? k->lease : 0;
 	return lk_etcd_op_start(op);
 }

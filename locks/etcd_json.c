@@ -131,21 +131,32 @@ out:
 	return rc;
 }
 
-int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision, char **ret)
+int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision,
+                            int64_t lease, char **ret)
 {
-	char *k64, rev[24];
+	json_t *root, *cmp;
+	char *k64, rev[24], id[24];
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || create_revision <= 0 || !ret)
+	if (!lk_etcd_json_key_ok(key, klen) || create_revision <= 0 || lease < 0 || !ret)
 		return -EINVAL;
 	k64 = lk_etcd_json_b64(key, klen);
 	if (!k64)
 		return -ENOMEM;
 	lk_etcd_json_i64(rev, create_revision);
-	rc = lk_etcd_json_dump(json_pack(
+	lk_etcd_json_i64(id, lease);
+	root = json_pack(
 		"{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s}}]}",
 		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", rev,
-		"success", "request_delete_range", "key", k64), ret);
+		"success", "request_delete_range", "key", k64);
+	cmp = root && lease > 0 ? json_pack("{s:s, s:s, s:s, s:s}", "key", k64, "target", "LEASE",
+	                                    "result", "EQUAL", "lease", id) : NULL;
+	if (root && lease > 0 &&
+	    (!cmp || json_array_append_new(json_object_get(root, "compare"), cmp) < 0)) {
+		json_decref(root);
+		root = NULL;
+	}
+	rc = lk_etcd_json_dump(root, ret);
 	free(k64);
 	return rc;
 }

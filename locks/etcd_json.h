@@ -109,8 +109,11 @@ int lk_etcd_json_lease_id(int64_t id, char **ret);
  * attached to the lease and read the key back; otherwise read it. */
 int lk_etcd_json_txn_create(const void *key, size_t klen, const void *value, size_t vlen,
                             int64_t lease, char **ret);
-/* POST /v3/kv/txn, release: delete the key only if create_revision == token. */
-int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision, char **ret);
+/* POST /v3/kv/txn, release: delete the key only if create_revision == token and, when lease
+ * is not 0, the key is still on that lease (a plain put over our key keeps its
+ * create_revision but is not ours any more). */
+int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision,
+                            int64_t lease, char **ret);
 /* POST /v3/kv/range for exactly one key. */
 int lk_etcd_json_range(const void *key, size_t klen, char **ret);
 /* POST /v3/watch for exactly one key; start_revision 0 means "from now". */

@@ -545,6 +545,29 @@ START_TEST(test_renew_after_recreated_by_another_is_taken)
 }
 END_TEST
 
+START_TEST(test_renew_after_overwrite_is_taken)
+{
+	struct lk_backend_key *k;
+	struct stored st;
+	uint64_t tok;
+	struct got g;
+
+	start_backend(srv.address, 1000);
+	k = key_new("alpha", NULL);
+	tok = acquire_ok(k, 10000);
+	/* A plain put keeps the create_revision but takes the key off our lease. */
+	etcdctl_ok(&srv, "put", KEY, "gamma");
+	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
+	g = renew(k, tok, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
+	ck_assert_str_eq(g.holder, "gamma");
+	run_for(200);
+	st = etcd_get(&srv, KEY);
+	ck_assert_str_eq(st.value, "gamma");
+	ck_assert_int_eq(st.lease, 0);
+}
+END_TEST
+
 START_TEST(test_release_ok_then_gone)
 {
 	struct lk_backend_key *k;
@@ -583,12 +606,21 @@ START_TEST(test_release_never_deletes_another_holders_key)
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
 
-	etcdctl_ok(&srv, "del", KEY, NULL);
+	/* Overwritten by a plain put: same create_revision, but off our lease. */
 	etcdctl_ok(&srv, "put", KEY, "gamma");
 	g = release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	st = etcd_get(&srv, KEY);
 	ck_assert_str_eq(st.value, "gamma");
+	ck_assert_uint_eq(st.create_revision, tok);
+
+	/* Deleted and created again by someone else. */
+	etcdctl_ok(&srv, "del", KEY, NULL);
+	etcdctl_ok(&srv, "put", KEY, "delta");
+	g = release(k, tok);
+	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+	st = etcd_get(&srv, KEY);
+	ck_assert_str_eq(st.value, "delta");
 }
 END_TEST
 
@@ -1632,6 +1664,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_renew_after_lease_revoked_is_gone);
 	tcase_add_test(tc, test_renew_after_delete_is_gone_and_revokes);
 	tcase_add_test(tc, test_renew_after_recreated_by_another_is_taken);
+	tcase_add_test(tc, test_renew_after_overwrite_is_taken);
 	tcase_add_test(tc, test_release_ok_then_gone);
 	tcase_add_test(tc, test_release_never_deletes_another_holders_key);
 	tcase_add_test(tc, test_tokens_strictly_increase_across_holders_and_restart);

@@ -126,20 +126,34 @@ START_TEST(test_txn_delete_body)
 	json_t *j;
 	char *s;
 
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 1234, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 1234, 0, &s), 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), KEY_B64);
 	ck_assert_str_eq(str_at(j, "compare.0.target"), "CREATE");
 	ck_assert_str_eq(str_at(j, "compare.0.result"), "EQUAL");
 	ck_assert_str_eq(str_at(j, "compare.0.create_revision"), "1234");
+	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 1);
 	ck_assert_str_eq(str_at(j, "success.0.request_delete_range.key"), KEY_B64);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 1);
 	ck_assert_ptr_null(json_object_get(j, "failure"));
 	json_decref(j);
 
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 0, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, 0, 5, &s), -EINVAL);
+	/* With the tenure's lease known, the key must still be on it. */
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 1234, 42, &s), 0);
+	j = load(s);
+	free(s);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 2);
+	ck_assert_str_eq(str_at(j, "compare.0.create_revision"), "1234");
+	ck_assert_str_eq(str_at(j, "compare.1.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "compare.1.target"), "LEASE");
+	ck_assert_str_eq(str_at(j, "compare.1.result"), "EQUAL");
+	ck_assert_str_eq(str_at(j, "compare.1.lease"), "42");
+	json_decref(j);
+
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 0, 0, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, 0, 5, 0, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 5, -1, &s), -EINVAL);
 }
 END_TEST
 
