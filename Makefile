@@ -109,7 +109,7 @@ deps:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: $(BIN)
+integration: $(BIN) $(BUILD)/examples/app
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
 
 # `make test` runs everything twice: a normal build, then under ASan + UBSan.

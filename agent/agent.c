@@ -503,6 +503,14 @@ int lk_agent_run(const struct lk_config *cfg)
 	for (size_t i = 0; i < cfg->n_locks; i++)
 		lk_lock_start(a.locks[i]);
 	event_base_dispatch(a.base);
+	/* The drain is over and more SIGTERMs may come (I7: any number): freeing the signal events
+	 * puts the default action back, which would turn the exit status 0 into a death by signal.
+	 * Blocked, they stay pending until the process is gone. */
+	sigset_t late;
+	sigemptyset(&late);
+	sigaddset(&late, SIGTERM);
+	sigaddset(&late, SIGINT);
+	sigprocmask(SIG_BLOCK, &late, NULL);
 	if (!a.drain_done)
 		LK_LOG(LK_ERROR, "drain complete", LKF_STR("exit_reason", "fatal")
 		       LKF_I64("wait_duration_ms", 0) LKF_U64("released", 0) LKF_U64("expired", 0)
