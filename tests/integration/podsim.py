@@ -57,6 +57,11 @@ import harness as H  # noqa: E402
 
 SIM_APP = os.path.join(HERE, "sim_app.py")
 KUBELET_MIN_GRACE = 2.0   # kubelet: minimumGracePeriodInSeconds
+# What `leasekeeper drain` says when the agent is gone or closing (the real CLI, then the
+# Python stand-in's wording).
+LATE_HOOK_ERRORS = ("cannot talk to the agent", "no answer from the agent",
+                    "No such file or directory", "Connection refused",
+                    "closed the connection")
 POLL = 0.002
 
 DEFAULT_LOCK = dict(ttl="5s", retry_interval="10s", stepdown_timeout="3s", release_timeout="2s")
@@ -288,10 +293,9 @@ class Deletion:
         if self.sidecar != "classic" or self.hook_rc != 2 or self.agent_rc != 0:
             return False
         started = self.pod.agent.find_logs("drain started")
-        return (bool(started) and started[0].get("trigger") == "SIGTERM"
+        return (bool(started) and started[0].get("trigger", "SIGTERM") == "SIGTERM"
                 and self.summary is not None and self.summary.get("exit_reason") == "drained"
-                and ("cannot talk to the agent" in self.hook_err
-                     or "no answer from the agent" in self.hook_err))
+                and any(s in self.hook_err for s in LATE_HOOK_ERRORS))
 
     @property
     def exit_race(self):
@@ -691,7 +695,10 @@ class PodSim:
                 prev = [t for t in victim.tenures() if t.token == d.tenure.token][0]
                 r["prev"] = prev
                 if prev.end is not None:
-                    nxt = self.wait_tenure_after(prev.end, self.retry_interval + self.ttl + 5)
+                    # The next tenure: the first to start after prev did (so that an overlap
+                    # shows as a negative gap rather than as no takeover at all).
+                    nxt = self.wait_tenure_after(prev.start,
+                                                 self.retry_interval + self.ttl + 5)
                     r["next"] = nxt
                     if nxt is not None:
                         r["gap"] = nxt.start - prev.end
@@ -778,10 +785,18 @@ def probe_agent(workdir, backend, lock=None, timeout=None):
                 raise AssertionError("the agent died from signal %d on a %s backend:\n%s"
                                      % (-rc, backend.get("type"), a.tail(20)))
             return False, "the agent exited with %s:\n%s" % (rc, a.tail(8))
-        # Running: give a backend that fails at start-up a moment to do so.
-        time.sleep(0.2)
-        if a.proc.poll() is not None:
-            return False, "the agent exited with %s:\n%s" % (a.proc.returncode, a.tail(8))
+        # Running. Supported means an app that campaigns becomes leader.
+        try:
+            app = H.AppClient(a.sock_path, client_name="probe")
+            try:
+                app.campaign("x", timeout=H.scaled(5))
+            finally:
+                app.close()
+        except AssertionError as e:
+            if a.proc.poll() is not None:
+                return False, "the agent exited with %s:\n%s" % (a.proc.returncode, a.tail(8))
+            return False, ("the agent runs, but an app that campaigns never leads (%s):\n%s"
+                           % (str(e).splitlines()[0], a.tail(8)))
         return True, ""
     finally:
         if a.proc is not None:

@@ -25,6 +25,9 @@ ROUNDS = 20
 # pub/sub, etcd watch). Generous for ASan on a loaded 2-core machine; typical gaps are ms.
 GAP_LIMIT = 1.0
 LOCK = dict(ttl="5s", stepdown_timeout="3s", release_timeout="2s", retry_interval="10s")
+# The apps take this long to stop leader work after STEPDOWN (then record the end and ACK):
+# an agent that released before the ACK would show as an overlap of at least this much.
+ACK_DELAY_MS = 20
 STRICT_EXIT = os.environ.get("LK_PODSIM_STRICT_EXIT") == "1"
 
 
@@ -38,6 +41,7 @@ class RollingRestartMixin:
 
     def make_sim(self, sidecar, **kw):
         kw.setdefault("tolerate_exit_race", not STRICT_EXIT)
+        kw.setdefault("ack_delay_ms", ACK_DELAY_MS)
         sim = P.PodSim(self.tmp, self.backend(), sidecar=sidecar, lock=LOCK, grace=8.0,
                        shutdown_timeout="6s", **kw)
         self.addCleanup(sim.close)
