@@ -686,6 +686,10 @@ static struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_x
 	if (h)
 		x->headers = h;
 	h = h ? curl_slist_append(h, "Expect:") : NULL;
+	/* gRPC metadata "hasleader": a member that loses its leader (a partition, a lost quorum)
+	 * ends the stream with "no leader" instead of keeping it open and silent forever. */
+	if (h && kind == LK_ETCD_X_WATCH)
+		h = curl_slist_append(h, "Grpc-Metadata-hasleader: true");
 	if (h && e->token && kind != LK_ETCD_X_AUTH) {
 		char auth[LK_ETCD_JSON_MAX_TOKEN + 32];
 
@@ -1627,31 +1631,31 @@ static void lk_etcd_watch_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	lk_etcd_leave(e);
 }
 
-static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcode res,
+static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
                                struct lk_etcd_outcome *o)
 {
 	struct lk_backend_key *k = x->k;
 	bool was_created = k->wcreated;
-	const char *why;
+	char why[2 * LK_ETCD_MAX_LOG_LEN];
 
 	k->wx = NULL;
 	k->wcreated = false;
 	evtimer_del(k->wdeadline);
 	if (x->why[0]) {
-		why = x->why;
-	} else if (!o->transport && o->ok) {
+		/* What the stream itself said (an error line, a cancellation, garbage). */
+		snprintf(why, sizeof(why), "%s: %s", e->endpoints[x->endpoint], x->why);
+	} else if (o->ok) {
 		/* A clean end of a stream that should never end: a member shutting down. */
-		snprintf(o->why, sizeof(o->why), "%s closed the stream", e->endpoints[x->endpoint]);
-		why = o->why;
+		snprintf(why, sizeof(why), "%s closed the stream", e->endpoints[x->endpoint]);
 		x->conn_level = true;
 	} else {
-		why = o->why;
+		snprintf(why, sizeof(why), "%s", o->why);
 		if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED)
 			x->token_invalid = true;
 	}
 	if (x->token_invalid && x->token_gen == e->token_gen && e->username)
 		lk_etcd_drop_token(e);
-	if (x->conn_level || (o->transport && lk_etcd_conn_level(res)) || o->conn_level) {
+	if (x->conn_level || o->conn_level) {
 		lk_etcd_endpoint_failed(e, x->endpoint, why);
 		lk_etcd_mark_down(e, why);
 	}
@@ -1679,7 +1683,7 @@ static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcod
 		lk_etcd_probe_done(e, x, &o);
 		break;
 	case LK_ETCD_X_WATCH:
-		lk_etcd_watch_done(e, x, res, &o);
+		lk_etcd_watch_done(e, x, &o);
 		break;
 	case LK_ETCD_X_REVOKE:
 	default:

@@ -1482,7 +1482,7 @@ static pid_t fake_server(int *port, enum fake_mode mode, const char *reply)
 	}
 }
 
-static pid_t fake_pid;
+static pid_t fake_pid, fake_pid2;
 
 static void teardown_fake(void)
 {
@@ -1491,6 +1491,11 @@ static void teardown_fake(void)
 		kill(fake_pid, SIGKILL);
 		waitpid(fake_pid, NULL, 0);
 		fake_pid = 0;
+	}
+	if (fake_pid2 > 0) {
+		kill(fake_pid2, SIGKILL);
+		waitpid(fake_pid2, NULL, 0);
+		fake_pid2 = 0;
 	}
 }
 
@@ -1647,6 +1652,34 @@ START_TEST(test_garbage_watch_stream_is_survived)
 }
 END_TEST
 
+START_TEST(test_watch_no_leader_fails_over)
+{
+	/* What a member that lost its leader sends on a watch created with "hasleader". */
+	static const char reply[] =
+		"HTTP/1.1 200 OK\r\n\r\n{\"result\":{\"created\":true}}\n"
+		"{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\","
+		"\"http_status\":\"Service Unavailable\"}}\n";
+	char a1[64], a2[64], err[256];
+	struct opts o = { .endpoints = { a1, a2 }, .timeout_ms = 500 };
+	struct notified nt = { 0 };
+	struct lk_backend_key *f;
+	int p1, p2;
+
+	fake_pid = fake_server(&p1, FAKE_CLOSE, reply);
+	fake_pid2 = fake_server(&p2, FAKE_CLOSE, reply);
+	snprintf(a1, sizeof(a1), "http://127.0.0.1:%d", p1);
+	snprintf(a2, sizeof(a2), "http://127.0.0.1:%d", p2);
+	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
+	f = be->ops->key_new(be, KEY, "beta", on_notify, &nt);
+	ck_assert_ptr_nonnull(f);
+	be->ops->watch(f, true);
+	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	run_for(300);
+	ck_assert_msg(strstr(logs.text, "watch failed: etcdserver: no leader"), "%s", logs.text);
+	ck_assert_msg(strstr(logs.text, "switching to"), "%s", logs.text);
+}
+END_TEST
+
 static Suite *etcd_suite(void)
 {
 	Suite *s = suite_create("etcd");
@@ -1731,6 +1764,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_garbage_slow_endless_response_times_out);
 	tcase_add_test(tc, test_garbage_huge_response_is_capped);
 	tcase_add_test(tc, test_garbage_watch_stream_is_survived);
+	tcase_add_test(tc, test_watch_no_leader_fails_over);
 	suite_add_tcase(s, tc);
 	return s;
 }
