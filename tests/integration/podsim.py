@@ -302,7 +302,7 @@ class Deletion:
         """The agent died from a SIGTERM (default action) that was sent once its drain was
         complete: the drain summary says drained, the app had exited on STOP before the
         SIGTERM (native sidecar: the kubelet's SIGTERM after the app container exited). An
-        agent bug: the exit status should be the drain's (0), see tolerate_exit_race."""
+        agent bug (the exit status must be the drain's, 0), fixed in 690dbe3."""
         return (self.agent_rc == -signal.SIGTERM and not self.agent_killed
                 and self.summary is not None and self.summary.get("exit_reason") == "drained"
                 and self.app_exit is not None and self.agent_sigterm is not None
@@ -357,10 +357,9 @@ class Deletion:
         if not any(r.get("ev") == "stop" for r in self.pod.records()):
             p.append("%s: app never got STOP" % name)
         if self.exit_race:
-            if not self.pod.sim.tolerate_exit_race:
-                p.append("%s: agent died from the SIGTERM sent after its drain was complete "
-                         "(exit %s instead of 0; agent bug: SIGTERM is back to its default "
-                         "action while the agent exits)" % (name, self.agent_rc))
+            p.append("%s: agent died from the SIGTERM sent after its drain was complete "
+                     "(exit %s instead of the drain's 0: SIGTERM back to its default action "
+                     "while the agent exits; fixed in 690dbe3)" % (name, self.agent_rc))
         elif self.agent_killed or self.agent_rc != 0:
             p.append("%s: agent exit %s%s" % (name, self.agent_rc,
                                                " (SIGKILLed)" if self.agent_killed else ""))
@@ -438,7 +437,7 @@ class PodSim:
     def __init__(self, workdir, backend, sidecar="native", lock=None, lock_name="x",
                  grace=8.0, shutdown_timeout="6s", drain_timeout=None, work_ms=20.0,
                  ack_delay_ms=0.0, min_kill_window=KUBELET_MIN_GRACE, app_bug=None,
-                 tolerate_exit_race=False, log=None):
+                 log=None):
         if sidecar not in ("native", "classic"):
             raise ValueError("sidecar must be native or classic, not %r" % (sidecar,))
         self.dir = tempfile.mkdtemp(prefix="sim-%s-" % sidecar, dir=workdir)
@@ -457,8 +456,6 @@ class PodSim:
         self.ack_delay_ms = ack_delay_ms
         self.min_kill_window = min_kill_window
         self.app_bug = app_bug      # sim_app.py --bug, for checking the checker
-        # Known agent bug (see Deletion.exit_race): count it instead of failing on it.
-        self.tolerate_exit_race = tolerate_exit_race
         self.log = log or (lambda msg: None)
         self.pods = []          # running (not deleted) pods, oldest first
         self.all_pods = []
@@ -824,10 +821,6 @@ def summarize(sim, checker, label):
          "handoff gap median %s ms max %s ms, deletion median %s ms max %s ms"
          % (label, len(sim.rounds), len(gaps), len(checker.tenures), len(checker.overlaps),
             len(checker.token_errors), _fmt(med), _fmt(mx), _fmt(dmed), _fmt(dmx)))
-    races = sum(1 for d in sim.deletions if d.exit_race)
-    if races:
-        s += (", agents killed by the SIGTERM sent after a clean drain (agent bug, exit 143 "
-              "instead of 0): %d of %d" % (races, len(sim.deletions)))
     unann = sum(len(d.unannounced()) for d in sim.deletions)
     if unann:
         s += ", acquisitions released unannounced during a drain: %d" % unann
@@ -922,9 +915,6 @@ def main(argv=None):
     ap.add_argument("--shutdown-timeout", default="6s")
     ap.add_argument("--ack-delay-ms", type=float, default=0.0,
                     help="how long the app takes to stop leader work after STEPDOWN")
-    ap.add_argument("--tolerate-exit-race", action="store_true",
-                    help="count, rather than fail on, agents killed by a SIGTERM that came "
-                    "after their drain was complete (a known agent bug)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("-v", "--verbose", action="store_true", help="every deletion's timeline")
     args = ap.parse_args(argv)
@@ -955,7 +945,7 @@ def main(argv=None):
             order=args.order, surge=not args.no_surge,
             log=lambda m: print(m, flush=True), verbose=args.verbose, lock=lock,
             grace=args.grace, shutdown_timeout=args.shutdown_timeout,
-            ack_delay_ms=args.ack_delay_ms, tolerate_exit_race=args.tolerate_exit_race)
+            ack_delay_ms=args.ack_delay_ms)
         if problems:
             print("\nPROBLEMS (%d):" % len(problems))
             for p in problems:
