@@ -32,10 +32,20 @@
  * - An operation holds a reference on its key; key_free() only marks the key dead.
  * - A handler finishes its own bookkeeping before it calls back, and returns right after.
  *
- * curl_global_init() runs once, in the first lk_etcd_new(); curl_global_cleanup() never runs:
- * it is not safe while any other part of the process could still use curl or OpenSSL (another
- * backend, a later lk_etcd_new), it is not reference counted in 7.88 in a way we could rely on,
- * and at exit the kernel reclaims everything anyway (OpenSSL 3 registers its own atexit).
+ * A step's transfer gets CURLOPT_TIMEOUT_MS (and the connect timeout) = what is left of the
+ * operation's deadline, at most the backend timeout. Watch streams have no total timeout (they
+ * are meant to stay open) but must be confirmed within the timeout, and TCP keepalive probes
+ * their idle connections.
+ *
+ * Endpoint host names are resolved by libcurl itself (Debian's build uses its threaded
+ * resolver: a short-lived helper thread inside libcurl, never a wait in the loop); IP literals
+ * need no resolution at all.
+ *
+ * curl_global_init() runs once, in the first lk_etcd_new(); curl_global_cleanup() never runs.
+ * It may only run when no curl handle is left anywhere in the process, which this file cannot
+ * know (another etcd backend, a backend created later, other code using curl); the global
+ * state it would free stays reachable, so LeakSanitizer does not count it, and exiting
+ * reclaims it anyway.
  */
 #include "locks/backend.h"
 
