@@ -1013,16 +1013,20 @@ START_TEST(test_backoff_doubles_to_cap_with_equal_jitter)
 }
 END_TEST
 
-START_TEST(test_etcd_type_not_available_yet)
+START_TEST(test_factory_dispatches_on_type)
 {
 	struct lk_config_backend cfg = { .name = (char *)"coord", .type = LK_BACKEND_ETCD,
 	                                 .timeout_ms = 1000 };
 	struct lk_backend *b = NULL;
 	char err[128] = "";
 
-	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), -ENOTSUP);
-	ck_assert_ptr_null(b);
-	ck_assert_str_eq(err, "etcd backend not available yet");
+	/* The factory hands etcd configs to the etcd backend (tested in check_etcd.c). */
+	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_str_eq(b->ops->type, "etcd");
+	ck_assert_ptr_null(lk_backend_free(b));
+	cfg.type = (enum lk_backend_type)42;
+	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), -EINVAL);
 	ck_assert_ptr_null(lk_backend_free(NULL));
 }
 END_TEST
@@ -1086,7 +1090,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_transient_error_reply_is_error);
 	tcase_add_test(tc, test_parse_address);
 	tcase_add_test(tc, test_backoff_doubles_to_cap_with_equal_jitter);
-	tcase_add_test(tc, test_etcd_type_not_available_yet);
+	tcase_add_test(tc, test_factory_dispatches_on_type);
 	suite_add_tcase(s, tc);
 	return s;
 }
