@@ -120,8 +120,9 @@ test: deps
 test-asan: deps
 	$(MAKE) BUILD=build/asan SAN=1 CFLAGS="-O1 -g" unit integration
 
+BACKEND ?= redis
 demo: deps all
-	./examples/demo.sh
+	BACKEND=$(BACKEND) ./examples/demo.sh
 
 bench: deps all
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole point of leasekeeper in ~15 seconds: two replicas (pod-a, pod-b), each an agent plus
 # a small app. pod-a leads; Kubernetes deletes pod-a (preStop runs `leasekeeper drain`); pod-a's
-# app steps down and ACKs, the agent releases the lock in Redis, and pod-b's agent, told by the
-# release notice, takes over within milliseconds with a higher fencing token -- although its
-# retry_interval is 10s and the lock's ttl is 10s.
+# app steps down and ACKs, the agent releases the lock, and pod-b's agent, told by the release
+# notice (Redis pub/sub, or an etcd watch), takes over within milliseconds with a higher fencing
+# token -- although its retry_interval is 10s and the lock's ttl is 10s.
+#
+# BACKEND=redis (default) or BACKEND=etcd.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,13 +36,42 @@ wait_for() {
 [ -x "$LK" ] || die "$LK not built (run make)"
 [ -x "$APP" ] || die "$APP not built (run make)"
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-say "Starting a private redis-server on 127.0.0.1:$PORT"
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-	>"$TMP/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -p "$PORT" ping >/dev/null || die "redis-server did not start"
+BACKEND=${BACKEND:-redis}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+case "$BACKEND" in
+redis)
+	say "Starting a private redis-server on 127.0.0.1:$PORT"
+	redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+		>"$TMP/redis.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+	redis-cli -p "$PORT" ping >/dev/null || die "redis-server did not start"
+	BACKEND_YAML="    type: redis
+    address: \"127.0.0.1:$PORT\""
+	show_key() { echo "redis: leasekeeper/scheduler = $(redis-cli -p "$PORT" get leasekeeper/scheduler)"; }
+	;;
+etcd)
+	command -v etcd >/dev/null || die "etcd not installed (apt-get install etcd-server etcd-client)"
+	PEER=$(free_port)
+	say "Starting a private etcd on 127.0.0.1:$PORT"
+	etcd --name demo --data-dir "$TMP/etcd" --listen-client-urls "http://127.0.0.1:$PORT" \
+		--advertise-client-urls "http://127.0.0.1:$PORT" --listen-peer-urls "http://127.0.0.1:$PEER" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$PEER" \
+		--initial-cluster "demo=http://127.0.0.1:$PEER" >"$TMP/etcd.log" 2>&1 &
+	PIDS+=($!)
+	export ETCDCTL_API=3
+	for _ in $(seq 100); do etcdctl --endpoints "127.0.0.1:$PORT" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+	etcdctl --endpoints "127.0.0.1:$PORT" endpoint health >/dev/null 2>&1 || die "etcd did not start"
+	BACKEND_YAML="    type: etcd
+    endpoints: [\"http://127.0.0.1:$PORT\"]"
+	show_key() {
+		echo "etcd: leasekeeper/scheduler = $(etcdctl --endpoints "127.0.0.1:$PORT" get leasekeeper/scheduler --print-value-only)" \
+		     "(create_revision $(etcdctl --endpoints "127.0.0.1:$PORT" get leasekeeper/scheduler -w fields | sed -n 's/^"CreateRevision" : //p'))"
+	}
+	;;
+*) die "BACKEND must be redis or etcd" ;;
+esac
 
 config() { # identity
 	cat <<EOF
@@ -51,8 +82,7 @@ log_format: text
 shutdown_timeout: 10s
 backends:
   - name: main
-    type: redis
-    address: "127.0.0.1:$PORT"
+$BACKEND_YAML
 locks:
   - name: scheduler
     backend: main
@@ -86,7 +116,7 @@ wait_for "$TMP/pod-b.app.log" "follower"
 sleep 1.5
 say "leasekeeper status (pod-a)"
 "$LK" status -s "$TMP/pod-a.sock"
-echo "redis: $(redis-cli -p "$PORT" get leasekeeper/scheduler)   ttl: $(redis-cli -p "$PORT" pttl leasekeeper/scheduler) ms"
+show_key
 
 say "Kubernetes deletes pod-a: its preStop hook runs 'leasekeeper drain', then SIGTERM"
 "$LK" drain -s "$TMP/pod-a.sock" || true
@@ -97,7 +127,7 @@ sleep 1.2
 
 say "leasekeeper status (pod-b)"
 "$LK" status -s "$TMP/pod-b.sock"
-echo "redis: $(redis-cli -p "$PORT" get leasekeeper/scheduler)"
+show_key
 
 say "What happened"
 grep -E "stepping down|lock drained|drain complete" "$TMP/pod-a.agent.log" | sed 's/^/pod-a agent: /'
