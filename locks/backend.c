@@ -1,12 +1,15 @@
-/* What every backend shares: the factory behind the config's `type`, the reconnect backoff and
- * the address syntax. The backends themselves live in one file each (redis.c, later etcd.c). */
+/* What every backend shares: the factory behind the config's `type`, the reconnect backoff, the
+ * address syntax and reading secrets. The backends live in one file each (redis.c, etcd.c). */
 #include "locks/backend.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -171,4 +174,65 @@ int lk_parse_address(const char *addr, char *host, size_t hostcap, int *port)
 	host[hlen] = '\0';
 	*port = p;
 	return 0;
+}
+
+int lk_backend_read_secret(const char *path, size_t max, char **ret, size_t *ret_len,
+                           char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	ssize_t got;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
+		return rc;
+	}
+	buf = malloc(max + 2);
+	if (!buf) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "password_file %s: out of memory", path);
+		goto fail;
+	}
+	while (n <= max) {
+		got = read(fd, buf + n, max + 1 - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	if (n > max) {
+		rc = -EFBIG;
+		snprintf(err, errlen, "password_file %s: longer than %zu bytes", path, max);
+		goto fail;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	                 buf[n - 1] == '\t'))
+		n--;
+	if (n == 0) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "password_file %s: empty", path);
+		goto fail;
+	}
+	buf[n] = '\0';
+	close(fd);
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+
+fail:
+	if (buf) {
+		sodium_memzero(buf, max + 2);
+		free(buf);
+	}
+	close(fd);
+	return rc;
 }

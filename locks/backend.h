@@ -122,6 +122,12 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
  * their server together do not come back in lockstep. */
 int64_t lk_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms);
 
+/* Read a secret (a password_file) of at most max bytes, trailing newline and blanks stripped,
+ * into a new NUL-terminated buffer the caller owns (and should wipe). Returns 0, or a negative
+ * errno with a message in err[errlen] that names the path but never the contents. */
+int lk_backend_read_secret(const char *path, size_t max, char **ret, size_t *ret_len,
+                           char *err, size_t errlen);
+
 /* Parse "host:port", "[v6]:port" or "unix:/path". Writes host[hostcap] (the path for unix) and
  * *port (0 for unix); returns 0 or -EINVAL. */
 int lk_parse_address(const char *addr, char *host, size_t hostcap, int *port);

@@ -1363,69 +1363,6 @@ static const struct lk_backend_ops lk_redis_ops = {
 	.free = lk_redis_free,
 };
 
-/* Read the password, trailing newline and blanks stripped. The contents never go into err. */
-static int lk_redis_read_password(const char *path, char **ret, size_t *ret_len,
-                                  char *err, size_t errlen)
-{
-	char *buf = NULL;
-	size_t n = 0;
-	ssize_t got;
-	int fd, rc;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
-		return rc;
-	}
-	buf = malloc(LK_REDIS_MAX_PASSWORD_LEN + 2);
-	if (!buf) {
-		rc = -ENOMEM;
-		snprintf(err, errlen, "password_file %s: out of memory", path);
-		goto fail;
-	}
-	while (n <= LK_REDIS_MAX_PASSWORD_LEN) {
-		got = read(fd, buf + n, LK_REDIS_MAX_PASSWORD_LEN + 1 - n);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "password_file %s: %s", path, strerror(errno));
-			goto fail;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	if (n > LK_REDIS_MAX_PASSWORD_LEN) {
-		rc = -EFBIG;
-		snprintf(err, errlen, "password_file %s: longer than %d bytes", path,
-		         LK_REDIS_MAX_PASSWORD_LEN);
-		goto fail;
-	}
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-	                 buf[n - 1] == '\t'))
-		n--;
-	if (n == 0) {
-		rc = -EINVAL;
-		snprintf(err, errlen, "password_file %s: empty", path);
-		goto fail;
-	}
-	buf[n] = '\0';
-	close(fd);
-	*ret = buf;
-	*ret_len = n;
-	return 0;
-
-fail:
-	if (buf) {
-		sodium_memzero(buf, LK_REDIS_MAX_PASSWORD_LEN + 2);
-		free(buf);
-	}
-	close(fd);
-	return rc;
-}
-
 int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
                  const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                  char *err, size_t errlen)
@@ -1491,7 +1428,7 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	}
 
 	if (cfg->password_file) {
-		rc = lk_redis_read_password(cfg->password_file, &r->password, &r->password_len,
+		rc = lk_backend_read_secret(cfg->password_file, LK_REDIS_MAX_PASSWORD_LEN, &r->password, &r->password_len,
 		                            err, errlen);
 		if (rc < 0)
 			goto fail;
