@@ -156,6 +156,18 @@ static bool reap(struct runner *r)
 	int status;
 	pid_t pid;
 
+	if (r->child > 0) {
+		siginfo_t si = { 0 };
+
+		/* CMD has exited, but what it started may live on in its process group (a job that
+		 * ignores SIGTERM, a background job CMD left behind). We are about to ACK or to hand
+		 * the lock over, so nothing of CMD may go on working: SIGKILL the whole group first.
+		 * WNOWAIT leaves CMD unreaped for that moment, so its pid (the group's id) cannot
+		 * have been reused. */
+		if (waitid(P_PID, (id_t)r->child, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == r->child)
+			kill(-r->child, SIGKILL);
+	}
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (pid != r->child)
 			continue;
