@@ -268,6 +268,11 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 					r->stepdown = 0;
 					if (send_ack(r, t) < 0)
 						return 1;
+				} else if (r->killed && r->forwarded) {
+					/* Killed for a LOST after run itself was told to end (LEADERs
+					 * are ignored from then on): nothing would ever start CMD
+					 * again, so end now instead of idling until the agent stops. */
+					return exit_code(r->status);
 				} else if (r->killed) {
 					r->killed = false;
 					if (r->pending) {
