@@ -141,8 +141,10 @@ static int send_ack(struct runner *r, uint64_t token)
 	                                                   .token = token }, 5000, &m);
 
 	if (rc < 0 || m.kind != LK_MSG_OK) {
-		note("ACK %s %" PRIu64 " failed: %s", r->lock, token,
-		     rc < 0 ? strerror(-rc) : m.err_text);
+		/* The agent's error code first: its text alone may be just the lock name. */
+		note("ACK %s %" PRIu64 " failed: %s%s%s", r->lock, token,
+		     rc < 0 ? strerror(-rc) : lk_err_name(m.err), rc < 0 ? "" : " ",
+		     rc < 0 ? "" : m.err_text);
 		return -1;
 	}
 	note("stepped down from %s (token %" PRIu64 ")", r->lock, token);
@@ -349,7 +351,9 @@ int lk_cli_run(int argc, char **argv)
 	rc = lk_client_call(r.c, &(struct lk_request){ .verb = LK_VERB_CAMPAIGN, .lock = r.lock },
 	                    10000, &m);
 	if (rc < 0 || m.kind != LK_MSG_OK) {
-		note("CAMPAIGN %s failed: %s", r.lock, rc < 0 ? strerror(-rc) : m.err_text);
+		/* e.g. "unknown_lock nosuch": the agent's error code, then its text. */
+		note("CAMPAIGN %s failed: %s%s%s", r.lock, rc < 0 ? strerror(-rc) : lk_err_name(m.err),
+		     rc < 0 ? "" : " ", rc < 0 ? "" : m.err_text);
 		rc = EXIT_NOT_ASKED;
 		goto out;
 	}
