@@ -20,12 +20,14 @@ suite also runs under ASan on a 2-core machine with three modules in parallel.
 
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -538,24 +540,180 @@ class _PortTaken(Exception):
 # ---------------------------------------------------------------------------------------------
 # etcd
 
+# Faster than etcd's defaults (heartbeat 100ms, election timeout 1s): a single member elects
+# itself in about half a second, a cluster recovers from a lost leader sooner, and the
+# minimum lease TTL (1.5 election timeouts, rounded up to whole seconds) becomes 1s.
+ETCD_FAST_ARGS = ("--heartbeat-interval", "50", "--election-timeout", "500")
+ETCD_DEFAULT_ARGS = ("--heartbeat-interval", "100", "--election-timeout", "1000")
+
+
+def etcd_bin():
+    return os.environ.get("ETCD") or shutil.which("etcd") or "etcd"
+
+
+def etcdctl_bin():
+    return os.environ.get("ETCDCTL") or shutil.which("etcdctl") or "etcdctl"
+
+
+def have_etcd():
+    return bool(os.environ.get("ETCD") or shutil.which("etcd"))
+
+
+def _etcd_data_parent():
+    """Where etcd keeps its data: tmpfs (/dev/shm) when there is one, as fsync there costs
+    nothing; $LK_ETCD_DATA overrides it; None means the test's own temp dir."""
+    d = os.environ.get("LK_ETCD_DATA")
+    if d:
+        return d
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return None
+
+
+def _sweep_stale_etcd_data(parent):
+    """Remove lk-etcd-<pid>-* data dirs of test processes that are gone (a killed module
+    cannot run its cleanups)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for n in names:
+        m = re.match(r"^lk-etcd-(\d+)-", n)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(parent, n), ignore_errors=True)
+
+
+_cert_lock = threading.Lock()
+
+
+def make_test_certs(directory):
+    """A throwaway PKI made with `openssl` in directory, as paths: ca, server (IP SAN
+    127.0.0.1, serverAuth+clientAuth), client (clientAuth), all signed by ca; other_ca, an
+    unrelated CA, and other_client signed by it. Keys are P-256, valid for 2 days."""
+    os.makedirs(directory, exist_ok=True)
+    p = lambda name: os.path.join(directory, name)  # noqa: E731
+
+    def run(*args):
+        r = subprocess.run(["openssl"] + list(args), cwd=directory, capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("openssl %s failed:\n%s" % (" ".join(args),
+                                                            r.stderr.decode(errors="replace")))
+
+    def ca(name, cn):
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", p(name + "-key.pem"), "-out", p(name + ".pem"), "-days", "2",
+            "-subj", "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def leaf(name, cn, ca_name, ext):
+        with open(p(name + ".ext"), "w") as f:
+            f.write(ext)
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", p(name + "-key.pem"), "-out", p(name + ".csr"), "-subj", "/CN=" + cn)
+        run("x509", "-req", "-in", p(name + ".csr"), "-CA", p(ca_name + ".pem"),
+            "-CAkey", p(ca_name + "-key.pem"), "-CAcreateserial",
+            "-CAserial", p(ca_name + ".srl"), "-out", p(name + ".pem"), "-days", "2",
+            "-extfile", p(name + ".ext"))
+
+    client_ext = "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"
+    with _cert_lock:
+        ca("ca", "lk-test-ca")
+        leaf("server", "127.0.0.1", "ca", "subjectAltName=IP:127.0.0.1\n"
+             "extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n")
+        leaf("client", "lk-test-client", "ca", client_ext)
+        ca("other-ca", "lk-test-other-ca")
+        leaf("other-client", "lk-test-client", "other-ca", client_ext)
+    return {
+        "ca": p("ca.pem"), "ca_key": p("ca-key.pem"),
+        "server": p("server.pem"), "server_key": p("server-key.pem"),
+        "client": p("client.pem"), "client_key": p("client-key.pem"),
+        "other_ca": p("other-ca.pem"),
+        "other_client": p("other-client.pem"), "other_client_key": p("other-client-key.pem"),
+    }
+
+
+class EtcdEvent:
+    """One watch event on a key: kind "PUT" or "DELETE", the revision it happened at, and the
+    key's record (create_revision, lease, value decoded; etcd omits zero fields)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.kind = raw.get("type", "PUT")
+        kv = raw.get("kv") or {}
+        self.key = _unb64(kv.get("key", ""))
+        self.revision = int(kv.get("mod_revision", 0))
+        self.create_revision = int(kv.get("create_revision", 0))
+        self.lease = int(kv.get("lease", 0))
+        self.value = _unb64(kv["value"]) if "value" in kv else None
+
+    @property
+    def is_create(self):
+        return self.kind == "PUT" and self.create_revision == self.revision
+
+    def __repr__(self):
+        return "EtcdEvent(%s %s rev=%d create=%d lease=%x value=%r)" % (
+            self.kind, self.key, self.revision, self.create_revision, self.lease, self.value)
+
 
 class EtcdServer:
-    """A private single-node etcd (3.4) on loopback ports, data in the test's temp dir.
-    call(path, body) POSTs to the JSON gateway (/v3/...); get(key) reads a key's value."""
+    """A private etcd (3.4) member on loopback ports. Alone (the default) it is a one-member
+    cluster; EtcdCluster makes three that know each other.
 
-    def __init__(self, tmpdir, extra_args=()):
+    call(path, body) POSTs to the JSON gateway (/v3/...): over https with the test client
+    certificate when tls (a make_test_certs() dict) is given, and with an auth token once
+    enable_auth() ran. get/kv/put/delete work on keys; token_of/holder read what an agent
+    wrote; events() replays a key's history (puts and deletes, expiries included) from a
+    revision on, which is how tests count releases."""
+
+    _tokens = iter(range(1, 1 << 30))
+
+    def __init__(self, tmpdir, extra_args=(), name="lk", tls=None, fast=True, data_parent=None,
+                 initial_cluster=None, cluster_token=None, client_port=None, peer_port=None):
         self.dir = tempfile.mkdtemp(prefix="etcd-", dir=tmpdir)
-        self.data_dir = os.path.join(self.dir, "data")
+        if data_parent:
+            self._data_root = tempfile.mkdtemp(prefix="lk-etcd-%d-" % os.getpid(),
+                                               dir=data_parent)
+        else:
+            self._data_root = None
+        self.data_dir = os.path.join(self._data_root or self.dir, "data")
         self.extra_args = list(extra_args)
-        self.client_port = free_port()
-        self.peer_port = free_port()
+        self.name = name
+        self.tls = tls
+        self.fast = fast
+        self.initial_cluster = initial_cluster
+        self.cluster_token = cluster_token or "lk-%d-%d" % (os.getpid(), next(self._tokens))
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
         self.proc = None
         self.stopped = False
         self._logf = None
+        self.auth = None            # (user, password) once auth is enabled
+        self._auth_token = None
+        self._ssl = None
+
+    @property
+    def scheme(self):
+        return "https" if self.tls else "http"
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
+
+    @property
+    def peer_url(self):
+        return "http://127.0.0.1:%d" % self.peer_port
 
     @property
     def log_path(self):
@@ -569,6 +727,7 @@ class EtcdServer:
                 return self
             except _PortTaken:
                 self.client_port, self.peer_port = free_port(), free_port()
+                shutil.rmtree(self.data_dir, ignore_errors=True)  # it would pin the old ports
         raise AssertionError("etcd did not start (ports kept being taken)")
 
     def _spawn(self):
@@ -576,67 +735,259 @@ class EtcdServer:
             self._logf.close()
         self._logf = open(self.log_path, "ab")
         self._log_offset = self._logf.tell()
-        peer = "http://127.0.0.1:%d" % self.peer_port
-        args = [os.environ.get("ETCD") or shutil.which("etcd") or "etcd",
-                "--name", "lk", "--data-dir", self.data_dir,
+        args = [etcd_bin(),
+                "--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", "lk=" + peer, "--initial-cluster-state", "new",
-                "--logger", "zap", "--log-level", "warn"] + self.extra_args
+                "--listen-peer-urls", self.peer_url,
+                "--initial-advertise-peer-urls", self.peer_url,
+                "--initial-cluster", self.initial_cluster or "%s=%s" % (self.name, self.peer_url),
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", self.cluster_token,
+                "--logger", "zap", "--log-level", "warn"]
+        args += list(ETCD_FAST_ARGS if self.fast else ETCD_DEFAULT_ARGS)
+        if self.tls:
+            args += ["--cert-file", self.tls["server"], "--key-file", self.tls["server_key"],
+                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, cwd=self.dir)
         self.stopped = False
 
-    def _wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
+    def _log_since_spawn(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def check_alive(self):
+        """AssertionError (or _PortTaken) if the process exited."""
+        if self.proc.poll() is not None:
+            log = self._log_since_spawn()
+            if "address already in use" in log:
+                raise _PortTaken()
+            raise AssertionError("etcd %s exited with %s:\n%s" % (self.name, self.proc.returncode,
+                                                                log[-2000:]))
+
+    def ready(self):
+        """Whether a linearizable read succeeds now (the member is up and has a leader)."""
+        try:
+            r = self.call("/v3/kv/range", {"key": _b64("lk-ready-probe")}, timeout=1.0)
+            return "header" in r
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+
+    def _wait_ready(self, timeout, deadline=None):
+        deadline = deadline or time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                with open(self.log_path, "rb") as f:
-                    f.seek(self._log_offset)
-                    log = f.read().decode(errors="replace")
-                if "address already in use" in log:
-                    raise _PortTaken()
-                raise AssertionError("etcd exited with %s:\n%s" % (self.proc.returncode,
-                                                                  log[-2000:]))
-            try:
-                if self.call("/v3/kv/range", {"key": _b64("lk-ready-probe")}, timeout=1.0) \
-                        is not None:
-                    return
-            except (OSError, ValueError):
-                pass
+            self.check_alive()
+            if self.ready():
+                return
             if time.monotonic() >= deadline:
-                raise AssertionError("etcd at %s not answering after %.0fs" % (self.url, timeout))
+                raise AssertionError("etcd at %s not answering after %.0fs:\n%s"
+                                     % (self.url, timeout, self._log_since_spawn()[-2000:]))
             time.sleep(0.05)
 
-    def call(self, path, body, timeout=5.0):
-        """POST JSON to the gateway; returns the decoded JSON answer (HTTP errors included)."""
-        import urllib.error
-        import urllib.request
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    # -- the gateway
+
+    def ssl_context(self):
+        if not self.tls:
+            return None
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=self.tls["ca"])
+            ctx.load_cert_chain(self.tls["client"], self.tls["client_key"])
+            self._ssl = ctx
+        return self._ssl
+
+    def _connection(self, timeout):
+        if self.tls:
+            return http.client.HTTPSConnection("127.0.0.1", self.client_port, timeout=timeout,
+                                               context=self.ssl_context())
+        return http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=timeout)
+
+    def _headers(self):
+        h = {"Content-Type": "application/json"}
+        if self.auth:
+            if self._auth_token is None:
+                self._authenticate()
+            h["Authorization"] = self._auth_token
+        return h
+
+    def _authenticate(self):
+        r = self._post("/v3/auth/authenticate", {"name": self.auth[0], "password": self.auth[1]},
+                       5.0, {"Content-Type": "application/json"})
+        if "token" not in r:
+            raise AssertionError("etcd authentication as %s failed: %r" % (self.auth[0], r))
+        self._auth_token = r["token"]
+
+    def _post(self, path, body, timeout, headers):
+        conn = self._connection(timeout)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read().decode() or "{}")
-        except urllib.error.HTTPError as e:
-            return json.loads(e.read().decode() or "{}")
+            conn.request("POST", path, json.dumps(body), headers)
+            r = conn.getresponse()
+            data = r.read().decode()
+        finally:
+            conn.close()
+        return json.loads(data or "{}")
+
+    def call(self, path, body, timeout=5.0):
+        """POST JSON to the gateway; returns the decoded JSON answer (HTTP errors included:
+        {"error", "code", "message"}). OSError when etcd cannot be reached in time."""
+        r = self._post(path, body, timeout, self._headers())
+        if self.auth and "invalid auth token" in str(r.get("error", "")):
+            self._auth_token = None
+            r = self._post(path, body, timeout, self._headers())
+        return r
 
     def get(self, key):
         """The value of key as text, or None."""
-        r = self.call("/v3/kv/range", {"key": _b64(key)})
-        kvs = r.get("kvs") or []
-        return _unb64(kvs[0].get("value", "")) if kvs else None
+        kv = self.kv(key)
+        return _unb64(kv.get("value", "")) if kv else None
 
     def kv(self, key):
         """The key's whole record (create_revision, lease...; values as etcd sends them)."""
         r = self.call("/v3/kv/range", {"key": _b64(key)})
+        if "error" in r:
+            raise AssertionError("etcd range %s: %r" % (key, r))
         kvs = r.get("kvs") or []
         return kvs[0] if kvs else None
 
-    def put(self, key, value):
-        return self.call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+    def token_of(self, key):
+        """The key's create_revision (an agent's fencing token), or None if there is no key."""
+        kv = self.kv(key)
+        return int(kv.get("create_revision", 0)) if kv else None
+
+    def lease_of(self, key):
+        kv = self.kv(key)
+        return int(kv.get("lease", 0)) if kv else None
+
+    def revision(self):
+        """The store's current revision."""
+        r = self.call("/v3/kv/range", {"key": _b64("lk-revision-probe")})
+        return int(r["header"]["revision"])
+
+    def put(self, key, value, lease=None):
+        body = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        return self.call("/v3/kv/put", body)
 
     def delete(self, key):
         return self.call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def grant(self, ttl):
+        """A new lease of ttl seconds; returns (id, granted ttl)."""
+        r = self.call("/v3/lease/grant", {"TTL": str(int(ttl))})
+        return int(r["ID"]), int(r.get("TTL", 0))
+
+    def lease_ttl(self, lease_id):
+        """A lease's remaining TTL in whole seconds (etcd rounds down), None once it is gone."""
+        r = self.call("/v3/lease/timetolive", {"ID": str(lease_id)})
+        ttl = int(r.get("TTL", 0))
+        return None if ttl < 0 else ttl
+
+    def leases(self):
+        r = self.call("/v3/lease/leases", {})
+        return [int(l["ID"]) for l in r.get("leases") or []]
+
+    def events(self, key, since=0, timeout=DEFAULT_TIMEOUT):
+        """Every PUT and DELETE of key after revision `since`, oldest first (EtcdEvents). A put
+        on the sentinel key <key>\\0 marks the present, so the replay is known to be complete."""
+        sentinel = key + "\0"
+        marker = "lk-sync-%d-%f" % (os.getpid(), time.monotonic())
+        r = self.put(sentinel, marker)
+        if "header" not in r:
+            raise AssertionError("etcd put %r: %r" % (sentinel, r))
+        upto = int(r["header"]["revision"])
+        body = {"create_request": {"key": _b64(key), "range_end": _b64(key + "\0\0"),
+                                   "start_revision": str(since + 1)}}
+        conn = self._connection(timeout)
+        out = []
+        try:
+            conn.request("POST", "/v3/watch", json.dumps(body), self._headers())
+            resp = conn.getresponse()
+            deadline = time.monotonic() + timeout
+            while True:
+                if time.monotonic() > deadline:
+                    raise AssertionError("etcd watch replay of %s did not reach revision %d"
+                                         % (key, upto))
+                line = resp.readline()
+                if not line:
+                    raise AssertionError("etcd watch of %s ended early" % key)
+                if not line.strip():
+                    continue
+                m = json.loads(line)
+                if "error" in m:
+                    raise AssertionError("etcd watch of %s: %r" % (key, m))
+                res = m.get("result") or {}
+                if res.get("canceled") or res.get("compact_revision"):
+                    raise AssertionError("etcd watch of %s canceled: %r" % (key, res))
+                done = False
+                for raw in res.get("events") or []:
+                    ev = EtcdEvent(raw)
+                    if ev.key == key:
+                        out.append(ev)
+                    elif ev.revision >= upto:
+                        done = True
+                if done:
+                    return out
+        finally:
+            conn.close()
+
+    def metric(self, name):
+        """A plain gauge or counter from /metrics (sum over its labels), None if absent."""
+        conn = self._connection(5.0)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode(errors="replace")
+        finally:
+            conn.close()
+        total, found = 0.0, False
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+                found = True
+        return total if found else None
+
+    def watchers(self):
+        """Watches open on this member (every client's, including the gateway's)."""
+        return int(self.metric("etcd_debugging_mvcc_watcher_total") or 0)
+
+    def status(self):
+        """/v3/maintenance/status: member_id (header), leader, raftTerm..."""
+        return self.call("/v3/maintenance/status", {}, timeout=2.0)
+
+    def member_id(self):
+        return int(self.status()["header"]["member_id"])
+
+    def etcdctl(self, *args, endpoints=None, user=True, timeout=30):
+        """Run etcdctl against this member (TLS and auth flags added); returns CompletedProcess
+        with text output."""
+        argv = [etcdctl_bin(), "--endpoints=" + (endpoints or self.url), "--dial-timeout=3s",
+                "--command-timeout=5s"]
+        if self.tls:
+            argv += ["--cacert=" + self.tls["ca"], "--cert=" + self.tls["client"],
+                     "--key=" + self.tls["client_key"]]
+        if user and self.auth:
+            argv += ["--user=%s:%s" % self.auth]
+        env = dict(os.environ, ETCDCTL_API="3")
+        return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout,
+                              env=env, stdin=subprocess.DEVNULL)
+
+    def enable_auth(self, password, user="root"):
+        """Create `root` with the given password (and the root role), then `auth enable`. The
+        harness's own calls authenticate from then on."""
+        for args in (("user", "add", "%s:%s" % (user, password)), ("role", "add", "root"),
+                     ("user", "grant-role", user, "root"), ("auth", "enable")):
+            r = self.etcdctl(*args, user=False)
+            if r.returncode != 0:
+                raise AssertionError("etcdctl %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
+        self.auth = (user, password)
+        self._auth_token = None
+        return self
+
+    # -- process control
 
     def sigstop(self):
         self.proc.send_signal(signal.SIGSTOP)
@@ -660,14 +1011,130 @@ class EtcdServer:
             self._logf.close()
             self._logf = None
 
+    def kill(self):
+        """SIGKILL (a crashed member); its data is kept."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stopped = False
+
     def restart(self, wipe=False, timeout=DEFAULT_TIMEOUT * 2):
         """Stop and start on the same ports; wipe=True loses all data (a new cluster)."""
         self.stop()
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._auth_token = None
         self._spawn()
         self._wait_ready(timeout)
         return self
+
+    def close(self):
+        """stop(), then remove the data dir if it lives outside the temp dir."""
+        self.stop()
+        if self._data_root:
+            shutil.rmtree(self._data_root, ignore_errors=True)
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class EtcdCluster:
+    """Three (n) etcd members on loopback that form one cluster; members[i].url are the
+    endpoints. call/get/kv/... go to the first member that is alive."""
+
+    def __init__(self, tmpdir, n=3, fast=True, data_parent=None, extra_args=()):
+        self.tmpdir, self.n, self.fast = tmpdir, n, fast
+        self.data_parent, self.extra_args = data_parent, list(extra_args)
+        self.members = []
+
+    def start(self, timeout=DEFAULT_TIMEOUT * 3):
+        for attempt in range(5):
+            self._make()
+            for m in self.members:
+                m._spawn()
+            deadline = time.monotonic() + timeout
+            try:
+                for m in self.members:
+                    m._wait_ready(timeout, deadline)
+                return self
+            except _PortTaken:
+                self.close()
+        raise AssertionError("the etcd cluster did not start (ports kept being taken)")
+
+    def _make(self):
+        token = "lk-%d-%d" % (os.getpid(), next(EtcdServer._tokens))
+        ports = []
+        while len(ports) < 2 * self.n:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        names = ["n%d" % i for i in range(self.n)]
+        cluster = ",".join("%s=http://127.0.0.1:%d" % (names[i], ports[2 * i + 1])
+                           for i in range(self.n))
+        self.members = [EtcdServer(self.tmpdir, extra_args=self.extra_args, name=names[i],
+                                   fast=self.fast, data_parent=self.data_parent,
+                                   initial_cluster=cluster, cluster_token=token,
+                                   client_port=ports[2 * i], peer_port=ports[2 * i + 1])
+                        for i in range(self.n)]
+
+    @property
+    def endpoints(self):
+        return [m.url for m in self.members]
+
+    @property
+    def url(self):
+        return self.members[0].url
+
+    def alive_members(self):
+        return [m for m in self.members if m.alive() and not m.stopped]
+
+    def leader_index(self, timeout=DEFAULT_TIMEOUT):
+        """The index of the member that is the raft leader now (waiting for one)."""
+        def find():
+            for m in self.alive_members():
+                try:
+                    st = m.status()
+                except (OSError, ValueError, http.client.HTTPException):
+                    continue
+                leader = int(st.get("leader", 0))
+                for i, x in enumerate(self.members):
+                    try:
+                        if leader and x.alive() and x.member_id() == leader:
+                            return i + 1
+                    except (OSError, ValueError, KeyError, http.client.HTTPException):
+                        continue
+            return None
+        return wait_until(find, timeout=timeout, interval=0.05, what="an etcd raft leader") - 1
+
+    def _any(self):
+        for m in self.alive_members():
+            if m.ready():
+                return m
+        raise AssertionError("no etcd member answers")
+
+    def __getattr__(self, name):
+        # call, get, kv, put, delete, token_of, events, ... on an alive member.
+        if name in ("call", "get", "kv", "put", "delete", "token_of", "lease_of", "revision",
+                    "grant", "lease_ttl", "leases", "events", "etcdctl"):
+            return getattr(self._any(), name)
+        raise AttributeError(name)
+
+    def stop(self):
+        for m in self.members:
+            m.stop()
+
+    def close(self):
+        for m in self.members:
+            m.close()
+
+    def log_tail(self, n=10):
+        return "\n".join("--- %s ---\n%s" % (m.name, m.log_tail(n)) for m in self.members)
 
 
 def _b64(s):
@@ -801,6 +1268,246 @@ class TcpProxy:
         self.kill_all()
         for t in self._threads:
             t.join(timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends under test: one interface over Redis and etcd, for scenarios that run on both
+
+
+def backends_enabled():
+    """The backends scenarios run on: $LK_BACKENDS (comma-separated, default "redis,etcd");
+    only redis against fake_agent.py, which has no etcd backend."""
+    v = os.environ.get("LK_BACKENDS")
+    if v:
+        return [x.strip() for x in v.split(",") if x.strip()]
+    if os.path.basename(lk_bin()).startswith("fake_agent"):
+        return ["redis"]
+    return ["redis", "etcd"]
+
+
+class BackendUnderTest:
+    """What a backend-neutral scenario needs from the server behind the agent.
+
+    config()           the agent's `backends:` entry for it
+    value/holder/token_of(key)
+                       the raw value; the holder's identity; the tenure's token (Redis: the
+                       number after ':' in the value; etcd: the key's create_revision)
+    mark(), deletions(key, since=mark), creations(key, since=mark)
+                       writes that happened to a key after a mark: Redis through MONITOR (DEL
+                       commands, i.e. releases; expiries do not show), etcd through a replay of
+                       the key's watch history (DELETE events: releases *and* expiries)
+    remaining(key)     seconds until the key's lease runs out if nobody renews it, as a lower
+                       bound (Redis: PTTL; etcd: the lease's TTL, which etcd rounds down)
+    wait_listening(key, n)
+                       until n followers listen for the key's release notice (Redis: pub/sub
+                       subscribers; etcd: open watches), so they are sure to hear the next one
+    intrude(key, identity, ttl)
+                       another holder's key, expiring after ttl seconds
+    sigstop/sigcont/stop/restart/kill, delete(key)
+    """
+
+    kind = None
+    min_ttl = 0.0          # the shortest lease the server grants, seconds
+    remaining_step = 0.0   # remaining() is exact to within this many seconds
+
+    def config(self, name="main", timeout=None):
+        raise NotImplementedError
+
+    def holder(self, key):
+        raise NotImplementedError
+
+    def token_of(self, key):
+        raise NotImplementedError
+
+    def exists(self, key):
+        return self.value(key) is not None
+
+    def granted_ttl(self, ttl):
+        """The lease the server gives for a configured ttl (seconds)."""
+        return max(float(ttl), self.min_ttl)
+
+    def expected_value(self, identity, token):
+        raise NotImplementedError
+
+    def log_tail(self, n=15):
+        return ""
+
+
+class RedisBackend(BackendUnderTest):
+    kind = "redis"
+    remaining_step = 0.002
+
+    def __init__(self, server, monitor):
+        self.server, self.monitor = server, monitor
+
+    def config(self, name="main", timeout=None):
+        return {"name": name, "type": "redis", "address": self.server.address,
+                "timeout": timeout or "500ms"}
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def value(self, key):
+        return self.server.get(key)
+
+    def holder(self, key):
+        v = self.value(key)
+        return None if v is None else v.rpartition(":")[0]
+
+    def token_of(self, key):
+        v = self.value(key)
+        if v is None:
+            return None
+        tok = v.rpartition(":")[2]
+        if not re.fullmatch(r"[0-9]+", tok):
+            raise AssertionError("value %r of %s is not <identity>:<token>" % (v, key))
+        return int(tok)
+
+    def expected_value(self, identity, token):
+        return "%s:%d" % (identity, int(token))
+
+    def exists(self, key):
+        return self.server.call("EXISTS", key) == 1
+
+    def delete(self, key):
+        return self.server.call("DEL", key)
+
+    def remaining(self, key):
+        pttl = self.server.call("PTTL", key)
+        return None if pttl < 0 else pttl / 1000.0
+
+    def intrude(self, key, identity="intruder", ttl=2.5):
+        self.server.call("SET", key, "%s:1" % identity, "PX", int(ttl * 1000))
+
+    def mark(self):
+        """A position after every command Redis ran so far."""
+        self.monitor.sync(self.server)
+        return self.monitor.mark()
+
+    def deletions(self, key, since=0):
+        self.monitor.sync(self.server)
+        return self.monitor.dels(key, since=since)
+
+    def creations(self, key, since=0):
+        """The acquire scripts that ran on key (successful or not: MONITOR shows calls)."""
+        self.monitor.sync(self.server)
+        return self.monitor.script_calls(key, since=since)
+
+    def wait_listening(self, key, n=1, timeout=DEFAULT_TIMEOUT):
+        channel = release_channel(key)
+
+        def subscribed():
+            r = self.server.call("PUBSUB", "NUMSUB", channel)
+            return int(r[1]) >= n or int(self.server.call("PUBSUB", "NUMPAT")) >= n
+        wait_until(subscribed, timeout=timeout, what="%d subscriber(s) on %s" % (n, channel))
+
+    def sigstop(self):
+        self.server.sigstop()
+
+    def sigcont(self):
+        self.server.sigcont()
+
+    def stop(self):
+        self.server.stop()
+
+    def kill(self):
+        self.server.proc.kill()
+        self.server.proc.wait()
+
+    def restart(self):
+        """Redis restarts empty (no persistence)."""
+        self.server.restart()
+        return self
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.server.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class EtcdBackend(BackendUnderTest):
+    kind = "etcd"
+    remaining_step = 1.0
+
+    def __init__(self, server, extra_config=None):
+        self.server = server             # an EtcdServer or an EtcdCluster
+        self.extra_config = dict(extra_config or {})
+        self.min_ttl = 1.0 if getattr(server, "fast", True) else 2.0
+
+    def config(self, name="main", timeout=None, endpoints=None):
+        eps = endpoints or getattr(self.server, "endpoints", None) or [self.server.url]
+        d = {"name": name, "type": "etcd", "endpoints": list(eps), "timeout": timeout or "1s"}
+        d.update(self.extra_config)
+        return d
+
+    @property
+    def url(self):
+        return self.server.url
+
+    def value(self, key):
+        return self.server.get(key)
+
+    def holder(self, key):
+        return self.value(key)
+
+    def token_of(self, key):
+        return self.server.token_of(key)
+
+    def expected_value(self, identity, token):
+        return identity
+
+    def exists(self, key):
+        return self.server.kv(key) is not None
+
+    def delete(self, key):
+        return self.server.delete(key)
+
+    def remaining(self, key):
+        lease = self.server.lease_of(key)
+        if not lease:
+            return None
+        return self.server.lease_ttl(lease)
+
+    def intrude(self, key, identity="intruder", ttl=3):
+        lease, _ = self.server.grant(ttl)
+        self.server.put(key, identity, lease=lease)
+
+    def mark(self):
+        return self.server.revision()
+
+    def deletions(self, key, since=0):
+        return [e for e in self.server.events(key, since) if e.kind == "DELETE"]
+
+    def creations(self, key, since=0):
+        return [e for e in self.server.events(key, since) if e.is_create]
+
+    def wait_listening(self, key, n=1, timeout=DEFAULT_TIMEOUT):
+        # etcd counts watchers, not per key; tests open no watch of their own meanwhile.
+        wait_until(lambda: self.server.watchers() >= n, timeout=timeout,
+                   what="%d watcher(s) on etcd" % n)
+
+    def sigstop(self):
+        self.server.sigstop()
+
+    def sigcont(self):
+        self.server.sigcont()
+
+    def stop(self):
+        self.server.stop()
+
+    def kill(self):
+        self.server.kill()
+
+    def restart(self):
+        """etcd keeps its data across a restart."""
+        self.server.restart()
+        return self
+
+    def log_tail(self, n=15):
+        return self.server.log_tail(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1636,9 +2343,14 @@ class LKTestCase(unittest.TestCase):
     def setUp(self):
         super().setUp()
         self.tmp = tempfile.mkdtemp(prefix="lk-it-", dir="/tmp")  # short: socket paths < 108
+        if os.environ.get("LK_TIMINGS"):
+            t0 = time.monotonic()
+            self.addCleanup(lambda: sys.stderr.write("[timing] %6.2fs %s\n"
+                                                     % (time.monotonic() - t0, self.id())))
         self.addCleanup(self._remove_tmp)
         self.agents = []
         self.redises = []
+        self.etcds = []
         self.addCleanup(self._dump_on_failure)
 
     # -- cleanup helpers
@@ -1677,6 +2389,9 @@ class LKTestCase(unittest.TestCase):
                                  % (r.port, "\n".join(tail)))
             except OSError:
                 pass
+        for e in self.etcds:
+            sys.stderr.write("----- etcd %s log, last lines -----\n%s\n"
+                             % (getattr(e, "url", "?"), e.log_tail(15)))
 
     # -- starters
 
@@ -1687,11 +2402,50 @@ class LKTestCase(unittest.TestCase):
         self.redises.append(r)
         return r
 
-    def start_etcd(self, extra_args=()):
-        e = EtcdServer(self.tmp, extra_args=extra_args)
-        self.addCleanup(e.stop)
+    def _etcd_data_parent(self):
+        parent = _etcd_data_parent()
+        if parent:
+            _sweep_stale_etcd_data(parent)
+        return parent
+
+    def start_etcd(self, extra_args=(), tls=None, fast=True):
+        """A one-member etcd; tls=make_certs() serves https and requires client certs."""
+        if not have_etcd():
+            self.skipTest("no etcd binary (install etcd, or set ETCD)")
+        e = EtcdServer(self.tmp, extra_args=extra_args, tls=tls, fast=fast,
+                       data_parent=self._etcd_data_parent())
+        self.addCleanup(e.close)
+        self.etcds.append(e)
         e.start()
         return e
+
+    def start_etcd_cluster(self, n=3, fast=True):
+        if not have_etcd():
+            self.skipTest("no etcd binary (install etcd, or set ETCD)")
+        c = EtcdCluster(self.tmp, n=n, fast=fast, data_parent=self._etcd_data_parent())
+        self.addCleanup(c.close)
+        self.etcds.append(c)
+        c.start()
+        return c
+
+    def make_certs(self):
+        """make_test_certs() in this test's temp dir (made once per test)."""
+        if getattr(self, "_certs", None) is None:
+            self._certs = make_test_certs(os.path.join(self.tmp, "pki"))
+        return self._certs
+
+    def start_backend(self, kind, **kw):
+        """A BackendUnderTest of that kind ("redis" or "etcd"), started; the test is skipped
+        when the kind is not in backends_enabled() or its server is not installed."""
+        if kind not in backends_enabled():
+            self.skipTest("backend %s not enabled (LK_BACKENDS=%s)"
+                          % (kind, ",".join(backends_enabled())))
+        if kind == "redis":
+            r = self.start_redis(**kw)
+            return RedisBackend(r, self.monitor(r))
+        if kind == "etcd":
+            return EtcdBackend(self.start_etcd(**kw))
+        raise ValueError("unknown backend kind %r" % kind)
 
     def start_proxy(self, upstream):
         port = upstream.port if hasattr(upstream, "port") else int(upstream)
@@ -1706,7 +2460,12 @@ class LKTestCase(unittest.TestCase):
 
     def make_agent(self, identity="pod-a", redis=None, locks=None, **kw):
         """An Agent whose config is written but which is not started yet."""
-        if redis is not None and "backend_address" not in kw and "backends" not in kw:
+        if isinstance(redis, (EtcdServer, EtcdCluster)):
+            redis = EtcdBackend(redis)
+        if isinstance(redis, BackendUnderTest):
+            if "backends" not in kw:
+                kw["backends"] = [redis.config(timeout=kw.pop("backend_timeout", None))]
+        elif redis is not None and "backend_address" not in kw and "backends" not in kw:
             kw["backend_address"] = redis.address if hasattr(redis, "address") else redis
         a = Agent(self.tmp, identity=identity, locks=locks, **kw)
         self.agents.append(a)
@@ -1783,10 +2542,26 @@ class LKTestCase(unittest.TestCase):
     def assertKeyValue(self, redis, key, value, msg=None):
         self.assertEqual(redis.get(key), value, msg or "value of %s in redis" % key)
 
-    def wait_key_gone(self, redis, key, timeout=DEFAULT_TIMEOUT):
-        wait_until(lambda: redis.call("EXISTS", key) == 0, timeout=timeout,
-                   what="%s to disappear from redis" % key)
+    def wait_key_gone(self, redis, key, timeout=DEFAULT_TIMEOUT, interval=0.02):
+        """Wait until key is gone (redis: a RedisServer or any BackendUnderTest); returns the
+        monotonic time it was first seen gone."""
+        if isinstance(redis, BackendUnderTest):
+            gone = lambda: not redis.exists(key)  # noqa: E731
+        else:
+            gone = lambda: redis.call("EXISTS", key) == 0  # noqa: E731
+        wait_until(gone, timeout=timeout, interval=interval,
+                   what="%s to disappear from %s" % (key, getattr(redis, "kind", "redis")))
         return time.monotonic()
+
+    def assertHeld(self, backend, key, identity, token, msg=None):
+        """The key in backend is this tenure's: holder identity and token (Redis: the value
+        <identity>:<token>; etcd: value identity, create_revision token)."""
+        v = backend.value(key)
+        self.assertIsNotNone(v, msg or "no key %s in %s" % (key, backend.kind))
+        self.assertEqual(v, backend.expected_value(identity, token),
+                         msg or "value of %s in %s" % (key, backend.kind))
+        self.assertEqual(backend.token_of(key), int(token),
+                         msg or "token of %s in %s" % (key, backend.kind))
 
     def redis_token(self, redis, key, identity):
         v = redis.get(key)
@@ -1815,6 +2590,99 @@ class LKTestCase(unittest.TestCase):
             f.write((key_bytes.hex() + "\n").encode() if hex_format else key_bytes)
         os.chmod(path, 0o600)
         return path, key_bytes
+
+
+class RedisScenario:
+    """Mixin for a scenario class that runs on Redis: self.backend (RedisBackend), and, for
+    Redis-only checks, self.redis (RedisServer) and self.mon (its Monitor). List it after the
+    scenario mixin and before LKTestCase: class FooRedisTest(FooScenarios, RedisScenario,
+    LKTestCase), so the backend is up when the scenario's own setUp runs."""
+
+    backend_kind = "redis"
+
+    def setUp(self):
+        super().setUp()
+        self.backend = self.start_backend("redis")
+        self.redis = self.backend.server
+        self.mon = self.backend.monitor
+
+    def assertTenureRecord(self, key, identity, token):
+        """What the backend stores for a tenure, beyond holder and token: the fence counter
+        equals the token and the key expires."""
+        self.assertHeld(self.backend, key, identity, token)
+        self.assertEqual(int(self.redis.get(fence_key(key))), int(token), "fence counter")
+        self.assertGreater(self.redis.call("PTTL", key), 0, "the key must expire")
+
+    def assertReleasedOnce(self, key, since):
+        """Exactly one release of key since the mark: one DEL, run by the compare-and-delete
+        script, and one release notice."""
+        dels = self.backend.deletions(key, since)
+        self.assertEqual(len(dels), 1, "exactly one release:\n" + self.mon.dump(since))
+        self.assertTrue(dels[0].from_script, "the release is the compare-and-delete script")
+        self.assertEqual(len(self.mon.publishes(release_channel(key), since=since)), 1,
+                         self.mon.dump(since))
+
+    def assertNeverDeleted(self, key, since):
+        """No client deleted key since the mark (an expiry is not a DEL)."""
+        self.assertEqual(self.backend.deletions(key, since), [],
+                         "expired, never deleted:\n" + self.mon.dump(since))
+
+    def assertLeftToExpire(self, key, since, t_left=None, left=None):
+        """The tenure's key was not released since the mark but left to expire: no DEL
+        (MONITOR shows every one; no need to wait for the expiry)."""
+        self.assertNeverDeleted(key, since)
+
+    def assertNoAttempts(self, key, since):
+        """No acquisition (or any script) touched key since the mark."""
+        self.assertEqual(self.backend.creations(key, since), [], self.mon.dump(since))
+
+
+class EtcdScenario:
+    """Mixin for a scenario class that runs on a one-member etcd: self.backend (EtcdBackend)
+    and self.etcd (EtcdServer). Skipped without an etcd binary or when LK_BACKENDS leaves etcd
+    out. The etcd twins of assertions that Redis proves with MONITOR prove what the store's
+    history can show: etcd cannot tell a deletion by a client from a lease expiry, so "never
+    released" is checked by timing (the key lived out its lease) in the scenarios themselves."""
+
+    backend_kind = "etcd"
+
+    def setUp(self):
+        super().setUp()
+        self.backend = self.start_backend("etcd")
+        self.etcd = self.backend.server
+
+    def assertTenureRecord(self, key, identity, token):
+        """The key holds the identity, was created at revision token and is attached to a live
+        lease that nothing else uses."""
+        self.assertHeld(self.backend, key, identity, token)
+        lease = self.etcd.lease_of(key)
+        self.assertTrue(lease, "the key must be attached to a lease")
+        self.assertIsNotNone(self.etcd.lease_ttl(lease), "the key's lease must be alive")
+
+    def assertReleasedOnce(self, key, since):
+        """Exactly one deletion of key since the mark, and nothing created it again."""
+        evs = self.etcd.events(key, since)
+        dels = [e for e in evs if e.kind == "DELETE"]
+        self.assertEqual(len(dels), 1, "exactly one release: %r" % evs)
+
+    def assertNeverDeleted(self, key, since):
+        """Nothing to add: an expiry shows as a DELETE too (see the class comment)."""
+
+    def assertLeftToExpire(self, key, since, t_left, left):
+        """The key, which had at least `left` seconds of lease at monotonic time t_left, is
+        not deleted before that lease runs out (waits for it)."""
+        if left is None:
+            return
+        gone = self.wait_key_gone(self.backend, key, timeout=left + DEFAULT_TIMEOUT)
+        self.assertGreaterEqual(gone, t_left + left - 0.05,
+                                "%s went %.2fs before its lease ran out: it was deleted"
+                                % (key, t_left + left - gone))
+
+    def assertNoAttempts(self, key, since):
+        """Nothing wrote key since the mark, and no lease exists (every acquisition attempt
+        grants one)."""
+        self.assertEqual(self.etcd.events(key, since), [])
+        self.assertEqual(self.etcd.leases(), [], "leases granted without a campaign")
 
 
 def release_channel(key):

@@ -18,7 +18,7 @@ MUTANTS = {
     "release_on_timeout": ["test_no_ack_means_no_release_and_expiry_by_ttl"],
     "no_publish": ["test_graceful_handoff_follower_takes_over_via_release_notice"],
     "blind_delete": ["test_lost_release_reply_is_retried_without_deleting"],
-    "late_lost": ["test_frozen_redis_gives_lost_before_the_lease_can_expire"],
+    "late_lost": ["test_frozen_server_gives_lost_before_the_lease_can_expire"],
     "no_seed": ["test_tokens_increase_across_a_redis_restart",
                 "test_missing_fence_counter_is_seeded"],
     "keep_on_disconnect": ["test_app_disconnect_while_leading_releases_at_once",

@@ -1,58 +1,137 @@
-"""Acquisition, followers, WATCH, STATUS, RESIGN and the basic verbs (SPEC sections 0, 3, 6)."""
+"""Acquisition, followers, WATCH, STATUS, RESIGN and the basic verbs (SPEC sections 0, 3, 6).
+
+AcquireScenarios run on Redis and on etcd (AcquireRedisTest, AcquireEtcdTest); the verbs that do
+not depend on the backend run on Redis only."""
 
 import time
 import unittest
 
-from harness import LKTestCase, as_int, fence_key, lock_config, status_locks
+from harness import EtcdScenario, LKTestCase, RedisScenario, as_int, lock_config, status_locks
+
+KEY = "leasekeeper/x"
 
 
-class AcquireTest(LKTestCase):
-    def setUp(self):
-        super().setUp()
-        self.redis = self.start_redis()
+class AcquireScenarios:
+    """Backend-neutral: holder and token as the backend stores them (Redis: the value
+    <identity>:<token>; etcd: the value <identity> and the key's create_revision)."""
 
-    def test_campaign_gets_ok_then_leader_with_the_token_stored_in_redis(self):
-        a = self.start_agent("pod-a", self.redis, locks=[lock_config("x", ttl="3s")])
+    def test_campaign_gets_ok_then_leader_with_the_token_stored_in_the_backend(self):
+        a = self.start_agent("pod-a", self.backend, locks=[lock_config("x", ttl="3s")])
         app = self.connect(a, client_name="app")
         self.assertEqual(app.call("CAMPAIGN x").raw, "OK CAMPAIGN x")
         ev, skipped = app.await_event("LEADER", "x", allow=("FOLLOWER",))
         for s in skipped:  # nobody held it: a FOLLOWER update can only say "nobody"
             self.assertEqual(s.raw, "FOLLOWER x holder=-")
         self.assertRegex(ev.raw, r"^LEADER x token=[0-9]+ ttl_ms=[0-9]+$")
+        self.assertGreater(ev.token, 0)
         self.assertGreater(ev.int("ttl_ms"), 0)
-        self.assertLessEqual(ev.int("ttl_ms"), 3000)
-        # The value is <identity>:<token>, the token is the fence counter's INCR, and the key
-        # carries the lock's TTL.
-        self.assertEqual(self.redis.get("leasekeeper/x"), "pod-a:%d" % ev.token)
-        self.assertEqual(int(self.redis.get(fence_key("leasekeeper/x"))), ev.token)
-        pttl = self.redis.call("PTTL", "leasekeeper/x")
-        self.assertGreater(pttl, 0)
-        self.assertLessEqual(pttl, 3000)
+        self.assertLessEqual(ev.int("ttl_ms"), self.backend.granted_ttl(3) * 1000)
+        self.assertTenureRecord(KEY, "pod-a", ev.token)
+        left = self.backend.remaining(KEY)
+        self.assertIsNotNone(left, "the key must expire by itself")
+        self.assertLessEqual(left, 3.0)
 
     def test_leader_keeps_renewing_past_the_ttl_without_further_events(self):
-        a = self.start_agent("pod-a", self.redis, locks=[lock_config("x", ttl="2s")])
+        a = self.start_agent("pod-a", self.backend, locks=[lock_config("x", ttl="2s")])
         app, ev = self.leader_app(a)
-        value = a.value(ev.token)
         deadline = time.monotonic() + 4.5  # more than two TTLs
         while time.monotonic() < deadline:
-            self.assertEqual(self.redis.get("leasekeeper/x"), value)
+            self.assertHeld(self.backend, KEY, "pod-a", ev.token)
             self.assertIsNone(app.next_event(timeout=0.25), "no event expected while leading")
-        self.assertEqual(self.redis.get("leasekeeper/x"), value)
+        self.assertTenureRecord(KEY, "pod-a", ev.token)
 
     def test_second_agent_campaigning_is_follower_naming_the_holder(self):
         locks = [lock_config("x", ttl="3s", retry_interval="300ms")]
-        a = self.start_agent("pod-a", self.redis, locks=locks)
+        a = self.start_agent("pod-a", self.backend, locks=locks)
         app_a, lead = self.leader_app(a)
-        b = self.start_agent("pod-b", self.redis, locks=locks)
+        b = self.start_agent("pod-b", self.backend, locks=locks)
         app_b = self.connect(b, label="app@pod-b")
         self.assertEqual(app_b.call("CAMPAIGN x").raw, "OK CAMPAIGN x")
         ev, _ = app_b.await_follower("x", "pod-a")
         self.assertEqual(ev.raw, "FOLLOWER x holder=pod-a")
-        # Several retries later, still a follower, and the key is still pod-a's.
+        # Several retries later, still a follower, and the key is still pod-a's tenure.
         for e in app_b.events_for(1.5):
             self.assertEqual(e.raw, "FOLLOWER x holder=pod-a")
-        self.assertEqual(self.redis.get("leasekeeper/x"), "pod-a:%d" % lead.token)
+        self.assertHeld(self.backend, KEY, "pod-a", lead.token)
         app_a.assert_no_event(0.1)
+        x = status_locks(app_b.status())["x"]
+        self.assertEqual(str(x["state"]).lower(), "follower")
+        self.assertEqual(x["holder"], "pod-a")
+
+    def test_resign_releases_the_lock_when_no_other_client_campaigns(self):
+        a = self.start_agent("pod-a", self.backend,
+                             locks=[lock_config("x", retry_interval="200ms")])
+        app, lead = self.leader_app(a)
+        mark = self.backend.mark()
+        t_resign = time.monotonic()
+        left = self.backend.remaining(KEY)
+        self.assertEqual(app.call("RESIGN x").raw, "OK RESIGN x")
+        gone = self.wait_key_gone(self.backend, KEY, timeout=5)
+        self.assertLess(gone - t_resign, min(2.0, left),
+                        "the release must not wait for the lease to run out")
+        self.assertReleasedOnce(KEY, mark)
+        # No longer campaigning: the key is not taken again, and the client is not told LEADER.
+        for e in app.events_for(1.2):
+            self.assertNotEqual(e.kind, "LEADER", "LEADER after RESIGN: %r" % e.raw)
+        self.assertIsNone(self.backend.value(KEY))
+        self.assertEqual(app.call("PING").raw, "OK PONG")
+
+    def test_resign_keeps_the_lock_while_another_client_campaigns(self):
+        a = self.start_agent("pod-a", self.backend)
+        app1, lead = self.leader_app(a)
+        app2 = self.connect(a, label="app2")
+        app2.call_ok("CAMPAIGN x")
+        app2.expect("LEADER", "x")
+        mark = self.backend.mark()
+        self.assertEqual(app1.call("RESIGN x").raw, "OK RESIGN x")
+        app2.assert_no_event(1.0)
+        self.assertHeld(self.backend, KEY, "pod-a", lead.token)
+        self.assertEqual(self.backend.deletions(KEY, mark), [])
+
+    def test_configured_key_is_the_one_held(self):
+        a = self.start_agent("pod-a", self.backend,
+                             locks=[lock_config("sched", key="myapp/scheduler")])
+        app, lead = self.leader_app(a, "sched")
+        self.assertTenureRecord("myapp/scheduler", "pod-a", lead.token)
+        self.assertIsNone(self.backend.value("leasekeeper/sched"))
+
+    def test_two_locks_are_held_independently(self):
+        a = self.start_agent("pod-a", self.backend, locks=[lock_config("x"), lock_config("y")])
+        app = self.connect(a)
+        app.call_ok("CAMPAIGN x")
+        app.call_ok("CAMPAIGN y")
+        got = {}
+        while len(got) < 2:
+            ev, _ = app.await_event("LEADER", None, allow=("FOLLOWER",))
+            got[ev.lock] = ev.token
+        self.assertNotEqual(got["x"], got["y"])
+        self.assertTenureRecord("leasekeeper/x", "pod-a", got["x"])
+        self.assertTenureRecord("leasekeeper/y", "pod-a", got["y"])
+
+
+class AcquireEtcdTest(AcquireScenarios, EtcdScenario, LKTestCase):
+    def test_key_is_on_a_lease_of_the_configured_ttl_and_tokens_are_create_revisions(self):
+        locks = [lock_config("x", ttl="3s", retry_interval="200ms")]
+        a = self.start_agent("pod-a", self.backend, locks=locks)
+        app, lead = self.leader_app(a)
+        kv = self.etcd.kv(KEY)
+        self.assertEqual(int(kv["create_revision"]), lead.token)
+        r = self.etcd.call("/v3/lease/timetolive", {"ID": kv["lease"]})
+        self.assertEqual(int(r["grantedTTL"]), 3, r)
+        # Another tenure: a new key (a new create_revision), on a new lease.
+        app.close()
+        self.wait_key_gone(self.backend, KEY, timeout=5)
+        app2, lead2 = self.leader_app(a)
+        kv2 = self.etcd.kv(KEY)
+        self.assertGreater(lead2.token, lead.token)
+        self.assertEqual(int(kv2["create_revision"]), lead2.token)
+        self.assertNotEqual(kv2["lease"], kv["lease"])
+        self.assertIsNone(self.etcd.lease_ttl(int(kv["lease"])),
+                          "the first tenure's lease must be revoked")
+
+
+class AcquireRedisTest(AcquireScenarios, RedisScenario, LKTestCase):
+    """The scenarios on Redis, and the verbs that do not depend on the backend."""
 
     def test_second_campaign_client_of_the_same_agent_gets_the_same_tenure(self):
         a = self.start_agent("pod-a", self.redis)
@@ -115,18 +194,6 @@ class AcquireTest(LKTestCase):
         self.assertIn(y["holder"], ("-", None, ""))
         self.assertIn(y["ttl_ms"], (0, "0", None))
 
-    def test_status_of_a_follower_names_the_other_holder(self):
-        locks = [lock_config("x", retry_interval="300ms")]
-        a = self.start_agent("pod-a", self.redis, locks=locks)
-        self.leader_app(a)
-        b = self.start_agent("pod-b", self.redis, locks=locks)
-        app_b = self.connect(b, label="app@pod-b")
-        app_b.call_ok("CAMPAIGN x")
-        app_b.await_follower("x", "pod-a")
-        x = status_locks(app_b.status())["x"]
-        self.assertEqual(str(x["state"]).lower(), "follower")
-        self.assertEqual(x["holder"], "pod-a")
-
     def test_banner_and_hello_reply_identify_the_agent(self):
         a = self.start_agent("pod-a", self.redis)
         c1 = self.connect(a, hello=False)
@@ -150,46 +217,6 @@ class AcquireTest(LKTestCase):
         c2 = self.connect(a)
         self.assertEqual(c2.call("PING").raw, "OK PONG")
 
-    def test_resign_releases_the_lock_when_no_other_client_campaigns(self):
-        m = self.monitor(self.redis)
-        a = self.start_agent("pod-a", self.redis, locks=[lock_config("x", retry_interval="200ms")])
-        app, lead = self.leader_app(a)
-        mark = m.mark()
-        t_resign = time.monotonic()
-        self.assertEqual(app.call("RESIGN x").raw, "OK RESIGN x")
-        gone = self.wait_key_gone(self.redis, "leasekeeper/x", timeout=5)
-        self.assertLess(gone - t_resign, 3.0, "the release must not wait for the TTL")
-        m.sync(self.redis)
-        self.assertEqual(len(m.dels("leasekeeper/x", since=mark, from_script=True)), 1,
-                         "RESIGN must release with the compare-and-delete:\n" + m.dump(mark))
-        # No longer campaigning: the key is not taken again, and the client is not told LEADER.
-        for e in app.events_for(1.2):
-            self.assertNotEqual(e.kind, "LEADER", "LEADER after RESIGN: %r" % e.raw)
-        self.assertIsNone(self.redis.get("leasekeeper/x"))
-        self.assertEqual(app.call("PING").raw, "OK PONG")
-
-    def test_resign_keeps_the_lock_while_another_client_campaigns(self):
-        m = self.monitor(self.redis)
-        a = self.start_agent("pod-a", self.redis)
-        app1, lead = self.leader_app(a)
-        app2 = self.connect(a, label="app2")
-        app2.call_ok("CAMPAIGN x")
-        app2.expect("LEADER", "x")
-        mark = m.mark()
-        self.assertEqual(app1.call("RESIGN x").raw, "OK RESIGN x")
-        app2.assert_no_event(1.0)
-        self.assertEqual(self.redis.get("leasekeeper/x"), a.value(lead.token))
-        m.sync(self.redis)
-        self.assertEqual(m.dels("leasekeeper/x", since=mark), [])
-
-    def test_configured_key_holds_the_value_and_the_fence(self):
-        a = self.start_agent("pod-a", self.redis,
-                             locks=[lock_config("sched", key="myapp/scheduler")])
-        app, lead = self.leader_app(a, "sched")
-        self.assertEqual(self.redis.get("myapp/scheduler"), "pod-a:%d" % lead.token)
-        self.assertEqual(int(self.redis.get("myapp/scheduler:fence")), lead.token)
-        self.assertIsNone(self.redis.get("leasekeeper/sched"))
-
     def test_identity_expands_from_the_environment(self):
         a = self.start_agent("${POD_NAME}", self.redis, env={"POD_NAME": "pod-env-7"})
         a.identity = "pod-env-7"
@@ -204,18 +231,6 @@ class AcquireTest(LKTestCase):
         app, lead = self.leader_app(a)
         self.assertEqual(app.banner_attrs["id"], "pod-from-hostname")
         self.assertEqual(self.redis.get("leasekeeper/x"), "pod-from-hostname:%d" % lead.token)
-
-    def test_two_locks_are_held_independently(self):
-        a = self.start_agent("pod-a", self.redis, locks=[lock_config("x"), lock_config("y")])
-        app = self.connect(a)
-        app.call_ok("CAMPAIGN x")
-        app.call_ok("CAMPAIGN y")
-        got = {}
-        while len(got) < 2:
-            ev, _ = app.await_event("LEADER", None, allow=("FOLLOWER",))
-            got[ev.lock] = ev.token
-        self.assertEqual(self.redis.get("leasekeeper/x"), "pod-a:%d" % got["x"])
-        self.assertEqual(self.redis.get("leasekeeper/y"), "pod-a:%d" % got["y"])
 
 
 if __name__ == "__main__":

@@ -1,30 +1,25 @@
-"""I3/I7: any number of drain triggers join one drain, and each tenure is released once."""
+"""I3/I7: any number of drain triggers join one drain, and each tenure is released once.
+Every scenario runs on Redis and on etcd."""
 
 import os
 import signal
 import time
 import unittest
 
-from harness import LKTestCase, lock_config, release_channel
+from harness import EtcdScenario, LKTestCase, RedisScenario, lock_config
 
 KEY = "leasekeeper/x"
 
 
-class ExactlyOnceTest(LKTestCase):
-    def setUp(self):
-        super().setUp()
-        self.redis = self.start_redis()
-        self.mon = self.monitor(self.redis)
-
+class ExactlyOnceScenarios:
     def test_concurrent_drain_triggers_join_one_drain_with_one_release(self):
-        a = self.start_agent("pod-a", self.redis, shutdown_timeout="15s",
+        a = self.start_agent("pod-a", self.backend, shutdown_timeout="15s",
                              locks=[lock_config("x", ttl="3s", stepdown_timeout="8s")])
         app, lead = self.leader_app(a)
         t = lead.token
         d1 = self.connect(a, label="drainer1")
         d2 = self.connect(a, label="drainer2")
-        self.mon.sync(self.redis)
-        mark = self.mon.mark()
+        mark = self.backend.mark()
 
         # Everything at once: the CLI, signals, and two DRAIN requests.
         cli = self.start_cli("drain", "-s", a.sock_path)
@@ -39,7 +34,7 @@ class ExactlyOnceTest(LKTestCase):
         app.expect("STEPDOWN", "x", token=t)
         # The app is slow to stop, which leaves the CLI time to connect and join.
         time.sleep(1.5)
-        self.assertEqual(self.redis.get(KEY), a.value(t))
+        self.assertHeld(self.backend, KEY, "pod-a", t)
         app.call_ok("ACK x %d" % t)
 
         msgs = app.until_eof(timeout=15)
@@ -57,18 +52,16 @@ class ExactlyOnceTest(LKTestCase):
                                                                       cli.stderr()))
         self.assertEqual(a.wait(20), 0)
 
-        self.mon.sync(self.redis)
-        dels = self.mon.dels(KEY, since=mark)
-        self.assertEqual(len(dels), 1, "exactly one release:\n" + self.mon.dump(mark))
-        self.assertTrue(dels[0].from_script, "the release is the compare-and-delete script")
-        self.assertEqual(len(self.mon.publishes(release_channel(KEY), since=mark)), 1)
+        self.assertIsNone(self.backend.value(KEY))
+        self.assertReleasedOnce(KEY, mark)
         self.assertEqual(len(a.drain_summaries()), 1)
         self.assertEqual(a.drain_summary().get("exit_reason"), "drained")
 
     def test_late_drain_request_joins_the_running_drain(self):
-        a = self.start_agent("pod-a", self.redis,
+        a = self.start_agent("pod-a", self.backend,
                              locks=[lock_config("x", ttl="3s", stepdown_timeout="8s")])
         app, lead = self.leader_app(a)
+        mark = self.backend.mark()
         a.send_signal(signal.SIGTERM)
         app.expect("STEPDOWN", "x", token=lead.token)
         late = self.connect(a, label="late")
@@ -80,12 +73,11 @@ class ExactlyOnceTest(LKTestCase):
         self.assertEqual(len(dr), 1, msgs)
         self.assertEqual(dr[0]["released"], "1")
         self.assertEqual(a.wait(20), 0)
-        self.mon.sync(self.redis)
-        self.assertEqual(len(self.mon.dels(KEY)), 1)
+        self.assertReleasedOnce(KEY, mark)
         self.assertEqual(len(a.drain_summaries()), 1)
 
     def test_drain_with_two_locks_releases_each_once(self):
-        a = self.start_agent("pod-a", self.redis,
+        a = self.start_agent("pod-a", self.backend,
                              locks=[lock_config("x", ttl="3s"), lock_config("y", ttl="3s")])
         app = self.connect(a, label="app")
         app.call_ok("CAMPAIGN x")
@@ -94,6 +86,7 @@ class ExactlyOnceTest(LKTestCase):
         while len(tokens) < 2:
             ev, _ = app.await_event("LEADER", None, allow=("FOLLOWER",))
             tokens[ev.lock] = ev.token
+        mark = self.backend.mark()
         cli1 = self.start_cli("drain", "-s", a.sock_path)
         cli2 = self.start_cli("drain", "-s", a.sock_path)
         a.send_signal(signal.SIGTERM)
@@ -108,11 +101,18 @@ class ExactlyOnceTest(LKTestCase):
         # Both CLIs either joined (exit 0) or came too late to reach the agent (exit 2).
         for c in (cli1, cli2):
             self.assertIn(c.wait(20), (0, 2))
-        self.mon.sync(self.redis)
-        self.assertEqual(len(self.mon.dels("leasekeeper/x")), 1)
-        self.assertEqual(len(self.mon.dels("leasekeeper/y")), 1)
+        self.assertReleasedOnce("leasekeeper/x", mark)
+        self.assertReleasedOnce("leasekeeper/y", mark)
         s = a.drain_summary()
         self.assertEqual((s.get("released"), s.get("expired"), s.get("failed")), (2, 0, 0))
+
+
+class ExactlyOnceEtcdTest(ExactlyOnceScenarios, EtcdScenario, LKTestCase):
+    pass
+
+
+class ExactlyOnceRedisTest(ExactlyOnceScenarios, RedisScenario, LKTestCase):
+    pass
 
 
 if __name__ == "__main__":
