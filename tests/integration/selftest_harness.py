@@ -23,8 +23,9 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (AppClient, ConnectionClosed, LKTestCase, RespError, dur_ms,  # noqa: E402
-                     lock_config, parse_text_log_line, to_yaml, wait_until)
+from harness import (AppClient, ConnectionClosed, EtcdBackend, LKTestCase, RespError,  # noqa: E402
+                     backends_enabled, dur_ms, lock_config, parse_text_log_line, to_yaml,
+                     wait_until)
 
 
 class RedisServerSelfTest(LKTestCase):
@@ -264,6 +265,121 @@ class EtcdServerSelfTest(LKTestCase):
             e.call("/v3/kv/range", {"key": "eA=="}, timeout=0.5)
         e.sigcont()
         self.assertIsNone(e.get("leasekeeper/x"))
+
+
+@unittest.skipUnless(shutil.which("etcd"), "etcd not installed")
+class EtcdHelpersSelfTest(LKTestCase):
+    """What the backend-neutral scenarios and test_etcd.py rely on."""
+
+    def test_events_replay_puts_and_deletes_after_a_mark(self):
+        e = self.start_etcd()
+        e.put("k", "v1")
+        mark = e.revision()
+        lease, granted = e.grant(3)
+        self.assertEqual(granted, 3)
+        e.put("k", "v2", lease=lease)   # an overwrite: not a create
+        e.delete("k")
+        e.put("k", "v3")                # a create
+        e.put("k-other", "x")           # another key (after k in byte order): not reported
+        evs = e.events("k", since=mark)
+        self.assertEqual([(x.kind, x.value, x.is_create) for x in evs],
+                         [("PUT", "v2", False), ("DELETE", None, False), ("PUT", "v3", True)])
+        self.assertEqual(evs[0].lease, lease)
+        self.assertEqual(e.token_of("k"), evs[2].revision)
+        self.assertEqual(e.events("k", since=e.revision()), [])
+
+    def test_remaining_is_a_lower_bound_and_expiry_shows_as_a_delete(self):
+        e = self.start_etcd()
+        b = EtcdBackend(e)
+        lease, _ = e.grant(2)
+        e.put("leasekeeper/x", "pod-a", lease=lease)
+        mark = b.mark()
+        t0 = time.monotonic()
+        left = b.remaining("leasekeeper/x")
+        self.assertIn(left, (1, 2))
+        self.assertEqual((b.holder("leasekeeper/x"), b.token_of("leasekeeper/x")),
+                         ("pod-a", e.token_of("leasekeeper/x")))
+        gone = self.wait_key_gone(b, "leasekeeper/x", timeout=10)
+        self.assertGreaterEqual(gone, t0 + left)
+        self.assertEqual([x.kind for x in b.deletions("leasekeeper/x", mark)], ["DELETE"])
+        self.assertIsNone(e.lease_ttl(lease))
+        self.assertIsNone(b.remaining("leasekeeper/x"))
+
+    def test_watchers_counts_open_watches(self):
+        e = self.start_etcd()
+        self.assertEqual(e.watchers(), 0)
+        conn = e._connection(5)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/v3/watch", '{"create_request":{"key":"eA=="}}',
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        self.assertIn(b'"created":true', resp.readline())
+        wait_until(lambda: e.watchers() == 1, timeout=5, what="one watcher")
+
+    def test_tls_requires_the_client_certificate(self):
+        certs = self.make_certs()
+        for k in ("ca", "server", "client", "other_ca", "other_client", "other_client_key"):
+            self.assertTrue(os.path.exists(certs[k]), k)
+        e = self.start_etcd(tls=certs)
+        self.assertTrue(e.url.startswith("https://127.0.0.1:"))
+        e.put("k", "v")
+        self.assertEqual(e.get("k"), "v")
+        import ssl
+        bare = ssl.create_default_context(cafile=certs["ca"])   # no client certificate
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", e.client_port, timeout=5, context=bare)
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            conn.request("POST", "/v3/kv/range", '{"key":"aw=="}')
+            conn.getresponse().read()
+        conn.close()
+
+    def test_auth_enable_then_the_harness_authenticates(self):
+        e = self.start_etcd()
+        e.enable_auth("pw-1")
+        e.put("k", "v")
+        self.assertEqual(e.get("k"), "v")
+        r = e.etcdctl("get", "k", "--print-value-only")
+        self.assertEqual(r.stdout.strip(), "v", r)
+        r = e.etcdctl("get", "k", user=False)
+        self.assertNotEqual(r.returncode, 0)
+
+    def test_cluster_starts_names_its_leader_and_survives_a_killed_member(self):
+        c = self.start_etcd_cluster()
+        self.assertEqual(len(c.endpoints), 3)
+        li = c.leader_index()
+        c.put("k", "v")
+        c.members[li].kill()
+        self.assertEqual(len(c.alive_members()), 2)
+        wait_until(lambda: c.leader_index(timeout=5) != li, timeout=10, what="a new leader")
+        self.assertEqual(c.get("k"), "v")
+        self.assertEqual(EtcdBackend(c).config()["endpoints"], c.endpoints)
+
+
+class BackendUnderTestSelfTest(LKTestCase):
+    def test_redis_backend_reads_identity_and_token_from_the_value(self):
+        b = self.start_backend("redis")
+        b.server.call("SET", "leasekeeper/x", "pod-a:17", "PX", 3000)
+        self.assertEqual((b.holder("leasekeeper/x"), b.token_of("leasekeeper/x")), ("pod-a", 17))
+        self.assertEqual(b.expected_value("pod-a", 17), "pod-a:17")
+        self.assertGreater(b.remaining("leasekeeper/x"), 2.5)
+        mark = b.mark()
+        b.delete("leasekeeper/x")
+        self.assertEqual(len(b.deletions("leasekeeper/x", mark)), 1)
+        self.assertIsNone(b.token_of("leasekeeper/x"))
+        self.assertEqual(b.config()["type"], "redis")
+
+    def test_lk_backends_selects_the_backends(self):
+        old = os.environ.get("LK_BACKENDS")
+        try:
+            os.environ["LK_BACKENDS"] = "redis"
+            self.assertEqual(backends_enabled(), ["redis"])
+            with self.assertRaises(unittest.SkipTest):
+                self.start_backend("etcd")
+        finally:
+            if old is None:
+                os.environ.pop("LK_BACKENDS", None)
+            else:
+                os.environ["LK_BACKENDS"] = old
 
 
 class UtilitiesSelfTest(unittest.TestCase):
