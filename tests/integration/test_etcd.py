@@ -351,6 +351,51 @@ class EtcdLeaseTest(EtcdTestCase):
         self.assertHeld(backend, KEY, "pod-a", lead2.token)
         self.assertGreater(lost.t, lead.t)
 
+    def test_followers_retrying_leave_no_leases_behind(self):
+        etcd = self.start_etcd()
+        backend = EtcdBackend(etcd)
+        locks = dict(ttl="3s", retry_interval="200ms")
+        a = self.start_etcd_agent("pod-a", backend.config(), **locks)
+        app, lead = self.leader_app(a)
+        followers = [self.start_etcd_agent("pod-%s" % n, backend.config(), **locks)
+                     for n in ("b", "c")]
+        for f in followers:
+            c = self.connect(f, label="app@" + f.identity)
+            c.call_ok("CAMPAIGN x")
+            c.await_follower("x", "pod-a")
+        # Every retry grants a lease and loses the race; the unused lease must be revoked at
+        # once, not left to expire (3s): none may be seen for a second.
+        holder_lease = etcd.lease_of(KEY)
+        first_seen, t_end = {}, time.monotonic() + 2.5
+        while time.monotonic() < t_end:
+            now = time.monotonic()
+            for lease in etcd.leases():
+                if lease != holder_lease:
+                    first_seen.setdefault(lease, now)
+                    self.assertLess(now - first_seen[lease], 1.0,
+                                    "lease %x of a lost race was not revoked" % lease)
+            time.sleep(0.05)
+        self.assertHeld(backend, KEY, "pod-a", lead.token)
+        self.assertIn(holder_lease, etcd.leases())
+
+    @unittest.expectedFailure
+    def test_tokens_increase_after_etcd_lost_its_data(self):
+        """SPEC I5 says tokens increase "also after the backend restarted and lost its data".
+        With token = create_revision that cannot hold on etcd: a member that lost its data
+        directory starts a new cluster (a new cluster_id) whose revisions start again at 1.
+        Kept as an expected failure, as the reproduction of a SPEC gap to decide (e.g. refuse
+        a changed cluster_id, or offset tokens); remove the decorator once it holds."""
+        etcd = self.start_etcd()
+        for i in range(5):
+            etcd.put("unrelated", str(i))  # history: revisions move on
+        a = self.start_etcd_agent("pod-a", EtcdBackend(etcd).config())
+        app, lead = self.leader_app(a)
+        etcd.restart(wipe=True)
+        lead2, _ = app.await_event("LEADER", "x", allow=("LOST", "FOLLOWER"), timeout=15)
+        self.assertGreater(lead2.token, lead.token,
+                           "token %d after etcd lost its data, %d before" % (lead2.token,
+                                                                          lead.token))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
