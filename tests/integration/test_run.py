@@ -13,7 +13,12 @@ Readings this module relies on (where SPEC.md and the README leave room):
    the lock is handed over right after.
 2. `run` exits 0 on STOP, 1 when the agent goes away, CMD's status when CMD exits (also after a
    forwarded SIGTERM/SIGINT), 128+N for a signal N that killed CMD, 2 when it could not start
-   campaigning (bad usage, unknown lock, no agent).
+   campaigning (bad usage, unknown lock, no agent). After a forwarded signal, a LOST that
+   kills CMD ends run too (128+9), since run no longer starts CMD.
+3. "Nothing survives" is checked as: no member of the group is alive without SIGKILL pending.
+   A process SIGKILLed a moment ago may not have been scheduled to finish dying yet on a loaded
+   machine, but it never runs its own code again. Zombies are dead: orphaned grandchildren go
+   to the namespace's init, which need not reap them (it does not in every test VM).
 """
 
 import os
@@ -109,6 +114,25 @@ def live_group(pgid):
     """The pids of live (non-zombie) processes in process group pgid."""
     return sorted(p for p, (state, _, pg) in all_procs().items()
                   if pg == pgid and state not in ("Z", "X", "x"))
+
+
+def sigkill_pending(pid):
+    """Whether pid has SIGKILL pending: it is doomed and never runs its own code again, even
+    if, on a loaded machine, it has not been scheduled to finish dying yet."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(("SigPnd:", "ShdPnd:")):
+                    if int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)):
+                        return True
+    except OSError:
+        return True  # gone
+    return False
+
+
+def surviving_group(pgid):
+    """The members of process group pgid that are alive and not already SIGKILLed."""
+    return [p for p in live_group(pgid) if not sigkill_pending(p)]
 
 
 def children_of(pid, live=True):
@@ -363,7 +387,9 @@ class RunLeadershipTest(RunTestBase):
         mon = self.monitor(self.redis)
         a = self.start_agent("pod-a", self.redis,
                              locks=[lock_config("x", ttl="10s", stepdown_timeout="8s")])
-        run = self.start_run(a, env={"ON_TERM": "exit", "TERM_DELAY": "1.2"})
+        # CMD exits with 4 after its SIGTERM: run must still exit 0, on STOP, after the drain
+        # (CMD's status is run's only when CMD ends by itself or after a forwarded signal).
+        run = self.start_run(a, env={"ON_TERM": "exit", "TERM_DELAY": "1.2", "TERM_STATUS": "4"})
         s = self.wait_start()
         self.assertEqual(self.redis.get(KEY), "pod-a:%s" % s.token_text)
         mark = mon.mark()
@@ -407,7 +433,7 @@ class RunLeadershipTest(RunTestBase):
         self.assertIsNone(self.record("int", s.pid))
         self.assertEqual(len(self.starts()), 1)
         err = run.stderr()
-        self.assertLess(err.index("exited with status 0"), err.index("stepped down"), err)
+        self.assertLess(err.index("exited with status 4"), err.index("stepped down"), err)
 
     def test_stepdown_kills_a_cmd_that_ignores_sigterm_near_the_deadline_then_acks(self):
         a = self.start_agent("pod-a", self.redis,
@@ -549,7 +575,7 @@ class RunLeadershipTest(RunTestBase):
         rc = self.wait_run_exit(run, timeout=5)
         self.assertNotEqual(rc, 0, run.stderr())
         self.assertNotIn(rc, (2,), "2 means 'could not ask'; the agent went away later")
-        self.assertEqual(live_group(s.pid), [])
+        self.assertEqual(surviving_group(s.pid), [])
 
 
 class RunProcessGroupTest(RunTestBase):
@@ -608,6 +634,24 @@ class RunProcessGroupTest(RunTestBase):
         self.assertEqual(self.wait_run_exit(run), 0, run.stderr())
         self.assertEqual(live_group(pid2), [])
 
+    def test_stepdown_sigterm_reaches_the_whole_group(self):
+        """A wrapper shell that, on SIGTERM, waits for its workers to finish: the workers get
+        the SIGTERM too (it goes to the group), so CMD ends gracefully long before the
+        stepdown deadline instead of being SIGKILLed at it."""
+        done = os.path.join(self.tmp, "graceful")
+        cmd = ["sh", "-c", 'trap \'wait; echo ok > "$0"; exit 0\' TERM; '
+               'sleep 1000 & sleep 1000 & wait', done]
+        run = self.start_run(self.agent, cmd=cmd)
+        pid, group = self.cmd_group(run)
+        t0 = time.monotonic()
+        self.agent.send_signal(signal.SIGTERM)
+        self.wait_group_empty(pid, timeout=10)
+        self.assertLess(time.monotonic() - t0, 2.0, "the workers did not get SIGTERM: CMD "
+                        "was only stopped at the 3s stepdown deadline")
+        self.assertTrue(os.path.exists(done), "CMD did not end gracefully")
+        self.assertEqual(self.agent.wait(20), 0, self.agent.tail())
+        self.assertEqual(self.wait_run_exit(run), 0, run.stderr())
+
     def test_stepdown_acks_only_once_a_grandchild_that_ignores_sigterm_is_gone(self):
         """CMD exits on SIGTERM, but something it started ignores SIGTERM and keeps working:
         acknowledging then would hand the lock over while part of CMD still does leader
@@ -619,7 +663,7 @@ class RunProcessGroupTest(RunTestBase):
         mark = mon.mark()
         self.agent.send_signal(signal.SIGTERM)
         self.wait_key_gone(self.redis, KEY, interval=0.01)
-        left = live_group(pid)
+        left = surviving_group(pid)
         self.assertEqual(left, [], "processes of CMD's group outlived the stepdown and the "
                          "release: %r" % left)
         self.assertEqual(self.agent.wait(20), 0, self.agent.tail())
@@ -638,7 +682,7 @@ class RunProcessGroupTest(RunTestBase):
             pass
         self.assertEqual(self.wait_run_exit(run), 3, run.stderr())
         self.wait_key_gone(self.redis, KEY, timeout=3)
-        self.assertEqual(live_group(pid), [], "CMD's background job outlived run")
+        self.assertEqual(surviving_group(pid), [], "CMD's background job outlived run")
 
 
 class RunUsageTest(RunTestBase):
