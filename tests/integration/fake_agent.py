@@ -653,6 +653,8 @@ class Lock:
                         self.state = RELEASING
                         self.drain_release = True
                         return "release"
+                    # The tenure is abandoned: LOST at once, the lease is left to expire.
+                    self.emit("LOST %s token=%d reason=expired" % (self.name, self.token))
                     self.settle("expired")
                     return "exit"
             if now >= self.next_renew:

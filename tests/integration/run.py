@@ -38,7 +38,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 SLOW = {
     "test_renew_deadline": 38, "test_examples": 35, "test_ack_gating": 29, "test_acquire": 24,
     "test_disconnect": 21, "test_etcd": 20, "test_rolling_restart": 17, "test_run": 13,
-    "test_dropped_reply": 10, "test_deploy": 10, "test_bad_input": 7, "test_exactly_once": 5,
+    "test_deploy": 20, "test_dropped_reply": 10, "test_bad_input": 7, "test_exactly_once": 5,
 }
 DEFAULT_SECONDS = 3
 
