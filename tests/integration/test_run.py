@@ -145,6 +145,17 @@ def zombie_children(pid):
                   if ppid == pid and state == "Z")
 
 
+def kill_group(pgid):
+    """SIGKILL process group pgid, never our own (a CMD that shares it would take the test
+    process down with it)."""
+    if not pgid or pgid <= 1 or pgid == os.getpgrp():
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class ZombieWatch:
     """Samples /proc in a thread: a zombie child of `pid` that stays unreaped for longer than
     `grace` seconds is a violation (a child that just exited is a zombie for a moment before
@@ -235,12 +246,13 @@ class RunTestBase(LKTestCase):
 
     def _kill_leftover_groups(self):
         for s in self.starts():
-            for pg in {s.pgid, s.pid}:
-                if pg:
-                    try:
-                        os.killpg(pg, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+            if s.pgid == s.pid:
+                kill_group(s.pid)
+            else:  # not a group of its own (a run that does not make one): CMD alone
+                try:
+                    os.kill(s.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
     # -- run
 
@@ -601,15 +613,9 @@ class RunProcessGroupTest(RunTestBase):
             g = live_group(kids[0])
             return (kids[0], g) if len(g) >= members else None
         pid, group = wait_until(found, what="CMD and its %d-process group" % members)
-        self.addCleanup(self._killpg, pid)
+        self.addCleanup(kill_group, pid)
         return pid, group
 
-    @staticmethod
-    def _killpg(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def test_no_grandchild_survives_lost_or_stepdown(self):
         run = self.start_run(self.agent, cmd=self.GRANDCHILDREN)
