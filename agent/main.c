@@ -150,11 +150,16 @@ static int cmd_agent(int argc, char **argv)
 	if (rc)
 		return rc;
 	rc = lk_config_load(path, &cfg, &diags);
-	print_diags(&diags);
-	lk_config_diags_clear(&diags);
-	if (rc < 0)
+	if (rc < 0) {
+		/* No config, no log format: plain lines, as check-config prints them. */
+		print_diags(&diags);
+		lk_config_diags_clear(&diags);
 		return 1;
+	}
 	lk_log_setup(cfg->log_format, level, stderr);
+	for (size_t i = 0; i < diags.n_warnings; i++)
+		LK_LOG(LK_WARN, "config warning", LKF_STR("warning", diags.warnings[i]));
+	lk_config_diags_clear(&diags);
 	rc = lk_agent_run(cfg);
 	lk_config_free(cfg);
 	return rc;
