@@ -32,12 +32,14 @@ def summary(name, values, unit="ms"):
 
 
 def proc_stats(pid):
+    """(RSS kB, of which anonymous kB, CPU ms used so far)."""
     with open("/proc/%d/status" % pid) as f:
-        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+        st = {l.split(":")[0]: l.split()[1] for l in f if ":" in l and len(l.split()) > 1}
+    rss, anon = int(st["VmRSS"]), int(st["RssAnon"])
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    return rss, ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+    return rss, anon, ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
 class Bench:
@@ -130,10 +132,11 @@ class Bench:
 
     def footprint(self, leader, seconds):
         a = leader[0]
-        rss0, cpu0 = proc_stats(a.proc.pid)
+        _, _, cpu0 = proc_stats(a.proc.pid)
         time.sleep(seconds)
-        rss1, cpu1 = proc_stats(a.proc.pid)
-        print("%-34s %d kB" % ("agent RSS holding a lock", rss1))
+        rss1, anon1, cpu1 = proc_stats(a.proc.pid)
+        print("%-34s %d kB (%d kB its own; the rest is shared library pages)"
+              % ("agent RSS holding a lock", rss1, anon1))
         print("%-34s %.1f ms over %ds (%.3f%% of a core)"
               % ("agent CPU holding a lock", cpu1 - cpu0, seconds,
                  (cpu1 - cpu0) / (seconds * 10.0)))
