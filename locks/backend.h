@@ -64,7 +64,9 @@ enum lk_backend_log_level { LK_BLOG_DEBUG, LK_BLOG_INFO, LK_BLOG_WARN, LK_BLOG_E
 
 /* How a backend talks to the agent outside of replies. */
 struct lk_backend_hooks {
-	/* Connection-level events ("connected", "reconnecting in 400ms: ..."). msg is borrowed. */
+	/* Connection-level events ("connected", "reconnecting in 400ms: ..."). msg is borrowed.
+	 * Called from inside the backend's own bookkeeping: it must not free the backend or a key
+	 * (the agent's only logs and counts). */
 	void (*log)(void *arg, struct lk_backend *b, enum lk_backend_log_level level, const char *msg);
 	void *arg;
 };

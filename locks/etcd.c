@@ -38,8 +38,9 @@
  * their idle connections.
  *
  * Endpoint host names are resolved by libcurl itself (Debian's build uses its threaded
- * resolver: a short-lived helper thread inside libcurl, never a wait in the loop); IP literals
- * need no resolution at all.
+ * resolver: a short-lived helper thread inside libcurl); CURLOPT_QUICK_EXIT keeps curl from
+ * joining that thread when a transfer is aborted mid-lookup, which would block the loop for as
+ * long as a slow DNS takes. IP literals need no resolution at all.
  *
  * curl_global_init() runs once, in the first lk_etcd_new(); curl_global_cleanup() never runs.
  * It may only run when no curl handle is left anywhere in the process, which this file cannot
@@ -210,9 +211,12 @@ struct lk_backend_key {
 	void *notify_arg;
 	bool dead;                       /* key_free() was called */
 	unsigned refs;                   /* operations in flight + notify sweeps walking past it */
-	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. */
+	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. A tenure
+	 * that ended (renewal found the key gone or taken) keeps token and lease, so that a
+	 * release still compares on both (I3), but is not renewed again. */
 	uint64_t token;
 	int64_t lease;
+	bool ended;
 	/* The watch. */
 	bool watching;                   /* wanted */
 	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
@@ -716,6 +720,10 @@ static struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_x
 	    curl_easy_setopt(c, CURLOPT_PROXY, "") != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    /* A transfer aborted (timeout, free) while its name is still being resolved must not
+	     * make curl join the resolver thread: that would stall the loop for as long as DNS
+	     * takes, renew deadline included (I4). */
+	    curl_easy_setopt(c, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->body) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body)) != CURLE_OK ||
@@ -771,10 +779,20 @@ struct lk_etcd_outcome {
 	bool never_sent;                 /* failed before the request could reach etcd */
 	bool conn_level;                 /* the endpoint looks broken */
 	bool garbage;                    /* an answer that makes no sense: not worth retrying */
+	bool stale_token;                /* re-authenticating and retrying may fix it */
 	long http;
 	int64_t code;                    /* gRPC code of an error answer, 0 if none */
 	char why[LK_ETCD_MAX_LOG_LEN];
 };
+
+/* Whether an error says our auth token is no longer good: expired or invalid (Unauthenticated),
+ * or issued before an auth change ("revision of auth store is old", InvalidArgument). Both are
+ * fixed by a new token; clientv3 does the same. */
+static bool lk_etcd_stale_token(int64_t code, const char *message)
+{
+	return code == LK_ETCD_GRPC_UNAUTHENTICATED || strstr(message, "invalid auth token") ||
+	       strstr(message, "auth store is old");
+}
 
 static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long http,
                             struct lk_etcd_outcome *o)
@@ -814,6 +832,7 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 	}
 	if (x->resp && lk_etcd_json_parse_error(x->resp, x->resp_len, &err) == 0) {
 		o->code = err.code;
+		o->stale_token = lk_etcd_stale_token(err.code, err.message);
 		snprintf(o->why, sizeof(o->why), "%s: HTTP %ld: %s", e->endpoints[x->endpoint], http,
 		         err.message);
 	} else {
@@ -834,6 +853,7 @@ static void lk_etcd_outcome_error_body(const struct lk_etcd_xfer *x, struct lk_e
 	(void)lk_etcd_json_parse_error(x->resp, x->resp_len, &err);
 	o->ok = false;
 	o->code = err.code;
+	o->stale_token = lk_etcd_stale_token(err.code, err.message);
 	snprintf(o->why, sizeof(o->why), "%s: %s", x->e->endpoints[x->endpoint],
 	         err.message[0] ? err.message : "error response");
 	if (o->code == LK_ETCD_GRPC_UNAVAILABLE)
@@ -878,10 +898,8 @@ static void lk_etcd_key_unref(struct lk_backend_key *k)
 /* Forget the tenure a key holds once it has ended (released, gone, taken). */
 static void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
 {
-	if (k->token == token) {
-		k->token = 0;
-		k->lease = 0;
-	}
+	if (k->token == token)
+		k->ended = true;
 }
 
 /* Deliver the notifications the curl callbacks recorded. Any hook may free keys or the
@@ -1077,7 +1095,7 @@ static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 			return;
 	}
 	/* Tokens expire (--auth-token-ttl, a restarted member): get a new one, try once more. */
-	if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED && e->username && !op->reauthed) {
+	if (o->stale_token && e->username && !op->reauthed) {
 		op->reauthed = true;
 		if (x->token_gen == e->token_gen)
 			lk_etcd_drop_token(e);
@@ -1089,8 +1107,9 @@ static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	else if (o->garbage)
 		lk_etcd_op_fail(op, LK_REPLY_FATAL, "bad response to %s from %s", step, o->why);
 	else
-		lk_etcd_op_fail(op, lk_etcd_error_status(o->http, o->code), "%s failed: %s", step,
-		                o->why);
+		lk_etcd_op_fail(op, o->stale_token ? LK_REPLY_ERROR
+		                                   : lk_etcd_error_status(o->http, o->code),
+		                "%s failed: %s", step, o->why);
 }
 
 /* A 2xx answer to a step: parse it and move on. */
@@ -1137,6 +1156,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 					lk_etcd_revoke(e, k->lease);
 				k->token = op->token;
 				k->lease = op->lease;
+				k->ended = false;
 			}
 			op->lease = 0; /* the tenure's now: op_fail must not revoke it */
 			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
@@ -1458,7 +1478,7 @@ static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t 
 	if (rc == -EPROTO) {
 		if (lk_etcd_json_parse_error(line, len, &error) < 0)
 			snprintf(error.message, sizeof(error.message), "error response");
-		x->token_invalid = error.code == LK_ETCD_GRPC_UNAUTHENTICATED;
+		x->token_invalid = lk_etcd_stale_token(error.code, error.message);
 		x->conn_level = error.code == LK_ETCD_GRPC_UNAVAILABLE;
 		snprintf(x->why, sizeof(x->why), "watch failed: %s", error.message);
 		return false;
@@ -1473,7 +1493,7 @@ static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t 
 		 * the new stream notifies, covering whatever was missed). */
 		if (w.compact_revision > 0)
 			k->wlast = 0;
-		x->token_invalid = strstr(w.cancel_reason, "invalid auth token") != NULL;
+		x->token_invalid = lk_etcd_stale_token(0, w.cancel_reason);
 		x->conn_level = strstr(w.cancel_reason, "no leader") != NULL;
 		snprintf(x->why, sizeof(x->why), "watch canceled: %s",
 		         w.cancel_reason[0] ? w.cancel_reason : "no reason given");
@@ -1660,7 +1680,7 @@ static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 		x->conn_level = true;
 	} else {
 		snprintf(why, sizeof(why), "%s", o->why);
-		if (o->code == LK_ETCD_GRPC_UNAUTHENTICATED)
+		if (o->stale_token)
 			x->token_invalid = true;
 	}
 	if (x->token_invalid && x->token_gen == e->token_gen && e->username)
@@ -1820,7 +1840,7 @@ static int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_m
 	/* etcd extends leases, not keys: without the tenure's lease there is nothing of ours
 	 * left to extend (ttl_ms is unused for the same reason: a keepalive restores the TTL
 	 * the lease was granted with). */
-	if (k->token != token || k->lease == 0)
+	if (k->token != token || k->lease == 0 || k->ended)
 		return lk_etcd_op_defer(op, LK_REPLY_GONE);
 	op->lease = k->lease;
 	return lk_etcd_op_start(op);

@@ -527,6 +527,8 @@ int lk_etcd_json_parse_grant(const char *body, size_t len, struct lk_etcd_grant 
 		lk_etcd_json_msg(err, errlen, "lease grant without an ID");
 	else if (g.ttl <= 0)
 		lk_etcd_json_msg(err, errlen, "lease grant without a TTL");
+	else if (g.ttl > LK_ETCD_JSON_MAX_TTL)
+		lk_etcd_json_msg(err, errlen, "lease grant with an absurd TTL");
 	else
 		rc = 0;
 out:
@@ -559,6 +561,10 @@ int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_ke
 	    (rc = lk_etcd_json_uint(result, "ID", &ka.id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_int(result, "TTL", &ka.ttl, err, errlen)) < 0)
 		goto out;
+	if (ka.ttl > LK_ETCD_JSON_MAX_TTL) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "keepalive with an absurd TTL");
+	}
 out:
 	json_decref(root);
 	if (rc == 0 && out)

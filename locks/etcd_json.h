@@ -33,6 +33,10 @@
 #define LK_ETCD_JSON_MAX_PASSWORD 4096          /* an auth password */
 #define LK_ETCD_JSON_MAX_TOKEN    512           /* an auth token from the server */
 #define LK_ETCD_JSON_MAX_TEXT     160           /* server text kept for messages */
+/* The longest lease TTL we believe, in seconds: a year. etcd itself caps TTLs at 9e9 s, but no
+ * lock of ours asks for more than minutes; anything larger is a broken or hostile server, and
+ * trusting it would overflow the nanosecond arithmetic of validity (I1). */
+#define LK_ETCD_JSON_MAX_TTL      (366LL * 24 * 3600)
 
 /* One key-value pair of a range or txn response. */
 struct lk_etcd_kv {

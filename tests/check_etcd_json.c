@@ -254,6 +254,29 @@ START_TEST(test_parse_keepalive_without_ttl_is_zero)
 }
 END_TEST
 
+START_TEST(test_absurd_ttls_are_garbage)
+{
+	/* Trusted, these would overflow the nanosecond arithmetic of validity (I1). */
+	static const char grant[] = "{" HEADER ",\"ID\":\"5\",\"TTL\":\"9223372036854775807\"}";
+	static const char ka[] = "{\"result\":{" HEADER ",\"ID\":\"5\",\"TTL\":\"31708800\"}}";
+	static const char year[] = "{" HEADER ",\"ID\":\"5\",\"TTL\":\"31622400\"}";
+	struct lk_etcd_grant g = { .id = 99 };
+	struct lk_etcd_keepalive k = { .id = 99 };
+
+	ck_assert_int_eq(lk_etcd_json_parse_grant(grant, strlen(grant), &g, err, sizeof(err)),
+	                 -EINVAL);
+	ck_assert_str_eq(err, "lease grant with an absurd TTL");
+	ck_assert_int_eq(g.id, 99);
+	ck_assert_int_eq(lk_etcd_json_parse_keepalive(ka, strlen(ka), &k, err, sizeof(err)),
+	                 -EINVAL);
+	ck_assert_str_eq(err, "keepalive with an absurd TTL");
+	ck_assert_int_eq(k.id, 99);
+	/* A year is the most we believe, and still fine. */
+	ck_assert_int_eq(lk_etcd_json_parse_grant(year, strlen(year), &g, err, sizeof(err)), 0);
+	ck_assert_int_eq(g.ttl, LK_ETCD_JSON_MAX_TTL);
+}
+END_TEST
+
 START_TEST(test_parse_range)
 {
 	static const char found[] =
@@ -653,7 +676,7 @@ START_TEST(test_huge_numbers)
 	struct lk_etcd_keepalive ka;
 	const char *b;
 
-	b = "{\"ID\":\"9223372036854775807\",\"TTL\":\"9223372036854775807\"}";
+	b = "{\"ID\":\"9223372036854775807\",\"TTL\":\"2\"}";
 	ck_assert_int_eq(lk_etcd_json_parse_grant(b, strlen(b), &g, err, sizeof(err)), 0);
 	ck_assert_int_eq(g.id, INT64_MAX);
 	b = "{\"ID\":\"9223372036854775808\",\"TTL\":\"2\"}";
@@ -784,6 +807,7 @@ static Suite *etcd_json_suite(void)
 	tcase_add_test(tc, test_parse_grant);
 	tcase_add_test(tc, test_parse_grant_requires_id_and_ttl);
 	tcase_add_test(tc, test_parse_keepalive_without_ttl_is_zero);
+	tcase_add_test(tc, test_absurd_ttls_are_garbage);
 	tcase_add_test(tc, test_parse_range);
 	tcase_add_test(tc, test_parse_range_omitted_kv_fields);
 	tcase_add_test(tc, test_parse_range_value_over_cap_is_flagged);
