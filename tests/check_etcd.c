@@ -4,7 +4,6 @@
  * the lifetime rules of locks/backend.h. etcdctl is the independent witness of what is stored. */
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +12,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <check.h>
-#include <event2/event.h>
 #include <jansson.h>
 #include <sodium.h>
 
@@ -24,122 +21,13 @@
 #include "locks/backend.h"
 #include "tests/harness.h"
 
-#define KEY "lk/test"
-#define WAIT_MS 5000      /* generous: a callback that takes this long is a failure */
-#define READY_MS 10000    /* probes back off up to 5s */
+#define KEY LK_TEST_KEY
 
 static struct lk_test_server srv;
 static struct lk_test_etcd_cluster cluster;
 static struct event_base *base;
 static struct lk_backend *be;
-
-/* ---- capturing what the backend reports ------------------------------------------------ */
-
-struct got {
-	int n;
-	enum lk_reply_status status;
-	uint64_t token;
-	int64_t sent_ns, ttl_ms, at_ns;
-	bool has_holder;
-	char holder[300];
-	char err[600];
-	bool free_backend;     /* free the backend from inside the callback */
-};
-
-static void on_reply(void *arg, const struct lk_reply *rep)
-{
-	struct got *g = arg;
-
-	g->n++;
-	g->status = rep->status;
-	g->token = rep->token;
-	g->sent_ns = rep->sent_ns;
-	g->ttl_ms = rep->ttl_ms;
-	g->at_ns = lk_mono_ns();
-	g->has_holder = rep->holder != NULL;
-	snprintf(g->holder, sizeof(g->holder), "%s", rep->holder ? rep->holder : "");
-	snprintf(g->err, sizeof(g->err), "%s", rep->err ? rep->err : "");
-	if (g->free_backend)
-		be = lk_backend_free(be);
-}
-
-static struct {
-	char text[65536];
-	size_t len;
-	int warns;
-} logs;
-
-static void on_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
-                   const char *msg)
-{
-	static const char *const names[] = { "debug", "info", "warn", "error" };
-	int n;
-
-	if (level == LK_BLOG_WARN)
-		logs.warns++;
-	if (getenv("LK_TEST_VERBOSE"))
-		fprintf(stderr, "[%s] %s: %s\n", names[level], b->name, msg);
-	n = snprintf(logs.text + logs.len, sizeof(logs.text) - logs.len, "%s %s\n", names[level], msg);
-	if (n > 0 && (size_t)n < sizeof(logs.text) - logs.len)
-		logs.len += (size_t)n;
-}
-
-struct notified {
-	int n;
-};
-
-static void on_notify(void *arg)
-{
-	((struct notified *)arg)->n++;
-}
-
-/* ---- driving the loop ------------------------------------------------------------------ */
-
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	*(bool *)arg = true;
-}
-
-/* Run the loop until cond holds or ms pass; true if cond held. */
-static bool run_until(bool (*cond)(const void *), const void *arg, int ms)
-{
-	bool expired = false;
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-	struct event *ev = evtimer_new(base, on_deadline, &expired);
-
-	ck_assert_ptr_nonnull(ev);
-	evtimer_add(ev, &tv);
-	while (!(cond && cond(arg)) && !expired)
-		event_base_loop(base, EVLOOP_ONCE);
-	event_free(ev);
-	return cond && cond(arg);
-}
-
-static void run_for(int ms)
-{
-	run_until(NULL, NULL, ms);
-}
-
-static bool got_reply(const void *arg)
-{
-	return ((const struct got *)arg)->n > 0;
-}
-
-static bool is_ready(const void *arg)
-{
-	return be && be->ops->ready(be);
-}
-
-static bool was_notified(const void *arg)
-{
-	return ((const struct notified *)arg)->n > 0;
-}
-
-static void wait_reply(struct got *g)
-{
-	ck_assert_msg(run_until(got_reply, g, WAIT_MS), "no reply within %dms:\n%s", WAIT_MS,
-	              logs.text);
-}
+static struct lk_test_log logs;
 
 /* ---- backends and keys ----------------------------------------------------------------- */
 
@@ -162,7 +50,7 @@ static int make_backend(const struct opts *o, char *err, size_t errlen)
 		.cert_file = (char *)o->cert_file,
 		.key_file = (char *)o->key_file,
 	};
-	struct lk_backend_hooks hooks = { .log = on_log, .arg = NULL };
+	struct lk_backend_hooks hooks = lk_test_hooks();
 
 	while (cfg.n_endpoints < LK_TEST_ETCD_MEMBERS && o->endpoints[cfg.n_endpoints])
 		cfg.n_endpoints++;
@@ -174,7 +62,7 @@ static void start_backend_opts(const struct opts *o)
 	char err[256];
 
 	ck_assert_msg(make_backend(o, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "backend never became ready:\n%s",
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "backend never became ready:\n%s",
 	              logs.text);
 }
 
@@ -183,54 +71,6 @@ static void start_backend(const char *endpoint, int64_t timeout_ms)
 	struct opts o = { .endpoints = { endpoint }, .timeout_ms = timeout_ms };
 
 	start_backend_opts(&o);
-}
-
-static struct lk_backend_key *key_new(const char *identity, struct notified *nt)
-{
-	struct lk_backend_key *k = be->ops->key_new(be, KEY, identity, on_notify, nt);
-
-	ck_assert_ptr_nonnull(k);
-	return k;
-}
-
-static struct got acquire(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->acquire(k, ttl_ms, on_reply, &g), 0);
-	/* Never from inside the call that started it. */
-	ck_assert_int_eq(g.n, 0);
-	wait_reply(&g);
-	return g;
-}
-
-static struct got renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->renew(k, token, ttl_ms, on_reply, &g), 0);
-	ck_assert_int_eq(g.n, 0);
-	wait_reply(&g);
-	return g;
-}
-
-static struct got release(struct lk_backend_key *k, uint64_t token)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->release(k, token, on_reply, &g), 0);
-	ck_assert_int_eq(g.n, 0);
-	wait_reply(&g);
-	return g;
-}
-
-static uint64_t acquire_ok(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct got g = acquire(k, ttl_ms);
-
-	ck_assert_msg(g.status == LK_REPLY_OK, "acquire: status %d err %s", g.status, g.err);
-	ck_assert_uint_gt(g.token, 0);
-	return g.token;
 }
 
 /* ---- what etcd holds, seen through etcdctl and the gateway ----------------------------- */
@@ -340,21 +180,12 @@ static void lease_revoke(int64_t lease)
 
 static void setup_loop(void)
 {
-	memset(&logs, 0, sizeof(logs));
-	base = event_base_new();
-	ck_assert_ptr_nonnull(base);
+	lk_test_kit_setup(&base, &be, &logs);
 }
 
 static void teardown_loop(void)
 {
-	be = lk_backend_free(be);
-	if (base) {
-		/* Let anything the backend left for the loop run: the test is that nothing crashes
-		 * or calls back. */
-		run_for(50);
-		event_base_free(base);
-		base = NULL;
-	}
+	lk_test_kit_teardown();
 	lk_test_server_stop(&srv);
 	lk_test_etcd_cluster_stop(&cluster);
 }
@@ -372,12 +203,12 @@ START_TEST(test_acquire_token_is_create_revision)
 	struct lk_backend_key *k;
 	struct stored st;
 	int64_t before;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	before = lk_mono_ns();
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	/* Validity counts from when the grant was sent, not from the reply (I1). */
 	ck_assert_int_ge(g.sent_ns, before);
@@ -395,13 +226,13 @@ END_TEST
 START_TEST(test_second_identity_sees_held_with_holder)
 {
 	struct lk_backend_key *a, *b;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	a = key_new("alpha", NULL);
-	b = key_new("beta", NULL);
-	acquire_ok(a, 10000);
-	g = acquire(b, 10000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	lk_test_acquire_ok(a, 10000);
+	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
 	ck_assert(g.has_holder);
 	ck_assert_str_eq(g.holder, "alpha");
@@ -412,13 +243,13 @@ END_TEST
 START_TEST(test_unshowable_holder_is_unknown)
 {
 	struct lk_backend_key *b;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	b = key_new("beta", NULL);
+	b = lk_test_key_new("beta", NULL);
 	/* A value with bytes that could break a log or protocol line has no holder to show. */
 	etcdctl_ok(&srv, "put", KEY, "evil\nLEADER x");
-	g = acquire(b, 10000);
+	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
 	ck_assert(!g.has_holder);
 }
@@ -428,18 +259,18 @@ START_TEST(test_granted_ttl_is_what_etcd_granted)
 {
 	struct lk_backend_key *k;
 	struct stored st;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	/* etcd's minimum lease is ~1.5 election timeouts (2s here): it grants more than asked. */
-	g = acquire(k, 1000);
+	g = lk_test_acquire(k, 1000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	st = etcd_get(&srv, KEY);
 	ck_assert_int_ge(g.ttl_ms, 2000);
 	ck_assert_int_eq(g.ttl_ms, lease_field(st.lease, "grantedTTL") * 1000);
 	/* Fractions of a second round up. */
-	g = renew(k, g.token, 1000);
+	g = lk_test_renew(k, g.token, 1000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_int_ge(g.ttl_ms, 2000);
 }
@@ -448,11 +279,11 @@ END_TEST
 START_TEST(test_ttl_rounds_up_to_whole_seconds)
 {
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	g = acquire(k, 4001);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 4001);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_int_eq(g.ttl_ms, 5000);
 }
@@ -463,16 +294,16 @@ START_TEST(test_renew_ok_restores_ttl)
 	struct lk_backend_key *k;
 	uint64_t tok;
 	int64_t before, lease;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 3000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 3000);
 	lease = etcd_get(&srv, KEY).lease;
-	run_for(1100);
+	lk_test_run_for(1100);
 	ck_assert_int_le(lease_field(lease, "TTL"), 2);
 	before = lk_mono_ns();
-	g = renew(k, tok, 3000);
+	g = lk_test_renew(k, tok, 3000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_uint_eq(g.token, tok);
 	ck_assert_int_eq(g.ttl_ms, 3000);
@@ -487,17 +318,17 @@ START_TEST(test_renew_after_lease_revoked_is_gone)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	lease_revoke(etcd_get(&srv, KEY).lease);
 	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	/* The tenure is over: a later renew knows it at once. */
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 }
 END_TEST
@@ -507,17 +338,17 @@ START_TEST(test_renew_after_delete_is_gone_and_revokes)
 	struct lk_backend_key *k;
 	int64_t lease;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	lease = etcd_get(&srv, KEY).lease;
 	etcdctl_ok(&srv, "del", KEY, NULL);
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	/* The orphaned lease is revoked (fire and forget). */
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
 }
 END_TEST
@@ -527,18 +358,18 @@ START_TEST(test_renew_after_recreated_by_another_is_taken)
 	struct lk_backend_key *k;
 	struct stored st;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	etcdctl_ok(&srv, "del", KEY, NULL);
 	etcdctl_ok(&srv, "put", KEY, "gamma");
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
 	ck_assert_str_eq(g.holder, "gamma");
 	/* Not touched. */
-	run_for(200);
+	lk_test_run_for(200);
 	st = etcd_get(&srv, KEY);
 	ck_assert_str_eq(st.value, "gamma");
 	ck_assert_int_gt(st.create_revision, (int64_t)tok);
@@ -550,18 +381,18 @@ START_TEST(test_renew_after_overwrite_is_taken)
 	struct lk_backend_key *k;
 	struct stored st;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	/* A plain put keeps the create_revision but takes the key off our lease. */
 	etcdctl_ok(&srv, "put", KEY, "gamma");
 	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
 	ck_assert_str_eq(g.holder, "gamma");
-	run_for(200);
+	lk_test_run_for(200);
 	st = etcd_get(&srv, KEY);
 	ck_assert_str_eq(st.value, "gamma");
 	ck_assert_int_eq(st.lease, 0);
@@ -573,19 +404,19 @@ START_TEST(test_release_ok_then_gone)
 	struct lk_backend_key *k;
 	int64_t lease;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	lease = etcd_get(&srv, KEY).lease;
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
 	/* Idempotent (I3): the retry of a release finds nothing of ours. */
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 }
 END_TEST
@@ -595,20 +426,20 @@ START_TEST(test_release_never_deletes_another_holders_key)
 	struct lk_backend_key *k;
 	struct stored st;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 
 	/* Our own identity but another revision is not ours either. */
-	g = release(k, tok - 1);
+	g = lk_test_release(k, tok - 1);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
 
 	/* Overwritten by a plain put: same create_revision, but off our lease. */
 	etcdctl_ok(&srv, "put", KEY, "gamma");
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	st = etcd_get(&srv, KEY);
 	ck_assert_str_eq(st.value, "gamma");
@@ -617,7 +448,7 @@ START_TEST(test_release_never_deletes_another_holders_key)
 	/* Deleted and created again by someone else. */
 	etcdctl_ok(&srv, "del", KEY, NULL);
 	etcdctl_ok(&srv, "put", KEY, "delta");
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	st = etcd_get(&srv, KEY);
 	ck_assert_str_eq(st.value, "delta");
@@ -630,22 +461,22 @@ START_TEST(test_tokens_strictly_increase_across_holders_and_restart)
 	uint64_t t1, t2, t3, t4;
 
 	start_backend(srv.address, 1000);
-	a = key_new("alpha", NULL);
-	b = key_new("beta", NULL);
-	t1 = acquire_ok(a, 10000);
-	ck_assert_int_eq(release(a, t1).status, LK_REPLY_OK);
-	t2 = acquire_ok(b, 10000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	t1 = lk_test_acquire_ok(a, 10000);
+	ck_assert_int_eq(lk_test_release(a, t1).status, LK_REPLY_OK);
+	t2 = lk_test_acquire_ok(b, 10000);
 	ck_assert_uint_gt(t2, t1);
-	ck_assert_int_eq(release(b, t2).status, LK_REPLY_OK);
-	t3 = acquire_ok(a, 10000);
+	ck_assert_int_eq(lk_test_release(b, t2).status, LK_REPLY_OK);
+	t3 = lk_test_acquire_ok(a, 10000);
 	ck_assert_uint_gt(t3, t2);
-	ck_assert_int_eq(release(a, t3).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_release(a, t3).status, LK_REPLY_OK);
 
 	/* etcd keeps its revision across a restart (it is persistent, unlike our Redis). */
 	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	t4 = acquire(b, 10000).token;
+	t4 = lk_test_acquire(b, 10000).token;
 	if (t4 == 0) /* the first request may meet the old, closed connection */
-		t4 = acquire_ok(b, 10000);
+		t4 = lk_test_acquire_ok(b, 10000);
 	ck_assert_uint_gt(t4, t3);
 }
 END_TEST
@@ -653,16 +484,16 @@ END_TEST
 START_TEST(test_renew_of_unknown_tenure_is_gone_later)
 {
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	/* Never acquired here: no lease to keep alive. Answered from the loop, not inline. */
-	g = renew(k, 12345, 10000);
+	g = lk_test_renew(k, 12345, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	ck_assert_int_eq(be->ops->acquire(k, 0, on_reply, &g), -EINVAL);
-	ck_assert_int_eq(be->ops->renew(k, 0, 1000, on_reply, &g), -EINVAL);
-	ck_assert_int_eq(be->ops->release(k, 0, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->acquire(k, 0, lk_test_on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->renew(k, 0, 1000, lk_test_on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->release(k, 0, lk_test_on_reply, &g), -EINVAL);
 }
 END_TEST
 
@@ -671,28 +502,28 @@ END_TEST
 START_TEST(test_release_notifies_watching_follower)
 {
 	struct lk_backend_key *leader, *follower;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 1000);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
-	tok = acquire_ok(leader, 10000);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(leader, 10000);
 	be->ops->watch(follower, true);
 	/* A (re)created stream notifies: deletions may have been missed before it. */
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on watch creation");
-	run_for(100);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify on watch creation");
+	lk_test_run_for(100);
 	nt.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
-	ck_assert_int_eq(acquire(follower, 10000).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "follower not notified");
+	ck_assert_int_eq(lk_test_acquire(follower, 10000).status, LK_REPLY_OK);
 
 	/* Not watching: no notice. */
 	be->ops->watch(follower, false);
 	nt.n = 0;
-	ck_assert_int_eq(release(follower, etcd_get(&srv, KEY).create_revision).status,
+	ck_assert_int_eq(lk_test_release(follower, etcd_get(&srv, KEY).create_revision).status,
 	                 LK_REPLY_OK);
-	run_for(300);
+	lk_test_run_for(300);
 	ck_assert_int_eq(nt.n, 0);
 }
 END_TEST
@@ -700,84 +531,84 @@ END_TEST
 START_TEST(test_expiry_and_external_delete_notify)
 {
 	struct lk_backend_key *leader, *follower;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 
 	start_backend(srv.address, 1000);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
 	be->ops->watch(follower, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
-	acquire_ok(leader, 10000);
-	run_for(100);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_test_acquire_ok(leader, 10000);
+	lk_test_run_for(100);
 	nt.n = 0;
 	/* The lease ends (as at expiry): etcd deletes the key, the watch sees a DELETE. */
 	lease_revoke(etcd_get(&srv, KEY).lease);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on lease end");
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify on lease end");
 	/* A PUT does not notify. */
 	nt.n = 0;
 	etcdctl_ok(&srv, "put", KEY, "gamma");
-	run_for(300);
+	lk_test_run_for(300);
 	ck_assert_int_eq(nt.n, 0);
 	etcdctl_ok(&srv, "del", KEY, NULL);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify on delete");
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify on delete");
 }
 END_TEST
 
 START_TEST(test_watch_resumes_after_restart_and_notifies)
 {
 	struct lk_backend_key *leader, *follower;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 1000);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
 	be->ops->watch(follower, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
-	run_for(100);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_test_run_for(100);
 
 	/* The stream breaks; once resumed and confirmed, the follower is told to look again. */
 	nt.n = 0;
 	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after the restart:\n%s",
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_READY_MS), "no notify after the restart:\n%s",
 	              logs.text);
 	ck_assert_ptr_nonnull(strstr(logs.text, "watch on " KEY " broken"));
 
 	/* And the resumed stream works. */
-	ck_assert(run_until(is_ready, NULL, READY_MS));
-	tok = acquire(leader, 10000).token;
+	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
+	tok = lk_test_acquire(leader, 10000).token;
 	if (tok == 0)
-		tok = acquire_ok(leader, 10000);
-	run_for(100);
+		tok = lk_test_acquire_ok(leader, 10000);
+	lk_test_run_for(100);
 	nt.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "resumed stream missed a delete");
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "resumed stream missed a delete");
 }
 END_TEST
 
 START_TEST(test_frozen_watch_notifies_after_thaw)
 {
 	struct lk_backend_key *leader, *follower;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 500);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
-	tok = acquire_ok(leader, 30000);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(leader, 30000);
 	be->ops->watch(follower, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 
 	/* While etcd is frozen nothing can be deleted; after the thaw a deletion still arrives
 	 * (on the old stream, or on a resumed one that notifies when confirmed). */
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	run_for(800);
+	lk_test_run_for(800);
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-	ck_assert(run_until(is_ready, NULL, READY_MS));
-	run_for(200);
+	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
+	lk_test_run_for(200);
 	nt.n = 0;
 	etcdctl_ok(&srv, "del", KEY, NULL);
-	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after the thaw:\n%s",
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_READY_MS), "no notify after the thaw:\n%s",
 	              logs.text);
 	(void)tok;
 }
@@ -789,7 +620,7 @@ static bool victim_freed;
 
 static void on_notify_free_key(void *arg)
 {
-	((struct notified *)arg)->n++;
+	((struct lk_test_notified *)arg)->n++;
 	if (notify_victim) {
 		be->ops->key_free(notify_victim);
 		notify_victim = NULL;
@@ -800,51 +631,45 @@ static void on_notify_free_key(void *arg)
 static void on_notify_victim(void *arg)
 {
 	ck_assert_msg(!victim_freed, "notify after key_free");
-	((struct notified *)arg)->n++;
-}
-
-static void on_notify_free_backend(void *arg)
-{
-	((struct notified *)arg)->n++;
-	be = lk_backend_free(be);
+	((struct lk_test_notified *)arg)->n++;
 }
 
 START_TEST(test_notify_may_free_keys_and_backend)
 {
 	struct lk_backend_key *leader, *f1, *f2;
-	struct notified n1 = { 0 }, n2 = { 0 };
+	struct lk_test_notified n1 = { 0 }, n2 = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 1000);
-	leader = key_new("alpha", NULL);
+	leader = lk_test_key_new("alpha", NULL);
 	f1 = be->ops->key_new(be, KEY, "beta", on_notify_free_key, &n1);
 	f2 = be->ops->key_new(be, KEY, "gamma", on_notify_victim, &n2);
 	ck_assert_ptr_nonnull(f1);
 	ck_assert_ptr_nonnull(f2);
-	tok = acquire_ok(leader, 10000);
+	tok = lk_test_acquire_ok(leader, 10000);
 	be->ops->watch(f1, true);
 	be->ops->watch(f2, true);
-	run_for(300);
+	lk_test_run_for(300);
 
 	/* f1's hook frees f2 (each key has its own stream, so f2 may or may not have been told
 	 * first); nothing may reach f2 after. */
 	notify_victim = f2;
 	n1.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert(run_until(was_notified, &n1, WAIT_MS));
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS));
 	ck_assert(victim_freed);
-	run_for(100);
+	lk_test_run_for(100);
 
 	/* Now a hook that frees the whole backend. */
 	be->ops->key_free(f1);
 	n1.n = 0;
-	f1 = be->ops->key_new(be, KEY, "delta", on_notify_free_backend, &n1);
+	f1 = be->ops->key_new(be, KEY, "delta", lk_test_on_notify_free_backend, &n1);
 	ck_assert_ptr_nonnull(f1);
-	tok = acquire_ok(leader, 10000);
+	tok = lk_test_acquire_ok(leader, 10000);
 	be->ops->watch(f1, true);
-	ck_assert(run_until(was_notified, &n1, WAIT_MS)); /* the creation notice frees it */
+	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS)); /* the creation notice frees it */
 	ck_assert_ptr_null(be);
-	run_for(100);
+	lk_test_run_for(100);
 }
 END_TEST
 
@@ -854,18 +679,18 @@ START_TEST(test_frozen_etcd_errors_within_timeout_then_recovers)
 {
 	const int64_t timeout = 300;
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	uint64_t tok;
 	int64_t sent;
 
 	start_backend(srv.address, timeout);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 30000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 30000);
 
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
 	sent = lk_mono_ns();
-	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "err: %s", g.err);
 	ck_assert_int_ge((g.at_ns - sent) / 1000000, timeout - 5);
@@ -875,16 +700,16 @@ START_TEST(test_frozen_etcd_errors_within_timeout_then_recovers)
 	/* Acquire too: its two steps share one deadline. */
 	memset(&g, 0, sizeof(g));
 	sent = lk_mono_ns();
-	ck_assert_int_eq(be->ops->acquire(key_new("beta", NULL), 30000, on_reply, &g), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->acquire(lk_test_key_new("beta", NULL), 30000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
 
-	run_for(500);
+	lk_test_run_for(500);
 	ck_assert(!be->ops->ready(be));
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "not ready again:\n%s", logs.text);
-	g = renew(k, tok, 30000);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready again:\n%s", logs.text);
+	g = lk_test_renew(k, tok, 30000);
 	ck_assert_msg(g.status == LK_REPLY_OK, "renew after thaw: %d %s", g.status, g.err);
 	/* One warning for the outage, not one per request. */
 	ck_assert_int_le(logs.warns, 1);
@@ -895,28 +720,28 @@ END_TEST
 START_TEST(test_free_while_requests_in_flight_calls_nothing)
 {
 	struct lk_backend_key *k;
-	struct got g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
+	struct lk_test_reply g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g1), 0);
-	be->ops->watch(key_new("beta", NULL), true);
+	k = lk_test_key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g1), 0);
+	be->ops->watch(lk_test_key_new("beta", NULL), true);
 	be = lk_backend_free(be);
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(g1.n, 0);
 
 	/* The same with etcd frozen, so the requests are really pending. */
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	etcdctl_ok(&srv, "del", KEY, NULL);
-	tok = acquire_ok(k, 10000);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(key_new("beta", NULL), 10000, on_reply, &g2), 0);
-	ck_assert_int_eq(be->ops->renew(k, tok, 10000, on_reply, &g3), 0);
-	run_for(100);
+	ck_assert_int_eq(be->ops->acquire(lk_test_key_new("beta", NULL), 10000, lk_test_on_reply, &g2), 0);
+	ck_assert_int_eq(be->ops->renew(k, tok, 10000, lk_test_on_reply, &g3), 0);
+	lk_test_run_for(100);
 	be = lk_backend_free(be);
-	run_for(500);
+	lk_test_run_for(500);
 	ck_assert_int_eq(g2.n, 0);
 	ck_assert_int_eq(g3.n, 0);
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
@@ -926,20 +751,20 @@ END_TEST
 START_TEST(test_free_from_inside_a_callback)
 {
 	struct lk_backend_key *k, *k2;
-	struct got g = { .free_backend = true }, other = { 0 };
+	struct lk_test_reply g = { .free_backend = true }, other = { 0 };
 
 	/* Two requests time out together; the first callback frees the backend: the second
 	 * must never run. */
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
-	k2 = key_new("beta", NULL);
+	k = lk_test_key_new("alpha", NULL);
+	k2 = lk_test_key_new("beta", NULL);
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
-	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &other), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, lk_test_on_reply, &other), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_ptr_null(be);
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(other.n, 0);
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
 
@@ -947,30 +772,30 @@ START_TEST(test_free_from_inside_a_callback)
 	memset(&g, 0, sizeof(g));
 	g.free_backend = true;
 	start_backend(srv.address, 1000);
-	k = key_new("gamma", NULL);
+	k = lk_test_key_new("gamma", NULL);
 	etcdctl_ok(&srv, "del", KEY, NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_msg(g.status == LK_REPLY_OK, "%d %s", g.status, g.err);
 	ck_assert_ptr_null(be);
-	run_for(100);
+	lk_test_run_for(100);
 }
 END_TEST
 
 START_TEST(test_no_callback_after_key_free)
 {
 	struct lk_backend_key *k, *k2;
-	struct got g = { 0 }, g2 = { 0 };
+	struct lk_test_reply g = { 0 }, g2 = { 0 };
 
 	start_backend(srv.address, 1000);
-	k = key_new("alpha", NULL);
-	k2 = key_new("beta", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	k = lk_test_key_new("alpha", NULL);
+	k2 = lk_test_key_new("beta", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
 	be->ops->key_free(k);
-	run_for(500);
+	lk_test_run_for(500);
 	ck_assert_int_eq(g.n, 0);
 	/* A key freed while its acquire was in flight gives up what it got, at once. */
-	g2 = acquire(k2, 10000);
+	g2 = lk_test_acquire(k2, 10000);
 	ck_assert_msg(g2.status == LK_REPLY_OK, "%d %s holder %s", g2.status, g2.err, g2.holder);
 }
 END_TEST
@@ -982,14 +807,14 @@ START_TEST(test_hostname_endpoint)
 	/* libcurl resolves names itself (from /etc/hosts here: no DNS traffic). */
 	snprintf(addr, sizeof(addr), "http://localhost:%d", srv.port);
 	start_backend(addr, 1000);
-	acquire_ok(key_new("alpha", NULL), 10000);
+	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
 }
 END_TEST
 
 START_TEST(test_unreachable_endpoint_errors_and_warns_once)
 {
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 	char err[256], addr[64];
 	struct opts o = { .endpoints = { addr }, .timeout_ms = 300 };
 	int port = srv.port;
@@ -998,13 +823,13 @@ START_TEST(test_unreachable_endpoint_errors_and_warns_once)
 	lk_test_server_stop(&srv);
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
 	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
-	k = key_new("alpha", NULL);
-	g = acquire(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "connect"), "%s", g.err);
-	run_for(1500);
+	lk_test_run_for(1500);
 	ck_assert(!be->ops->ready(be));
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_int_eq(logs.warns, 1);
 	ck_assert_ptr_nonnull(strstr(logs.text, "retrying in"));
@@ -1101,10 +926,10 @@ static int order_endpoints(struct opts *o, bool leader_first)
 static int renew_until_ok(struct lk_backend_key *k, uint64_t tok, int n, int tries)
 {
 	int ok = 0, errors = 0;
-	struct got g;
+	struct lk_test_reply g;
 
 	for (int i = 0; i < tries && ok < n; i++) {
-		g = renew(k, tok, 10000);
+		g = lk_test_renew(k, tok, 10000);
 		if (g.status == LK_REPLY_OK) {
 			ok++;
 		} else {
@@ -1121,7 +946,7 @@ START_TEST(test_cluster_failover_keeps_renewing)
 {
 	struct opts o = { .timeout_ms = 500 };
 	struct lk_backend_key *k, *f;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 	int first;
 
@@ -1129,12 +954,12 @@ START_TEST(test_cluster_failover_keeps_renewing)
 	 * the backend's failover is under test. */
 	first = order_endpoints(&o, false);
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	f = key_new("beta", &nt);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	f = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(k, 10000);
 	be->ops->watch(f, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
-	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
 
 	/* The member behind the first endpoint dies while we lead. A renewal on a pooled
 	 * connection to it may fail once; the connect that follows is refused and moves on. */
@@ -1143,12 +968,12 @@ START_TEST(test_cluster_failover_keeps_renewing)
 	ck_assert_msg(strstr(logs.text, "switching to"), "%s", logs.text);
 
 	/* The watch moved too: a release still wakes the follower. */
-	run_for(300);
+	lk_test_run_for(300);
 	nt.n = 0;
-	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "no notify after failover:\n%s",
+	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify after failover:\n%s",
 	              logs.text);
-	ck_assert_int_eq(acquire(f, 10000).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_acquire(f, 10000).status, LK_REPLY_OK);
 }
 END_TEST
 
@@ -1163,8 +988,8 @@ START_TEST(test_cluster_leader_loss_recovers)
 	 * election timeout) renewals may fail, then they work through another endpoint. */
 	first = order_endpoints(&o, true);
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert_int_eq(lk_test_server_kill(&cluster.members[first]), 0);
 	renew_until_ok(k, tok, 3, 15);
 	ck_assert_uint_eq(etcd_get(&cluster.members[(first + 1) % LK_TEST_ETCD_MEMBERS], KEY)
@@ -1182,8 +1007,8 @@ START_TEST(test_cluster_frozen_member_fails_over)
 	/* A frozen member accepts connections and never answers: timeouts move us on. */
 	first = order_endpoints(&o, false);
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert_int_eq(lk_test_server_sigstop(&cluster.members[first]), 0);
 	ck_assert_int_le(renew_until_ok(k, tok, 2, 6), 2);
 	ck_assert_int_eq(lk_test_server_sigcont(&cluster.members[first]), 0);
@@ -1225,34 +1050,34 @@ START_TEST(test_tls_right_certificates_work)
 	struct tls_files f;
 	struct opts o = tls_opts(&f, "ca.pem", "client.pem", "client-key.pem");
 	struct lk_backend_key *k, *fo;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	ck_assert_ptr_nonnull(strstr(srv.address, "https://"));
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	fo = key_new("beta", &nt);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	fo = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
-	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
 	be->ops->watch(fo, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 	nt.n = 0;
-	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 }
 END_TEST
 
 static void tls_fails(const struct opts *o, const char *want)
 {
 	char err[256];
-	struct got g;
+	struct lk_test_reply g;
 
 	ck_assert_msg(make_backend(o, err, sizeof(err)) == 0, "%s", err);
-	g = acquire(key_new("alpha", NULL), 10000);
+	g = lk_test_acquire(lk_test_key_new("alpha", NULL), 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, want), "want \"%s\" in: %s", want, g.err);
-	run_for(300);
+	lk_test_run_for(300);
 	ck_assert(!be->ops->ready(be));
 	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
 	be = lk_backend_free(be);
@@ -1284,12 +1109,12 @@ START_TEST(test_tls_plain_http_to_https_errors)
 {
 	struct opts o = { .endpoints = { NULL }, .timeout_ms = 500 };
 	char addr[64], err[256];
-	struct got g;
+	struct lk_test_reply g;
 
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", srv.port);
 	o.endpoints[0] = addr;
 	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
-	g = acquire(key_new("alpha", NULL), 10000);
+	g = lk_test_acquire(lk_test_key_new("alpha", NULL), 10000);
 	ck_assert_msg(g.status == LK_REPLY_ERROR || g.status == LK_REPLY_FATAL, "%d", g.status);
 	ck_assert_str_ne(g.err, "");
 }
@@ -1308,23 +1133,23 @@ START_TEST(test_auth_with_password_file)
 {
 	struct opts o = { .endpoints = { srv.address }, .username = "root" };
 	struct lk_backend_key *k, *f;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	char path[400];
 	uint64_t tok;
 
 	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
 	o.password_file = path;
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	f = key_new("beta", &nt);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	f = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_eq(etcd_get(&srv, KEY).create_revision, tok);
-	ck_assert_int_eq(renew(k, tok, 10000).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
 	be->ops->watch(f, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 	nt.n = 0;
-	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 	ck_assert_ptr_null(strstr(logs.text, "s3cret"));
 }
 END_TEST
@@ -1333,31 +1158,31 @@ START_TEST(test_auth_token_lost_on_restart_reauthenticates)
 {
 	struct opts o = { .endpoints = { srv.address }, .username = "root" };
 	struct lk_backend_key *k, *f;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 	char path[400];
 
 	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw", path, sizeof(path)), 0);
 	o.password_file = path;
 	start_backend_opts(&o);
-	k = key_new("alpha", NULL);
-	f = key_new("beta", &nt);
-	tok = acquire_ok(k, 30000);
+	k = lk_test_key_new("alpha", NULL);
+	f = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(k, 30000);
 	be->ops->watch(f, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
 	/* Simple tokens live in etcd's memory: after a restart ours is invalid, for requests
 	 * and for the resumed watch alike. */
 	nt.n = 0;
 	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "watch not resumed:\n%s", logs.text);
-	g = renew(k, tok, 30000);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_READY_MS), "watch not resumed:\n%s", logs.text);
+	g = lk_test_renew(k, tok, 30000);
 	ck_assert_msg(g.status == LK_REPLY_OK, "renew after restart: %d %s\n%s", g.status, g.err,
 	              logs.text);
-	run_for(200);
+	lk_test_run_for(200);
 	nt.n = 0;
-	ck_assert_int_eq(release(k, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "resumed watch missed the release");
+	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "resumed watch missed the release");
 }
 END_TEST
 
@@ -1365,21 +1190,21 @@ START_TEST(test_auth_wrong_password_reports_errors)
 {
 	struct opts o = { .endpoints = { srv.address }, .username = "root", .timeout_ms = 500 };
 	struct lk_backend_key *k;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	char path[400], err[256];
-	struct got g;
+	struct lk_test_reply g;
 
 	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)),
 	                 0);
 	o.password_file = path;
 	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
-	k = key_new("alpha", &nt);
+	k = lk_test_key_new("alpha", &nt);
 	be->ops->watch(k, true);
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "authentication as root failed") &&
 	              strstr(g.err, "invalid user ID or password"), "%s", g.err);
-	run_for(1000);
+	lk_test_run_for(1000);
 	ck_assert(!be->ops->ready(be));
 	ck_assert_int_eq(nt.n, 0);
 	ck_assert_ptr_nonnull(strstr(logs.text, "authentication as root failed"));
@@ -1391,12 +1216,12 @@ END_TEST
 START_TEST(test_auth_missing_credentials_reports_errors)
 {
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	/* etcd has auth on, we have no user: etcd refuses ("user name is empty"). */
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	g = acquire(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "user name is empty"), "%s", g.err);
 }
@@ -1436,24 +1261,12 @@ static bool fake_read_request(int fd)
 
 static pid_t fake_server(int *port, enum fake_mode mode, const char *reply)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	pid_t pid;
+	int lfd = -1;
+	pid_t pid = lk_test_fork_listener(port, &lfd);
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(listen(lfd, 8), 0);
-	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
-	*port = ntohs(sin.sin_port);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid > 0) {
-		close(lfd);
+	if (pid > 0)
 		return pid;
-	}
 	signal(SIGPIPE, SIG_IGN);
-	alarm(30);
 	for (;;) {
 		int fd = accept(lfd, NULL, NULL);
 
@@ -1511,7 +1324,7 @@ static struct lk_backend_key *fake_backend(enum fake_mode mode, const char *repl
 	fake_pid = fake_server(&port, mode, reply);
 	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
 	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
-	return key_new("alpha", NULL);
+	return lk_test_key_new("alpha", NULL);
 }
 
 /* A complete 200 response around body. */
@@ -1528,9 +1341,9 @@ static const char *http_ok(const char *body)
 START_TEST(test_garbage_invalid_json_is_fatal)
 {
 	struct lk_backend_key *k = fake_backend(FAKE_REPLY, http_ok("not json!"), 1000);
-	struct got g;
+	struct lk_test_reply g;
 
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "bad response to lease grant from http://127.0.0.1:") &&
 	              strstr(g.err, ": invalid JSON at line 1"), "%s", g.err);
@@ -1542,15 +1355,15 @@ START_TEST(test_garbage_wrong_types_are_fatal)
 {
 	struct lk_backend_key *k = fake_backend(FAKE_REPLY,
 	                                        http_ok("{\"ID\":true,\"TTL\":\"5\"}"), 1000);
-	struct got g;
+	struct lk_test_reply g;
 
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "\"ID\""), "%s", g.err);
-	g = renew(k, 5, 10000); /* unknown tenure: answered without asking */
+	g = lk_test_renew(k, 5, 10000); /* unknown tenure: answered without asking */
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	/* A txn answer without a header is not taken for "did not succeed". */
-	g = release(k, 5);
+	g = lk_test_release(k, 5);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "without a header"), "%s", g.err);
 }
@@ -1561,9 +1374,9 @@ START_TEST(test_garbage_truncated_body_is_error)
 	struct lk_backend_key *k = fake_backend(FAKE_CLOSE,
 	                                        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
 	                                        "{\"ID\":\"1\"", 1000);
-	struct got g;
+	struct lk_test_reply g;
 
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "lease grant failed"), "%s", g.err);
 }
@@ -1574,13 +1387,13 @@ START_TEST(test_garbage_http_500_with_error_body_is_error)
 	static const char body[] = "{\"error\":\"boom\",\"code\":13,\"message\":\"etcdserver: boom\"}";
 	char reply[512];
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	snprintf(reply, sizeof(reply),
 	         "HTTP/1.1 500 Internal Server Error\r\nContent-Length: %zu\r\n\r\n%s",
 	         strlen(body), body);
 	k = fake_backend(FAKE_REPLY, reply, 1000);
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "HTTP 500: etcdserver: boom"), "%s", g.err);
 }
@@ -1591,12 +1404,12 @@ START_TEST(test_garbage_http_400_is_fatal)
 	static const char body[] = "{\"error\":\"bad\",\"code\":3,\"message\":\"bad\\nrequest\"}";
 	char reply[512];
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	snprintf(reply, sizeof(reply), "HTTP/1.1 400 Bad Request\r\nContent-Length: %zu\r\n\r\n%s",
 	         strlen(body), body);
 	k = fake_backend(FAKE_REPLY, reply, 1000);
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	/* Server text is shown printable only. */
 	ck_assert_msg(strstr(g.err, "HTTP 400: bad?request"), "%s", g.err);
@@ -1609,9 +1422,9 @@ START_TEST(test_garbage_slow_endless_response_times_out)
 	                                        "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n{",
 	                                        300);
 	int64_t sent = lk_mono_ns();
-	struct got g;
+	struct lk_test_reply g;
 
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "%s", g.err);
 	ck_assert_int_lt((g.at_ns - sent) / 1000000, 900);
@@ -1623,9 +1436,9 @@ START_TEST(test_garbage_huge_response_is_capped)
 	struct lk_backend_key *k = fake_backend(FAKE_FLOOD,
 	                                        "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n",
 	                                        5000);
-	struct got g;
+	struct lk_test_reply g;
 
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "response larger than"), "%s", g.err);
 }
@@ -1638,17 +1451,17 @@ START_TEST(test_garbage_watch_stream_is_survived)
 	                                        "{\"result\":{\"events\":[{\"type\":\"DELETE\",\"kv\":"
 	                                        "{\"key\":\"%%%\"}}]}}\n",
 	                                        500);
-	struct notified nt = { 0 };
-	struct lk_backend_key *f = be->ops->key_new(be, KEY, "beta", on_notify, &nt);
+	struct lk_test_notified nt = { 0 };
+	struct lk_backend_key *f = be->ops->key_new(be, KEY, "beta", lk_test_on_notify, &nt);
 
 	(void)k;
 	ck_assert_ptr_nonnull(f);
 	be->ops->watch(f, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
-	run_for(500);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_test_run_for(500);
 	ck_assert_msg(strstr(logs.text, "bad watch response"), "%s", logs.text);
 	be->ops->watch(f, false);
-	run_for(100);
+	lk_test_run_for(100);
 }
 END_TEST
 
@@ -1661,7 +1474,7 @@ START_TEST(test_watch_no_leader_fails_over)
 		"\"http_status\":\"Service Unavailable\"}}\n";
 	char a1[64], a2[64], err[256];
 	struct opts o = { .endpoints = { a1, a2 }, .timeout_ms = 500 };
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	struct lk_backend_key *f;
 	int p1, p2;
 
@@ -1670,11 +1483,11 @@ START_TEST(test_watch_no_leader_fails_over)
 	snprintf(a1, sizeof(a1), "http://127.0.0.1:%d", p1);
 	snprintf(a2, sizeof(a2), "http://127.0.0.1:%d", p2);
 	ck_assert_msg(make_backend(&o, err, sizeof(err)) == 0, "%s", err);
-	f = be->ops->key_new(be, KEY, "beta", on_notify, &nt);
+	f = be->ops->key_new(be, KEY, "beta", lk_test_on_notify, &nt);
 	ck_assert_ptr_nonnull(f);
 	be->ops->watch(f, true);
-	ck_assert(run_until(was_notified, &nt, WAIT_MS));
-	run_for(300);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_test_run_for(300);
 	ck_assert_msg(strstr(logs.text, "watch failed: etcdserver: no leader"), "%s", logs.text);
 	ck_assert_msg(strstr(logs.text, "switching to"), "%s", logs.text);
 }
@@ -1771,13 +1584,5 @@ static Suite *etcd_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(etcd_suite());
-	int failed;
-
-	/* A test that dies on a broken pipe should fail, not take the runner with it. */
-	signal(SIGPIPE, SIG_IGN);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return lk_test_run_suite(etcd_suite());
 }

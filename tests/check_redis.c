@@ -3,7 +3,6 @@
  * AUTH, the NOSCRIPT fallback, and the lifetime rules of locks/backend.h. */
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,140 +10,33 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <check.h>
-#include <event2/event.h>
 
 #include "agent/config.h"
 #include "locks/backend.h"
 #include "tests/harness.h"
 
-#define KEY "lk/test"
-#define WAIT_MS 5000      /* generous: a callback that takes this long is a failure */
-#define READY_MS 10000    /* reconnects back off up to 5s */
+#define KEY LK_TEST_KEY
 
 static struct lk_test_server srv;
 static struct event_base *base;
 static struct lk_backend *be;
+static struct lk_test_log logs;
 
-/* ---- capturing what the backend reports ------------------------------------------------ */
-
-struct got {
-	int n;
-	enum lk_reply_status status;
-	uint64_t token;
-	int64_t sent_ns, ttl_ms, at_ns;
-	bool has_holder;
-	char holder[300];
-	char err[600];
-	bool free_backend;     /* free the backend from inside the callback */
-};
-
-static void on_reply(void *arg, const struct lk_reply *rep)
-{
-	struct got *g = arg;
-
-	g->n++;
-	g->status = rep->status;
-	g->token = rep->token;
-	g->sent_ns = rep->sent_ns;
-	g->ttl_ms = rep->ttl_ms;
-	g->at_ns = lk_mono_ns();
-	g->has_holder = rep->holder != NULL;
-	snprintf(g->holder, sizeof(g->holder), "%s", rep->holder ? rep->holder : "");
-	snprintf(g->err, sizeof(g->err), "%s", rep->err ? rep->err : "");
-	if (g->free_backend)
-		be = lk_backend_free(be);
-}
-
-static struct {
-	char text[32768];
-	size_t len;
-	int warns;
-} logs;
-
-static void on_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
-                   const char *msg)
-{
-	static const char *const names[] = { "debug", "info", "warn", "error" };
-	int n;
-
-	if (level == LK_BLOG_WARN)
-		logs.warns++;
-	if (getenv("LK_TEST_VERBOSE"))
-		fprintf(stderr, "[%s] %s: %s\n", names[level], b->name, msg);
-	n = snprintf(logs.text + logs.len, sizeof(logs.text) - logs.len, "%s %s\n", names[level], msg);
-	if (n > 0 && (size_t)n < sizeof(logs.text) - logs.len)
-		logs.len += (size_t)n;
-}
-
-struct notified {
-	int n;
-};
-
-static void on_notify(void *arg)
-{
-	((struct notified *)arg)->n++;
-}
-
-/* ---- driving the loop ------------------------------------------------------------------ */
-
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	*(bool *)arg = true;
-}
-
-/* Run the loop until cond holds or ms pass; true if cond held. */
-static bool run_until(bool (*cond)(const void *), const void *arg, int ms)
-{
-	bool expired = false;
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-	struct event *ev = evtimer_new(base, on_deadline, &expired);
-
-	ck_assert_ptr_nonnull(ev);
-	evtimer_add(ev, &tv);
-	while (!(cond && cond(arg)) && !expired)
-		event_base_loop(base, EVLOOP_ONCE);
-	event_free(ev);
-	return cond && cond(arg);
-}
-
-static void run_for(int ms)
-{
-	run_until(NULL, NULL, ms);
-}
-
-static bool got_reply(const void *arg)
-{
-	return ((const struct got *)arg)->n > 0;
-}
-
-static bool is_ready(const void *arg)
-{
-	return be && be->ops->ready(be);
-}
+/* ---- waiting for the backend ----------------------------------------------------------- */
 
 static bool is_not_ready(const void *arg)
 {
-	return !is_ready(arg);
+	return !lk_test_ready(arg);
 }
 
 /* After the server went away: the backend first has to notice, then reconnect. */
 static void wait_reconnect(void)
 {
-	ck_assert_msg(run_until(is_not_ready, NULL, WAIT_MS), "loss not noticed:\n%s", logs.text);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "no reconnect:\n%s", logs.text);
-}
-
-static bool was_notified(const void *arg)
-{
-	return ((const struct notified *)arg)->n > 0;
-}
-
-static void wait_reply(struct got *g)
-{
-	ck_assert_msg(run_until(got_reply, g, WAIT_MS), "no reply within %dms", WAIT_MS);
+	ck_assert_msg(lk_test_run_until(is_not_ready, NULL, LK_TEST_WAIT_MS), "loss not noticed:\n%s",
+	              logs.text);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
 }
 
 /* ---- backends and keys ----------------------------------------------------------------- */
@@ -159,7 +51,7 @@ static int make_backend(const char *address, int64_t timeout_ms, const char *pas
 		.timeout_ms = timeout_ms,
 		.password_file = (char *)password_file,
 	};
-	struct lk_backend_hooks hooks = { .log = on_log, .arg = NULL };
+	struct lk_backend_hooks hooks = lk_test_hooks();
 
 	return lk_backend_new(base, &cfg, &hooks, &be, err, errlen);
 }
@@ -169,52 +61,8 @@ static void start_backend(const char *address, int64_t timeout_ms)
 	char err[256];
 
 	ck_assert_msg(make_backend(address, timeout_ms, NULL, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "backend never became ready:\n%s",
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "backend never became ready:\n%s",
 	              logs.text);
-}
-
-static struct lk_backend_key *key_new(const char *identity, struct notified *nt)
-{
-	struct lk_backend_key *k = be->ops->key_new(be, KEY, identity, on_notify, nt);
-
-	ck_assert_ptr_nonnull(k);
-	return k;
-}
-
-static struct got acquire(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->acquire(k, ttl_ms, on_reply, &g), 0);
-	wait_reply(&g);
-	return g;
-}
-
-static struct got renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->renew(k, token, ttl_ms, on_reply, &g), 0);
-	wait_reply(&g);
-	return g;
-}
-
-static struct got release(struct lk_backend_key *k, uint64_t token)
-{
-	struct got g = { 0 };
-
-	ck_assert_int_eq(be->ops->release(k, token, on_reply, &g), 0);
-	wait_reply(&g);
-	return g;
-}
-
-static uint64_t acquire_ok(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct got g = acquire(k, ttl_ms);
-
-	ck_assert_msg(g.status == LK_REPLY_OK, "acquire: status %d err %s", g.status, g.err);
-	ck_assert_uint_gt(g.token, 0);
-	return g.token;
 }
 
 static long long redis_int(const char *fmt, const char *arg)
@@ -233,21 +81,12 @@ static long long redis_int(const char *fmt, const char *arg)
 
 static void setup_loop(void)
 {
-	memset(&logs, 0, sizeof(logs));
-	base = event_base_new();
-	ck_assert_ptr_nonnull(base);
+	lk_test_kit_setup(&base, &be, &logs);
 }
 
 static void teardown_loop(void)
 {
-	be = lk_backend_free(be);
-	if (base) {
-		/* Let anything the backend left for the loop run: the test is that nothing crashes
-		 * or calls back. */
-		run_for(50);
-		event_base_free(base);
-		base = NULL;
-	}
+	lk_test_kit_teardown();
 	lk_test_server_stop(&srv);
 }
 
@@ -263,13 +102,13 @@ START_TEST(test_acquire_returns_token_and_sets_value)
 {
 	struct lk_backend_key *k;
 	int64_t before;
-	struct got g;
+	struct lk_test_reply g;
 	char want[64], *v;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	before = lk_mono_ns();
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_uint_gt(g.token, 0);
 	ck_assert_int_eq(g.ttl_ms, 10000);
@@ -294,13 +133,13 @@ END_TEST
 START_TEST(test_second_identity_sees_held_with_holder)
 {
 	struct lk_backend_key *a, *b;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	a = key_new("alpha", NULL);
-	b = key_new("beta", NULL);
-	acquire_ok(a, 10000);
-	g = acquire(b, 10000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	lk_test_acquire_ok(a, 10000);
+	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
 	ck_assert(g.has_holder);
 	ck_assert_str_eq(g.holder, "alpha");
@@ -310,19 +149,19 @@ END_TEST
 START_TEST(test_holder_is_value_up_to_last_colon)
 {
 	struct lk_backend_key *a, *b;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	a = key_new("pod:with:colons", NULL);
-	b = key_new("beta", NULL);
-	acquire_ok(a, 10000);
-	g = acquire(b, 10000);
+	a = lk_test_key_new("pod:with:colons", NULL);
+	b = lk_test_key_new("beta", NULL);
+	lk_test_acquire_ok(a, 10000);
+	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
 	ck_assert_str_eq(g.holder, "pod:with:colons");
 
 	/* A value with bytes that could break a log or protocol line has no holder to show. */
 	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "evil\nLEADER x:1"));
-	g = acquire(b, 10000);
+	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
 	ck_assert(!g.has_holder);
 }
@@ -333,13 +172,13 @@ START_TEST(test_renew_ok_extends_ttl)
 	struct lk_backend_key *k;
 	uint64_t tok;
 	int64_t before;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 2000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 2000);
 	before = lk_mono_ns();
-	g = renew(k, tok, 20000);
+	g = lk_test_renew(k, tok, 20000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_int_eq(g.ttl_ms, 20000);
 	ck_assert_int_ge(g.sent_ns, before);
@@ -351,13 +190,13 @@ START_TEST(test_renew_after_overwrite_is_taken)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "gamma:77"));
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
 	ck_assert_str_eq(g.holder, "gamma");
 	/* And it was not extended or touched. */
@@ -369,13 +208,13 @@ START_TEST(test_renew_after_delete_is_gone)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert(lk_test_redis_ok(&srv, "DEL %s", KEY));
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 0);
 }
@@ -385,16 +224,16 @@ START_TEST(test_release_ok_then_gone)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
-	g = release(k, tok);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 0);
 	/* Idempotent (I3): the retry of a release finds nothing of ours. */
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 }
 END_TEST
@@ -403,20 +242,20 @@ START_TEST(test_release_never_deletes_another_holders_key)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 	char *v;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 
 	/* Our own identity but an older tenure's token is not ours either. */
-	g = release(k, tok - 1);
+	g = lk_test_release(k, tok - 1);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	ck_assert_int_eq(redis_int("EXISTS %s", KEY), 1);
 
 	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY, "gamma:99"));
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
 	v = lk_test_redis_get(&srv, KEY);
 	ck_assert_str_eq(v, "gamma:99");
@@ -430,21 +269,21 @@ START_TEST(test_tokens_increase_across_flushall_and_restart)
 	uint64_t t1, t2, t3, t4;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	t1 = acquire_ok(k, 10000);
-	ck_assert_int_eq(release(k, t1).status, LK_REPLY_OK);
-	t2 = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	t1 = lk_test_acquire_ok(k, 10000);
+	ck_assert_int_eq(lk_test_release(k, t1).status, LK_REPLY_OK);
+	t2 = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_eq(t2, t1 + 1);
 
 	/* Data loss: the counter is re-seeded from the clock, still above what was handed out. */
 	ck_assert(lk_test_redis_ok(&srv, "FLUSHALL"));
-	t3 = acquire_ok(k, 10000);
+	t3 = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_gt(t3, t2);
 
 	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
 	ck_assert_int_eq(redis_int("EXISTS %s", KEY ":fence"), 0);
 	wait_reconnect();
-	t4 = acquire_ok(k, 10000);
+	t4 = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_gt(t4, t3);
 }
 END_TEST
@@ -452,12 +291,12 @@ END_TEST
 START_TEST(test_wrong_type_is_fatal)
 {
 	struct lk_backend_key *k;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	ck_assert(lk_test_redis_ok(&srv, "HSET %s f v", KEY));
-	g = acquire(k, 10000);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_ptr_nonnull(strstr(g.err, "WRONGTYPE"));
 }
@@ -467,19 +306,19 @@ START_TEST(test_script_flush_falls_back_to_eval)
 {
 	struct lk_backend_key *k;
 	uint64_t tok;
-	struct got g;
+	struct lk_test_reply g;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 10000);
 	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
-	g = renew(k, tok, 10000);
+	g = lk_test_renew(k, tok, 10000);
 	ck_assert_msg(g.status == LK_REPLY_OK, "renew after SCRIPT FLUSH: %d %s", g.status, g.err);
 	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
-	g = release(k, tok);
+	g = lk_test_release(k, tok);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert(lk_test_redis_ok(&srv, "SCRIPT FLUSH"));
-	acquire_ok(k, 10000);
+	lk_test_acquire_ok(k, 10000);
 }
 END_TEST
 
@@ -488,27 +327,27 @@ END_TEST
 START_TEST(test_release_notifies_watching_follower)
 {
 	struct lk_backend_key *leader, *follower;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 500);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
 	be->ops->watch(follower, true);
 	/* Let the subscriber connection settle (its handshake notifies too). */
-	run_for(300);
+	lk_test_run_for(300);
 
-	tok = acquire_ok(leader, 10000);
+	tok = lk_test_acquire_ok(leader, 10000);
 	nt.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "follower not notified");
 
 	/* Not watching: no notice. */
 	be->ops->watch(follower, false);
-	tok = acquire_ok(leader, 10000);
+	tok = lk_test_acquire_ok(leader, 10000);
 	nt.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	run_for(300);
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	lk_test_run_for(300);
 	ck_assert_int_eq(nt.n, 0);
 }
 END_TEST
@@ -516,42 +355,42 @@ END_TEST
 START_TEST(test_key_added_later_is_subscribed)
 {
 	struct lk_backend_key *leader, *follower, *other;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 500);
-	run_for(300); /* the subscriber is up with no keys */
+	lk_test_run_for(300); /* the subscriber is up with no keys */
 	/* Subscribe and unsubscribe a lone key: the subscriber goes back to no channels. */
-	other = be->ops->key_new(be, "lk/other", "alpha", on_notify, &nt);
+	other = be->ops->key_new(be, "lk/other", "alpha", lk_test_on_notify, &nt);
 	ck_assert_ptr_nonnull(other);
-	run_for(200);
+	lk_test_run_for(200);
 	be->ops->key_free(other);
-	run_for(200);
-	leader = key_new("alpha", NULL);
-	follower = key_new("beta", &nt);
+	lk_test_run_for(200);
+	leader = lk_test_key_new("alpha", NULL);
+	follower = lk_test_key_new("beta", &nt);
 	be->ops->watch(follower, true);
-	run_for(300);
-	tok = acquire_ok(leader, 10000);
+	lk_test_run_for(300);
+	tok = lk_test_acquire_ok(leader, 10000);
 	nt.n = 0;
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(run_until(was_notified, &nt, WAIT_MS), "follower not notified");
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "follower not notified");
 }
 END_TEST
 
 START_TEST(test_reconnect_notifies_watching_keys)
 {
 	struct lk_backend_key *k;
-	struct notified nt = { 0 };
+	struct lk_test_notified nt = { 0 };
 
 	start_backend(srv.address, 500);
-	k = key_new("beta", &nt);
+	k = lk_test_key_new("beta", &nt);
 	be->ops->watch(k, true);
-	run_for(300);
+	lk_test_run_for(300);
 	nt.n = 0;
 	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	ck_assert_msg(run_until(was_notified, &nt, READY_MS), "no notify after reconnect:\n%s",
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_READY_MS), "no notify after reconnect:\n%s",
 	              logs.text);
-	ck_assert(run_until(is_ready, NULL, READY_MS));
+	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
 	ck_assert_ptr_nonnull(strstr(logs.text, "connection lost"));
 }
 END_TEST
@@ -561,56 +400,50 @@ static struct lk_backend_key *notify_victim;
 
 static void on_notify_free_key(void *arg)
 {
-	((struct notified *)arg)->n++;
+	((struct lk_test_notified *)arg)->n++;
 	if (notify_victim) {
 		be->ops->key_free(notify_victim);
 		notify_victim = NULL;
 	}
 }
 
-static void on_notify_free_backend(void *arg)
-{
-	((struct notified *)arg)->n++;
-	be = lk_backend_free(be);
-}
-
 START_TEST(test_notify_may_free_keys_and_backend)
 {
 	struct lk_backend_key *leader, *f1, *f2;
-	struct notified n1 = { 0 }, n2 = { 0 };
+	struct lk_test_notified n1 = { 0 }, n2 = { 0 };
 	uint64_t tok;
 
 	start_backend(srv.address, 500);
-	leader = key_new("alpha", NULL);
+	leader = lk_test_key_new("alpha", NULL);
 	f1 = be->ops->key_new(be, KEY, "beta", on_notify_free_key, &n1);
-	f2 = be->ops->key_new(be, KEY, "gamma", on_notify, &n2);
+	f2 = be->ops->key_new(be, KEY, "gamma", lk_test_on_notify, &n2);
 	ck_assert_ptr_nonnull(f1);
 	ck_assert_ptr_nonnull(f2);
 	be->ops->watch(f1, true);
 	be->ops->watch(f2, true);
-	run_for(300);
+	lk_test_run_for(300);
 
 	/* f1's hook frees f2, the next key the notify loop walks to. */
 	notify_victim = f2;
 	n1.n = n2.n = 0;
-	tok = acquire_ok(leader, 10000);
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert(run_until(was_notified, &n1, WAIT_MS));
-	run_for(100);
+	tok = lk_test_acquire_ok(leader, 10000);
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS));
+	lk_test_run_for(100);
 	ck_assert_int_eq(n2.n, 0);
 
 	/* Now a hook that frees the whole backend from inside the subscriber's callback. */
 	be->ops->key_free(f1);
-	f1 = be->ops->key_new(be, KEY, "delta", on_notify_free_backend, &n1);
+	f1 = be->ops->key_new(be, KEY, "delta", lk_test_on_notify_free_backend, &n1);
 	ck_assert_ptr_nonnull(f1);
 	be->ops->watch(f1, true);
-	run_for(300);
+	lk_test_run_for(300);
 	n1.n = 0;
-	tok = acquire_ok(leader, 10000);
-	ck_assert_int_eq(release(leader, tok).status, LK_REPLY_OK);
-	ck_assert(run_until(was_notified, &n1, WAIT_MS));
+	tok = lk_test_acquire_ok(leader, 10000);
+	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS));
 	ck_assert_ptr_null(be);
-	run_for(100);
+	lk_test_run_for(100);
 }
 END_TEST
 
@@ -620,32 +453,32 @@ START_TEST(test_frozen_server_errors_within_timeout_then_recovers)
 {
 	const int64_t timeout = 300;
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	uint64_t tok;
 	int64_t sent;
 
 	start_backend(srv.address, timeout);
-	k = key_new("alpha", NULL);
-	tok = acquire_ok(k, 30000);
+	k = lk_test_key_new("alpha", NULL);
+	tok = lk_test_acquire_ok(k, 30000);
 
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
 	sent = lk_mono_ns();
-	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "err: %s", g.err);
 	ck_assert_int_ge((g.at_ns - sent) / 1000000, timeout - 5);
 	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
 	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->renew(k, tok, 30000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->renew(k, tok, 30000, lk_test_on_reply, &g), -ENOTCONN);
 
 	/* Reconnect attempts against the frozen server time out in their handshake too. */
-	run_for(700);
+	lk_test_run_for(700);
 	ck_assert(!be->ops->ready(be));
 
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "no reconnect:\n%s", logs.text);
-	g = renew(k, tok, 30000);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
+	g = lk_test_renew(k, tok, 30000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	/* One warning for the outage, not one per attempt. */
 	ck_assert_int_le(logs.warns, 2);
@@ -655,23 +488,23 @@ END_TEST
 START_TEST(test_free_while_requests_in_flight_calls_nothing)
 {
 	struct lk_backend_key *k;
-	struct got g1 = { 0 }, g2 = { 0 };
+	struct lk_test_reply g1 = { 0 }, g2 = { 0 };
 
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g1), 0);
+	k = lk_test_key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g1), 0);
 	be = lk_backend_free(be);
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(g1.n, 0);
 
 	/* The same with the server frozen, so the request is really pending. */
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g2), 0);
-	run_for(100);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g2), 0);
+	lk_test_run_for(100);
 	be = lk_backend_free(be);
-	run_for(500);
+	lk_test_run_for(500);
 	ck_assert_int_eq(g2.n, 0);
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
 }
@@ -680,20 +513,20 @@ END_TEST
 START_TEST(test_free_from_inside_a_callback)
 {
 	struct lk_backend_key *k, *k2;
-	struct got g = { .free_backend = true }, other = { 0 };
+	struct lk_test_reply g = { .free_backend = true }, other = { 0 };
 
 	/* An error callback during the teardown of a timed-out connection frees the backend
 	 * while hiredis still has another request to fail: nothing may run after. */
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
-	k2 = key_new("beta", NULL);
+	k = lk_test_key_new("alpha", NULL);
+	k2 = lk_test_key_new("beta", NULL);
 	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
-	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &other), 0);
-	wait_reply(&g);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, lk_test_on_reply, &other), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_ptr_null(be);
-	run_for(200);
+	lk_test_run_for(200);
 	ck_assert_int_eq(other.n, 0);
 	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
 	/* The thawed server still executes what it had received: a request that timed out may
@@ -704,31 +537,31 @@ START_TEST(test_free_from_inside_a_callback)
 	memset(&g, 0, sizeof(g));
 	g.free_backend = true;
 	start_backend(srv.address, 300);
-	k = key_new("alpha", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
-	wait_reply(&g);
+	k = lk_test_key_new("alpha", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
 	ck_assert_ptr_null(be);
-	run_for(100);
+	lk_test_run_for(100);
 }
 END_TEST
 
 START_TEST(test_no_callback_after_key_free)
 {
 	struct lk_backend_key *k, *k2;
-	struct got g = { 0 }, g2 = { 0 };
+	struct lk_test_reply g = { 0 }, g2 = { 0 };
 	char *v;
 
 	start_backend(srv.address, 500);
-	k = key_new("alpha", NULL);
-	k2 = key_new("beta", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), 0);
+	k = lk_test_key_new("alpha", NULL);
+	k2 = lk_test_key_new("beta", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
 	be->ops->key_free(k);
 	/* A request on another key, sent after, proves the first one was answered. */
-	ck_assert_int_eq(be->ops->acquire(k2, 10000, on_reply, &g2), 0);
-	wait_reply(&g2);
+	ck_assert_int_eq(be->ops->acquire(k2, 10000, lk_test_on_reply, &g2), 0);
+	lk_test_wait_reply(&g2);
 	ck_assert_int_eq(g2.status, LK_REPLY_HELD);
-	run_for(100);
+	lk_test_run_for(100);
 	ck_assert_int_eq(g.n, 0);
 	v = lk_test_redis_get(&srv, KEY);
 	ck_assert_ptr_nonnull(v);
@@ -740,21 +573,21 @@ END_TEST
 START_TEST(test_enotconn_before_connected_and_no_callback)
 {
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	char err[256];
 
 	ck_assert_int_eq(make_backend(srv.address, 500, NULL, err, sizeof(err)), 0);
-	k = key_new("alpha", NULL);
+	k = lk_test_key_new("alpha", NULL);
 	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
-	ck_assert_int_eq(be->ops->renew(k, 5, 10000, on_reply, &g), -ENOTCONN);
-	ck_assert_int_eq(be->ops->release(k, 5, on_reply, &g), -ENOTCONN);
-	ck_assert(run_until(is_ready, NULL, READY_MS));
-	run_for(100);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->renew(k, 5, 10000, lk_test_on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->release(k, 5, lk_test_on_reply, &g), -ENOTCONN);
+	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
+	lk_test_run_for(100);
 	ck_assert_int_eq(g.n, 0);
 	/* Bad arguments fail synchronously too. */
-	ck_assert_int_eq(be->ops->acquire(k, 0, on_reply, &g), -EINVAL);
-	ck_assert_int_eq(be->ops->renew(k, 0, 1000, on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->acquire(k, 0, lk_test_on_reply, &g), -EINVAL);
+	ck_assert_int_eq(be->ops->renew(k, 0, 1000, lk_test_on_reply, &g), -EINVAL);
 	ck_assert_int_eq(g.n, 0);
 	ck_assert_ptr_nonnull(strstr(logs.text, "connected to 127.0.0.1:"));
 }
@@ -763,7 +596,7 @@ END_TEST
 START_TEST(test_unreachable_server_warns_once)
 {
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	char err[256], addr[64];
 	int port = srv.port;
 
@@ -771,10 +604,10 @@ START_TEST(test_unreachable_server_warns_once)
 	lk_test_server_stop(&srv);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	ck_assert_int_eq(make_backend(addr, 200, NULL, err, sizeof(err)), 0);
-	k = key_new("alpha", NULL);
-	run_for(1500);
+	k = lk_test_key_new("alpha", NULL);
+	lk_test_run_for(1500);
 	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
 	ck_assert_int_ge(logs.warns, 1);
 	ck_assert_int_le(logs.warns, 2); /* command and subscriber connection at most */
 	ck_assert_ptr_nonnull(strstr(logs.text, "retrying in"));
@@ -789,7 +622,7 @@ START_TEST(test_unix_socket_address)
 
 	snprintf(addr, sizeof(addr), "unix:%s", srv.unix_path);
 	start_backend(addr, 500);
-	acquire_ok(key_new("alpha", NULL), 10000);
+	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
 }
 END_TEST
 
@@ -800,7 +633,7 @@ START_TEST(test_hostname_address_resolves)
 	/* localhost comes from /etc/hosts through evdns: no DNS traffic leaves the machine. */
 	snprintf(addr, sizeof(addr), "localhost:%d", srv.port);
 	start_backend(addr, 500);
-	acquire_ok(key_new("alpha", NULL), 10000);
+	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
 }
 END_TEST
 
@@ -820,23 +653,23 @@ START_TEST(test_auth_with_password_file)
 
 	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
 	ck_assert_msg(make_backend(srv.address, 500, path, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_msg(run_until(is_ready, NULL, READY_MS), "%s", logs.text);
-	acquire_ok(key_new("alpha", NULL), 10000);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "%s", logs.text);
+	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
 }
 END_TEST
 
 START_TEST(test_wrong_password_reports_errors)
 {
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	char path[400], err[256];
 
 	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)), 0);
 	ck_assert_int_eq(make_backend(srv.address, 300, path, err, sizeof(err)), 0);
-	k = key_new("alpha", NULL);
-	run_for(1500);
+	k = lk_test_key_new("alpha", NULL);
+	lk_test_run_for(1500);
 	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
 	ck_assert_ptr_nonnull(strstr(logs.text, "authentication failed"));
 	ck_assert_ptr_null(strstr(logs.text, "not-the-pw"));
 }
@@ -845,14 +678,14 @@ END_TEST
 START_TEST(test_no_password_against_auth_server_reports_errors)
 {
 	struct lk_backend_key *k;
-	struct got g = { 0 };
+	struct lk_test_reply g = { 0 };
 	char err[256];
 
 	ck_assert_int_eq(make_backend(srv.address, 300, NULL, err, sizeof(err)), 0);
-	k = key_new("alpha", NULL);
-	run_for(1000);
+	k = lk_test_key_new("alpha", NULL);
+	lk_test_run_for(1000);
 	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, on_reply, &g), -ENOTCONN);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
 	ck_assert_ptr_nonnull(strstr(logs.text, "NOAUTH"));
 }
 END_TEST
@@ -874,23 +707,11 @@ END_TEST
  * `reply` to every EVALSHA. Runs in a child process; one client at a time suffices. */
 static pid_t fake_server(int *port, const char *reply)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	pid_t pid;
+	int lfd = -1;
+	pid_t pid = lk_test_fork_listener(port, &lfd);
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(listen(lfd, 8), 0);
-	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
-	*port = ntohs(sin.sin_port);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid > 0) {
-		close(lfd);
+	if (pid > 0)
 		return pid;
-	}
-	alarm(30);
 	for (;;) {
 		int fd = accept(lfd, NULL, NULL);
 		char buf[8192];
@@ -918,20 +739,20 @@ START_TEST(test_garbage_reply_is_fatal)
 {
 	struct lk_backend_key *k;
 	char addr[64];
-	struct got g;
+	struct lk_test_reply g;
 	pid_t pid;
 	int port;
 
 	pid = fake_server(&port, ":7\r\n");
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	start_backend(addr, 500);
-	k = key_new("alpha", NULL);
-	g = acquire(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	ck_assert_msg(strstr(g.err, "unexpected reply to acquire: integer 7"), "%s", g.err);
-	g = renew(k, 5, 10000);
+	g = lk_test_renew(k, 5, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	g = release(k, 5);
+	g = lk_test_release(k, 5);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
 	be = lk_backend_free(be);
 	kill(pid, SIGKILL);
@@ -943,15 +764,15 @@ START_TEST(test_transient_error_reply_is_error)
 {
 	struct lk_backend_key *k;
 	char addr[64];
-	struct got g;
+	struct lk_test_reply g;
 	pid_t pid;
 	int port;
 
 	pid = fake_server(&port, "-LOADING Redis is loading the dataset in memory\r\n");
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	start_backend(addr, 500);
-	k = key_new("alpha", NULL);
-	g = acquire(k, 10000);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
 	ck_assert_ptr_nonnull(strstr(g.err, "LOADING"));
 	be = lk_backend_free(be);
@@ -1097,13 +918,5 @@ static Suite *redis_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(redis_suite());
-	int failed;
-
-	/* A test that dies on a broken pipe should fail, not take the runner with it. */
-	signal(SIGPIPE, SIG_IGN);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return lk_test_run_suite(redis_suite());
 }

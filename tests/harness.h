@@ -8,6 +8,9 @@
  * which runs neither, and kills a test that times out; so a server also dies with the process
  * that started it (PR_SET_PDEATHSIG), and each directory is named after its owner process so
  * that the next start removes directories whose owner is gone.
+ *
+ * The second half is the backend test kit that check_redis and check_etcd share: capturing what
+ * a backend reports, driving the libevent loop until that happens, and the request helpers.
  */
 #ifndef LK_TESTS_HARNESS_H
 #define LK_TESTS_HARNESS_H
@@ -17,6 +20,10 @@
 #include <sys/types.h>
 
 #include <hiredis/hiredis.h>
+
+#include "locks/backend.h"
+
+struct Suite;
 
 #define LK_TEST_MAX_ARGS 16
 
@@ -119,5 +126,92 @@ char *lk_test_etcd_post(const struct lk_test_server *s, const char *path, const 
  * negative errno if it could not run. */
 int lk_test_etcdctl(const struct lk_test_server *s, char *out, size_t cap, ...)
 	__attribute__((sentinel));
+
+/* ---- backend test kit ------------------------------------------------------------------ */
+
+/* One test runs at a time in its own process (Check forks), so the kit works on the one loop,
+ * backend and log that lk_test_kit_setup() binds. The backend is the test's own variable, bound
+ * by address: tests and hooks free and replace it, and the kit must see what is there now. */
+
+#define LK_TEST_KEY      "lk/test"  /* the key lk_test_key_new() registers */
+#define LK_TEST_WAIT_MS  5000       /* generous: a callback that takes this long is a failure */
+#define LK_TEST_READY_MS 10000      /* backends back off up to 5s between reconnects or probes */
+
+/* Everything the backend reported through its log hook, and how many warnings. */
+struct lk_test_log {
+	char text[65536];
+	size_t len;
+	int warns;
+};
+
+/* One reply, copied: the backend's strings are only borrowed for the callback. */
+struct lk_test_reply {
+	int n;                          /* callbacks so far; more than one is a bug to catch */
+	enum lk_reply_status status;
+	uint64_t token;
+	int64_t sent_ns, ttl_ms;
+	int64_t at_ns;                  /* lk_mono_ns() when the callback ran */
+	bool has_holder;
+	char holder[300];
+	char err[600];
+	bool free_backend;              /* free the bound backend from inside the callback */
+};
+
+/* Notices a key's notify hook got. */
+struct lk_test_notified {
+	int n;
+};
+
+/* Create the loop into *base, clear *log and bind all three (be is the test's backend
+ * variable, NULL until the test makes one). */
+void lk_test_kit_setup(struct event_base **base, struct lk_backend **be, struct lk_test_log *log);
+
+/* Free the backend, run the loop for a moment (whatever the backend left for it must neither
+ * crash nor call back), free the loop; *be and *base end up NULL. Accepts an unbound kit. */
+void lk_test_kit_teardown(void);
+
+/* Hooks whose log goes to the bound lk_test_log (and to stderr with LK_TEST_VERBOSE set). */
+struct lk_backend_hooks lk_test_hooks(void);
+
+/* Reply callback: arg is a struct lk_test_reply. */
+void lk_test_on_reply(void *arg, const struct lk_reply *rep);
+
+/* Notify hooks: arg is a struct lk_test_notified. The second also frees the bound backend. */
+void lk_test_on_notify(void *arg);
+void lk_test_on_notify_free_backend(void *arg);
+
+/* Run the loop until cond(arg) holds or ms pass; true if it held. cond NULL: just run ms. */
+bool lk_test_run_until(bool (*cond)(const void *), const void *arg, int ms);
+void lk_test_run_for(int ms);
+
+/* A condition for lk_test_run_until(): the bound backend exists and is ready (arg unused). */
+bool lk_test_ready(const void *unused);
+
+/* lk_test_run_until() for the usual conditions; true if it held in time. */
+bool lk_test_ready_within(int ms);
+bool lk_test_notified_within(const struct lk_test_notified *nt, int ms);
+
+/* Fail the test unless the reply arrives within LK_TEST_WAIT_MS. */
+void lk_test_wait_reply(struct lk_test_reply *g);
+
+/* Register identity on LK_TEST_KEY with the bound backend; nt (may be NULL) counts notices. */
+struct lk_backend_key *lk_test_key_new(const char *identity, struct lk_test_notified *nt);
+
+/* Send a request and wait for its reply, failing the test if the call is refused, if the
+ * callback runs inside the call (locks/backend.h forbids it) or if no reply comes. */
+struct lk_test_reply lk_test_acquire(struct lk_backend_key *k, int64_t ttl_ms);
+struct lk_test_reply lk_test_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms);
+struct lk_test_reply lk_test_release(struct lk_backend_key *k, uint64_t token);
+
+/* Acquire and fail the test unless it is OK with a token; returns the token. */
+uint64_t lk_test_acquire_ok(struct lk_backend_key *k, int64_t ttl_ms);
+
+/* A loopback TCP listener on a free port for a fake server, in a child of its own: returns
+ * the child's pid in the parent (with *port set, the socket closed there) and 0 in the child
+ * (with the socket in *lfd). The child lives 30s at most, whatever the test does. */
+pid_t lk_test_fork_listener(int *port, int *lfd);
+
+/* main() of a backend test: run the suite, exit status says whether everything passed. */
+int lk_test_run_suite(struct Suite *s);
 
 #endif
