@@ -126,6 +126,7 @@ enum lk_etcd_xfer_kind {
 enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
 
 enum lk_etcd_step {
+	LK_ETCD_STEP_PEEK,      /* acquire: range, so that a follower costs no raft writes */
 	LK_ETCD_STEP_GRANT,     /* acquire */
 	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
 	LK_ETCD_STEP_KEEPALIVE, /* renew */
@@ -134,6 +135,7 @@ enum lk_etcd_step {
 };
 
 static const char *const lk_etcd_step_names[] = {
+	[LK_ETCD_STEP_PEEK] = "acquire range",
 	[LK_ETCD_STEP_GRANT] = "lease grant",
 	[LK_ETCD_STEP_CREATE] = "acquire txn",
 	[LK_ETCD_STEP_KEEPALIVE] = "lease keepalive",
@@ -1044,6 +1046,7 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		rc = lk_etcd_json_lease_id(op->lease, &body);
 		sent = lk_mono_ns();
 		break;
+	case LK_ETCD_STEP_PEEK:
 	case LK_ETCD_STEP_CHECK:
 		call = LK_ETCD_CALL_RANGE;
 		rc = lk_etcd_json_range(k->key, k->key_len, &body);
@@ -1129,6 +1132,23 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 
 	err[0] = '\0';
 	switch (op->step) {
+	case LK_ETCD_STEP_PEEK:
+		rc = lk_etcd_json_parse_range(body, x->resp_len, k->key, k->key_len, &rg, err,
+		                              sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		/* Held: say so without granting (and revoking) a lease, three raft writes that a
+		 * follower retrying every retry_interval would otherwise cost the cluster. Free:
+		 * the txn below still decides, so a race with another replica stays safe. */
+		if (rg.found) {
+			lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&rg.kv));
+			return;
+		}
+		op->step = LK_ETCD_STEP_GRANT;
+		lk_etcd_op_next(op);
+		return;
+
 	case LK_ETCD_STEP_GRANT:
 		rc = lk_etcd_json_parse_grant(body, x->resp_len, &g, err, sizeof(err));
 		if (rc < 0)
@@ -1816,7 +1836,7 @@ static int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_
 		return -EINVAL;
 	if (k->e->closing)
 		return -ESHUTDOWN;
-	op = lk_etcd_op_new(k, LK_ETCD_ACQUIRE, LK_ETCD_STEP_GRANT, cb, arg);
+	op = lk_etcd_op_new(k, LK_ETCD_ACQUIRE, LK_ETCD_STEP_PEEK, cb, arg);
 	if (!op)
 		return -ENOMEM;
 	op->ttl_ms = ttl_ms;

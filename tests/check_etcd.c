@@ -240,6 +240,39 @@ START_TEST(test_second_identity_sees_held_with_holder)
 }
 END_TEST
 
+/* A follower retries every retry_interval: when the key is held, that must cost no lease grant
+ * (and revoke), only a read. Counted by the leases etcd knows and by the store's revision. */
+START_TEST(test_held_key_costs_a_follower_no_lease)
+{
+	struct lk_backend_key *a, *b;
+	struct lk_test_reply g;
+	char *before, *after, *rev0, *rev1;
+
+	start_backend(srv.address, 1000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	lk_test_acquire_ok(a, 10000);
+	before = lk_test_etcd_post(&srv, "/v3/lease/leases", "{}", NULL);
+	rev0 = lk_test_etcd_post(&srv, "/v3/kv/range", "{\"key\":\"AA==\"}", NULL);
+	for (int i = 0; i < 5; i++) {
+		g = lk_test_acquire(b, 10000);
+		ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	}
+	lk_test_run_for(300); /* a revoke sent after the reply would land by now */
+	after = lk_test_etcd_post(&srv, "/v3/lease/leases", "{}", NULL);
+	rev1 = lk_test_etcd_post(&srv, "/v3/kv/range", "{\"key\":\"AA==\"}", NULL);
+	ck_assert_ptr_nonnull(before);
+	ck_assert_ptr_nonnull(rev0);
+	ck_assert_str_eq(before, after);
+	/* The header's revision moves with every write (a grant does not, a txn put would). */
+	ck_assert_str_eq(strstr(rev0, "\"revision\""), strstr(rev1, "\"revision\""));
+	free(before);
+	free(after);
+	free(rev0);
+	free(rev1);
+}
+END_TEST
+
 START_TEST(test_unshowable_holder_is_unknown)
 {
 	struct lk_backend_key *b;
@@ -1345,7 +1378,7 @@ START_TEST(test_garbage_invalid_json_is_fatal)
 
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	ck_assert_msg(strstr(g.err, "bad response to lease grant from http://127.0.0.1:") &&
+	ck_assert_msg(strstr(g.err, "bad response to acquire range from http://127.0.0.1:") &&
 	              strstr(g.err, ": invalid JSON at line 1"), "%s", g.err);
 	ck_assert(!be->ops->ready(be));
 }
@@ -1354,14 +1387,24 @@ END_TEST
 START_TEST(test_garbage_wrong_types_are_fatal)
 {
 	struct lk_backend_key *k = fake_backend(FAKE_REPLY,
-	                                        http_ok("{\"ID\":true,\"TTL\":\"5\"}"), 1000);
+	                                        http_ok("{\"header\":{\"revision\":\"3\"},"
+	                                                "\"kvs\":\"nope\"}"), 1000);
 	struct lk_test_reply g;
 
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	ck_assert_msg(strstr(g.err, "\"ID\""), "%s", g.err);
+	ck_assert_msg(strstr(g.err, "\"kvs\""), "%s", g.err);
 	g = lk_test_renew(k, 5, 10000); /* unknown tenure: answered without asking */
 	ck_assert_int_eq(g.status, LK_REPLY_GONE);
+}
+END_TEST
+
+START_TEST(test_garbage_txn_without_header_is_fatal)
+{
+	struct lk_backend_key *k = fake_backend(FAKE_REPLY,
+	                                        http_ok("{\"ID\":true,\"TTL\":\"5\"}"), 1000);
+	struct lk_test_reply g;
+
 	/* A txn answer without a header is not taken for "did not succeed". */
 	g = lk_test_release(k, 5);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
@@ -1378,7 +1421,7 @@ START_TEST(test_garbage_truncated_body_is_error)
 
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_msg(strstr(g.err, "lease grant failed"), "%s", g.err);
+	ck_assert_msg(strstr(g.err, "acquire range failed"), "%s", g.err);
 }
 END_TEST
 
@@ -1503,6 +1546,7 @@ static Suite *etcd_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_acquire_token_is_create_revision);
 	tcase_add_test(tc, test_second_identity_sees_held_with_holder);
+	tcase_add_test(tc, test_held_key_costs_a_follower_no_lease);
 	tcase_add_test(tc, test_unshowable_holder_is_unknown);
 	tcase_add_test(tc, test_granted_ttl_is_what_etcd_granted);
 	tcase_add_test(tc, test_ttl_rounds_up_to_whole_seconds);
@@ -1571,6 +1615,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_default_endpoint);
 	tcase_add_test(tc, test_garbage_invalid_json_is_fatal);
 	tcase_add_test(tc, test_garbage_wrong_types_are_fatal);
+	tcase_add_test(tc, test_garbage_txn_without_header_is_fatal);
 	tcase_add_test(tc, test_garbage_truncated_body_is_error);
 	tcase_add_test(tc, test_garbage_http_500_with_error_body_is_error);
 	tcase_add_test(tc, test_garbage_http_400_is_fatal);
