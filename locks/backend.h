@@ -19,6 +19,7 @@
 #define LK_LOCKS_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -34,6 +35,23 @@ static inline int64_t lk_mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Copy server-controlled text (len bytes, not NUL-terminated) into dst[cap] for a message:
+ * capped, and printable ASCII only, so that it cannot break a log line or the agent's text
+ * protocol. */
+static inline void lk_backend_shown(char *dst, size_t cap, const char *src, size_t len)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return;
+	for (size_t i = 0; i < len && n + 1 < cap; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	dst[n] = '\0';
 }
 
 enum lk_reply_status {

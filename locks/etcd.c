@@ -313,22 +313,6 @@ static void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, cons
 	e->b.hooks.log(e->b.hooks.arg, &e->b, level, msg);
 }
 
-/* Copy server-controlled text for a message: capped, and printable so that it cannot break
- * a log line or the agent's text protocol. */
-static void lk_etcd_shown(char *dst, size_t cap, const char *src, size_t len)
-{
-	size_t n = 0;
-
-	if (cap == 0)
-		return;
-	for (size_t i = 0; i < len && n + 1 < cap && i < LK_ETCD_MAX_SHOWN_LEN; i++) {
-		unsigned char c = (unsigned char)src[i];
-
-		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-	}
-	dst[n] = '\0';
-}
-
 /* A stored value as a holder identity: NULL when it is not something we could show safely
  * (too long, or bytes that would break a log line or a protocol line). */
 static const char *lk_etcd_holder(const struct lk_etcd_kv *kv)
@@ -819,7 +803,7 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 			snprintf(o->why, sizeof(o->why), "%s timed out after %" PRId64 "ms",
 			         e->endpoints[x->endpoint], e->timeout_ms);
 		} else {
-			lk_etcd_shown(text, sizeof(text), x->errbuf[0] ? x->errbuf : curl_easy_strerror(res),
+			lk_backend_shown(text, sizeof(text), x->errbuf[0] ? x->errbuf : curl_easy_strerror(res),
 			              strlen(x->errbuf[0] ? x->errbuf : curl_easy_strerror(res)));
 			snprintf(o->why, sizeof(o->why), "%s: %s%s", e->endpoints[x->endpoint], text,
 			         lk_etcd_tls_dropped(x, res) ?
@@ -838,7 +822,7 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 		snprintf(o->why, sizeof(o->why), "%s: HTTP %ld: %s", e->endpoints[x->endpoint], http,
 		         err.message);
 	} else {
-		lk_etcd_shown(text, sizeof(text), x->resp ? x->resp : "", x->resp_len);
+		lk_backend_shown(text, sizeof(text), x->resp ? x->resp : "", x->resp_len);
 		snprintf(o->why, sizeof(o->why), "%s: HTTP %ld%s%s", e->endpoints[x->endpoint], http,
 		         text[0] ? ": " : "", text);
 	}

@@ -1,5 +1,6 @@
 /* etcd's JSON gateway mapped to plain structs with jansson (see etcd_json.h for the rules). */
 #include "locks/etcd_json.h"
+#include "locks/backend.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -27,21 +28,6 @@ static void lk_etcd_json_msg(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-}
-
-/* Server text for a message: capped, and printable so that it cannot break a log line. */
-static void lk_etcd_json_shown(char *dst, size_t cap, const char *src, size_t len)
-{
-	size_t n = 0;
-
-	if (cap == 0)
-		return;
-	for (size_t i = 0; i < len && n + 1 < cap && n < LK_ETCD_JSON_MAX_TEXT; i++) {
-		unsigned char c = (unsigned char)src[i];
-
-		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-	}
-	dst[n] = '\0';
 }
 
 /* ---- building ------------------------------------------------------------------------- */
@@ -268,7 +254,7 @@ static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *e
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
 		/* jansson's text may quote the input: show it like any other server text. */
-		lk_etcd_json_shown(text, sizeof(text), je.text, strnlen(je.text, sizeof(je.text)));
+		lk_backend_shown(text, sizeof(text), je.text, strnlen(je.text, sizeof(je.text)));
 		lk_etcd_json_msg(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
 		                 je.column, text);
 		return -EINVAL;
@@ -769,7 +755,7 @@ int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size
 	    (rc = lk_etcd_json_child(result, "events", JSON_ARRAY, &events, err, errlen)) < 0)
 		goto out;
 	if (reason)
-		lk_etcd_json_shown(w.cancel_reason, sizeof(w.cancel_reason), json_string_value(reason),
+		lk_backend_shown(w.cancel_reason, sizeof(w.cancel_reason), json_string_value(reason),
 		                   json_string_length(reason));
 	for (size_t i = 0; events && i < json_array_size(events); i++)
 		if ((rc = lk_etcd_json_event(json_array_get(events, i), key, klen, &w, err,
@@ -848,7 +834,7 @@ int lk_etcd_json_parse_error(const char *body, size_t len, struct lk_etcd_error 
 	if (json_is_integer(code))
 		e.code = (int64_t)json_integer_value(code);
 	if (json_is_string(msg))
-		lk_etcd_json_shown(e.message, sizeof(e.message), json_string_value(msg),
+		lk_backend_shown(e.message, sizeof(e.message), json_string_value(msg),
 		                   json_string_length(msg));
 	if (!e.message[0])
 		snprintf(e.message, sizeof(e.message), "no message");

@@ -74,6 +74,10 @@
 
 #define LK_REDIS_SHA_LEN 40
 
+/* Server text quoted in a message is cut at LK_REDIS_MAX_SHOWN_LEN whatever the buffer. */
+#define SHOWN_CAP(size) \
+	((size) < LK_REDIS_MAX_SHOWN_LEN + 1 ? (size) : LK_REDIS_MAX_SHOWN_LEN + 1)
+
 /* The lock scripts. Values are "<identity>:<token>"; KEYS[2] is the fence counter.
  *
  * Acquire seeds a missing fence counter from TIME in microseconds so that tokens keep
@@ -258,22 +262,6 @@ static void lk_redis_log(struct lk_redis *r, enum lk_backend_log_level level, co
 	r->b.hooks.log(r->b.hooks.arg, &r->b, level, msg);
 }
 
-/* Copy server-controlled text for a message: capped, and printable so that it cannot break
- * a log line or the agent's text protocol. */
-static void lk_redis_shown(char *dst, size_t cap, const char *src, size_t len)
-{
-	size_t n = 0;
-
-	if (cap == 0)
-		return;
-	for (size_t i = 0; i < len && n + 1 < cap && i < LK_REDIS_MAX_SHOWN_LEN; i++) {
-		unsigned char c = (unsigned char)src[i];
-
-		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-	}
-	dst[n] = '\0';
-}
-
 /* hiredis's reason for a failed context. It may quote a spontaneous error reply from the
  * server, so it is shown like any other server text. */
 static const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
@@ -281,7 +269,7 @@ static const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_
 {
 	if (!ac->errstr[0])
 		return fallback;
-	lk_redis_shown(buf, cap, ac->errstr, strnlen(ac->errstr, sizeof(ac->c.errstr)));
+	lk_backend_shown(buf, SHOWN_CAP(cap), ac->errstr, strnlen(ac->errstr, sizeof(ac->c.errstr)));
 	return buf;
 }
 
@@ -291,15 +279,15 @@ static void lk_redis_describe(const redisReply *rep, char *buf, size_t cap)
 
 	switch (rep->type) {
 	case REDIS_REPLY_STRING:
-		lk_redis_shown(text, sizeof(text), rep->str, rep->len);
+		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "string \"%s\"", text);
 		break;
 	case REDIS_REPLY_STATUS:
-		lk_redis_shown(text, sizeof(text), rep->str, rep->len);
+		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "status \"%s\"", text);
 		break;
 	case REDIS_REPLY_ERROR:
-		lk_redis_shown(text, sizeof(text), rep->str, rep->len);
+		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "error \"%s\"", text);
 		break;
 	case REDIS_REPLY_INTEGER:
@@ -941,7 +929,7 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 		return;
 	if (req->kind == LK_REDIS_REQ_AUTH) {
 		if (reply->type == REDIS_REPLY_ERROR) {
-			lk_redis_shown(text, sizeof(text), reply->str, reply->len);
+			lk_backend_shown(text, SHOWN_CAP(sizeof(text)), reply->str, reply->len);
 			lk_redis_conn_break(conn, "authentication failed: %s", text);
 			return;
 		}
@@ -1014,7 +1002,7 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 			if (lk_redis_send_script(conn, req, true) == 0)
 				return true;
 		}
-		lk_redis_shown(text, sizeof(text), reply->str, reply->len);
+		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), reply->str, reply->len);
 		rep.status = lk_redis_transient(reply->str, reply->len) ? LK_REPLY_ERROR : LK_REPLY_FATAL;
 		snprintf(msg, sizeof(msg), "%s failed: %s", op, text);
 		goto deliver;
