@@ -538,19 +538,13 @@ static void lk_redis_ctx_free(struct lk_redis *r, redisAsyncContext *ac)
 		r->n_ctx--;
 }
 
-/* The connection is gone or going: forget the context (hiredis or the caller frees it), drop
- * the FIFO (pending callbacks still arrive, with NULL) and schedule the next attempt. */
-static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
+/* The context is gone (or going): drop everything that pointed at it. A pending lookup is
+ * abandoned rather than cancelled; requests still queued are dropped from the deadline FIFO,
+ * and hiredis calls back (with NULL) those it owns. */
+static void lk_redis_conn_forget(struct lk_redis_conn *conn)
 {
-	struct lk_redis *r = conn->r;
-	bool was_up = conn->state == LK_REDIS_UP;
 	struct lk_redis_req *req;
-	int64_t delay;
-	struct timeval tv;
-	bool warn;
 
-	if (why != conn->why)
-		snprintf(conn->why, sizeof(conn->why), "%s", why);
 	conn->ac = NULL;
 	conn->state = LK_REDIS_DOWN;
 	if (conn->resolve) {
@@ -562,6 +556,21 @@ static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
 		if (req->kind == LK_REDIS_REQ_SUBSCRIBE)
 			free(req); /* no hiredis callback owns it */
 	}
+}
+
+/* The connection is gone or going: forget the context (hiredis or the caller frees it), drop
+ * the FIFO (pending callbacks still arrive, with NULL) and schedule the next attempt. */
+static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
+{
+	struct lk_redis *r = conn->r;
+	bool was_up = conn->state == LK_REDIS_UP;
+	int64_t delay;
+	struct timeval tv;
+	bool warn;
+
+	if (why != conn->why)
+		snprintf(conn->why, sizeof(conn->why), "%s", why);
+	lk_redis_conn_forget(conn);
 	if (r->closing)
 		return;
 	if (conn->deadline)
@@ -1301,24 +1310,13 @@ static void lk_redis_conn_close(struct lk_redis_conn *conn)
 {
 	struct lk_redis *r = conn->r;
 	redisAsyncContext *ac = conn->ac;
-	struct lk_redis_req *req;
 
 	if (conn->deadline)
 		event_free(conn->deadline);
 	if (conn->retry)
 		event_free(conn->retry);
 	conn->deadline = conn->retry = NULL;
-	if (conn->resolve) {
-		conn->resolve->conn = NULL;
-		conn->resolve = NULL;
-	}
-	while ((req = TAILQ_FIRST(&conn->fifo))) {
-		lk_redis_fifo_remove(req);
-		if (req->kind == LK_REDIS_REQ_SUBSCRIBE)
-			free(req);
-	}
-	conn->ac = NULL;
-	conn->state = LK_REDIS_DOWN;
+	lk_redis_conn_forget(conn);
 	/* Pending callbacks see r->closing and only free their requests. */
 	if (ac)
 		lk_redis_ctx_free(r, ac);
