@@ -211,6 +211,17 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO in time");
 }
 
+/* Free a client's memory and close its socket; accepts a half-built one. */
+static void destroy_client(struct client *c)
+{
+	if (c->bev)
+		bufferevent_free(c->bev);
+	if (c->timer)
+		event_free(c->timer);
+	free(c->flags);
+	free(c);
+}
+
 static void free_client(struct client *c)
 {
 	struct lk_server *s = c->srv;
@@ -225,12 +236,7 @@ static void free_client(struct client *c)
 		else
 			lk_lock_leave(lk_agent_lock(s->agent, i), c);
 	}
-	if (c->bev)
-		bufferevent_free(c->bev);
-	if (c->timer)
-		event_free(c->timer);
-	free(c->flags);
-	free(c);
+	destroy_client(c);
 	s->n_clients--;
 }
 
@@ -316,14 +322,8 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	return;
 fail:
 	LK_LOG(LK_ERROR, "out of memory accepting a client");
-	if (c) {
-		if (c->bev)
-			bufferevent_free(c->bev);
-		if (c->timer)
-			event_free(c->timer);
-		free(c->flags);
-		free(c);
-	}
+	if (c)
+		destroy_client(c);
 	if (fd >= 0)
 		evutil_closesocket(fd);
 }
