@@ -84,13 +84,13 @@ static void serve_metrics(struct lk_http *h, struct evhttp_request *req)
 {
 	struct evbuffer *b = evbuffer_new();
 
-	if (!b || lk_metrics_render(h->agent, b) < 0) {
+	if (!b) {
 		evhttp_send_error(req, 500, "out of memory");
-	} else {
-		reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
+		return;
 	}
-	if (b)
-		evbuffer_free(b);
+	lk_metrics_render(h->agent, b);
+	reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
+	evbuffer_free(b);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)

@@ -27,7 +27,8 @@ void lk_histogram_observe(struct lk_histogram *h, double seconds)
 	h->sum += seconds;
 }
 
-int lk_metrics_escape(struct evbuffer *out, const char *s)
+/* s with Prometheus label-value escaping (\\, \", \n). */
+static int escape(struct evbuffer *out, const char *s)
 {
 	for (; *s; s++) {
 		int rc;
@@ -55,10 +56,10 @@ static void series(struct evbuffer *out, const char *name, const char *l1, const
                    const char *l2, const char *v2)
 {
 	evbuffer_add_printf(out, "%s{%s=\"", name, l1);
-	lk_metrics_escape(out, v1);
+	escape(out, v1);
 	if (l2) {
 		evbuffer_add_printf(out, "\",%s=\"", l2);
-		lk_metrics_escape(out, v2);
+		escape(out, v2);
 	}
 	evbuffer_add(out, "\"} ", 3);
 }
@@ -79,7 +80,7 @@ static void histogram(struct evbuffer *out, const char *name, const char *help,
 	                    h->count);
 }
 
-int lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
+void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 {
 	const struct lk_metrics *m = lk_agent_metrics(a);
 	size_t n = lk_agent_n_locks(a), camp, watch, other;
@@ -152,5 +153,4 @@ int lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 	       "Drains that ended with an expired or failed lock, or past shutdown_timeout.");
 	evbuffer_add_printf(out, "leasekeeper_graceful_exit_failed_total %" PRIu64 "\n",
 	                    m->graceful_exit_failed);
-	return 0;
 }

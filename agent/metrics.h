@@ -30,10 +30,8 @@ struct lk_metrics {
 /* Count one observation of `seconds`. */
 void lk_histogram_observe(struct lk_histogram *h, double seconds);
 
-/* Append the whole exposition (text format 0.0.4) for agent a to out. Returns 0 or -ENOMEM. */
-int lk_metrics_render(const struct lk_agent *a, struct evbuffer *out);
-
-/* Write s with Prometheus label-value escaping (\\, \", \n) to out. */
-int lk_metrics_escape(struct evbuffer *out, const char *s);
+/* Append the whole exposition (text format 0.0.4) for agent a to out. An allocation that
+ * fails only shortens the scrape; Prometheus then reports a parse error for it. */
+void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out);
 
 #endif
