@@ -20,6 +20,8 @@
 #include "proto/auth.h"
 
 #define NS_PER_MS 1000000LL
+/* How long the last log lines (the drain summary) may wait for a slow stderr at exit. */
+#define LOG_FLUSH_AT_EXIT_MS 500
 
 struct agent_timer {
 	struct event *ev;
@@ -343,6 +345,12 @@ int lk_agent_find_lock(const struct lk_agent *a, const char *name)
 	return -1;
 }
 
+void lk_agent_catch_up(struct lk_agent *a)
+{
+	for (size_t i = 0; i < a->cfg->n_locks; i++)
+		lk_lock_catch_up(a->locks[i]);
+}
+
 char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 {
 	json_t *root = json_object(), *locks = json_array();
@@ -368,6 +376,7 @@ char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 		json_object_set_new(o, "holder", strcmp(holder, "-") ? json_string(holder)
 		                                                      : json_null());
 		json_object_set_new(o, "ttl_ms", json_integer(lk_lock_ttl_ms(l)));
+		json_object_set_new(o, "until_mono_ms", json_integer(lk_lock_until_mono_ms(l)));
 		json_object_set_new(o, "campaign_clients",
 		                    json_integer((json_int_t)lk_lock_campaigners(l)));
 		json_array_append_new(locks, o);
@@ -407,8 +416,10 @@ static void agent_free(struct lk_agent *a)
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
-	if (a->base)
+	if (a->base) {
+		lk_log_detach(LOG_FLUSH_AT_EXIT_MS);
 		event_base_free(a->base);
+	}
 }
 
 static int agent_start(struct lk_agent *a)
@@ -428,7 +439,8 @@ static int agent_start(struct lk_agent *a)
 	a->backends = calloc(cfg->n_backends, sizeof(*a->backends));
 	a->locks = calloc(cfg->n_locks, sizeof(*a->locks));
 	a->metrics.backend_errors = calloc(cfg->n_backends, sizeof(*a->metrics.backend_errors));
-	if (!a->base || !a->backends || !a->locks || !a->metrics.backend_errors) {
+	if (!a->base || !a->backends || !a->locks || !a->metrics.backend_errors ||
+	    lk_log_attach(a->base) < 0) {
 		LK_LOG(LK_ERROR, "out of memory");
 		return -ENOMEM;
 	}

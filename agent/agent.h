@@ -36,6 +36,10 @@ void lk_agent_client_counts(const struct lk_agent *a, size_t *campaign, size_t *
  * false with the reason in why[cap]. */
 bool lk_agent_ready(const struct lk_agent *a, char *why, size_t cap);
 
+/* Act on every renew deadline the loop has not got to yet (LOST first), before reporting
+ * state: STATUS, /leader and metrics never show a tenure past its deadline (I9). */
+void lk_agent_catch_up(struct lk_agent *a);
+
 /* Start or join the one drain (I7). trigger says who asked, for the log. */
 void lk_agent_drain(struct lk_agent *a, const char *trigger);
 

@@ -63,6 +63,8 @@ static void serve_leader(struct lk_http *h, struct evhttp_request *req, const ch
 	                                      : json_null());
 	json_object_set_new(o, "holder", strcmp(lk_lock_holder(l), "-") ? json_string(lk_lock_holder(l))
 	                                                                : json_null());
+	json_object_set_new(o, "until_mono_ms", leads ? json_integer(lk_lock_until_mono_ms(l))
+	                                              : json_null());
 	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!s) {
@@ -101,6 +103,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	if (!path)
 		path = "/";
+	lk_agent_catch_up(h->agent);
 	if (strcmp(path, "/healthz") == 0) {
 		reply_text(req, 200, "OK", "ok");
 	} else if (strcmp(path, "/readyz") == 0) {

@@ -128,6 +128,15 @@ static void emit_follower(struct lk_lock *l)
 	                            .holder = l->holder });
 }
 
+/* LEADER or RENEWED for the current tenure: the validity left, and the moment the apps must
+ * stop on their own unless another RENEWED comes first (I8). */
+static void emit_tenure(struct lk_lock *l, enum lk_event_kind kind)
+{
+	emit(l, &(struct lk_event){ .kind = kind, .lock = l->cfg->name, .token = l->token,
+	                            .ttl_ms = lk_lock_ttl_ms(l),
+	                            .until_mono_ms = lk_lock_until_mono_ms(l) });
+}
+
 static void set_holder(struct lk_lock *l, const char *holder)
 {
 	/* Holder identities come from the backend: keep only what the protocol can carry. */
@@ -384,10 +393,10 @@ static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 	proven(l, r);
 	set_holder(l, l->identity);
 	snprintf(l->announced_holder, sizeof(l->announced_holder), "%s", l->identity);
+	emit_tenure(l, LK_EV_LEADER);
 	LK_LOG(LK_INFO, "lock acquired", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
-	       LKF_I64("ttl_ms", ms_between(now, l->expires_ns)));
-	emit(l, &(struct lk_event){ .kind = LK_EV_LEADER, .lock = l->cfg->name, .token = l->token,
-	                            .ttl_ms = ms_between(now, l->expires_ns) });
+	       LKF_I64("ttl_ms", ms_between(now, l->expires_ns))
+	       LKF_I64("until_mono_ms", lk_lock_until_mono_ms(l)));
 }
 
 static void enter_releasing(struct lk_lock *l)
@@ -429,10 +438,11 @@ static void lose_tenure(struct lk_lock *l, enum lk_lost_reason reason, const cha
 	timer_off(l, LK_TIMER_RENEW);
 	timer_off(l, LK_TIMER_DEADLINE);
 	timer_off(l, LK_TIMER_PHASE);
-	LK_LOG(LK_WARN, "lock lost", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
-	       LKF_STR("reason", lk_lost_reason_name(reason)));
+	/* The apps hear it before anything is logged: a slow log must never delay a LOST (I9). */
 	emit(l, &(struct lk_event){ .kind = LK_EV_LOST, .lock = l->cfg->name, .token = l->token,
 	                            .reason = reason });
+	LK_LOG(LK_WARN, "lock lost", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
+	       LKF_STR("reason", lk_lost_reason_name(reason)));
 	set_holder(l, holder);
 	/* The app was just told it is not the leader: the next FOLLOWER line must go out. */
 	l->announced_holder[0] = '\0';
@@ -476,8 +486,12 @@ static void renewed(struct lk_lock *l, const struct lk_reply *r)
 	case LK_REPLY_OK:
 		proven(l, r);
 		/* I1: a renewal that comes back after its own deadline proves nothing. */
-		if (now_ns(l) >= l->deadline_ns)
+		if (now_ns(l) >= l->deadline_ns) {
 			lose(l, LK_LOST_RENEW_DEADLINE, NULL);
+			return;
+		}
+		/* I8: the apps move their own deadline only on this line. */
+		emit_tenure(l, LK_EV_RENEWED);
 		return;
 	case LK_REPLY_TAKEN:
 		lose(l, LK_LOST_TAKEN, r->holder);
@@ -883,22 +897,24 @@ void lk_lock_abort(struct lk_lock *l)
 	step(l, IN_ABORT, NULL);
 }
 
+void lk_lock_catch_up(struct lk_lock *l)
+{
+	/* A stalled loop may not have run the deadline timer yet: act on it now (I1, I9). */
+	if (lk_lock_is_leader(l) && now_ns(l) >= l->deadline_ns)
+		step(l, IN_TIMER_DEADLINE, NULL);
+}
+
 int lk_lock_current_event(struct lk_lock *l, char *buf, size_t cap)
 {
-	int64_t now = now_ns(l);
+	int64_t now;
 
-	/* A stalled loop may not have run the deadline timer yet: never tell a newcomer LEADER
-	 * past it (I1). */
-	if (lk_lock_is_leader(l) && now >= l->deadline_ns) {
-		step(l, IN_TIMER_DEADLINE, NULL);
-		now = now_ns(l);
-	}
-
+	lk_lock_catch_up(l);
+	now = now_ns(l);
 	switch (l->state) {
 	case LK_LOCK_LEADER:
 		return lk_codec_format_event(buf, cap, &(struct lk_event){
 			.kind = LK_EV_LEADER, .lock = l->cfg->name, .token = l->token,
-			.ttl_ms = ms_between(now, l->expires_ns) });
+			.ttl_ms = lk_lock_ttl_ms(l), .until_mono_ms = lk_lock_until_mono_ms(l) });
 	case LK_LOCK_STEPPING_DOWN: {
 		int64_t left = l->cfg->stepdown_timeout_ms - ms_between(l->stepdown_start_ns, now);
 		return lk_codec_format_event(buf, cap, &(struct lk_event){
@@ -929,6 +945,12 @@ const char *lk_lock_state_name(enum lk_lock_state s)
 bool lk_lock_is_leader(const struct lk_lock *l)
 {
 	return l->state == LK_LOCK_LEADER || l->state == LK_LOCK_STEPPING_DOWN;
+}
+
+int64_t lk_lock_until_mono_ms(const struct lk_lock *l)
+{
+	/* Rounded down, so that an app's deadline is never later than the agent's own. */
+	return lk_lock_is_leader(l) ? l->deadline_ns / NS_PER_MS : 0;
 }
 
 int64_t lk_lock_ttl_ms(const struct lk_lock *l)

@@ -8,6 +8,8 @@
  *       no release at all: the lease expires at its TTL;
  *   I3  one tenure is released by one compare-and-delete, repeated only after a transport error;
  *   I4  the renew deadline timer sends LOST before the lease can expire;
+ *   I8  every LEADER and RENEWED carries the deadline (until_mono_ms) the apps keep on their
+ *       own: never later than the proving request's send time + renew_deadline;
  *   I6  a campaign client that leaves counts as stepped down;
  *   I7  lk_lock_drain() is idempotent.
  *
@@ -116,6 +118,10 @@ void lk_lock_drain(struct lk_lock *l);
 /* shutdown_timeout passed: stop at once, releasing nothing more (leases expire by TTL). */
 void lk_lock_abort(struct lk_lock *l);
 
+/* Act on a renew deadline that passed while the loop was busy (LOST to the clients), so that
+ * what is reported next (STATUS, HTTP, metrics) is never a tenure past its deadline (I9). */
+void lk_lock_catch_up(struct lk_lock *l);
+
 /* The event line that tells a newcomer this lock's state (LEADER, STEPDOWN or FOLLOWER), into
  * buf[cap]. Returns its length or -ENOSPC. A renew deadline that passed while the loop was busy
  * is acted on first (LOST goes to the existing clients), so a newcomer never hears a stale
@@ -131,6 +137,8 @@ bool lk_lock_is_leader(const struct lk_lock *l);    /* LEADER or STEPPING_DOWN *
 uint64_t lk_lock_token(const struct lk_lock *l);    /* current or last tenure, 0 if none */
 const char *lk_lock_holder(const struct lk_lock *l); /* identity, or "-" if unknown */
 int64_t lk_lock_ttl_ms(const struct lk_lock *l);    /* proven validity left, 0 unless leader */
+/* CLOCK_MONOTONIC ms at which the tenure's renew deadline passes (I8), 0 unless leader. */
+int64_t lk_lock_until_mono_ms(const struct lk_lock *l);
 size_t lk_lock_campaigners(const struct lk_lock *l);
 /* True once DONE with a tenure to report, with its outcome in *ret. */
 bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret);

@@ -1,16 +1,44 @@
 /* Log lines as logfmt text (ts=... level=... msg="..." key=value ...) or JSON objects, one per
- * line. */
+ * line.
+ *
+ * The agent's lines go to stderr without ever blocking the loop (I9: a log shipper that stops
+ * reading must not stop the agent). stderr is reopened through /proc/self/fd/2 as a file
+ * description of our own with O_NONBLOCK, so that the flag does not leak to whoever else shares
+ * the original one (a shell, the container runtime). Whatever cannot be written at once waits
+ * in a queue of at most LOG_QUEUE_MAX bytes, drained when the loop sees stderr writable; lines
+ * that do not fit are dropped whole, counted, and reported by one line once the queue is empty.
+ */
 #include "agent/log.h"
 
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
+
+#define LOG_QUEUE_MAX (1024 * 1024) /* bytes of log lines waiting for a slow stderr */
 
 static enum lk_log_format log_format = LK_LOG_TEXT;
 static enum lk_log_level log_min = LK_INFO;
-static FILE *log_out;
+static FILE *log_out;     /* set: write there directly (tests); NULL: the stderr queue */
+
+static struct {
+	int fd;               /* -1 until first used */
+	bool is_socket;       /* journald-style stream socket: send(MSG_DONTWAIT) */
+	char *buf;
+	size_t head, len, cap; /* queued bytes are buf[head .. head+len) */
+	uint64_t dropped;     /* lines dropped since start, for the metric */
+	uint64_t unreported;  /* dropped lines not yet reported by a log line */
+	struct event *ev;     /* EV_WRITE on fd while something is queued and a loop is attached */
+} q = { .fd = -1 };
 
 static const char *const level_names[] = {
 	[LK_DEBUG] = "debug", [LK_INFO] = "info", [LK_WARN] = "warn", [LK_ERROR] = "error",
@@ -21,6 +49,181 @@ void lk_log_setup(enum lk_log_format fmt, enum lk_log_level min_level, FILE *out
 	log_format = fmt;
 	log_min = min_level;
 	log_out = out;
+}
+
+static void open_stderr(void)
+{
+	struct stat st;
+	int fd, fl;
+
+	if (q.fd >= 0)
+		return;
+	/* O_APPEND: the new description has its own offset, which must not overwrite a file. */
+	fd = open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0) {
+		q.fd = fd;
+		return;
+	}
+	if (fstat(STDERR_FILENO, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		q.fd = STDERR_FILENO;
+		q.is_socket = true;
+		return;
+	}
+	/* No /proc: the flag has to go on the shared description itself. */
+	fl = fcntl(STDERR_FILENO, F_GETFL);
+	if (fl >= 0)
+		fcntl(STDERR_FILENO, F_SETFL, fl | O_NONBLOCK);
+	q.fd = STDERR_FILENO;
+}
+
+static ssize_t raw_write(const char *p, size_t n)
+{
+	if (q.is_socket)
+		return send(q.fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return write(q.fd, p, n);
+}
+
+static bool would_block(int e)
+{
+	return e == EAGAIN || e == EWOULDBLOCK || e == EINTR;
+}
+
+static void write_line(const char *line, size_t n);
+
+/* Write what is queued, as far as stderr takes it now. Returns true once the queue is empty. */
+static bool flush_some(void)
+{
+	while (q.len > 0) {
+		ssize_t w = raw_write(q.buf + q.head, q.len);
+
+		if (w < 0 && would_block(errno))
+			break;
+		if (w <= 0) {
+			/* Nobody will ever read this (EPIPE, EBADF): forget it. */
+			q.len = 0;
+			break;
+		}
+		q.head += (size_t)w;
+		q.len -= (size_t)w;
+	}
+	if (q.len == 0)
+		q.head = 0;
+	else if (q.ev)
+		event_add(q.ev, NULL);
+	return q.len == 0;
+}
+
+static void report_dropped(void)
+{
+	uint64_t k = q.unreported;
+
+	q.unreported = 0;
+	LK_LOG(LK_WARN, "log lines dropped", LKF_U64("dropped", k));
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+	if (flush_some() && q.unreported)
+		report_dropped();
+}
+
+static bool queue_append(const char *p, size_t n, bool must)
+{
+	if (!must && q.len + n > LOG_QUEUE_MAX)
+		return false;
+	if (q.head + q.len + n > q.cap) {
+		memmove(q.buf, q.buf + q.head, q.len);
+		q.head = 0;
+	}
+	if (q.len + n > q.cap) {
+		size_t cap = q.cap ? q.cap : 4096;
+		char *b;
+
+		while (cap < q.len + n)
+			cap *= 2;
+		b = realloc(q.buf, cap);
+		if (!b)
+			return false;
+		q.buf = b;
+		q.cap = cap;
+	}
+	memcpy(q.buf + q.len, p, n);
+	q.len += n;
+	if (q.ev)
+		event_add(q.ev, NULL);
+	return true;
+}
+
+/* One whole line, or nothing: a line is written at once, queued, or dropped and counted. */
+static void write_line(const char *line, size_t n)
+{
+	ssize_t w = 0;
+
+	open_stderr();
+	if (!flush_some()) {
+		if (!queue_append(line, n, false)) {
+			q.dropped++;
+			q.unreported++;
+		}
+		return;
+	}
+	w = raw_write(line, n);
+	if (w < 0) {
+		if (!would_block(errno))
+			return;
+		w = 0;
+	}
+	if ((size_t)w == n)
+		return;
+	/* The rest of a line begun must follow it, whatever the cap; a line not begun may be
+	 * dropped. */
+	if (!queue_append(line + w, n - (size_t)w, w > 0)) {
+		q.dropped++;
+		q.unreported++;
+	}
+}
+
+int lk_log_attach(struct event_base *base)
+{
+	open_stderr();
+	q.ev = event_new(base, q.fd, EV_WRITE, on_writable, NULL);
+	if (!q.ev)
+		return -ENOMEM;
+	if (q.len)
+		event_add(q.ev, NULL);
+	return 0;
+}
+
+void lk_log_detach(int timeout_ms)
+{
+	struct timespec ts;
+	int64_t end;
+
+	if (q.ev)
+		event_free(q.ev);
+	q.ev = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+	/* The loop is gone: wait for stderr a bounded time, so that the last lines (the drain
+	 * summary) reach a reader that is merely slow. */
+	while (q.fd >= 0 && !flush_some()) {
+		struct pollfd p = { .fd = q.fd, .events = POLLOUT };
+		int left;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		left = (int)(end - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			break;
+	}
+	if (q.len == 0 && q.unreported) {
+		report_dropped();
+		flush_some();
+	}
+}
+
+uint64_t lk_log_dropped(void)
+{
+	return q.dropped;
 }
 
 static void format_ts(char *buf, size_t cap)
@@ -109,15 +312,25 @@ static void log_json(FILE *f, const char *ts, enum lk_log_level level, const cha
 
 void lk_log_fields(enum lk_log_level level, const char *msg, const struct lk_logf *fields)
 {
-	FILE *f = log_out ? log_out : stderr;
-	char ts[40];
+	char ts[40], *line = NULL;
+	size_t len = 0;
+	FILE *f;
 
 	if (level < log_min)
 		return;
 	format_ts(ts, sizeof(ts));
+	f = log_out ? log_out : open_memstream(&line, &len);
+	if (!f)
+		return;
 	if (log_format == LK_LOG_JSON)
 		log_json(f, ts, level, msg, fields);
 	else
 		log_text(f, ts, level, msg, fields);
-	fflush(f);
+	if (log_out) {
+		fflush(f);
+		return;
+	}
+	if (fclose(f) == 0 && len > 0)
+		write_line(line, len);
+	free(line);
 }

@@ -1,4 +1,4 @@
-/* The agent's log: one line per event on stderr, as text or JSON (SPEC §8).
+/* The agent's log: one line per event on stderr, as text or JSON (README, "Logs").
  *
  * Fields are typed so that JSON gets numbers as numbers. Usage, with no commas between fields:
  *
@@ -35,8 +35,20 @@ struct lk_logf {
 #define LK_LOG(level, msg, ...) \
 	lk_log_fields((level), (msg), (const struct lk_logf[]){ __VA_ARGS__ { .type = LK_LOGF_END } })
 
-/* Choose the format and the lowest level written (default: text, info, stderr). */
+struct event_base;
+
+/* Choose the format and the lowest level written. out NULL (the default): stderr, never
+ * blocking, behind a bounded queue (I9); otherwise written to out directly (tests). */
 void lk_log_setup(enum lk_log_format fmt, enum lk_log_level min_level, FILE *out);
+
+/* Drain the stderr queue from base's loop whenever stderr becomes writable. 0 or -ENOMEM. */
+int lk_log_attach(struct event_base *base);
+
+/* The loop is ending: stop using it, and wait at most timeout_ms for the queue to drain. */
+void lk_log_detach(int timeout_ms);
+
+/* Lines dropped because the queue was full (leasekeeper_log_lines_dropped_total). */
+uint64_t lk_log_dropped(void);
 
 /* Write one line: msg plus the fields up to the LK_LOGF_END entry. */
 void lk_log_fields(enum lk_log_level level, const char *msg, const struct lk_logf *fields);

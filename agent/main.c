@@ -156,7 +156,7 @@ static int cmd_agent(int argc, char **argv)
 		lk_config_diags_clear(&diags);
 		return 1;
 	}
-	lk_log_setup(cfg->log_format, level, stderr);
+	lk_log_setup(cfg->log_format, level, NULL);
 	for (size_t i = 0; i < diags.n_warnings; i++)
 		LK_LOG(LK_WARN, "config warning", LKF_STR("warning", diags.warnings[i]));
 	lk_config_diags_clear(&diags);

@@ -8,6 +8,7 @@
 
 #include "agent/agent.h"
 #include "agent/lock.h"
+#include "agent/log.h"
 #include "locks/backend.h"
 #include "proto/codec.h"
 
@@ -149,6 +150,10 @@ void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"campaign\"} %zu\n", camp);
 	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"watch\"} %zu\n", watch);
 	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"other\"} %zu\n", other);
+	header(out, "leasekeeper_log_lines_dropped_total", "counter",
+	       "Log lines dropped because stderr was not read fast enough (the queue was full).");
+	evbuffer_add_printf(out, "leasekeeper_log_lines_dropped_total %" PRIu64 "\n",
+	                    lk_log_dropped());
 	header(out, "leasekeeper_graceful_exit_failed_total", "counter",
 	       "Drains that ended with an expired or failed lock, or past shutdown_timeout.");
 	evbuffer_add_printf(out, "leasekeeper_graceful_exit_failed_total %" PRIu64 "\n",

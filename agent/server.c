@@ -21,6 +21,7 @@
 #include "agent/agent.h"
 #include "agent/lock.h"
 #include "agent/log.h"
+#include "locks/backend.h"
 #include "proto/auth.h"
 #include "proto/codec.h"
 
@@ -318,7 +319,7 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	evtimer_add(c->timer, &tv);
 	lk_auth_new_nonce(c->nonce);
 	send_fmt(c, lk_codec_format_banner(banner, sizeof(banner), lk_agent_identity(s->agent),
-	                                   c->nonce, s->auth), banner);
+	                                   c->nonce, s->auth, lk_mono_ns() / 1000000), banner);
 	return;
 fail:
 	LK_LOG(LK_ERROR, "out of memory accepting a client");
@@ -476,7 +477,10 @@ static void do_watch(struct client *c, const struct lk_request *req)
 
 static void do_status(struct client *c)
 {
-	char *json = lk_agent_status_json(c->srv->agent, LK_LINE_MAX - sizeof("OK STATUS \n"));
+	char *json;
+
+	lk_agent_catch_up(c->srv->agent);
+	json = lk_agent_status_json(c->srv->agent, LK_LINE_MAX - sizeof("OK STATUS \n"));
 
 	if (!json) {
 		send_err(c, LK_ERR_BAD_REQUEST, "out of memory");

@@ -47,7 +47,7 @@ static const char *const err_names[LK_ERR__COUNT] = {
 static const char *const event_names[LK_EV__COUNT] = {
 	[LK_EV_LEADER] = "LEADER",     [LK_EV_FOLLOWER] = "FOLLOWER", [LK_EV_STEPDOWN] = "STEPDOWN",
 	[LK_EV_LOST] = "LOST",         [LK_EV_RELEASED] = "RELEASED", [LK_EV_STOP] = "STOP",
-	[LK_EV_DRAINED] = "DRAINED",
+	[LK_EV_DRAINED] = "DRAINED",   [LK_EV_RENEWED] = "RENEWED",
 };
 
 static const char *const reason_names[LK_LOST__COUNT] = {
@@ -372,6 +372,20 @@ enum lk_err lk_codec_parse_request(char *line, size_t len, struct lk_request *re
 	return e;
 }
 
+/* An optional integer attribute, added after version 1.0: absent leaves *ret at 0. Returns 0,
+ * or -EINVAL if present and not a number. */
+static int opt_i64(const struct words *w, const char *key, int64_t *ret)
+{
+	const char *s;
+
+	*ret = 0;
+	switch (attr_get(w, key, &s)) {
+	case 0: return 0;
+	case 1: return parse_i64(s, ret) == 0 ? 0 : -EINVAL;
+	default: return -EINVAL;
+	}
+}
+
 static int parse_banner(const struct words *w, struct lk_server_msg *m)
 {
 	const char *auth = NULL;
@@ -388,6 +402,8 @@ static int parse_banner(const struct words *w, struct lk_server_msg *m)
 	if (strcmp(auth, "hmac") == 0)
 		m->auth_hmac = true;
 	else if (strcmp(auth, "none") != 0)
+		return -EINVAL;
+	if (opt_i64(w, "mono_ms", &m->mono_ms) < 0 || m->mono_ms < 0)
 		return -EINVAL;
 	m->kind = LK_MSG_BANNER;
 	return 0;
@@ -443,7 +459,9 @@ static int parse_event(enum lk_event_kind kind, const struct words *w, struct lk
 
 	switch (kind) {
 	case LK_EV_LEADER:
-		return attr_u64(w, "token", &ev->token) || attr_i64(w, "ttl_ms", &ev->ttl_ms)
+	case LK_EV_RENEWED:
+		return attr_u64(w, "token", &ev->token) || attr_i64(w, "ttl_ms", &ev->ttl_ms) ||
+		       opt_i64(w, "until_mono_ms", &ev->until_mono_ms) || ev->until_mono_ms < 0
 		       ? -EINVAL : 0;
 	case LK_EV_FOLLOWER:
 		if (attr_get(w, "holder", &ev->holder) != 1 || ev->holder[0] == '\0')
@@ -668,9 +686,11 @@ int lk_codec_format_event(char *buf, size_t cap, const struct lk_event *ev)
 	 * deadline in the past means, and a reader would refuse the line anyway. */
 	switch (ev->kind) {
 	case LK_EV_LEADER:
-		if (ev->ttl_ms < 0)
+	case LK_EV_RENEWED:
+		if (ev->ttl_ms < 0 || ev->until_mono_ms < 0)
 			return -EINVAL;
 		out_fmt(&o, " token=%" PRIu64 " ttl_ms=%" PRId64, ev->token, ev->ttl_ms);
+		out_fmt(&o, " until_mono_ms=%" PRId64, ev->until_mono_ms);
 		break;
 	case LK_EV_FOLLOWER:
 		/* No holder and an empty holder both mean nobody, which the wire spells "-". */
@@ -714,18 +734,19 @@ int lk_codec_format_event(char *buf, size_t cap, const struct lk_event *ev)
 }
 
 int lk_codec_format_banner(char *buf, size_t cap, const char *id, const char *nonce_hex,
-                           bool auth_hmac)
+                           bool auth_hmac, int64_t mono_ms)
 {
 	struct out o = {.len = 0};
 
 	if (!word_valid(id, false) || !nonce_hex || strlen(nonce_hex) != LK_NONCE_HEX_LEN ||
-	    strspn(nonce_hex, "0123456789abcdefABCDEF") != LK_NONCE_HEX_LEN)
+	    strspn(nonce_hex, "0123456789abcdefABCDEF") != LK_NONCE_HEX_LEN || mono_ms < 0)
 		return -EINVAL;
 	out_fmt(&o, "LEASEKEEPER %d id=", LK_PROTO_VERSION);
 	out_str(&o, id);
 	out_str(&o, " nonce=");
 	out_str(&o, nonce_hex);
 	out_str(&o, auth_hmac ? " auth=hmac" : " auth=none");
+	out_fmt(&o, " mono_ms=%" PRId64, mono_ms);
 	return out_finish(&o, buf, cap);
 }
 

@@ -56,6 +56,7 @@ enum lk_event_kind {
 	LK_EV_RELEASED,
 	LK_EV_STOP,
 	LK_EV_DRAINED,
+	LK_EV_RENEWED,
 	LK_EV__COUNT,
 };
 
@@ -90,7 +91,11 @@ struct lk_event {
 	enum lk_event_kind kind;
 	const char *lock;        /* LEADER FOLLOWER STEPDOWN LOST RELEASED */
 	uint64_t token;          /* LEADER STEPDOWN LOST RELEASED */
-	int64_t ttl_ms;          /* LEADER */
+	int64_t ttl_ms;          /* LEADER RENEWED */
+	/* LEADER RENEWED: CLOCK_MONOTONIC ms at which the app must stop leading unless a RENEWED
+	 * moves it (the deadline rule in PROTOCOL.md). Parsing gives 0 when an older agent left it
+	 * out; formatting a LEADER or RENEWED requires it. */
+	int64_t until_mono_ms;
 	const char *holder;      /* FOLLOWER: identity, or "-" for nobody */
 	int64_t deadline_ms;     /* STEPDOWN STOP */
 	enum lk_lost_reason reason;   /* LOST */
@@ -114,6 +119,7 @@ struct lk_server_msg {
 	const char *id;
 	const char *nonce;       /* 64 hex digits */
 	bool auth_hmac;
+	int64_t mono_ms;         /* the agent's CLOCK_MONOTONIC in ms, 0 if an older agent omits it */
 	/* OK: the verb it answers, and the rest of the line after "OK <VERB> " (may be "") */
 	enum lk_verb ok_verb;
 	const char *rest;
@@ -157,7 +163,7 @@ int lk_codec_parse_server_msg(char *line, size_t len, struct lk_server_msg *ret)
 int lk_codec_format_request(char *buf, size_t cap, const struct lk_request *req);
 int lk_codec_format_event(char *buf, size_t cap, const struct lk_event *ev);
 int lk_codec_format_banner(char *buf, size_t cap, const char *id, const char *nonce_hex,
-                           bool auth_hmac);
+                           bool auth_hmac, int64_t mono_ms);
 /* "OK <VERB>" followed by " rest" when rest is non-empty. */
 int lk_codec_format_ok(char *buf, size_t cap, enum lk_verb verb, const char *rest);
 /* "ERR <code> <text>"; text may be NULL or "". */

@@ -573,12 +573,24 @@ START_TEST(events_parse)
 {
 	struct lk_server_msg m;
 
-	ck_assert_int_eq(psrv("LEADER sched token=12 ttl_ms=9800", &m), 0);
+	ck_assert_int_eq(psrv("LEADER sched token=12 ttl_ms=9800 until_mono_ms=123456", &m), 0);
 	ck_assert_int_eq(m.kind, LK_MSG_EVENT);
 	ck_assert_int_eq(m.ev.kind, LK_EV_LEADER);
 	ck_assert_str_eq(m.ev.lock, "sched");
 	ck_assert_uint_eq(m.ev.token, 12);
 	ck_assert_int_eq(m.ev.ttl_ms, 9800);
+	ck_assert_int_eq(m.ev.until_mono_ms, 123456);
+	/* An agent older than the deadline rule leaves it out: 0 tells the client to fall back. */
+	ck_assert_int_eq(psrv("LEADER sched token=12 ttl_ms=9800", &m), 0);
+	ck_assert_int_eq(m.ev.until_mono_ms, 0);
+	ck_assert_int_eq(psrv("LEADER sched token=12 ttl_ms=9800 until_mono_ms=-5", &m), -EINVAL);
+	ck_assert_int_eq(psrv("LEADER sched token=12 ttl_ms=9800 until_mono_ms=x", &m), -EINVAL);
+	ck_assert_int_eq(psrv("RENEWED sched token=12 ttl_ms=9000 until_mono_ms=7000", &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_RENEWED);
+	ck_assert_uint_eq(m.ev.token, 12);
+	ck_assert_int_eq(m.ev.ttl_ms, 9000);
+	ck_assert_int_eq(m.ev.until_mono_ms, 7000);
+	ck_assert_int_eq(psrv("RENEWED sched token=12", &m), -EINVAL);
 
 	ck_assert_int_eq(psrv("FOLLOWER sched holder=pod-2", &m), 0);
 	ck_assert_int_eq(m.ev.kind, LK_EV_FOLLOWER);
@@ -746,8 +758,12 @@ END_TEST
 
 START_TEST(format_events_exactly)
 {
-	fmt_ev_is(&(struct lk_event){.kind = LK_EV_LEADER, .lock = "s", .token = 9, .ttl_ms = 9800},
-	          "LEADER s token=9 ttl_ms=9800\n");
+	fmt_ev_is(&(struct lk_event){.kind = LK_EV_LEADER, .lock = "s", .token = 9, .ttl_ms = 9800,
+	                             .until_mono_ms = 5000},
+	          "LEADER s token=9 ttl_ms=9800 until_mono_ms=5000\n");
+	fmt_ev_is(&(struct lk_event){.kind = LK_EV_RENEWED, .lock = "s", .token = 9, .ttl_ms = 9700,
+	                             .until_mono_ms = 8000},
+	          "RENEWED s token=9 ttl_ms=9700 until_mono_ms=8000\n");
 	fmt_ev_is(&(struct lk_event){.kind = LK_EV_FOLLOWER, .lock = "s", .holder = "pod-2"},
 	          "FOLLOWER s holder=pod-2\n");
 	fmt_ev_is(&(struct lk_event){.kind = LK_EV_FOLLOWER, .lock = "s", .holder = NULL},
@@ -779,6 +795,7 @@ START_TEST(format_event_refuses_unsendable_fields)
 		{.kind = LK_EV_LEADER},
 		{.kind = LK_EV_LEADER, .lock = "*"},
 		{.kind = LK_EV_LEADER, .lock = "a", .ttl_ms = -1},
+		{.kind = LK_EV_RENEWED, .lock = "a", .until_mono_ms = -1},
 		{.kind = LK_EV_FOLLOWER, .lock = "a", .holder = "two words"},
 		{.kind = LK_EV_STEPDOWN, .lock = "a", .deadline_ms = -1},
 		{.kind = LK_EV_LOST, .lock = "a", .reason = LK_LOST__COUNT},
@@ -829,18 +846,19 @@ START_TEST(format_err_and_banner_exactly)
 	ck_assert_int_eq(lk_codec_format_err(buf, sizeof(buf), LK_ERR_DRAINING, "a\rb"), -EINVAL);
 	ck_assert_int_eq(lk_codec_format_err(buf, sizeof(buf), LK_ERR_DRAINING, "del\x7f"), -EINVAL);
 
-	lk_codec_format_banner(buf, sizeof(buf), "pod-7", NONCE, true);
-	ck_assert_str_eq(buf, "LEASEKEEPER 1 id=pod-7 nonce=" NONCE " auth=hmac\n");
-	lk_codec_format_banner(buf, sizeof(buf), "pod-7", NONCE, false);
-	ck_assert_str_eq(buf, "LEASEKEEPER 1 id=pod-7 nonce=" NONCE " auth=none\n");
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "pod 7", NONCE, false), -EINVAL);
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "", NONCE, false), -EINVAL);
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), NULL, NONCE, false), -EINVAL);
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", "abc", false), -EINVAL);
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", NULL, false), -EINVAL);
+	lk_codec_format_banner(buf, sizeof(buf), "pod-7", NONCE, true, 42);
+	ck_assert_str_eq(buf, "LEASEKEEPER 1 id=pod-7 nonce=" NONCE " auth=hmac mono_ms=42\n");
+	lk_codec_format_banner(buf, sizeof(buf), "pod-7", NONCE, false, 0);
+	ck_assert_str_eq(buf, "LEASEKEEPER 1 id=pod-7 nonce=" NONCE " auth=none mono_ms=0\n");
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", NONCE, false, -1), -EINVAL);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "pod 7", NONCE, false, 0), -EINVAL);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "", NONCE, false, 0), -EINVAL);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), NULL, NONCE, false, 0), -EINVAL);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", "abc", false, 0), -EINVAL);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", NULL, false, 0), -EINVAL);
 	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a",
 	                                        "zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-	                                        false),
+	                                        false, 0),
 	                 -EINVAL);
 }
 END_TEST
@@ -848,9 +866,10 @@ END_TEST
 START_TEST(small_buffers_get_enospc_and_stay_untouched)
 {
 	char buf[64];
-	const char *want = "LEADER s token=9 ttl_ms=9800\n";
+	const char *want = "LEADER s token=9 ttl_ms=9800 until_mono_ms=1\n";
 	size_t len = strlen(want);
-	struct lk_event ev = {.kind = LK_EV_LEADER, .lock = "s", .token = 9, .ttl_ms = 9800};
+	struct lk_event ev = {.kind = LK_EV_LEADER, .lock = "s", .token = 9, .ttl_ms = 9800,
+	                      .until_mono_ms = 1};
 
 	/* Exactly enough: the line plus its NUL. */
 	ck_assert_int_eq(lk_codec_format_event(buf, len + 1, &ev), (int)len);
@@ -863,7 +882,7 @@ START_TEST(small_buffers_get_enospc_and_stay_untouched)
 	ck_assert_int_eq(lk_codec_format_ok(buf, 8, LK_VERB_PING, NULL), -ENOSPC);
 	ck_assert_int_eq(lk_codec_format_ok(buf, 9, LK_VERB_PING, NULL), 8);
 	ck_assert_int_eq(lk_codec_format_err(buf, 5, LK_ERR_DRAINING, NULL), -ENOSPC);
-	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", NONCE, true), -ENOSPC);
+	ck_assert_int_eq(lk_codec_format_banner(buf, sizeof(buf), "a", NONCE, true, 0), -ENOSPC);
 	ck_assert_int_eq(lk_codec_format_request(buf, 5, &(struct lk_request){
 		.verb = LK_VERB_PING}), -ENOSPC);
 }
@@ -890,7 +909,9 @@ END_TEST
 START_TEST(events_round_trip)
 {
 	const struct lk_event evs[] = {
-		{.kind = LK_EV_LEADER, .lock = "a", .token = UINT64_MAX, .ttl_ms = INT64_MAX},
+		{.kind = LK_EV_LEADER, .lock = "a", .token = UINT64_MAX, .ttl_ms = INT64_MAX,
+		 .until_mono_ms = INT64_MAX},
+		{.kind = LK_EV_RENEWED, .lock = "a", .token = 3, .ttl_ms = 0, .until_mono_ms = 1},
 		{.kind = LK_EV_FOLLOWER, .lock = "a", .holder = "node-1.example"},
 		{.kind = LK_EV_FOLLOWER, .lock = "a", .holder = "-"},
 		{.kind = LK_EV_STEPDOWN, .lock = "a", .token = 1, .deadline_ms = 0},
@@ -921,8 +942,10 @@ START_TEST(events_round_trip)
 		seen[in->kind] = true;
 		switch (in->kind) {
 		case LK_EV_LEADER:
+		case LK_EV_RENEWED:
 			ck_assert(m.ev.token == in->token);
 			ck_assert(m.ev.ttl_ms == in->ttl_ms);
+			ck_assert(m.ev.until_mono_ms == in->until_mono_ms);
 			break;
 		case LK_EV_FOLLOWER:
 			ck_assert_str_eq(m.ev.holder, in->holder);
@@ -1011,13 +1034,14 @@ START_TEST(ok_and_banner_round_trip)
 		ck_assert_int_eq(m.ok_verb, v);
 		ck_assert_str_eq(m.rest, "some rest");
 	}
-	len = (size_t)lk_codec_format_banner(buf, sizeof(buf), "me", NONCE, true);
+	len = (size_t)lk_codec_format_banner(buf, sizeof(buf), "me", NONCE, true, 77);
 	lk_codec_chomp(buf, &len);
 	ck_assert_int_eq(lk_codec_parse_server_msg(buf, len, &m), 0);
 	ck_assert_int_eq(m.kind, LK_MSG_BANNER);
 	ck_assert_uint_eq(m.version, LK_PROTO_VERSION);
 	ck_assert_str_eq(m.id, "me");
 	ck_assert_str_eq(m.nonce, NONCE);
+	ck_assert_int_eq(m.mono_ms, 77);
 	ck_assert(m.auth_hmac);
 }
 END_TEST

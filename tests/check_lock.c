@@ -5,6 +5,8 @@
  * while it does, and a backend request stays in flight until the test answers it with the
  * lk_reply of its choice. Every event line the lock sends is recorded with the fake time it was
  * sent at, so tests assert exact lines ("LEADER sched token=7 ttl_ms=10000\n") and exact times.
+ * The deadline a LEADER or RENEWED carries (until_mono_ms) and the RENEWED lines themselves are
+ * recorded apart (renewals[], last_until_ms) and checked by the deadline tests.
  */
 #include <check.h>
 #include <errno.h>
@@ -141,6 +143,11 @@ struct fevent {
 #define MAX_EVENTS 64
 static struct fevent events[MAX_EVENTS];
 static int n_events, seen_events;
+/* RENEWED lines, and the until_mono_ms of every LEADER and RENEWED, are kept apart so that
+ * the other tests read the tenure's story without them; the deadline tests check these. */
+static struct fevent renewals[MAX_EVENTS];
+static int n_renewals;
+static int64_t last_until_ms;  /* until_mono_ms of the last LEADER or RENEWED, -1 if none */
 static int settled_calls;
 static int64_t settled_at;
 static int backend_errors;
@@ -153,6 +160,26 @@ static void f_emit(void *ctx, struct lk_lock *l, const char *line, size_t len)
 	ck_assert_uint_gt(len, 0);
 	ck_assert_uint_lt(len, sizeof(events[0].line));
 	ck_assert_msg(line[len - 1] == '\n', "event line without its newline");
+	if (strncmp(line, "LEADER ", 7) == 0 || strncmp(line, "RENEWED ", 8) == 0) {
+		const char *u = strstr(line, " until_mono_ms=");
+		char *end;
+
+		ck_assert_msg(u != NULL, "no until_mono_ms in \"%.*s\"", (int)len - 1, line);
+		last_until_ms = strtoll(u + 15, &end, 10);
+		ck_assert_msg(*end == '\n', "until_mono_ms is not the last word: \"%s\"", line);
+		len = (size_t)(u - line);
+		if (line[0] == 'R') {
+			ck_assert_int_lt(n_renewals, MAX_EVENTS);
+			memcpy(renewals[n_renewals].line, line, len);
+			renewals[n_renewals].line[len] = '\0';
+			renewals[n_renewals++].at = now;
+			return;
+		}
+		memcpy(events[n_events].line, line, len);
+		memcpy(events[n_events].line + len, "\n", 2);
+		events[n_events++].at = now;
+		return;
+	}
 	memcpy(events[n_events].line, line, len);
 	events[n_events].line[len] = '\0';
 	events[n_events].at = now;
@@ -438,6 +465,8 @@ static void setup(void)
 	arm_seq = 0;
 	now = T0;
 	n_events = seen_events = 0;
+	n_renewals = 0;
+	last_until_ms = -1;
 	settled_calls = 0;
 	settled_at = -1;
 	backend_errors = 0;
@@ -618,6 +647,94 @@ START_TEST(leader_ttl_counts_from_when_the_acquire_was_sent)
 	ck_assert_int_eq(calls[R_RENEW], 0);
 	advance(1);
 	ck_assert_int_eq(PENDING(R_RENEW)->sent, q->sent + 3000 * MS);
+}
+END_TEST
+
+/* I8: the apps' own deadline is the proving request's send time + renew_deadline. */
+START_TEST(leader_carries_the_deadline_counted_from_the_acquire_send)
+{
+	struct freq *q;
+
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	q = PENDING(R_ACQUIRE);
+	advance(2000);
+	answer_ok(q, 7);
+	EXPECT_LINES("LEADER sched token=7 ttl_ms=8000\n");
+	ck_assert_int_eq(last_until_ms, (q->sent + 6000 * MS) / MS);
+	ck_assert_int_eq(lk_lock_until_mono_ms(L), last_until_ms);
+}
+END_TEST
+
+START_TEST(each_proven_renewal_sends_renewed_with_a_later_deadline)
+{
+	int64_t sent, first;
+	struct freq *q;
+
+	lead(7);
+	first = last_until_ms;
+	advance(3000);
+	q = PENDING(R_RENEW);
+	sent = q->sent;
+	advance(400);
+	ck_assert_int_eq(n_renewals, 0);
+	answer_ok(q, 7);
+	ck_assert_int_eq(n_renewals, 1);
+	ck_assert_str_eq(renewals[0].line, "RENEWED sched token=7 ttl_ms=9600");
+	ck_assert_int_eq(last_until_ms, (sent + 6000 * MS) / MS);
+	ck_assert_int_gt(last_until_ms, first);
+	/* Nothing else goes out with it. */
+	EXPECT_NO_LINES();
+	/* And again for the next one. */
+	advance(2600);
+	answer_ok(PENDING(R_RENEW), 7);
+	ck_assert_int_eq(n_renewals, 2);
+	ck_assert_int_eq(last_until_ms, (sent + 9000 * MS) / MS);
+}
+END_TEST
+
+START_TEST(renewals_while_stepping_down_send_renewed)
+{
+	lead(7);
+	ck_assert_int_eq(lk_lock_campaign(L, C2), 0);
+	lk_lock_drain(L);
+	EXPECT_LINES("STEPDOWN sched token=7 deadline_ms=5000\n");
+	advance(3000);
+	answer_ok(PENDING(R_RENEW), 7);
+	ck_assert_int_eq(n_renewals, 1);
+	ck_assert_str_eq(renewals[0].line, "RENEWED sched token=7 ttl_ms=10000");
+}
+END_TEST
+
+START_TEST(failed_or_late_renewals_send_no_renewed)
+{
+	struct freq *q;
+
+	lead(7);
+	advance(3000);
+	answer(PENDING(R_RENEW), (struct lk_reply){ .status = LK_REPLY_ERROR, .err = "boom" });
+	ck_assert_int_eq(n_renewals, 0);
+	/* The retry is answered only after the deadline: it proves nothing, so no RENEWED. */
+	advance(60);
+	q = PENDING(R_RENEW);
+	advance(5999 - 3060);
+	advance(1);
+	EXPECT_LINES("LOST sched token=7 reason=renew_deadline\n");
+	answer_ok(q, 7);
+	ck_assert_int_eq(n_renewals, 0);
+}
+END_TEST
+
+/* A loop that was busy past the deadline acts on it before it reports (I9). */
+START_TEST(catch_up_acts_on_a_deadline_the_timer_has_not_fired_for)
+{
+	lead(7);
+	/* Move the clock without running timers, as a frozen process would see it. */
+	now += 7000 * MS;
+	ck_assert(lk_lock_is_leader(L));
+	lk_lock_catch_up(L);
+	EXPECT_LINES("LOST sched token=7 reason=renew_deadline\n");
+	ck_assert(!lk_lock_is_leader(L));
+	ck_assert_int_eq(lk_lock_until_mono_ms(L), 0);
 }
 END_TEST
 
@@ -1896,7 +2013,7 @@ START_TEST(current_event_tells_each_state)
 	advance(1000);
 	answer_ok(PENDING(R_ACQUIRE), 7);
 	advance(1500);
-	ck_assert_str_eq(current_event(), "LEADER sched token=7 ttl_ms=8500\n"); /* leader */
+	ck_assert_str_eq(current_event(), "LEADER sched token=7 ttl_ms=8500 until_mono_ms=1007000\n");
 	lk_lock_drain(L);
 	advance(2000);
 	ck_assert_str_eq(current_event(), "STEPDOWN sched token=7 deadline_ms=3000\n");
@@ -1979,6 +2096,11 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, acquire_ok_announces_leader_with_token_and_ttl);
 	tcase_add_test(t, leader_ttl_counts_from_when_the_acquire_was_sent);
 	tcase_add_test(t, acquire_answered_just_before_the_renew_deadline_is_announced);
+	tcase_add_test(t, leader_carries_the_deadline_counted_from_the_acquire_send);
+	tcase_add_test(t, each_proven_renewal_sends_renewed_with_a_later_deadline);
+	tcase_add_test(t, renewals_while_stepping_down_send_renewed);
+	tcase_add_test(t, failed_or_late_renewals_send_no_renewed);
+	tcase_add_test(t, catch_up_acts_on_a_deadline_the_timer_has_not_fired_for);
 	tcase_add_test(t, acquire_answered_after_the_renew_deadline_is_not_announced_and_is_given_back);
 	tcase_add_test(t, held_reports_the_holder_once_and_retries_after_retry_interval);
 	tcase_add_test(t, holder_identities_are_sanitised_for_the_wire);

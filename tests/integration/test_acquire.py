@@ -22,7 +22,7 @@ class AcquireScenarios:
         ev, skipped = app.await_event("LEADER", "x", allow=("FOLLOWER",))
         for s in skipped:  # nobody held it: a FOLLOWER update can only say "nobody"
             self.assertEqual(s.raw, "FOLLOWER x holder=-")
-        self.assertRegex(ev.raw, r"^LEADER x token=[0-9]+ ttl_ms=[0-9]+$")
+        self.assertRegex(ev.raw, r"^LEADER x token=[0-9]+ ttl_ms=[0-9]+ until_mono_ms=[0-9]+$")
         self.assertGreater(ev.token, 0)
         self.assertGreater(ev.int("ttl_ms"), 0)
         self.assertLessEqual(ev.int("ttl_ms"), self.backend.granted_ttl(3) * 1000)
@@ -198,7 +198,7 @@ class AcquireRedisTest(AcquireScenarios, RedisScenario, LKTestCase):
         a = self.start_agent("pod-a", self.redis)
         c1 = self.connect(a, hello=False)
         b1 = c1.read_banner()
-        self.assertRegex(b1.raw, r"^LEASEKEEPER 1 id=pod-a nonce=[0-9a-f]{64} auth=none$")
+        self.assertRegex(b1.raw, r"^LEASEKEEPER 1 id=pod-a nonce=[0-9a-f]{64} auth=none mono_ms=[0-9]+$")
         r = c1.hello(client_name="probe")
         self.assertRegex(r.raw, r"^OK HELLO 1 agent=\S+ id=pod-a$")
         c2 = self.connect(a, hello=False)

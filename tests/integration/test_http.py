@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -67,7 +68,13 @@ class HttpTest(LKTestCase):
         status, ctype, body = get(self.base + "/leader/x")
         self.assertEqual(status, 200)
         self.assertIn("application/json", ctype)
-        self.assertEqual(json.loads(body), {"lock": "x", "token": lead.token, "holder": "pod-a"})
+        doc = json.loads(body)
+        until = doc.pop("until_mono_ms")
+        self.assertEqual(doc, {"lock": "x", "token": lead.token, "holder": "pod-a"})
+        # The deadline of the newest proof, never past the LEADER's plus a renewal's worth.
+        now_ms = time.clock_gettime(time.CLOCK_MONOTONIC) * 1000
+        self.assertGreater(until, now_ms)
+        self.assertGreaterEqual(until, lead.int("until_mono_ms"))
         self.assertEqual(get(self.base + "/leader/y")[0], 503, "y is not campaigned for")
         self.assertEqual(get(self.base + "/leader/nope")[0], 404)
         # Stepping down is not leading for routing purposes.
