@@ -7,6 +7,8 @@
 - Client: one connection (banner, HELLO with the MAC, requests, events) for anything else.
 """
 
+import logging
+
 from .client import CLOCK_TOLERANCE_MS, FALLBACK_FRACTION, Client
 from .elector import STOP_REASONS, LeaderElector
 from .protocol import (DEFAULT_SOCKET, MAX_LINE, AuthError, ConnectionClosed, LeaseKeeperError,
@@ -14,6 +16,9 @@ from .protocol import (DEFAULT_SOCKET, MAX_LINE, AuthError, ConnectionClosed, Le
                        mac_hex, monotonic, monotonic_ms, parse_line)
 
 __version__ = "0.1.0"
+
+# Warnings and errors go to the "leasekeeper" logger; the app decides where they end up.
+logging.getLogger("leasekeeper").addHandler(logging.NullHandler())
 
 __all__ = [
     "LeaderElector", "Client", "Message", "STOP_REASONS", "LeaseKeeperError", "ProtocolError",
