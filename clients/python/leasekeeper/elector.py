@@ -104,7 +104,8 @@ class LeaderElector:
 
         self.client = None            # the current Client while run() is connected
         self.holder = None            # the last known holder's identity
-        self.last_stop_reason = None
+        self.last_stop_reason = None  # the reason of the last on_stopped_leading
+        self.last_deadline = None     # the deadline the last tenure had when it ended
         self._tenure = None           # (token, deadline in monotonic seconds) while leading
         self._ttl_ms = None
         self._ended = None            # token of a tenure that ended on this connection
@@ -408,6 +409,7 @@ class LeaderElector:
         self._tenure = None
         self._ended = t[0]
         self.last_stop_reason = reason
+        self.last_deadline = t[1]
         if reason == "error":
             try:
                 self.on_stopped_leading(reason)
