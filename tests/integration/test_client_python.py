@@ -87,7 +87,8 @@ class PyApp:
         self.lines = []
         self.eof = False
         self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self):
         for raw in iter(self.proc.stdout.readline, b""):
@@ -136,6 +137,7 @@ class PyApp:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._reader.join(5)
         self.proc.stdout.close()
         self._err.close()
 
