@@ -40,7 +40,8 @@ STOP_REASONS = {
     "superseded": "a LEADER with another token arrived while we led",
     "stop": "STOP from the agent: its drain is over; run() returns \"stop\"",
     "closed": "the app called stop() or close(); run() returns \"closed\"",
-    "error": "a callback raised; run() re-raises after this callback",
+    "error": "a callback raised, or an exception (KeyboardInterrupt...) interrupted run(); "
+             "run() re-raises it after this callback",
 }
 
 

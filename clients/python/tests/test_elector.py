@@ -279,6 +279,20 @@ class ElectorTest(FakeAgentCase):
         with self.assertRaises(ValueError):
             leasekeeper.LeaderElector("bad lock", socket_path=self.agent.path)
 
+    def test_a_callback_that_raises_ends_leadership_and_run(self):
+        def boom(token):
+            self.rec.started(token)
+            raise RuntimeError("app bug")
+        e = self.start()
+        e.on_started_leading = boom
+        c = self.connected()
+        c.leader(8)
+        with self.assertRaises(RuntimeError):
+            self.join()
+        self.assertEqual(self.rec.wait("stopped")[1], "error")
+        self.assertFalse(e.is_leader())
+        c.expect_eof()  # the agent counts that as a step-down
+
     # -- EOF and reconnects
 
     def test_reconnects_after_eof(self):
