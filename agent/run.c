@@ -40,7 +40,8 @@ static const char usage_run[] =
 	"Campaign for NAME and run CMD only while this replica leads it, with LEASEKEEPER_TOKEN\n"
 	"(the fencing token) and LEASEKEEPER_LOCK in its environment. On STEPDOWN, CMD gets\n"
 	"SIGTERM (SIGKILL at the deadline) and the stepdown is acknowledged once it exited; on\n"
-	"LOST or when the agent goes away, CMD is killed at once. When CMD exits by itself, run\n"
+	"LOST, when the agent goes away, or when the tenure's deadline passes without a RENEWED\n"
+	"(a frozen agent), CMD is killed at once. When CMD exits by itself, run\n"
 	"exits with its status and the lock is handed over. SIGTERM and SIGINT are forwarded.\n";
 
 struct runner {
@@ -238,15 +239,28 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 			{ .fd = r->sfd, .events = POLLIN },
 			{ .fd = lk_client_fd(r->c), .events = POLLIN },
 		};
-		int timeout = -1;
+		int timeout = -1, until_deadline;
 
+		/* I8: the agent may be frozen and say nothing; CMD must not outlive the tenure's
+		 * deadline, with or without a LOST. */
+		if (r->child > 0 && !r->killed && lk_client_until_mono_ms(r->c, r->lock) == 0) {
+			note("deadline of %s passed without a RENEWED (is the agent frozen?): killing %s",
+			     r->lock, r->cmd[0]);
+			r->killed = true;
+			signal_child(r, SIGKILL);
+			r->stepdown = 0;
+			r->kill_at_ms = 0;
+		}
+		until_deadline = r->child > 0 ? lk_client_deadline_timeout(r->c) : -1;
+		if (until_deadline >= 0)
+			timeout = until_deadline;
 		if (r->kill_at_ms) {
 			int64_t left = r->kill_at_ms - now_ms();
 			if (left <= 0) {
 				note("%s did not exit in time: SIGKILL", r->cmd[0]);
 				signal_child(r, SIGKILL);
 				r->kill_at_ms = 0;
-			} else {
+			} else if (timeout < 0 || left < timeout) {
 				timeout = (int)left;
 			}
 		}

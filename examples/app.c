@@ -7,6 +7,8 @@
  *   LOST      stop leader work at once; no ACK
  *   STOP      the drain is over: exit
  *   EOF       the agent is gone: leadership can no longer be proven, stop at once (I6)
+ *   deadline  no RENEWED came before the tenure's until_mono_ms: stop at once, even though the
+ *             agent said nothing (it may be frozen); the client library keeps the time
  *
  * usage: app [-s SOCKET] [-n NAME] LOCK
  */
@@ -80,10 +82,24 @@ int main(int argc, char **argv)
 	}
 	say("campaigning for %s", lock);
 	for (;;) {
-		/* While leading, wake up every 500 ms to do a slice of work. */
-		rc = lk_client_next_event(c, token ? 500 : -1, &m);
+		/* While leading, wake up every 500 ms to do a slice of work, and at the deadline. */
+		int wait = token ? 500 : -1, until_deadline = lk_client_deadline_timeout(c);
+
+		if (token && until_deadline >= 0 && until_deadline < wait)
+			wait = until_deadline;
+		rc = lk_client_next_event(c, wait, &m);
+		/* Not leading any more, and not because of what just arrived: the deadline passed
+		 * without a RENEWED. The agent may be frozen; stop on our own (I8). */
+		if (token && !lk_client_leads(c, lock) &&
+		    (rc == -ETIMEDOUT || (rc == 0 && (m.ev.kind == LK_EV_RENEWED ||
+		                                      m.ev.kind == LK_EV_FOLLOWER)))) {
+			say("DEADLINE token=%" PRIu64 ": no RENEWED in time, stopped leader work at once",
+			    token);
+			token = 0;
+		}
 		if (rc == -ETIMEDOUT) {
-			say("leader (token %" PRIu64 "): doing work #%u", token, ++work);
+			if (token)
+				say("leader (token %" PRIu64 "): doing work #%u", token, ++work);
 			continue;
 		}
 		if (rc < 0) {
@@ -99,6 +115,8 @@ int main(int argc, char **argv)
 			token = m.ev.token;
 			say("LEADER token=%" PRIu64 " (lease proven for %" PRId64 " ms): starting work",
 			    token, m.ev.ttl_ms);
+			break;
+		case LK_EV_RENEWED:
 			break;
 		case LK_EV_FOLLOWER:
 			if (strcmp(m.ev.holder, "-") == 0)

@@ -49,6 +49,14 @@ struct queued_line {
 	size_t len;
 };
 
+/* What this client was told about one lock's tenure here, for the deadline rule. */
+struct tenure {
+	char lock[LK_LOCK_NAME_MAX + 1];
+	uint64_t token;
+	int64_t until_ms;     /* our CLOCK_MONOTONIC; 0 once the tenure ended */
+	bool stepping_down;   /* STEPDOWN came: no more leader work, but the deadline holds */
+};
+
 struct lk_client {
 	int fd;
 	int broken;          /* 0, or the negative errno every later call returns */
@@ -63,6 +71,9 @@ struct lk_client {
 	char line[LK_LINE_MAX + 1];
 	struct queued_line queue[LK_CLIENT_MAX_QUEUED];
 	size_t qhead, qcount;
+	bool shared_clock;   /* the banner's mono_ms matched ours: until_mono_ms applies as is */
+	struct tenure tenures[LK_CLIENT_MAX_TENURES];
+	size_t n_tenures;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -233,11 +244,127 @@ static int parse_raw(struct lk_client *c, struct lk_server_msg *m)
 	return 0;
 }
 
+/* ---- the deadline rule --------------------------------------------------------------------- */
+
+static struct tenure *find_tenure(struct lk_client *c, const char *lock, bool add)
+{
+	for (size_t i = 0; i < c->n_tenures; i++)
+		if (strcmp(c->tenures[i].lock, lock) == 0)
+			return &c->tenures[i];
+	if (!add || c->n_tenures == LK_CLIENT_MAX_TENURES)
+		return NULL;
+	struct tenure *t = &c->tenures[c->n_tenures++];
+	snprintf(t->lock, sizeof(t->lock), "%s", lock);
+	t->until_ms = 0;
+	return t;
+}
+
+/* Follow the tenures an event tells of, when it arrives (not when the caller takes it from
+ * the queue): a LOST must end leadership even while it waits behind a reply. */
+static void track(struct lk_client *c, const struct lk_event *ev, int64_t arrived_ms)
+{
+	struct tenure *t;
+	int64_t until;
+
+	switch (ev->kind) {
+	case LK_EV_LEADER:
+	case LK_EV_RENEWED:
+		/* A client whose clock is not the agent's (or an agent older than the rule) counts
+		 * the deadline from the line's arrival, with the agent's default share of the ttl. */
+		if (c->shared_clock && ev->until_mono_ms > 0)
+			until = ev->until_mono_ms;
+		else
+			until = arrived_ms + ev->ttl_ms * 2 / 3;
+		t = find_tenure(c, ev->lock, ev->kind == LK_EV_LEADER);
+		if (!t)
+			return;
+		/* A RENEWED moves only the tenure it belongs to, and only one still running. */
+		if (ev->kind == LK_EV_RENEWED && (t->token != ev->token || t->until_ms == 0 ||
+		                                  arrived_ms >= t->until_ms))
+			return;
+		if (ev->kind == LK_EV_LEADER)
+			t->stepping_down = false;
+		t->token = ev->token;
+		t->until_ms = until > 0 ? until : 1;
+		return;
+	case LK_EV_STEPDOWN:
+		t = find_tenure(c, ev->lock, false);
+		if (t)
+			t->stepping_down = true;
+		return;
+	case LK_EV_LOST:
+	case LK_EV_RELEASED:
+	case LK_EV_FOLLOWER:
+		t = find_tenure(c, ev->lock, false);
+		if (t)
+			t->until_ms = 0;
+		return;
+	case LK_EV_STOP:
+		for (size_t i = 0; i < c->n_tenures; i++)
+			c->tenures[i].until_ms = 0;
+		return;
+	default:
+		return;
+	}
+}
+
 static int read_msg(struct lk_client *c, int64_t deadline, struct lk_server_msg *m)
 {
-	int r = read_line(c, deadline);
+	for (;;) {
+		int r = read_line(c, deadline);
 
-	return r < 0 ? r : parse_raw(c, m);
+		if (r < 0)
+			return r;
+		memcpy(c->line, c->raw, c->rawlen + 1);
+		r = lk_codec_parse_server_msg(c->line, c->rawlen, m);
+		/* An event newer than this client: ignored, as the protocol asks. */
+		if (r == -ENOMSG)
+			continue;
+		if (r < 0)
+			return client_break(c, -EPROTO);
+		if (m->kind == LK_MSG_EVENT)
+			track(c, &m->ev, now_ms());
+		return 0;
+	}
+}
+
+static const struct tenure *running(const struct lk_client *c, const char *lock)
+{
+	for (size_t i = 0; i < c->n_tenures; i++)
+		if (strcmp(c->tenures[i].lock, lock) == 0)
+			return !c->broken && c->tenures[i].until_ms > now_ms() ? &c->tenures[i] : NULL;
+	return NULL;
+}
+
+bool lk_client_leads(const struct lk_client *c, const char *lock)
+{
+	const struct tenure *t = running(c, lock);
+
+	return t && !t->stepping_down;
+}
+
+int64_t lk_client_until_mono_ms(const struct lk_client *c, const char *lock)
+{
+	const struct tenure *t = running(c, lock);
+
+	return t ? t->until_ms : 0;
+}
+
+int lk_client_deadline_timeout(const struct lk_client *c)
+{
+	int64_t first = -1, now = now_ms();
+
+	if (c->broken)
+		return -1;
+	for (size_t i = 0; i < c->n_tenures; i++) {
+		int64_t u = c->tenures[i].until_ms;
+
+		if (u > now && (first < 0 || u < first))
+			first = u;
+	}
+	if (first < 0)
+		return -1;
+	return first - now > INT_MAX ? INT_MAX : (int)(first - now);
 }
 
 /* ---- the event queue ---------------------------------------------------------------------- */
@@ -482,6 +609,9 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 		set_err(err, errlen, "out of memory");
 		goto fail;
 	}
+	/* Containers of one pod share the kernel's CLOCK_MONOTONIC; a client elsewhere does not,
+	 * and falls back to counting deadlines from arrival (PROTOCOL.md, "Deadlines"). */
+	c->shared_clock = m.mono_ms > 0 && llabs(m.mono_ms - now_ms()) <= LK_CLIENT_CLOCK_SLACK_MS;
 	/* m borrows the line buffer, which the HELLO exchange reuses. */
 	memcpy(nonce, m.nonce, sizeof(nonce));
 	auth_hmac = m.auth_hmac;

@@ -7,10 +7,16 @@
  *
  * I6: when lk_client_next_event() reports EOF (-EPIPE), the agent is gone and a leader must stop
  * leader work at once: its leadership can no longer be proven.
+ *
+ * I8: the client follows every tenure it hears of (LEADER, RENEWED, STEPDOWN, LOST...) and
+ * keeps its deadline (until_mono_ms) itself, so that an app stops leading on time even while
+ * its agent is frozen and says nothing: lk_client_leads() turns false at the deadline, and
+ * lk_client_deadline_timeout() is the poll timeout that wakes an event loop for it.
  */
 #ifndef LK_PROTO_CLIENT_H
 #define LK_PROTO_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +24,9 @@
 
 #define LK_CLIENT_DEFAULT_SOCKET "/run/leasekeeper/agent.sock"
 #define LK_CLIENT_MAX_QUEUED     1024 /* events kept while waiting for a reply */
+#define LK_CLIENT_MAX_TENURES    64   /* locks whose deadlines one client follows */
+/* A banner mono_ms further than this from our CLOCK_MONOTONIC means another clock. */
+#define LK_CLIENT_CLOCK_SLACK_MS 1000
 
 struct lk_client;
 
@@ -51,6 +60,18 @@ int lk_client_next_event(struct lk_client *c, int timeout_ms, struct lk_server_m
  * also already be queued: check lk_client_has_queued() before polling. */
 int lk_client_fd(const struct lk_client *c);
 int lk_client_has_queued(const struct lk_client *c);
+
+/* True while this client was told LEADER (or RENEWED) for lock and that tenure's deadline has
+ * not passed; false after STEPDOWN, LOST, RELEASED, STOP, EOF or the deadline. */
+bool lk_client_leads(const struct lk_client *c, const char *lock);
+
+/* The CLOCK_MONOTONIC ms at which the lock's tenure ends for this app, while it runs (leading,
+ * or stepping down: work that is still winding down must be gone by then too); else 0. */
+int64_t lk_client_until_mono_ms(const struct lk_client *c, const char *lock);
+
+/* Milliseconds until the earliest deadline of a running tenure, for poll(2); -1 when none.
+ * When it has passed, lk_client_leads() and lk_client_until_mono_ms() say so. */
+int lk_client_deadline_timeout(const struct lk_client *c);
 
 /* The agent's identity from its banner (borrowed, lives as long as the client). */
 const char *lk_client_agent_id(const struct lk_client *c);

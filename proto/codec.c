@@ -537,7 +537,8 @@ int lk_codec_parse_server_msg(char *line, size_t len, struct lk_server_msg *ret)
 			return -EINVAL;
 	} else {
 		if ((i = name_lookup(event_names, LK_EV__COUNT, first)) < 0)
-			return -EINVAL;
+			return strspn(first, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == strlen(first) &&
+			       name_lookup(verb_names, LK_VERB__COUNT, first) < 0 ? -ENOMSG : -EINVAL;
 		if (parse_event((enum lk_event_kind)i, &w, &m.ev) < 0)
 			return -EINVAL;
 		m.kind = LK_MSG_EVENT;

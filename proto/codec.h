@@ -152,9 +152,10 @@ void lk_codec_chomp(const char *line, size_t *len);
 enum lk_err lk_codec_parse_request(char *line, size_t len, struct lk_request *ret,
                                    const char **ret_text);
 
-/* Parse one line sent by the agent, the same way. Returns 0, or -EINVAL for a line that is not
- * valid protocol (unknown first word, missing or malformed attribute); unknown attributes are
- * ignored so that newer agents can add them. */
+/* Parse one line sent by the agent, the same way. Returns 0, -ENOMSG for an event verb this
+ * codec does not know (a newer agent's: clients skip it), or -EINVAL for a line that is not
+ * valid protocol (a first word that is no verb, a missing or malformed attribute); unknown
+ * attributes are ignored so that newer agents can add them. */
 int lk_codec_parse_server_msg(char *line, size_t len, struct lk_server_msg *ret);
 
 /* Formatting: write one complete line, '\n' included, NUL-terminated, into buf[cap].

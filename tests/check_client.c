@@ -915,6 +915,181 @@ START_TEST(queue_overflow_is_eproto)
 }
 END_TEST
 
+/* ---- the deadline rule (I8) ---------------------------------------------------------------- */
+
+static char dl_banner[256], dl_leader[128], dl_renewed[128], dl_renewed_other[128];
+
+/* A banner whose mono_ms is ours plus skew_ms, and LEADER / RENEWED lines whose deadlines are
+ * our now plus the given offsets. */
+static void deadline_lines(int64_t skew_ms, int64_t leader_in, int64_t renewed_in)
+{
+	int64_t now = mono_ms();
+
+	snprintf(dl_banner, sizeof(dl_banner), "LEASEKEEPER 1 id=node-a nonce=" NONCE
+	         " auth=none mono_ms=%lld\n", (long long)(now + skew_ms));
+	snprintf(dl_leader, sizeof(dl_leader), "LEADER a token=5 ttl_ms=600 until_mono_ms=%lld\n",
+	         (long long)(now + leader_in));
+	snprintf(dl_renewed, sizeof(dl_renewed), "RENEWED a token=5 ttl_ms=600 until_mono_ms=%lld\n",
+	         (long long)(now + renewed_in));
+	snprintf(dl_renewed_other, sizeof(dl_renewed_other),
+	         "RENEWED a token=4 ttl_ms=600 until_mono_ms=%lld\n", (long long)(now + 100000));
+}
+
+#define DL_HANDSHAKE {OP_SEND, dl_banner, 0}, {OP_EXPECT, "HELLO 1 client=test", 0}, \
+                     {OP_SEND, HELLO_OK, 0}
+
+START_TEST(leadership_ends_at_the_deadline_while_the_agent_is_silent)
+{
+	struct step s[] = {DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_WAIT_EOF, NULL, 0}};
+	struct lk_client *c;
+	struct lk_server_msg m;
+	int64_t until;
+	int left;
+
+	deadline_lines(0, 400, 0);
+	agent_start(s);
+	c = connect_ok();
+	ck_assert(!lk_client_leads(c, "a"));
+	ck_assert_int_eq(lk_client_deadline_timeout(c), -1);
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_LEADER);
+	ck_assert(lk_client_leads(c, "a"));
+	ck_assert(!lk_client_leads(c, "b"));
+	until = lk_client_until_mono_ms(c, "a");
+	ck_assert_int_eq(until, m.ev.until_mono_ms);
+	left = lk_client_deadline_timeout(c);
+	ck_assert_int_gt(left, 0);
+	ck_assert_int_le(left, 400);
+	/* The agent says nothing more: the poll timeout is the deadline, and then it is over. */
+	ck_assert_int_eq(lk_client_next_event(c, left, &m), -ETIMEDOUT);
+	while (mono_ms() < until)
+		poll(NULL, 0, 1);
+	ck_assert(!lk_client_leads(c, "a"));
+	ck_assert_int_eq(lk_client_until_mono_ms(c, "a"), 0);
+	ck_assert_int_eq(lk_client_deadline_timeout(c), -1);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
+START_TEST(renewed_moves_the_deadline_of_its_own_tenure_only)
+{
+	struct step s[] = {
+		DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_SEND, dl_renewed_other, 0},
+		{OP_SEND, dl_renewed, 0}, {OP_SEND, "LOST a token=5 reason=taken\n", 0},
+		{OP_WAIT_EOF, NULL, 0},
+	};
+	struct lk_client *c;
+	struct lk_server_msg m;
+	int64_t first;
+
+	deadline_lines(0, 5000, 9000);
+	agent_start(s);
+	c = connect_ok();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	first = lk_client_until_mono_ms(c, "a");
+	/* Another tenure's RENEWED (a stale line) moves nothing. */
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_RENEWED);
+	ck_assert_int_eq(lk_client_until_mono_ms(c, "a"), first);
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(lk_client_until_mono_ms(c, "a"), m.ev.until_mono_ms);
+	ck_assert_int_gt(lk_client_until_mono_ms(c, "a"), first);
+	ck_assert(lk_client_leads(c, "a"));
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_LOST);
+	ck_assert(!lk_client_leads(c, "a"));
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
+/* A STEPDOWN that arrives while a request waits for its reply ends leader work at once, before
+ * the app has taken it from the queue; the deadline keeps bounding what winds down. */
+START_TEST(stepdown_queued_behind_a_reply_ends_leadership_on_arrival)
+{
+	struct step s[] = {
+		DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_EXPECT, "PING", 0},
+		{OP_SEND, "STEPDOWN a token=5 deadline_ms=100\n", 0}, {OP_SEND, "OK PONG\n", 0},
+		{OP_WAIT_EOF, NULL, 0},
+	};
+	struct lk_client *c;
+	struct lk_server_msg m;
+
+	deadline_lines(0, 5000, 0);
+	agent_start(s);
+	c = connect_ok();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert(lk_client_leads(c, "a"));
+	ck_assert_int_eq(lk_client_call(c, &ping, 2000, &m), 0);
+	ck_assert(!lk_client_leads(c, "a"));
+	/* The deadline still bounds the work that is winding down. */
+	ck_assert_int_gt(lk_client_until_mono_ms(c, "a"), mono_ms());
+	ck_assert_int_gt(lk_client_deadline_timeout(c), 0);
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_STEPDOWN);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
+START_TEST(another_clock_counts_two_thirds_of_the_ttl_from_arrival)
+{
+	struct step s[] = {DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_WAIT_EOF, NULL, 0}};
+	struct lk_client *c;
+	struct lk_server_msg m;
+	int64_t before, after;
+
+	/* The agent's clock is a minute ahead: its until_mono_ms means nothing here. */
+	deadline_lines(60000, 60000 + 5000, 0);
+	agent_start(s);
+	c = connect_ok();
+	before = mono_ms();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	after = mono_ms();
+	ck_assert_int_ge(lk_client_until_mono_ms(c, "a"), before + 400);
+	ck_assert_int_le(lk_client_until_mono_ms(c, "a"), after + 400);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
+START_TEST(eof_ends_leadership)
+{
+	struct step s[] = {DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_CLOSE, NULL, 0}};
+	struct lk_client *c;
+	struct lk_server_msg m;
+
+	deadline_lines(0, 5000, 0);
+	agent_start(s);
+	c = connect_ok();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), -EPIPE);
+	ck_assert(!lk_client_leads(c, "a"));
+	ck_assert_int_eq(lk_client_deadline_timeout(c), -1);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
+START_TEST(unknown_event_verbs_are_skipped)
+{
+	static const struct step s[] = {
+		HANDSHAKE, {OP_SEND, "SOMEDAY a token=1 new=yes\n", 0},
+		{OP_SEND, "FOLLOWER a holder=-\n", 0}, {OP_WAIT_EOF, NULL, 0},
+	};
+	struct lk_client *c;
+	struct lk_server_msg m;
+
+	agent_start(s);
+	c = connect_ok();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_FOLLOWER);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
 	Suite *s = suite_create("client");
@@ -962,6 +1137,17 @@ static Suite *client_suite(void)
 	tcase_add_test(t, endless_line_is_eproto);
 	tcase_add_test(t, queue_holds_max_queued_events);
 	tcase_add_test(t, queue_overflow_is_eproto);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("deadline");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 20);
+	tcase_add_test(t, leadership_ends_at_the_deadline_while_the_agent_is_silent);
+	tcase_add_test(t, renewed_moves_the_deadline_of_its_own_tenure_only);
+	tcase_add_test(t, stepdown_queued_behind_a_reply_ends_leadership_on_arrival);
+	tcase_add_test(t, another_clock_counts_two_thirds_of_the_ttl_from_arrival);
+	tcase_add_test(t, eof_ends_leadership);
+	tcase_add_test(t, unknown_event_verbs_are_skipped);
 	suite_add_tcase(s, t);
 	return s;
 }
