@@ -43,7 +43,7 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # offline) comes from Debian only when no node is installed at all.
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
-            prometheus etcd-server etcd-client openssl
+            prometheus etcd-server etcd-client openssl golang-go
 
 .PHONY: all deps test test-asan unit integration demo clean bench
 
@@ -108,6 +108,9 @@ deps:
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@echo "== clients/python"; $(PYTHON) -m unittest discover -s clients/python/tests -t clients/python
+	@if [ -f clients/go/go.mod ] && command -v go >/dev/null 2>&1; then \
+		echo "== clients/go"; cd clients/go && GOFLAGS=-mod=mod GOCACHE=$(abspath $(BUILD))/gocache go test ./...; fi
 
 integration: $(BIN) $(BUILD)/examples/app
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
