@@ -22,6 +22,7 @@ import termios
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 from harness import (DEFAULT_TIMEOUT, Agent, EtcdScenario, LKTestCase, RedisScenario,
@@ -183,7 +184,23 @@ class LogStallScenarios:
             self.assertIn("until_mono_ms", st, st)
             self.assertGreater(int(st["until_mono_ms"]), t_ask,
                                "STATUS says leader past until_mono_ms: %r" % st)
+        t_ask = mono_ms()
+        code, body = self.leader_endpoint()
+        if code == 200:
+            self.assertGreater(int(body["until_mono_ms"]), t_ask,
+                               "/leader/x says leader past until_mono_ms: %r" % body)
+        else:
+            self.assertEqual(code, 503, body)
         return st
+
+    def leader_endpoint(self):
+        """GET /leader/x: (status, JSON body or text)."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/leader/x" % self.http_port,
+                                        timeout=PING_LIMIT * 5) as r:
+                return r.status, json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
 
     def entries(self, text):
         """The log lines in text that are whole: a JSON object, or logfmt pairs, with ts,
@@ -245,6 +262,7 @@ class LogStallScenarios:
                         % (lost.t - t_stop))
         self.probe(probe, lat)
         self.assertNotEqual(str(status_locks(probe.status())["x"]["state"]).lower(), "leader")
+        self.assertEqual(self.leader_endpoint()[0], 503)
         self.assertLess(max(lat), PING_LIMIT)
         self.assertGreaterEqual(a.pipe_bytes(), 4096, "the pipe drained by itself?")
 

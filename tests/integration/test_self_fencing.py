@@ -201,7 +201,8 @@ class SelfFencingScenarios:
         self.assertLess(t_dead, lead_b.t, "CMD still ran when pod-b's app was told LEADER")
         self.assertGreaterEqual(t_dead * 1000, last - 50,
                                 "CMD was killed before its tenure's deadline")
-        self.assertLess(t_dead * 1000 - last, 1000, "CMD outlived its deadline by over 1s")
+        # (1.5s: a RENEWED may have reached run but not yet the watcher at the SIGSTOP.)
+        self.assertLess(t_dead * 1000 - last, 1500, "CMD outlived its deadline by over 1.5s")
         self.assertIsNone(run.proc.poll(), "run exited: %s" % run.stderr())
         self.assertIn("deadline", run.stderr().lower(),
                       "run's stderr does not say why CMD was killed: %r" % run.stderr())
@@ -254,7 +255,7 @@ class SelfFencingScenarios:
                         "LEADER\n" + app.describe())
         self.assertGreaterEqual(dl.t * 1000, last - 50, "DEADLINE before the deadline\n"
                                 + app.describe())
-        self.assertLess(dl.t * 1000 - last, 1000, "DEADLINE over 1s late\n" + app.describe())
+        self.assertLess(dl.t * 1000 - last, 1500, "DEADLINE over 1.5s late\n" + app.describe())
 
         time.sleep(max(0.0, t_stop + FREEZE - time.monotonic()))
         a.proc.send_signal(signal.SIGCONT)
