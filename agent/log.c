@@ -147,7 +147,7 @@ static bool queue_append(const char *p, size_t n, bool must)
 		q.buf = b;
 		q.cap = cap;
 	}
-	memcpy(q.buf + q.len, p, n);
+	memcpy(q.buf + q.head + q.len, p, n);
 	q.len += n;
 	if (q.ev)
 		event_add(q.ev, NULL);
