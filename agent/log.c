@@ -132,7 +132,8 @@ static bool queue_append(const char *p, size_t n, bool must)
 	if (!must && q.len + n > LOG_QUEUE_MAX)
 		return false;
 	if (q.head + q.len + n > q.cap) {
-		memmove(q.buf, q.buf + q.head, q.len);
+		if (q.len)
+			memmove(q.buf, q.buf + q.head, q.len);
 		q.head = 0;
 	}
 	if (q.len + n > q.cap) {
