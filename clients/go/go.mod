@@ -1,0 +1,3 @@
+module leasekeeper.dev/client
+
+go 1.19

@@ -1,0 +1,276 @@
+package leasekeeper
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The HMAC test vector of the C and Python clients (tests/check_auth.c).
+const (
+	testKey   = "leasekeeper-test-key-32-bytes!!!"
+	testNonce = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	testMAC   = "ddd566d49d16ac64bc3ee2b7a09fc87bd955f4cf8457a5a4c3ccce35d4d197ff"
+)
+
+// fakeAgent accepts connections on a socket in a temp dir and runs script on each, in turn.
+type fakeAgent struct {
+	t    *testing.T
+	path string
+	ln   net.Listener
+}
+
+type peer struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (p *peer) send(format string, args ...interface{}) {
+	fmt.Fprintf(p.conn, format+"\n", args...)
+}
+
+func (p *peer) expect(prefix string) string {
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	l, err := p.r.ReadString('\n')
+	if err != nil {
+		p.t.Errorf("fake agent: want %q, got error %v", prefix, err)
+		return ""
+	}
+	l = strings.TrimRight(l, "\n")
+	if !strings.HasPrefix(l, prefix) {
+		p.t.Errorf("fake agent: want %q, got %q", prefix, l)
+	}
+	return l
+}
+
+// handshake plays banner, HELLO and CAMPAIGN x.
+func (p *peer) handshake(auth string) string {
+	p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=%s mono_ms=%d", testNonce, auth, monoNowMs())
+	hello := p.expect("HELLO 1")
+	p.send("OK HELLO 1 agent=test id=pod-a")
+	p.expect("CAMPAIGN x")
+	p.send("OK CAMPAIGN x")
+	return hello
+}
+
+func startAgent(t *testing.T, scripts ...func(p *peer)) *fakeAgent {
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &fakeAgent{t: t, path: path, ln: ln}
+	go func() {
+		for _, script := range scripts {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			script(&peer{t: t, conn: c, r: bufio.NewReader(c)})
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return a
+}
+
+// recorder keeps what the callbacks saw, in order.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+	ch     chan string
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan string, 64)} }
+
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	r.events = append(r.events, s)
+	r.mu.Unlock()
+	r.ch <- s
+}
+
+func (r *recorder) wait(t *testing.T, want string) {
+	t.Helper()
+	for {
+		select {
+		case s := <-r.ch:
+			if s == want {
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %q; saw %v", want, r.events)
+		}
+	}
+}
+
+func config(a *fakeAgent, r *recorder) Config {
+	return Config{
+		Lock: "x", SocketPath: a.path, ClientName: "test",
+		OnStartedLeading: func(ctx context.Context, token uint64) {
+			r.add(fmt.Sprintf("started %d", token))
+			<-ctx.Done()
+			r.add("returned")
+		},
+		OnStoppedLeading: func(reason string) { r.add("stopped " + reason) },
+		OnNewLeader:      func(holder string) { r.add("leader " + holder) },
+	}
+}
+
+func run(t *testing.T, cfg Config) (context.CancelFunc, chan error) {
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(cancel)
+	return cancel, done
+}
+
+func TestDeadlineCancelsTheWorkWhileTheAgentIsSilent(t *testing.T) {
+	var until int64
+	hold := make(chan struct{})
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		until = monoNowMs() + 300
+		p.send("LEADER x token=5 ttl_ms=3000 until_mono_ms=%d", until)
+		<-hold // frozen: says nothing more
+	})
+	defer close(hold)
+	r := newRecorder()
+	run(t, config(a, r))
+	r.wait(t, "started 5")
+	r.wait(t, "returned")
+	r.wait(t, "stopped deadline")
+	if now := monoNowMs(); now < until || now > until+500 {
+		t.Errorf("stopped at %d, deadline %d", now, until)
+	}
+}
+
+func TestRenewedMovesTheDeadline(t *testing.T) {
+	var until int64
+	hold := make(chan struct{})
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=5 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+300)
+		time.Sleep(100 * time.Millisecond)
+		p.send("RENEWED x token=4 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+5000) // not ours
+		until = monoNowMs() + 700
+		p.send("RENEWED x token=5 ttl_ms=3000 until_mono_ms=%d", until)
+		<-hold
+	})
+	defer close(hold)
+	r := newRecorder()
+	run(t, config(a, r))
+	r.wait(t, "stopped deadline")
+	if now := monoNowMs(); now < until {
+		t.Errorf("stopped at %d, before the renewed deadline %d", now, until)
+	}
+}
+
+func TestStepdownCancelsWaitsThenAcks(t *testing.T) {
+	r := newRecorder()
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("SOMEDAY x token=1 new=yes") // a newer agent's event: skipped
+		p.send("LEADER x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		time.Sleep(50 * time.Millisecond)
+		p.send("STEPDOWN x token=7 deadline_ms=5000")
+		p.expect("ACK x 7")
+		r.add("acked")
+		p.send("OK ACK x")
+		p.send("RELEASED x token=7 outcome=released")
+		p.send("STOP deadline_ms=1000")
+	})
+	_, done := run(t, config(a, r))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after STOP")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := []string{"leader pod-a", "started 7", "returned", "stopped stepdown", "acked"}
+	if strings.Join(r.events, ",") != strings.Join(want, ",") {
+		t.Errorf("events %v, want %v", r.events, want)
+	}
+}
+
+func TestHMACAndReconnectAfterEOF(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte(testKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hello := make(chan string, 2)
+	a := startAgent(t,
+		func(p *peer) {
+			hello <- p.handshake("hmac")
+			p.send("LEADER x token=8 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+			time.Sleep(50 * time.Millisecond) // then EOF
+		},
+		func(p *peer) {
+			hello <- p.handshake("hmac")
+			p.send("FOLLOWER x holder=pod-b")
+			time.Sleep(time.Second)
+		})
+	r := newRecorder()
+	cfg := config(a, r)
+	cfg.AuthKeyFile = key
+	cfg.Reconnect = true
+	cfg.BackoffInitial = 10 * time.Millisecond
+	run(t, cfg)
+	r.wait(t, "stopped eof")
+	r.wait(t, "leader pod-b")
+	for i := 0; i < 2; i++ {
+		if h := <-hello; h != "HELLO 1 client=test mac="+testMAC {
+			t.Errorf("HELLO %q", h)
+		}
+	}
+}
+
+func TestAnotherClockCountsTwoThirdsOfTheTTL(t *testing.T) {
+	hold := make(chan struct{})
+	var sent int64
+	a := startAgent(t, func(p *peer) {
+		p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=none mono_ms=%d", testNonce,
+			monoNowMs()+60000)
+		p.expect("HELLO 1")
+		p.send("OK HELLO 1 agent=test id=pod-a")
+		p.expect("CAMPAIGN x")
+		p.send("OK CAMPAIGN x")
+		sent = monoNowMs()
+		// Its until_mono_ms is on another clock, a minute ahead: it means nothing here.
+		p.send("LEADER x token=5 ttl_ms=600 until_mono_ms=%d", sent+60000)
+		<-hold
+	})
+	defer close(hold)
+	r := newRecorder()
+	run(t, config(a, r))
+	r.wait(t, "stopped deadline")
+	if now := monoNowMs(); now < sent+400 || now > sent+1000 {
+		t.Errorf("stopped %d ms after LEADER, want about 400", now-sent)
+	}
+}
+
+func TestMacMatchesTheTestVector(t *testing.T) {
+	m, err := mac([]byte(testKey), testNonce)
+	if err != nil || m != testMAC {
+		t.Fatalf("mac %q %v", m, err)
+	}
+	if _, err := mac([]byte(testKey), "zz"); err == nil {
+		t.Fatal("a bad nonce gave a MAC")
+	}
+}
