@@ -110,7 +110,8 @@ unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 	@echo "== clients/python"; $(PYTHON) -m unittest discover -s clients/python/tests -t clients/python
 	@if [ -f clients/go/go.mod ] && command -v go >/dev/null 2>&1; then \
-		echo "== clients/go"; cd clients/go && GOFLAGS=-mod=mod GOCACHE=$(abspath $(BUILD))/gocache go test ./...; fi
+		echo "== clients/go"; cd clients/go && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local \
+		GOCACHE=$(abspath $(BUILD))/gocache go test ./...; fi
 
 integration: $(BIN) $(BUILD)/examples/app
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
