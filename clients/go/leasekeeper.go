@@ -50,10 +50,20 @@ type Config struct {
 	OnStoppedLeading func(reason string)
 	// OnNewLeader is called when the holder changes ("-": nobody); our own identity when we lead.
 	OnNewLeader func(holder string)
+	// OnMessage, if set, sees every line from the agent after the banner, before the Elector
+	// acts on it: for logging, or for verbs this package does not know.
+	OnMessage func(m Message)
 
 	Reconnect      bool          // after EOF: connect again with backoff (else Run returns)
 	BackoffInitial time.Duration // default 200ms
 	BackoffMax     time.Duration // default 5s
+}
+
+// Message is one line from the agent: its first word, all its words, and its key=value words.
+type Message struct {
+	Kind  string
+	Words []string
+	Attrs map[string]string
 }
 
 // ErrClosed is returned by Run when the agent closed the connection and Reconnect is off.
@@ -234,6 +244,12 @@ func (e *Elector) dial(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
+func (s *session) message(l line) {
+	if s.e.cfg.OnMessage != nil && len(l.words) > 0 {
+		s.e.cfg.OnMessage(Message{Kind: l.words[0], Words: l.words, Attrs: l.attrs})
+	}
+}
+
 func (s *session) send(format string, args ...interface{}) error {
 	_, err := fmt.Fprintf(s.conn, format+"\n", args...)
 	return err
@@ -292,6 +308,7 @@ func (s *session) handshake() error {
 			if l.err != nil {
 				return l.err
 			}
+			s.message(l)
 			if len(l.words) >= 2 && l.words[0] == "OK" && l.words[1] == verb {
 				break
 			}
@@ -420,6 +437,7 @@ func (s *session) dispatch(ctx context.Context, l line, arm func(int64)) string 
 	if len(l.words) < 1 {
 		return ""
 	}
+	s.message(l)
 	mine := len(l.words) >= 2 && l.words[1] == s.e.cfg.Lock
 	switch l.words[0] {
 	case "LEADER":
