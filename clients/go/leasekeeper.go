@@ -296,29 +296,34 @@ func (s *session) handshake() error {
 		}
 		hello += " mac=" + m
 	}
-	if err := s.send("%s", hello); err != nil {
+	// One request at a time: an agent that refuses the HELLO closes the connection, and a
+	// CAMPAIGN written after it would hide its ERR behind a broken pipe.
+	if err := s.request("HELLO", "%s", hello); err != nil {
 		return err
 	}
-	if err := s.send("CAMPAIGN %s", s.e.cfg.Lock); err != nil {
-		return err
-	}
-	for _, verb := range []string{"HELLO", "CAMPAIGN"} {
-		for {
-			l := <-s.lines
-			if l.err != nil {
-				return l.err
+	return s.request("CAMPAIGN", "CAMPAIGN %s", s.e.cfg.Lock)
+}
+
+// request sends one request and waits for its reply: nil for OK <verb>, an error for ERR.
+func (s *session) request(verb, format string, args ...interface{}) error {
+	werr := s.send(format, args...)
+	for {
+		l := <-s.lines
+		if l.err != nil {
+			if werr != nil {
+				return werr
 			}
-			s.message(l)
-			if len(l.words) >= 2 && l.words[0] == "OK" && l.words[1] == verb {
-				break
-			}
-			if len(l.words) >= 1 && l.words[0] == "ERR" {
-				return fmt.Errorf("leasekeeper: %s refused: %s", verb, strings.Join(l.words, " "))
-			}
-			// An event before the reply (the lock's state after CAMPAIGN comes after it).
+			return l.err
 		}
+		s.message(l)
+		if len(l.words) >= 2 && l.words[0] == "OK" && l.words[1] == verb {
+			return werr
+		}
+		if len(l.words) >= 1 && l.words[0] == "ERR" {
+			return fmt.Errorf("leasekeeper: %s refused: %s", verb, strings.Join(l.words, " "))
+		}
+		// An event before the reply (the lock's state after CAMPAIGN comes after it).
 	}
-	return nil
 }
 
 // read hands lines to the session until the connection fails; the last item carries the error.

@@ -274,3 +274,27 @@ func TestMacMatchesTheTestVector(t *testing.T) {
 		t.Fatal("a bad nonce gave a MAC")
 	}
 }
+
+func TestAuthFailedIsReportedNotABrokenPipe(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, func(p *peer) {
+		p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=hmac mono_ms=%d", testNonce, monoNowMs())
+		p.expect("HELLO 1 client=test mac=")
+		p.send("ERR auth_failed bad mac")
+	})
+	r := newRecorder()
+	cfg := config(a, r)
+	cfg.AuthKeyFile = key
+	_, done := run(t, cfg)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "ERR auth_failed") {
+			t.Fatalf("Run: %v, want the agent's ERR auth_failed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
