@@ -69,6 +69,23 @@ type Message struct {
 // ErrClosed is returned by Run when the agent closed the connection and Reconnect is off.
 var ErrClosed = errors.New("leasekeeper: the agent closed the connection")
 
+// RefusedError is the agent's ERR reply to HELLO or CAMPAIGN (auth_failed, unknown_lock,
+// draining, ...), or, with Code "auth_key", a MAC the agent wants and we cannot make (no key
+// file, a bad one). Run returns it even with Reconnect: trying again would not help.
+type RefusedError struct {
+	Request string // "HELLO" or "CAMPAIGN"
+	Code    string // the agent's error code, or "auth_key"
+	Text    string // the rest of the ERR line, or what is wrong with the key
+}
+
+func (e *RefusedError) Error() string {
+	if e.Code == "auth_key" {
+		return "leasekeeper: " + e.Text
+	}
+	return strings.TrimSpace(fmt.Sprintf("leasekeeper: %s refused: ERR %s %s", e.Request, e.Code,
+		e.Text))
+}
+
 // Elector campaigns for one lock. Create it with New, then call Run.
 type Elector struct {
 	cfg Config
@@ -120,7 +137,9 @@ func (e *Elector) Deadline() int64 {
 }
 
 // Run campaigns until ctx is done (returns ctx.Err()), the agent's drain is over (STOP: returns
-// nil), or, without Reconnect, the connection ends (ErrClosed) or cannot be made.
+// nil), the agent refuses us (a *RefusedError: a wrong key, an unknown lock), or, without
+// Reconnect, the connection ends (ErrClosed) or cannot be made. Leadership never outlives Run:
+// the work's context is cancelled and OnStartedLeading has returned before Run does.
 func (e *Elector) Run(ctx context.Context) error {
 	backoff := e.cfg.BackoffInitial
 	for {
@@ -135,6 +154,10 @@ func (e *Elector) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return err
 		}
 		if !e.cfg.Reconnect {
 			if err == nil {
@@ -215,7 +238,7 @@ func loadKey(path string) ([]byte, error) {
 			return k, nil
 		}
 	}
-	return nil, fmt.Errorf("leasekeeper: %s is neither 32 raw bytes nor 64 hex digits", path)
+	return nil, fmt.Errorf("%s is neither 32 raw bytes nor 64 hex digits", path)
 }
 
 // mac is HMAC-SHA-512 of the nonce's bytes, cut to 32 bytes (libsodium's crypto_auth).
@@ -283,12 +306,12 @@ func (s *session) handshake() error {
 			file = os.Getenv("LEASEKEEPER_AUTH_KEY_FILE")
 		}
 		if file == "" {
-			return errors.New("leasekeeper: the agent wants a MAC; set Config.AuthKeyFile or " +
-				"LEASEKEEPER_AUTH_KEY_FILE")
+			return &RefusedError{"HELLO", "auth_key", "the agent wants a MAC (auth=hmac): " +
+				"set Config.AuthKeyFile or LEASEKEEPER_AUTH_KEY_FILE"}
 		}
 		key, err := loadKey(file)
 		if err != nil {
-			return err
+			return &RefusedError{"HELLO", "auth_key", err.Error()}
 		}
 		m, err := mac(key, b.attrs["nonce"])
 		if err != nil {
@@ -320,7 +343,12 @@ func (s *session) request(verb, format string, args ...interface{}) error {
 			return werr
 		}
 		if len(l.words) >= 1 && l.words[0] == "ERR" {
-			return fmt.Errorf("leasekeeper: %s refused: %s", verb, strings.Join(l.words, " "))
+			e := &RefusedError{Request: verb}
+			if len(l.words) > 1 {
+				e.Code = l.words[1]
+				e.Text = strings.Join(l.words[2:], " ")
+			}
+			return e
 		}
 		// An event before the reply (the lock's state after CAMPAIGN comes after it).
 	}

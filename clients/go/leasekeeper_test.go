@@ -3,6 +3,7 @@ package leasekeeper
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -288,13 +289,48 @@ func TestAuthFailedIsReportedNotABrokenPipe(t *testing.T) {
 	r := newRecorder()
 	cfg := config(a, r)
 	cfg.AuthKeyFile = key
+	cfg.Reconnect = true // a wrong key is not worth another try
 	_, done := run(t, cfg)
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "ERR auth_failed") {
+		var refused *RefusedError
+		if !errors.As(err, &refused) || refused.Code != "auth_failed" ||
+			!strings.Contains(err.Error(), "ERR auth_failed") {
 			t.Fatalf("Run: %v, want the agent's ERR auth_failed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return")
+	}
+}
+
+func TestMissingKeyAndUnknownLockEndRun(t *testing.T) {
+	t.Setenv("LEASEKEEPER_AUTH_KEY_FILE", "")
+	a := startAgent(t,
+		func(p *peer) {
+			p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=hmac mono_ms=%d", testNonce, monoNowMs())
+		},
+		func(p *peer) {
+			p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=none mono_ms=%d", testNonce, monoNowMs())
+			p.expect("HELLO 1")
+			p.send("OK HELLO 1 agent=test id=pod-a")
+			p.expect("CAMPAIGN x")
+			p.send("ERR unknown_lock no lock x")
+		})
+	for _, want := range []string{"auth_key", "unknown_lock"} {
+		cfg := config(a, newRecorder())
+		cfg.Reconnect = true
+		_, done := run(t, cfg)
+		select {
+		case err := <-done:
+			var refused *RefusedError
+			if !errors.As(err, &refused) || refused.Code != want {
+				t.Fatalf("Run: %v, want a RefusedError %s", err, want)
+			}
+			if want == "auth_key" && !strings.Contains(err.Error(), "LEASEKEEPER_AUTH_KEY_FILE") {
+				t.Errorf("%v does not name LEASEKEEPER_AUTH_KEY_FILE", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Run did not return (%s)", want)
+		}
 	}
 }
