@@ -95,6 +95,7 @@ type Elector struct {
 	token   uint64
 	untilMs int64 // CLOCK_MONOTONIC ms
 	holder  string
+	shared  bool // the current connection's agent shares our CLOCK_MONOTONIC
 }
 
 // New checks cfg and returns an Elector.
@@ -118,6 +119,19 @@ func (e *Elector) IsLeader() bool {
 	defer e.mu.Unlock()
 	return e.leading && monoNowMs() < e.untilMs
 }
+
+// SharesClock reports whether the agent of the current (or last) connection shares our
+// CLOCK_MONOTONIC: its banner's mono_ms was within 1 s of ours. Then deadlines are the agent's
+// until_mono_ms; otherwise each LEADER or RENEWED line's arrival plus two thirds of its ttl_ms.
+func (e *Elector) SharesClock() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.shared
+}
+
+// MonoNowMs is CLOCK_MONOTONIC in milliseconds, the clock of Deadline() and of the agent's
+// until_mono_ms.
+func MonoNowMs() int64 { return monoNowMs() }
 
 // Token is the fencing token of the current or last tenure (0 if none).
 func (e *Elector) Token() uint64 {
@@ -296,6 +310,9 @@ func (s *session) handshake() error {
 		diff := m - b.at
 		s.shared = diff <= clockSlackMs && diff >= -clockSlackMs
 	}
+	s.e.mu.Lock()
+	s.e.shared = s.shared
+	s.e.mu.Unlock()
 	hello := "HELLO 1"
 	if s.e.cfg.ClientName != "" {
 		hello += " client=" + s.e.cfg.ClientName
@@ -383,7 +400,9 @@ func (s *session) startLeading(ctx context.Context, token uint64, until int64) {
 	e.mu.Lock()
 	e.leading, e.token, e.untilMs = true, token, until
 	e.mu.Unlock()
-	lctx, cancel := context.WithCancel(ctx)
+	// Not a child of Run's ctx for cancelling: stopLeading cancels it, once IsLeader() is false,
+	// so that the work never sees its context done while IsLeader() still says true.
+	lctx, cancel := context.WithCancel(valuesOnly{ctx})
 	s.cancel, s.done = cancel, make(chan struct{})
 	go func(done chan struct{}) {
 		defer close(done)
@@ -392,6 +411,14 @@ func (s *session) startLeading(ctx context.Context, token uint64, until int64) {
 		}
 	}(s.done)
 }
+
+// valuesOnly is a context with the values of its parent but neither its deadline nor its
+// cancellation (context.WithoutCancel, before Go 1.21).
+type valuesOnly struct{ context.Context }
+
+func (valuesOnly) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (valuesOnly) Done() <-chan struct{}       { return nil }
+func (valuesOnly) Err() error                  { return nil }
 
 // stopLeading ends the running tenure, if any: cancel its context, wait for the work to return,
 // then tell the app why.

@@ -334,3 +334,55 @@ func TestMissingKeyAndUnknownLockEndRun(t *testing.T) {
 		}
 	}
 }
+
+type ctxKey struct{}
+
+func TestCancellingRunEndsTheTenureFirst(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=9 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+5000)
+		<-hold
+	})
+	var e *Elector
+	leading := make(chan bool, 1)
+	after := make(chan string, 4)
+	e, err := New(Config{Lock: "x", SocketPath: a.path,
+		OnStartedLeading: func(ctx context.Context, token uint64) {
+			leading <- e.IsLeader() && e.Token() == 9 && ctx.Value(ctxKey{}) == "v"
+			<-ctx.Done()
+			after <- fmt.Sprintf("done leader=%v", e.IsLeader())
+		},
+		OnStoppedLeading: func(reason string) { after <- "stopped " + reason },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case ok := <-leading:
+		if !ok {
+			t.Error("in OnStartedLeading: not IsLeader(), a wrong token, or no ctx value")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("never led")
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run: %v", err)
+	}
+	close(after)
+	var got []string
+	for s := range after {
+		got = append(got, s)
+	}
+	if strings.Join(got, ",") != "done leader=false,stopped closed" {
+		t.Errorf("saw %v", got)
+	}
+	if e.IsLeader() || e.Deadline() != 0 {
+		t.Error("still leading after Run returned")
+	}
+}
