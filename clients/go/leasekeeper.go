@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand"
 	"net"
 	"os"
 	"strconv"
@@ -54,8 +55,8 @@ type Config struct {
 	// acts on it: for logging, or for verbs this package does not know.
 	OnMessage func(m Message)
 
-	Reconnect      bool          // after EOF: connect again with backoff (else Run returns)
-	BackoffInitial time.Duration // default 200ms
+	Reconnect      bool          // after EOF or a failed connect: again, with backoff
+	BackoffInitial time.Duration // default 200ms; doubles up to BackoffMax, with jitter
 	BackoffMax     time.Duration // default 5s
 }
 
@@ -96,6 +97,7 @@ type Elector struct {
 	untilMs int64 // CLOCK_MONOTONIC ms
 	holder  string
 	shared  bool // the current connection's agent shares our CLOCK_MONOTONIC
+	running bool
 }
 
 // New checks cfg and returns an Elector.
@@ -155,6 +157,19 @@ func (e *Elector) Deadline() int64 {
 // Reconnect, the connection ends (ErrClosed) or cannot be made. Leadership never outlives Run:
 // the work's context is cancelled and OnStartedLeading has returned before Run does.
 func (e *Elector) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.running {
+		e.mu.Unlock()
+		return errors.New("leasekeeper: Run is already running")
+	}
+	e.running = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		e.mu.Unlock()
+	}()
+	jitter := rand.New(rand.NewSource(time.Now().UnixNano()))
 	backoff := e.cfg.BackoffInitial
 	for {
 		s, err := e.dial(ctx)
@@ -182,7 +197,7 @@ func (e *Elector) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(backoff/2 + time.Duration(jitter.Int63n(int64(backoff/2)+1))):
 		}
 		if backoff *= 2; backoff > e.cfg.BackoffMax {
 			backoff = e.cfg.BackoffMax

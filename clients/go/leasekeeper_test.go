@@ -386,3 +386,65 @@ func TestCancellingRunEndsTheTenureFirst(t *testing.T) {
 		t.Error("still leading after Run returned")
 	}
 }
+
+func TestAnOlderAgentWithoutUntilMonoMs(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	var sent int64
+	a := startAgent(t, func(p *peer) {
+		// A 1.0 agent: no mono_ms, no until_mono_ms, no RENEWED.
+		p.send("LEASEKEEPER 1 id=pod-a nonce=%s auth=none", testNonce)
+		p.expect("HELLO 1")
+		p.send("OK HELLO 1 agent=0.0.9 id=pod-a")
+		p.expect("CAMPAIGN x")
+		p.send("OK CAMPAIGN x")
+		sent = monoNowMs()
+		p.send("LEADER x token=3 ttl_ms=600")
+		<-hold
+	})
+	r := newRecorder()
+	run(t, config(a, r))
+	r.wait(t, "started 3")
+	r.wait(t, "stopped deadline")
+	if now := monoNowMs(); now < sent+400 || now > sent+1000 {
+		t.Errorf("stopped %d ms after LEADER, want about 400 (2/3 of ttl_ms)", now-sent)
+	}
+}
+
+func TestLostStopsAtOnceAndALateRenewedDoesNotResume(t *testing.T) {
+	r := newRecorder()
+	next := make(chan struct{})
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=5 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+5000)
+		<-next
+		p.send("LOST x token=5 reason=taken")
+		<-next
+		p.send("LEADER x token=6 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+200)
+		<-next
+		// The deadline has passed: a RENEWED now is too late to move it.
+		p.send("RENEWED x token=6 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+5000)
+		p.send("FOLLOWER x holder=pod-b")
+		<-next
+	})
+	_, done := run(t, config(a, r))
+	r.wait(t, "started 5")
+	next <- struct{}{}
+	r.wait(t, "stopped lost:taken")
+	next <- struct{}{}
+	r.wait(t, "started 6")
+	r.wait(t, "stopped deadline")
+	next <- struct{}{}
+	r.wait(t, "leader pod-b")
+	close(next)
+	if err := <-done; err != ErrClosed {
+		t.Errorf("Run after EOF without Reconnect: %v, want ErrClosed", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := "leader pod-a,started 5,returned,stopped lost:taken,leader pod-a,started 6,returned," +
+		"stopped deadline,leader pod-b"
+	if got := strings.Join(r.events, ","); got != want {
+		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
