@@ -282,6 +282,7 @@ static void on_sigquit(evutil_socket_t sig, short what, void *arg)
 		       LKF_STR("state", lk_lock_state_name(lk_lock_state(l)))
 		       LKF_U64("token", lk_lock_token(l)) LKF_STR("holder", lk_lock_holder(l))
 		       LKF_I64("ttl_ms", lk_lock_ttl_ms(l))
+		       LKF_I64("holdoff_ms", lk_lock_holdoff_ms(l, NULL))
 		       LKF_U64("campaign_clients", lk_lock_campaigners(l)));
 	}
 }
@@ -364,7 +365,7 @@ char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 	json_object_set(root, "locks", locks);
 	for (i = 0; i < a->cfg->n_locks; i++) {
 		const struct lk_lock *l = a->locks[i];
-		const char *holder = lk_lock_holder(l);
+		const char *holder = lk_lock_holder(l), *why = "";
 		json_t *o = json_object();
 
 		if (!o)
@@ -379,6 +380,9 @@ char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 		json_object_set_new(o, "until_mono_ms", json_integer(lk_lock_until_mono_ms(l)));
 		json_object_set_new(o, "campaign_clients",
 		                    json_integer((json_int_t)lk_lock_campaigners(l)));
+		json_object_set_new(o, "holdoff_ms", json_integer(lk_lock_holdoff_ms(l, &why)));
+		if (lk_lock_holdoff_ms(l, NULL) > 0)
+			json_object_set_new(o, "holdoff_reason", json_string(why));
 		json_array_append_new(locks, o);
 		/* The reply is one protocol line: with many locks (or long names) say how many did
 		 * not fit rather than send nothing. Quadratic, but STATUS is rare and n is capped. */

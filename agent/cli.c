@@ -209,6 +209,11 @@ static void print_status_table(const char *json)
 		       json_integer_value(json_object_get(l, "token")), holder ? holder : "-",
 		       json_integer_value(json_object_get(l, "ttl_ms")),
 		       json_integer_value(json_object_get(l, "campaign_clients")));
+		if (json_integer_value(json_object_get(l, "holdoff_ms")) > 0)
+			printf("  holding off for %" JSON_INTEGER_FORMAT "ms: %s\n",
+			       json_integer_value(json_object_get(l, "holdoff_ms")),
+			       json_string_value(json_object_get(l, "holdoff_reason")) ?
+			       json_string_value(json_object_get(l, "holdoff_reason")) : "?");
 	}
 	if (json_integer_value(json_object_get(root, "truncated")) > 0)
 		printf("... and %" JSON_INTEGER_FORMAT " more locks that do not fit in one STATUS line\n",

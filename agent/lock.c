@@ -25,6 +25,7 @@ enum input {
 	IN_DRAIN,
 	IN_ABORT,         /* shutdown_timeout: stop now */
 	IN_NOTIFY,        /* backend: the key may be free */
+	IN_RECONNECTED,   /* backend: a new connection is up (maybe to another server instance) */
 	IN_ACQUIRED,      /* acquire reply, any status */
 	IN_RENEWED,       /* renew reply, any status */
 	IN_RELEASED,      /* release reply, any status */
@@ -68,6 +69,10 @@ struct lk_lock {
 	uint64_t renew_token, release_token;
 	bool notified;             /* a notice came while an acquire was in flight */
 	unsigned renew_failures, release_failures;
+
+	/* I10: no new tenure before this time (0: none), and why, as the backend said. */
+	int64_t holdoff_until_ns;
+	char holdoff_why[LK_HOLDOFF_WHY_MAX];
 
 	char holder[LK_HOLDER_MAX];   /* last known holder, "-" if none */
 	char announced_holder[LK_HOLDER_MAX]; /* last FOLLOWER holder sent, to send changes only */
@@ -239,12 +244,38 @@ static void on_release_reply(void *arg, const struct lk_reply *r)
 	step(l, IN_RELEASED, r);
 }
 
+/* I10: whether the backend may have lost tenures it granted, so that a new one must wait; if
+ * so, the retry timer is set for the moment the wait is over. Said once per hold-off. */
+static bool holding_off(struct lk_lock *l)
+{
+	char why[LK_HOLDOFF_WHY_MAX] = "";
+	int64_t until = l->backend->ops->holdoff_until(l->key, l->cfg->ttl_ms, why, sizeof(why));
+	int64_t now = now_ns(l);
+
+	if (until <= now) {
+		l->holdoff_until_ns = 0;
+		return false;
+	}
+	if (until != l->holdoff_until_ns) {
+		snprintf(l->holdoff_why, sizeof(l->holdoff_why), "%s", why[0] ? why : "unknown");
+		LK_LOG(LK_WARN, "holding off: no new tenure until the old ones have expired",
+		       LKF_STR("lock", l->cfg->name) LKF_STR("backend", l->backend->name)
+		       LKF_I64("holdoff_ms", (until - now + NS_PER_MS - 1) / NS_PER_MS)
+		       LKF_STR("reason", l->holdoff_why));
+	}
+	l->holdoff_until_ns = until;
+	timer_at(l, LK_TIMER_RETRY, until);
+	return true;
+}
+
 static void start_acquire(struct lk_lock *l)
 {
 	if (l->acquiring)
 		return;
 	timer_off(l, LK_TIMER_RETRY);
 	l->notified = false;
+	if (holding_off(l))
+		return;
 	if (l->backend->ops->acquire(l->key, l->cfg->ttl_ms, on_acquire_reply, l) == 0) {
 		l->acquiring = true;
 		return;
@@ -569,6 +600,12 @@ static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *
 	case IN_TIMER_DEADLINE:
 		lose(l, LK_LOST_RENEW_DEADLINE, NULL);
 		return true;
+	case IN_RECONNECTED:
+		/* I10: the new connection may lead to a server that never heard of this tenure:
+		 * prove it there now, so that a GONE or TAKEN ends it within a round trip. */
+		if (!l->renewing)
+			start_renew(l);
+		return true;
 	default:
 		return false;
 	}
@@ -642,6 +679,7 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 				timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
 			return;
 		case IN_NOTIFY:
+		case IN_RECONNECTED:
 			if (l->acquiring)
 				l->notified = true;
 			else
@@ -749,9 +787,9 @@ static void on_timer_renew(void *arg) { step(arg, IN_TIMER_RENEW, NULL); }
 static void on_timer_deadline(void *arg) { step(arg, IN_TIMER_DEADLINE, NULL); }
 static void on_timer_phase(void *arg) { step(arg, IN_TIMER_PHASE, NULL); }
 
-static void on_notify(void *arg)
+static void on_notify(void *arg, enum lk_backend_notice what)
 {
-	step(arg, IN_NOTIFY, NULL);
+	step(arg, what == LK_NOTICE_RECONNECTED ? IN_RECONNECTED : IN_NOTIFY, NULL);
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
@@ -961,6 +999,20 @@ int64_t lk_lock_ttl_ms(const struct lk_lock *l)
 		return 0;
 	left = ms_between(now_ns(l), l->expires_ns);
 	return left > 0 ? left : 0;
+}
+
+int64_t lk_lock_holdoff_ms(const struct lk_lock *l, const char **why)
+{
+	int64_t left;
+
+	if (l->state != LK_LOCK_FOLLOWER || !l->holdoff_until_ns)
+		return 0;
+	left = (l->holdoff_until_ns - now_ns(l) + NS_PER_MS - 1) / NS_PER_MS;
+	if (left <= 0)
+		return 0;
+	if (why)
+		*why = l->holdoff_why;
+	return left;
 }
 
 bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret)

@@ -8,6 +8,8 @@
  *       no release at all: the lease expires at its TTL;
  *   I3  one tenure is released by one compare-and-delete, repeated only after a transport error;
  *   I4  the renew deadline timer sends LOST before the lease can expire;
+ *   I10 no acquire is sent while the backend says it may have lost tenures it granted
+ *       (holding_off()), and a held tenure is re-proven on every new connection;
  *   I8  every LEADER and RENEWED carries the deadline (until_mono_ms) the apps keep on their
  *       own: never later than the proving request's send time + renew_deadline;
  *   I6  a campaign client that leaves counts as stepped down;
@@ -31,6 +33,7 @@ struct lk_lock;
 
 #define LK_LOCK_MAX_CAMPAIGNERS 1024
 #define LK_HOLDER_MAX           256 /* longer holder identities are cut */
+#define LK_HOLDOFF_WHY_MAX      192 /* a backend's reason for a hold-off, cut */
 
 enum lk_lock_state {
 	LK_LOCK_IDLE,          /* not campaigning: nobody here wants the lock */
@@ -140,6 +143,9 @@ int64_t lk_lock_ttl_ms(const struct lk_lock *l);    /* proven validity left, 0 u
 /* CLOCK_MONOTONIC ms at which the tenure's renew deadline passes (I8), 0 unless leader. */
 int64_t lk_lock_until_mono_ms(const struct lk_lock *l);
 size_t lk_lock_campaigners(const struct lk_lock *l);
+/* I10: ms until a follower may start a new tenure, 0 if it is not holding off; the backend's
+ * reason, borrowed, in *why when nonzero. */
+int64_t lk_lock_holdoff_ms(const struct lk_lock *l, const char **why);
 /* True once DONE with a tenure to report, with its outcome in *ret. */
 bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret);
 const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l);

@@ -46,6 +46,17 @@ struct lk_backend *lk_backend_free(struct lk_backend *b)
 	return NULL;
 }
 
+int64_t lk_holdoff_until(int64_t reached_ns, int64_t uptime_ms, bool replaced, int64_t ttl_ms)
+{
+	int64_t ttl_ns = ttl_ms * 1000000;
+
+	if (replaced)
+		return reached_ns + ttl_ns;
+	if (uptime_ms >= 0 && uptime_ms < ttl_ms)
+		return reached_ns - uptime_ms * 1000000 + ttl_ns;
+	return 0;
+}
+
 int64_t lk_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms)
 {
 	int64_t delay, half, spread;

@@ -12,7 +12,11 @@
  *   the key or backend it belongs to was freed.
  * - The backend reconnects by itself with capped exponential backoff and jitter, and calls the
  *   key's notify hook whenever the key may have become free (a release notice, a deletion seen
- *   by a watch, or a (re)connection after which notices may have been missed).
+ *   by a watch) and after every (re)connection (see enum lk_backend_notice).
+ * - An acquire whose outcome is unknown (it timed out, the connection broke) may still have
+ *   created the key. The backend remembers that and, when a later acquire finds the key held
+ *   under this key's own identity by a tenure it never reported, deletes exactly that value and
+ *   acquires again: the agent never waits for, or shows as a foreign holder, its own orphan.
  * - Backends do not log; they report through lk_backend_hooks.log and the err strings below.
  */
 #ifndef LK_LOCKS_BACKEND_H
@@ -75,8 +79,18 @@ struct lk_reply {
 };
 
 typedef void lk_backend_reply_fn(void *arg, const struct lk_reply *reply);
-/* The key may have become free: a follower should try to acquire now. */
-typedef void lk_backend_notify_fn(void *arg);
+
+/* Why a key's notify hook is called. */
+enum lk_backend_notice {
+	/* Only while the key is watched: the key may have become free (a release notice, a
+	 * deletion seen by a watch). A follower should try to acquire now. */
+	LK_NOTICE_MAYBE_FREE,
+	/* To every key, watched or not: a new connection to the server is up. Notices may have
+	 * been missed, and the server may be another instance than before: a leader re-proves its
+	 * tenure at once (I10), a follower asks holdoff_until() again and retries. */
+	LK_NOTICE_RECONNECTED,
+};
+typedef void lk_backend_notify_fn(void *arg, enum lk_backend_notice what);
 
 enum lk_backend_log_level { LK_BLOG_DEBUG, LK_BLOG_INFO, LK_BLOG_WARN, LK_BLOG_ERROR };
 
@@ -107,6 +121,11 @@ struct lk_backend_ops {
 	int (*release)(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb, void *arg);
 	/* Whether notify should fire for this key (followers want it, leaders do not care). */
 	void (*watch)(struct lk_backend_key *k, bool on);
+	/* I10: the CLOCK_MONOTONIC time (ns) before which no new tenure of this key with this ttl
+	 * may start, because the server may have lost tenures it granted (it restarted, was
+	 * replaced or wiped); 0 if there is no such time. When nonzero, why[cap] says what was
+	 * seen, for logs and status. */
+	int64_t (*holdoff_until)(struct lk_backend_key *k, int64_t ttl_ms, char *why, size_t cap);
 	/* True once the backend has answered since the last (re)connect: for /readyz. */
 	bool (*ready)(const struct lk_backend *b);
 	/* Close connections and free everything, keys included; no callback runs after. */
@@ -141,6 +160,14 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
  * cap_ms, doubling, with "equal jitter" (half fixed, half random) so that replicas that lost
  * their server together do not come back in lockstep. */
 int64_t lk_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms);
+
+/* I10's rule for one server instance, written once for every backend. reached_ns: when this
+ * agent first reached the instance; uptime_ms: the instance's uptime at that moment, or -1 if
+ * unknown; replaced: the agent had reached another instance (or another copy of the data)
+ * before. A replaced instance may follow one that granted tenures until moments ago, so it is
+ * trusted one ttl after it was first reached; a young one once it has been up for one ttl.
+ * Returns the hold-off's end in CLOCK_MONOTONIC ns, or 0 if none applies. */
+int64_t lk_holdoff_until(int64_t reached_ns, int64_t uptime_ms, bool replaced, int64_t ttl_ms);
 
 /* Read a secret (a password_file) of at most max bytes, trailing newline and blanks stripped,
  * into a new NUL-terminated buffer the caller owns (and should wipe). Returns 0, or a negative

@@ -900,7 +900,7 @@ static void lk_etcd_notify_sweep(struct lk_etcd *e)
 	while (k) {
 		if (k->notify_pending && !e->closing && !k->dead && k->watching && k->notify) {
 			k->notify_pending = false;
-			k->notify(k->notify_arg);
+			k->notify(k->notify_arg, LK_NOTICE_MAYBE_FREE);
 		}
 		k->notify_pending = false;
 		next = TAILQ_NEXT(k, link);
@@ -1950,6 +1950,17 @@ static void lk_etcd_free(struct lk_backend *b)
 	lk_etcd_leave(e);
 }
 
+/* Wiped-cluster detection is not done yet: no hold-off. */
+static int64_t lk_etcd_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
+                                     size_t cap)
+{
+	(void)k;
+	(void)ttl_ms;
+	(void)why;
+	(void)cap;
+	return 0;
+}
+
 static const struct lk_backend_ops lk_etcd_ops = {
 	.type = "etcd",
 	.key_new = lk_etcd_key_new,
@@ -1958,6 +1969,7 @@ static const struct lk_backend_ops lk_etcd_ops = {
 	.renew = lk_etcd_renew,
 	.release = lk_etcd_release,
 	.watch = lk_etcd_watch,
+	.holdoff_until = lk_etcd_holdoff_until,
 	.ready = lk_etcd_ready,
 	.free = lk_etcd_free,
 };

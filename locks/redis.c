@@ -3,8 +3,20 @@
  * Two connections per backend. The command connection carries AUTH, SCRIPT LOAD and the three
  * lock scripts; the subscriber connection SUBSCRIBEs to every key's release channel for as
  * long as the key exists, so that a graceful release wakes followers at once. Either
- * connection reconnects by itself with backoff, and after each (re)connection's handshake every
- * watching key is notified, because release notices may have been missed meanwhile.
+ * connection reconnects by itself with backoff. After the command connection's handshake every
+ * key hears LK_NOTICE_RECONNECTED (a leader re-proves its tenure on the new connection), after
+ * the subscriber's every watching key hears LK_NOTICE_MAYBE_FREE (notices may have been missed).
+ *
+ * Restarts (I10): the handshake asks `INFO server` for the instance's run_id and uptime. A
+ * run_id other than the one seen before means another instance (a restart, a failover) that may
+ * not know the tenures the old one granted; an uptime below a lock's ttl means the same for a
+ * server we meet for the first time. holdoff_until() turns that into a time before which no new
+ * tenure starts (lk_holdoff_until()).
+ *
+ * Orphans: an acquire whose reply never came (timeout, broken connection) may still run on the
+ * server and leave "<identity>:<token>" that nobody announced. The key remembers that, and the
+ * next acquire that finds exactly its own identity holding the key deletes that value (the
+ * release script, compare-and-delete) and acquires again, as one operation.
  *
  * hiredis 0.14 has no timeouts at all, not even for connect. So each connection keeps its own
  * FIFO of in-flight requests (Redis answers in order) with one libevent timer for the oldest
@@ -73,6 +85,8 @@
 #define LK_REDIS_KEEPALIVE_CNT     3
 
 #define LK_REDIS_SHA_LEN 40
+#define LK_REDIS_RUN_ID_LEN 40
+#define LK_REDIS_MAX_INFO_LEN (64 * 1024) /* INFO server is about 1 KiB */
 
 /* Server text quoted in a message is cut at LK_REDIS_MAX_SHOWN_LEN whatever the buffer. */
 #define SHOWN_CAP(size) \
@@ -80,18 +94,26 @@
 
 /* The lock scripts. Values are "<identity>:<token>"; KEYS[2] is the fence counter.
  *
- * Acquire seeds a missing fence counter from TIME in microseconds so that tokens keep
- * increasing after the server lost its data (§0, I5). The seed is built by string
- * concatenation: through a Lua number, Lua 5.1 would format it as 1.7e+15. INCR's result is
- * exact in a Lua number (below 2^53) and '%d' formats it as an integer. */
+ * Acquire sets the fence counter to max(counter + 1, TIME in microseconds) (I5): a server that
+ * lost the counter (restarted empty), came back from an older snapshot or is a replica that
+ * lagged behind still issues a token above every earlier one, unless its clock stepped back by
+ * more than the time since the last acquisition. Both numbers are compared as decimal strings
+ * (length first), so no Lua number rounds them; the TIME string is built by concatenation
+ * because Lua 5.1 would format such a number as 1.7e+15. Tokens stay below 2^53, exact in a
+ * Lua number, and '%d' formats them as integers. */
 static const char lk_redis_acquire_lua[] =
 	"local v = redis.call('GET', KEYS[1])\n"
 	"if v then return {0, v} end\n"
-	"if redis.call('EXISTS', KEYS[2]) == 0 then\n"
-	"  local t = redis.call('TIME')\n"
-	"  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))\n"
+	"local t = redis.call('TIME')\n"
+	"local now = t[1] .. string.format('%06d', tonumber(t[2]))\n"
+	"local c = redis.call('GET', KEYS[2])\n"
+	"local tok\n"
+	"if c and (#c > #now or (#c == #now and c >= now)) then\n"
+	"  tok = redis.call('INCR', KEYS[2])\n"
+	"else\n"
+	"  redis.call('SET', KEYS[2], now)\n"
+	"  tok = tonumber(now)\n"
 	"end\n"
-	"local tok = redis.call('INCR', KEYS[2])\n"
 	"redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', tok), 'NX', 'PX', ARGV[2])\n"
 	"return {1, tok}\n";
 
@@ -137,6 +159,7 @@ enum lk_redis_state {
 enum lk_redis_req_kind {
 	LK_REDIS_REQ_AUTH,
 	LK_REDIS_REQ_LOAD,
+	LK_REDIS_REQ_INFO,      /* INFO server: which instance this is (I10) */
 	LK_REDIS_REQ_SUBSCRIBE, /* ours alone: hiredis routes the confirmation to the channel */
 	LK_REDIS_REQ_SCRIPT,    /* a lock operation for a user */
 };
@@ -161,6 +184,8 @@ struct lk_redis_req {
 	int64_t ttl_ms;
 	int64_t sent_ns;
 	bool retried;                    /* the NOSCRIPT fallback to EVAL was used */
+	/* An acquire that found our own orphan: deleting it (reclaiming), then acquiring again. */
+	bool reclaiming, reclaimed;
 };
 
 TAILQ_HEAD(lk_redis_req_list, lk_redis_req);
@@ -205,6 +230,7 @@ struct lk_backend_key {
 	lk_backend_notify_fn *notify;
 	void *notify_arg;
 	bool watching;
+	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
 	bool dead;                       /* key_free() was called */
 	unsigned refs;                   /* requests in flight + notify loops walking past it */
 };
@@ -223,6 +249,12 @@ struct lk_redis {
 	size_t password_len;
 	struct lk_redis_dns *dns;        /* NULL unless host needs a lookup */
 	char sha[LK_REDIS_N_SCRIPTS][LK_REDIS_SHA_LEN + 1];
+	/* The server instance last seen by INFO server (I10); run_id "" until the first. */
+	char run_id[LK_REDIS_RUN_ID_LEN + 1], prev_run_id[LK_REDIS_RUN_ID_LEN + 1];
+	int64_t reached_ns;              /* when this instance was first reached */
+	int64_t uptime_ms;               /* its uptime then, -1 if unknown */
+	bool replaced;                   /* another instance was seen before this one */
+	bool info_failed;                /* INFO server was refused: logged once */
 	struct lk_redis_conn cmd, sub;
 	struct lk_redis_key_list keys;
 	unsigned depth;                  /* active enter() frames */
@@ -371,19 +403,22 @@ static bool lk_redis_channel_shared(const struct lk_backend_key *k)
 	return false;
 }
 
-/* Call notify for every watching key (channel NULL) or for those on one release channel.
- * Any callback may free keys or the backend; holding a reference on the current key keeps
- * it, and so its place in the list, valid until we have moved on. */
-static void lk_redis_notify(struct lk_redis *r, const char *channel, size_t chlen)
+/* Tell keys: RECONNECTED goes to every key; MAYBE_FREE to every watching key (channel NULL)
+ * or to those on one release channel. Any callback may free keys or the backend; holding a
+ * reference on the current key keeps it, and so its place in the list, valid until we have
+ * moved on. */
+static void lk_redis_notify(struct lk_redis *r, enum lk_backend_notice what,
+                            const char *channel, size_t chlen)
 {
 	struct lk_backend_key *k = TAILQ_FIRST(&r->keys), *next;
 
 	if (k)
 		k->refs++;
 	while (k) {
-		if (!r->closing && !k->dead && k->watching && k->notify &&
+		if (!r->closing && !k->dead && k->notify &&
+		    (what == LK_NOTICE_RECONNECTED || k->watching) &&
 		    (!channel || (strlen(k->channel) == chlen && memcmp(k->channel, channel, chlen) == 0)))
-			k->notify(k->notify_arg);
+			k->notify(k->notify_arg, what);
 		next = TAILQ_NEXT(k, link);
 		if (next)
 			next->refs++;
@@ -626,9 +661,11 @@ static void lk_redis_handshake_done(struct lk_redis_conn *conn, bool may_notify)
 	conn->outage = false;
 	conn->was_up = true;
 	lk_redis_conn_arm(conn);
-	/* Release notices may have been missed while we were away. */
+	/* Release notices may have been missed while we were away, and the server may be another
+	 * instance: leaders re-prove their tenures on the command connection at once. */
 	if (may_notify)
-		lk_redis_notify(r, NULL, 0);
+		lk_redis_notify(r, conn->subscriber ? LK_NOTICE_MAYBE_FREE : LK_NOTICE_RECONNECTED,
+		                NULL, 0);
 }
 
 static void lk_redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata);
@@ -688,6 +725,23 @@ static int lk_redis_send_load(struct lk_redis_conn *conn, enum lk_redis_script s
 	return rc;
 }
 
+static int lk_redis_send_info(struct lk_redis_conn *conn)
+{
+	struct lk_redis_req *req = calloc(1, sizeof(*req));
+	const char *argv[2] = { "INFO", "server" };
+	size_t lens[2] = { 4, 6 };
+	int rc;
+
+	if (!req)
+		return -ENOMEM;
+	req->kind = LK_REDIS_REQ_INFO;
+	req->deadline_ns = conn->attempt_deadline_ns;
+	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, 2, argv, lens);
+	if (rc < 0)
+		free(req);
+	return rc;
+}
+
 static void lk_redis_keepalive(int fd)
 {
 	int on = 1, idle = LK_REDIS_KEEPALIVE_IDLE_S, intvl = LK_REDIS_KEEPALIVE_INTVL_S;
@@ -731,6 +785,8 @@ static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 		for (int i = 0; i < LK_REDIS_N_SCRIPTS; i++)
 			if (lk_redis_send_load(conn, (enum lk_redis_script)i) < 0)
 				failed = true;
+		if (lk_redis_send_info(conn) < 0)
+			failed = true;
 	} else {
 		TAILQ_FOREACH(k, &r->keys, link)
 			if (!k->dead && lk_redis_subscribe(conn, k) < 0)
@@ -927,6 +983,79 @@ out:
 
 /* ---- replies ---------------------------------------------------------------------------- */
 
+/* The value of "name:value" on its own line of an INFO reply, into buf[cap]; false if absent,
+ * too long, or not made of the bytes `ok` accepts. */
+static bool lk_redis_info_field(const char *s, size_t len, const char *name, char *buf,
+                                size_t cap, int (*ok)(int))
+{
+	size_t nlen = strlen(name);
+
+	for (size_t i = 0; i < len;) {
+		size_t end = i;
+
+		while (end < len && s[end] != '\n')
+			end++;
+		if (end - i > nlen && memcmp(s + i, name, nlen) == 0 && s[i + nlen] == ':') {
+			size_t v = i + nlen + 1, n = 0;
+
+			while (v + n < end && s[v + n] != '\r')
+				n++;
+			if (n == 0 || n >= cap)
+				return false;
+			for (size_t j = 0; j < n; j++)
+				if (!ok((unsigned char)s[v + j]))
+					return false;
+			memcpy(buf, s + v, n);
+			buf[n] = '\0';
+			return true;
+		}
+		i = end + 1;
+	}
+	return false;
+}
+
+static int lk_redis_is_digit(int c) { return c >= '0' && c <= '9'; }
+static int lk_redis_is_hex(int c) { return lk_redis_is_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* Which instance answered INFO server (I10). A run_id we have not seen before starts a new
+ * instance record; the same one keeps its record, so that a short blip does not move the time
+ * this instance was first reached. A server that refuses INFO (renamed or forbidden by ACL)
+ * cannot be told apart from its successor: said once, and no hold-off is derived. */
+static void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply)
+{
+	char run_id[LK_REDIS_RUN_ID_LEN + 1], up[24], text[LK_REDIS_MAX_DESC_LEN];
+	int64_t uptime_ms;
+
+	if (reply->type != REDIS_REPLY_STRING || reply->len > LK_REDIS_MAX_INFO_LEN ||
+	    !lk_redis_info_field(reply->str, reply->len, "run_id", run_id, sizeof(run_id),
+	                         lk_redis_is_hex) ||
+	    strlen(run_id) != LK_REDIS_RUN_ID_LEN) {
+		if (!r->info_failed) {
+			lk_redis_describe(reply, text, sizeof(text));
+			lk_redis_log(r, LK_BLOG_WARN, "INFO server gave no run_id (%s): a restart or "
+			             "failover of this server cannot be detected", text);
+		}
+		r->info_failed = true;
+		return;
+	}
+	r->info_failed = false;
+	uptime_ms = -1;
+	if (lk_redis_info_field(reply->str, reply->len, "uptime_in_seconds", up, 16,
+	                        lk_redis_is_digit))
+		uptime_ms = strtoll(up, NULL, 10) * 1000;
+	if (strcmp(run_id, r->run_id) == 0)
+		return;
+	r->replaced = r->run_id[0] != '\0';
+	snprintf(r->prev_run_id, sizeof(r->prev_run_id), "%s", r->run_id);
+	snprintf(r->run_id, sizeof(r->run_id), "%s", run_id);
+	r->reached_ns = lk_mono_ns();
+	r->uptime_ms = uptime_ms;
+	if (r->replaced)
+		lk_redis_log(r, LK_BLOG_WARN, "another server instance answers at %s (run_id %.8s, "
+		             "was %.8s, up %" PRId64 "s): it may not know the tenures the old one "
+		             "granted", r->shown, r->run_id, r->prev_run_id, uptime_ms / 1000);
+}
+
 static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
                                      struct lk_redis_req *req, const redisReply *reply)
 {
@@ -942,6 +1071,8 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 			lk_redis_conn_break(conn, "authentication failed: %s", text);
 			return;
 		}
+	} else if (req->kind == LK_REDIS_REQ_INFO) {
+		lk_redis_info_reply(r, reply);
 	} else if (reply->type == REDIS_REPLY_STRING && lk_redis_is_sha(reply->str, reply->len)) {
 		memcpy(r->sha[req->script], reply->str, LK_REDIS_SHA_LEN);
 		r->sha[req->script][LK_REDIS_SHA_LEN] = '\0';
@@ -952,7 +1083,7 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 	}
 	TAILQ_FOREACH(o, &conn->fifo, link)
 		if (o->kind == LK_REDIS_REQ_AUTH || o->kind == LK_REDIS_REQ_LOAD ||
-		    o->kind == LK_REDIS_REQ_SUBSCRIBE)
+		    o->kind == LK_REDIS_REQ_INFO || o->kind == LK_REDIS_REQ_SUBSCRIBE)
 			return; /* more to come */
 	lk_redis_handshake_done(conn, true);
 }
@@ -980,18 +1111,57 @@ static const char *lk_redis_holder(const char *s, size_t len, char *buf, size_t 
 	return buf;
 }
 
+/* Whether a lock value is "<this key's identity>:<token>", with the token in *ret. */
+static bool lk_redis_own_value(const struct lk_backend_key *k, const char *s, size_t len,
+                               uint64_t *ret)
+{
+	size_t ilen = strlen(k->identity);
+	uint64_t t = 0;
+
+	if (len <= ilen + 1 || len > ilen + 21 || memcmp(s, k->identity, ilen) != 0 || s[ilen] != ':')
+		return false;
+	for (size_t i = ilen + 1; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		t = t * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (t == 0)
+		return false;
+	*ret = t;
+	return true;
+}
+
+/* Send the next request of an acquire's reclaim chain on the same connection: the release of
+ * our orphan, then the acquire again. True if sent (the request stays alive). */
+static bool lk_redis_chain(struct lk_redis_conn *conn, redisAsyncContext *ac,
+                           struct lk_redis_req *req, enum lk_redis_script script, uint64_t token)
+{
+	if (conn->ac != ac || conn->state != LK_REDIS_UP)
+		return false;
+	lk_redis_fifo_remove(req);
+	req->script = script;
+	req->token = token;
+	req->retried = false;
+	return lk_redis_send_script(conn, req, false) == 0;
+}
+
 /* Map a script reply to an lk_reply and deliver it. Returns true if the request was re-sent
  * instead (NOSCRIPT), in which case it stays alive. */
 static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
                                   struct lk_redis_req *req, const redisReply *reply)
 {
 	struct lk_redis *r = conn->r;
-	const char *op = lk_redis_op_names[req->script];
+	const char *op = req->reclaiming ? "acquire (deleting our orphan)" :
+	                 lk_redis_op_names[req->script];
+	uint64_t orphan;
 	char holder[LK_REDIS_MAX_VALUE_LEN + 1], msg[LK_REDIS_MAX_LOG_LEN], text[LK_REDIS_MAX_DESC_LEN];
 	struct lk_reply rep = { .status = LK_REPLY_FATAL, .err = msg };
 	const redisReply *e0, *e1;
 
 	if (!reply) {
+		/* The script may still run on the server: the key may get a value nobody reported. */
+		if (req->script == LK_REDIS_ACQUIRE || req->reclaiming)
+			req->k->unsure = true;
 		rep.status = LK_REPLY_ERROR;
 		if (ac->err)
 			snprintf(msg, sizeof(msg), "connection lost: %s",
@@ -1025,6 +1195,7 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		e0 = reply->element[0];
 		e1 = reply->element[1];
 		if (e0->integer == 1 && e1->type == REDIS_REPLY_INTEGER && e1->integer > 0) {
+			req->k->unsure = false;
 			rep.status = LK_REPLY_OK;
 			rep.token = (uint64_t)e1->integer;
 			rep.sent_ns = req->sent_ns;
@@ -1033,6 +1204,23 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 			goto deliver;
 		}
 		if (e0->integer == 0 && e1->type == REDIS_REPLY_STRING) {
+			/* Our own value after an acquire that never answered: that acquire ran after
+			 * all, and nobody was told about its tenure. Delete exactly that value, then
+			 * acquire again, rather than wait a whole ttl for our own key. */
+			if (req->k->unsure && !req->reclaimed &&
+			    lk_redis_own_value(req->k, e1->str, e1->len, &orphan)) {
+				req->reclaimed = req->reclaiming = true;
+				if (lk_redis_chain(conn, ac, req, LK_REDIS_RELEASE, orphan)) {
+					lk_redis_log(r, LK_BLOG_WARN, "key %s holds our own unannounced "
+					             "tenure %" PRIu64 " (an acquire that timed out ran "
+					             "later): deleting it", req->k->key, orphan);
+					return true;
+				}
+				rep.status = LK_REPLY_ERROR;
+				snprintf(msg, sizeof(msg), "connection lost while deleting our orphan");
+				goto deliver;
+			}
+			req->k->unsure = false;
 			rep.status = LK_REPLY_HELD;
 			rep.holder = lk_redis_holder(e1->str, e1->len, holder, sizeof(holder));
 			rep.err = NULL;
@@ -1062,6 +1250,15 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		break;
 	case LK_REDIS_RELEASE:
 	default:
+		if (req->reclaiming && reply->type == REDIS_REPLY_INTEGER) {
+			/* Deleted, or gone meanwhile: either way, now acquire. */
+			req->reclaiming = false;
+			if (lk_redis_chain(conn, ac, req, LK_REDIS_ACQUIRE, 0))
+				return true;
+			rep.status = LK_REPLY_ERROR;
+			snprintf(msg, sizeof(msg), "connection lost after deleting our orphan");
+			goto deliver;
+		}
 		if (reply->type == REDIS_REPLY_INTEGER && (reply->integer == 0 || reply->integer == 1)) {
 			rep.status = reply->integer == 1 ? LK_REPLY_OK : LK_REPLY_GONE;
 			rep.token = req->token;
@@ -1145,7 +1342,7 @@ static void lk_redis_sub_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 		else
 			lk_redis_conn_arm(conn);
 	} else if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0) {
-		lk_redis_notify(r, chan->str, chan->len);
+		lk_redis_notify(r, LK_NOTICE_MAYBE_FREE, chan->str, chan->len);
 	}
 out:
 	lk_redis_leave(r);
@@ -1283,6 +1480,29 @@ static void lk_redis_watch(struct lk_backend_key *k, bool on)
 		k->watching = on;
 }
 
+static int64_t lk_redis_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
+                                      size_t cap)
+{
+	const struct lk_redis *r;
+	int64_t until;
+
+	if (!k || k->dead || ttl_ms <= 0)
+		return 0;
+	r = k->r;
+	if (!r->run_id[0])
+		return 0;
+	until = lk_holdoff_until(r->reached_ns, r->uptime_ms, r->replaced, ttl_ms);
+	if (until && why && cap) {
+		if (r->replaced)
+			snprintf(why, cap, "redis run_id changed from %.8s to %.8s: the old instance's "
+			         "tenures may still run", r->prev_run_id, r->run_id);
+		else
+			snprintf(why, cap, "redis instance %.8s was up only %" PRId64 "s: it may have "
+			         "restarted during a tenure", r->run_id, r->uptime_ms / 1000);
+	}
+	return until;
+}
+
 static bool lk_redis_ready(const struct lk_backend *b)
 {
 	const struct lk_redis *r = (const struct lk_redis *)b;
@@ -1345,6 +1565,7 @@ static const struct lk_backend_ops lk_redis_ops = {
 	.renew = lk_redis_renew,
 	.release = lk_redis_release,
 	.watch = lk_redis_watch,
+	.holdoff_until = lk_redis_holdoff_until,
 	.ready = lk_redis_ready,
 	.free = lk_redis_free,
 };

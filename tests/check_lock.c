@@ -264,6 +264,8 @@ static int calls[R__COUNT];       /* every call, accepted or refused */
 static int refuse[R__COUNT];      /* refuse this many of the next calls with -ENOTCONN */
 static bool watching;
 static int watch_calls;
+static int64_t holdoff_until;     /* what fb_holdoff_until answers */
+static int holdoff_calls;
 static struct lk_backend_key fkey;
 static int keys_made;
 
@@ -329,6 +331,15 @@ static void fb_watch(struct lk_backend_key *k, bool on)
 	watch_calls++;
 }
 
+static int64_t fb_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why, size_t cap)
+{
+	ck_assert_ptr_eq(k, &fkey);
+	ck_assert_int_eq(ttl_ms, cfg.ttl_ms);
+	holdoff_calls++;
+	snprintf(why, cap, "fake server restarted");
+	return holdoff_until;
+}
+
 static bool fb_ready(const struct lk_backend *b)
 {
 	(void)b;
@@ -348,6 +359,7 @@ static const struct lk_backend_ops fake_ops = {
 	.renew = fb_renew,
 	.release = fb_release,
 	.watch = fb_watch,
+	.holdoff_until = fb_holdoff_until,
 	.ready = fb_ready,
 	.free = fb_free,
 };
@@ -427,7 +439,14 @@ static void answer_ok(struct freq *q, uint64_t token)
 static void notice(void)
 {
 	ck_assert_ptr_nonnull(fkey.notify);
-	fkey.notify(fkey.arg);
+	fkey.notify(fkey.arg, LK_NOTICE_MAYBE_FREE);
+}
+
+/* Fire it as the backend does after every new connection. */
+static void reconnected(void)
+{
+	ck_assert_ptr_nonnull(fkey.notify);
+	fkey.notify(fkey.arg, LK_NOTICE_RECONNECTED);
 }
 
 /* ---- fixture ---------------------------------------------------------------------------------- */
@@ -475,6 +494,8 @@ static void setup(void)
 	memset(refuse, 0, sizeof(refuse));
 	watching = false;
 	watch_calls = 0;
+	holdoff_until = 0;
+	holdoff_calls = 0;
 	keys_made = 0;
 	new_lock();
 }
@@ -906,6 +927,101 @@ START_TEST(notices_while_idle_or_leading_are_ignored)
 	ck_assert_int_eq(calls[R_ACQUIRE], 1);
 	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_LEADER);
 	EXPECT_NO_LINES();
+}
+END_TEST
+
+/* ---- backends that restarted (I10) -------------------------------------------------------------- */
+
+START_TEST(no_acquire_is_sent_while_the_backend_holds_off)
+{
+	const char *why = NULL;
+
+	holdoff_until = T0 + 4000 * MS;
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	ck_assert_int_eq(calls[R_ACQUIRE], 0);
+	ck_assert_int_eq(lk_lock_holdoff_ms(L, &why), 4000);
+	ck_assert_str_eq(why, "fake server restarted");
+	/* Neither notices nor the usual retry interval start one early. */
+	notice();
+	reconnected();
+	advance(3999);
+	ck_assert_int_eq(calls[R_ACQUIRE], 0);
+	ck_assert_int_eq(lk_lock_holdoff_ms(L, NULL), 1);
+	advance(1);
+	ck_assert_int_eq(PENDING(R_ACQUIRE)->sent, T0 + 4000 * MS);
+	ck_assert_int_eq(lk_lock_holdoff_ms(L, NULL), 0);
+	answer_ok(PENDING(R_ACQUIRE), 8);
+	EXPECT_LINES("LEADER sched token=8 ttl_ms=10000\n");
+}
+END_TEST
+
+START_TEST(a_hold_off_that_grows_while_waiting_is_waited_out)
+{
+	holdoff_until = T0 + 1000 * MS;
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	advance(500);
+	/* Another restart seen meanwhile: the backend moves the end. */
+	holdoff_until = T0 + 3000 * MS;
+	reconnected();
+	advance(2499);
+	ck_assert_int_eq(calls[R_ACQUIRE], 0);
+	advance(1);
+	ck_assert_int_eq(n_pending(R_ACQUIRE), 1);
+}
+END_TEST
+
+START_TEST(after_a_loss_the_next_tenure_waits_for_the_hold_off)
+{
+	struct freq *q;
+
+	lead(7);
+	advance(1000);
+	/* The server restarted empty: the leader re-proves at once on the new connection. */
+	holdoff_until = now + 10000 * MS;
+	reconnected();
+	q = PENDING(R_RENEW);
+	ck_assert_int_eq(q->sent, T0 + 1000 * MS);
+	ck_assert_uint_eq(q->token, 7);
+	answer(q, status(LK_REPLY_GONE));
+	EXPECT_LINES("LOST sched token=7 reason=expired\n");
+	advance(9999);
+	ck_assert_int_eq(calls[R_ACQUIRE], 1);
+	advance(1);
+	ck_assert_int_eq(calls[R_ACQUIRE], 2);
+	ck_assert_int_eq(PENDING(R_ACQUIRE)->sent, T0 + 11000 * MS);
+}
+END_TEST
+
+START_TEST(a_leader_reproves_on_every_reconnect_and_keeps_a_tenure_that_is_still_there)
+{
+	lead(7);
+	advance(500);
+	reconnected();
+	answer_ok(PENDING(R_RENEW), 7);
+	ck_assert_int_eq(n_renewals, 1);
+	EXPECT_NO_LINES();
+	/* A renewal already in flight is the proof: no second one. */
+	advance(3000);
+	ck_assert_int_eq(n_pending(R_RENEW), 1);
+	reconnected();
+	ck_assert_int_eq(n_pending(R_RENEW), 1);
+	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_LEADER);
+	/* The hold-off is for new tenures only. */
+	ck_assert_int_eq(holdoff_calls, 1);
+}
+END_TEST
+
+START_TEST(a_reconnect_wakes_a_follower_like_a_notice)
+{
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	answer(PENDING(R_ACQUIRE), holder_reply(LK_REPLY_HELD, "other"));
+	advance(300);
+	reconnected();
+	ck_assert_int_eq(PENDING(R_ACQUIRE)->sent, T0 + 300 * MS);
+	lk_lock_leave(L, C1);
+	advance(100);
+	reconnected();
+	ck_assert_int_eq(calls[R_ACQUIRE], 2);
 }
 END_TEST
 
@@ -2091,6 +2207,13 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, campaign_always_keeps_leading_when_the_last_client_leaves);
 	tcase_add_test(t, campaign_sends_one_acquire_and_watches_the_key);
 	tcase_add_test(t, campaigners_are_capped);
+
+	t = tcase(s, "holdoff");
+	tcase_add_test(t, no_acquire_is_sent_while_the_backend_holds_off);
+	tcase_add_test(t, a_hold_off_that_grows_while_waiting_is_waited_out);
+	tcase_add_test(t, after_a_loss_the_next_tenure_waits_for_the_hold_off);
+	tcase_add_test(t, a_leader_reproves_on_every_reconnect_and_keeps_a_tenure_that_is_still_there);
+	tcase_add_test(t, a_reconnect_wakes_a_follower_like_a_notice);
 
 	t = tcase(s, "acquire");
 	tcase_add_test(t, acquire_ok_announces_leader_with_token_and_ttl);

@@ -273,7 +273,7 @@ START_TEST(test_tokens_increase_across_flushall_and_restart)
 	t1 = lk_test_acquire_ok(k, 10000);
 	ck_assert_int_eq(lk_test_release(k, t1).status, LK_REPLY_OK);
 	t2 = lk_test_acquire_ok(k, 10000);
-	ck_assert_uint_eq(t2, t1 + 1);
+	ck_assert_uint_gt(t2, t1);
 
 	/* Data loss: the counter is re-seeded from the clock, still above what was handed out. */
 	ck_assert(lk_test_redis_ok(&srv, "FLUSHALL"));
@@ -285,6 +285,144 @@ START_TEST(test_tokens_increase_across_flushall_and_restart)
 	wait_reconnect();
 	t4 = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_gt(t4, t3);
+}
+END_TEST
+
+static uint64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+START_TEST(test_tokens_never_repeat_when_the_counter_goes_back)
+{
+	struct lk_backend_key *k;
+	uint64_t t1, t2, t3, ahead;
+	char v[32];
+
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", NULL);
+	t1 = lk_test_acquire_ok(k, 10000);
+	ck_assert_int_eq(lk_test_release(k, t1).status, LK_REPLY_OK);
+
+	/* An older snapshot, or a replica that lagged: the counter is far behind. */
+	ck_assert(lk_test_redis_ok(&srv, "SET %s 5", KEY ":fence"));
+	t2 = lk_test_acquire_ok(k, 10000);
+	printf("tokens: %" PRIu64 " then, after the counter went back to 5, %" PRIu64 "\n", t1, t2);
+	ck_assert_uint_gt(t2, t1);
+	ck_assert_uint_ge(t2 + 5000000, wall_us()); /* the server's clock, in microseconds */
+	ck_assert_int_eq(lk_test_release(k, t2).status, LK_REPLY_OK);
+
+	/* A counter ahead of the clock (tokens issued fast, or a clock stepped back) goes on
+	 * counting. */
+	ahead = wall_us() + 3600ULL * 1000000;
+	snprintf(v, sizeof(v), "%" PRIu64, ahead);
+	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY ":fence", v));
+	t3 = lk_test_acquire_ok(k, 10000);
+	ck_assert_uint_eq(t3, ahead + 1);
+}
+END_TEST
+
+START_TEST(test_holdoff_while_a_new_server_is_younger_than_the_ttl)
+{
+	struct lk_backend_key *k;
+	char why[192] = "";
+	int64_t now, until;
+
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", NULL);
+	/* The server started moments ago: a tenure it granted before a restart we could not
+	 * see may still run, so nothing starts before it has been up one ttl. */
+	until = be->ops->holdoff_until(k, 10000, why, sizeof(why));
+	now = lk_mono_ns();
+	printf("young server: hold-off %" PRId64 "ms (%s)\n", (until - now) / 1000000, why);
+	ck_assert_int_gt(until, now + 7000 * 1000000LL);
+	ck_assert_int_le(until, now + 10000 * 1000000LL);
+	ck_assert_ptr_nonnull(strstr(why, "up only"));
+	/* Once the server has been up one ttl, the hold-off is over. */
+	lk_test_run_for(1100);
+	ck_assert_int_le(be->ops->holdoff_until(k, 1000, why, sizeof(why)), lk_mono_ns());
+}
+END_TEST
+
+START_TEST(test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices)
+{
+	struct lk_backend_key *k;
+	struct lk_test_notified nt = { 0 };
+	char why[192] = "";
+	int64_t restarted, until;
+
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", &nt);
+	lk_test_run_for(1100);
+	ck_assert_int_le(be->ops->holdoff_until(k, 1000, why, sizeof(why)), lk_mono_ns());
+
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+	restarted = lk_mono_ns();
+	wait_reconnect();
+	lk_test_run_for(100);
+	ck_assert_msg(nt.reconnected >= 1, "no RECONNECTED notice:\n%s", logs.text);
+	/* Another instance: one ttl from when we first reached it, whatever its uptime. */
+	until = be->ops->holdoff_until(k, 1000, why, sizeof(why));
+	printf("restarted server: hold-off ends %" PRId64 "ms after the restart (%s)\n",
+	       (until - restarted) / 1000000, why);
+	ck_assert_int_gt(until, restarted + 1000 * 1000000LL);
+	ck_assert_int_le(until, lk_mono_ns() + 1000 * 1000000LL);
+	ck_assert_ptr_nonnull(strstr(why, "run_id changed"));
+	ck_assert_ptr_nonnull(strstr(logs.text, "another server instance"));
+	/* Keys hear of every new connection, watched or not (this one is not). */
+	ck_assert_int_eq(nt.n, 0);
+}
+END_TEST
+
+START_TEST(test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired)
+{
+	struct lk_backend_key *k;
+	struct lk_test_reply g = { 0 };
+	char *orphan, *now_held;
+
+	start_backend(srv.address, 300);
+	k = lk_test_key_new("alpha", NULL);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(k, 30000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
+
+	/* Redis ran the acquire it read before the freeze: a tenure nobody heard of. */
+	orphan = lk_test_redis_get(&srv, KEY);
+	ck_assert_msg(orphan && strncmp(orphan, "alpha:", 6) == 0, "no orphan: %s", orphan);
+	g = lk_test_acquire(k, 30000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "status %d holder %s err %s", g.status, g.holder,
+	              g.err);
+	now_held = lk_test_redis_get(&srv, KEY);
+	printf("orphan %s deleted, now %s\n", orphan, now_held);
+	ck_assert_str_ne(orphan, now_held);
+	ck_assert_ptr_nonnull(strstr(logs.text, "deleting it"));
+	free(orphan);
+	free(now_held);
+}
+END_TEST
+
+START_TEST(test_own_identity_holding_without_a_lost_acquire_is_held)
+{
+	struct lk_backend_key *k;
+	struct lk_test_reply g;
+	char *v;
+
+	/* Another process with the same identity (a misconfiguration) must not lose its key. */
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", NULL);
+	ck_assert(lk_test_redis_ok(&srv, "SET %s alpha:77 PX 30000", KEY));
+	g = lk_test_acquire(k, 30000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert_str_eq(g.holder, "alpha");
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_str_eq(v, "alpha:77");
+	free(v);
 }
 END_TEST
 
@@ -398,8 +536,10 @@ END_TEST
 /* A notify hook that frees things: the backend must keep walking (or stop) safely. */
 static struct lk_backend_key *notify_victim;
 
-static void on_notify_free_key(void *arg)
+static void on_notify_free_key(void *arg, enum lk_backend_notice what)
 {
+	if (what != LK_NOTICE_MAYBE_FREE)
+		return;
 	((struct lk_test_notified *)arg)->n++;
 	if (notify_victim) {
 		be->ops->key_free(notify_victim);
@@ -726,6 +866,9 @@ static pid_t fake_server(int *port, const char *reply)
 				buf[n] = '\0';
 				for (char *p = buf; (p = strstr(p, "SCRIPT")); p += 6)
 					(void)!write(fd, "$40\r\n0123456789012345678901234567890123456789\r\n", 47);
+				for (char *p = buf; (p = strstr(p, "INFO")); p += 4)
+					(void)!write(fd, "$49\r\nrun_id:0123456789012345678901234567890123456789\r\n"
+					             "\r\n", 56);
 				for (char *p = buf; (p = strstr(p, "EVALSHA")); p += 7)
 					(void)!write(fd, reply, strlen(reply));
 			}
@@ -869,6 +1012,11 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_release_ok_then_gone);
 	tcase_add_test(tc, test_release_never_deletes_another_holders_key);
 	tcase_add_test(tc, test_tokens_increase_across_flushall_and_restart);
+	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
+	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
+	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
+	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
+	tcase_add_test(tc, test_own_identity_holding_without_a_lost_acquire_is_held);
 	tcase_add_test(tc, test_wrong_type_is_fatal);
 	tcase_add_test(tc, test_script_flush_falls_back_to_eval);
 	suite_add_tcase(s, tc);

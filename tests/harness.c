@@ -1071,15 +1071,23 @@ void lk_test_on_reply(void *arg, const struct lk_reply *rep)
 		*lk_test_kit.be = lk_backend_free(*lk_test_kit.be);
 }
 
-void lk_test_on_notify(void *arg)
+void lk_test_on_notify(void *arg, enum lk_backend_notice what)
 {
-	((struct lk_test_notified *)arg)->n++;
+	struct lk_test_notified *nt = arg;
+
+	if (!nt)
+		return;
+	if (what == LK_NOTICE_RECONNECTED)
+		nt->reconnected++;
+	else
+		nt->n++;
 }
 
-void lk_test_on_notify_free_backend(void *arg)
+void lk_test_on_notify_free_backend(void *arg, enum lk_backend_notice what)
 {
-	((struct lk_test_notified *)arg)->n++;
-	*lk_test_kit.be = lk_backend_free(*lk_test_kit.be);
+	lk_test_on_notify(arg, what);
+	if (what == LK_NOTICE_MAYBE_FREE)
+		*lk_test_kit.be = lk_backend_free(*lk_test_kit.be);
 }
 
 static bool lk_test_replied(const void *reply)

@@ -157,9 +157,11 @@ struct lk_test_reply {
 	bool free_backend;              /* free the bound backend from inside the callback */
 };
 
-/* Notices a key's notify hook got. */
+/* Notices a key's notify hook got: n counts LK_NOTICE_MAYBE_FREE, reconnected
+ * LK_NOTICE_RECONNECTED. */
 struct lk_test_notified {
 	int n;
+	int reconnected;
 };
 
 /* Create the loop into *base, clear *log and bind all three (be is the test's backend
@@ -176,9 +178,10 @@ struct lk_backend_hooks lk_test_hooks(void);
 /* Reply callback: arg is a struct lk_test_reply. */
 void lk_test_on_reply(void *arg, const struct lk_reply *rep);
 
-/* Notify hooks: arg is a struct lk_test_notified. The second also frees the bound backend. */
-void lk_test_on_notify(void *arg);
-void lk_test_on_notify_free_backend(void *arg);
+/* Notify hooks: arg is a struct lk_test_notified. The second also frees the bound backend on a
+ * MAYBE_FREE notice. */
+void lk_test_on_notify(void *arg, enum lk_backend_notice what);
+void lk_test_on_notify_free_backend(void *arg, enum lk_backend_notice what);
 
 /* Run the loop until cond(arg) holds or ms pass; true if it held. cond NULL: just run ms. */
 bool lk_test_run_until(bool (*cond)(const void *), const void *arg, int ms);
