@@ -27,9 +27,9 @@ trap 'exit 130' INT TERM
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
-# Wait up to 10s for a pattern to show up in a file.
+# Wait up to $3 seconds (default 10) for a pattern to show up in a file.
 wait_for() {
-	for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+	for _ in $(seq $((${3:-10} * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
 	die "timed out waiting for '$2' in $1"
 }
 
@@ -108,8 +108,12 @@ TAIL=$!
 PIDS+=($TAIL)
 
 say "Starting pod-a (agent + app): it becomes the leader"
+if [ "$BACKEND" = redis ]; then
+	say "(the Redis was started moments ago: no replica leads before it has been up one ttl,"
+	say " since it might have restarted during a tenure; the first LEADER comes in ~10s)"
+fi
 start_pod pod-a
-wait_for "$TMP/pod-a.app.log" "LEADER"
+wait_for "$TMP/pod-a.app.log" "LEADER" 30
 say "Starting pod-b (agent + app): it follows"
 start_pod pod-b
 wait_for "$TMP/pod-b.app.log" "follower"
