@@ -103,6 +103,14 @@ void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 		series(out, "leasekeeper_lock_token", "lock", lk_lock_name(l), NULL, NULL);
 		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_token(l));
 	}
+	header(out, "leasekeeper_lock_holdoff_seconds", "gauge",
+	       "Time left before this replica may start a tenure of the lock, because the backend "
+	       "restarted, was replaced or wiped (0 if none).");
+	for (size_t i = 0; i < n; i++) {
+		const struct lk_lock *l = lk_agent_lock(a, i);
+		series(out, "leasekeeper_lock_holdoff_seconds", "lock", lk_lock_name(l), NULL, NULL);
+		evbuffer_add_printf(out, "%.3f\n", (double)lk_lock_holdoff_ms(l, NULL) / 1000.0);
+	}
 	header(out, "leasekeeper_acquisitions_total", "counter",
 	       "Tenures this replica started (LEADER sent).");
 	for (size_t i = 0; i < n; i++) {
