@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -53,11 +54,12 @@ struct ctx {
 /* The fields of each mapping, in the order they are checked. */
 enum {
 	T_IDENTITY, T_SOCKET, T_SOCKET_MODE, T_HTTP_LISTEN, T_LOG_FORMAT, T_SHUTDOWN_TIMEOUT,
-	T_AUTH_KEY_FILE, T_BACKENDS, T_LOCKS, T_N
+	T_AUTH_KEY_FILE, T_ALLOWED_UIDS, T_MAX_CLIENTS, T_CLIENT_IDLE_TIMEOUT, T_BACKENDS, T_LOCKS,
+	T_N
 };
 static const char *const top_keys[T_N] = {
 	"identity", "socket", "socket_mode", "http_listen", "log_format", "shutdown_timeout",
-	"auth_key_file", "backends", "locks",
+	"auth_key_file", "allowed_uids", "max_clients", "client_idle_timeout", "backends", "locks",
 };
 
 enum {
@@ -674,6 +676,51 @@ out:
 	return r;
 }
 
+/* A whole number from min to max, written in decimal (a YAML int, or a string after ${VAR}
+ * expansion): 1 with *ret set, 0 when absent, -1 after reporting. what names the kind of value
+ * in the message ("a uid"), or is NULL for a plain range message. */
+static int get_number(struct ctx *c, yaml_node_t *n, const char *field, uint64_t min,
+                      uint64_t max, const char *what, uint64_t *ret)
+{
+	char *s, qb[QBUF], kb[QBUF];
+	uint64_t v = 0;
+	size_t len;
+	int r = 1;
+
+	if (!n)
+		return 0;
+	if (n->type != YAML_SCALAR_NODE) {
+		error_at(c, n, field, "expected a number, found %s", kind(kb, sizeof(kb), n));
+		return -1;
+	}
+	s = expand(c, n, field);
+	if (!s)
+		return -1;
+	len = strlen(s);
+	/* At most 19 digits cannot overflow 64 bits; anything longer is out of range anyway. */
+	if (len < 1 || strspn(s, "0123456789") != len) {
+		error_at(c, n, field, "%s is not a whole number", Q(qb, s));
+		r = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < len && i < 20; i++)
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	if (len > 19 || v < min || v > max) {
+		if (what)
+			error_at(c, n, field, "%s is not %s (%" PRIu64 " to %" PRIu64 ")", Q(qb, s),
+			         what, min, max);
+		else
+			error_at(c, n, field, "must be between %" PRIu64 " and %" PRIu64 ", got %s",
+			         min, max, Q(qb, s));
+		r = -1;
+		goto out;
+	}
+	*ret = v;
+out:
+	free(s);
+	return r;
+}
+
 static int dup_str(struct ctx *c, const char *s, char **ret)
 {
 	char *d = strdup(s);
@@ -985,6 +1032,51 @@ static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config
 
 /* ---- top level ---- */
 
+/* allowed_uids: a non-empty list of uids. An empty list would lock every client out, which is
+ * never what was meant; leaving the field out is how to allow any peer. */
+static void parse_allowed_uids(struct ctx *c, yaml_node_t *list, struct lk_config *cfg)
+{
+	char kb[QBUF], field[PATH_MAX_LEN];
+	size_t count;
+	uint32_t *uids;
+
+	if (!list)
+		return;
+	if (list->type != YAML_SEQUENCE_NODE) {
+		error_at(c, list, "allowed_uids", "expected a list of uids, found %s",
+		         kind(kb, sizeof(kb), list));
+		return;
+	}
+	count = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+	if (count == 0) {
+		error_at(c, list, "allowed_uids",
+		         "must list at least one uid (leave the field out to allow any peer)");
+		return;
+	}
+	if (count > LK_CONFIG_MAX_UIDS) {
+		error_at(c, list, "allowed_uids", "too many uids (at most %d)", LK_CONFIG_MAX_UIDS);
+		return;
+	}
+	uids = calloc(count, sizeof(*uids));
+	if (!uids) {
+		c->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *item = node_at(c, list->data.sequence.items.start[i]);
+		uint64_t v;
+
+		snprintf(field, sizeof(field), "allowed_uids[%zu]", i);
+		/* (uid_t)-1 is "no uid" to the kernel's interfaces, so it is not a valid entry. */
+		if (is_null(item))
+			error_at(c, item, field, "expected a uid, found null");
+		else if (get_number(c, item, field, 0, UINT32_MAX - 1, "a uid", &v) > 0)
+			uids[i] = (uint32_t)v;
+	}
+	cfg->allowed_uids = uids;
+	cfg->n_allowed_uids = count;
+}
+
 /* The default identity: the pod name Kubernetes puts in $HOSTNAME, else the host's name. */
 static void default_identity(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 {
@@ -1093,6 +1185,18 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 
 	get_file(c, f.val[T_AUTH_KEY_FILE], "auth_key_file", &cfg->auth_key_file);
 
+	parse_allowed_uids(c, f.val[T_ALLOWED_UIDS], cfg);
+	{
+		uint64_t v = LK_CONFIG_DEFAULT_MAX_CLIENTS;
+
+		get_number(c, f.val[T_MAX_CLIENTS], "max_clients", LK_CONFIG_MIN_MAX_CLIENTS,
+		           LK_CONFIG_MAX_MAX_CLIENTS, NULL, &v);
+		cfg->max_clients = (size_t)v;
+	}
+	cfg->client_idle_timeout_ms = LK_CONFIG_DEFAULT_IDLE_MS;
+	get_duration(c, f.val[T_CLIENT_IDLE_TIMEOUT], "client_idle_timeout", LK_CONFIG_MIN_IDLE_MS,
+	             &cfg->client_idle_timeout_ms);
+
 	n = list_items(c, root, f.val[T_BACKENDS], "backends", "backend", LK_CONFIG_MAX_BACKENDS);
 	if (n) {
 		cfg->backends = calloc(n, sizeof(*cfg->backends));
@@ -1159,6 +1263,7 @@ struct lk_config *lk_config_free(struct lk_config *cfg)
 	free(cfg->socket_path);
 	free(cfg->http_listen);
 	free(cfg->auth_key_file);
+	free(cfg->allowed_uids);
 	free(cfg);
 	return NULL;
 }
@@ -1213,10 +1318,236 @@ static int yaml_error(struct ctx *c, yaml_parser_t *parser, const char *text, si
 	return -EINVAL;
 }
 
+/* ---- loading: libyaml events to a node tree, within the input caps ---- */
+
+/* libyaml's own yaml_parser_load() has no limits: 100k nested "{" take it half a minute (its
+ * scanner rescans every open flow level for each token), and it searches anchors linearly.
+ * This loader builds the same yaml_document_t from the event stream and stops at the first
+ * event past a cap, so the scanner never gets far: a rejected file costs milliseconds. */
+
+struct anchor {
+	char *name;
+	int node;
+	yaml_mark_t mark;
+};
+
+struct loader {
+	yaml_parser_t *parser;
+	bool started, ended;
+	struct anchor anchors[LK_CONFIG_MAX_ANCHORS];
+	size_t n_anchors, n_aliases, n_nodes;
+};
+
+/* A frame per open list or mapping; key is the mapping's pending key node, 0 when none. */
+struct frame {
+	int node, key;
+};
+
+static void loader_forget_anchors(struct loader *l)
+{
+	for (size_t i = 0; i < l->n_anchors; i++)
+		free(l->anchors[i].name);
+	l->n_anchors = 0;
+	l->n_aliases = 0;
+	l->n_nodes = 0;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void error_at_mark(struct ctx *c, yaml_mark_t mark, const char *fmt, ...)
+{
+	yaml_node_t at = { .start_mark = mark };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport(c, false, &at, "yaml", fmt, ap);
+	va_end(ap);
+}
+
+/* Register a new node's anchor: 0, or -1 after reporting. */
+static int loader_anchor(struct ctx *c, struct loader *l, const yaml_char_t *name, int node,
+                         yaml_mark_t mark)
+{
+	char qb[QBUF];
+
+	if (!name)
+		return 0;
+	for (size_t i = 0; i < l->n_anchors; i++) {
+		if (strcmp(l->anchors[i].name, (const char *)name) == 0) {
+			error_at_mark(c, mark, "found duplicate anchor %s (first at %zu:%zu)",
+			              Q(qb, (const char *)name), (size_t)l->anchors[i].mark.line + 1,
+			              (size_t)l->anchors[i].mark.column + 1);
+			return -1;
+		}
+	}
+	if (l->n_anchors == LK_CONFIG_MAX_ANCHORS) {
+		error_at_mark(c, mark, "too many anchors (at most %d)", LK_CONFIG_MAX_ANCHORS);
+		return -1;
+	}
+	l->anchors[l->n_anchors].name = strdup((const char *)name);
+	if (!l->anchors[l->n_anchors].name) {
+		c->oom = true;
+		return -1;
+	}
+	l->anchors[l->n_anchors].node = node;
+	l->anchors[l->n_anchors++].mark = mark;
+	return 0;
+}
+
+/* Put a finished (or just opened) node where it belongs: the root, a list item, a mapping's
+ * key or value. 0, or -1 on a memory error. */
+static int loader_attach(yaml_document_t *doc, struct frame *stack, size_t depth, int node)
+{
+	struct frame *f;
+
+	if (depth == 0)
+		return 0; /* the root: the document's first node */
+	f = &stack[depth - 1];
+	if (yaml_document_get_node(doc, f->node)->type == YAML_SEQUENCE_NODE)
+		return yaml_document_append_sequence_item(doc, f->node, node) ? 0 : -1;
+	if (!f->key) {
+		f->key = node;
+		return 0;
+	}
+	if (!yaml_document_append_mapping_pair(doc, f->node, f->key, node))
+		return -1;
+	f->key = 0;
+	return 0;
+}
+
+/* As in libyaml's loader: no tag, or the non-specific "!", means the default tag. */
+static yaml_char_t *tag_of(yaml_char_t *tag)
+{
+	return tag && strcmp((const char *)tag, "!") != 0 ? tag : NULL;
+}
+
+/* The next document of the stream into *doc: 1, 0 at the end of the stream (*doc is then an
+ * empty document), or a negative errno after reporting (*doc untouched). */
+static int load_document(struct ctx *c, struct loader *l, const char *text, size_t len,
+                         yaml_document_t *doc)
+{
+	struct frame stack[LK_CONFIG_MAX_DEPTH];
+	size_t depth = 0;
+	bool have_doc = false, done = false;
+	yaml_event_t ev;
+	int r = -EINVAL;
+
+	if (!l->started) {
+		if (!yaml_parser_parse(l->parser, &ev))
+			return yaml_error(c, l->parser, text, len);
+		l->started = true;
+		yaml_event_delete(&ev);
+	}
+	if (!yaml_document_initialize(doc, NULL, NULL, NULL, 1, 1)) {
+		c->oom = true;
+		return -ENOMEM;
+	}
+	have_doc = true;
+	if (l->ended)
+		return 0;
+	if (!yaml_parser_parse(l->parser, &ev)) {
+		r = yaml_error(c, l->parser, text, len);
+		goto fail;
+	}
+	if (ev.type == YAML_STREAM_END_EVENT) {
+		l->ended = true;
+		yaml_event_delete(&ev);
+		return 0;
+	}
+	yaml_event_delete(&ev); /* DOCUMENT_START: the parser allows nothing else here */
+	loader_forget_anchors(l);
+	while (!done) {
+		yaml_node_t *node;
+		int id = 0;
+
+		if (!yaml_parser_parse(l->parser, &ev)) {
+			r = yaml_error(c, l->parser, text, len);
+			goto fail;
+		}
+		switch (ev.type) {
+		case YAML_SCALAR_EVENT:
+			id = yaml_document_add_scalar(doc, tag_of(ev.data.scalar.tag),
+			                              ev.data.scalar.value, (int)ev.data.scalar.length,
+			                              ev.data.scalar.style);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (depth == LK_CONFIG_MAX_DEPTH) {
+				error_at_mark(c, ev.start_mark, "nested too deeply (more than %d levels of "
+				              "lists and mappings)", LK_CONFIG_MAX_DEPTH);
+				goto fail_event;
+			}
+			if (ev.type == YAML_SEQUENCE_START_EVENT)
+				id = yaml_document_add_sequence(doc, tag_of(ev.data.sequence_start.tag),
+				                                ev.data.sequence_start.style);
+			else
+				id = yaml_document_add_mapping(doc, tag_of(ev.data.mapping_start.tag),
+				                               ev.data.mapping_start.style);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			/* The parser pairs every end with its start. */
+			yaml_document_get_node(doc, stack[--depth].node)->end_mark = ev.end_mark;
+			yaml_event_delete(&ev);
+			continue;
+		case YAML_ALIAS_EVENT:
+			if (++l->n_aliases > LK_CONFIG_MAX_ALIASES) {
+				error_at_mark(c, ev.start_mark, "too many aliases (at most %d)",
+				              LK_CONFIG_MAX_ALIASES);
+				goto fail_event;
+			}
+			for (size_t i = 0; i < l->n_anchors; i++)
+				if (strcmp(l->anchors[i].name, (const char *)ev.data.alias.anchor) == 0)
+					id = l->anchors[i].node;
+			if (!id) {
+				error_at_mark(c, ev.start_mark, "found undefined alias");
+				goto fail_event;
+			}
+			if (loader_attach(doc, stack, depth, id) < 0)
+				goto oom_event;
+			yaml_event_delete(&ev);
+			continue;
+		default: /* DOCUMENT_END */
+			done = true;
+			yaml_event_delete(&ev);
+			continue;
+		}
+		if (!id)
+			goto oom_event;
+		if (++l->n_nodes > LK_CONFIG_MAX_NODES) {
+			error_at_mark(c, ev.start_mark, "the document is too large (more than %d values)",
+			              LK_CONFIG_MAX_NODES);
+			goto fail_event;
+		}
+		node = yaml_document_get_node(doc, id);
+		node->start_mark = ev.start_mark;
+		node->end_mark = ev.end_mark;
+		if (loader_anchor(c, l, ev.type == YAML_SCALAR_EVENT ? ev.data.scalar.anchor :
+		                  ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor :
+		                  ev.data.mapping_start.anchor, id, ev.start_mark) < 0)
+			goto fail_event;
+		if (loader_attach(doc, stack, depth, id) < 0)
+			goto oom_event;
+		if (ev.type != YAML_SCALAR_EVENT)
+			stack[depth++] = (struct frame){ .node = id };
+		yaml_event_delete(&ev);
+	}
+	return 1;
+oom_event:
+	c->oom = true;
+	r = -ENOMEM;
+fail_event:
+	yaml_event_delete(&ev);
+fail:
+	if (have_doc)
+		yaml_document_delete(doc);
+	return r;
+}
+
 int lk_config_parse(const char *name, const char *text, size_t len, struct lk_config **ret,
                     struct lk_config_diags *diags)
 {
 	struct ctx c = { .name = name ? name : "config" };
+	struct loader ld = { 0 };
 	yaml_document_t doc, extra;
 	yaml_parser_t parser;
 	struct lk_config *cfg = NULL;
@@ -1224,12 +1555,13 @@ int lk_config_parse(const char *name, const char *text, size_t len, struct lk_co
 	yaml_node_t *root;
 	int r = -EINVAL;
 
+	/* Checked before parsing: the whole text is at hand, and a first byte past the cap is
+	 * pointed at like any other problem (lk_config_load reads no more than that). */
 	if (len > LK_CONFIG_MAX_BYTES) {
-		char msg[64];
-
-		snprintf(msg, sizeof(msg), "is larger than %d bytes", LK_CONFIG_MAX_BYTES);
-		diag_file(diags, c.name, msg);
-		return -EFBIG;
+		error_at_mark(&c, offset_mark(text, len, LK_CONFIG_MAX_BYTES),
+		              "the file is too large (more than %d bytes)", LK_CONFIG_MAX_BYTES);
+		r = -EFBIG;
+		goto fail;
 	}
 	if (!yaml_parser_initialize(&parser)) {
 		r = -ENOMEM;
@@ -1237,10 +1569,11 @@ int lk_config_parse(const char *name, const char *text, size_t len, struct lk_co
 	}
 	have_parser = true;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)(text ? text : ""), len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		r = yaml_error(&c, &parser, text, len);
+	ld.parser = &parser;
+	r = load_document(&c, &ld, text, len, &doc);
+	if (r < 0)
 		goto fail;
-	}
+	r = -EINVAL;
 	have_doc = true;
 	c.doc = &doc;
 	root = yaml_document_get_root_node(&doc);
@@ -1249,10 +1582,10 @@ int lk_config_parse(const char *name, const char *text, size_t len, struct lk_co
 		goto fail;
 	}
 	/* A second document would be silently ignored; a stray "---" is more likely a mistake. */
-	if (!yaml_parser_load(&parser, &extra)) {
-		r = yaml_error(&c, &parser, text, len);
+	r = load_document(&c, &ld, text, len, &extra);
+	if (r < 0)
 		goto fail;
-	}
+	r = -EINVAL;
 	if (yaml_document_get_root_node(&extra))
 		error_at(&c, yaml_document_get_root_node(&extra), "yaml",
 		         "only one document is allowed");
@@ -1282,6 +1615,7 @@ fail:
 		yaml_document_delete(&doc);
 	if (have_parser)
 		yaml_parser_delete(&parser);
+	loader_forget_anchors(&ld);
 	if (r < 0) {
 		lk_config_free(cfg);
 		return r;

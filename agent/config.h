@@ -11,13 +11,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Input caps, checked while the YAML is parsed (before any of it is interpreted), so that no
+ * file, however built, costs more than a bounded amount of time and memory to reject. */
 #define LK_CONFIG_MAX_BYTES     (1024 * 1024)
+#define LK_CONFIG_MAX_DEPTH     64     /* lists and mappings inside each other */
+#define LK_CONFIG_MAX_NODES     100000 /* scalars, lists and mappings in one document */
+#define LK_CONFIG_MAX_ANCHORS   256    /* &anchors per document */
+#define LK_CONFIG_MAX_ALIASES   4096   /* *aliases per document */
 #define LK_CONFIG_MAX_BACKENDS  64
 #define LK_CONFIG_MAX_LOCKS     256
 #define LK_CONFIG_MAX_ENDPOINTS 16
 #define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */
 
+#define LK_CONFIG_MAX_UIDS      32
+
 #define LK_CONFIG_DEFAULT_HTTP_LISTEN "127.0.0.1:9440"
+
+/* Client slots on the socket: an app and a drain or status command need one each. */
+#define LK_CONFIG_DEFAULT_MAX_CLIENTS 128
+#define LK_CONFIG_MIN_MAX_CLIENTS     2
+#define LK_CONFIG_MAX_MAX_CLIENTS     4096
+#define LK_CONFIG_DEFAULT_IDLE_MS     10000
+#define LK_CONFIG_MIN_IDLE_MS         1000 /* room for HELLO's reply and the CAMPAIGN after it */
 
 enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 enum lk_campaign_mode { LK_CAMPAIGN_WHEN_APP_CONNECTED, LK_CAMPAIGN_ALWAYS };
@@ -59,6 +74,10 @@ struct lk_config {
 	enum lk_log_format log_format; /* default text */
 	int64_t shutdown_timeout_ms; /* default 25s */
 	char *auth_key_file;         /* NULL if none */
+	uint32_t *allowed_uids;      /* peers allowed on the socket (SO_PEERCRED); NULL: any */
+	size_t n_allowed_uids;       /* 0 when allowed_uids is NULL, else 1..LK_CONFIG_MAX_UIDS */
+	size_t max_clients;          /* default 128, LK_CONFIG_MIN_MAX_CLIENTS..MAX_MAX_CLIENTS */
+	int64_t client_idle_timeout_ms; /* default 10s, at least 1s */
 	struct lk_config_backend *backends;
 	size_t n_backends;
 	struct lk_config_lock *locks;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/config.h"
@@ -56,6 +57,8 @@ static void teardown(void)
 	snprintf(path, sizeof(path), "%s/big.yaml", tmpdir);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/ok.yaml", tmpdir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/huge.yaml", tmpdir);
 	unlink(path);
 	rmdir(tmpdir);
 }
@@ -1058,7 +1061,8 @@ START_TEST(test_parse_rejects_oversized_text)
 	memset(text, '#', len);
 	ck_assert_int_eq(lk_config_parse("big.yaml", text, len, &cfg, &d), -EFBIG);
 	ck_assert_ptr_null(cfg);
-	check_lines("errors", d.errors, d.n_errors, LIST("big.yaml: is larger than 1048576 bytes"));
+	check_lines("errors", d.errors, d.n_errors,
+	            LIST("big.yaml:1:1048577: yaml: the file is too large (more than 1048576 bytes)"));
 	lk_config_diags_clear(&d);
 	free(text);
 }
@@ -1095,7 +1099,8 @@ START_TEST(test_load_too_large_file)
 	write_file(tmpdir, "big.yaml", text, len);
 	ck_assert_int_eq(lk_config_load(tmp_path("big.yaml"), &cfg, &d), -EFBIG);
 	ck_assert_ptr_null(cfg);
-	snprintf(want, sizeof(want), "%s: is larger than 1048576 bytes", tmp_path("big.yaml"));
+	snprintf(want, sizeof(want), "%s:1:1048577: yaml: the file is too large (more than "
+	         "1048576 bytes)", tmp_path("big.yaml"));
 	check_lines("errors", d.errors, d.n_errors, LIST(want));
 	lk_config_diags_clear(&d);
 
@@ -1147,6 +1152,321 @@ START_TEST(test_free_and_clear_accept_empty)
 }
 END_TEST
 
+/* ---- client slots and peers ---- */
+
+START_TEST(test_client_slot_defaults)
+{
+	struct lk_config *cfg = parse_ok(ONE_BACKEND "locks: [{name: a}]\n");
+
+	ck_assert_uint_eq(cfg->max_clients, 128);
+	ck_assert_int_eq(cfg->client_idle_timeout_ms, 10000);
+	ck_assert_ptr_null(cfg->allowed_uids);
+	ck_assert_uint_eq(cfg->n_allowed_uids, 0);
+	lk_config_free(cfg);
+	/* null means absent, as for every field */
+	cfg = parse_ok("allowed_uids:\nmax_clients: ~\nclient_idle_timeout:\n"
+	               ONE_BACKEND "locks: [{name: a}]\n");
+	ck_assert_uint_eq(cfg->max_clients, 128);
+	ck_assert_ptr_null(cfg->allowed_uids);
+	lk_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_client_slot_values)
+{
+	struct lk_config *cfg;
+
+	setenv("LK_UID", "1001", 1);
+	cfg = parse_ok("max_clients: 2\nclient_idle_timeout: 1s\n"
+	               "allowed_uids: [0, 1000, \"${LK_UID}\", 4294967294]\n"
+	               ONE_BACKEND "locks: [{name: a}]\n");
+	ck_assert_uint_eq(cfg->max_clients, 2);
+	ck_assert_int_eq(cfg->client_idle_timeout_ms, 1000);
+	ck_assert_uint_eq(cfg->n_allowed_uids, 4);
+	ck_assert_uint_eq(cfg->allowed_uids[0], 0);
+	ck_assert_uint_eq(cfg->allowed_uids[1], 1000);
+	ck_assert_uint_eq(cfg->allowed_uids[2], 1001);
+	ck_assert_uint_eq(cfg->allowed_uids[3], 4294967294u);
+	lk_config_free(cfg);
+	cfg = parse_ok("max_clients: \"4096\"\nclient_idle_timeout: 1m30s\n"
+	               "allowed_uids:\n  - 65534\n" ONE_BACKEND "locks: [{name: a}]\n");
+	ck_assert_uint_eq(cfg->max_clients, 4096);
+	ck_assert_int_eq(cfg->client_idle_timeout_ms, 90000);
+	ck_assert_uint_eq(cfg->n_allowed_uids, 1);
+	ck_assert_uint_eq(cfg->allowed_uids[0], 65534);
+	lk_config_free(cfg);
+}
+END_TEST
+
+#define LOCKS_A ONE_BACKEND "locks: [{name: a}]\n"
+
+START_TEST(test_max_clients_errors)
+{
+	EXPECT_ERRORS("max_clients: 1\n" LOCKS_A,
+	              NAME ":1:14: max_clients: must be between 2 and 4096, got \"1\"");
+	EXPECT_ERRORS("max_clients: 4097\n" LOCKS_A,
+	              NAME ":1:14: max_clients: must be between 2 and 4096, got \"4097\"");
+	EXPECT_ERRORS("max_clients: 99999999999999999999999\n" LOCKS_A,
+	              NAME ":1:14: max_clients: must be between 2 and 4096, got "
+	              "\"99999999999999999999999\"");
+	EXPECT_ERRORS("max_clients: -5\n" LOCKS_A,
+	              NAME ":1:14: max_clients: \"-5\" is not a whole number");
+	EXPECT_ERRORS("max_clients: 12.5\n" LOCKS_A,
+	              NAME ":1:14: max_clients: \"12.5\" is not a whole number");
+	EXPECT_ERRORS("max_clients: lots\n" LOCKS_A,
+	              NAME ":1:14: max_clients: \"lots\" is not a whole number");
+	EXPECT_ERRORS("max_clients: [8]\n" LOCKS_A,
+	              NAME ":1:14: max_clients: expected a number, found a list");
+	EXPECT_ERRORS("max_clients: ${LK_UNSET}\n" LOCKS_A,
+	              NAME ":1:14: max_clients: environment variable \"LK_UNSET\" is not set");
+}
+END_TEST
+
+START_TEST(test_client_idle_timeout_errors)
+{
+	EXPECT_ERRORS("client_idle_timeout: 500ms\n" LOCKS_A,
+	              NAME ":1:22: client_idle_timeout: must be at least 1s, got \"500ms\"");
+	EXPECT_ERRORS("client_idle_timeout: 10\n" LOCKS_A,
+	              NAME ":1:22: client_idle_timeout: \"10\" has no unit");
+	EXPECT_ERRORS("client_idle_timeout: {s: 1}\n" LOCKS_A,
+	              NAME ":1:22: client_idle_timeout: expected a string, found a mapping");
+}
+END_TEST
+
+START_TEST(test_allowed_uids_errors)
+{
+	EXPECT_ERRORS("allowed_uids: 1000\n" LOCKS_A,
+	              NAME ":1:15: allowed_uids: expected a list of uids, found \"1000\"");
+	EXPECT_ERRORS("allowed_uids: []\n" LOCKS_A,
+	              NAME ":1:15: allowed_uids: must list at least one uid (leave the field out "
+	              "to allow any peer)");
+	EXPECT_ERRORS("allowed_uids:\n  - 1000\n  - -1\n  - root\n  - 4294967295\n  - {a: 1}\n"
+	              "  - ~\n" LOCKS_A,
+	              NAME ":3:5: allowed_uids[1]: \"-1\" is not a whole number",
+	              NAME ":4:5: allowed_uids[2]: \"root\" is not a whole number",
+	              NAME ":5:5: allowed_uids[3]: \"4294967295\" is not a uid (0 to 4294967294)",
+	              NAME ":6:5: allowed_uids[4]: expected a number, found a mapping",
+	              NAME ":7:5: allowed_uids[5]: expected a uid, found null");
+
+	char yaml[1024];
+	size_t o = (size_t)snprintf(yaml, sizeof(yaml), "allowed_uids: [");
+	for (int i = 0; i <= LK_CONFIG_MAX_UIDS; i++)
+		o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%s%d", i ? ", " : "", i);
+	snprintf(yaml + o, sizeof(yaml) - o, "]\n" LOCKS_A);
+	EXPECT_ERRORS(yaml, NAME ":1:15: allowed_uids: too many uids (at most 32)");
+}
+END_TEST
+
+/* ---- input caps: every file is rejected quickly, whatever its shape ---- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Parse text, require exactly one error, want, and return the seconds it took. */
+static double expect_error_timed(const char *what, const char *text, size_t len,
+                                 const char *want, int want_rc)
+{
+	struct lk_config *cfg = NULL;
+	struct lk_config_diags d = { 0 };
+	double t0 = now_s(), dt;
+	int r = lk_config_parse(NAME, text, len, &cfg, &d);
+
+	dt = now_s() - t0;
+	fprintf(stderr, "  %-46s %8zu bytes rejected in %.4f s\n", what, len, dt);
+	ck_assert_msg(r == want_rc, "%s: expected %d, got %d", what, want_rc, r);
+	ck_assert_ptr_null(cfg);
+	check_lines("errors", d.errors, d.n_errors, &want, 1);
+	lk_config_diags_clear(&d);
+	return dt;
+}
+
+static char *repeat(const char *head, const char *unit, size_t n, const char *tail, size_t *len)
+{
+	size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+	char *s = malloc(hl + ul * n + tl + 1);
+
+	ck_assert_ptr_nonnull(s);
+	memcpy(s, head, hl);
+	for (size_t i = 0; i < n; i++)
+		memcpy(s + hl + i * ul, unit, ul);
+	memcpy(s + hl + ul * n, tail, tl + 1);
+	*len = hl + ul * n + tl;
+	return s;
+}
+
+START_TEST(test_deep_nesting_is_rejected_fast)
+{
+	/* libyaml's own loader took 17-35 s for the first of these (its scanner is quadratic in
+	 * the flow depth); the limit stops the parse at the 65th level. */
+	static const struct { const char *what, *head, *unit, *want; } cases[] = {
+		{ "100k nested {", "", "{",
+		  NAME ":1:65: yaml: nested too deeply (more than 64 levels of lists and mappings)" },
+		{ "100k nested [", "", "[",
+		  NAME ":1:65: yaml: nested too deeply (more than 64 levels of lists and mappings)" },
+		{ "100k nested {a: under a field", "locks: ", "{a: ",
+		  NAME ":1:260: yaml: nested too deeply (more than 64 levels of lists and mappings)" },
+		{ "100k nested block lists", "", "- ",
+		  NAME ":1:129: yaml: nested too deeply (more than 64 levels of lists and mappings)" },
+	};
+	double worst = 0;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len;
+		char *text = repeat(cases[i].head, cases[i].unit, 100000, "", &len);
+		double dt = expect_error_timed(cases[i].what, text, len, cases[i].want, -EINVAL);
+
+		worst = dt > worst ? dt : worst;
+		free(text);
+	}
+	{
+		/* Block mappings nested by indentation, as deep as a megabyte allows. */
+		char *text = malloc(LK_CONFIG_MAX_BYTES), *want = NAME ":65:65: yaml: nested too "
+		             "deeply (more than 64 levels of lists and mappings)";
+		size_t o = 0;
+		double dt;
+
+		for (int i = 0; o + (size_t)i + 4 < LK_CONFIG_MAX_BYTES; i++)
+			o += (size_t)sprintf(text + o, "%*sk:\n", i, "");
+		dt = expect_error_timed("nested by indentation", text, o, want, -EINVAL);
+		worst = dt > worst ? dt : worst;
+		free(text);
+	}
+	/* Under a second is the contract; a tenth leaves room for a sanitizer build. */
+	ck_assert_msg(worst < 0.1, "slowest rejection took %.3f s", worst);
+}
+END_TEST
+
+START_TEST(test_depth_limit_boundary)
+{
+	size_t len;
+	/* The root mapping and 63 lists: 64 levels, accepted by the parser (the value is then
+	 * the wrong kind for identity). One more list is refused at its "[". */
+	char *ok = repeat("identity: ", "[", 63, "", &len);
+	char *yaml = malloc(len + 200);
+
+	snprintf(yaml, len + 200, "%s", ok);
+	for (int i = 0; i < 63; i++)
+		strcat(yaml, "]");
+	strcat(yaml, "\n" LOCKS_A);
+	EXPECT_ERRORS(yaml, NAME ":1:11: identity: expected a string, found a list");
+	free(ok);
+	ok = repeat("identity: ", "[", 64, "", &len);
+	snprintf(yaml, len + 200, "%s", ok);
+	EXPECT_ERRORS(yaml, NAME ":1:74: yaml: nested too deeply (more than 64 levels of lists "
+	              "and mappings)");
+	free(ok);
+	free(yaml);
+}
+END_TEST
+
+START_TEST(test_value_count_and_anchor_caps)
+{
+	size_t len;
+	char *text, want[160];
+	double dt;
+
+	/* 100001 values: the root mapping, "locks" and the list count too. */
+	text = repeat("locks: [", "a,", LK_CONFIG_MAX_NODES, "a]\n", &len);
+	snprintf(want, sizeof(want), NAME ":1:%d: yaml: the document is too large (more than "
+	         "100000 values)", 8 + 2 * (LK_CONFIG_MAX_NODES - 3) + 1);
+	dt = expect_error_timed("100001 values", text, len, want, -EINVAL);
+	ck_assert_msg(dt < 1.0, "took %.3f s", dt);
+	free(text);
+
+	text = repeat("locks: [", "&a a, ", 2, "]\n", &len);
+	expect_error_timed("a duplicate anchor", text, len,
+	                   NAME ":1:15: yaml: found duplicate anchor \"a\" (first at 1:9)", -EINVAL);
+	free(text);
+
+	{
+		char *big = malloc(64 * 1024);
+		size_t o = (size_t)sprintf(big, "locks: [");
+
+		for (int i = 0; i <= LK_CONFIG_MAX_ANCHORS; i++)
+			o += (size_t)sprintf(big + o, "&a%d x,", i);
+		sprintf(big + o, "]\n");
+		snprintf(want, sizeof(want), NAME ":1:%zu: yaml: too many anchors (at most 256)",
+		         (size_t)(8 + 6 * 10 + 7 * 90 + 8 * 156 + 1));
+		expect_error_timed("257 anchors", big, strlen(big), want, -EINVAL);
+		free(big);
+	}
+
+	text = repeat("locks: [&a x, ", "*a, ", LK_CONFIG_MAX_ALIASES + 1, "]\n", &len);
+	snprintf(want, sizeof(want), NAME ":1:%d: yaml: too many aliases (at most 4096)",
+	         14 + 4 * LK_CONFIG_MAX_ALIASES + 1);
+	dt = expect_error_timed("4097 aliases", text, len, want, -EINVAL);
+	ck_assert_msg(dt < 1.0, "took %.3f s", dt);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_worst_files_within_the_caps_are_fast)
+{
+	/* Shapes that stay inside every cap but are as expensive as a megabyte can make them:
+	 * all of them must still be answered (with some error) in well under a second. */
+	static const struct { const char *what, *head, *unit; size_t n; } cases[] = {
+		{ "60 levels deep, then 100k scalars", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+		  "[[[[[[[[[[[[[[[[", "a,", 99000 },
+		{ "one 1 MiB plain scalar", "identity: ", "x", 1000000 },
+		{ "one 1 MiB quoted scalar", "identity: \"", "\\t", 500000 },
+		{ "100k flow keys", "{", "k: v, ", 49000 },
+		{ "1 MiB of comments", "", "#\n", 500000 },
+	};
+	double worst = 0;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct lk_config *cfg = NULL;
+		struct lk_config_diags d = { 0 };
+		size_t len;
+		char *text = repeat(cases[i].head, cases[i].unit, cases[i].n, "", &len);
+		double t0 = now_s(), dt;
+		int r = lk_config_parse(NAME, text, len, &cfg, &d);
+
+		dt = now_s() - t0;
+		fprintf(stderr, "  %-46s %8zu bytes answered in %.4f s (%s)\n", cases[i].what, len,
+		        dt, d.n_errors ? d.errors[0] : "no error");
+		ck_assert_int_eq(r, -EINVAL);
+		ck_assert_uint_ge(d.n_errors, 1);
+		lk_config_diags_clear(&d);
+		free(text);
+		worst = dt > worst ? dt : worst;
+	}
+	ck_assert_msg(worst < 1.0, "slowest answer took %.3f s", worst);
+}
+END_TEST
+
+START_TEST(test_load_huge_file_is_rejected_fast)
+{
+	struct lk_config *cfg = NULL;
+	struct lk_config_diags d = { 0 };
+	char want[256];
+	double t0, dt;
+	int fd;
+
+	/* 8 GiB, sparse: the loader reads one byte past the cap and stops. */
+	fd = open(tmp_path("huge.yaml"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)8 << 30), 0);
+	close(fd);
+	t0 = now_s();
+	ck_assert_int_eq(lk_config_load(tmp_path("huge.yaml"), &cfg, &d), -EFBIG);
+	dt = now_s() - t0;
+	fprintf(stderr, "  %-46s rejected in %.4f s\n", "an 8 GiB file", dt);
+	ck_assert_ptr_null(cfg);
+	/* All NUL bytes: one line, and the column counts characters. */
+	snprintf(want, sizeof(want), "%s:1:1048577: yaml: the file is too large (more than "
+	         "1048576 bytes)", tmp_path("huge.yaml"));
+	check_lines("errors", d.errors, d.n_errors, LIST(want));
+	lk_config_diags_clear(&d);
+	ck_assert_msg(dt < 0.5, "took %.3f s", dt);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1167,6 +1487,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_env_expansion_in_list_items);
 	tcase_add_test(tc, test_aliases_and_cycles_are_harmless);
 	tcase_add_test(tc, test_free_and_clear_accept_empty);
+	tcase_add_test(tc, test_client_slot_defaults);
+	tcase_add_test(tc, test_client_slot_values);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");
@@ -1198,6 +1520,17 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_error_count_is_capped);
 	tcase_add_test(tc, test_list_caps);
 	tcase_add_test(tc, test_messages_escape_control_characters);
+	tcase_add_test(tc, test_max_clients_errors);
+	tcase_add_test(tc, test_client_idle_timeout_errors);
+	tcase_add_test(tc, test_allowed_uids_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("input caps");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_deep_nesting_is_rejected_fast);
+	tcase_add_test(tc, test_depth_limit_boundary);
+	tcase_add_test(tc, test_value_count_and_anchor_caps);
+	tcase_add_test(tc, test_worst_files_within_the_caps_are_fast);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("warnings");
@@ -1213,6 +1546,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_load_missing_file);
 	tcase_add_test(tc, test_load_too_large_file);
 	tcase_add_test(tc, test_load_reads_and_names_the_file);
+	tcase_add_test(tc, test_load_huge_file_is_rejected_fast);
 	suite_add_tcase(s, tc);
 	return s;
 }
