@@ -697,8 +697,10 @@ END_TEST
 static struct lk_backend_key *notify_victim;
 static bool victim_freed;
 
-static void on_notify_free_key(void *arg)
+static void on_notify_free_key(void *arg, enum lk_backend_notice what)
 {
+	if (what != LK_NOTICE_MAYBE_FREE)
+		return;
 	((struct lk_test_notified *)arg)->n++;
 	if (notify_victim) {
 		be->ops->key_free(notify_victim);
@@ -707,7 +709,7 @@ static void on_notify_free_key(void *arg)
 	}
 }
 
-static void on_notify_victim(void *arg)
+static void on_notify_victim(void *arg, enum lk_backend_notice what)
 {
 	ck_assert_msg(!victim_freed, "notify after key_free");
 	((struct lk_test_notified *)arg)->n++;
