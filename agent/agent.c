@@ -362,6 +362,8 @@ char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
 		goto out;
 	json_object_set_new(root, "identity", json_string(a->cfg->identity));
 	json_object_set_new(root, "draining", json_boolean(a->draining));
+	if (a->server)
+		json_object_set_new(root, "clients", lk_server_status_json(a->server));
 	json_object_set(root, "locks", locks);
 	for (i = 0; i < a->cfg->n_locks; i++) {
 		const struct lk_lock *l = a->locks[i];
@@ -482,8 +484,14 @@ static int agent_start(struct lk_agent *a)
 			return -ENOMEM;
 		}
 	}
+	struct lk_server_limits limits = {
+		.max_clients = cfg->max_clients,
+		.idle_timeout_ms = cfg->client_idle_timeout_ms,
+		.allowed_uids = cfg->allowed_uids,
+		.n_allowed_uids = cfg->n_allowed_uids,
+	};
 	rc = lk_server_new(a->base, a, cfg->socket_path, cfg->socket_mode,
-	                   cfg->auth_key_file ? key : NULL, &a->server, err, sizeof(err));
+	                   cfg->auth_key_file ? key : NULL, &limits, &a->server, err, sizeof(err));
 	if (rc < 0) {
 		LK_LOG(LK_ERROR, "cannot open the socket", LKF_STR("error", err));
 		return rc;

@@ -8,11 +8,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,15 +30,26 @@
 #define FLAG_CAMPAIGN 1u
 #define FLAG_WATCH    2u
 
+#define RATE_LOG_MS       1000 /* at most one line a second per kind of refusal or eviction */
+#define ACCEPT_PAUSE_MS   100  /* out of file descriptors: stop accepting for this long */
+#define FD_MARGIN         64   /* descriptors besides the clients: backends, HTTP, logs */
+
 struct client {
-	TAILQ_ENTRY(client) link;
+	TAILQ_ENTRY(client) link;  /* clients (live) or dead */
+	TAILQ_ENTRY(client) idle_link; /* idle, while live and idle */
 	struct lk_server *srv;
 	struct bufferevent *bev;
-	struct event *timer;       /* HELLO deadline, then the close-flush deadline */
+	struct event *timer;       /* HELLO deadline, then the idle deadline, then close-flush */
 	uint64_t id;               /* for logs */
+	int64_t accepted_ms;       /* CLOCK_MONOTONIC */
+	int64_t hello_ms;
+	uint32_t uid;              /* the peer's, from SO_PEERCRED, for logs */
+	int32_t pid;
 	char nonce[LK_NONCE_HEX_LEN + 1];
 	char name[64];             /* HELLO client=, for logs */
 	bool hello;
+	bool active;               /* sent CAMPAIGN, WATCH or DRAIN once: never idle again */
+	bool in_idle;              /* on the idle list */
 	bool closing;              /* no more input; close once output is flushed */
 	bool dead;                 /* waiting to be reaped */
 	bool drainer;              /* asked for the drain: gets DRAINED */
@@ -47,6 +60,13 @@ struct client {
 
 TAILQ_HEAD(client_list, client);
 
+/* A kind of log line that a local process can cause at will (by connecting in a loop): one
+ * line a second at most, each saying how many were not written since the last. */
+struct rate_log {
+	int64_t next_ms;
+	uint64_t skipped;
+};
+
 struct lk_server {
 	struct event_base *base;
 	struct lk_agent *agent;
@@ -56,11 +76,18 @@ struct lk_server {
 	ino_t ino;
 	bool auth;
 	uint8_t key[LK_AUTH_KEY_BYTES];
-	struct client_list clients;
-	struct client_list dead;
-	size_t n_clients;
+	struct lk_server_limits limits; /* allowed_uids points at uids */
+	uint32_t *uids;
+	struct client_list clients;     /* live: served, or closing while their output flushes */
+	struct client_list dead;        /* waiting for the reaper */
+	struct client_list idle;        /* live and idle (see server.h), oldest first */
+	size_t n_live;                  /* on clients: what max_clients caps */
 	uint64_t next_id;
 	struct event *reaper;
+	struct event *accept_pause;     /* re-enables the listener after EMFILE */
+	/* counters for STATUS */
+	uint64_t n_idle_closed, n_evicted, n_hello_timeouts, n_refused_full, n_refused_uid;
+	struct rate_log log_idle, log_evicted, log_full, log_uid, log_accept;
 	/* close_all */
 	void (*all_closed)(void *arg);
 	void *all_closed_arg;
@@ -71,6 +98,39 @@ static void handle_line(struct client *c, char *line, size_t len);
 
 /* ---- transport ------------------------------------------------------------------------------ */
 
+static int64_t mono_ms(void)
+{
+	return lk_mono_ns() / 1000000;
+}
+
+/* True when a line of this kind may be written now; *skipped is then how many were not. */
+static bool rate_log_due(struct rate_log *r, uint64_t *skipped)
+{
+	int64_t now = mono_ms();
+
+	if (now < r->next_ms) {
+		r->skipped++;
+		return false;
+	}
+	r->next_ms = now + RATE_LOG_MS;
+	*skipped = r->skipped;
+	r->skipped = 0;
+	return true;
+}
+
+static struct timeval ms_tv(int64_t ms)
+{
+	return (struct timeval){ (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+}
+
+static void leave_idle(struct client *c)
+{
+	if (!c->in_idle)
+		return;
+	TAILQ_REMOVE(&c->srv->idle, c, idle_link);
+	c->in_idle = false;
+}
+
 static void kill_client(struct client *c)
 {
 	if (c->dead)
@@ -78,8 +138,10 @@ static void kill_client(struct client *c)
 	c->dead = true;
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	leave_idle(c);
 	TAILQ_REMOVE(&c->srv->clients, c, link);
 	TAILQ_INSERT_TAIL(&c->srv->dead, c, link);
+	c->srv->n_live--;
 	/* Freed from the loop, never from inside a lock's emit or a libevent callback of its own:
 	 * leaving a lock can make the lock emit to other clients. */
 	event_active(c->srv->reaper, EV_TIMEOUT, 0);
@@ -117,7 +179,7 @@ static void send_ok(struct client *c, enum lk_verb verb, const char *rest)
 
 static void close_after_flush(struct client *c)
 {
-	struct timeval tv = { LK_CLOSE_FLUSH_MS / 1000, (LK_CLOSE_FLUSH_MS % 1000) * 1000 };
+	struct timeval tv = ms_tv(LK_CLOSE_FLUSH_MS);
 
 	if (c->closing)
 		return;
@@ -203,13 +265,41 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
+	struct lk_server *s = c->srv;
+	uint64_t skipped;
 
 	if (c->closing) {
 		kill_client(c);
 		return;
 	}
-	if (!c->hello)
-		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO in time");
+	if (!c->hello) {
+		s->n_hello_timeouts++;
+		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO within 5s");
+		return;
+	}
+	if (c->active)
+		return;
+	/* No error code says "idle" (and an ERR out of the blue would be read as the reply to a
+	 * request in flight): the connection just ends, and the log says why. */
+	s->n_idle_closed++;
+	if (rate_log_due(&s->log_idle, &skipped))
+		LK_LOG(LK_INFO, "closing a client that did not campaign, watch or drain in time",
+		       LKF_U64("client", c->id) LKF_STR("name", c->name) LKF_U64("uid", c->uid)
+		       LKF_I64("pid", c->pid) LKF_I64("idle_ms", mono_ms() - c->hello_ms)
+		       LKF_I64("client_idle_timeout_ms", s->limits.idle_timeout_ms)
+		       LKF_U64("not_logged", skipped));
+	close_after_flush(c);
+}
+
+/* The client did what apps do (CAMPAIGN, WATCH, DRAIN): from now on it keeps its slot. */
+static void mark_active(struct client *c)
+{
+	if (c->active)
+		return;
+	c->active = true;
+	leave_idle(c);
+	if (!c->closing)
+		evtimer_del(c->timer);
 }
 
 /* Free a client's memory and close its socket; accepts a half-built one. */
@@ -238,7 +328,6 @@ static void free_client(struct client *c)
 			lk_lock_leave(lk_agent_lock(s->agent, i), c);
 	}
 	destroy_client(c);
-	s->n_clients--;
 }
 
 static void maybe_all_closed(struct lk_server *s)
@@ -275,6 +364,52 @@ static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
 	on_reap(fd, what, s);
 }
 
+/* Every slot is taken: close the oldest idle connection (it has no lock membership, no watch
+ * and no drain to answer, so it is freed at once, and its descriptor with it), or else the
+ * oldest one that is closing anyway. Returns false if every slot is held by an active client. */
+static bool make_room(struct lk_server *s)
+{
+	struct client *c = TAILQ_FIRST(&s->idle);
+	uint64_t skipped;
+
+	if (c) {
+		s->n_evicted++;
+		if (rate_log_due(&s->log_evicted, &skipped))
+			LK_LOG(LK_INFO, "client slots full; closing the oldest idle client for a new one",
+			       LKF_U64("client", c->id) LKF_STR("name", c->name) LKF_U64("uid", c->uid)
+			       LKF_I64("pid", c->pid) LKF_BOOL("hello", c->hello)
+			       LKF_I64("age_ms", mono_ms() - c->accepted_ms)
+			       LKF_U64("max_clients", s->limits.max_clients)
+			       LKF_U64("not_logged", skipped));
+		/* Idle means it never campaigned or watched: freeing it cannot reach a lock, so
+		 * it need not wait for the reaper (whose turn may be thousands of accepts away). */
+		leave_idle(c);
+		TAILQ_REMOVE(&s->clients, c, link);
+		s->n_live--;
+		free_client(c);
+		return true;
+	}
+	/* Active clients that are closing (QUIT, an error) leave within LK_CLOSE_FLUSH_MS; one
+	 * of them may go now. Its lock membership ends through the reaper as usual. */
+	TAILQ_FOREACH(c, &s->clients, link) {
+		if (c->closing) {
+			kill_client(c);
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool uid_allowed(const struct lk_server *s, uint32_t uid)
+{
+	if (!s->limits.allowed_uids)
+		return true;
+	for (size_t i = 0; i < s->limits.n_allowed_uids; i++)
+		if (s->limits.allowed_uids[i] == uid)
+			return true;
+	return false;
+}
+
 static void refuse(evutil_socket_t fd, enum lk_err code, const char *text)
 {
 	char buf[256];
@@ -291,11 +426,36 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 {
 	struct lk_server *s = arg;
 	struct client *c;
-	struct timeval tv = { LK_HELLO_TIMEOUT_MS / 1000, (LK_HELLO_TIMEOUT_MS % 1000) * 1000 };
-	char banner[LK_LINE_MAX];
+	struct timeval tv = ms_tv(LK_HELLO_TIMEOUT_MS);
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	socklen_t cred_len = sizeof(cred);
+	char banner[LK_LINE_MAX], text[128];
+	uint64_t skipped;
 
-	if (s->n_clients >= LK_SERVER_MAX_CLIENTS) {
-		refuse(fd, LK_ERR_TOO_MANY_CLIENTS, "the agent serves at most 128 clients");
+	/* The peer's credentials are the kernel's, taken at connect(): nothing the peer sends
+	 * can change them. Without them (never on Linux) an allow-list refuses. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0)
+		cred.uid = (uid_t)-1;
+	if (!uid_allowed(s, (uint32_t)cred.uid)) {
+		s->n_refused_uid++;
+		if (rate_log_due(&s->log_uid, &skipped))
+			LK_LOG(LK_WARN, "refused a client: its uid is not in allowed_uids",
+			       LKF_U64("uid", cred.uid) LKF_I64("pid", cred.pid)
+			       LKF_U64("not_logged", skipped));
+		snprintf(text, sizeof(text), "peer uid %lu not allowed", (unsigned long)cred.uid);
+		refuse(fd, LK_ERR_AUTH_FAILED, text);
+		return;
+	}
+	if (s->n_live >= s->limits.max_clients && !make_room(s)) {
+		s->n_refused_full++;
+		if (rate_log_due(&s->log_full, &skipped))
+			LK_LOG(LK_WARN, "client slots full of active clients; refused a connection",
+			       LKF_U64("uid", cred.uid) LKF_I64("pid", cred.pid)
+			       LKF_U64("max_clients", s->limits.max_clients)
+			       LKF_U64("not_logged", skipped));
+		snprintf(text, sizeof(text), "all %zu client slots are in use",
+		         s->limits.max_clients);
+		refuse(fd, LK_ERR_TOO_MANY_CLIENTS, text);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
@@ -303,6 +463,9 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 		goto fail;
 	c->srv = s;
 	c->id = ++s->next_id;
+	c->accepted_ms = mono_ms();
+	c->uid = (uint32_t)cred.uid;
+	c->pid = (int32_t)cred.pid;
 	c->flags = calloc(lk_agent_n_locks(s->agent) + 1, 1);
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(s->base, on_client_timer, c);
@@ -315,7 +478,9 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&s->clients, c, link);
-	s->n_clients++;
+	TAILQ_INSERT_TAIL(&s->idle, c, idle_link);
+	c->in_idle = true;
+	s->n_live++;
 	evtimer_add(c->timer, &tv);
 	lk_auth_new_nonce(c->nonce);
 	send_fmt(c, lk_codec_format_banner(banner, sizeof(banner), lk_agent_identity(s->agent),
@@ -329,12 +494,49 @@ fail:
 		evutil_closesocket(fd);
 }
 
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_server *s = arg;
+
+	if (s->listener)
+		evconnlistener_enable(s->listener);
+}
+
 static void on_accept_error(struct evconnlistener *lst, void *arg)
 {
+	struct lk_server *s = arg;
 	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = ms_tv(ACCEPT_PAUSE_MS);
+	uint64_t skipped;
 
-	/* EMFILE and friends: the listener keeps going; say so once per failure. */
-	LK_LOG(LK_ERROR, "accept failed", LKF_STR("error", evutil_socket_error_to_string(err)));
+	/* Out of descriptors, the pending connection stays queued and the listener would be
+	 * readable again at once: pause it instead of spinning, while idle clients time out. */
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		evconnlistener_disable(lst);
+		evtimer_add(s->accept_pause, &tv);
+	}
+	if (rate_log_due(&s->log_accept, &skipped))
+		LK_LOG(LK_ERROR, "accept failed", LKF_STR("error", evutil_socket_error_to_string(err))
+		       LKF_U64("not_logged", skipped));
+}
+
+/* Each client needs a descriptor: raise the soft limit to what max_clients needs if the hard
+ * limit allows, and say so if it does not (accept then fails before the slots are full). */
+static void ensure_fd_limit(size_t max_clients)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)max_clients + FD_MARGIN;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		LK_LOG(LK_WARN, "the file descriptor limit is lower than max_clients needs",
+		       LKF_U64("max_clients", max_clients) LKF_U64("need", need)
+		       LKF_U64("hard_limit", rl.rlim_max));
+		need = rl.rlim_max;
+	}
+	rl.rlim_cur = need;
+	setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 /* ---- the socket file -------------------------------------------------------------------- */
@@ -420,7 +622,12 @@ static void do_hello(struct client *c, const struct lk_request *req)
 		return;
 	}
 	c->hello = true;
-	evtimer_del(c->timer);
+	c->hello_ms = mono_ms();
+	if (!c->active) {
+		struct timeval tv = ms_tv(c->srv->limits.idle_timeout_ms);
+
+		evtimer_add(c->timer, &tv); /* replaces the HELLO deadline */
+	}
 	if (req->client)
 		snprintf(c->name, sizeof(c->name), "%s", req->client);
 	snprintf(rest, sizeof(rest), "%d agent=%s id=%s", LK_PROTO_VERSION, LK_VERSION,
@@ -449,6 +656,7 @@ static void do_campaign(struct client *c, int i, const struct lk_request *req)
 		return;
 	}
 	c->flags[i] |= FLAG_CAMPAIGN;
+	mark_active(c);
 	send_ok(c, LK_VERB_CAMPAIGN, req->lock);
 	send_lock_state(c, (size_t)i);
 }
@@ -460,6 +668,7 @@ static void do_watch(struct client *c, const struct lk_request *req)
 
 	if (strcmp(req->lock, "*") == 0) {
 		c->watch_all = true;
+		mark_active(c);
 		send_ok(c, LK_VERB_WATCH, req->lock);
 		for (size_t j = 0; j < n; j++)
 			send_lock_state(c, j);
@@ -471,6 +680,7 @@ static void do_watch(struct client *c, const struct lk_request *req)
 		return;
 	}
 	c->flags[i] |= FLAG_WATCH;
+	mark_active(c);
 	send_ok(c, LK_VERB_WATCH, req->lock);
 	send_lock_state(c, (size_t)i);
 }
@@ -554,6 +764,7 @@ static void handle_line(struct client *c, char *line, size_t len)
 		return;
 	case LK_VERB_DRAIN:
 		c->drainer = true;
+		mark_active(c);
 		send_ok(c, LK_VERB_DRAIN, NULL);
 		lk_agent_drain(a, "DRAIN request");
 		return;
@@ -573,8 +784,8 @@ static void handle_line(struct client *c, char *line, size_t len)
 /* ---- public API ----------------------------------------------------------------------------- */
 
 int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
-                  unsigned mode, const uint8_t *key, struct lk_server **ret,
-                  char *err, size_t errlen)
+                  unsigned mode, const uint8_t *key, const struct lk_server_limits *limits,
+                  struct lk_server **ret, char *err, size_t errlen)
 {
 	struct lk_server *s = calloc(1, sizeof(*s));
 	int fd, rc = -ENOMEM;
@@ -585,6 +796,19 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 	s->agent = agent;
 	TAILQ_INIT(&s->clients);
 	TAILQ_INIT(&s->dead);
+	TAILQ_INIT(&s->idle);
+	s->limits = *limits;
+	if (s->limits.max_clients < 1)
+		s->limits.max_clients = 1;
+	if (s->limits.idle_timeout_ms <= 0)
+		s->limits.idle_timeout_ms = 1;
+	if (limits->allowed_uids) {
+		s->uids = calloc(limits->n_allowed_uids ? limits->n_allowed_uids : 1, sizeof(*s->uids));
+		if (!s->uids)
+			goto nomem;
+		memcpy(s->uids, limits->allowed_uids, limits->n_allowed_uids * sizeof(*s->uids));
+		s->limits.allowed_uids = s->uids;
+	}
 	if (key) {
 		s->auth = true;
 		memcpy(s->key, key, LK_AUTH_KEY_BYTES);
@@ -592,8 +816,10 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 	s->path = strdup(path);
 	s->reaper = event_new(base, -1, 0, on_reap, s);
 	s->close_timer = evtimer_new(base, on_close_timeout, s);
-	if (!s->path || !s->reaper || !s->close_timer)
+	s->accept_pause = evtimer_new(base, on_accept_resume, s);
+	if (!s->path || !s->reaper || !s->close_timer || !s->accept_pause)
 		goto nomem;
+	ensure_fd_limit(s->limits.max_clients);
 	fd = bind_socket(s, mode, err, errlen);
 	if (fd < 0) {
 		rc = fd;
@@ -601,7 +827,7 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 	}
 	s->listener = evconnlistener_new(base, on_accept, s,
 	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-	                                 LK_SERVER_BACKLOG, fd);
+	                                 LK_SERVER_BACKLOG(s->limits.max_clients), fd);
 	if (!s->listener) {
 		close(fd);
 		unlink(s->path);
@@ -668,7 +894,7 @@ void lk_server_to_drainers(struct lk_server *s, const char *line, size_t len)
 
 void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg)
 {
-	struct timeval tv = { LK_CLOSE_FLUSH_MS / 1000, (LK_CLOSE_FLUSH_MS % 1000) * 1000 };
+	struct timeval tv = ms_tv(LK_CLOSE_FLUSH_MS);
 	struct client *c, *next;
 
 	if (s->listener)
@@ -705,6 +931,40 @@ void lk_server_count(const struct lk_server *s, size_t *campaign, size_t *watch,
 	}
 }
 
+json_t *lk_server_status_json(const struct lk_server *s)
+{
+	json_t *o, *uids = NULL;
+	const struct client *c;
+	size_t camp, watch, other, waiting = 0;
+
+	if (!s)
+		return NULL;
+	if (s->limits.allowed_uids) {
+		uids = json_array();
+		for (size_t i = 0; uids && i < s->limits.n_allowed_uids; i++)
+			json_array_append_new(uids, json_integer((json_int_t)s->limits.allowed_uids[i]));
+	} else {
+		uids = json_null();
+	}
+	lk_server_count(s, &camp, &watch, &other);
+	TAILQ_FOREACH(c, &s->clients, link)
+		waiting += !c->hello;
+	o = json_pack("{s:I, s:I, s:I, s:o?, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	              "max_clients", (json_int_t)s->limits.max_clients,
+	              "client_idle_timeout_ms", (json_int_t)s->limits.idle_timeout_ms,
+	              "hello_timeout_ms", (json_int_t)LK_HELLO_TIMEOUT_MS,
+	              "allowed_uids", uids,
+	              "connected", (json_int_t)s->n_live,
+	              "campaign", (json_int_t)camp, "watch", (json_int_t)watch,
+	              "other", (json_int_t)other, "awaiting_hello", (json_int_t)waiting,
+	              "idle_closed_total", (json_int_t)s->n_idle_closed,
+	              "evicted_total", (json_int_t)s->n_evicted,
+	              "hello_timeout_total", (json_int_t)s->n_hello_timeouts,
+	              "refused_full_total", (json_int_t)s->n_refused_full,
+	              "refused_uid_total", (json_int_t)s->n_refused_uid);
+	return o;
+}
+
 struct lk_server *lk_server_free(struct lk_server *s)
 {
 	struct client *c;
@@ -729,6 +989,9 @@ struct lk_server *lk_server_free(struct lk_server *s)
 		event_free(s->reaper);
 	if (s->close_timer)
 		event_free(s->close_timer);
+	if (s->accept_pause)
+		event_free(s->accept_pause);
+	free(s->uids);
 	free(s->path);
 	free(s);
 	return NULL;

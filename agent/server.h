@@ -1,5 +1,5 @@
 /* The Unix socket server: accepts app connections, frames lines, runs the HELLO/auth handshake,
- * and dispatches verbs (SPEC §3) to the agent and its locks. Per-client buffers are capped, and
+ * and dispatches verbs (proto/PROTOCOL.md) to the agent and its locks. Per-client buffers are capped, and
  * nothing one client sends can stall the loop or reach another client. */
 #ifndef LK_AGENT_SERVER_H
 #define LK_AGENT_SERVER_H
@@ -8,23 +8,35 @@
 #include <stdint.h>
 
 struct event_base;
+struct json_t;
 struct lk_agent;
 struct lk_server;
 
-#define LK_SERVER_MAX_CLIENTS   128
-/* Room for a burst of connections beyond the cap, so that they are told too_many_clients
- * instead of finding the listen queue full. */
-#define LK_SERVER_BACKLOG       (LK_SERVER_MAX_CLIENTS * 4)
 #define LK_CLIENT_OUTBUF_MAX    (256 * 1024) /* a client that reads nothing is cut off here */
-#define LK_HELLO_TIMEOUT_MS     10000
+#define LK_HELLO_TIMEOUT_MS     5000
 #define LK_CLOSE_FLUSH_MS       1000
+/* The listen queue: room for a burst of connections beyond the slots, so that they are
+ * served (or told too_many_clients) instead of finding the queue full. The kernel caps it at
+ * net.core.somaxconn. */
+#define LK_SERVER_BACKLOG(max_clients) ((max_clients) * 4 < 64 ? 64 : (int)(max_clients) * 4)
+
+/* Client slots (proto/PROTOCOL.md, "Client slots"). A connection is "idle" until it has sent
+ * CAMPAIGN, WATCH or DRAIN (successfully) once; only idle connections are ever closed to make
+ * room or for their idleness, so an app is never cut off by local processes that connect and
+ * do nothing. */
+struct lk_server_limits {
+	size_t max_clients;           /* connections served at once, >= 1 */
+	int64_t idle_timeout_ms;      /* after HELLO, for an idle connection; > 0 */
+	const uint32_t *allowed_uids; /* peers (SO_PEERCRED) allowed; NULL: any. Copied */
+	size_t n_allowed_uids;
+};
 
 /* Bind the socket at path with mode (replacing a stale socket file left by a dead agent, and
  * refusing if a live agent answers there) and start accepting. key is NULL for auth=none, or 32
  * bytes that are copied. Returns 0 and the server, or a negative errno with err set. */
 int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
-                  unsigned mode, const uint8_t *key, struct lk_server **ret,
-                  char *err, size_t errlen);
+                  unsigned mode, const uint8_t *key, const struct lk_server_limits *limits,
+                  struct lk_server **ret, char *err, size_t errlen);
 
 /* Send a lock's event line to its campaign clients and watchers. */
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len);
@@ -41,6 +53,11 @@ void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg
 
 /* Connected clients by kind, for metrics: campaigning on any lock, watching, other. */
 void lk_server_count(const struct lk_server *s, size_t *campaign, size_t *watch, size_t *other);
+
+/* STATUS's "clients" object: the caps (max_clients, client_idle_timeout_ms, hello_timeout_ms,
+ * allowed_uids), the connections now, and counters of the connections the agent closed or
+ * refused. A new reference, or NULL (out of memory, or s is NULL). */
+struct json_t *lk_server_status_json(const struct lk_server *s);
 
 /* Close everything and unlink the socket file (if it is still ours); accepts NULL. */
 struct lk_server *lk_server_free(struct lk_server *s);

@@ -4,7 +4,11 @@ Everything a scenario needs to run the real agent against a real, private redis-
 
 - free_port(), a temp dir per test (LKTestCase.tmp), removed afterwards (LK_KEEP_TMP=1 keeps it);
 - RedisServer: a private redis-server on a loopback port, without persistence, that can be
-  stopped, restarted (data lost), frozen (SIGSTOP) and thawed (SIGCONT);
+  stopped, restarted (data lost), killed (SIGKILL), frozen (SIGSTOP) and thawed (SIGCONT);
+- RedisPool: a few warm, empty redis-servers per process, so that LKTestCase.start_redis()
+  hands out one that has been up a while (the agent holds off new tenures on a Redis that has
+  been up less than a lock's ttl: README "restart hold-off"); Agent.start() waits, if need be,
+  until a warm server it uses has been up for its locks' ttl;
 - RespClient: a tiny RESP2 client; Monitor: MONITOR on its own connection, collected by a thread;
 - TcpProxy: a loopback TCP proxy that can drop the server's replies or cut every connection;
 - Agent: writes a YAML config (SPEC section 4), runs `$LK_BIN agent -c CONFIG`, waits for its
@@ -18,8 +22,10 @@ Timeouts are generous everywhere: tests wait for events, never on tight sleeps, 
 suite also runs under ASan on a 2-core machine with three modules in parallel.
 """
 
+import atexit
 import hashlib
 import hmac
+import math
 import http.client
 import json
 import os
@@ -34,6 +40,7 @@ import tempfile
 import threading
 import time
 import unittest
+import weakref
 from collections import deque
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -394,9 +401,22 @@ class Monitor:
 # redis-server
 
 
+# Every RedisServer started in this process (stopped at exit if still running), and the one
+# last started on each port (Agent.start() looks its backends up here).
+_ALL_REDIS = weakref.WeakSet()
+_REDIS_BY_PORT = {}
+# TcpProxy objects by listening port, so that an agent's address can be traced to its Redis.
+_PROXIES_BY_PORT = weakref.WeakValueDictionary()
+
+
 class RedisServer:
     """A private redis-server on 127.0.0.1 without persistence. call(*args) talks to it over a
-    shared connection (re-opened after errors)."""
+    shared connection (re-opened after errors).
+
+    spawn_t / ready_t: monotonic times of the current instance's exec and of its first PONG
+    (its uptime is at least now - ready_t). generation counts the instances started.
+    warm_generation: the generation that LKTestCase.start_redis() promised to be warm (None for
+    fresh=True); Agent.start() waits for that instance to be up as long as the agent's ttl."""
 
     def __init__(self, tmpdir, port=None, extra_args=()):
         self.tmpdir = tmpdir
@@ -410,6 +430,10 @@ class RedisServer:
         self._lock = threading.Lock()
         self._logf = None
         self.generation = 0
+        self.spawn_t = None
+        self.ready_t = None
+        self.pooled = False           # handed out by a RedisPool
+        self.warm_generation = None
 
     @property
     def address(self):
@@ -420,16 +444,25 @@ class RedisServer:
         return os.path.join(self.dir, "redis.log")
 
     def start(self, timeout=DEFAULT_TIMEOUT):
+        _ALL_REDIS.add(self)
         for attempt in range(5):
             self._spawn()
             try:
                 self._wait_ready(timeout)
+                self.ready_t = time.monotonic()
+                _REDIS_BY_PORT[self.port] = self
                 return self
             except _PortTaken:
                 if self.fixed_port:
                     raise AssertionError("redis could not bind port %d" % self.port)
                 self.port = free_port()
         raise AssertionError("redis-server did not start (ports kept being taken)")
+
+    def age(self):
+        """Seconds the current instance has surely been up (0 if it is not running)."""
+        if not self.alive() or self.ready_t is None:
+            return 0.0
+        return max(0.0, time.monotonic() - self.ready_t)
 
     def _spawn(self):
         self.generation += 1
@@ -441,6 +474,8 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
                 "--daemonize", "no", "--protected-mode", "no", "--loglevel", "notice"]
         args += self.extra_args
+        self.ready_t = None
+        self.spawn_t = time.monotonic()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, cwd=self.dir)
         self.stopped = False
@@ -493,6 +528,22 @@ class RedisServer:
     def get(self, key):
         return self.call("GET", key)
 
+    def info(self, section="server"):
+        """INFO <section> as a dict of strings."""
+        out = {}
+        for line in (self.call("INFO", section) or "").splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+        return out
+
+    def run_id(self):
+        return self.info("server")["run_id"]
+
+    def uptime(self):
+        """uptime_in_seconds as Redis reports it (whole seconds, rounded down)."""
+        return int(self.info("server")["uptime_in_seconds"])
+
     def monitor(self):
         """A started Monitor (the caller, usually LKTestCase.monitor(), stops it)."""
         return Monitor(self.port)
@@ -509,11 +560,14 @@ class RedisServer:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, grace=5.0):
+    def _drop_client(self):
         with self._lock:
             if self._client:
                 self._client.close()
                 self._client = None
+
+    def stop(self, grace=5.0):
+        self._drop_client()
         if self.proc is None:
             return
         if self.stopped:
@@ -522,6 +576,16 @@ class RedisServer:
         if self._logf:
             self._logf.close()
             self._logf = None
+
+    def kill(self):
+        """SIGKILL (a crash: no shutdown save, clients see a reset); restart() starts it again."""
+        self._drop_client()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stopped = False
 
     def restart(self, timeout=DEFAULT_TIMEOUT):
         """Stop and start again on the same port. Without persistence, all data is lost."""
@@ -536,6 +600,238 @@ class RedisServer:
 
 class _PortTaken(Exception):
     pass
+
+
+def _sweep_stale_dirs(parent, prefix):
+    """Remove <prefix><pid>-* dirs in parent whose process is gone (a killed test process
+    cannot clean up after itself)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for n in names:
+        m = re.match(r"^%s(\d+)-" % re.escape(prefix), n)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(parent, n), ignore_errors=True)
+
+
+def redis_pool_size():
+    """$LK_REDIS_POOL: spare servers kept per process (default 2; 0 turns the pool off)."""
+    try:
+        return max(0, int(os.environ.get("LK_REDIS_POOL", "2") or "2"))
+    except ValueError:
+        return 2
+
+
+class RedisPool:
+    """Spare redis-servers, started in the background and kept running, so that a test gets one
+    that has been up a while: an agent holds off new tenures on a Redis younger than the lock's
+    ttl (README "restart hold-off"), and a suite of tests that each start Redis and then an
+    agent would pay that on every test.
+
+    Each spare is a plain RedisServer (own dir under the pool's temp dir, own port, nothing
+    written to it), so restart(), stop(), kill(), sigstop() behave as for any other. take()
+    hands out the oldest spare (it is the tester's from then on: never given back) and starts a
+    replacement at once. close() stops every server the pool ever started, and atexit calls
+    it."""
+
+    def __init__(self, size=2, parent="/tmp"):
+        self.size = size
+        self.parent = parent
+        self.dir = None
+        self._spares = deque()
+        self._starting = 0
+        self._threads = []
+        self._started = []           # every server the pool started
+        self._cond = threading.Condition()
+        self._closed = False
+        self.taken = 0
+        self.errors = []
+
+    def _ensure_dir(self):
+        if self.dir is None:
+            prefix = "lk-redis-pool-"
+            _sweep_stale_dirs(self.parent, prefix)
+            self.dir = tempfile.mkdtemp(prefix="%s%d-" % (prefix, os.getpid()), dir=self.parent)
+
+    def fill(self):
+        """Start spares in the background until size are running or starting."""
+        with self._cond:
+            if self._closed:
+                return
+            self._ensure_dir()
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._spares) + self._starting < self.size:
+                self._starting += 1
+                # Not a daemon: interpreter shutdown waits for it before atexit's close().
+                t = threading.Thread(target=self._start_one, name="redis-pool-start")
+                self._threads.append(t)
+                t.start()
+
+    def _start_one(self):
+        r = None
+        try:
+            r = RedisServer(self.dir)
+            r.pooled = True
+            with self._cond:
+                self._started.append(r)
+            r.start()
+        except Exception as e:  # noqa: BLE001 - take() falls back to a fresh server
+            self.errors.append(repr(e))
+            if r is not None:
+                r.stop()
+            r = None
+        with self._cond:
+            self._starting -= 1
+            if r is not None:
+                if self._closed:
+                    r.stop()
+                else:
+                    self._spares.append(r)
+            self._cond.notify_all()
+
+    def spares(self):
+        with self._cond:
+            return list(self._spares)
+
+    def wait_spares(self, n=None, min_age=0.0, timeout=DEFAULT_TIMEOUT * 2):
+        """Until n (default: size) spares run, the youngest up at least min_age seconds."""
+        n = self.size if n is None else n
+        self.fill()
+        wait_until(lambda: len(self.spares()) >= n
+                   and all(r.age() >= min_age for r in self.spares()[:n]),
+                   timeout=timeout, interval=0.05, what="%d pooled redis up %.1fs" % (n, min_age))
+
+    def take(self, timeout=DEFAULT_TIMEOUT):
+        """The oldest spare (None if the pool cannot give one within timeout); a replacement
+        starts in the background."""
+        deadline = time.monotonic() + timeout
+        self.fill()
+        while True:
+            with self._cond:
+                while not self._spares and self._starting and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._cond.wait(left)
+                r = self._spares.popleft() if self._spares else None
+            self.fill()
+            if r is None:
+                return None
+            try:
+                if r.alive() and not r.stopped and r.call("DBSIZE", timeout=2.0) == 0:
+                    self.taken += 1
+                    return r
+            except (OSError, EOFError, RespError):
+                pass
+            r.stop()  # died or dirty: never hand it out
+            if time.monotonic() >= deadline:
+                return None
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            threads = list(self._threads)
+            spares = list(self._spares)
+            self._spares.clear()
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(timeout=DEFAULT_TIMEOUT)
+        for r in spares + list(self._started):
+            try:
+                r.stop()
+            except Exception:  # noqa: BLE001 - stop the rest whatever happens
+                pass
+        if self.dir and not os.environ.get("LK_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pids(self):
+        """Pids of the pool's servers that are running (spares and handed-out ones)."""
+        with self._cond:
+            return [r.proc.pid for r in self._started if r.alive()]
+
+
+_redis_pool = None
+_redis_pool_lock = threading.Lock()
+
+
+def redis_pool():
+    """This process's RedisPool, created (and filled) on first use; None if LK_REDIS_POOL=0."""
+    global _redis_pool
+    size = redis_pool_size()
+    if size <= 0:
+        return None
+    with _redis_pool_lock:
+        if _redis_pool is None:
+            _redis_pool = RedisPool(size)
+            atexit.register(_close_redis_pool)
+        pool = _redis_pool
+    pool.fill()
+    return pool
+
+
+def _close_redis_pool():
+    if _redis_pool is not None:
+        _redis_pool.close()
+
+
+def _stop_all_redis():
+    """At exit: every RedisServer of this process still running (pooled or not) is stopped."""
+    for r in list(_ALL_REDIS):
+        try:
+            if r.alive():
+                r.stop(grace=2.0)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+atexit.register(_stop_all_redis)
+
+
+def _redis_behind(address):
+    """The RedisServer an agent reaches at address "host:port" (through TcpProxy objects of
+    this process), or None."""
+    try:
+        port = int(str(address).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    for _ in range(4):
+        proxy = _PROXIES_BY_PORT.get(port)
+        if proxy is None:
+            break
+        port = proxy.upstream[1]
+    return _REDIS_BY_PORT.get(port)
+
+
+def warm_redis_wait(backends, locks):
+    """Seconds an agent with these backends and locks should wait before it starts so that no
+    Redis that start_redis() handed out as warm is younger than the ttl of a lock on it (the
+    agent would hold off its first tenure until then). 0 for fresh=True servers and for any
+    server restarted since it was handed out: those hold-offs are what the test is about."""
+    need = 0.0
+    now = time.monotonic()
+    for b in backends or []:
+        if not isinstance(b, dict) or b.get("type", "redis") != "redis":
+            continue
+        r = _redis_behind(b.get("address"))
+        if r is None or r.warm_generation is None or r.warm_generation != r.generation \
+                or not r.alive() or r.stopped or r.ready_t is None:
+            continue
+        ttls = [dur_ms(l.get("ttl") or "3s") / 1000.0 for l in locks or []
+                if isinstance(l, dict) and l.get("backend", "main") == b.get("name", "main")]
+        if not ttls:
+            continue
+        # Redis reports whole seconds of uptime, rounded down.
+        need = max(need, r.ready_t + math.ceil(max(ttls)) + 0.05 - now)
+    return need
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1182,10 +1478,18 @@ class TcpProxy:
         t = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
         t.start()
         self._threads.append(t)
+        _PROXIES_BY_PORT[self.port] = self
 
     @property
     def address(self):
         return "127.0.0.1:%d" % self.port
+
+    def set_upstream(self, upstream_port, upstream_host="127.0.0.1", kill=True):
+        """Point new connections at another upstream (a failover); kill=True also closes the
+        current ones, so that clients reconnect to it."""
+        self.upstream = (upstream_host, upstream_port)
+        if kill:
+            self.kill_all()
 
     def _accept_loop(self):
         while not self._closed:
@@ -1413,8 +1717,7 @@ class RedisBackend(BackendUnderTest):
         self.server.stop()
 
     def kill(self):
-        self.server.proc.kill()
-        self.server.proc.wait()
+        self.server.kill()
 
     def restart(self):
         """Redis restarts empty (no persistence)."""
@@ -1597,6 +1900,7 @@ class Agent:
         self._killed = False
         self.stop_margin = scaled(10)  # beyond shutdown_timeout before SIGKILL on teardown
         self.auth_key = None           # bytes: AppClients made by LKTestCase.connect() use it
+        self.warm_wait = 0.0           # seconds start() waited for a warm Redis
         if locks is None:
             locks = [lock_config("x")]
         self.locks = [lock_config(l) if isinstance(l, str) else dict(l) for l in locks]
@@ -1640,6 +1944,15 @@ class Agent:
         if not os.path.exists(binary):
             raise AssertionError("leasekeeper binary not found at %s: build it with "
                                  "`make build/leasekeeper` or set LK_BIN" % binary)
+        # A Redis that start_redis() promised warm but that is younger than a lock's ttl:
+        # wait until it is not, instead of the agent's restart hold-off (README).
+        left = warm_redis_wait(self.config.get("backends"), self.locks)
+        if left > 0:
+            self.warm_wait = left
+            if os.environ.get("LK_TIMINGS"):
+                sys.stderr.write("[harness] agent %s: waiting %.2fs for its Redis to be warm\n"
+                                 % (self.identity, left))
+            time.sleep(left)
         env = dict(os.environ)
         env.update(SANITIZER_ENV)
         env.update(self.env)
@@ -2363,6 +2676,7 @@ class LKTestCase(unittest.TestCase):
         self.redises = []
         self.etcds = []
         self.addCleanup(self._dump_on_failure)
+        redis_pool()  # warm spares up early (no-op once filled)
 
     # -- cleanup helpers
 
@@ -2380,11 +2694,16 @@ class LKTestCase(unittest.TestCase):
         return not getattr(outcome, "success", True)
 
     def _remove_tmp(self):
+        # Pooled redis-servers live outside self.tmp (they were started before the test).
+        pooled = [r.dir for r in self.redises if r.pooled]
         if os.environ.get("LK_KEEP_TMP") or (self._failed() and
                                              os.environ.get("LK_KEEP_FAILED_TMP")):
-            sys.stderr.write("\n[harness] kept temp dir %s\n" % self.tmp)
+            sys.stderr.write("\n[harness] kept temp dir %s%s\n" % (
+                self.tmp, "".join(" and " + d for d in pooled)))
             return
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for d in pooled:
+            shutil.rmtree(d, ignore_errors=True)
 
     def _dump_on_failure(self):
         if not self._failed():
@@ -2406,10 +2725,24 @@ class LKTestCase(unittest.TestCase):
 
     # -- starters
 
-    def start_redis(self, extra_args=(), port=None):
-        r = RedisServer(self.tmp, port=port, extra_args=extra_args)
-        self.addCleanup(r.stop)
-        r.start()
+    def start_redis(self, extra_args=(), port=None, fresh=False):
+        """A running, empty redis-server, stopped after the test. With default arguments it
+        comes from this process's RedisPool: it has been up a while, so agents need not hold
+        off their first tenure (and Agent.start() waits for the rest, if any). fresh=True (or a
+        port, or extra args) starts a new one now: an agent's first tenure then waits until it
+        has been up for the lock's ttl."""
+        r = None
+        if not fresh and port is None and not extra_args:
+            pool = redis_pool()
+            if pool is not None:
+                r = pool.take()
+        if r is None:
+            r = RedisServer(self.tmp, port=port, extra_args=extra_args)
+            self.addCleanup(r.stop)
+            r.start()
+        else:
+            self.addCleanup(r.stop)
+        r.warm_generation = None if fresh else r.generation
         self.redises.append(r)
         return r
 
