@@ -1,0 +1,470 @@
+"""A Redis that loses tenures it granted (README "When a backend restarts, rolls back or is
+wiped"; I5 monotonic tokens, I10 restart hold-off, I8 the apps' own deadlines), with real
+redis-server processes:
+
+1. restarted empty during a tenure (SIGTERM, and SIGKILL), three replicas; and an agent that
+   first meets a Redis that restarted moments before it started: no two leaders (the apps'
+   leader intervals never overlap), the old leader hears LOST within 1 s of its reconnect, the
+   first new LEADER comes no earlier than one ttl after the new instance started;
+2. restarted from an older RDB snapshot (three handoffs later): every later token is greater
+   than every earlier one, and the hold-off applies;
+3. a lagging replica promoted (REPLICAOF NO ONE) and the agents pointed at it through a
+   proxy: the same, and no overlap;
+4. frozen (SIGSTOP) past the backend timeout while a follower's acquire was on its way, then
+   resumed: that acquire runs late and leaves the follower's own value, which the follower
+   deletes and then leads, without ever telling its app `FOLLOWER holder=<itself>` and without
+   waiting a ttl for its own key.
+
+A leader interval, as an app sees it: from LEADER's arrival until the first of LOST,
+STEPDOWN, EOF (or the app's own disconnect) and its deadline (until_mono_ms, moved only by a
+RENEWED that arrived before it passed). Lines are stamped with time.monotonic(), which is
+CLOCK_MONOTONIC, the clock of until_mono_ms. Each test prints what it measured.
+"""
+
+import datetime
+import os
+import shutil
+import time
+import unittest
+
+from harness import (DEFAULT_TIMEOUT, ConnectionClosed, LKTestCase, fence_key, lock_config,
+                     wait_until)
+
+KEY = "leasekeeper/x"
+FENCE = fence_key(KEY)
+TTL = 3.0
+TTL_S = "3s"
+
+
+def log_wall(entry):
+    """A log line's ts (UTC, ms) as a time.time() value."""
+    return datetime.datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def logs_since(agent, wall, prefix):
+    """The agent's log entries whose msg starts with prefix, logged at or after wall."""
+    return [e for e in agent.log_entries()
+            if str(e.get("msg", "")).startswith(prefix) and log_wall(e) >= wall - 0.0015]
+
+
+class Interval:
+    def __init__(self, app, token, start, deadline):
+        self.app, self.token, self.start, self.deadline = app, token, start, deadline
+        self.end = None
+        self.how = None
+
+    def __repr__(self):
+        return "<%s token=%d %.3f-%.3f %s>" % (self.app, self.token, self.start,
+                                              self.end if self.end is not None else -1,
+                                              self.how)
+
+
+class App:
+    """One app connection and every event it got, in order."""
+
+    def __init__(self, client, agent, name):
+        self.client, self.agent, self.name = client, agent, name
+        self.events = []
+        self.closed_t = None
+
+    def of(self, kind, after=None):
+        return [e for e in self.events if e.kind == kind and (after is None or e.t >= after)]
+
+
+class Tenures:
+    """The apps of a scenario: collects their events and turns them into leader intervals."""
+
+    def __init__(self, test):
+        self.test = test
+        self.apps = []
+
+    def campaign(self, agent, name=None):
+        name = name or "app%d@%s" % (len(self.apps) + 1, agent.identity)
+        c = self.test.connect(agent, client_name="app", label=name)
+        c.keep_renewed = True   # RENEWED moves the app's deadline: needed for its interval
+        c.call_ok("CAMPAIGN x")
+        app = App(c, agent, name)
+        self.apps.append(app)
+        return app
+
+    def close(self, app):
+        app.closed_t = time.monotonic()
+        app.client.close()
+
+    def pump(self):
+        for app in self.apps:
+            if app.closed_t is not None or app.client.eof:
+                continue
+            while True:
+                try:
+                    ev = app.client.next_event(0)
+                except ConnectionClosed:
+                    break
+                if ev is None:
+                    break
+                app.events.append(ev)
+
+    def wait(self, pred, timeout=DEFAULT_TIMEOUT, what="an event"):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump()
+            v = pred()
+            if v:
+                return v
+            if time.monotonic() >= deadline:
+                raise AssertionError("timed out after %.1fs waiting for %s; events: %s"
+                                     % (timeout, what, self.story()))
+            time.sleep(0.01)
+
+    def settle(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.pump()
+            time.sleep(0.01)
+        self.pump()
+
+    def leaders(self, after=None):
+        """(app, LEADER event) for every LEADER that arrived at or after `after`, in order."""
+        out = [(a, e) for a in self.apps for e in a.of("LEADER", after)]
+        return sorted(out, key=lambda x: x[1].t)
+
+    def first_leader(self, after=None, timeout=DEFAULT_TIMEOUT):
+        return self.wait(lambda: (self.leaders(after) or [None])[0], timeout,
+                         "a LEADER%s" % ("" if after is None else " after %.3f" % after))
+
+    def event(self, app, kind, after=None, timeout=DEFAULT_TIMEOUT):
+        return self.wait(lambda: (app.of(kind, after) or [None])[0], timeout,
+                         "%s at %s" % (kind, app.name))
+
+    def intervals(self):
+        self.pump()
+        now = time.monotonic()
+        out = []
+        for app in self.apps:
+            ends = [x for x in (app.closed_t, app.client.eof_at) if x is not None]
+            cur = None
+            for e in app.events:
+                if e.kind == "LEADER":
+                    if cur is not None:   # LEADER while leading: ends nothing, counts as open
+                        cur.end, cur.how = min(e.t, cur.deadline), "leader-again"
+                        out.append(cur)
+                    cur = Interval(app.name, e.token, e.t, e.int("until_mono_ms") / 1000.0)
+                elif cur is None or e.get("token") != str(cur.token):
+                    continue
+                elif e.kind == "RENEWED":
+                    if e.t < cur.deadline:
+                        cur.deadline = max(cur.deadline, e.int("until_mono_ms") / 1000.0)
+                elif e.kind in ("LOST", "STEPDOWN"):
+                    cur.end = min(e.t, cur.deadline)
+                    cur.how = e.kind if e.t <= cur.deadline else "deadline"
+                    out.append(cur)
+                    cur = None
+            if cur is not None:
+                end = min(ends + [now])
+                cur.end = min(end, cur.deadline)
+                cur.how = "deadline" if cur.deadline <= end else ("closed" if ends else "open")
+                out.append(cur)
+        return sorted(out, key=lambda i: i.start)
+
+    def overlaps(self):
+        """[(a, b, ms)] for every two leader intervals that overlap."""
+        iv = self.intervals()
+        out = []
+        for i in range(len(iv)):
+            for j in range(i + 1, len(iv)):
+                ms = (min(iv[i].end, iv[j].end) - max(iv[i].start, iv[j].start)) * 1000
+                if ms > 0:
+                    out.append((iv[i], iv[j], ms))
+        return out
+
+    def tokens(self):
+        return [i.token for i in self.intervals()]
+
+    def story(self):
+        evs = sorted(((e.t, a.name, e.raw) for a in self.apps for e in a.events
+                      if e.kind != "RENEWED"))
+        return "\n  " + "\n  ".join("%.3f %s %s" % x for x in evs)
+
+
+class RedisLossTest(LKTestCase):
+
+    def lock(self, **kw):
+        kw.setdefault("ttl", TTL_S)
+        kw.setdefault("retry_interval", "300ms")
+        return [lock_config("x", **kw)]
+
+    def replicas(self, address, n=3, **lockkw):
+        agents = [self.start_agent("pod-%s" % chr(ord("a") + i), address,
+                                   locks=self.lock(**lockkw)) for i in range(n)]
+        tr = Tenures(self)
+        apps = [tr.campaign(a) for a in agents]
+        return agents, apps, tr
+
+    def assertNoOverlap(self, tr, what):
+        ov = tr.overlaps()
+        worst = max([ms for _, _, ms in ov] or [0.0])
+        print("%s: leader intervals %s; overlap %.0f ms" % (what, tr.intervals(), worst))
+        self.assertEqual(ov, [], "two leaders at once:%s" % tr.story())
+
+    def reconnect_wall(self, agent, since_wall):
+        """When the agent's command connection was up again after since_wall (its log)."""
+        e = wait_until(lambda: logs_since(agent, since_wall, "reconnected to"),
+                       what="%s to log its reconnect" % agent.identity)
+        return log_wall(e[0])
+
+    def check_holdoff_logged(self, agent, since_wall, reason):
+        lines = wait_until(lambda: logs_since(agent, since_wall, "holding off"),
+                           what="%s to log its hold-off" % agent.identity)
+        self.assertIn(reason, lines[0]["reason"], lines[0])
+        return lines[0]
+
+    # -- 1. restarted empty during a tenure ---------------------------------------------------
+
+    def restart_during_tenure(self, crash):
+        redis = self.start_redis()
+        agents, apps, tr = self.replicas(redis)
+        leader_app, lead = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        by_agent = {a.agent: a for a in apps}
+        # Mid-tenure: after a renewal (the apps' deadlines move), so the tenure has a past.
+        tr.wait(lambda: leader_app.of("RENEWED"), what="a renewal")
+        t_loss, wall_loss = time.monotonic(), time.time()
+        if crash:
+            redis.kill()
+            tr.settle(0.3)      # the agents find nobody listening for a while
+        redis.restart()         # SIGTERM + start on the same port; empty either way
+        spawn = redis.spawn_t
+        self.assertIsNone(redis.get(KEY), "the new instance must have lost the key")
+
+        lost = tr.event(leader_app, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        tr.settle(0.5)
+        reconnect = self.reconnect_wall(leader_app.agent, wall_loss)
+        lost_after_reconnect = lost.wall - reconnect
+        after_start = new_lead.t - spawn
+        what = "redis %s" % ("SIGKILLed and restarted" if crash else "restarted")
+        print("%s: old leader %s token %d; LOST reason=%s %.0f ms after its reconnect "
+              "(%.0f ms after the loss); first new LEADER %s token %d %.3fs after the new "
+              "instance started (ttl %.1fs)"
+              % (what, leader_app.name, lead.token, lost["reason"],
+                 lost_after_reconnect * 1000, (lost.t - t_loss) * 1000, first.name,
+                 new_lead.token, after_start, TTL))
+
+        self.assertEqual(lost.token, lead.token)
+        # Re-proven on the new connection, not left to the renew deadline.
+        self.assertEqual(lost["reason"], "expired", lost.raw)
+        self.assertLess(lost_after_reconnect, 1.0)
+        self.assertGreaterEqual(lost_after_reconnect, -0.005, "LOST before the reconnect?")
+        self.assertGreaterEqual(after_start, TTL, "I10: a new tenure before the new instance "
+                                "had been up one ttl:%s" % tr.story())
+        self.assertLess(after_start, TTL + 5.0, "the hold-off never ended")
+        self.assertGreater(new_lead.token, lead.token)
+        self.assertNoOverlap(tr, what)
+        for a in agents:
+            self.check_holdoff_logged(a, wall_loss, "run_id changed")
+        for app in by_agent.values():
+            self.assertEqual([e.raw for e in app.events if e.kind == "LEADER" and e.t >= t_loss
+                              and e is not new_lead], [], "a second LEADER after the loss")
+
+    def test_redis_restarted_empty_during_a_tenure(self):
+        self.restart_during_tenure(crash=False)
+
+    def test_redis_sigkilled_and_restarted_during_a_tenure(self):
+        self.restart_during_tenure(crash=True)
+
+    def test_agent_first_meets_a_redis_that_restarted_moments_before(self):
+        redis = self.start_redis()
+        old = self.start_agent("pod-a", redis, locks=self.lock())
+        tr = Tenures(self)
+        old_app = tr.campaign(old)
+        _, lead = tr.first_leader()
+        t_loss, wall_loss = time.monotonic(), time.time()
+        redis.restart()
+        spawn = redis.spawn_t
+        # pod-b never saw the old instance; all it can know is that this one is young.
+        new = self.start_agent("pod-b", redis, locks=self.lock())
+        new_app = tr.campaign(new)
+        started = time.monotonic()
+        lost = tr.event(old_app, "LOST", after=t_loss)
+        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        tr.settle(0.3)
+        b_first = tr.event(new_app, "LEADER", timeout=2 * TTL + DEFAULT_TIMEOUT) \
+            if first is not new_app else new_lead
+        print("agent started %.3fs after the restart; old leader LOST reason=%s; first new "
+              "LEADER %s %.3fs after the new instance started; pod-b's first LEADER %.3fs "
+              "after it (ttl %.1fs)" % (started - spawn, lost["reason"], first.name,
+                                        new_lead.t - spawn, b_first.t - spawn, TTL))
+        self.assertLess(started - spawn, TTL / 2, "the agent must start on a young Redis")
+        self.assertGreaterEqual(new_lead.t - spawn, TTL, tr.story())
+        self.assertGreaterEqual(b_first.t - spawn, TTL, tr.story())
+        line = self.check_holdoff_logged(new, wall_loss, "was up only")
+        print("pod-b held off %d ms: %s" % (line["holdoff_ms"], line["reason"]))
+        self.assertGreater(new_lead.token, lead.token)
+        self.assertNoOverlap(tr, "agent started on a young Redis")
+
+    # -- 2. an older RDB snapshot -------------------------------------------------------------
+
+    def handoff(self, tr, leader):
+        """The leader's app leaves; the other agent leads; a new app campaigns in its place.
+        Returns (new leader app, its LEADER event)."""
+        t = time.monotonic()
+        tr.close(leader)
+        nxt, ev = tr.first_leader(after=t)
+        self.assertIsNot(nxt.agent, leader.agent)
+        tr.campaign(leader.agent)
+        return nxt, ev
+
+    def test_redis_restored_from_an_older_rdb_snapshot(self):
+        redis = self.start_redis(extra_args=("--save", "3600 1", "--dbfilename", "dump.rdb"))
+        agents, apps, tr = self.replicas(redis, n=2)
+        leader, lead = tr.first_leader()
+        earlier = [lead.token]
+        # The backup: taken while the first tenure is held.
+        self.assertEqual(redis.call("SAVE"), "OK")
+        backup = os.path.join(self.tmp, "backup.rdb")
+        shutil.copy(os.path.join(redis.dir, "dump.rdb"), backup)
+        for _ in range(3):
+            leader, ev = self.handoff(tr, leader)
+            earlier.append(ev.token)
+        tr.wait(lambda: all(a.of("FOLLOWER") for a in tr.apps if a.closed_t is None
+                            and a is not leader), what="followers")
+
+        # Restore the backup: stop, put the old dump.rdb in place, start on the same port.
+        t_loss, wall_loss = time.monotonic(), time.time()
+        redis.stop()
+        shutil.copy(backup, os.path.join(redis.dir, "dump.rdb"))
+        fixed, redis.fixed_port = redis.fixed_port, True
+        try:
+            redis.start()
+        finally:
+            redis.fixed_port = fixed
+        spawn = redis.spawn_t
+        restored = int(redis.get(FENCE))
+        print("tokens before the restore: %s; fence counter in the restored snapshot: %d"
+              % (earlier, restored))
+        self.assertEqual(restored, earlier[0], "the snapshot must roll the counter back")
+
+        lost = tr.event(leader, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        later = [new_lead.token]
+        # One more handoff on the restored instance.
+        first, ev = self.handoff(tr, first)
+        later.append(ev.token)
+        tr.settle(0.3)
+        print("RDB rollback: old leader LOST reason=%s; first LEADER %.3fs after the restored "
+              "instance started (ttl %.1fs); tokens after: %s"
+              % (lost["reason"], new_lead.t - spawn, TTL, later))
+        self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
+        self.assertGreater(min(later), max(earlier), "I5: a token reissued after a rollback")
+        self.assertEqual(later, sorted(set(later)))
+        self.assertGreaterEqual(new_lead.t - spawn, TTL, "I10 hold-off:%s" % tr.story())
+        for a in agents:
+            self.check_holdoff_logged(a, wall_loss, "run_id changed")
+        self.assertNoOverlap(tr, "RDB rollback")
+        self.assertEqual(tr.tokens(), sorted(set(tr.tokens())), tr.intervals())
+
+    # -- 3. a lagging replica promoted --------------------------------------------------------
+
+    def test_lagging_replica_promoted(self):
+        master = self.start_redis()
+        link = self.start_proxy(master)          # the replication link, to make it lag
+        replica = self.start_redis(extra_args=("--replicaof", "127.0.0.1", str(link.port)))
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up",
+                   what="the replica to sync")
+        front = self.start_proxy(master)         # what the agents reach
+        agents, apps, tr = self.replicas(front.address, n=2)
+        leader, lead = tr.first_leader()
+        earlier = [lead.token]
+        wait_until(lambda: replica.get(FENCE) == str(lead.token), what="the replica to catch up")
+
+        # The replica stops hearing from the master (its link stays up: it only lags).
+        link.drop_replies = True
+        for _ in range(3):
+            leader, ev = self.handoff(tr, leader)
+            earlier.append(ev.token)
+        tr.wait(lambda: all(a.of("FOLLOWER") for a in tr.apps if a.closed_t is None
+                            and a is not leader), what="followers")
+        lagging = int(replica.get(FENCE))
+        print("tokens on the master: %s; fence counter on the replica: %d"
+              % (earlier, lagging))
+        self.assertLess(lagging, earlier[-1], "the replica must lag behind")
+
+        # Failover: promote the replica, point the agents at it.
+        self.assertEqual(replica.call("REPLICAOF", "NO", "ONE"), "OK")
+        t_loss, wall_loss = time.monotonic(), time.time()
+        front.set_upstream(replica.port, kill=True)
+        lost = tr.event(leader, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        later = [new_lead.token]
+        first, ev = self.handoff(tr, first)
+        later.append(ev.token)
+        tr.settle(0.3)
+        reconnect = self.reconnect_wall(leader.agent, wall_loss)
+        print("promoted replica: old leader LOST reason=%s %.0f ms after its reconnect; first "
+              "LEADER %.3fs after the failover (replica up %ds, ttl %.1fs); tokens after: %s"
+              % (lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - t_loss,
+                 replica.uptime(), TTL, later))
+        self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
+        self.assertLess(lost.wall - reconnect, 1.0)
+        self.assertGreater(min(later), max(earlier), "I5: a token reissued after a failover")
+        self.assertEqual(later, sorted(set(later)))
+        # The replica has been up longer than the ttl: one ttl from when it was reached.
+        self.assertGreaterEqual(new_lead.t - t_loss, TTL, "I10 hold-off:%s" % tr.story())
+        for a in agents:
+            self.check_holdoff_logged(a, wall_loss, "run_id changed")
+        self.assertNoOverlap(tr, "promoted replica")
+        self.assertEqual(tr.tokens(), sorted(set(tr.tokens())), tr.intervals())
+
+    # -- 4. frozen with a follower's acquire on its way ---------------------------------------
+
+    def test_frozen_redis_resumed_with_a_follower_acquire_in_flight(self):
+        redis = self.start_redis()
+        mon = self.monitor(redis)
+        a = self.start_agent("pod-a", redis, locks=self.lock(retry_interval="1s"))
+        b = self.start_agent("pod-b", redis, locks=self.lock(retry_interval="200ms"))
+        tr = Tenures(self)
+        app_a = tr.campaign(a)
+        _, lead = tr.first_leader()
+        app_b = tr.campaign(b)
+        tr.wait(lambda: [e for e in app_b.of("FOLLOWER") if e["holder"] == "pod-a"],
+                what="pod-b to follow pod-a")
+        # pod-b asks every 200ms; freeze Redis just after one of its acquires ran, so that the
+        # next one goes out into the freeze.
+        mark = mon.mark()
+        mon.wait_for(lambda ln: ln.cmd == "EVALSHA" and "pod-b" in ln.args, since=mark,
+                     what="an acquire by pod-b")
+        t_stop, wall_stop = time.monotonic(), time.time()
+        redis.sigstop()
+        freeze = TTL + 1.0   # pod-a's key expires meanwhile (Redis counts wall time)
+        tr.settle(freeze)
+        t_cont, wall_cont = time.monotonic(), time.time()
+        redis.sigcont()
+        lead_b = tr.event(app_b, "LEADER", after=t_cont, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        tr.settle(0.5)
+
+        orphan = wait_until(lambda: logs_since(b, wall_stop, "key %s holds our own" % KEY),
+                            what="pod-b to find its own orphan")[0]
+        orphan_token = int(orphan["msg"].split("unannounced tenure ")[1].split(" ")[0])
+        reconnect = self.reconnect_wall(b, wall_cont)
+        lost_a = app_a.of("LOST", after=t_stop)
+        print("frozen %.1fs: pod-a LOST %s; pod-b's orphan token %d (its acquire ran after "
+              "the resume); pod-b LEADER token %d %.0f ms after SIGCONT, %.0f ms after its "
+              "reconnect (%.0f ms after SIGCONT); ttl %.1fs"
+              % (freeze, [e.raw for e in lost_a], orphan_token, lead_b.token,
+                 (lead_b.t - t_cont) * 1000, (lead_b.wall - reconnect) * 1000,
+                 (reconnect - wall_cont) * 1000, TTL))
+        self.assertEqual([e["reason"] for e in lost_a], ["renew_deadline"])
+        own = [e.raw for e in app_b.events if e.kind == "FOLLOWER" and e["holder"] == "pod-b"]
+        self.assertEqual(own, [], "pod-b told its app that pod-b holds the lock")
+        self.assertGreater(lead_b.token, orphan_token)
+        self.assertGreater(orphan_token, lead.token)
+        # Its own key would have lived a ttl from the resume: pod-b did not wait for it.
+        self.assertLess(lead_b.t - t_cont, TTL, "pod-b waited for its own orphan to expire")
+        self.assertLess(lead_b.wall - reconnect, 0.5, "pod-b did not lead at once after its "
+                        "reconnect:%s" % tr.story())
+        self.assertEqual(app_a.of("LEADER", after=t_stop), [], tr.story())
+        self.assertNoOverlap(tr, "frozen Redis")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
