@@ -45,7 +45,7 @@ DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-open
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
             prometheus etcd-server etcd-client openssl golang-go
 
-.PHONY: all deps test test-asan unit integration demo clean bench
+.PHONY: all deps test test-asan unit integration demo clean bench fuzz fuzz-smoke
 
 all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 
@@ -133,3 +133,5 @@ bench: deps all
 
 clean:
 	rm -rf build leasekeeper
+
+include tests/fuzz/fuzz.mk

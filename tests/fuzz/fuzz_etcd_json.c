@@ -1,0 +1,217 @@
+/* libFuzzer target: the etcd JSON gateway decoders (locks/etcd_json.c).
+ *
+ * The input is one response body (or one watch-stream line), handed to every parser the
+ * header exports, each on its own exact-size copy without a trailing NUL (curl's buffers have
+ * none either): grant, keepalive, range, txn, acquire (when the header has it), auth, watch,
+ * status and error. Range, txn, acquire and watch get the key the seeds use ("lk/test", as in
+ * tests/check_etcd_json.c, and "lk/test:fence" for the fence key).
+ *
+ * Properties (abort() on failure), from etcd_json.h's contract:
+ * - a parser returns 0, -EPROTO or -EINVAL; on -EINVAL err holds a NUL-terminated message;
+ *   on failure *out is untouched ("written only on success");
+ * - -EPROTO means "an etcd error object": the body is a JSON object with an "error" member.
+ *   (The header adds "read it with lk_etcd_json_parse_error()", but that parser refuses an
+ *   "error" that is neither a string nor an object, {"error":2}: the callers in etcd.c cope,
+ *   and tests/fuzz/crashes/etcd_json/ keeps the input; see tests/fuzz/README.md.)
+ * - on success the values keep the header's bounds: a grant's ID and TTL are positive and
+ *   the TTL at most LK_ETCD_JSON_MAX_TTL; a keepalive's TTL is within [0, MAX_TTL]; a kv's
+ *   value fits its cap and is NUL-terminated (and empty when value_too_long); revisions are
+ *   not negative; an auth token is printable ASCII without spaces; a watch counts no more
+ *   deletes than events; an error message is printable ASCII.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "locks/etcd_json.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                     \
+	do {                                                                            \
+		if (!(cond)) {                                                          \
+			fprintf(stderr, "fuzz_etcd_json: %s:%d: property failed: %s\n", \
+			        __FILE__, __LINE__, #cond);                             \
+			abort();                                                        \
+		}                                                                       \
+	} while (0)
+
+#define KEY  "lk/test"
+#define FKEY "lk/test:fence"
+#define SENTINEL 0xa5
+
+/* A copy of the body in a buffer of exactly its size, so that ASan sees a read past it. */
+static char *body_copy(const uint8_t *data, size_t size)
+{
+	char *b = malloc(size ? size : 1);
+
+	if (b)
+		memcpy(b, data, size);
+	return b;
+}
+
+static bool untouched(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (c[i] != SENTINEL)
+			return false;
+	return true;
+}
+
+static bool printable(const char *s, size_t cap, bool space_ok)
+{
+	size_t n = strnlen(s, cap);
+
+	if (n == cap)
+		return false; /* not NUL-terminated within its buffer */
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < (space_ok ? 0x20 : 0x21) || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* The result of one parser call, checked the same way for all of them. */
+/* Whether body is a JSON object with an "error" member, by jansson directly. */
+static bool error_object(const char *body, size_t len)
+{
+	json_t *root = json_loadb(body, len, 0, NULL);
+	bool yes = json_is_object(root) && json_object_get(root, "error");
+
+	json_decref(root);
+	return yes;
+}
+
+static void check_rc(int rc, const char *err, size_t errlen, const void *out, size_t outlen,
+                     const char *body, size_t len)
+{
+	CHECK(rc == 0 || rc == -EPROTO || rc == -EINVAL);
+	if (rc == 0)
+		return;
+	CHECK(untouched(out, outlen));
+	if (rc == -EINVAL)
+		CHECK(strnlen(err, errlen) < errlen);
+	if (rc == -EPROTO)
+		CHECK(error_object(body, len));
+}
+
+static void check_kv(const struct lk_etcd_kv *kv)
+{
+	CHECK(kv->value_len <= LK_ETCD_JSON_MAX_VALUE);
+	CHECK(kv->value[kv->value_len] == '\0');
+	CHECK(!kv->value_too_long || kv->value_len == 0);
+	CHECK(kv->create_revision >= 0 && kv->mod_revision >= 0 && kv->lease >= 0);
+}
+
+#define CALL(out, expr)                                                                  \
+	do {                                                                             \
+		char err_[256];                                                          \
+		char *b_ = body_copy(data, size);                                        \
+		int rc_;                                                                 \
+		if (!b_)                                                                 \
+			return 0;                                                        \
+		memset(&(out), SENTINEL, sizeof(out));                                   \
+		memset(err_, 'E', sizeof(err_));                                         \
+		err_[sizeof(err_) - 1] = '\0';                                           \
+		{                                                                        \
+			const char *body = b_;                                           \
+			char *err = err_;                                                \
+			size_t errlen = sizeof(err_);                                    \
+			rc_ = (expr);                                                    \
+		}                                                                        \
+		check_rc(rc_, err_, sizeof(err_), &(out), sizeof(out), b_, size);        \
+		free(b_);                                                                \
+		ok = rc_ == 0;                                                           \
+	} while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct lk_etcd_grant g;
+	struct lk_etcd_keepalive ka;
+	struct lk_etcd_range rg;
+	struct lk_etcd_txn tx;
+	struct lk_etcd_auth au;
+	struct lk_etcd_watch w;
+	struct lk_etcd_status st;
+	struct lk_etcd_error e;
+	char *b;
+	bool ok;
+	int rc;
+
+	/* Bodies over the cap are refused before parsing; 64 KiB shows that as well as 1 MiB. */
+	if (size > 65536)
+		return 0;
+
+	CALL(g, lk_etcd_json_parse_grant(body, size, &g, err, errlen));
+	if (ok)
+		CHECK(g.id > 0 && g.ttl > 0 && g.ttl <= LK_ETCD_JSON_MAX_TTL);
+
+	CALL(ka, lk_etcd_json_parse_keepalive(body, size, &ka, err, errlen));
+	if (ok)
+		CHECK(ka.ttl >= 0 && ka.ttl <= LK_ETCD_JSON_MAX_TTL);
+
+	CALL(rg, lk_etcd_json_parse_range(body, size, KEY, strlen(KEY), &rg, err, errlen));
+	if (ok) {
+		CHECK(rg.revision >= 0);
+		if (rg.found)
+			check_kv(&rg.kv);
+	}
+
+	CALL(tx, lk_etcd_json_parse_txn(body, size, KEY, strlen(KEY), &tx, err, errlen));
+	if (ok) {
+		CHECK(tx.revision >= 0);
+		if (tx.found)
+			check_kv(&tx.kv);
+	}
+
+#ifdef FUZZ_HAVE_PARSE_ACQUIRE
+	{
+		struct lk_etcd_acquired aq;
+
+		CALL(aq, lk_etcd_json_parse_acquire(body, size, KEY, strlen(KEY), FKEY,
+		                                    strlen(FKEY), &aq, err, errlen));
+		if (ok) {
+			CHECK(aq.revision >= 0);
+			if (aq.found)
+				check_kv(&aq.kv);
+			/* "its value when found and not bad": a positive decimal integer. */
+			if (aq.fence_found && !aq.fence_bad)
+				CHECK(aq.fence > 0);
+		}
+	}
+#endif
+
+	CALL(au, lk_etcd_json_parse_auth(body, size, &au, err, errlen));
+	if (ok)
+		CHECK(au.token[0] && printable(au.token, sizeof(au.token), false));
+
+	CALL(w, lk_etcd_json_parse_watch(body, size, KEY, strlen(KEY), &w, err, errlen));
+	if (ok) {
+		CHECK(w.revision >= 0 && w.compact_revision >= 0 && w.max_mod_revision >= 0);
+		CHECK(w.n_deletes <= w.n_events);
+		CHECK(strnlen(w.cancel_reason, sizeof(w.cancel_reason)) < sizeof(w.cancel_reason));
+	}
+
+	CALL(st, lk_etcd_json_parse_status(body, size, &st, err, errlen));
+	if (ok)
+		CHECK(st.revision >= 0);
+
+	/* The error parser has no err buffer: checked by hand. */
+	b = body_copy(data, size);
+	if (!b)
+		return 0;
+	memset(&e, SENTINEL, sizeof(e));
+	rc = lk_etcd_json_parse_error(b, size, &e);
+	CHECK(rc == 0 || rc == -EINVAL);
+	if (rc == 0)
+		CHECK(printable(e.message, sizeof(e.message), true));
+	else
+		CHECK(untouched(&e, sizeof(e)));
+	free(b);
+	return 0;
+}
