@@ -32,7 +32,9 @@
 
 #define RATE_LOG_MS       1000 /* at most one line a second per kind of refusal or eviction */
 #define ACCEPT_PAUSE_MS   100  /* out of file descriptors: stop accepting for this long */
+#define ACCEPT_BATCH      64   /* connections accepted before the rest of the loop gets a turn */
 #define FD_MARGIN         64   /* descriptors besides the clients: backends, HTTP, logs */
+#define PEER_SCAN_MAX     256  /* idle connections checked for a departed peer per accept */
 
 struct client {
 	TAILQ_ENTRY(client) link;  /* clients (live) or dead */
@@ -84,7 +86,8 @@ struct lk_server {
 	size_t n_live;                  /* on clients: what max_clients caps */
 	uint64_t next_id;
 	struct event *reaper;
-	struct event *accept_pause;     /* re-enables the listener after EMFILE */
+	struct event *accept_pause;     /* re-enables the listener after EMFILE or a batch */
+	unsigned accepted_in_turn;      /* accepted since the listener was last re-enabled */
 	/* counters for STATUS */
 	uint64_t n_idle_closed, n_evicted, n_hello_timeouts, n_refused_full, n_refused_uid;
 	struct rate_log log_idle, log_evicted, log_full, log_uid, log_accept;
@@ -364,29 +367,58 @@ static void on_close_timeout(evutil_socket_t fd, short what, void *arg)
 	on_reap(fd, what, s);
 }
 
-/* Every slot is taken: close the oldest idle connection (it has no lock membership, no watch
- * and no drain to answer, so it is freed at once, and its descriptor with it), or else the
- * oldest one that is closing anyway. Returns false if every slot is held by an active client. */
+/* True if the peer has already closed its end (an EOF or a reset waits to be read): the
+ * connection holds its slot for nobody. Data waiting to be read means a live peer. */
+static bool peer_gone(const struct client *c)
+{
+	char b;
+	ssize_t n = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Every slot is taken: free an idle connection whose peer has already left, else close the
+ * oldest idle one, else the oldest one that is closing anyway. Returns false if every slot is
+ * held by an active client.
+ *
+ * Departed peers come first because a connect/close burst fills the slots with them: the
+ * listener accepts the whole backlog in one callback, before the agent reads the EOF of any
+ * of them, so "the oldest idle" would otherwise be an app that connected just before the burst
+ * and has not sent CAMPAIGN yet. They are looked for newest first (a burst's connections are
+ * the newest, and usually the first one looked at is gone) and at most PEER_SCAN_MAX of them,
+ * so that a full agent pays a bounded number of recv() calls per accept. */
 static bool make_room(struct lk_server *s)
 {
-	struct client *c = TAILQ_FIRST(&s->idle);
+	struct client *c, *victim = NULL;
+	size_t looked = 0;
 	uint64_t skipped;
 
-	if (c) {
+	TAILQ_FOREACH_REVERSE(c, &s->idle, client_list, idle_link) {
+		if (looked++ == PEER_SCAN_MAX)
+			break;
+		if (!c->closing && peer_gone(c)) {
+			victim = c;
+			break;
+		}
+	}
+	if (!victim && (victim = TAILQ_FIRST(&s->idle))) {
 		s->n_evicted++;
 		if (rate_log_due(&s->log_evicted, &skipped))
 			LK_LOG(LK_INFO, "client slots full; closing the oldest idle client for a new one",
-			       LKF_U64("client", c->id) LKF_STR("name", c->name) LKF_U64("uid", c->uid)
-			       LKF_I64("pid", c->pid) LKF_BOOL("hello", c->hello)
-			       LKF_I64("age_ms", mono_ms() - c->accepted_ms)
+			       LKF_U64("client", victim->id) LKF_STR("name", victim->name)
+			       LKF_U64("uid", victim->uid) LKF_I64("pid", victim->pid)
+			       LKF_BOOL("hello", victim->hello)
+			       LKF_I64("age_ms", mono_ms() - victim->accepted_ms)
 			       LKF_U64("max_clients", s->limits.max_clients)
 			       LKF_U64("not_logged", skipped));
+	}
+	if (victim) {
 		/* Idle means it never campaigned or watched: freeing it cannot reach a lock, so
 		 * it need not wait for the reaper (whose turn may be thousands of accepts away). */
-		leave_idle(c);
-		TAILQ_REMOVE(&s->clients, c, link);
+		leave_idle(victim);
+		TAILQ_REMOVE(&s->clients, victim, link);
 		s->n_live--;
-		free_client(c);
+		free_client(victim);
 		return true;
 	}
 	/* Active clients that are closing (QUIT, an error) leave within LK_CLOSE_FLUSH_MS; one
@@ -421,10 +453,9 @@ static void refuse(evutil_socket_t fd, enum lk_err code, const char *text)
 	evutil_closesocket(fd);
 }
 
-static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+/* Serve (or refuse) one accepted connection. */
+static void accept_one(struct lk_server *s, evutil_socket_t fd)
 {
-	struct lk_server *s = arg;
 	struct client *c;
 	struct timeval tv = ms_tv(LK_HELLO_TIMEOUT_MS);
 	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
@@ -494,10 +525,28 @@ fail:
 		evutil_closesocket(fd);
 }
 
+static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+	struct lk_server *s = arg;
+	struct timeval now = { 0, 0 };
+
+	accept_one(s, fd);
+	/* libevent's listener accepts until the listen queue is empty, and local processes that
+	 * connect in a loop keep it from ever being empty: the loop would do nothing else, and a
+	 * leader's renewals would miss their deadline (I9). After a batch, stop accepting until
+	 * the next turn of the loop, so that backend replies and timers come first. */
+	if (++s->accepted_in_turn >= ACCEPT_BATCH) {
+		evconnlistener_disable(lst);
+		evtimer_add(s->accept_pause, &now);
+	}
+}
+
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_server *s = arg;
 
+	s->accepted_in_turn = 0;
 	if (s->listener)
 		evconnlistener_enable(s->listener);
 }
