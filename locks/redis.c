@@ -15,8 +15,11 @@
  *
  * Orphans: an acquire whose reply never came (timeout, broken connection) may still run on the
  * server and leave "<identity>:<token>" that nobody announced. The key remembers that, and the
- * next acquire that finds exactly its own identity holding the key deletes that value (the
- * release script, compare-and-delete) and acquires again, as one operation.
+ * next acquire that finds exactly its own identity holding the key sends the acquire script
+ * again with that value: the script deletes exactly that value and acquires, as one operation.
+ * No release notice goes out (nothing was released that anybody knew of), and no other replica
+ * can slip in between: a release-then-acquire in two steps would wake every follower with the
+ * notice and let one of them take the lock from under the reclaiming agent.
  *
  * hiredis 0.14 has no timeouts at all, not even for connect. So each connection keeps its own
  * FIFO of in-flight requests (Redis answers in order) with one libevent timer for the oldest
@@ -94,6 +97,8 @@
 
 /* The lock scripts. Values are "<identity>:<token>"; KEYS[2] is the fence counter.
  *
+ * Acquire's optional ARGV[3] is our own orphan: a value equal to it is deleted first (a reclaim).
+ *
  * Acquire sets the fence counter to max(counter + 1, TIME in microseconds) (I5): a server that
  * lost the counter (restarted empty), came back from an older snapshot or is a replica that
  * lagged behind still issues a token above every earlier one, unless its clock stepped back by
@@ -103,6 +108,10 @@
  * Lua number, and '%d' formats them as integers. */
 static const char lk_redis_acquire_lua[] =
 	"local v = redis.call('GET', KEYS[1])\n"
+	"if v and ARGV[3] and v == ARGV[3] then\n"
+	"  redis.call('DEL', KEYS[1])\n"
+	"  v = false\n"
+	"end\n"
 	"if v then return {0, v} end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] .. string.format('%06d', tonumber(t[2]))\n"
@@ -184,8 +193,8 @@ struct lk_redis_req {
 	int64_t ttl_ms;
 	int64_t sent_ns;
 	bool retried;                    /* the NOSCRIPT fallback to EVAL was used */
-	/* An acquire that found our own orphan: deleting it (reclaiming), then acquiring again. */
-	bool reclaiming, reclaimed;
+	/* ACQUIRE: the token of our own orphan that this (second) attempt deletes, 0 if none. */
+	uint64_t orphan;
 };
 
 TAILQ_HEAD(lk_redis_req_list, lk_redis_req);
@@ -476,12 +485,13 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 	struct lk_redis *r = conn->r;
 	struct lk_backend_key *k = req->k;
 	char ttl[24], value[LK_REDIS_MAX_IDENTITY_LEN + 24];
-	const char *argv[7];
-	size_t lens[7];
+	const char *argv[8];
+	size_t lens[8];
 	int argc = 0;
 
 	snprintf(ttl, sizeof(ttl), "%" PRId64, req->ttl_ms);
-	snprintf(value, sizeof(value), "%s:%" PRIu64, k->identity, req->token);
+	snprintf(value, sizeof(value), "%s:%" PRIu64, k->identity,
+	         req->script == LK_REDIS_ACQUIRE ? req->orphan : req->token);
 
 	argv[argc++] = eval ? "EVAL" : "EVALSHA";
 	argv[argc++] = eval ? lk_redis_scripts[req->script] : r->sha[req->script];
@@ -492,6 +502,8 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 		argv[argc++] = k->fence;
 		argv[argc++] = k->identity;
 		argv[argc++] = ttl;
+		if (req->orphan)
+			argv[argc++] = value;
 		break;
 	case LK_REDIS_RENEW:
 		argv[argc++] = "1";
@@ -1131,16 +1143,15 @@ static bool lk_redis_own_value(const struct lk_backend_key *k, const char *s, si
 	return true;
 }
 
-/* Send the next request of an acquire's reclaim chain on the same connection: the release of
- * our orphan, then the acquire again. True if sent (the request stays alive). */
-static bool lk_redis_chain(struct lk_redis_conn *conn, redisAsyncContext *ac,
-                           struct lk_redis_req *req, enum lk_redis_script script, uint64_t token)
+/* Send an acquire again on the same connection, now deleting our orphan `orphan` in the same
+ * script. True if sent (the request stays alive). */
+static bool lk_redis_reclaim(struct lk_redis_conn *conn, redisAsyncContext *ac,
+                             struct lk_redis_req *req, uint64_t orphan)
 {
 	if (conn->ac != ac || conn->state != LK_REDIS_UP)
 		return false;
 	lk_redis_fifo_remove(req);
-	req->script = script;
-	req->token = token;
+	req->orphan = orphan;
 	req->retried = false;
 	return lk_redis_send_script(conn, req, false) == 0;
 }
@@ -1151,7 +1162,7 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
                                   struct lk_redis_req *req, const redisReply *reply)
 {
 	struct lk_redis *r = conn->r;
-	const char *op = req->reclaiming ? "acquire (deleting our orphan)" :
+	const char *op = req->orphan ? "acquire (deleting our orphan)" :
 	                 lk_redis_op_names[req->script];
 	uint64_t orphan;
 	char holder[LK_REDIS_MAX_VALUE_LEN + 1], msg[LK_REDIS_MAX_LOG_LEN], text[LK_REDIS_MAX_DESC_LEN];
@@ -1160,7 +1171,7 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 
 	if (!reply) {
 		/* The script may still run on the server: the key may get a value nobody reported. */
-		if (req->script == LK_REDIS_ACQUIRE || req->reclaiming)
+		if (req->script == LK_REDIS_ACQUIRE)
 			req->k->unsure = true;
 		rep.status = LK_REPLY_ERROR;
 		if (ac->err)
@@ -1205,12 +1216,11 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		}
 		if (e0->integer == 0 && e1->type == REDIS_REPLY_STRING) {
 			/* Our own value after an acquire that never answered: that acquire ran after
-			 * all, and nobody was told about its tenure. Delete exactly that value, then
-			 * acquire again, rather than wait a whole ttl for our own key. */
-			if (req->k->unsure && !req->reclaimed &&
+			 * all, and nobody was told about its tenure. Acquire again, deleting exactly
+			 * that value in the same script, rather than wait a whole ttl for our own key. */
+			if (req->k->unsure && !req->orphan &&
 			    lk_redis_own_value(req->k, e1->str, e1->len, &orphan)) {
-				req->reclaimed = req->reclaiming = true;
-				if (lk_redis_chain(conn, ac, req, LK_REDIS_RELEASE, orphan)) {
+				if (lk_redis_reclaim(conn, ac, req, orphan)) {
 					lk_redis_log(r, LK_BLOG_WARN, "key %s holds our own unannounced "
 					             "tenure %" PRIu64 " (an acquire that timed out ran "
 					             "later): deleting it", req->k->key, orphan);
@@ -1250,15 +1260,6 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		break;
 	case LK_REDIS_RELEASE:
 	default:
-		if (req->reclaiming && reply->type == REDIS_REPLY_INTEGER) {
-			/* Deleted, or gone meanwhile: either way, now acquire. */
-			req->reclaiming = false;
-			if (lk_redis_chain(conn, ac, req, LK_REDIS_ACQUIRE, 0))
-				return true;
-			rep.status = LK_REPLY_ERROR;
-			snprintf(msg, sizeof(msg), "connection lost after deleting our orphan");
-			goto deliver;
-		}
 		if (reply->type == REDIS_REPLY_INTEGER && (reply->integer == 0 || reply->integer == 1)) {
 			rep.status = reply->integer == 1 ? LK_REPLY_OK : LK_REPLY_GONE;
 			rep.token = req->token;

@@ -407,6 +407,47 @@ START_TEST(test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired)
 }
 END_TEST
 
+/* The orphan is deleted and the key acquired in one script: no release notice wakes the other
+ * followers, which would race the reclaiming agent for a key that was never released. */
+START_TEST(test_own_orphan_reclaim_sends_no_release_notice)
+{
+	struct lk_backend_key *k, *other;
+	struct lk_test_notified nt = { 0 };
+	struct lk_test_reply g = { 0 };
+	char *orphan, *now_held;
+
+	start_backend(srv.address, 300);
+	k = lk_test_key_new("alpha", NULL);
+	other = lk_test_key_new("beta", &nt);
+	be->ops->watch(other, true);
+	lk_test_run_for(300);
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	ck_assert_int_eq(be->ops->acquire(k, 30000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
+	orphan = lk_test_redis_get(&srv, KEY);
+	ck_assert_msg(orphan && strncmp(orphan, "alpha:", 6) == 0, "no orphan: %s", orphan);
+	lk_test_run_for(300); /* notices of the reconnect, if any */
+
+	nt.n = 0;
+	g = lk_test_acquire(k, 30000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "status %d holder %s err %s", g.status, g.holder,
+	              g.err);
+	lk_test_run_for(300);
+	now_held = lk_test_redis_get(&srv, KEY);
+	printf("orphan %s reclaimed as %s; release notices to the other key: %d\n", orphan,
+	       now_held, nt.n);
+	ck_assert_str_ne(orphan, now_held);
+	ck_assert_int_eq(nt.n, 0);
+	ck_assert_ptr_nonnull(strstr(logs.text, "deleting it"));
+	ck_assert_int_eq(lk_test_release(k, g.token).status, LK_REPLY_OK);
+	free(orphan);
+	free(now_held);
+}
+END_TEST
+
 START_TEST(test_own_identity_holding_without_a_lost_acquire_is_held)
 {
 	struct lk_backend_key *k;
@@ -1016,6 +1057,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
 	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
 	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
+	tcase_add_test(tc, test_own_orphan_reclaim_sends_no_release_notice);
 	tcase_add_test(tc, test_own_identity_holding_without_a_lost_acquire_is_held);
 	tcase_add_test(tc, test_wrong_type_is_fatal);
 	tcase_add_test(tc, test_script_flush_falls_back_to_eval);
