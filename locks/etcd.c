@@ -3,18 +3,38 @@
  * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb), and finished transfers are
  * collected with curl_multi_info_read() after every curl_multi_socket_action().
  *
- * The lock protocol, with token = the key's create_revision (strictly increasing across holders
- * because revisions are):
- *   acquire = lease grant (validity counts from its send time) + txn "if the key does not
- *             exist, put identity attached to the lease"; a lost race revokes the unused lease.
+ * The lock protocol. A tenure is identified by the key's create_revision (and its lease); its
+ * token is base + create_revision, where the base is the value of the key "<key>:fence",
+ * seeded from the wall clock in microseconds whenever it is missing. Revisions increase within
+ * one cluster, and a cluster rebuilt empty starts again at 1 but also without the fence key,
+ * which is then seeded with a far larger base: tokens are never issued twice.
+ *   acquire = range (a held key costs a follower no write) + lease grant (validity counts from
+ *             its send time) + one txn "if the key does not exist, put identity attached to the
+ *             lease and seed the fence key if it is missing; read back both"; a lost race
+ *             revokes the unused lease.
  *   renew   = lease keepalive (validity from its send time) + range to prove the key is still
- *             the one created at revision `token`, still on our lease.
- *   release = txn "delete if create_revision == token (and lease == ours)" + revoke of the
- *             tenure's lease.
+ *             the one created at the tenure's create_revision, still on our lease.
+ *   release = txn "delete if create_revision == the tenure's (and lease == ours)" + revoke of
+ *             the tenure's lease.
  *   watch   = a streaming POST /v3/watch per watching key; a DELETE wakes the follower.
- * A lock operation is a short chain of HTTP requests (struct lk_etcd_op); the whole chain is
- * bounded by the backend timeout, so the contract's "one reply, at the latest about `timeout`
- * after the request" holds however many steps it takes.
+ * A lock operation is a short chain of HTTP requests (struct lk_etcd_op). Each request gets
+ * the whole backend timeout of its own: on a link with a 400ms round trip a three-request
+ * acquire must not share one second between its steps (it would never succeed).
+ *
+ * Wiped and replaced clusters (I10): every answer's header carries the cluster id and the
+ * revision. Another cluster id than the one seen before, or a linearizable read or txn that
+ * answers with a revision below the highest one seen, means the data may have lost tenures it
+ * granted: holdoff_until() then holds new tenures off for one ttl from that moment, every key
+ * hears LK_NOTICE_RECONNECTED (a leader re-proves its tenure at once), and the next acquire of
+ * each key overwrites its fence key with the wall clock, so that a cluster restored from an
+ * older snapshot (whose fence and revisions are old) does not reissue tokens either.
+ * Keepalive, grant and status answers come from whichever member answers and may lag: only
+ * their cluster id counts.
+ *
+ * Orphans: an acquire txn that got no answer (timeout, broken connection) may still have
+ * created the key. The key remembers that, and the next acquire that finds the key held under
+ * its own identity by a tenure it never reported deletes exactly that key revision (txn
+ * compare create_revision and lease), revokes its lease, and goes on acquiring.
  *
  * Unlike Redis there is no connection to keep: curl pools connections per transfer. What the
  * backend keeps instead is the current endpoint (failed over on connection-level errors), the
@@ -72,7 +92,8 @@
 
 /* Limits on what the config and the server control. */
 #define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
-#define LK_ETCD_MAX_KEY_LEN        LK_ETCD_JSON_MAX_KEY
+#define LK_ETCD_FENCE_SUFFIX       ":fence"
+#define LK_ETCD_MAX_KEY_LEN        (LK_ETCD_JSON_MAX_KEY - (int)sizeof(LK_ETCD_FENCE_SUFFIX) + 1)
 #define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
 #define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
 #define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
@@ -132,6 +153,7 @@ enum lk_etcd_step {
 	LK_ETCD_STEP_KEEPALIVE, /* renew */
 	LK_ETCD_STEP_CHECK,     /* renew: range */
 	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours */
+	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own orphan */
 };
 
 static const char *const lk_etcd_step_names[] = {
@@ -141,6 +163,7 @@ static const char *const lk_etcd_step_names[] = {
 	[LK_ETCD_STEP_KEEPALIVE] = "lease keepalive",
 	[LK_ETCD_STEP_CHECK] = "renew range",
 	[LK_ETCD_STEP_DELETE] = "release txn",
+	[LK_ETCD_STEP_RECLAIM] = "orphan delete txn",
 };
 
 static const char *const lk_etcd_op_names[] = {
@@ -187,11 +210,14 @@ struct lk_etcd_op {
 	lk_backend_reply_fn *cb;
 	void *arg;
 	uint64_t token;
+	int64_t rev;                     /* renew/release: the tenure's create_revision */
 	int64_t ttl_ms;
 	int64_t lease;                   /* acquire: granted; renew/release: the tenure's; 0 none */
+	int64_t orphan_rev, orphan_lease; /* acquire: our own orphan being deleted */
+	bool reclaimed;                  /* acquire: deleted an orphan once already */
+	bool create_unanswered;          /* acquire: the create txn was sent, no answer yet */
 	int64_t ttl_s;                   /* acquire: TTL granted; renew: TTL left after keepalive */
 	int64_t sent_ns;                 /* when the proving grant or keepalive was sent */
-	int64_t deadline_ns;             /* the whole operation's */
 	struct lk_etcd_xfer *xfer;       /* the step in flight, or NULL */
 	bool waiting_auth;               /* parked until authenticate answers */
 	bool reauthed;                   /* the one retry after an invalid token was used */
@@ -207,6 +233,8 @@ struct lk_backend_key {
 	struct lk_etcd *e;
 	char *key;
 	size_t key_len;
+	char *fkey;                      /* "<key>:fence": the token base */
+	size_t fkey_len;
 	char *identity;
 	size_t identity_len;
 	lk_backend_notify_fn *notify;
@@ -217,8 +245,11 @@ struct lk_backend_key {
 	 * that ended (renewal found the key gone or taken) keeps token and lease, so that a
 	 * release still compares on both (I3), but is not renewed again. */
 	uint64_t token;
+	int64_t rev;                     /* the tenure's create_revision */
 	int64_t lease;
 	bool ended;
+	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
+	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
 	/* The watch. */
 	bool watching;                   /* wanted */
 	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
@@ -266,6 +297,14 @@ struct lk_etcd {
 	bool was_ready;                  /* has ever been ready */
 	bool outage;                     /* the current outage has been logged at WARN */
 	bool watch_ok;                   /* a watch was confirmed inside a curl callback */
+	bool reconnected;                /* RECONNECTED is owed to every key */
+	/* The cluster answering (I10): its id and the highest revision a linearizable request
+	 * saw; replaced once either went wrong, from reached_ns on. */
+	uint64_t cluster_id;
+	int64_t max_revision;
+	bool replaced;
+	int64_t reached_ns;
+	char replaced_why[LK_ETCD_MAX_LOG_LEN];
 	unsigned attempt;                /* failed probes since the last success */
 	struct lk_etcd_xfer_list xfers;
 	struct lk_etcd_op_list ops;
@@ -409,6 +448,47 @@ static void lk_etcd_mark_up(struct lk_etcd *e)
 	            e->endpoints[e->cur]);
 	e->was_ready = true;
 	e->outage = false;
+	/* After an outage or a failover the member answering may be another one, or another
+	 * cluster: a leader re-proves its tenure, a follower looks again (I10). */
+	e->reconnected = true;
+}
+
+/* What an answer's header says about the cluster behind it (I10). ordered: the answer comes
+ * from a linearizable request (a range or a txn), so its revision is at least that of every
+ * answer before it, unless the data went back. Returns true if this answer shows that the
+ * cluster was replaced (wiped, or restored from an older snapshot): hold-off from now on. */
+static bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered)
+{
+	struct lk_backend_key *k;
+	char why[LK_ETCD_MAX_LOG_LEN];
+
+	if (e->closing)
+		return false;
+	if (cluster_id && e->cluster_id && cluster_id != e->cluster_id) {
+		snprintf(why, sizeof(why), "etcd cluster id changed from %" PRIx64 " to %" PRIx64
+		         ": the old cluster's tenures may still run", e->cluster_id, cluster_id);
+	} else if (ordered && revision > 0 && revision < e->max_revision) {
+		snprintf(why, sizeof(why), "etcd revision went back from %" PRId64 " to %" PRId64
+		         " (wiped or restored): tenures it granted may be lost", e->max_revision,
+		         revision);
+	} else {
+		if (cluster_id)
+			e->cluster_id = cluster_id;
+		if (ordered && revision > e->max_revision)
+			e->max_revision = revision;
+		return false;
+	}
+	if (cluster_id)
+		e->cluster_id = cluster_id;
+	e->max_revision = ordered ? revision : 0;
+	e->replaced = true;
+	e->reached_ns = lk_mono_ns();
+	snprintf(e->replaced_why, sizeof(e->replaced_why), "%s", why);
+	e->reconnected = true;
+	TAILQ_FOREACH(k, &e->keys, link)
+		k->refence = true;
+	lk_etcd_log(e, LK_BLOG_WARN, "%s at %s", why, e->endpoints[e->cur]);
+	return true;
 }
 
 /* Something failed the way an unreachable etcd fails (why names the endpoint): not ready until
@@ -871,6 +951,7 @@ static void lk_etcd_key_destroy(struct lk_backend_key *k)
 	if (k->wdeadline)
 		event_free(k->wdeadline);
 	free(k->key);
+	free(k->fkey);
 	free(k->identity);
 	free(k);
 }
@@ -894,10 +975,14 @@ static void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
 static void lk_etcd_notify_sweep(struct lk_etcd *e)
 {
 	struct lk_backend_key *k = TAILQ_FIRST(&e->keys), *next;
+	bool reconnected = e->reconnected;
 
+	e->reconnected = false;
 	if (k)
 		k->refs++;
 	while (k) {
+		if (reconnected && !e->closing && !k->dead && k->notify)
+			k->notify(k->notify_arg, LK_NOTICE_RECONNECTED);
 		if (k->notify_pending && !e->closing && !k->dead && k->watching && k->notify) {
 			k->notify_pending = false;
 			k->notify(k->notify_arg, LK_NOTICE_MAYBE_FREE);
@@ -959,7 +1044,10 @@ static void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
 	va_end(ap);
 	/* An acquire that got a lease but no lock: the txn may even have gone through unseen
 	 * (a timeout after etcd applied it), and revoking the lease deletes such a key too, so
-	 * that nobody holds a lock it does not know about. */
+	 * that nobody holds a lock it does not know about. The revoke may fail as well: the key
+	 * remembers that an orphan of ours may exist. */
+	if (op->kind == LK_ETCD_ACQUIRE && op->create_unanswered && !op->k->dead)
+		op->k->unsure = true;
 	if (op->kind == LK_ETCD_ACQUIRE && op->lease)
 		lk_etcd_revoke(op->e, op->lease);
 	lk_etcd_op_done(op, &rep);
@@ -982,10 +1070,7 @@ static void lk_etcd_op_next(struct lk_etcd_op *op)
 {
 	int rc = lk_etcd_op_send(op);
 
-	if (rc == -ETIMEDOUT)
-		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s timed out after %" PRId64 "ms",
-		                lk_etcd_op_names[op->kind], op->e->timeout_ms);
-	else if (rc < 0)
+	if (rc < 0)
 		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s failed: %s", lk_etcd_op_names[op->kind],
 		                strerror(-rc));
 }
@@ -996,7 +1081,8 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 	struct lk_backend_key *k = op->k;
 	enum lk_etcd_call call;
 	struct lk_etcd_xfer *x;
-	int64_t left_ms, ttl_s, sent = 0;
+	struct timespec now;
+	int64_t ttl_s, seed, sent = 0;
 	char *body = NULL;
 	int rc;
 
@@ -1006,11 +1092,6 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 			op->waiting_auth = true;
 		return rc;
 	}
-	left_ms = (op->deadline_ns - lk_mono_ns()) / 1000000;
-	if (left_ms <= 0)
-		return -ETIMEDOUT;
-	if (left_ms > e->timeout_ms)
-		left_ms = e->timeout_ms;
 
 	switch (op->step) {
 	case LK_ETCD_STEP_GRANT:
@@ -1021,9 +1102,19 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		sent = lk_mono_ns();
 		break;
 	case LK_ETCD_STEP_CREATE:
+		/* The base a missing fence key gets: the wall clock in microseconds, which has grown
+		 * by far more than any cluster's revision since the fence it replaces was seeded
+		 * (as long as the clock does not step back). */
+		clock_gettime(CLOCK_REALTIME, &now);
+		seed = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_create(k->key, k->key_len, k->identity, k->identity_len,
-		                             op->lease, &body);
+		rc = lk_etcd_json_txn_acquire(k->key, k->key_len, k->fkey, k->fkey_len, k->identity,
+		                              k->identity_len, op->lease, seed, k->refence, &body);
+		break;
+	case LK_ETCD_STEP_RECLAIM:
+		call = LK_ETCD_CALL_TXN;
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, op->orphan_rev, op->orphan_lease,
+		                             &body);
 		break;
 	case LK_ETCD_STEP_KEEPALIVE:
 		call = LK_ETCD_CALL_KEEPALIVE;
@@ -1038,17 +1129,18 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 	case LK_ETCD_STEP_DELETE:
 	default:
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, (int64_t)op->token, op->lease,
-		                             &body);
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, op->rev, op->lease, &body);
 		break;
 	}
 	if (rc < 0)
 		return rc;
-	x = lk_etcd_xfer_start(e, LK_ETCD_X_OP, call, body, false, left_ms);
+	x = lk_etcd_xfer_start(e, LK_ETCD_X_OP, call, body, false, e->timeout_ms);
 	if (!x)
 		return -ENOMEM;
 	x->op = op;
 	op->xfer = x;
+	if (op->step == LK_ETCD_STEP_CREATE)
+		op->create_unanswered = true;
 	/* Validity is counted from here (I1): the request leaves a little later, which only
 	 * makes the proven lease shorter than the real one. */
 	if (sent)
@@ -1071,6 +1163,12 @@ static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_op_parsed(op, x, o);
 		return;
 	}
+	/* An error answer means the txn was not applied, unless etcd gave up waiting for its
+	 * own proposal (canceled, deadline exceeded, a leader lost on the way): that one may
+	 * still apply, like a request that got no answer at all. */
+	if (op->step == LK_ETCD_STEP_CREATE && !o->transport && o->code != 1 && o->code != 4 &&
+	    o->code != LK_ETCD_GRPC_UNAVAILABLE && o->http < 500)
+		op->create_unanswered = false;
 	if (o->conn_level) {
 		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
 		lk_etcd_mark_down(e, o->why);
@@ -1099,6 +1197,42 @@ static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		                "%s failed: %s", step, o->why);
 }
 
+/* Whether kv is an orphan of ours: our identity, after an acquire whose outcome we never
+ * learnt, and not the tenure we hold. Without the unsure mark, a key under our identity is
+ * left alone: it may belong to another process that was given the same identity. */
+static bool lk_etcd_own_orphan(const struct lk_backend_key *k, const struct lk_etcd_kv *kv)
+{
+	if (!k->unsure || kv->value_too_long || kv->value_len != k->identity_len ||
+	    memcmp(kv->value, k->identity, k->identity_len) != 0)
+		return false;
+	return !(k->lease && !k->ended && kv->create_revision == k->rev);
+}
+
+/* Delete exactly our orphan's key revision (compare create_revision and lease), revoke its
+ * lease, then go on with the acquire. */
+static void lk_etcd_reclaim(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
+{
+	op->reclaimed = true;
+	op->orphan_rev = kv->create_revision;
+	op->orphan_lease = kv->lease;
+	op->step = LK_ETCD_STEP_RECLAIM;
+	lk_etcd_log(op->e, LK_BLOG_WARN, "key %s holds our own unannounced tenure (create_revision "
+	            "%" PRId64 "; an acquire whose answer was lost went through): deleting it",
+	            op->k->key, kv->create_revision);
+	lk_etcd_op_next(op);
+}
+
+/* Somebody else holds the key (ours would have been reclaimed): a pending orphan of ours can
+ * no longer appear while it does. */
+static void lk_etcd_held(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
+{
+	struct lk_backend_key *k = op->k;
+
+	if (kv->value_len != k->identity_len || memcmp(kv->value, k->identity, k->identity_len))
+		k->unsure = false;
+	lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(kv));
+}
+
 /* A 2xx answer to a step: parse it and move on. */
 static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
                               struct lk_etcd_outcome *o)
@@ -1109,6 +1243,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	const char *body = x->resp ? x->resp : "";
 	char err[LK_ETCD_MAX_ERR_LEN];
 	struct lk_etcd_keepalive ka;
+	struct lk_etcd_acquired aq;
 	struct lk_etcd_grant g;
 	struct lk_etcd_range rg;
 	struct lk_etcd_txn t;
@@ -1122,11 +1257,19 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
+		if (lk_etcd_seen(e, rg.cluster_id, rg.revision, true)) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
+			return;
+		}
+		if (rg.found && lk_etcd_own_orphan(k, &rg.kv) && !op->reclaimed) {
+			lk_etcd_reclaim(op, &rg.kv);
+			return;
+		}
 		/* Held: say so without granting (and revoking) a lease, three raft writes that a
 		 * follower retrying every retry_interval would otherwise cost the cluster. Free:
 		 * the txn below still decides, so a race with another replica stays safe. */
 		if (rg.found) {
-			lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&rg.kv));
+			lk_etcd_held(op, &rg.kv);
 			return;
 		}
 		op->step = LK_ETCD_STEP_GRANT;
@@ -1140,18 +1283,36 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_mark_up(e);
 		op->lease = g.id;
 		op->ttl_s = g.ttl;
+		if (lk_etcd_seen(e, g.cluster_id, g.revision, false)) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
+			return;
+		}
 		op->step = LK_ETCD_STEP_CREATE;
 		lk_etcd_op_next(op);
 		return;
 
 	case LK_ETCD_STEP_CREATE:
-		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
-		                            sizeof(err));
+		rc = lk_etcd_json_parse_acquire(body, x->resp_len, k->key, k->key_len, k->fkey,
+		                                k->fkey_len, &aq, err, sizeof(err));
 		if (rc < 0)
 			break;
+		op->create_unanswered = false;
 		lk_etcd_mark_up(e);
-		if (t.succeeded && t.found && t.kv.lease == op->lease && t.kv.create_revision > 0) {
-			op->token = (uint64_t)t.kv.create_revision;
+		/* A tenure on a cluster that was just found replaced must not start: op_fail
+		 * revokes the lease, and the key goes with it. */
+		if (lk_etcd_seen(e, aq.cluster_id, aq.revision, true)) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
+			return;
+		}
+		if (aq.succeeded && aq.found && aq.kv.lease == op->lease && aq.kv.create_revision > 0) {
+			if (!aq.fence_found || aq.fence_bad ||
+			    aq.fence > INT64_MAX - aq.kv.create_revision) {
+				lk_etcd_op_fail(op, LK_REPLY_FATAL, "fence key %s %s: delete it, and the "
+				                "next acquire seeds it again from the clock", k->fkey,
+				                aq.fence_found ? "holds no usable token base" : "is missing");
+				return;
+			}
+			op->token = (uint64_t)(aq.fence + aq.kv.create_revision);
 			if (k->dead) {
 				/* Nobody will ever renew or release this: let it go now, not at TTL. */
 				lk_etcd_revoke(e, op->lease);
@@ -1159,21 +1320,47 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 				if (k->lease && k->lease != op->lease)
 					lk_etcd_revoke(e, k->lease);
 				k->token = op->token;
+				k->rev = aq.kv.create_revision;
 				k->lease = op->lease;
 				k->ended = false;
+				k->unsure = false;
+				k->refence = false;
 			}
 			op->lease = 0; /* the tenure's now: op_fail must not revoke it */
 			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 			return;
 		}
-		if (!t.succeeded && t.found) {
+		if (!aq.succeeded && aq.found) {
+			/* Our own acquire that timed out may have landed in between. */
+			if (lk_etcd_own_orphan(k, &aq.kv) && !op->reclaimed) {
+				lk_etcd_reclaim(op, &aq.kv);
+				return;
+			}
 			lk_etcd_revoke(e, op->lease);
 			op->lease = 0;
-			lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&t.kv));
+			lk_etcd_held(op, &aq.kv);
 			return;
 		}
 		lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: %s", step,
-		                t.succeeded ? "our key reads back wrong" : "failed without a holder");
+		                aq.succeeded ? "our key reads back wrong" : "failed without a holder");
+		return;
+
+	case LK_ETCD_STEP_RECLAIM:
+		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
+		                            sizeof(err));
+		if (rc < 0)
+			break;
+		lk_etcd_mark_up(e);
+		if (lk_etcd_seen(e, t.cluster_id, t.revision, true)) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
+			return;
+		}
+		/* Deleted, or changed meanwhile (then it was not ours to delete): the create txn
+		 * decides either way. */
+		lk_etcd_revoke(e, op->orphan_lease);
+		k->unsure = false;
+		op->step = op->lease ? LK_ETCD_STEP_CREATE : LK_ETCD_STEP_GRANT;
+		lk_etcd_op_next(op);
 		return;
 
 	case LK_ETCD_STEP_KEEPALIVE:
@@ -1181,6 +1368,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
+		(void)lk_etcd_seen(e, ka.cluster_id, ka.revision, false);
 		if (ka.id != 0 && ka.id != op->lease) {
 			lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: lease %" PRId64,
 			                step, ka.id);
@@ -1203,11 +1391,11 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
+		(void)lk_etcd_seen(e, rg.cluster_id, rg.revision, true);
 		/* Same create_revision and still on our lease: our key. A plain put over it (keeps
 		 * the create_revision, drops the lease) made it someone else's: it would no longer
 		 * expire with us. */
-		if (rg.found && (uint64_t)rg.kv.create_revision == op->token &&
-		    rg.kv.lease == op->lease) {
+		if (rg.found && rg.kv.create_revision == op->rev && rg.kv.lease == op->lease) {
 			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 			return;
 		}
@@ -1225,6 +1413,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
+		(void)lk_etcd_seen(e, t.cluster_id, t.revision, true);
 		/* Deleted or not ours any more: either way the tenure's lease has no use left. */
 		lk_etcd_revoke(e, op->lease);
 		lk_etcd_key_end_tenure(k, op->token);
@@ -1270,7 +1459,6 @@ static struct lk_etcd_op *lk_etcd_op_new(struct lk_backend_key *k, enum lk_etcd_
 	op->k = k;
 	op->cb = cb;
 	op->arg = arg;
-	op->deadline_ns = lk_mono_ns() + e->timeout_ms * 1000000;
 	k->refs++;
 	TAILQ_INSERT_TAIL(&e->ops, op, link);
 	return op;
@@ -1776,11 +1964,15 @@ static struct lk_backend_key *lk_etcd_key_new(struct lk_backend *b, const char *
 		return NULL;
 	k->e = e;
 	k->key = strdup(key);
+	k->fkey_len = klen + strlen(LK_ETCD_FENCE_SUFFIX);
+	k->fkey = malloc(k->fkey_len + 1);
 	k->identity = strdup(identity);
 	k->wretry = evtimer_new(e->base, lk_etcd_watch_retry_cb, k);
 	k->wdeadline = evtimer_new(e->base, lk_etcd_watch_deadline_cb, k);
-	if (!k->key || !k->identity || !k->wretry || !k->wdeadline)
+	if (!k->key || !k->fkey || !k->identity || !k->wretry || !k->wdeadline)
 		goto fail;
+	/* Beside the lock key, not under it: "<key>/..." could be someone's prefix. */
+	snprintf(k->fkey, k->fkey_len + 1, "%s%s", key, LK_ETCD_FENCE_SUFFIX);
 	k->key_len = klen;
 	k->identity_len = ilen;
 	k->notify = notify;
@@ -1794,6 +1986,7 @@ fail:
 	if (k->wdeadline)
 		event_free(k->wdeadline);
 	free(k->key);
+	free(k->fkey);
 	free(k->identity);
 	free(k);
 	return NULL;
@@ -1847,6 +2040,7 @@ static int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_m
 	if (k->token != token || k->lease == 0 || k->ended)
 		return lk_etcd_op_defer(op, LK_REPLY_GONE);
 	op->lease = k->lease;
+	op->rev = k->rev;
 	return lk_etcd_op_start(op);
 }
 
@@ -1863,9 +2057,13 @@ static int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_
 	if (!op)
 		return -ENOMEM;
 	op->token = token;
-	/* The compare on create_revision (and on the lease, when we know it) is what makes this
-	 * safe (I3); the lease is revoked afterwards, and only if it is this tenure's. */
-	op->lease = k->token == token ? k->lease : 0;
+	/* A token is base + create_revision: only the tenure this key holds (or held last) can
+	 * be mapped back, and nothing else is ours to delete. The compare on create_revision and
+	 * on the lease is what makes this safe (I3); the lease is revoked afterwards. */
+	if (k->token != token || k->rev <= 0)
+		return lk_etcd_op_defer(op, LK_REPLY_GONE);
+	op->rev = k->rev;
+	op->lease = k->lease;
 	return lk_etcd_op_start(op);
 }
 
@@ -1950,15 +2148,26 @@ static void lk_etcd_free(struct lk_backend *b)
 	lk_etcd_leave(e);
 }
 
-/* Wiped-cluster detection is not done yet: no hold-off. */
+/* I10: after this backend saw the cluster replaced (its id changed, or its revision went
+ * back), one ttl from that moment. A cluster met for the first time says nothing about its
+ * past (etcd reports no uptime worth trusting for this), so there is no hold-off then. */
 static int64_t lk_etcd_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
                                      size_t cap)
 {
-	(void)k;
-	(void)ttl_ms;
-	(void)why;
-	(void)cap;
-	return 0;
+	const struct lk_etcd *e;
+	int64_t until;
+
+	if (!k || k->dead || ttl_ms <= 0)
+		return 0;
+	e = k->e;
+	if (!e->replaced)
+		return 0;
+	until = lk_holdoff_until(e->reached_ns, -1, true, ttl_ms);
+	if (until <= lk_mono_ns())
+		return 0;
+	if (why && cap)
+		snprintf(why, cap, "%s", e->replaced_why);
+	return until;
 }
 
 static const struct lk_backend_ops lk_etcd_ops = {

@@ -87,33 +87,51 @@ int lk_etcd_json_lease_id(int64_t id, char **ret)
 	return lk_etcd_json_dump(json_pack("{s:s}", "ID", s), ret);
 }
 
-int lk_etcd_json_txn_create(const void *key, size_t klen, const void *value, size_t vlen,
-                            int64_t lease, char **ret)
+int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
+                             const void *value, size_t vlen, int64_t lease, int64_t seed,
+                             bool overwrite_fence, char **ret)
 {
-	char *k64 = NULL, *v64 = NULL, id[24];
+	char *k64 = NULL, *f64 = NULL, *v64 = NULL, *s64 = NULL, id[24], num[24];
+	json_t *fence;
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || (!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE ||
-	    lease <= 0 || !ret)
+	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen) ||
+	    (klen == fklen && memcmp(key, fkey, klen) == 0) || (!value && vlen) ||
+	    vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 || seed <= 0 || !ret)
 		return -EINVAL;
+	lk_etcd_json_i64(num, seed);
 	k64 = lk_etcd_json_b64(key, klen);
+	f64 = lk_etcd_json_b64(fkey, fklen);
 	v64 = lk_etcd_json_b64(value ? value : "", vlen);
-	if (!k64 || !v64) {
+	s64 = lk_etcd_json_b64(num, strlen(num));
+	if (!k64 || !f64 || !v64 || !s64) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	lk_etcd_json_i64(id, lease);
-	/* "create_revision":"0" must be sent although it is the zero value: it selects the
-	 * compare's target field. */
-	rc = lk_etcd_json_dump(json_pack(
-		"{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s, s:s, s:s}}, {s:{s:s}}], s:[{s:{s:s}}]}",
+	/* A missing fence key is seeded inside the same txn (a nested one: "if version == 0,
+	 * put"), so that a tenure never starts without a base and one round trip does it all. */
+	if (overwrite_fence)
+		fence = json_pack("{s:{s:s, s:s}}", "request_put", "key", f64, "value", s64);
+	else
+		fence = json_pack("{s:{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s, s:s}}]}}",
+		                  "request_txn", "compare", "key", f64, "target", "VERSION",
+		                  "result", "EQUAL", "version", "0",
+		                  "success", "request_put", "key", f64, "value", s64);
+	/* "create_revision":"0" and "version":"0" must be sent although they are the zero
+	 * values: they select the compare's target field. */
+	rc = lk_etcd_json_dump(fence ? json_pack(
+		"{s:[{s:s, s:s, s:s, s:s}], s:[o, {s:{s:s, s:s, s:s}}, {s:{s:s}}, {s:{s:s}}],"
+		" s:[{s:{s:s}}, {s:{s:s}}]}",
 		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", "0",
-		"success", "request_put", "key", k64, "value", v64, "lease", id,
-		"request_range", "key", k64,
-		"failure", "request_range", "key", k64), ret);
+		"success", fence, "request_put", "key", k64, "value", v64, "lease", id,
+		"request_range", "key", k64, "request_range", "key", f64,
+		"failure", "request_range", "key", k64, "request_range", "key", f64) : NULL, ret);
 out:
 	free(k64);
+	free(f64);
 	free(v64);
+	free(s64);
 	return rc;
 }
 
@@ -410,16 +428,51 @@ bad:
 	return -EINVAL;
 }
 
-/* header.revision. Every real answer has a header (cluster and member IDs are never zero), so
- * where the defaults of a missing body would read as a meaningful answer (a txn that "did not
- * succeed", a range that "found nothing"), a missing header marks the body as garbage. */
+/* header.cluster_id: a uint64 as a decimal string (or a plain JSON integer). Absent means 0. */
+static int lk_etcd_json_cluster(const json_t *h, uint64_t *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(h, "cluster_id");
+	const char *s;
+	uint64_t acc = 0;
+	size_t n;
+
+	*out = 0;
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_integer(v) && json_integer_value(v) >= 0) {
+		*out = (uint64_t)json_integer_value(v);
+		return 0;
+	}
+	if (!json_is_string(v))
+		goto bad;
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (n == 0 || n > 20)
+		goto bad;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9' || acc > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+			goto bad;
+		acc = acc * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = acc;
+	return 0;
+bad:
+	lk_etcd_json_msg(err, errlen, "field \"cluster_id\" is not a 64-bit unsigned integer");
+	return -EINVAL;
+}
+
+/* header.revision and header.cluster_id. Every real answer has a header (cluster and member
+ * IDs are never zero), so where the defaults of a missing body would read as a meaningful
+ * answer (a txn that "did not succeed", a range that "found nothing"), a missing header marks
+ * the body as garbage. */
 static int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revision,
-                               char *err, size_t errlen)
+                               uint64_t *cluster_id, char *err, size_t errlen)
 {
 	json_t *h;
 	int rc = lk_etcd_json_child(obj, "header", JSON_OBJECT, &h, err, errlen);
 
 	*revision = 0;
+	*cluster_id = 0;
 	if (rc < 0)
 		return rc;
 	if (!h) {
@@ -428,7 +481,10 @@ static int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revisi
 		lk_etcd_json_msg(err, errlen, "response without a header");
 		return -EINVAL;
 	}
-	return lk_etcd_json_uint(h, "revision", revision, err, errlen);
+	rc = lk_etcd_json_uint(h, "revision", revision, err, errlen);
+	if (rc == 0)
+		rc = lk_etcd_json_cluster(h, cluster_id, err, errlen);
+	return rc;
 }
 
 /* Whether a base64 key field decodes to exactly key[klen]. */
@@ -498,13 +554,12 @@ int lk_etcd_json_parse_grant(const char *body, size_t len, struct lk_etcd_grant 
                              char *err, size_t errlen)
 {
 	struct lk_etcd_grant g = { 0 };
-	int64_t rev;
 	json_t *root;
 	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
 
 	if (rc < 0)
 		return rc;
-	if ((rc = lk_etcd_json_header(root, false, &rev, err, errlen)) < 0 ||
+	if ((rc = lk_etcd_json_header(root, false, &g.revision, &g.cluster_id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_uint(root, "ID", &g.id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_int(root, "TTL", &g.ttl, err, errlen)) < 0)
 		goto out;
@@ -529,7 +584,6 @@ int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_ke
 {
 	struct lk_etcd_keepalive ka = { 0 };
 	json_t *root, *result;
-	int64_t rev;
 	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
 
 	if (rc < 0)
@@ -543,7 +597,8 @@ int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_ke
 		goto out;
 	}
 	/* No TTL is the documented answer for a lease that expired or was revoked. */
-	if ((rc = lk_etcd_json_header(result, false, &rev, err, errlen)) < 0 ||
+	if ((rc = lk_etcd_json_header(result, false, &ka.revision, &ka.cluster_id, err,
+	                              errlen)) < 0 ||
 	    (rc = lk_etcd_json_uint(result, "ID", &ka.id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_int(result, "TTL", &ka.ttl, err, errlen)) < 0)
 		goto out;
@@ -579,7 +634,7 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
 		lk_etcd_json_msg(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if ((rc = lk_etcd_json_header(root, true, &r->revision, err, errlen)) == 0)
+	if ((rc = lk_etcd_json_header(root, true, &r->revision, &r->cluster_id, err, errlen)) == 0)
 		rc = lk_etcd_json_kvs(root, key, klen, &r->found, &r->kv, err, errlen);
 	json_decref(root);
 	if (rc == 0 && out)
@@ -609,7 +664,7 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 		lk_etcd_json_msg(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if ((rc = lk_etcd_json_header(root, true, &t->revision, err, errlen)) < 0 ||
+	if ((rc = lk_etcd_json_header(root, true, &t->revision, &t->cluster_id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_bool(root, "succeeded", &t->succeeded, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
 		goto out;
@@ -637,18 +692,103 @@ out:
 	return rc;
 }
 
+/* A fence value: a positive decimal integer of at most 19 digits. */
+static bool lk_etcd_json_fence(const struct lk_etcd_kv *kv, int64_t *out)
+{
+	int64_t v = 0;
+
+	if (kv->value_too_long || kv->value_len == 0 || kv->value_len > LK_ETCD_JSON_INT_DIGITS)
+		return false;
+	for (size_t i = 0; i < kv->value_len; i++) {
+		if (kv->value[i] < '0' || kv->value[i] > '9' ||
+		    v > (INT64_MAX - (kv->value[i] - '0')) / 10)
+			return false;
+		v = v * 10 + (kv->value[i] - '0');
+	}
+	if (v <= 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
+                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
+                               char *err, size_t errlen)
+{
+	struct lk_etcd_acquired *t;
+	struct lk_etcd_kv *fkv = NULL;
+	json_t *root, *responses, *range, *ranges[2] = { NULL, NULL };
+	size_t i;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen)) {
+		lk_etcd_json_msg(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	if (rc < 0)
+		return rc;
+	t = calloc(1, sizeof(*t));
+	fkv = calloc(1, sizeof(*fkv));
+	if (!t || !fkv) {
+		rc = -ENOMEM;
+		lk_etcd_json_msg(err, errlen, "out of memory");
+		goto out;
+	}
+	if ((rc = lk_etcd_json_header(root, true, &t->revision, &t->cluster_id, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(root, "succeeded", &t->succeeded, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+		goto out;
+	/* An empty range says nothing about which key it was for: the order of the requests
+	 * does (the key's range, then the fence key's, last in either branch). */
+	for (i = 0; responses && i < json_array_size(responses); i++) {
+		json_t *op = json_array_get(responses, i);
+
+		if (!json_is_object(op)) {
+			rc = -EINVAL;
+			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
+			goto out;
+		}
+		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
+		if (rc < 0)
+			goto out;
+		if (range) {
+			ranges[0] = ranges[1];
+			ranges[1] = range;
+		}
+	}
+	if (!ranges[0] || !ranges[1]) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "acquire txn response without its two ranges");
+		goto out;
+	}
+	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &t->found, &t->kv, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_kvs(ranges[1], fkey, fklen, &t->fence_found, fkv, err, errlen)) < 0)
+		goto out;
+	if (t->fence_found)
+		t->fence_bad = !lk_etcd_json_fence(fkv, &t->fence);
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = *t;
+	free(t);
+	free(fkv);
+	return rc;
+}
+
 int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
                             char *err, size_t errlen)
 {
 	json_t *root, *tok = NULL;
 	const char *s;
+	uint64_t cluster;
 	int64_t rev;
 	size_t n;
 	int rc = lk_etcd_json_load(body, len, &root, err, errlen);
 
 	if (rc < 0)
 		return rc;
-	rc = lk_etcd_json_header(root, false, &rev, err, errlen);
+	rc = lk_etcd_json_header(root, false, &rev, &cluster, err, errlen);
 	if (rc == 0)
 		rc = lk_etcd_json_child(root, "token", JSON_STRING, &tok, err, errlen);
 	if (rc < 0)
@@ -745,7 +885,7 @@ int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size
 		lk_etcd_json_msg(err, errlen, "watch response without a result");
 		goto out;
 	}
-	if ((rc = lk_etcd_json_header(result, false, &w.revision, err, errlen)) < 0 ||
+	if ((rc = lk_etcd_json_header(result, false, &w.revision, &w.cluster_id, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_bool(result, "created", &w.created, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_bool(result, "canceled", &w.canceled, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_uint(result, "compact_revision", &w.compact_revision, err,
@@ -779,7 +919,7 @@ int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_statu
 
 	if (rc < 0)
 		return rc;
-	rc = lk_etcd_json_header(root, true, &st.revision, err, errlen);
+	rc = lk_etcd_json_header(root, true, &st.revision, &st.cluster_id, err, errlen);
 	/* Member IDs are uint64 and may not fit an int64: only "is it zero" matters here. */
 	leader = json_object_get(root, "leader");
 	if (rc == 0 && json_is_string(leader)) {

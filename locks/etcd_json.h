@@ -48,27 +48,48 @@ struct lk_etcd_kv {
 	char value[LK_ETCD_JSON_MAX_VALUE + 1]; /* decoded bytes, NUL-terminated (may hold NULs) */
 };
 
+/* Every answer's header says which cluster answered and at which revision: how a wiped or
+ * restored cluster is recognised. cluster_id is a uint64 (it rarely fits an int64); 0 when
+ * the answer had no header. */
 struct lk_etcd_grant {
+	uint64_t cluster_id;          /* header.cluster_id */
+	int64_t revision;             /* header.revision */
 	int64_t id;                   /* > 0 */
 	int64_t ttl;                  /* seconds, > 0: what etcd granted, not what was asked */
 };
 
 struct lk_etcd_keepalive {
+	uint64_t cluster_id;          /* result.header.cluster_id */
+	int64_t revision;             /* result.header.revision */
 	int64_t id;
 	int64_t ttl;                  /* seconds; 0 (omitted) when the lease no longer exists */
 };
 
 struct lk_etcd_range {
+	uint64_t cluster_id;          /* header.cluster_id */
 	int64_t revision;             /* header.revision */
 	bool found;                   /* the key exists; kv is set */
 	struct lk_etcd_kv kv;
 };
 
 struct lk_etcd_txn {
+	uint64_t cluster_id;          /* header.cluster_id */
 	int64_t revision;             /* header.revision */
 	bool succeeded;               /* omitted means false */
 	bool found;                   /* the last range in the responses found the key */
 	struct lk_etcd_kv kv;
+};
+
+/* The acquire txn's answer: the lock key and its fence key, as they are after the txn. */
+struct lk_etcd_acquired {
+	uint64_t cluster_id;          /* header.cluster_id */
+	int64_t revision;             /* header.revision */
+	bool succeeded;               /* the key was free and is ours now */
+	bool found;                   /* the lock key exists; kv is set */
+	struct lk_etcd_kv kv;
+	bool fence_found;             /* the fence key exists */
+	bool fence_bad;               /* ... but does not hold a positive decimal integer */
+	int64_t fence;                /* its value when found and not bad */
 };
 
 struct lk_etcd_auth {
@@ -77,6 +98,7 @@ struct lk_etcd_auth {
 
 /* One line of a watch stream. */
 struct lk_etcd_watch {
+	uint64_t cluster_id;          /* header.cluster_id */
 	int64_t revision;             /* header.revision */
 	bool created;
 	bool canceled;
@@ -88,6 +110,7 @@ struct lk_etcd_watch {
 };
 
 struct lk_etcd_status {
+	uint64_t cluster_id;          /* header.cluster_id */
 	int64_t revision;             /* header.revision */
 	bool has_leader;              /* "leader" names a member (omitted while there is none) */
 };
@@ -110,9 +133,13 @@ int lk_etcd_json_grant(int64_t ttl_s, char **ret);
 /* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"N"}; id > 0. */
 int lk_etcd_json_lease_id(int64_t id, char **ret);
 /* POST /v3/kv/txn, acquire: if the key does not exist (create_revision == 0), put value
- * attached to the lease and read the key back; otherwise read it. */
-int lk_etcd_json_txn_create(const void *key, size_t klen, const void *value, size_t vlen,
-                            int64_t lease, char **ret);
+ * attached to the lease; otherwise change nothing. Either way read back the key and then its
+ * fence key. The fence key holds the token base (decimal): on success it is set to seed (the
+ * wall clock in microseconds) if it is missing, by a nested txn, or in any case when
+ * overwrite_fence is set. So the base exists whenever a tenure starts, atomically with it. */
+int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
+                             const void *value, size_t vlen, int64_t lease, int64_t seed,
+                             bool overwrite_fence, char **ret);
 /* POST /v3/kv/txn, release: delete the key only if create_revision == token and, when lease
  * is not 0, the key is still on that lease (a plain put over our key keeps its
  * create_revision but is not ours any more). */
@@ -138,6 +165,11 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
                              struct lk_etcd_range *out, char *err, size_t errlen);
 int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t klen,
                            struct lk_etcd_txn *out, char *err, size_t errlen);
+/* The answer to lk_etcd_json_txn_acquire()'s txn: the last two ranges of the branch that ran
+ * are the key's and the fence key's, in that order. */
+int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
+                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
+                               char *err, size_t errlen);
 int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
                             char *err, size_t errlen);
 /* One line of a watch stream (without its newline); events for keys other than `key` count

@@ -68,12 +68,16 @@ START_TEST(test_grant_and_lease_bodies)
 }
 END_TEST
 
-START_TEST(test_txn_create_body)
+#define FKEY "lk/test:fence"
+#define FKEY_B64 "bGsvdGVzdDpmZW5jZQ=="  /* base64("lk/test:fence") */
+
+START_TEST(test_txn_acquire_body)
 {
 	json_t *j;
 	char *s;
 
-	ck_assert_int_eq(lk_etcd_json_txn_create(KEY, strlen(KEY), "alpha", 5, 42, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), "alpha", 5,
+	                                          42, 1765000000123456LL, false, &s), 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), KEY_B64);
@@ -81,42 +85,68 @@ START_TEST(test_txn_create_body)
 	ck_assert_str_eq(str_at(j, "compare.0.result"), "EQUAL");
 	/* The zero must be there: it selects the compare's target field. */
 	ck_assert_str_eq(str_at(j, "compare.0.create_revision"), "0");
-	ck_assert_str_eq(str_at(j, "success.0.request_put.key"), KEY_B64);
-	ck_assert_str_eq(str_at(j, "success.0.request_put.value"), "YWxwaGE=");
-	ck_assert_str_eq(str_at(j, "success.0.request_put.lease"), "42");
-	ck_assert_str_eq(str_at(j, "success.1.request_range.key"), KEY_B64);
+	/* The fence key is seeded only where it is missing, inside the same txn. */
+	ck_assert_str_eq(str_at(j, "success.0.request_txn.compare.0.key"), FKEY_B64);
+	ck_assert_str_eq(str_at(j, "success.0.request_txn.compare.0.target"), "VERSION");
+	ck_assert_str_eq(str_at(j, "success.0.request_txn.compare.0.version"), "0");
+	ck_assert_str_eq(str_at(j, "success.0.request_txn.success.0.request_put.key"), FKEY_B64);
+	/* base64("1765000000123456") */
+	ck_assert_str_eq(str_at(j, "success.0.request_txn.success.0.request_put.value"),
+	                 "MTc2NTAwMDAwMDEyMzQ1Ng==");
+	ck_assert_str_eq(str_at(j, "success.1.request_put.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "success.1.request_put.value"), "YWxwaGE=");
+	ck_assert_str_eq(str_at(j, "success.1.request_put.lease"), "42");
+	ck_assert_str_eq(str_at(j, "success.2.request_range.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "success.3.request_range.key"), FKEY_B64);
 	ck_assert_str_eq(str_at(j, "failure.0.request_range.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "failure.1.request_range.key"), FKEY_B64);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 1);
-	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 2);
-	ck_assert_int_eq(json_array_size(json_object_get(j, "failure")), 1);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 4);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "failure")), 2);
+	json_decref(j);
+
+	/* After a replaced cluster the fence is overwritten with the clock, whatever it holds. */
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), "alpha", 5,
+	                                          42, 7, true, &s), 0);
+	j = load(s);
+	free(s);
+	ck_assert_str_eq(str_at(j, "success.0.request_put.key"), FKEY_B64);
+	ck_assert_str_eq(str_at(j, "success.0.request_put.value"), "Nw==");
 	json_decref(j);
 
 	/* Keys are bytes: NULs and high bytes go through base64 untouched. */
-	ck_assert_int_eq(lk_etcd_json_txn_create("a\0\xff", 3, "", 0, 1, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire("a\0\xff", 3, "f", 1, "", 0, 1, 1, false, &s), 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), "YQD/");
-	ck_assert_str_eq(str_at(j, "success.0.request_put.value"), "");
+	ck_assert_str_eq(str_at(j, "success.1.request_put.value"), "");
 	json_decref(j);
 }
 END_TEST
 
-START_TEST(test_txn_create_rejects_bad_arguments)
+START_TEST(test_txn_acquire_rejects_bad_arguments)
 {
 	char big[LK_ETCD_JSON_MAX_KEY + 2];
 	char *s = NULL;
 
 	memset(big, 'k', sizeof(big));
-	ck_assert_int_eq(lk_etcd_json_txn_create("", strlen(""), "a", 1, 1, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_create(NULL, 3, "a", 1, 1, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_create(big, LK_ETCD_JSON_MAX_KEY + 1, "a", 1, 1, &s),
-	                 -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_create(KEY, 7, big, LK_ETCD_JSON_MAX_VALUE + 1, 1, &s),
-	                 -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_create(KEY, 7, "a", 1, 0, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_create(KEY, 7, NULL, 1, 1, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire("", 0, "f", 1, "a", 1, 1, 1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(NULL, 3, "f", 1, "a", 1, 1, 1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(big, LK_ETCD_JSON_MAX_KEY + 1, "f", 1, "a", 1, 1,
+	                                          1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, big, LK_ETCD_JSON_MAX_KEY + 1, "a", 1, 1,
+	                                          1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, NULL, 3, "a", 1, 1, 1, false, &s), -EINVAL);
+	/* The fence key must not be the lock key itself. */
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, KEY, 7, "a", 1, 1, 1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, big, LK_ETCD_JSON_MAX_VALUE + 1,
+	                                          1, 1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, "a", 1, 0, 1, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, "a", 1, 1, 0, false, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, NULL, 1, 1, 1, false, &s), -EINVAL);
 	ck_assert_ptr_null(s);
-	ck_assert_int_eq(lk_etcd_json_txn_create(big, LK_ETCD_JSON_MAX_KEY, "a", 1, 1, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(big, LK_ETCD_JSON_MAX_KEY, "f", 1, "a", 1, 1, 1,
+	                                          false, &s), 0);
 	free(s);
 }
 END_TEST
@@ -398,6 +428,104 @@ START_TEST(test_parse_txn_success_and_failure)
 	                                        err, sizeof(err)), 0);
 	ck_assert(!t.succeeded);
 	ck_assert(!t.found);
+}
+END_TEST
+
+/* The acquire txn, as etcd 3.4's gateway answered it (a nested txn seeded the fence). */
+START_TEST(test_parse_acquire_key_and_fence)
+{
+	static const char ok[] =
+		"{" HEADER ",\"succeeded\":true,\"responses\":[{\"response_txn\":{\"header\":{},"
+		"\"succeeded\":true,\"responses\":[{\"response_put\":{\"header\":{\"revision\":\"5\"}}}]}},"
+		"{\"response_put\":{\"header\":{\"revision\":\"5\"}}},"
+		"{\"response_range\":{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":\"" KEY_B64 "\","
+		"\"create_revision\":\"5\",\"mod_revision\":\"5\",\"version\":\"1\",\"value\":\"YWxwaGE=\","
+		"\"lease\":\"99\"}],\"count\":\"1\"}},"
+		"{\"response_range\":{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":\"" FKEY_B64 "\","
+		"\"create_revision\":\"5\",\"mod_revision\":\"5\",\"version\":\"1\","
+		"\"value\":\"MTc2NTAwMDAwMDEyMzQ1Ng==\"}],\"count\":\"1\"}}]}";
+	/* Failed: the key is held, the fence missing (an empty range has no kvs at all). */
+	static const char held[] =
+		"{" HEADER ",\"responses\":[{\"response_range\":{\"header\":{\"revision\":\"7\"},"
+		"\"kvs\":[{\"key\":\"" KEY_B64 "\",\"create_revision\":\"2\",\"mod_revision\":\"2\","
+		"\"version\":\"1\",\"value\":\"YmV0YQ==\",\"lease\":\"98\"}],\"count\":\"1\"}},"
+		"{\"response_range\":{\"header\":{\"revision\":\"7\"}}}]}";
+	static const char bad_fence[] =
+		"{" HEADER ",\"responses\":[{\"response_range\":{\"header\":{\"revision\":\"7\"}}},"
+		"{\"response_range\":{\"header\":{\"revision\":\"7\"},\"kvs\":[{\"key\":\"" FKEY_B64 "\","
+		"\"create_revision\":\"5\",\"mod_revision\":\"5\",\"version\":\"1\","
+		"\"value\":\"MTJhYg==\"}],\"count\":\"1\"}}]}";
+	static const char one_range[] =
+		"{" HEADER ",\"responses\":[{\"response_range\":{\"header\":{\"revision\":\"7\"}}}]}";
+	/* The fence range must be about the fence key. */
+	static const char swapped[] =
+		"{" HEADER ",\"responses\":[{\"response_range\":{\"header\":{\"revision\":\"7\"}}},"
+		"{\"response_range\":{\"header\":{\"revision\":\"7\"},\"kvs\":[{\"key\":\"" KEY_B64 "\","
+		"\"create_revision\":\"5\",\"value\":\"MQ==\"}],\"count\":\"1\"}}]}";
+	struct lk_etcd_acquired t;
+
+	ck_assert_int_eq(lk_etcd_json_parse_acquire(ok, strlen(ok), KEY, strlen(KEY), FKEY,
+	                                            strlen(FKEY), &t, err, sizeof(err)), 0);
+	ck_assert(t.succeeded);
+	ck_assert(t.found);
+	ck_assert_int_eq(t.kv.create_revision, 5);
+	ck_assert_int_eq(t.kv.lease, 99);
+	ck_assert_str_eq(t.kv.value, "alpha");
+	ck_assert(t.fence_found);
+	ck_assert(!t.fence_bad);
+	ck_assert_int_eq(t.fence, 1765000000123456LL);
+	ck_assert_int_eq(t.revision, 7);
+	ck_assert(t.cluster_id == 14841639068965178418ULL);
+
+	ck_assert_int_eq(lk_etcd_json_parse_acquire(held, strlen(held), KEY, strlen(KEY), FKEY,
+	                                            strlen(FKEY), &t, err, sizeof(err)), 0);
+	ck_assert(!t.succeeded);
+	ck_assert(t.found);
+	ck_assert_str_eq(t.kv.value, "beta");
+	ck_assert(!t.fence_found);
+
+	ck_assert_int_eq(lk_etcd_json_parse_acquire(bad_fence, strlen(bad_fence), KEY, strlen(KEY),
+	                                            FKEY, strlen(FKEY), &t, err, sizeof(err)), 0);
+	ck_assert(!t.found);
+	ck_assert(t.fence_found);
+	ck_assert(t.fence_bad);
+
+	ck_assert_int_eq(lk_etcd_json_parse_acquire(one_range, strlen(one_range), KEY, strlen(KEY),
+	                                            FKEY, strlen(FKEY), &t, err, sizeof(err)),
+	                 -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_parse_acquire(swapped, strlen(swapped), KEY, strlen(KEY),
+	                                            FKEY, strlen(FKEY), &t, err, sizeof(err)),
+	                 -EINVAL);
+}
+END_TEST
+
+/* Every header's cluster id, a uint64 that does not fit an int64, and its revision. */
+START_TEST(test_headers_carry_cluster_id)
+{
+	static const char range[] = "{" HEADER "}";
+	static const char grant[] = "{" HEADER ",\"ID\":\"5\",\"TTL\":\"3\"}";
+	static const char ka[] = "{\"result\":{" HEADER ",\"ID\":\"5\",\"TTL\":\"3\"}}";
+	static const char huge[] = "{\"header\":{\"cluster_id\":\"18446744073709551616\","
+	                           "\"revision\":\"1\"}}";
+	static const char word[] = "{\"header\":{\"cluster_id\":\"x1\",\"revision\":\"1\"}}";
+	struct lk_etcd_range r;
+	struct lk_etcd_grant g;
+	struct lk_etcd_keepalive k;
+
+	ck_assert_int_eq(lk_etcd_json_parse_range(range, strlen(range), KEY, strlen(KEY), &r, err,
+	                                          sizeof(err)), 0);
+	ck_assert(r.cluster_id == 14841639068965178418ULL);
+	ck_assert_int_eq(r.revision, 7);
+	ck_assert_int_eq(lk_etcd_json_parse_grant(grant, strlen(grant), &g, err, sizeof(err)), 0);
+	ck_assert(g.cluster_id == 14841639068965178418ULL);
+	ck_assert_int_eq(g.revision, 7);
+	ck_assert_int_eq(lk_etcd_json_parse_keepalive(ka, strlen(ka), &k, err, sizeof(err)), 0);
+	ck_assert(k.cluster_id == 14841639068965178418ULL);
+	ck_assert_int_eq(lk_etcd_json_parse_range(huge, strlen(huge), KEY, strlen(KEY), &r, err,
+	                                          sizeof(err)), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_parse_range(word, strlen(word), KEY, strlen(KEY), &r, err,
+	                                          sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "cluster_id"));
 }
 END_TEST
 
@@ -730,6 +858,7 @@ static void torture(const char *body)
 	char *copy = malloc(len + 1);
 	struct lk_etcd_range *r = malloc(sizeof(*r));
 	struct lk_etcd_txn *t = malloc(sizeof(*t));
+	struct lk_etcd_acquired *aq = malloc(sizeof(*aq));
 	struct lk_etcd_keepalive ka;
 	struct lk_etcd_watch w;
 	struct lk_etcd_grant g;
@@ -739,7 +868,7 @@ static void torture(const char *body)
 
 	for (size_t round = 0; round < len * 4 + len; round++) {
 		size_t n = len;
-		int rc[8];
+		int rc[9];
 
 		memcpy(copy, body, len + 1);
 		if (round < len) {
@@ -757,7 +886,9 @@ static void torture(const char *body)
 		rc[5] = lk_etcd_json_parse_watch(copy, n, KEY, strlen(KEY), &w, err, sizeof(err));
 		rc[6] = lk_etcd_json_parse_status(copy, n, &st, err, sizeof(err));
 		rc[7] = lk_etcd_json_parse_error(copy, n, &e);
-		for (int i = 0; i < 8; i++)
+		rc[8] = lk_etcd_json_parse_acquire(copy, n, KEY, strlen(KEY), FKEY, strlen(FKEY), aq,
+		                                   err, sizeof(err));
+		for (int i = 0; i < 9; i++)
 			ck_assert_msg(rc[i] == 0 || rc[i] == -EINVAL || rc[i] == -EPROTO,
 			              "parser %d returned %d", i, rc[i]);
 		if (round < len && round > 0)
@@ -767,6 +898,7 @@ static void torture(const char *body)
 	free(copy);
 	free(r);
 	free(t);
+	free(aq);
 }
 
 START_TEST(test_truncated_and_mutated_bodies_never_crash)
@@ -780,6 +912,10 @@ START_TEST(test_truncated_and_mutated_bodies_never_crash)
 		"{\"result\":{" HEADER ",\"events\":[{\"type\":\"DELETE\",\"kv\":{\"key\":\"" KEY_B64 "\","
 		"\"mod_revision\":\"9\"}}]}}",
 		"{" HEADER ",\"token\":\"kzUEGHdUibrwbOkl.22\"}",
+		"{" HEADER ",\"succeeded\":true,\"responses\":[{\"response_txn\":{}},{\"response_put\":{}},"
+		"{\"response_range\":{\"kvs\":[{\"key\":\"" KEY_B64 "\",\"create_revision\":\"2\","
+		"\"value\":\"YWxwaGE=\",\"lease\":\"99\"}]}},{\"response_range\":{\"kvs\":[{\"key\":\""
+		FKEY_B64 "\",\"create_revision\":\"2\",\"value\":\"MTIz\"}]}}]}",
 		"{\"error\":\"etcdserver: no leader\",\"message\":\"etcdserver: no leader\",\"code\":14}",
 	};
 
@@ -796,8 +932,8 @@ static Suite *etcd_json_suite(void)
 
 	tc = tcase_create("build");
 	tcase_add_test(tc, test_grant_and_lease_bodies);
-	tcase_add_test(tc, test_txn_create_body);
-	tcase_add_test(tc, test_txn_create_rejects_bad_arguments);
+	tcase_add_test(tc, test_txn_acquire_body);
+	tcase_add_test(tc, test_txn_acquire_rejects_bad_arguments);
 	tcase_add_test(tc, test_txn_delete_body);
 	tcase_add_test(tc, test_range_and_watch_bodies);
 	tcase_add_test(tc, test_authenticate_body_escapes);
@@ -812,6 +948,8 @@ static Suite *etcd_json_suite(void)
 	tcase_add_test(tc, test_parse_range_omitted_kv_fields);
 	tcase_add_test(tc, test_parse_range_value_over_cap_is_flagged);
 	tcase_add_test(tc, test_parse_txn_success_and_failure);
+	tcase_add_test(tc, test_parse_acquire_key_and_fence);
+	tcase_add_test(tc, test_headers_carry_cluster_id);
 	tcase_add_test(tc, test_parse_auth);
 	tcase_add_test(tc, test_parse_watch_lines);
 	tcase_add_test(tc, test_parse_watch_event_types);
