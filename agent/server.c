@@ -90,7 +90,7 @@ struct lk_server {
 	unsigned accepted_in_turn;      /* accepted since the listener was last re-enabled */
 	/* counters for STATUS */
 	uint64_t n_idle_closed, n_evicted, n_hello_timeouts, n_refused_full, n_refused_uid;
-	struct rate_log log_idle, log_evicted, log_full, log_uid, log_accept;
+	struct rate_log log_idle, log_hello, log_evicted, log_full, log_uid, log_accept;
 	/* close_all */
 	void (*all_closed)(void *arg);
 	void *all_closed_arg;
@@ -277,6 +277,11 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!c->hello) {
 		s->n_hello_timeouts++;
+		if (rate_log_due(&s->log_hello, &skipped))
+			LK_LOG(LK_INFO, "closing a client that sent no HELLO in time",
+			       LKF_U64("client", c->id) LKF_U64("uid", c->uid) LKF_I64("pid", c->pid)
+			       LKF_I64("hello_timeout_ms", LK_HELLO_TIMEOUT_MS)
+			       LKF_U64("not_logged", skipped));
 		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO within 5s");
 		return;
 	}

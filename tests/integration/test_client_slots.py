@@ -313,6 +313,12 @@ class IdleSessionsTest(SlotsTestBase):
         self.assertEqual((cl["connected"], cl["campaign"], cl["watch"], cl["other"]), (2, 1, 1, 0))
         self.assertEqual(cl["idle_closed_total"], len(idle) + 1)
         self.assertEqual(cl["evicted_total"], 0)
+        # 126 closings within a few milliseconds: one log line says so (rate-limited), with
+        # the peer's uid and pid.
+        logs = self.agent.find_logs("closing a client that did not campaign, watch or drain "
+                                    "in time")
+        self.assertTrue(1 <= len(logs) <= 3, logs)
+        self.assertEqual((int(logs[0]["uid"]), int(logs[0]["pid"])), (os.getuid(), os.getpid()))
         self.assertEqual(watcher.call("PING").raw, "OK PONG")
         self.assertLeaderUndisturbed(app, lead.token)
 
@@ -340,6 +346,9 @@ class IdleSessionsTest(SlotsTestBase):
         cl = self.clients(app)
         self.assertEqual((cl["hello_timeout_total"], cl["awaiting_hello"], cl["connected"]),
                          (2, 0, 1))
+        logs = self.agent.find_logs("closing a client that sent no HELLO in time")
+        self.assertTrue(logs, self.agent.tail())
+        self.assertEqual(int(logs[0]["pid"]), os.getpid())
         self.assertLeaderUndisturbed(app, lead.token)
 
 
@@ -439,6 +448,9 @@ class AllowedUidsTest(SlotsTestBase):
         self.assertEqual((nobody["uid"], other["uid"], root["uid"]), (NOBODY, NOBODY - 1, 0))
         self.assertRefused(other, NOBODY - 1)
         self.assertRefused(root, 0)
+        uids = [int(e["uid"]) for e in
+                self.agent.find_logs("refused a client: its uid is not in allowed_uids")]
+        self.assertTrue(uids and set(uids) <= {0, NOBODY - 1}, uids)
         # The harness's own clients run as root: refused the same way, before any banner.
         c = self.conn()
         self.assertEqual(c.until_eof(timeout=5), ["ERR auth_failed peer uid 0 not allowed"])
