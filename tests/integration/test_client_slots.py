@@ -322,6 +322,21 @@ class IdleSessionsTest(SlotsTestBase):
         self.assertEqual(watcher.call("PING").raw, "OK PONG")
         self.assertLeaderUndisturbed(app, lead.token)
 
+    def test_a_drain_requester_keeps_its_slot_until_drained(self):
+        self.start(client_idle_timeout="1s")
+        app, lead = self.leader_app(self.agent, "x")
+        drainer = self.connect(self.agent, label="drainer")
+        drainer.call_ok("DRAIN")
+        app.expect("STEPDOWN", "x", token=lead.token)
+        # The app takes longer than the idle timeout to step down: the drainer waits, open.
+        time.sleep(2.5)
+        self.assertTrue(drainer.is_open(0.1), "the drain requester was closed while waiting")
+        self.assertEqual(self.clients(app)["idle_closed_total"], 0)
+        app.call_ok("ACK x %d" % lead.token)
+        kinds = [m.kind for m in drainer.until_eof(timeout=15)]
+        self.assertIn("DRAINED", kinds)
+        self.assertEqual(self.agent.wait(20), 0)
+
     def test_a_connection_without_hello_is_closed_after_5s(self):
         # The HELLO deadline is its own: a 1s client_idle_timeout does not shorten it.
         self.start(client_idle_timeout="1s")
