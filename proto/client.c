@@ -259,6 +259,15 @@ static struct tenure *find_tenure(struct lk_client *c, const char *lock, bool ad
 	return t;
 }
 
+/* floor(ms * 2 / 3) for any ms >= 0 (the codec parses no sign) without the overflow of
+ * ms * 2: the agent controls ttl_ms, and a value past INT64_MAX / 2 made the product wrap to a
+ * deadline in the past or, as signed overflow, undefined behaviour (found by fuzzing). The
+ * result is at most 2/3 of INT64_MAX, so adding a CLOCK_MONOTONIC reading cannot overflow. */
+static int64_t two_thirds(int64_t ms)
+{
+	return ms / 3 * 2 + ms % 3 * 2 / 3;
+}
+
 /* Follow the tenures an event tells of, when it arrives (not when the caller takes it from
  * the queue): a LOST must end leadership even while it waits behind a reply. */
 static void track(struct lk_client *c, const struct lk_event *ev, int64_t arrived_ms)
@@ -274,7 +283,7 @@ static void track(struct lk_client *c, const struct lk_event *ev, int64_t arrive
 		if (c->shared_clock && ev->until_mono_ms > 0)
 			until = ev->until_mono_ms;
 		else
-			until = arrived_ms + ev->ttl_ms * 2 / 3;
+			until = arrived_ms + two_thirds(ev->ttl_ms);
 		t = find_tenure(c, ev->lock, ev->kind == LK_EV_LEADER);
 		if (!t)
 			return;

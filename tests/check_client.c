@@ -1054,6 +1054,33 @@ START_TEST(another_clock_counts_two_thirds_of_the_ttl_from_arrival)
 }
 END_TEST
 
+/* Found by tests/fuzz/fuzz_client.c: ttl_ms * 2 overflowed for a ttl past INT64_MAX / 2, which
+ * is undefined behaviour and in practice a deadline in the past. A huge ttl is the agent's
+ * word: the deadline is far away, and the poll timeout saturates at INT_MAX. */
+START_TEST(huge_ttl_from_another_clock_does_not_overflow_the_deadline)
+{
+	struct step s[] = {
+		DL_HANDSHAKE, {OP_SEND, "LEADER a token=5 ttl_ms=9223372036854775807\n", 0},
+		{OP_WAIT_EOF, NULL, 0},
+	};
+	struct lk_client *c;
+	struct lk_server_msg m;
+	int64_t before;
+
+	deadline_lines(60000, 0, 0);
+	agent_start(s);
+	c = connect_ok();
+	before = mono_ms();
+	ck_assert_int_eq(lk_client_next_event(c, 2000, &m), 0);
+	ck_assert_int_eq(m.ev.kind, LK_EV_LEADER);
+	ck_assert(lk_client_leads(c, "a"));
+	ck_assert_int_ge(lk_client_until_mono_ms(c, "a"), before + INT64_MAX / 3 * 2);
+	ck_assert_int_eq(lk_client_deadline_timeout(c), INT_MAX);
+	lk_client_free(c);
+	agent_done();
+}
+END_TEST
+
 START_TEST(eof_ends_leadership)
 {
 	struct step s[] = {DL_HANDSHAKE, {OP_SEND, dl_leader, 0}, {OP_CLOSE, NULL, 0}};
@@ -1146,6 +1173,7 @@ static Suite *client_suite(void)
 	tcase_add_test(t, renewed_moves_the_deadline_of_its_own_tenure_only);
 	tcase_add_test(t, stepdown_queued_behind_a_reply_ends_leadership_on_arrival);
 	tcase_add_test(t, another_clock_counts_two_thirds_of_the_ttl_from_arrival);
+	tcase_add_test(t, huge_ttl_from_another_clock_does_not_overflow_the_deadline);
 	tcase_add_test(t, eof_ends_leadership);
 	tcase_add_test(t, unknown_event_verbs_are_skipped);
 	suite_add_tcase(s, t);
