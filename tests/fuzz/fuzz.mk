@@ -18,7 +18,7 @@ FUZZ_TIMEOUT ?= 10
 FUZZ_RSS_MB  ?= 2048
 FUZZ_FLAGS   ?=
 
-FUZZ_TARGETS := codec config etcd_json
+FUZZ_TARGETS := codec config etcd_json redis_reply client
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 FUZZ_SAN    := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
