@@ -1151,9 +1151,13 @@ class EtcdServer:
         return kvs[0] if kvs else None
 
     def token_of(self, key):
-        """The key's create_revision (an agent's fencing token), or None if there is no key."""
+        """The fencing token of the tenure holding key: the base in "<key>:fence" plus the
+        key's create_revision; None if there is no key."""
         kv = self.kv(key)
-        return int(kv.get("create_revision", 0)) if kv else None
+        if not kv:
+            return None
+        fence = self.get(key + ":fence")
+        return int(fence or 0) + int(kv.get("create_revision", 0))
 
     def lease_of(self, key):
         kv = self.kv(key)
@@ -1454,10 +1458,15 @@ class TcpProxy:
     drop_replies: forward client->server, silently discard server->client (the server executes
     requests, the client never hears back). drop_requests: the reverse. kill_all(): close every
     current connection (new ones are still accepted). upstream_sources: the "127.0.0.1:port"
-    of every upstream connection made, as Redis's MONITOR shows the client."""
+    of every upstream connection made, as Redis's MONITOR shows the client.
 
-    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+    delay: seconds each chunk waits, in each direction (a round trip is twice that), order
+    kept; may be changed at any time (new data gets the new delay). Connecting is not
+    delayed: the proxy accepts at once (a real link would cost one more round trip)."""
+
+    def __init__(self, upstream_port, upstream_host="127.0.0.1", delay=0.0):
         self.upstream = (upstream_host, upstream_port)
+        self.delay = delay
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", 0))
@@ -1524,6 +1533,7 @@ class TcpProxy:
                 self._threads.append(t)
 
     def _pump(self, pair, src, dst, direction):
+        later = None  # (deque, condition) once anything was delayed: order must hold
         try:
             while True:
                 data = src.recv(65536)
@@ -1535,6 +1545,43 @@ class TcpProxy:
                 if direction == "c2s" and self.drop_requests:
                     self.dropped_request_bytes += len(data)
                     continue
+                if self.delay > 0 and later is None:
+                    later = (deque(), threading.Condition())
+                    t = threading.Thread(target=self._send_later,
+                                         args=(pair, dst, direction, later),
+                                         name="proxy-delay-" + direction, daemon=True)
+                    t.start()
+                    self._threads.append(t)
+                if later is not None:
+                    with later[1]:
+                        later[0].append((time.monotonic() + self.delay, data))
+                        later[1].notify()
+                    continue
+                dst.sendall(data)
+                self.forwarded[direction] += len(data)
+        except OSError:
+            pass
+        if later is not None:
+            # What was read before the close still arrives, late, then the pair closes.
+            with later[1]:
+                later[0].append((None, None))
+                later[1].notify()
+            return
+        self._close_pair(pair)
+
+    def _send_later(self, pair, dst, direction, later):
+        q, cond = later
+        try:
+            while True:
+                with cond:
+                    while not q:
+                        cond.wait()
+                    due, data = q.popleft()
+                if data is None:
+                    break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
                 dst.sendall(data)
                 self.forwarded[direction] += len(data)
         except OSError:
@@ -1596,7 +1643,7 @@ class BackendUnderTest:
     config()           the agent's `backends:` entry for it
     value/holder/token_of(key)
                        the raw value; the holder's identity; the tenure's token (Redis: the
-                       number after ':' in the value; etcd: the key's create_revision)
+                       number after ':' in the value; etcd: "<key>:fence" + create_revision)
     mark(), deletions(key, since=mark), creations(key, since=mark)
                        writes that happened to a key after a mark: Redis through MONITOR (DEL
                        commands, i.e. releases; expiries do not show), etcd through a replay of
@@ -2899,7 +2946,7 @@ class LKTestCase(unittest.TestCase):
 
     def assertHeld(self, backend, key, identity, token, msg=None):
         """The key in backend is this tenure's: holder identity and token (Redis: the value
-        <identity>:<token>; etcd: value identity, create_revision token)."""
+        <identity>:<token>; etcd: value identity, token "<key>:fence" + create_revision)."""
         v = backend.value(key)
         self.assertIsNotNone(v, msg or "no key %s in %s" % (key, backend.kind))
         self.assertEqual(v, backend.expected_value(identity, token),

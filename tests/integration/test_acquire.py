@@ -13,7 +13,7 @@ KEY = "leasekeeper/x"
 
 class AcquireScenarios:
     """Backend-neutral: holder and token as the backend stores them (Redis: the value
-    <identity>:<token>; etcd: the value <identity> and the key's create_revision)."""
+    <identity>:<token>; etcd: the value <identity>, token = "<key>:fence" + create_revision)."""
 
     def test_campaign_gets_ok_then_leader_with_the_token_stored_in_the_backend(self):
         a = self.start_agent("pod-a", self.backend, locks=[lock_config("x", ttl="3s")])
@@ -110,12 +110,16 @@ class AcquireScenarios:
 
 
 class AcquireEtcdTest(AcquireScenarios, EtcdScenario, LKTestCase):
-    def test_key_is_on_a_lease_of_the_configured_ttl_and_tokens_are_create_revisions(self):
+    def test_key_is_on_a_lease_of_the_configured_ttl_and_tokens_are_fence_plus_create_revision(
+            self):
         locks = [lock_config("x", ttl="3s", retry_interval="200ms")]
         a = self.start_agent("pod-a", self.backend, locks=locks)
         app, lead = self.leader_app(a)
         kv = self.etcd.kv(KEY)
-        self.assertEqual(int(kv["create_revision"]), lead.token)
+        # The base was seeded from the wall clock in microseconds by the first acquire.
+        fence = int(self.etcd.get(KEY + ":fence"))
+        self.assertLess(abs(fence - time.time() * 1e6), 120e6, fence)
+        self.assertEqual(fence + int(kv["create_revision"]), lead.token)
         r = self.etcd.call("/v3/lease/timetolive", {"ID": kv["lease"]})
         self.assertEqual(int(r["grantedTTL"]), 3, r)
         # Another tenure: a new key (a new create_revision), on a new lease.
@@ -124,7 +128,8 @@ class AcquireEtcdTest(AcquireScenarios, EtcdScenario, LKTestCase):
         app2, lead2 = self.leader_app(a)
         kv2 = self.etcd.kv(KEY)
         self.assertGreater(lead2.token, lead.token)
-        self.assertEqual(int(kv2["create_revision"]), lead2.token)
+        self.assertEqual(int(self.etcd.get(KEY + ":fence")), fence, "the base is kept")
+        self.assertEqual(fence + int(kv2["create_revision"]), lead2.token)
         self.assertNotEqual(kv2["lease"], kv["lease"])
         self.assertIsNone(self.etcd.lease_ttl(int(kv["lease"])),
                           "the first tenure's lease must be revoked")

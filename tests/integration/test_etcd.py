@@ -378,23 +378,31 @@ class EtcdLeaseTest(EtcdTestCase):
         self.assertHeld(backend, KEY, "pod-a", lead.token)
         self.assertIn(holder_lease, etcd.leases())
 
-    @unittest.expectedFailure
     def test_tokens_increase_after_etcd_lost_its_data(self):
-        """SPEC I5 says tokens increase "also after the backend restarted and lost its data".
-        With token = create_revision that cannot hold on etcd: a member that lost its data
-        directory starts a new cluster (a new cluster_id) whose revisions start again at 1.
-        Kept as an expected failure, as the reproduction of a SPEC gap to decide (e.g. refuse
-        a changed cluster_id, or offset tokens); remove the decorator once it holds."""
+        """A member that lost its data directory starts a new cluster whose revisions start
+        again at 1. Tokens are "<key>:fence" + create_revision, and the new cluster has no
+        fence key: the next acquire seeds it from the wall clock in microseconds, far above
+        every token before. The agent, which saw a higher revision, also holds off one ttl."""
         etcd = self.start_etcd()
         for i in range(5):
             etcd.put("unrelated", str(i))  # history: revisions move on
         a = self.start_etcd_agent("pod-a", EtcdBackend(etcd).config())
         app, lead = self.leader_app(a)
         etcd.restart(wipe=True)
-        lead2, _ = app.await_event("LEADER", "x", allow=("LOST", "FOLLOWER"), timeout=15)
+        wiped = time.monotonic()
+        lost, _ = app.await_event("LOST", "x", allow=("RENEWED",), timeout=10)
+        lead2, _ = app.await_event("LEADER", "x", allow=("FOLLOWER",), timeout=20)
+        led = time.monotonic()
+        print("\n  tokens %d -> %d; LOST %s, LEADER again %.0fms after the wipe"
+              % (lead.token, lead2.token, lost.raw, (led - wiped) * 1000))
         self.assertGreater(lead2.token, lead.token,
                            "token %d after etcd lost its data, %d before" % (lead2.token,
                                                                           lead.token))
+        self.assertHeld(EtcdBackend(etcd), KEY, "pod-a", lead2.token)
+        # The hold-off: not before one ttl (3s) after the agent saw the revision go back.
+        self.assertGreaterEqual(led - wiped, 3.0)
+        self.assertTrue(any("revision went back" in p for p in self.problems_logged(a)),
+                        self.problems_logged(a))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,368 @@
+"""An etcd that loses tenures it granted, or sits at the end of a slow link (docs/etcd.md), with
+real etcd processes and agents:
+
+1. wiped during a tenure (the data dir deleted, the member started again on the same ports),
+   three replicas: the old leader hears LOST; tokens keep increasing (the new cluster has no
+   "<key>:fence" key, so the next acquire seeds it from the wall clock in microseconds); every
+   agent saw a higher revision than the new cluster has, so the followers hold off one ttl
+   and say so in STATUS (holdoff_ms, holdoff_reason); no two apps lead at once;
+2. behind a loopback proxy that delays every byte: at a 400 ms round trip with `timeout: 1s`
+   replicas acquire within a few seconds, keep their tenures, and hand over; at 1 s and 2 s
+   round trips `timeout: 1s` never acquires (every request times out, as docs/etcd.md says),
+   while the timeout and ttl its rule gives do.
+
+A leader interval, as an app sees it: from LEADER's arrival until the first of LOST,
+STEPDOWN, the app's own disconnect and its deadline (until_mono_ms, moved only by a RENEWED
+that arrived before it passed). Lines are stamped with time.monotonic(), which is
+CLOCK_MONOTONIC, the clock of until_mono_ms. Each test prints what it measured.
+"""
+
+import time
+import unittest
+
+from harness import (DEFAULT_TIMEOUT, ConnectionClosed, EtcdBackend, LKTestCase, TcpProxy,
+                     lock_config, wait_until)
+
+KEY = "leasekeeper/x"
+TTL = 3.0
+TTL_S = "3s"
+
+
+class Interval:
+    def __init__(self, app, token, start, deadline):
+        self.app, self.token, self.start, self.deadline = app, token, start, deadline
+        self.end = None
+        self.how = None
+
+    def __repr__(self):
+        return "<%s token=%d %.3f-%.3f %s>" % (self.app, self.token, self.start,
+                                              self.end if self.end is not None else -1,
+                                              self.how)
+
+
+class App:
+    """One app connection and every event it got, in order."""
+
+    def __init__(self, client, agent, name):
+        self.client, self.agent, self.name = client, agent, name
+        self.events = []
+        self.closed_t = None
+
+    def of(self, kind, after=None):
+        return [e for e in self.events if e.kind == kind and (after is None or e.t >= after)]
+
+
+class Tenures:
+    """The apps of a scenario: collects their events and turns them into leader intervals."""
+
+    def __init__(self, test):
+        self.test = test
+        self.apps = []
+
+    def campaign(self, agent, lock="x", name=None):
+        name = name or "app%d@%s" % (len(self.apps) + 1, agent.identity)
+        c = self.test.connect(agent, client_name="app", label=name)
+        c.keep_renewed = True   # RENEWED moves the app's deadline: needed for its interval
+        c.call_ok("CAMPAIGN %s" % lock)
+        app = App(c, agent, name)
+        self.apps.append(app)
+        return app
+
+    def close(self, app):
+        app.closed_t = time.monotonic()
+        app.client.close()
+
+    def pump(self):
+        for app in self.apps:
+            if app.closed_t is not None or app.client.eof:
+                continue
+            while True:
+                try:
+                    ev = app.client.next_event(0)
+                except ConnectionClosed:
+                    break
+                if ev is None:
+                    break
+                app.events.append(ev)
+
+    def wait(self, pred, timeout=DEFAULT_TIMEOUT, what="an event"):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump()
+            v = pred()
+            if v:
+                return v
+            if time.monotonic() >= deadline:
+                raise AssertionError("timed out after %.1fs waiting for %s; events: %s"
+                                     % (timeout, what, self.story()))
+            time.sleep(0.01)
+
+    def settle(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.pump()
+            time.sleep(0.01)
+        self.pump()
+
+    def leaders(self, after=None):
+        """(app, LEADER event) for every LEADER that arrived at or after `after`, in order."""
+        out = [(a, e) for a in self.apps for e in a.of("LEADER", after)]
+        return sorted(out, key=lambda x: x[1].t)
+
+    def first_leader(self, after=None, timeout=DEFAULT_TIMEOUT):
+        return self.wait(lambda: (self.leaders(after) or [None])[0], timeout,
+                         "a LEADER%s" % ("" if after is None else " after %.3f" % after))
+
+    def event(self, app, kind, after=None, timeout=DEFAULT_TIMEOUT):
+        return self.wait(lambda: (app.of(kind, after) or [None])[0], timeout,
+                         "%s at %s" % (kind, app.name))
+
+    def intervals(self):
+        self.pump()
+        now = time.monotonic()
+        out = []
+        for app in self.apps:
+            ends = [x for x in (app.closed_t, app.client.eof_at) if x is not None]
+            cur = None
+            for e in app.events:
+                if e.kind == "LEADER":
+                    if cur is not None:   # LEADER while leading: ends nothing, counts as open
+                        cur.end, cur.how = min(e.t, cur.deadline), "leader-again"
+                        out.append(cur)
+                    cur = Interval(app.name, e.token, e.t, e.int("until_mono_ms") / 1000.0)
+                elif cur is None or e.get("token") != str(cur.token):
+                    continue
+                elif e.kind == "RENEWED":
+                    if e.t < cur.deadline:
+                        cur.deadline = max(cur.deadline, e.int("until_mono_ms") / 1000.0)
+                elif e.kind in ("LOST", "STEPDOWN"):
+                    cur.end = min(e.t, cur.deadline)
+                    cur.how = e.kind if e.t <= cur.deadline else "deadline"
+                    out.append(cur)
+                    cur = None
+            if cur is not None:
+                end = min(ends + [now])
+                cur.end = min(end, cur.deadline)
+                cur.how = "deadline" if cur.deadline <= end else ("closed" if ends else "open")
+                out.append(cur)
+        return sorted(out, key=lambda i: i.start)
+
+    def overlaps(self):
+        """[(a, b, ms)] for every two leader intervals that overlap."""
+        iv = self.intervals()
+        out = []
+        for i in range(len(iv)):
+            for j in range(i + 1, len(iv)):
+                ms = (min(iv[i].end, iv[j].end) - max(iv[i].start, iv[j].start)) * 1000
+                if ms > 0:
+                    out.append((iv[i], iv[j], ms))
+        return out
+
+    def tokens(self):
+        return [i.token for i in self.intervals()]
+
+    def story(self):
+        evs = sorted(((e.t, a.name, e.raw) for a in self.apps for e in a.events
+                      if e.kind != "RENEWED"))
+        return "\n  " + "\n  ".join("%.3f %s %s" % x for x in evs)
+
+
+class EtcdLossTestCase(LKTestCase):
+    def agent(self, identity, backend_cfg, lock="x", **kw):
+        kw.setdefault("ttl", TTL_S)
+        kw.setdefault("retry_interval", "300ms")
+        return self.start_agent(identity, None, backends=[backend_cfg],
+                                locks=[lock_config(lock, **kw)])
+
+    def assertNoOverlap(self, tr, what):
+        ov = tr.overlaps()
+        worst = max([ms for _, _, ms in ov] or [0.0])
+        print("%s: leader intervals %s; overlap %.0f ms" % (what, tr.intervals(), worst))
+        self.assertEqual(ov, [], "two leaders at once:%s" % tr.story())
+
+    def assertIncreasing(self, tokens):
+        self.assertEqual(tokens, sorted(set(tokens)), "tokens not strictly increasing")
+
+
+class EtcdWipeTest(EtcdLossTestCase):
+    def test_wiped_during_a_tenure_tokens_increase_followers_hold_off_no_two_leaders(self):
+        etcd = self.start_etcd()
+        for i in range(5):
+            etcd.put("unrelated", str(i))   # history: revisions move on
+        cfg = EtcdBackend(etcd).config()
+        agents = [self.agent("pod-%s" % n, cfg) for n in "abc"]
+        tr = Tenures(self)
+        apps = [tr.campaign(a) for a in agents]
+
+        # A handoff first, so that there is a token sequence before the wipe.
+        first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        t_close = time.monotonic()
+        tr.close(first)
+        second, lead2 = tr.first_leader(after=t_close, timeout=TTL + DEFAULT_TIMEOUT)
+        tr.wait(lambda: second.of("RENEWED", after=lead2.t), what="a renewal")
+        before = tr.tokens()
+
+        t_loss = time.monotonic()
+        etcd.restart(wipe=True)
+        self.assertIsNone(etcd.get(KEY), "the wiped cluster must have lost the key")
+        lost = tr.event(second, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+
+        # While the followers hold off, STATUS says so and why.
+        followers = [a for a in apps if a is not first and a is not second]
+
+        def holding_off():
+            tr.pump()
+            for a in followers + [second]:
+                lk = a.client.status()["locks"][0]
+                if lk.get("holdoff_ms", 0) > 0:
+                    return a, lk
+            return None
+        seen_at, lk = wait_until(holding_off, timeout=TTL + DEFAULT_TIMEOUT,
+                                 interval=0.05, what="STATUS to show a hold-off")
+        print("\n  status of %s while holding off: holdoff_ms=%d reason=%r"
+              % (seen_at.name, lk["holdoff_ms"], lk["holdoff_reason"]))
+        self.assertLessEqual(lk["holdoff_ms"], TTL * 1000)
+        self.assertIn("revision went back", lk["holdoff_reason"])
+        self.assertEqual(lk["state"], "follower")
+
+        new_app, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        held_off = new_lead.t - t_loss
+        tr.settle(1.0)
+        after = [i.token for i in tr.intervals() if i.start >= t_loss]
+        print("  wiped etcd: old leader %s token %d LOST reason=%s %.0f ms after the wipe; "
+              "first new LEADER %s %.3fs after the wipe (ttl %.1fs); tokens before %s, "
+              "after %s" % (second.name, lead2.token, lost["reason"], (lost.t - t_loss) * 1000,
+                           new_app.name, held_off, TTL, before, after))
+        self.assertEqual(lost.token, lead2.token)
+        # Every agent saw a higher revision before the wipe: none may start a tenure until
+        # one ttl after it found the revision gone back, which is after the wipe.
+        self.assertGreaterEqual(held_off, TTL, "a tenure during the hold-off:%s" % tr.story())
+        self.assertLess(held_off, TTL + 5.0, "the hold-off never ended:%s" % tr.story())
+        self.assertGreater(new_lead.token, max(before))
+        self.assertIncreasing(tr.tokens())
+        self.assertNoOverlap(tr, "wiped etcd")
+        self.assertHeld(EtcdBackend(etcd), KEY, new_app.agent.identity, new_lead.token)
+        self.assertEqual(new_app.client.status()["locks"][0].get("holdoff_ms", 0), 0)
+        # The agents still campaigning after the wipe (not pod-a, whose app left) said why.
+        for a in [second.agent] + [f.agent for f in followers]:
+            msgs = [str(e.get("msg", "")) + " " + str(e.get("reason", ""))
+                    for e in a.log_entries()]
+            self.assertTrue(any("holding off" in m and "revision went back" in m
+                                for m in msgs),
+                            "%s did not log its hold-off: %s" % (a.identity, msgs))
+
+    def test_tokens_keep_increasing_over_two_wipes(self):
+        etcd = self.start_etcd()
+        cfg = EtcdBackend(etcd).config()
+        a = self.agent("pod-a", cfg)
+        tr = Tenures(self)
+        app = tr.campaign(a)
+        tokens = []
+        for round_ in range(3):
+            lead = tr.wait(lambda: [e for e in app.of("LEADER") if e.token not in tokens],
+                           timeout=2 * TTL + DEFAULT_TIMEOUT, what="a new tenure")[0]
+            tokens.append(lead.token)
+            self.assertEqual(int(etcd.get(KEY + ":fence"))
+                             + int(etcd.kv(KEY)["create_revision"]), lead.token)
+            if round_ < 2:
+                etcd.restart(wipe=True)
+        print("\n  tokens over two wipes: %s" % tokens)
+        self.assertIncreasing(tokens)
+        self.assertNoOverlap(tr, "two wipes")
+
+
+class EtcdSlowLinkTest(EtcdLossTestCase):
+    """etcd behind TcpProxy(delay=d): a round trip of 2d on every request."""
+
+    def slow_etcd(self, rtt):
+        etcd = self.start_etcd()
+        proxy = TcpProxy(etcd.client_port, delay=rtt / 2.0)
+        self.addCleanup(proxy.close)
+        return etcd, proxy
+
+    def cfg(self, etcd, proxy, timeout):
+        return EtcdBackend(etcd).config(timeout=timeout,
+                                        endpoints=["http://127.0.0.1:%d" % proxy.port])
+
+    def test_400ms_round_trip_with_timeout_1s_acquires_renews_and_hands_over(self):
+        etcd, proxy = self.slow_etcd(0.4)
+        cfg = self.cfg(etcd, proxy, "1s")
+        agents = [self.agent("pod-%s" % n, cfg, ttl="10s", retry_interval="1s") for n in "ab"]
+        tr = Tenures(self)
+        t0 = time.monotonic()
+        apps = [tr.campaign(a) for a in agents]
+        first, lead = tr.first_leader(timeout=20)
+        acquire_s = lead.t - t0
+        # Three renewals in a row (one every ttl/3), no LOST.
+        tr.wait(lambda: len(first.of("RENEWED", after=lead.t)) >= 3, timeout=20,
+                what="three renewals")
+        self.assertEqual(first.of("LOST"), [], tr.story())
+        # A handoff: the follower, told by its watch, acquires over the slow link.
+        other = [a for a in apps if a is not first][0]
+        t_close = time.monotonic()
+        tr.close(first)
+        _, lead2 = tr.first_leader(after=t_close, timeout=20)
+        handoff_s = lead2.t - t_close
+        print("\n  400 ms round trip, timeout 1s: first LEADER %.3fs after CAMPAIGN, "
+              "handoff %.3fs; tokens %s" % (acquire_s, handoff_s, tr.tokens()))
+        self.assertLess(acquire_s, 5.0)
+        self.assertLess(handoff_s, 5.0)
+        self.assertGreater(lead2.token, lead.token)
+        self.assertIs(tr.leaders(after=t_close)[0][0], other)
+        self.assertNoOverlap(tr, "400 ms round trip")
+
+    def never_leads(self, tr, app, seconds):
+        tr.settle(seconds)
+        self.assertEqual(app.of("LEADER"), [], tr.story())
+
+    def timed_out_logged(self, agent, ms):
+        return any("timed out after %dms" % ms in " ".join(str(v) for v in e.values())
+                   for e in agent.log_entries())
+
+    def test_1s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
+        etcd, proxy = self.slow_etcd(1.0)
+        # timeout below the round trip: every request times out, nothing is ever acquired.
+        short = self.agent("pod-a", self.cfg(etcd, proxy, "1s"), lock="x", ttl="10s")
+        # The rule (docs/etcd.md): timeout >= 2.5 x round trip, ttl >= 3 x (2 x rtt + timeout).
+        ruled = self.agent("pod-b", self.cfg(etcd, proxy, "2500ms"), lock="y", ttl="14s")
+        tr = Tenures(self)
+        t0 = time.monotonic()
+        a = tr.campaign(short, lock="x")
+        b = tr.campaign(ruled, lock="y")
+        _, lead = tr.first_leader(timeout=20)
+        self.assertIs(tr.leaders()[0][0], b)
+        acquire_s = lead.t - t0
+        tr.wait(lambda: b.of("RENEWED", after=lead.t), timeout=20, what="a renewal")
+        self.never_leads(tr, a, max(0.0, 8.0 - (time.monotonic() - t0)))
+        wait_until(lambda: self.timed_out_logged(short, 1000), what="a timeout logged")
+        print("\n  1 s round trip: timeout 1s never leads (requests time out); timeout 2.5s "
+              "ttl 14s: LEADER %.3fs after CAMPAIGN, renewed" % acquire_s)
+        self.assertEqual(b.of("LOST"), [], tr.story())
+
+    def test_2s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
+        etcd, proxy = self.slow_etcd(2.0)
+        short = self.agent("pod-a", self.cfg(etcd, proxy, "1s"), lock="x", ttl="10s")
+        ruled = self.agent("pod-b", self.cfg(etcd, proxy, "5s"), lock="y", ttl="30s")
+        tr = Tenures(self)
+        t0 = time.monotonic()
+        a = tr.campaign(short, lock="x")
+        b = tr.campaign(ruled, lock="y")
+        _, lead = tr.first_leader(timeout=30)
+        self.assertIs(tr.leaders()[0][0], b)
+        acquire_s = lead.t - t0
+        # The first renewal is due ttl/3 after the grant was sent and takes two round trips.
+        renewed = tr.wait(lambda: b.of("RENEWED", after=lead.t), timeout=30,
+                          what="a renewal")[0]
+        self.never_leads(tr, a, 0)
+        wait_until(lambda: self.timed_out_logged(short, 1000), what="a timeout logged")
+        print("\n  2 s round trip: timeout 1s never leads (requests time out); timeout 5s "
+              "ttl 30s: LEADER %.3fs after CAMPAIGN, first RENEWED %.3fs after LEADER, "
+              "LEADER's validity %dms"
+              % (acquire_s, renewed.t - lead.t, lead.int("ttl_ms")))
+        self.assertGreaterEqual(acquire_s, 3 * 2.0 - 0.5)   # range, grant, txn
+        self.assertLess(acquire_s, 15.0)
+        self.assertEqual(b.of("LOST"), [], tr.story())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
