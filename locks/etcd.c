@@ -1,4 +1,4 @@
-/* The etcd v3 backend (SPEC §6): etcd's JSON gateway over libcurl's multi-socket API, driven
+/* The etcd v3 backend: etcd's JSON gateway over libcurl's multi-socket API, driven
  * by the agent's libevent loop. No thread of ours, no blocking call: curl tells us which sockets
  * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb), and finished transfers are
  * collected with curl_multi_info_read() after every curl_multi_socket_action().

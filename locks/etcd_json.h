@@ -1,4 +1,4 @@
-/* etcd v3's JSON gateway (SPEC §6), as plain structs: request bodies out, responses in. No I/O
+/* etcd v3's JSON gateway, as plain structs: request bodies out, responses in. No I/O
  * and no curl, so that every quirk of the gateway is pinned down by check_etcd_json.c.
  *
  * The gateway's habits, which every parser here follows (DEPENDENCIES.md):
