@@ -540,7 +540,9 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	/* libevent's listener accepts until the listen queue is empty, and local processes that
 	 * connect in a loop keep it from ever being empty: the loop would do nothing else, and a
 	 * leader's renewals would miss their deadline (I9). After a batch, stop accepting until
-	 * the next turn of the loop, so that backend replies and timers come first. */
+	 * the next turn of the loop, so that backend replies, timers and the EOFs of clients
+	 * that already left come first (libevent 2.1 leaves its accept loop once the listener
+	 * is disabled). */
 	if (++s->accepted_in_turn >= ACCEPT_BATCH) {
 		evconnlistener_disable(lst);
 		evtimer_add(s->accept_pause, &now);
