@@ -34,6 +34,11 @@ KEY = "leasekeeper/x"
 FENCE = fence_key(KEY)
 TTL = 3.0
 TTL_S = "3s"
+# A leader re-proves its tenure with the first request on a new connection: its LOST comes a
+# round trip after the reconnect. The bound the issue asks for is 1 s; this one is tighter
+# because the next scheduled renewal (every ttl/3 = 1 s) would also come within 1 s of a
+# reconnect, so only a tighter bound tells "at once" from "at the next renewal".
+AT_ONCE = 0.3
 
 
 def log_wall(entry):
@@ -253,7 +258,8 @@ class RedisLossTest(LKTestCase):
         self.assertEqual(lost.token, lead.token)
         # Re-proven on the new connection, not left to the renew deadline.
         self.assertEqual(lost["reason"], "expired", lost.raw)
-        self.assertLess(lost_after_reconnect, 1.0)
+        self.assertLess(lost_after_reconnect, AT_ONCE, "the leader did not re-prove its tenure "
+                        "at once on the new connection")
         self.assertGreaterEqual(lost_after_reconnect, -0.005, "LOST before the reconnect?")
         self.assertGreaterEqual(after_start, TTL, "I10: a new tenure before the new instance "
                                 "had been up one ttl:%s" % tr.story())
@@ -351,10 +357,12 @@ class RedisLossTest(LKTestCase):
         first, ev = self.handoff(tr, first)
         later.append(ev.token)
         tr.settle(0.3)
-        print("RDB rollback: old leader LOST reason=%s; first LEADER %.3fs after the restored "
-              "instance started (ttl %.1fs); tokens after: %s"
-              % (lost["reason"], new_lead.t - spawn, TTL, later))
+        reconnect = self.reconnect_wall(leader.agent, wall_loss)
+        print("RDB rollback: old leader LOST reason=%s %.0f ms after its reconnect; first "
+              "LEADER %.3fs after the restored instance started (ttl %.1fs); tokens after: %s"
+              % (lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - spawn, TTL, later))
         self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
+        self.assertLess(lost.wall - reconnect, AT_ONCE)
         self.assertGreater(min(later), max(earlier), "I5: a token reissued after a rollback")
         self.assertEqual(later, sorted(set(later)))
         self.assertGreaterEqual(new_lead.t - spawn, TTL, "I10 hold-off:%s" % tr.story())
@@ -405,7 +413,8 @@ class RedisLossTest(LKTestCase):
               % (lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - t_loss,
                  replica.uptime(), TTL, later))
         self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
-        self.assertLess(lost.wall - reconnect, 1.0)
+        self.assertLess(lost.wall - reconnect, AT_ONCE, "the leader did not re-prove its tenure "
+                        "at once on the new connection")
         self.assertGreater(min(later), max(earlier), "I5: a token reissued after a failover")
         self.assertEqual(later, sorted(set(later)))
         # The replica has been up longer than the ttl: one ttl from when it was reached.
@@ -447,12 +456,13 @@ class RedisLossTest(LKTestCase):
         orphan_token = int(orphan["msg"].split("unannounced tenure ")[1].split(" ")[0])
         reconnect = self.reconnect_wall(b, wall_cont)
         lost_a = app_a.of("LOST", after=t_stop)
+        a_saw = [e.raw for e in app_a.events if e.kind == "FOLLOWER" and e.t >= t_stop]
         print("frozen %.1fs: pod-a LOST %s; pod-b's orphan token %d (its acquire ran after "
               "the resume); pod-b LEADER token %d %.0f ms after SIGCONT, %.0f ms after its "
-              "reconnect (%.0f ms after SIGCONT); ttl %.1fs"
+              "reconnect (%.0f ms after SIGCONT); ttl %.1fs; pod-a's app meanwhile: %s"
               % (freeze, [e.raw for e in lost_a], orphan_token, lead_b.token,
                  (lead_b.t - t_cont) * 1000, (lead_b.wall - reconnect) * 1000,
-                 (reconnect - wall_cont) * 1000, TTL))
+                 (reconnect - wall_cont) * 1000, TTL, a_saw))
         self.assertEqual([e["reason"] for e in lost_a], ["renew_deadline"])
         own = [e.raw for e in app_b.events if e.kind == "FOLLOWER" and e["holder"] == "pod-b"]
         self.assertEqual(own, [], "pod-b told its app that pod-b holds the lock")
