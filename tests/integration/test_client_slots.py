@@ -132,26 +132,26 @@ def summary(values):
 
 def _uid_client(path):
     """Connect, read every line until EOF; after a banner say HELLO, PING, STATUS and QUIT."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(15)
-    s.connect(path)
-    f = s.makefile("rb")
-    lines, eof = [], False
-    first = f.readline()
-    if first:
-        lines.append(first.decode().rstrip("\n"))
-        if first.startswith(b"LEASEKEEPER "):
-            s.sendall(b"HELLO 1 client=uid-test\nPING\nSTATUS\nQUIT\n")
-    while True:
-        try:
-            b = f.readline()
-        except ConnectionResetError:
-            b = b""
-        if not b:
-            eof = True
-            break
-        lines.append(b.decode().rstrip("\n"))
-    return {"uid": os.getuid(), "lines": lines, "eof": eof}
+    lines = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(15)
+        s.connect(path)
+        with s.makefile("rb") as f:
+            first = f.readline()
+            if first:
+                lines.append(first.decode().rstrip("\n"))
+                if first.startswith(b"LEASEKEEPER "):
+                    s.sendall(b"HELLO 1 client=uid-test\nPING\nSTATUS\nQUIT\n")
+            while True:
+                try:
+                    b = f.readline()
+                except ConnectionResetError:
+                    b = b""
+                if not b:
+                    break
+                lines.append(b.decode().rstrip("\n"))
+    # A read timeout raises (reported to the parent), so getting here means EOF.
+    return {"uid": os.getuid(), "lines": lines, "eof": True}
 
 
 def run_as(uid, path, gid=NOBODY):
