@@ -318,6 +318,7 @@ static void lk_etcd_finalize(struct lk_etcd *e);
 static void lk_etcd_process(struct lk_etcd *e);
 static int lk_etcd_op_send(struct lk_etcd_op *op);
 static void lk_etcd_watch_start(struct lk_backend_key *k);
+static void lk_etcd_watch_stop(struct lk_backend_key *k);
 static int lk_etcd_auth_start(struct lk_etcd *e);
 static void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
 
@@ -485,8 +486,16 @@ static bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revisio
 	e->reached_ns = lk_mono_ns();
 	snprintf(e->replaced_why, sizeof(e->replaced_why), "%s", why);
 	e->reconnected = true;
-	TAILQ_FOREACH(k, &e->keys, link)
+	TAILQ_FOREACH(k, &e->keys, link) {
 		k->refence = true;
+		/* A stream resumed after the old cluster's revisions would wait for the new one to
+		 * get there, hearing none of its deletions meanwhile: start over from now. */
+		k->wlast = 0;
+		if (!k->dead && k->watching && k->wx) {
+			lk_etcd_watch_stop(k);
+			lk_etcd_watch_start(k);
+		}
+	}
 	lk_etcd_log(e, LK_BLOG_WARN, "%s at %s", why, e->endpoints[e->cur]);
 	return true;
 }
@@ -517,7 +526,6 @@ static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 }
 
 static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
-static void lk_etcd_watch_stop(struct lk_backend_key *k);
 static void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created);
 
 /* Endpoint idx failed at the connection level: later requests go to the next one. Only the
