@@ -1640,6 +1640,8 @@ static void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 		                               sizeof(err));
 		if (rc == 0 && st.has_leader) {
 			lk_etcd_mark_up(e);
+			/* An idle backend learns of a replaced cluster here first. */
+			(void)lk_etcd_seen(e, st.cluster_id, st.revision, false);
 			return;
 		}
 		if (rc == 0) {

@@ -1852,6 +1852,35 @@ START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 }
 END_TEST
 
+/* Rebuilt with another cluster token: another cluster id. An idle backend learns it from its
+ * reachability probe, a busy one from any answer; either way new tenures hold off. */
+START_TEST(test_another_cluster_id_holds_off)
+{
+	struct lk_test_notified nt = { 0 };
+	struct lk_backend_key *a;
+	char why[256] = "";
+	uint64_t t1, t2;
+
+	start_backend(srv.address, 1000);
+	a = lk_test_key_new("alpha", &nt);
+	t1 = lk_test_acquire_ok(a, 3000);
+	ck_assert_int_lt(srv.n_args, LK_TEST_MAX_ARGS);
+	srv.args[srv.n_args] = strdup("--initial-cluster-token=lk-test-rebuilt");
+	ck_assert_ptr_nonnull(srv.args[srv.n_args]);
+	srv.n_args++;
+	wipe_etcd(&srv);
+	for (int i = 0; i < 20 && be->ops->holdoff_until(a, 3000, why, sizeof(why)) == 0; i++) {
+		(void)lk_test_renew(a, t1, 3000);
+		lk_test_run_for(100);
+	}
+	ck_assert_msg(strstr(why, "cluster id changed"), "%s\n%s", why, logs.text);
+	ck_assert_int_gt(be->ops->holdoff_until(a, 3000, why, sizeof(why)), lk_mono_ns());
+	ck_assert_msg(nt.reconnected > 0, "no RECONNECTED notice");
+	t2 = acquire_answered(a, 3000).token;
+	ck_assert_uint_gt(t2, t1);
+}
+END_TEST
+
 /* A TCP proxy in front of etcd that understands just enough HTTP/1.1: each request and each
  * answer waits `delay_ms` (one way), the answers to the first `drop_txns` txns are swallowed
  * (etcd applied them; the client times out) and lease revokes are refused (connection
@@ -2158,6 +2187,7 @@ static Suite *etcd_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_fence_seeded_from_the_clock_once);
 	tcase_add_test(tc, test_tokens_increase_across_a_wipe_with_holdoff);
+	tcase_add_test(tc, test_another_cluster_id_holds_off);
 	tcase_add_test(tc, test_own_orphan_is_deleted_not_waited_for);
 	tcase_add_test(tc, test_own_identity_without_lost_acquire_is_held);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
