@@ -44,8 +44,13 @@ FUZZ_DEFS_etcd_json = $(shell grep -q 'lk_etcd_json_parse_acquire' locks/etcd_js
 
 # Extra libFuzzer options per target (later options win over the common ones). The config
 # loader promises that no file costs much to reject: a second is already far too long.
-FUZZ_OPT_client := -max_len=16384
-FUZZ_OPT_config := -timeout=2
+FUZZ_OPT_codec  := -dict=tests/fuzz/dict/proto.dict
+FUZZ_OPT_client := -max_len=16384 -dict=tests/fuzz/dict/proto.dict
+FUZZ_OPT_config := -timeout=2 -dict=tests/fuzz/dict/config.dict
+FUZZ_OPT_etcd_json := -dict=tests/fuzz/dict/etcd_json.dict
+# Shell: the options of target $$t into $$opt.
+FUZZ_OPT_SH = opt=; case $$t in codec) opt="$(FUZZ_OPT_codec)";; client) opt="$(FUZZ_OPT_client)";; \
+              config) opt="$(FUZZ_OPT_config)";; etcd_json) opt="$(FUZZ_OPT_etcd_json)";; esac
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-replay
 
@@ -63,7 +68,7 @@ define fuzz_run
 		work=$$(mktemp -d "$${TMPDIR:-/tmp}/lk-fuzz-$$t.XXXXXX"); \
 		art=$(FUZZ_BUILD)/artifacts/$$t; rm -rf "$$art"; mkdir -p "$$art"; \
 		cp -R tests/fuzz/corpus/$$t/. "$$work/"; \
-		opt=; case $$t in client) opt="$(FUZZ_OPT_client)";; config) opt="$(FUZZ_OPT_config)";; esac; \
+		$(FUZZ_OPT_SH); \
 		echo "== fuzz_$$t: $(1) s from $$(ls "$$work" | wc -l) corpus inputs"; \
 		rc=0; $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(1) -timeout=$(FUZZ_TIMEOUT) \
 			-rss_limit_mb=$(FUZZ_RSS_MB) -print_final_stats=1 $$opt $(FUZZ_FLAGS) \
@@ -84,12 +89,12 @@ fuzz: $(FUZZ_BINS)
 fuzz-replay: $(FUZZ_BINS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz_$$t: replaying tests/fuzz/corpus/$$t"; \
-		log=$$(mktemp); \
-		if ! $(FUZZ_BUILD)/fuzz_$$t -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=$(FUZZ_RSS_MB) \
+		log=$$(mktemp); $(FUZZ_OPT_SH); \
+		if ! $(FUZZ_BUILD)/fuzz_$$t -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=$(FUZZ_RSS_MB) $$opt \
 			tests/fuzz/corpus/$$t/* >"$$log" 2>&1; then \
 			grep -v '^Running: ' "$$log" | tail -40; \
-			echo "fuzz_$$t FAILED: committed input $$(grep '^Running: ' "$$log" | tail -1 | \
-				cut -d' ' -f2) (replay: $(FUZZ_BUILD)/fuzz_$$t <that file>)"; \
+			bad=$$(grep '^Running: ' "$$log" | tail -1 | cut -d' ' -f2); \
+			echo "fuzz_$$t FAILED: committed input $$bad (replay: $(FUZZ_BUILD)/fuzz_$$t $$bad)"; \
 			rm -f "$$log"; exit 1; \
 		fi; \
 		grep -c '^Executed ' "$$log" | sed 's/^/   inputs replayed: /'; rm -f "$$log"; \
