@@ -5,8 +5,11 @@ real etcd processes and agents:
    three replicas: the old leader hears LOST; tokens keep increasing (the new cluster has no
    "<key>:fence" key, so the next acquire seeds it from the wall clock in microseconds); every
    agent saw a higher revision than the new cluster has, so the followers hold off one ttl
-   and say so in STATUS (holdoff_ms, holdoff_reason); no two apps lead at once;
-2. behind a loopback proxy that delays every byte: at a 400 ms round trip with `timeout: 1s`
+   and say so in STATUS (holdoff_ms, holdoff_reason); no two apps lead at once; the same
+   over two wipes in a row;
+2. restored from a snapshot taken two handoffs earlier (old fence key, lower revisions): the
+   agents saw higher revisions, hold off, and re-seed the fence, so no token comes twice;
+3. behind a loopback proxy that delays every byte: at a 400 ms round trip with `timeout: 1s`
    replicas acquire within a few seconds, keep their tenures, and hand over; at 1 s and 2 s
    round trips `timeout: 1s` never acquires (every request times out, as docs/etcd.md says),
    while the timeout and ttl its rule gives do.
@@ -17,11 +20,14 @@ that arrived before it passed). Lines are stamped with time.monotonic(), which i
 CLOCK_MONOTONIC, the clock of until_mono_ms. Each test prints what it measured.
 """
 
+import os
+import shutil
+import subprocess
 import time
 import unittest
 
 from harness import (DEFAULT_TIMEOUT, ConnectionClosed, EtcdBackend, LKTestCase, TcpProxy,
-                     lock_config, wait_until)
+                     _b64, etcdctl_bin, lock_config, wait_until)
 
 KEY = "leasekeeper/x"
 TTL = 3.0
@@ -269,6 +275,66 @@ class EtcdWipeTest(EtcdLossTestCase):
         print("\n  tokens over two wipes: %s" % tokens)
         self.assertIncreasing(tokens)
         self.assertNoOverlap(tr, "two wipes")
+
+
+    def test_restored_from_an_older_snapshot_tokens_increase_no_two_leaders(self):
+        """A snapshot taken during tenure 1, two handoffs, then the snapshot restored: its old
+        fence key and lower revisions would hand out tokens 2 and 3 again. The agents saw the
+        higher revisions, so they hold off and re-seed the fence from the clock."""
+        etcd = self.start_etcd()
+        cfg = EtcdBackend(etcd).config()
+        agents = [self.agent("pod-%s" % n, cfg) for n in "ab"]
+        tr = Tenures(self)
+        apps = [tr.campaign(a) for a in agents]
+        first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        snap = os.path.join(self.tmp, "etcd.snap")
+        r = etcd.etcdctl("snapshot", "save", snap)
+        self.assertEqual(r.returncode, 0, r)
+        fence_then = int(etcd.get(KEY + ":fence"))
+
+        # Two handoffs after the snapshot.
+        t = time.monotonic()
+        tr.close(first)
+        second, lead2 = tr.first_leader(after=t, timeout=TTL + DEFAULT_TIMEOUT)
+        again = tr.campaign(first.agent)
+        t = time.monotonic()
+        tr.close(second)
+        third, lead3 = tr.first_leader(after=t, timeout=TTL + DEFAULT_TIMEOUT)
+        self.assertIs(third, again)
+        before = tr.tokens()
+        tr.wait(lambda: third.of("RENEWED", after=lead3.t), what="a renewal")
+
+        t_loss = time.monotonic()
+        etcd.stop()
+        shutil.rmtree(etcd.data_dir)
+        r = subprocess.run([etcdctl_bin(), "snapshot", "restore", snap,
+                            "--data-dir", etcd.data_dir, "--name", etcd.name,
+                            "--initial-cluster", "%s=%s" % (etcd.name, etcd.peer_url),
+                            "--initial-cluster-token", etcd.cluster_token,
+                            "--initial-advertise-peer-urls", etcd.peer_url],
+                           env=dict(os.environ, ETCDCTL_API="3"), cwd=self.tmp,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        etcd.restart()
+        self.assertEqual(int(etcd.get(KEY + ":fence")), fence_then, "the old fence is back")
+        restored_rev = int(etcd.call("/v3/kv/range", {"key": _b64(KEY)})["header"]["revision"])
+
+        lost = tr.event(third, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+        new_app, new_lead = tr.first_leader(after=t_loss, timeout=3 * TTL + DEFAULT_TIMEOUT)
+        tr.settle(1.0)
+        fence_now = int(etcd.get(KEY + ":fence"))
+        print("\n  restored snapshot (revision %d): tokens before %s, first after %d "
+              "(%s, %.3fs after the restore began); fence %d -> %d; old leader LOST reason=%s"
+              % (restored_rev, before, new_lead.token, new_app.name, new_lead.t - t_loss,
+                 fence_then, fence_now, lost["reason"]))
+        self.assertEqual(lost.token, lead3.token)
+        self.assertGreater(new_lead.token, max(before),
+                           "a token issued again after a restore:%s" % tr.story())
+        self.assertGreater(fence_now, fence_then)
+        self.assertGreaterEqual(new_lead.t - t_loss, TTL)
+        self.assertIncreasing(tr.tokens())
+        self.assertNoOverlap(tr, "restored snapshot")
+        self.assertHeld(EtcdBackend(etcd), KEY, new_app.agent.identity, new_lead.token)
 
 
 class EtcdSlowLinkTest(EtcdLossTestCase):
