@@ -21,6 +21,13 @@
  * can slip in between: a release-then-acquire in two steps would wake every follower with the
  * notice and let one of them take the lock from under the reclaiming agent.
  *
+ * A renewal whose reply never came may run late as well (a frozen server that resumes) and
+ * keep our last tenure's key alive for another ttl after that tenure ended here with LOST. The
+ * key remembers the last tenure it proved and until when; once that lease, as last proven, has
+ * run out (so every app's deadline has passed and I2's "left to expire at its ttl" holds), an
+ * acquire that finds that very value deletes it the same way. Before that, the acquire
+ * reports the key held by nobody known rather than by ourselves.
+ *
  * hiredis 0.14 has no timeouts at all, not even for connect. So each connection keeps its own
  * FIFO of in-flight requests (Redis answers in order) with one libevent timer for the oldest
  * deadline; when it passes, the connection is treated as broken and freed, which makes hiredis
@@ -240,6 +247,8 @@ struct lk_backend_key {
 	void *notify_arg;
 	bool watching;
 	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
+	uint64_t proven_token;           /* the last tenure an acquire or renewal proved, 0 if none */
+	int64_t proven_until_ns;         /* when its lease, as last proven, runs out */
 	bool dead;                       /* key_free() was called */
 	unsigned refs;                   /* requests in flight + notify loops walking past it */
 };
@@ -1207,6 +1216,8 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		e1 = reply->element[1];
 		if (e0->integer == 1 && e1->type == REDIS_REPLY_INTEGER && e1->integer > 0) {
 			req->k->unsure = false;
+			req->k->proven_token = (uint64_t)e1->integer;
+			req->k->proven_until_ns = req->sent_ns + req->ttl_ms * 1000000;
 			rep.status = LK_REPLY_OK;
 			rep.token = (uint64_t)e1->integer;
 			rep.sent_ns = req->sent_ns;
@@ -1216,14 +1227,27 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 		}
 		if (e0->integer == 0 && e1->type == REDIS_REPLY_STRING) {
 			/* Our own value after an acquire that never answered: that acquire ran after
-			 * all, and nobody was told about its tenure. Acquire again, deleting exactly
-			 * that value in the same script, rather than wait a whole ttl for our own key. */
-			if (req->k->unsure && !req->orphan &&
-			    lk_redis_own_value(req->k, e1->str, e1->len, &orphan)) {
+			 * all, and nobody was told about its tenure. Or our last tenure, which ended
+			 * here (we acquire only as a follower) but which a renewal that ran late kept
+			 * alive. Acquire again, deleting exactly that value in the same script, rather
+			 * than wait a whole ttl for our own key; the last tenure only once its lease as
+			 * we last proved it has run out. */
+			bool own = !req->orphan && lk_redis_own_value(req->k, e1->str, e1->len, &orphan);
+			bool last = own && orphan == req->k->proven_token;
+			int64_t over_ms = last ? (lk_mono_ns() - req->k->proven_until_ns) / 1000000 : 0;
+
+			if (own && (last ? over_ms >= 0 : req->k->unsure)) {
 				if (lk_redis_reclaim(conn, ac, req, orphan)) {
-					lk_redis_log(r, LK_BLOG_WARN, "key %s holds our own unannounced "
-					             "tenure %" PRIu64 " (an acquire that timed out ran "
-					             "later): deleting it", req->k->key, orphan);
+					if (last)
+						lk_redis_log(r, LK_BLOG_WARN, "key %s still holds our ended "
+						             "tenure %" PRIu64 ", %" PRId64 "ms after its lease "
+						             "as last proven ran out (a renewal that timed out "
+						             "ran later): deleting it", req->k->key, orphan,
+						             over_ms);
+					else
+						lk_redis_log(r, LK_BLOG_WARN, "key %s holds our own unannounced "
+						             "tenure %" PRIu64 " (an acquire that timed out ran "
+						             "later): deleting it", req->k->key, orphan);
 					return true;
 				}
 				rep.status = LK_REPLY_ERROR;
@@ -1232,13 +1256,16 @@ static bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext 
 			}
 			req->k->unsure = false;
 			rep.status = LK_REPLY_HELD;
-			rep.holder = lk_redis_holder(e1->str, e1->len, holder, sizeof(holder));
+			/* Our own ended tenure is nobody's to follow: its apps were told it is over. */
+			rep.holder = last ? NULL : lk_redis_holder(e1->str, e1->len, holder, sizeof(holder));
 			rep.err = NULL;
 			goto deliver;
 		}
 		break;
 	case LK_REDIS_RENEW:
 		if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+			if (req->token == req->k->proven_token)
+				req->k->proven_until_ns = req->sent_ns + req->ttl_ms * 1000000;
 			rep.status = LK_REPLY_OK;
 			rep.token = req->token;
 			rep.sent_ns = req->sent_ns;

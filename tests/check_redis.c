@@ -448,6 +448,54 @@ START_TEST(test_own_orphan_reclaim_sends_no_release_notice)
 }
 END_TEST
 
+/* A renewal that timed out on a frozen server runs when it resumes and keeps our ended
+ * tenure's key alive for another ttl. It is ours and over: not shown as held by ourselves,
+ * and deleted once its lease as we last proved it has run out, not a ttl after the resume. */
+START_TEST(test_own_tenure_kept_alive_by_a_late_renewal_is_reclaimed_once_its_lease_ran_out)
+{
+	struct lk_backend_key *k;
+	struct lk_test_reply g = { 0 };
+	uint64_t t1;
+	int64_t proven_until;
+	char want[64], *v;
+
+	start_backend(srv.address, 300);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 2000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	t1 = g.token;
+	proven_until = g.sent_ns + 2000 * 1000000LL;
+	snprintf(want, sizeof(want), "alpha:%" PRIu64, t1);
+
+	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(be->ops->renew(k, t1, 2000, lk_test_on_reply, &g), 0);
+	lk_test_wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	lk_test_run_for(600);
+	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0); /* the renewal runs now */
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
+
+	/* Our tenure, still within its lease as last proven: held, but not by "alpha". */
+	ck_assert_int_lt(lk_mono_ns(), proven_until - 200 * 1000000LL);
+	g = lk_test_acquire(k, 2000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert_msg(!g.has_holder || strcmp(g.holder, "alpha") != 0, "holder %s", g.holder);
+
+	lk_test_run_for((int)((proven_until - lk_mono_ns()) / 1000000) + 50);
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_msg(v && strcmp(v, want) == 0, "the late renewal must have kept %s: %s", want, v);
+	free(v);
+	g = lk_test_acquire(k, 2000);
+	ck_assert_msg(g.status == LK_REPLY_OK, "status %d holder %s err %s", g.status, g.holder,
+	              g.err);
+	ck_assert_uint_gt(g.token, t1);
+	ck_assert_ptr_nonnull(strstr(logs.text, "still holds our ended tenure"));
+	printf("tenure %" PRIu64 " kept alive by a late renewal, reclaimed as %" PRIu64 "\n", t1,
+	       g.token);
+}
+END_TEST
+
 START_TEST(test_own_identity_holding_without_a_lost_acquire_is_held)
 {
 	struct lk_backend_key *k;
@@ -1058,6 +1106,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
 	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
 	tcase_add_test(tc, test_own_orphan_reclaim_sends_no_release_notice);
+	tcase_add_test(tc, test_own_tenure_kept_alive_by_a_late_renewal_is_reclaimed_once_its_lease_ran_out);
 	tcase_add_test(tc, test_own_identity_holding_without_a_lost_acquire_is_held);
 	tcase_add_test(tc, test_wrong_type_is_fatal);
 	tcase_add_test(tc, test_script_flush_falls_back_to_eval);

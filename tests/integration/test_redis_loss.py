@@ -13,7 +13,9 @@ redis-server processes:
 4. frozen (SIGSTOP) past the backend timeout while a follower's acquire was on its way, then
    resumed: that acquire runs late and leaves the follower's own value, which the follower
    deletes and then leads, without ever telling its app `FOLLOWER holder=<itself>` and without
-   waiting a ttl for its own key.
+   waiting a ttl for its own key; and frozen past the leader's renew deadline but not its
+   ttl: its renewal runs late and keeps the ended tenure's key, which its agent neither shows
+   as held by itself nor waits a ttl for.
 
 A leader interval, as an app sees it: from LEADER's arrival until the first of LOST,
 STEPDOWN, EOF (or the app's own disconnect) and its deadline (until_mono_ms, moved only by a
@@ -474,6 +476,52 @@ class RedisLossTest(LKTestCase):
                         "reconnect:%s" % tr.story())
         self.assertEqual(app_a.of("LEADER", after=t_stop), [], tr.story())
         self.assertNoOverlap(tr, "frozen Redis")
+
+    def test_frozen_redis_runs_the_lost_leaders_renewal_late(self):
+        """Frozen past the leader's renew deadline, resumed within its ttl: the renewal that
+        timed out runs at the resume and keeps the old tenure's key for another ttl. The old
+        leader's agent knows that tenure is over (its app heard LOST): it neither tells its app
+        `FOLLOWER holder=<itself>` nor makes everybody wait a ttl for that key."""
+        redis = self.start_redis()
+        a = self.start_agent("pod-a", redis, locks=self.lock(retry_interval="500ms"))
+        b = self.start_agent("pod-b", redis, locks=self.lock(retry_interval="200ms"))
+        tr = Tenures(self)
+        app_a = tr.campaign(a)
+        _, lead = tr.first_leader()
+        app_b = tr.campaign(b)
+        tr.wait(lambda: [e for e in app_b.of("FOLLOWER") if e["holder"] == "pod-a"],
+                what="pod-b to follow pod-a")
+        # Freeze just after a renewal: the next one (ttl/3 later) goes out into the freeze, the
+        # renew deadline (2/3 ttl) passes during it, the key's ttl does not.
+        renewed = tr.wait(lambda: app_a.of("RENEWED", after=time.monotonic() - 0.05),
+                          what="a renewal")[0]
+        t_stop, wall_stop = time.monotonic(), time.time()
+        redis.sigstop()
+        tr.settle(TTL * 5 / 6)
+        t_cont = time.monotonic()
+        redis.sigcont()
+        first, new_lead = tr.first_leader(after=t_cont, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        tr.settle(0.5)
+        lost = app_a.of("LOST", after=t_stop)
+        kept = logs_since(a, wall_stop, "key %s still holds our ended tenure" % KEY)
+        own = [e.raw for e in app_a.events if e.kind == "FOLLOWER" and e.t >= t_stop
+               and e["holder"] == "pod-a"]
+        print("frozen %.1fs from %.0f ms after pod-a's renewal: pod-a %s; its late renewal "
+              "kept the key (%s); %s LEADER token %d %.0f ms after SIGCONT (the kept key would "
+              "have lived until %.0f ms after it); pod-a's app after the LOST: %s"
+              % (t_cont - t_stop, (t_stop - renewed.t) * 1000, [e.raw for e in lost],
+                 kept[0]["msg"] if kept else "no reclaim logged", first.name, new_lead.token,
+                 (new_lead.t - t_cont) * 1000, TTL * 1000,
+                 [e.raw for e in app_a.events if e.kind == "FOLLOWER" and e.t >= t_stop]))
+        self.assertEqual([e["reason"] for e in lost], ["renew_deadline"], tr.story())
+        self.assertEqual(own, [], "pod-a told its app that pod-a holds the lock")
+        self.assertTrue(kept, "the scenario did not happen: no late renewal kept the key")
+        self.assertEqual(int(kept[0]["msg"].split("ended tenure ")[1].split(",")[0]),
+                         lead.token)
+        self.assertGreater(new_lead.token, lead.token)
+        self.assertLess(new_lead.t - t_cont, TTL - 0.5, "everybody waited for the key that "
+                        "pod-a's late renewal kept:%s" % tr.story())
+        self.assertNoOverlap(tr, "late renewal")
 
 
 if __name__ == "__main__":
