@@ -270,7 +270,7 @@ struct lk_redis {
 	/* The server instance last seen by INFO server (I10); run_id "" until the first. */
 	char run_id[LK_REDIS_RUN_ID_LEN + 1], prev_run_id[LK_REDIS_RUN_ID_LEN + 1];
 	int64_t reached_ns;              /* when this instance was first reached */
-	int64_t uptime_ms;               /* its uptime then, -1 if unknown */
+	int64_t uptime_ms;               /* how long it had surely been up then, -1 if unknown */
 	bool replaced;                   /* another instance was seen before this one */
 	bool info_failed;                /* INFO server was refused: logged once */
 	struct lk_redis_conn cmd, sub;
@@ -1060,10 +1060,16 @@ static void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply)
 		return;
 	}
 	r->info_failed = false;
+	/* uptime_in_seconds is the difference of two whole-second readings of the wall clock (now
+	 * and the start), so it can be one more than the seconds that really passed: a server up
+	 * for 20ms says 1 if a second began in between. It has surely been up one second less. */
 	uptime_ms = -1;
 	if (lk_redis_info_field(reply->str, reply->len, "uptime_in_seconds", up, 16,
-	                        lk_redis_is_digit))
-		uptime_ms = strtoll(up, NULL, 10) * 1000;
+	                        lk_redis_is_digit)) {
+		uptime_ms = strtoll(up, NULL, 10) * 1000 - 1000;
+		if (uptime_ms < 0)
+			uptime_ms = 0;
+	}
 	if (strcmp(run_id, r->run_id) == 0)
 		return;
 	r->replaced = r->run_id[0] != '\0';

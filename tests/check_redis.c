@@ -347,6 +347,45 @@ START_TEST(test_holdoff_while_a_new_server_is_younger_than_the_ttl)
 }
 END_TEST
 
+static double wall_frac(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_nsec / 1e9;
+}
+
+/* Redis's uptime_in_seconds is the difference of two whole-second wall clock readings: a
+ * server started just before a second began says 1 moments later. The hold-off must still
+ * last until it has really been up one ttl. */
+START_TEST(test_holdoff_of_a_server_started_just_before_a_second_began)
+{
+	struct lk_backend_key *k;
+	char why[192] = "";
+	int64_t started = 0, until;
+	int tries;
+
+	for (tries = 0; tries < 5; tries++) {
+		/* Restart it late in a second, then ask after the next second has begun. */
+		while (wall_frac() < 0.90 || wall_frac() > 0.93)
+			usleep(2000);
+		started = lk_mono_ns();
+		ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+		if (wall_frac() > 0.93)
+			break;   /* still the same second (otherwise try again) */
+	}
+	ck_assert_msg(tries < 5, "could not restart Redis within 70ms");
+	while (wall_frac() > 0.5)
+		usleep(2000);
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", NULL);
+	until = be->ops->holdoff_until(k, 2000, why, sizeof(why));
+	printf("started %" PRId64 "ms ago, says %s; hold-off until %" PRId64 "ms after the start\n",
+	       (lk_mono_ns() - started) / 1000000, why, (until - started) / 1000000);
+	ck_assert_int_ge(until, started + 2000 * 1000000LL);
+}
+END_TEST
+
 START_TEST(test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices)
 {
 	struct lk_backend_key *k;
@@ -1103,6 +1142,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_tokens_increase_across_flushall_and_restart);
 	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
 	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
+	tcase_add_test(tc, test_holdoff_of_a_server_started_just_before_a_second_began);
 	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
 	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
 	tcase_add_test(tc, test_own_orphan_reclaim_sends_no_release_notice);

@@ -55,6 +55,15 @@ def logs_since(agent, wall, prefix):
             if str(e.get("msg", "")).startswith(prefix) and log_wall(e) >= wall - 0.0015]
 
 
+def start_again(redis):
+    """Start a stopped RedisServer on its port again (what restart() does after its stop)."""
+    fixed, redis.fixed_port = redis.fixed_port, True
+    try:
+        redis.start()
+    finally:
+        redis.fixed_port = fixed
+
+
 class Interval:
     def __init__(self, app, token, start, deadline):
         self.app, self.token, self.start, self.deadline = app, token, start, deadline
@@ -287,21 +296,28 @@ class RedisLossTest(LKTestCase):
         old_app = tr.campaign(old)
         _, lead = tr.first_leader()
         t_loss, wall_loss = time.monotonic(), time.time()
-        redis.restart()
+        redis.stop()
+        # Start it late in a second of the wall clock: Redis's uptime_in_seconds (now and the
+        # start time in whole seconds, subtracted) then says 1 a few ms after the start.
+        wait_until(lambda: 0.975 <= time.time() % 1 <= 0.985, interval=0.001,
+                   what="late in a second")
+        start_again(redis)
         spawn = redis.spawn_t
         # pod-b never saw the old instance; all it can know is that this one is young.
         new = self.start_agent("pod-b", redis, locks=self.lock())
         new_app = tr.campaign(new)
         started = time.monotonic()
+        said = redis.uptime()
         lost = tr.event(old_app, "LOST", after=t_loss)
         first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
         tr.settle(0.3)
         b_first = tr.event(new_app, "LEADER", timeout=2 * TTL + DEFAULT_TIMEOUT) \
             if first is not new_app else new_lead
-        print("agent started %.3fs after the restart; old leader LOST reason=%s; first new "
-              "LEADER %s %.3fs after the new instance started; pod-b's first LEADER %.3fs "
-              "after it (ttl %.1fs)" % (started - spawn, lost["reason"], first.name,
-                                        new_lead.t - spawn, b_first.t - spawn, TTL))
+        print("agent started %.3fs after the restart (Redis said uptime %ds then); old leader "
+              "LOST reason=%s; first new LEADER %s %.3fs after the new instance started; "
+              "pod-b's first LEADER %.3fs after it (ttl %.1fs)"
+              % (started - spawn, said, lost["reason"], first.name, new_lead.t - spawn,
+                 b_first.t - spawn, TTL))
         self.assertLess(started - spawn, TTL / 2, "the agent must start on a young Redis")
         self.assertGreaterEqual(new_lead.t - spawn, TTL, tr.story())
         self.assertGreaterEqual(b_first.t - spawn, TTL, tr.story())
@@ -341,11 +357,7 @@ class RedisLossTest(LKTestCase):
         t_loss, wall_loss = time.monotonic(), time.time()
         redis.stop()
         shutil.copy(backup, os.path.join(redis.dir, "dump.rdb"))
-        fixed, redis.fixed_port = redis.fixed_port, True
-        try:
-            redis.start()
-        finally:
-            redis.fixed_port = fixed
+        start_again(redis)
         spawn = redis.spawn_t
         restored = int(redis.get(FENCE))
         print("tokens before the restore: %s; fence counter in the restored snapshot: %d"
