@@ -1929,10 +1929,18 @@ def lock_config(name="x", **kw):
 
 
 class Agent:
-    """One `leasekeeper agent -c CONFIG` process with its own config, socket and log file."""
+    """One `leasekeeper agent -c CONFIG` process with its own config, socket and log file.
+
+    wrapper: a command the agent runs under, as `wrapper + [LK_BIN, "agent", "-c", CONFIG]`
+    (a list, or a string split like a shell would); default $LK_AGENT_WRAPPER, if set. Every
+    "{dir}" in it becomes the agent's own directory (e.g. `valgrind --log-file={dir}/vg.log`).
+    The wrapper must exec the agent in its own process (valgrind does): signals go to the pid.
+    Under a wrapper the agent's own waits (startup, exit, the SIGKILL margin) are multiplied
+    by `slowdown`: $LK_AGENT_WRAPPER_SLOWDOWN, default 8 (1 without a wrapper)."""
 
     def __init__(self, tmpdir, identity="pod-a", backend_address=None, locks=None,
-                 backends=None, env=None, config_text=None, backend_timeout="500ms", **top):
+                 backends=None, env=None, config_text=None, backend_timeout="500ms",
+                 wrapper=None, **top):
         self.tmpdir = tmpdir
         self.identity = identity
         self.name = re.sub(r"[^A-Za-z0-9._-]", "_", identity or "agent")
@@ -1945,7 +1953,16 @@ class Agent:
         self.env = dict(env or {})
         self._signals_sent = []
         self._killed = False
-        self.stop_margin = scaled(10)  # beyond shutdown_timeout before SIGKILL on teardown
+        if wrapper is None:
+            wrapper = os.environ.get("LK_AGENT_WRAPPER") or None
+        if isinstance(wrapper, str):
+            import shlex
+            wrapper = shlex.split(wrapper)
+        self.wrapper = [str(w).replace("{dir}", self.dir) for w in (wrapper or [])]
+        self.slowdown = float(os.environ.get("LK_AGENT_WRAPPER_SLOWDOWN") or 8) \
+            if self.wrapper else 1.0
+        # beyond shutdown_timeout before SIGKILL on teardown
+        self.stop_margin = scaled(10) * self.slowdown
         self.auth_key = None           # bytes: AppClients made by LKTestCase.connect() use it
         self.warm_wait = 0.0           # seconds start() waited for a warm Redis
         if locks is None:
@@ -2005,11 +2022,11 @@ class Agent:
         env.update(self.env)
         self._errf = open(self.stderr_path, "ab")
         self._outf = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen([binary, "agent", "-c", self.config_path],
+        self.proc = subprocess.Popen(self.wrapper + [binary, "agent", "-c", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self._outf,
                                      stderr=self._errf, env=env, cwd=self.dir)
         if wait:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout * self.slowdown)
         return self
 
     def wait_ready(self, timeout=DEFAULT_TIMEOUT):
@@ -2057,7 +2074,9 @@ class Agent:
         self.proc.send_signal(sig)
 
     def wait(self, timeout=DEFAULT_TIMEOUT):
-        """Wait for exit; returns the exit status. AssertionError if still running."""
+        """Wait for exit (timeout times slowdown); returns the exit status. AssertionError if
+        still running."""
+        timeout *= self.slowdown
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
