@@ -1110,9 +1110,9 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		sent = lk_mono_ns();
 		break;
 	case LK_ETCD_STEP_CREATE:
-		/* The base a missing fence key gets: the wall clock in microseconds, which has grown
-		 * by far more than any cluster's revision since the fence it replaces was seeded
-		 * (as long as the clock does not step back). */
+		/* The base a missing fence key gets: the wall clock in microseconds, which has
+		 * grown by far more than any cluster's revision since the fence it replaces was
+		 * seeded (as long as the clock does not step back). */
 		clock_gettime(CLOCK_REALTIME, &now);
 		seed = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 		call = LK_ETCD_CALL_TXN;
@@ -1312,12 +1312,14 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
-		if (aq.succeeded && aq.found && aq.kv.lease == op->lease && aq.kv.create_revision > 0) {
+		if (aq.succeeded && aq.found && aq.kv.lease == op->lease &&
+		    aq.kv.create_revision > 0) {
 			if (!aq.fence_found || aq.fence_bad ||
 			    aq.fence > INT64_MAX - aq.kv.create_revision) {
-				lk_etcd_op_fail(op, LK_REPLY_FATAL, "fence key %s %s: delete it, and the "
-				                "next acquire seeds it again from the clock", k->fkey,
-				                aq.fence_found ? "holds no usable token base" : "is missing");
+				lk_etcd_op_fail(op, LK_REPLY_FATAL, "fence key %s %s: delete it, and "
+				                "the next acquire seeds it again from the clock",
+				                k->fkey, aq.fence_found ? "holds no usable token base"
+				                                        : "is missing");
 				return;
 			}
 			op->token = (uint64_t)(aq.fence + aq.kv.create_revision);
