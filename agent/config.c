@@ -21,11 +21,11 @@
 #include <yaml.h>
 
 #include "agent/duration.h"
+#include "locks/backend.h"
 
 #define MAX_SCALAR_BYTES  (64 * 1024) /* one value after ${VAR} expansion */
 #define MAX_IDENTITY      253
 #define MAX_LOCK_NAME     128
-#define MAX_KEY           1024
 #define MIN_TTL_MS        100
 #define ETCD_MIN_TTL_MS   2000
 #define QUOTE_MAX         100         /* characters of a value shown in a message */
@@ -975,10 +975,10 @@ static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config
 
 	join(field, path, "key");
 	if (get_string(c, f.val[L_KEY], field, &l->key) > 0 &&
-	    !printable_word(l->key, 1, MAX_KEY))
+	    !printable_word(l->key, 1, LK_BACKEND_KEY_MAX))
 		error_at(c, f.val[L_KEY], field,
 		         "%s must be 1 to %d printable ASCII characters without spaces", Q(qb, l->key),
-		         MAX_KEY);
+		         LK_BACKEND_KEY_MAX);
 	if (!l->key && l->name && asprintf(&l->key, "leasekeeper/%s", l->name) < 0) {
 		l->key = NULL;
 		c->oom = true;

@@ -30,6 +30,11 @@
 #include <stdint.h>
 #include <time.h>
 
+/* The longest lock key: every backend keeps the token's counter or base in "<key>:fence", and
+ * etcd's gateway takes keys of at most 1024 bytes. The config checks it, so that check-config
+ * refuses what the agent could not hold. */
+#define LK_BACKEND_KEY_MAX 1018
+
 struct event_base;
 struct lk_backend;
 struct lk_config_backend;

@@ -93,7 +93,9 @@
 /* Limits on what the config and the server control. */
 #define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
 #define LK_ETCD_FENCE_SUFFIX       ":fence"
-#define LK_ETCD_MAX_KEY_LEN        (LK_ETCD_JSON_MAX_KEY - (int)sizeof(LK_ETCD_FENCE_SUFFIX) + 1)
+#define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX
+_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_FENCE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
+               "<key>:fence must fit a gateway key");
 #define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
 #define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
 #define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "agent/config.h"
+#include "locks/backend.h"
 
 #define NAME "config.yaml"
 
@@ -851,11 +852,35 @@ END_TEST
 START_TEST(test_lock_key)
 {
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name: a\n    key: \"\"\n",
-	              NAME ":6:10: locks[0].key: \"\" must be 1 to 1024 printable ASCII characters "
+	              NAME ":6:10: locks[0].key: \"\" must be 1 to 1018 printable ASCII characters "
 	              "without spaces");
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name: a\n    key: \"my key\"\n",
-	              NAME ":6:10: locks[0].key: \"my key\" must be 1 to 1024 printable ASCII "
+	              NAME ":6:10: locks[0].key: \"my key\" must be 1 to 1018 printable ASCII "
 	              "characters without spaces");
+}
+END_TEST
+
+/* "<key>:fence" must fit etcd's 1024-byte keys: a key the agent could not hold is refused by
+ * check-config already. */
+START_TEST(test_lock_key_leaves_room_for_its_fence_key)
+{
+	char key[1020], yaml[1200];
+	struct lk_config *cfg;
+	struct lk_config_diags d;
+
+	memset(key, 'k', sizeof(key));
+	key[LK_BACKEND_KEY_MAX] = '\0';
+	snprintf(yaml, sizeof(yaml), ONE_BACKEND "locks:\n  - name: a\n    key: %s\n", key);
+	ck_assert_int_eq(parse(yaml, &cfg, &d), 0);
+	lk_config_free(cfg);
+	lk_config_diags_clear(&d);
+	key[LK_BACKEND_KEY_MAX] = 'k';
+	key[LK_BACKEND_KEY_MAX + 1] = '\0';
+	snprintf(yaml, sizeof(yaml), ONE_BACKEND "locks:\n  - name: a\n    key: %s\n", key);
+	ck_assert_int_eq(parse(yaml, &cfg, &d), -EINVAL);
+	ck_assert_uint_eq(d.n_errors, 1);
+	ck_assert_ptr_nonnull(strstr(d.errors[0], "must be 1 to 1018 printable"));
+	lk_config_diags_clear(&d);
 }
 END_TEST
 
@@ -1514,6 +1539,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_identity_rules);
 	tcase_add_test(tc, test_lock_names);
 	tcase_add_test(tc, test_lock_key);
+	tcase_add_test(tc, test_lock_key_leaves_room_for_its_fence_key);
 	tcase_add_test(tc, test_lock_durations);
 	tcase_add_test(tc, test_timing_relations);
 	tcase_add_test(tc, test_multiple_errors_reported_together_in_file_order);
