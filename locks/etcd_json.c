@@ -259,7 +259,7 @@ static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *e
 {
 	char text[LK_ETCD_JSON_MAX_TEXT + 1];
 	json_error_t je;
-	json_t *root;
+	json_t *root, *error;
 
 	if (!body || len == 0) {
 		lk_etcd_json_msg(err, errlen, "empty response");
@@ -282,11 +282,19 @@ static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *e
 		lk_etcd_json_msg(err, errlen, "response is not a JSON object");
 		return -EINVAL;
 	}
-	/* A success body never carries "error" (a grant's error string is omitted when empty). */
-	if (json_object_get(root, "error")) {
+	/* A success body never carries "error" (a grant's error string is omitted when empty).
+	 * Only the two forms lk_etcd_json_parse_error() reads make an error response; any other
+	 * "error" member is garbage. */
+	error = json_object_get(root, "error");
+	if (json_is_string(error) || json_is_object(error)) {
 		json_decref(root);
 		lk_etcd_json_msg(err, errlen, "error response");
 		return -EPROTO;
+	}
+	if (error) {
+		json_decref(root);
+		lk_etcd_json_msg(err, errlen, "\"error\" is neither a string nor an object");
+		return -EINVAL;
 	}
 	*ret = root;
 	return 0;
@@ -952,7 +960,7 @@ int lk_etcd_json_parse_error(const char *body, size_t len, struct lk_etcd_error 
 
 	if (!body || len == 0 || len > LK_ETCD_JSON_MAX_BODY)
 		return -EINVAL;
-	root = json_loadb(body, len, 0, &je);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (!root)
 		return -EINVAL;
 	error = json_object_get(root, "error");

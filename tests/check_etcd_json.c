@@ -705,6 +705,10 @@ START_TEST(test_parse_error_bodies)
 
 	ck_assert_int_eq(lk_etcd_json_parse_error("{\"ID\":\"5\"}", strlen("{\"ID\":\"5\"}"), &e), -EINVAL);
 	ck_assert_int_eq(lk_etcd_json_parse_error("{\"error\":5}", strlen("{\"error\":5}"), &e), -EINVAL);
+	/* ... and so is it for the decoders: -EPROTO always means parse_error() can read it. */
+	ck_assert_int_eq(lk_etcd_json_parse_grant("{\"error\":5}", strlen("{\"error\":5}"), &g, err,
+	                                          sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "neither a string nor an object"));
 	ck_assert_int_eq(lk_etcd_json_parse_error("nope", strlen("nope"), &e), -EINVAL);
 	ck_assert_int_eq(lk_etcd_json_parse_error(NULL, 0, &e), -EINVAL);
 }

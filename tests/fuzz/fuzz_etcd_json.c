@@ -10,10 +10,8 @@
  * - a parser returns 0, -EPROTO or -EINVAL; on -EINVAL err holds a NUL-terminated message;
  *   on failure *out is untouched ("written only on success");
  * - -EPROTO means "an etcd error object": the body is a JSON object with an "error" member,
- *   and (the header: "read it with lk_etcd_json_parse_error()") that parser accepts it. The
- *   second half is known to fail for an "error" that is neither a string nor an object,
- *   {"error":2} (tests/fuzz/crashes/etcd_json/, README.md; the callers in etcd.c cope), so it
- *   is checked only with LK_FUZZ_STRICT=1 until fixed, and fuzzing goes on past it.
+ *   and (the header: "read it with lk_etcd_json_parse_error()") that parser accepts it
+ *   (corpus/etcd_json/regress-error-neither-string-nor-object: {"error":2} broke this once).
  * - on success the values keep the header's bounds: a grant's ID and TTL are positive and
  *   the TTL at most LK_ETCD_JSON_MAX_TTL; a keepalive's TTL is within [0, MAX_TTL]; a kv's
  *   value fits its cap and is NUL-terminated (and empty when value_too_long); revisions are
@@ -91,11 +89,8 @@ static bool error_object(const char *body, size_t len)
 static void check_rc(int rc, const char *err, size_t errlen, const void *out, size_t outlen,
                      const char *body, size_t len)
 {
-	static int strict = -1;
 	struct lk_etcd_error e;
 
-	if (strict < 0)
-		strict = getenv("LK_FUZZ_STRICT") && strcmp(getenv("LK_FUZZ_STRICT"), "1") == 0;
 	CHECK(rc == 0 || rc == -EPROTO || rc == -EINVAL);
 	if (rc == 0)
 		return;
@@ -104,7 +99,7 @@ static void check_rc(int rc, const char *err, size_t errlen, const void *out, si
 		CHECK(strnlen(err, errlen) < errlen);
 	if (rc == -EPROTO)
 		CHECK(error_object(body, len));
-	if (rc == -EPROTO && strict)
+	if (rc == -EPROTO)
 		CHECK(lk_etcd_json_parse_error(body, len, &e) == 0);
 }
 
