@@ -135,3 +135,4 @@ clean:
 	rm -rf build leasekeeper
 
 include tests/fuzz/fuzz.mk
+include tests/valgrind/valgrind.mk
