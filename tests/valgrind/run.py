@@ -128,7 +128,7 @@ class ValgrindScenario:
         # Registered before the agents' own teardowns, so it runs after them: when the
         # scenario failed half-way, the logs of the stopped agents are still read and shown.
         self.addCleanup(self.check_logs_after_failure, agents, t0)
-        a = self.agent_under_valgrind("pod-a")
+        a = self.agent_under_valgrind("pod-a", client_idle_timeout="2s")
         b = self.agent_under_valgrind("pod-b", auth_key_file=key_path)
         b.auth_key = key
         agents += [a, b]
@@ -271,6 +271,11 @@ class ValgrindScenario:
         return led
 
     def bad_input(self, agent, key=None):
+        # A client that says HELLO and then nothing: closed after client_idle_timeout.
+        idle = None
+        if agent.config.get("client_idle_timeout"):
+            idle = self.connect(agent, label="idle@" + agent.identity)
+
         # After HELLO: garbage, an unknown verb, malformed arguments, an unknown lock, an
         # ACK without a tenure; the connection stays; then an over-long line closes it.
         c = self.connect(agent, label="bad@" + agent.identity)
@@ -325,6 +330,8 @@ class ValgrindScenario:
         c = self.connect(agent, hello=False, label="silent@" + agent.identity)
         c.read_banner()
         c.close()
+        if idle is not None:
+            idle.expect_eof(timeout=DEFAULT_TIMEOUT, allow_lines=True)
 
     def check_logs_after_failure(self, agents, t0):
         if self._logs_checked:
