@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """valgrind memcheck over one integration scenario per backend (tests/valgrind/README.md).
 
-Each scenario (Redis, etcd) starts a private server through tests/integration/harness.py and
+Each scenario (Redis, etcd, etcd over TLS with client certificates) starts a private server through tests/integration/harness.py and
 two agents under `valgrind --tool=memcheck`, then: an app campaigns on each agent (pod-a leads,
 pod-b follows; pod-b requires HMAC auth), bad input on both sockets (garbage, unknown verb,
 malformed arguments, an unknown lock, over-long lines with and without a newline, HELLO 2, a
@@ -13,9 +13,9 @@ Then each agent's valgrind log must show 0 errors and 0 bytes definitely or indi
 (still reachable is fine: libcurl, OpenSSL and libevent keep some memory until exit), and the
 agent must have exited 0 (valgrind exits 99 on any error). One summary line per agent:
 
-  valgrind <scenario> <agent>: errors=0 definite=0 indirect=0 possible=0 reachable=N rc=0 OK
+  valgrind <scenario> <agent>: errors=0 definite=0 indirect=0 possible=0 reachable=N ... OK
 
-Usage: LK_BIN=build/vg/leasekeeper python3 tests/valgrind/run.py [-k redis|etcd] [-v]
+Usage: LK_BIN=build/vg/leasekeeper python3 tests/valgrind/run.py [-k redis|etcd|tls] [-v]
 Environment: LK_BIN, VALGRIND (the valgrind binary), LK_VALGRIND_FLAGS (extra flags),
 LK_BACKENDS, LK_KEEP_TMP=1 (keep the agents' dirs and valgrind logs), and the harness's own.
 Exit status 0 when every scenario passed and every log is clean.
@@ -44,8 +44,8 @@ os.environ.setdefault("LK_TIMEOUT_SCALE", "2")
 os.environ.setdefault("LK_BIN", os.path.join(REPO, "build", "vg", "leasekeeper"))
 os.environ.setdefault("LK_REDIS_POOL", "1")  # one spare: the Redis scenario uses one
 
-from harness import (DEFAULT_TIMEOUT, EtcdScenario, LKTestCase, RedisScenario,  # noqa: E402
-                     free_port, lock_config, status_locks, wait_until)
+from harness import (DEFAULT_TIMEOUT, EtcdBackend, EtcdScenario, LKTestCase,  # noqa: E402
+                     RedisScenario, free_port, lock_config, status_locks, wait_until)
 
 SUPP = os.path.join(HERE, "leasekeeper.supp")
 KEY = "leasekeeper/x"
@@ -392,8 +392,24 @@ class ValgrindEtcdTest(ValgrindScenario, EtcdScenario, LKTestCase):
     pass
 
 
+class ValgrindEtcdTlsTest(ValgrindScenario, LKTestCase):
+    """On an etcd that serves https only and requires client certificates: the agents go
+    through libcurl's OpenSSL backend (handshakes, session reuse, reconnects after the
+    restart)."""
+
+    backend_kind = "etcd-tls"
+
+    def setUp(self):
+        super().setUp()
+        certs = self.make_certs()
+        self.etcd = self.start_etcd(tls=certs)
+        self.backend = EtcdBackend(self.etcd, extra_config={
+            "ca_file": certs["ca"], "cert_file": certs["client"],
+            "key_file": certs["client_key"]})
+
+
 def summary_line(kind, identity, s, problems, elapsed):
-    return ("valgrind %-5s %s: errors=%s definite=%d indirect=%d possible=%d reachable=%d "
+    return ("valgrind %-8s %s: errors=%s definite=%d indirect=%d possible=%d reachable=%d "
             "suppressed=%d rc=%s scenario=%.1fs %s" % (
                 kind, identity, s["errors"], s["definite"], s["indirect"], s["possible"],
                 s["reachable"], s["suppressed"], s["rc"], elapsed,
@@ -404,7 +420,7 @@ def main():
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-k", dest="pattern", action="append", default=[],
-                    help="run only the scenarios whose name contains this (redis, etcd)")
+                    help="run only the scenarios whose class name contains this (redis, etcd, tls)")
     ap.add_argument("-v", dest="verbosity", action="store_const", const=2, default=1)
     args = ap.parse_args()
     if not os.path.exists(os.environ["LK_BIN"]):
@@ -413,7 +429,7 @@ def main():
     if not (os.environ.get("VALGRIND") or shutil.which("valgrind")):
         sys.exit("valgrind not found (apt-get install valgrind, or set VALGRIND)")
     suite = unittest.TestSuite()
-    for cls in (ValgrindRedisTest, ValgrindEtcdTest):
+    for cls in (ValgrindRedisTest, ValgrindEtcdTest, ValgrindEtcdTlsTest):
         if not args.pattern or any(p.lower() in cls.__name__.lower() for p in args.pattern):
             suite.addTests(unittest.TestLoader().loadTestsFromTestCase(cls))
     t0 = time.monotonic()

@@ -1,8 +1,8 @@
 # valgrind memcheck over one integration scenario per backend (tests/valgrind/README.md).
 # Included from the top Makefile.
 #
-#   make valgrind                          build build/vg/leasekeeper (no sanitizers), run both
-#   make valgrind VALGRIND_ARGS="-k etcd"  one scenario (-k redis / -k etcd), -v for names
+#   make valgrind                          build build/vg/leasekeeper (no sanitizers), run all
+#   make valgrind VALGRIND_ARGS="-k redis" only some (-k redis / -k etcd / -k tls), -v: names
 #
 # Fails unless every agent's memcheck log shows 0 errors and 0 bytes definitely or indirectly
 # lost and every agent exited 0. Suppressions: tests/valgrind/leasekeeper.supp.
