@@ -20,6 +20,9 @@
  *   created the key. The backend remembers that and, when a later acquire finds the key held
  *   under this key's own identity by a tenure it never reported, deletes exactly that value and
  *   acquires again: the agent never waits for, or shows as a foreign holder, its own orphan.
+ *   Likewise a renewal that timed out may still run and keep a tenure the agent already gave
+ *   up; a backend that can tell (Redis) reclaims it once that tenure's lease, as last proven,
+ *   has run out, when no app can still count on it.
  * - Backends do not log; they report through lk_backend_hooks.log and the err strings below.
  */
 #ifndef LK_LOCKS_BACKEND_H

@@ -75,7 +75,7 @@
 
 /* Limits on what the config and the server control. */
 #define LK_REDIS_MAX_HOST_LEN      255   /* a DNS name, an IP literal or a socket path */
-#define LK_REDIS_MAX_KEY_LEN       1024  /* lock key names, from the config */
+#define LK_REDIS_MAX_KEY_LEN       LK_BACKEND_KEY_MAX
 #define LK_REDIS_MAX_IDENTITY_LEN  256   /* our identity, from the config or $HOSTNAME */
 #define LK_REDIS_MAX_VALUE_LEN     1024  /* a lock value read back from the server */
 #define LK_REDIS_MAX_PASSWORD_LEN  4096  /* bytes read from password_file */
@@ -1148,9 +1148,12 @@ static bool lk_redis_own_value(const struct lk_backend_key *k, const char *s, si
 	if (len <= ilen + 1 || len > ilen + 21 || memcmp(s, k->identity, ilen) != 0 || s[ilen] != ':')
 		return false;
 	for (size_t i = ilen + 1; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
+		uint64_t d = (uint64_t)(s[i] - '0');
+
+		/* 20 digits can pass 2^64: such a value is not a token we wrote. */
+		if (s[i] < '0' || s[i] > '9' || t > (UINT64_MAX - d) / 10)
 			return false;
-		t = t * 10 + (uint64_t)(s[i] - '0');
+		t = t * 10 + d;
 	}
 	if (t == 0)
 		return false;

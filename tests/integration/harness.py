@@ -829,8 +829,9 @@ def warm_redis_wait(backends, locks):
                 if isinstance(l, dict) and l.get("backend", "main") == b.get("name", "main")]
         if not ttls:
             continue
-        # Redis reports whole seconds of uptime, rounded down.
-        need = max(need, r.ready_t + math.ceil(max(ttls)) + 0.05 - now)
+        # Redis reports whole seconds of uptime, from two wall-clock seconds subtracted, so
+        # the agent counts one second less than it says (README "restart hold-off").
+        need = max(need, r.ready_t + math.ceil(max(ttls)) + 1.05 - now)
     return need
 
 
