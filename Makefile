@@ -136,3 +136,4 @@ clean:
 
 include tests/fuzz/fuzz.mk
 include tests/valgrind/valgrind.mk
+include tests/chaos/chaos.mk

@@ -168,7 +168,8 @@ class Faults:
 
 
 def check(run_dir):
-    meta = json.load(open(os.path.join(run_dir, "run.json")))
+    with open(os.path.join(run_dir, "run.json")) as f:
+        meta = json.load(f)
     ttl = meta.get("ttl", 2.0)
     events = read_jsonl(os.path.join(run_dir, "events.jsonl"))
     run_end = max([e["t"] for e in events] or [0.0])

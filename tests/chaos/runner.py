@@ -202,7 +202,7 @@ class ChaosEtcdServer(EtcdServer):
                 "--initial-cluster", self.initial_cluster or "%s=%s" % (self.name, self.peer_url),
                 "--initial-cluster-state", self.cluster_state,
                 "--initial-cluster-token", self.cluster_token,
-                "--logger", "zap", "--log-level", "warn"]
+                "--logger", "zap", "--log-level", "info"]
         args += list(harness.ETCD_FAST_ARGS if self.fast else harness.ETCD_DEFAULT_ARGS)
         args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
@@ -395,8 +395,8 @@ class Replica:
 # ---------------------------------------------------------------------------------------------
 # the run on one backend
 
-COMMON_FAULTS = ("agent_kill9", "app_kill9", "agent_sigstop", "app_sigstop", "stderr_block",
-                 "partition", "delay", "loss", "rolling_restart")
+COMMON_FAULTS = ("agent_kill9", "app_kill9", "agent_sigstop", "app_sigstop", "pod_sigstop",
+                 "stderr_block", "partition", "delay", "loss", "rolling_restart")
 
 
 class LeaderView:
@@ -443,8 +443,9 @@ class LeaderView:
 
 
 class Run:
-    def __init__(self, backend_kind, seed, out_dir, seconds, smoke, each, ttl_s=2.0):
+    def __init__(self, backend_kind, seed, out_dir, seconds, smoke, each, ttl_s=2.0, only=None):
         self.kind = backend_kind
+        self.only = only
         self.seed = seed
         self.rng = random.Random("%s/%s" % (seed, backend_kind))
         self.dir = out_dir
@@ -470,7 +471,10 @@ class Run:
     # -- schedule
 
     def fault_kinds(self):
-        return list(COMMON_FAULTS) + list(self.backend_faults())
+        kinds = list(COMMON_FAULTS) + list(self.backend_faults())
+        if self.only:
+            kinds = [k for k in kinds if k in self.only]
+        return kinds
 
     def backend_faults(self):
         return RedisTarget.faults if self.kind == "redis" else EtcdTarget.faults
@@ -494,6 +498,8 @@ class Run:
                         "delay": round(rng.uniform(0.02, 0.08), 3),
                         "loss": round(rng.uniform(0.05, 0.2), 3),
                         "all": rng.random() < 0.3,
+                        # a rolling restart of another replica during this fault's hold
+                        "roll": rng.random() < 0.3,
                         "pause": round(rng.uniform(0.2, 1.0), 3)})
         return out
 
@@ -522,6 +528,18 @@ class Run:
                 traceback.print_exc()
         if self.backend:
             self.backend.close()
+        # the backends' own logs go with the run (the temp dir is removed)
+        keep = os.path.join(self.dir, "backend-logs")
+        for root, _, files in os.walk(self.tmp):
+            for fn in files:
+                if fn.endswith(".log"):
+                    os.makedirs(keep, exist_ok=True)
+                    name = os.path.basename(root) + "-" + fn
+                    n = 0
+                    while os.path.exists(os.path.join(keep, name)):
+                        n += 1
+                        name = "%s.%d" % (name, n)
+                    shutil.copy(os.path.join(root, fn), os.path.join(keep, name))
         if self.store:
             self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -616,14 +634,43 @@ class Run:
         time.sleep(f["short"])
         r.start_app()
 
+    def hold(self, f, r, seconds):
+        """Sleep through a fault; with f["roll"], a graceful rolling restart of another
+        replica happens meanwhile (logged as a fault of its own, "rolling_restart+")."""
+        end = mono() + seconds
+        if f.get("roll") and f["kind"] != "rolling_restart":
+            time.sleep(min(seconds / 4, 0.5))
+            other = self.replicas[(r.idx + 1 + f["member"] % 2) % 3]
+            self.fault_seq += 1
+            fid = self.fault_seq
+            self.evlog("fault_start", id=fid, kind="rolling_restart+", target=other.name)
+            try:
+                note = self.f_rolling_restart(f, other)
+            finally:
+                self.evlog("fault_heal", id=fid, kind="rolling_restart+", target=other.name)
+            say("  %6.1fs    + rolling_restart    %-10s %s (during %s)"
+                % (mono() - self.t0, other.name, note, f["kind"]))
+        left = end - mono()
+        if left > 0:
+            time.sleep(left)
+
     def f_agent_sigstop(self, f, r):
         r.agent.proc.send_signal(signal.SIGSTOP)
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         r.agent.proc.send_signal(signal.SIGCONT)
 
     def f_app_sigstop(self, f, r):
         r.app.send_signal(signal.SIGSTOP)
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
+        r.app.send_signal(signal.SIGCONT)
+
+    def f_pod_sigstop(self, f, r):
+        """The whole pod frozen (agent and app), then thawed: the agent's LOST and the app's
+        in-flight write arrive after another replica took over."""
+        r.app.send_signal(signal.SIGSTOP)
+        r.agent.proc.send_signal(signal.SIGSTOP)
+        self.hold(f, r, f["hold"])
+        r.agent.proc.send_signal(signal.SIGCONT)
         r.app.send_signal(signal.SIGCONT)
 
     def f_stderr_block(self, f, r):
@@ -631,19 +678,19 @@ class Run:
         time.sleep(f["hold"] / 2)
         for p in r.proxies:      # make it log: its backend connections break mid-block
             p.cut()
-        time.sleep(f["hold"] / 2)
+        self.hold(f, r, f["hold"] / 2)
         r.agent.unblock_stderr()
         return "filled %d bytes" % n
 
     def f_partition(self, f, r):
         if r.ns:
             r.ns.link_down()
-            time.sleep(f["hold"])
+            self.hold(f, r, f["hold"])
             r.ns.link_up()
             return "ip link set %s down" % r.ns.host_if
         for p in r.proxies:
             p.blackhole = True
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         for p in r.proxies:
             p.heal()
         return "proxy blackhole"
@@ -657,7 +704,7 @@ class Run:
         ps = self._proxies(f, r)
         for p in ps:
             p.delay = f["delay"]
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         for p in ps:
             p.heal()
         return "%.0fms each way" % (f["delay"] * 1000)
@@ -666,7 +713,7 @@ class Run:
         ps = self._proxies(f, r)
         for p in ps:
             p.loss = f["loss"]
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         for p in ps:
             p.heal()
         return "p=%.2f stall %.2fs" % (f["loss"], ps[0].loss_stall)
@@ -717,7 +764,7 @@ class Run:
     def f_redis_sigstop(self, f, r):
         s = self.backend.server
         s.sigstop()
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         s.sigcont()
 
     def f_etcd_kill(self, f, r):
@@ -729,7 +776,7 @@ class Run:
     def f_etcd_sigstop(self, f, r):
         m = self.member(f)
         m.sigstop()
-        time.sleep(f["hold"])
+        self.hold(f, r, f["hold"])
         m.sigcont()
 
     def f_etcd_wipe(self, f, r):
@@ -832,7 +879,8 @@ def run_one(args):
     """One backend in this process: returns the exit status."""
     out = args.out
     os.makedirs(out, exist_ok=True)
-    run = Run(args.backends, args.seed, out, args.seconds, args.smoke, args.each)
+    only = [k.strip() for k in (args.faults or "").split(",") if k.strip()]
+    run = Run(args.backends, args.seed, out, args.seconds, args.smoke, args.each, only=only)
     status = 0
     try:
         run.run()
@@ -856,6 +904,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--serial", action="store_true")
+    ap.add_argument("--faults", default="",
+                    help="only these fault kinds (comma-separated; default all)")
     ap.add_argument("--keep", action="store_true", help="keep the run dirs even when clean")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -892,7 +942,8 @@ def main():
         for b in backends:
             argv = [sys.executable, os.path.abspath(__file__), "--one", "--backends", b,
                     "--seed", str(args.seed), "--out", os.path.join(top, b),
-                    "--seconds", str(args.seconds), "--each", str(args.each)]
+                    "--seconds", str(args.seconds), "--each", str(args.each),
+                    "--faults", args.faults]
             if args.smoke:
                 argv.append("--smoke")
             p = subprocess.Popen(argv, preexec_fn=_pdeathsig)
