@@ -37,7 +37,10 @@ the run ended) ends at min(deadline, the time the runner's SIGKILL returned or t
    ended (the one write PROTOCOL.md says an app frozen between its check and its send can
    make). Accepted ones are harmless as long as 3. holds: no newer token had written yet.
 6. leaderless after heal: for each fault, the time from its heal until some interval covers
-   that moment (0 if one already does); p50 and max per fault kind.
+   that moment (0 if one already does; until the end of the run if none does); p50 and max
+   per fault kind. Stretches of more than 5 ttl without any leader are listed as LIVENESS
+   lines (reported, not failures). Intervals that started after run_end (during teardown)
+   are left out of 6 and 7.
 7. handoff gaps: for consecutive intervals (by start), next.start - previous.end; p50, p99 and
    max. A gap, an overlap, a regression or a stale write is attributed to the fault in
    progress at its time (from the fault's start to its heal + 2 ttl), else to "(none)".
@@ -159,6 +162,12 @@ class Faults:
                 best = f  # the latest one that started
         return best["kind"] if best else "(none)"
 
+    def during(self, t):
+        """Every fault whose window holds t, as text (for the problem lines)."""
+        fs = ["%s %s" % (f["kind"], f.get("target") or "") for f in self.list
+              if f["start"] <= t <= f["settle"]]
+        return "during: " + (", ".join(fs) if fs else "no fault")
+
     def kinds(self):
         seen = []
         for f in self.list:
@@ -208,7 +217,8 @@ def check(run_dir):
                 if ov > 0:
                     overlaps.append((a, b, ov))
                     problems.append(("overlaps", faults.at(b.start),
-                                     "OVERLAP %.3fs: %r and %r" % (ov, a, b)))
+                                     "OVERLAP %.3fs: %r and %r (%s)"
+                                     % (ov, a, b, faults.during(b.start))))
 
     # 2. tokens: intervals by start, agents' acquisitions by time stamp, duplicates
     regressions = 0
@@ -284,27 +294,30 @@ def check(run_dir):
             else:
                 late_rej += 1
 
-    # 6. leaderless time after each heal
-    starts = [iv.start for iv in intervals]
+    # 6. leaderless time after each heal (6, 7 and liveness look only at intervals that
+    # started before run_end: the teardown kills apps, and a tenure may start meanwhile)
+    live = [iv for iv in intervals if iv.start <= run_end]
+    starts = [iv.start for iv in live]
     after_heal = {}
     for f in faults.list:
         h = f["heal"]
         if h is None:
             continue
-        covered = any(iv.start <= h < iv.end for iv in intervals)
+        covered = any(iv.start <= h < iv.end for iv in live)
         if covered:
             gap = 0.0
         else:
             k = bisect.bisect_left(starts, h)
-            if k >= len(intervals):
-                continue  # the run ended first
-            gap = intervals[k].start - h
+            if k >= len(live):
+                gap = run_end - h  # no leader again before the end of the run (at least)
+            else:
+                gap = live[k].start - h
         after_heal.setdefault(f["kind"], []).append(gap)
 
     # 7. handoff gaps
     gaps = {}
     reach = None  # (end, interval) of the furthest-reaching interval so far
-    for iv in intervals:
+    for iv in live:
         if reach is not None and iv.start > reach[0]:
             gaps.setdefault(faults.at(reach[0]), []).append(iv.start - reach[0])
         if reach is None or iv.end > reach[0]:
@@ -312,12 +325,12 @@ def check(run_dir):
 
     # liveness (reported, not a failure): stretches without any leader longer than 5 ttl
     stuck = []
-    if intervals:
-        reach = intervals[0].end
-        for iv in intervals[1:] + [None]:
+    if live:
+        reach = live[0].end
+        for iv in live[1:] + [None]:
             nxt = iv.start if iv is not None else run_end
             if nxt - reach > 5 * ttl:
-                stuck.append((reach, nxt - reach, faults.at(reach)))
+                stuck.append((reach, nxt - reach, faults.at(reach), iv is None))
             if iv is not None:
                 reach = max(reach, iv.end)
 
@@ -390,9 +403,10 @@ def render(res):
                "unknown_token_accepted=%d -> %s" % (
                    t["overlaps"], t["token_regressions"], t["stale_accepted"],
                    t["unknown_token_accepted"], "VIOLATION" if bad else "ok"))
-    for start, length, fk in res["stuck"]:
-        out.append("  LIVENESS: no app led for %.1fs from +%.1fs (after fault %s)"
-                   % (length, start - res["t0"], fk))
+    for start, length, fk, to_end in res["stuck"]:
+        out.append("  LIVENESS: no app led for %.1fs from +%.1fs%s (after fault %s)"
+                   % (length, start - res["t0"], " to the end of the run" if to_end else "",
+                      fk))
     if t.get("fault_errors"):
         out.append("  %d fault(s) could not be injected (see the run's output)"
                    % t["fault_errors"])

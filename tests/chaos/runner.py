@@ -866,7 +866,8 @@ class Run:
                 say("  %6.1fs  %-22s ERROR %r" % (mono() - self.t0, f["kind"], e))
                 self.heal_backend()
             self.ensure_running()
-        self.wait_leader(4 * self.ttl_s)
+        # the end: a leader again (6 ttl at most: longer is a LIVENESS line), then one ttl
+        self.wait_leader(6 * self.ttl_s)
         time.sleep(self.ttl_s)
         self.evlog("run_end")
         meta["elapsed"] = mono() - self.t0
