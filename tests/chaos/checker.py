@@ -407,6 +407,9 @@ def render(res):
         out.append("  LIVENESS: no app led for %.1fs from +%.1fs%s (after fault %s)"
                    % (length, start - res["t0"], " to the end of the run" if to_end else "",
                       fk))
+    if m.get("skipped"):
+        out.append("  %d scheduled fault(s) not injected: the smoke time budget ran out"
+                   % m["skipped"])
     if t.get("fault_errors"):
         out.append("  %d fault(s) could not be injected (see the run's output)"
                    % t["fault_errors"])

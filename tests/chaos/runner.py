@@ -446,6 +446,7 @@ class Run:
     def __init__(self, backend_kind, seed, out_dir, seconds, smoke, each, ttl_s=2.0, only=None):
         self.kind = backend_kind
         self.only = only
+        self.smoke_budget = float(os.environ.get("CHAOS_SMOKE_BUDGET") or 135)
         self.seed = seed
         self.rng = random.Random("%s/%s" % (seed, backend_kind))
         self.dir = out_dir
@@ -850,10 +851,16 @@ class Run:
         if not self.wait_leader(15 + 2 * self.ttl_s):
             raise RuntimeError("no leader within %.0fs of the start" % (15 + 2 * self.ttl_s))
         say("  %6.1fs  first leader: %s" % (mono() - self.t0, self.view.leader().name))
-        end = self.t0 + self.seconds if not self.smoke else None
+        # the smoke profile has a fixed number of faults, and a time budget as a safety net
+        # (what it could not inject is said, and counted in run.json)
+        end = self.t0 + (self.seconds if not self.smoke else self.smoke_budget)
+        skipped = 0
         for f in sched:
-            if end is not None and mono() >= end:
-                break
+            if mono() >= end:
+                if not self.smoke:
+                    break
+                skipped += 1
+                continue
             self.backend.snapshot()
             self.wait_leader(3 * self.ttl_s)
             time.sleep(f["pause"])
@@ -872,6 +879,10 @@ class Run:
         self.evlog("run_end")
         meta["elapsed"] = mono() - self.t0
         meta["fault_errors"] = self.fault_errors
+        meta["skipped"] = skipped
+        if skipped:
+            say("  smoke budget of %.0fs spent: %d faults not injected" % (self.smoke_budget,
+                                                                         skipped))
         with open(os.path.join(self.dir, "run.json"), "w") as fp:
             json.dump(meta, fp, indent=1)
 
