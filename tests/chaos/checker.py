@@ -30,6 +30,8 @@ the run ended) ends at min(deadline, the time the runner's SIGKILL returned or t
 3. stale writes accepted (must be 0): replaying store.jsonl in order, an accepted write whose
    token is below the highest accepted before it. Also must be 0: an accepted write whose
    token no app ever received in a LEADER line (a token nobody was given).
+3b. agents that exited by themselves (must be 0): the runner restarts whatever it finds dead
+   after a fault, and records it; an agent that nobody killed or drained crashed or failed.
 4. stale writes rejected (reported): writes the fence refused. Every one is a write an old
    leader sent after a newer tenure had written: the fence doing its job (after a SIGSTOP of
    an app mid-write, say).
@@ -57,7 +59,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from store import read_log  # noqa: E402
 
-MUST_BE_ZERO = ("overlaps", "token_regressions", "stale_accepted", "unknown_token_accepted")
+MUST_BE_ZERO = ("overlaps", "token_regressions", "stale_accepted", "unknown_token_accepted",
+                "agent_exits")
 
 
 def read_jsonl(path):
@@ -190,6 +193,7 @@ def check(run_dir):
         if e.get("ev") == "killed" and e.get("who", "").startswith("app"):
             kills[e["pid"]] = e["t"]
     faults = Faults(events, ttl)
+    exits = [e for e in events if e.get("ev") == "unexpected_exit"]
 
     intervals, leader_tokens = [], {}
     apps_dir = os.path.join(run_dir, "apps")
@@ -345,10 +349,12 @@ def check(run_dir):
                    "stale_rejected": rejected.get(k, 0),
                    "leaderless_after_heal": after_heal.get(k, []), "handoff_gaps": gaps.get(k, [])}
     for what, fk, _ in problems:
-        rows.setdefault(fk, {"injected": 0, "overlaps": 0, "token_regressions": 0,
-                             "stale_accepted": 0, "unknown_token_accepted": 0,
-                             "stale_rejected": 0, "leaderless_after_heal": [],
-                             "handoff_gaps": []})[what] += 1
+        row = rows.setdefault(fk, {"injected": 0, "overlaps": 0, "token_regressions": 0,
+                                   "stale_accepted": 0, "unknown_token_accepted": 0,
+                                   "stale_rejected": 0, "leaderless_after_heal": [],
+                                   "handoff_gaps": []})
+        if what in row:
+            row[what] += 1
     all_gaps = [g for v in gaps.values() for g in v]
     totals = {"overlaps": len(overlaps), "token_regressions": regressions,
               "stale_accepted": stale_acc, "unknown_token_accepted": unknown_acc,
@@ -356,7 +362,13 @@ def check(run_dir):
               "late_rejected": late_rej, "intervals": len(intervals),
               "writes": len(store), "accepted": sum(1 for w in store if w["ok"]),
               "tokens_acquired": len(acquired), "faults": len(faults.list),
-              "handoff_gaps": all_gaps, "fault_errors": meta.get("fault_errors", 0)}
+              "handoff_gaps": all_gaps, "fault_errors": meta.get("fault_errors", 0),
+              "agent_exits": sum(1 for e in exits if e["who"].startswith("agent")),
+              "app_exits": sum(1 for e in exits if e["who"].startswith("app"))}
+    for e in exits:
+        problems.append(("agent_exits" if e["who"].startswith("agent") else "app_exits",
+                         faults.at(e["t"]), "%s EXITED by itself with status %s (%s)"
+                         % (e["who"], e.get("rc"), faults.during(e["t"]))))
     t0 = min([e["t"] for e in events] or [0.0])
     return {"run_dir": run_dir, "meta": meta, "rows": rows, "totals": totals, "t0": t0,
             "stuck": stuck,
@@ -400,9 +412,11 @@ def render(res):
                    fmt_s(pct(g, 50)), fmt_s(pct(g, 99)), fmt_s(max(g) if g else None)))
     bad = [k for k in MUST_BE_ZERO if t[k]]
     out.append("must be 0: overlaps=%d token_regressions=%d stale_accepted=%d "
-               "unknown_token_accepted=%d -> %s" % (
+               "unknown_token_accepted=%d agent_exits=%d -> %s%s" % (
                    t["overlaps"], t["token_regressions"], t["stale_accepted"],
-                   t["unknown_token_accepted"], "VIOLATION" if bad else "ok"))
+                   t["unknown_token_accepted"], t["agent_exits"], "VIOLATION" if bad else "ok",
+                   "  (apps that exited by themselves: %d)" % t["app_exits"]
+                   if t["app_exits"] else ""))
     for start, length, fk, to_end in res["stuck"]:
         out.append("  LIVENESS: no app led for %.1fs from +%.1fs%s (after fault %s)"
                    % (length, start - res["t0"], " to the end of the run" if to_end else "",

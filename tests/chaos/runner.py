@@ -565,10 +565,17 @@ class Run:
         """Whatever a fault left down comes back (a safety net; faults heal themselves)."""
         for r in self.replicas:
             if r.agent.proc is None or r.agent.proc.poll() is not None:
-                self.evlog("respawn", who="agent-" + r.name)
+                # nobody stopped it: a crash or a fatal exit (the checker counts these)
+                rc = r.agent.proc.returncode if r.agent.proc else None
+                self.evlog("unexpected_exit", who="agent-" + r.name, rc=rc)
+                say("  %6.1fs  agent %s EXITED by itself (status %s): restarting it"
+                    % (mono() - self.t0, r.name, rc))
                 r.start_agent()
             if r.app is None or r.app.poll() is not None:
-                self.evlog("respawn", who="app-" + r.name)
+                rc = r.app.returncode if r.app else None
+                self.evlog("unexpected_exit", who="app-" + r.name, rc=rc)
+                say("  %6.1fs  app %s exited by itself (status %s): restarting it"
+                    % (mono() - self.t0, r.name, rc))
                 r.start_app()
 
     def heal_backend(self):
@@ -876,6 +883,7 @@ class Run:
         # the end: a leader again (6 ttl at most: longer is a LIVENESS line), then one ttl
         self.wait_leader(6 * self.ttl_s)
         time.sleep(self.ttl_s)
+        self.ensure_running()
         self.evlog("run_end")
         meta["elapsed"] = mono() - self.t0
         meta["fault_errors"] = self.fault_errors
@@ -902,6 +910,9 @@ def run_one(args):
         traceback.print_exc()
         status = 2
     finally:
+        # cleanup must finish: a second Ctrl-C or the parent's SIGTERM waits
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         run.close()
     return status
 

@@ -1,4 +1,5 @@
-"""Self-test of the history checker on made-up histories (no agent, no backend):
+"""Self-test of the history checker on made-up histories, and of the fenced store (no agent,
+no backend):
 
     python3 tests/chaos/test_checker.py
 """
@@ -151,6 +152,30 @@ class CheckerTest(unittest.TestCase):
         h.app("a", {"ev": "proc", "t": 0, "pid": 1})
         r = h.done()
         self.assertEqual(r["totals"]["token_regressions"], 2)  # 5 twice, then 4 after 5
+
+
+class StoreTest(unittest.TestCase):
+    def test_fence(self):
+        import socket
+        from store import FencedStore, read_log
+        d = tempfile.mkdtemp(prefix="lk-chaos-store-")
+        self.addCleanup(shutil.rmtree, d, True)
+        st = FencedStore(os.path.join(d, "store.jsonl")).start()
+        try:
+            s = socket.create_connection(("127.0.0.1", st.port), timeout=5)
+            f = s.makefile("rb")
+            replies = []
+            for line in ("W 5 a 1", "W 5 a 2", "W 7 b 1", "W 6 a 3", "W 7 b 2", "junk"):
+                s.sendall(line.encode() + b"\n")
+                replies.append(f.readline().decode().strip())
+            s.close()
+        finally:
+            st.close()
+        self.assertEqual(replies, ["OK 5", "OK 5", "OK 7", "REJECT 7", "OK 7", "ERR"])
+        log = read_log(os.path.join(d, "store.jsonl"))
+        self.assertEqual([(w["token"], w["writer"], w["ok"], w["highest"]) for w in log],
+                         [(5, "a", True, 0), (5, "a", True, 5), (7, "b", True, 5),
+                          (6, "a", False, 7), (7, "b", True, 7)])
 
 
 if __name__ == "__main__":
