@@ -45,7 +45,8 @@ os.environ.setdefault("LK_BIN", os.path.join(REPO, "build", "vg", "leasekeeper")
 os.environ.setdefault("LK_REDIS_POOL", "1")  # one spare: the Redis scenario uses one
 
 from harness import (DEFAULT_TIMEOUT, EtcdBackend, EtcdScenario, LKTestCase,  # noqa: E402
-                     RedisScenario, free_port, lock_config, status_locks, wait_until)
+                     RedisScenario, backends_enabled, free_port, lock_config, status_locks,
+                     wait_until)
 
 SUPP = os.path.join(HERE, "leasekeeper.supp")
 KEY = "leasekeeper/x"
@@ -401,6 +402,9 @@ class ValgrindEtcdTlsTest(ValgrindScenario, LKTestCase):
 
     def setUp(self):
         super().setUp()
+        if "etcd" not in backends_enabled():
+            self.skipTest("backend etcd not enabled (LK_BACKENDS=%s)"
+                          % ",".join(backends_enabled()))
         certs = self.make_certs()
         self.etcd = self.start_etcd(tls=certs)
         self.backend = EtcdBackend(self.etcd, extra_config={
