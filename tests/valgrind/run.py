@@ -1,17 +1,16 @@
 #!/usr/bin/env python3
 """valgrind memcheck over one integration scenario per backend (tests/valgrind/README.md).
 
-Each scenario (Redis, etcd, etcd over TLS with client certificates) starts a private server through tests/integration/harness.py and
-two agents under `valgrind --tool=memcheck`, then: an app campaigns on each agent (pod-a leads,
-pod-b follows; pod-b requires HMAC auth), bad input on both sockets (garbage, unknown verb,
-malformed arguments, an unknown lock, over-long lines with and without a newline, HELLO 2, a
-missing / wrong mac, a partial line cut off, a client that never says HELLO), STATUS, an HTTP
-scrape of /metrics, /healthz, /readyz and /leader/x on both, a graceful handoff (SIGTERM:
-pod-a drains, its app ACKs, pod-b leads) and a drain of pod-b requested with DRAIN on its socket.
+Three scenarios, one scenario (ValgrindScenario) on three backends: Redis, etcd, and etcd over
+TLS with client certificates, each a private server started through
+tests/integration/harness.py. Two agents run under `valgrind --tool=memcheck` (pod-a; pod-b
+with HMAC auth): apps campaign on both (pod-a leads x, pod-b follows x and leads y), renewals,
+SIGQUIT, bad input on both sockets, STATUS and HTTP, a backend restart under both, a graceful
+handoff (SIGTERM to the leader of x, the other leads) and a drain of the other agent (DRAIN).
 
 Then each agent's valgrind log must show 0 errors and 0 bytes definitely or indirectly lost
-(still reachable is fine: libcurl, OpenSSL and libevent keep some memory until exit), and the
-agent must have exited 0 (valgrind exits 99 on any error). One summary line per agent:
+(still reachable is allowed: libcurl, OpenSSL and libevent may keep memory until exit), and
+the agent must have exited 0 (valgrind exits 99 on any error). One summary line per agent:
 
   valgrind <scenario> <agent>: errors=0 definite=0 indirect=0 possible=0 reachable=N ... OK
 
@@ -424,7 +423,8 @@ def main():
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-k", dest="pattern", action="append", default=[],
-                    help="run only the scenarios whose class name contains this (redis, etcd, tls)")
+                    help="only the scenarios whose class name contains this "
+                         "(redis, etcd, tls)")
     ap.add_argument("-v", dest="verbosity", action="store_const", const=2, default=1)
     args = ap.parse_args()
     if not os.path.exists(os.environ["LK_BIN"]):
