@@ -334,7 +334,7 @@ def check(run_dir):
         for iv in live[1:] + [None]:
             nxt = iv.start if iv is not None else run_end
             if nxt - reach > 5 * ttl:
-                stuck.append((reach, nxt - reach, faults.at(reach), iv is None))
+                stuck.append((reach, nxt - reach, faults.during(reach), iv is None))
             if iv is not None:
                 reach = max(reach, iv.end)
 
@@ -418,7 +418,7 @@ def render(res):
                    "  (apps that exited by themselves: %d)" % t["app_exits"]
                    if t["app_exits"] else ""))
     for start, length, fk, to_end in res["stuck"]:
-        out.append("  LIVENESS: no app led for %.1fs from +%.1fs%s (after fault %s)"
+        out.append("  LIVENESS: no app led for %.1fs from +%.1fs%s (%s)"
                    % (length, start - res["t0"], " to the end of the run" if to_end else "",
                       fk))
     if m.get("skipped"):
