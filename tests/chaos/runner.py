@@ -461,7 +461,10 @@ class Run:
         self.store = None
         self.backend = None
         self.replicas = []
-        ok, why = net.netns_available()
+        if os.environ.get("CHAOS_NO_NETNS"):
+            ok, why = False, "CHAOS_NO_NETNS is set"
+        else:
+            ok, why = net.netns_available()
         self.use_netns = ok
         self.net_note = ("netns+veth partitions" if ok else
                          "NO netns (%s): partitions are proxy blackholes"
