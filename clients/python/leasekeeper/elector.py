@@ -8,6 +8,11 @@ The rules it keeps for the app (proto/PROTOCOL.md, "The rules that keep you safe
   on_stopped_leading("deadline") fires on time even while the agent is frozen. is_leader()
   checks the clock itself.
 - STEPDOWN: on_stopped_leading("stepdown"), and only after it returned, ACK.
+- A tenure that ended at its deadline (or a LEADER that arrived past it) while the agent
+  said neither LOST nor STEPDOWN for it: once on_stopped_leading("deadline") returned, the
+  elector hands the lock back, RESIGN then CAMPAIGN, so that the agent (if it was not frozen
+  itself) stops holding it for an app that no longer leads, and this replica stays a
+  candidate. LEADER lines that arrive before OK RESIGN are from before the RESIGN: ignored.
 - LOST, FOLLOWER, RELEASED of the tenure, STOP, EOF, a line that is not protocol, stop():
   on_stopped_leading(<reason>) at once.
 """
@@ -110,6 +115,9 @@ class LeaderElector:
         self._tenure = None           # (token, deadline in monotonic seconds) while leading
         self._ttl_ms = None
         self._ended = None            # token of a tenure that ended on this connection
+        self._resign = None           # token of a tenure ended by its deadline: hand it back
+        self._resigning = False       # RESIGN sent, its reply not read yet
+        self.resigns = 0              # RESIGN + CAMPAIGN pairs sent after a deadline
         self._campaigning = False
         self._stop_requested = False
         self._closed = False
@@ -244,6 +252,8 @@ class LeaderElector:
         self.socket_path = c.socket_path
         self.client = c
         self._ended = None
+        self._resign = None
+        self._resigning = False
         self._campaigning = False
         try:
             c.request("CAMPAIGN " + self.lock)
@@ -297,6 +307,8 @@ class LeaderElector:
                 if timeout <= 0:
                     self._stop_leading("deadline")
                     continue
+            if self._resign is not None:
+                timeout = 0  # first what the agent already said: a LOST makes it moot
             try:
                 m = c.read_message(timeout, wake_fd=self._wake_r)
             except ProtocolError as e:
@@ -309,6 +321,12 @@ class LeaderElector:
                 return "eof"
             if m is None:
                 self._drain_wake()
+                if self._resign is not None and not self._stop_requested:
+                    try:
+                        self._hand_back(c)
+                    except ConnectionClosed as e:
+                        log.info("leasekeeper: %s", e)
+                        return "eof"
                 continue
             # Whatever the line is, a tenure whose deadline has passed is over first.
             t = self._tenure
@@ -340,6 +358,10 @@ class LeaderElector:
                     log.warning("leasekeeper: the agent is draining: %s", m.raw)
                 else:
                     raise RequestError(m, "CAMPAIGN " + self.lock)
+            elif verb == "RESIGN":
+                self._resigning = False
+                if not m.ok:
+                    log.warning("leasekeeper: %s: %s", m.request, m.raw)
             elif not m.ok:
                 log.warning("leasekeeper: %s: %s", m.request, m.raw)
             return None
@@ -360,13 +382,22 @@ class LeaderElector:
                 return None
             if t is not None:
                 self._stop_leading("superseded")
+            if self._resign is not None and token != self._resign:
+                self._resign = None  # the agent has moved on from that tenure
             if token == self._ended:
                 log.warning("leasekeeper: LEADER for tenure %d that already ended: ignored", token)
+                return None
+            if self._resigning:
+                # Sent before the agent read our RESIGN, which gives this tenure up too.
+                log.info("leasekeeper: LEADER %s token=%d from before our RESIGN: ignored",
+                         self.lock, token)
+                self._ended = token
                 return None
             if deadline <= monotonic():
                 log.warning("leasekeeper: LEADER %s token=%d arrived past its deadline: ignored",
                             self.lock, token)
                 self._ended = token
+                self._resign = token
                 return None
             self._ttl_ms = m.ms("ttl_ms")
             self._tenure = (token, deadline)
@@ -386,17 +417,39 @@ class LeaderElector:
                 self._new_leader(holder)
         elif kind == "STEPDOWN":
             token = m.token()
+            if token == self._resign:
+                self._resign = None  # the agent is giving it up: the ACK hands it back
             if t is not None:
                 self._stop_leading("stepdown")
             c.request("ACK %s %d" % (self.lock, token))
         elif kind == "LOST":
+            if self._resign is not None and m.get("token") == str(self._resign):
+                self._resign = None  # the agent no longer holds it
             if t is not None:
                 self._stop_leading("lost:" + (m.get("reason") or "unknown"))
         elif kind == "RELEASED":
             token = m.token()
+            if token == self._resign:
+                self._resign = None
             if t is not None and t[0] == token:
                 self._stop_leading("released")
         return None
+
+    def _hand_back(self, c):
+        """The tenure self._resign ended at its deadline and the agent has not said LOST or
+        STEPDOWN for it: it may well still hold the lock, renewing it for an app that no
+        longer leads (the app was frozen, or the lines came late), and nobody else could
+        lead until it loses it. RESIGN releases it (the app has stopped already: that is
+        safe), CAMPAIGN keeps this replica a candidate. Both replies come back through
+        _handle(). If the agent is the one that was frozen, the two wait in the socket and
+        run after its LOST: harmless."""
+        token, self._resign = self._resign, None
+        log.warning("leasekeeper: tenure %s token=%d ended at its deadline without a word from "
+                    "the agent: RESIGN and CAMPAIGN again", self.lock, token)
+        self._resigning = True
+        self.resigns += 1
+        c.request("RESIGN " + self.lock)
+        c.request("CAMPAIGN " + self.lock)
 
     def _new_leader(self, identity):
         if identity and identity != self.holder:
@@ -409,6 +462,8 @@ class LeaderElector:
             return
         self._tenure = None
         self._ended = t[0]
+        if reason == "deadline":
+            self._resign = t[0]  # sent once on_stopped_leading has returned (_serve)
         self.last_stop_reason = reason
         self.last_deadline = t[1]
         if reason == "error":

@@ -194,6 +194,122 @@ class ElectorTest(FakeAgentCase):
         self.assertNotIn(("started", 4), self.rec.kinds())
         self.assertFalse(e.is_leader())
 
+    # -- handing the lock back after the deadline (the agent kept renewing for a frozen app)
+
+    def test_deadline_without_lost_resigns_then_campaigns(self):
+        self.rec.stop_delay = 0.2
+        e = self.start()
+        c = self.connected()
+        c.leader(7, in_ms=300)
+        self.rec.wait("started", 7)
+        # The agent was not frozen and says nothing: the tenure ends at the deadline, and only
+        # after on_stopped_leading returned, the lock is handed back and campaigned for again.
+        self.assertEqual(c.expect("RESIGN ", timeout=3), "RESIGN x")
+        t_resign = c.lines[-1][0]
+        self.assertEqual(c.expect("CAMPAIGN "), "CAMPAIGN x")
+        self.assertEqual(self.rec.wait("stopped")[1], "deadline")
+        self.assertGreaterEqual(t_resign, self.rec.stop_returned,
+                                "RESIGN sent before on_stopped_leading returned")
+        # Lines the agent sent before it read the RESIGN: a late RENEWED and a LEADER of a
+        # tenure the RESIGN gives up; neither starts anything.
+        c.renewed(7, in_ms=2000)
+        c.leader(8, in_ms=2000)
+        c.send("OK RESIGN x")
+        c.send("OK CAMPAIGN x")
+        c.send("FOLLOWER x holder=-")
+        c.leader(9, in_ms=2000)
+        self.rec.wait("started", 9)
+        self.assertEqual([k for k in self.rec.kinds() if k[0] != "new_leader"],
+                         [("started", 7), ("stopped", "deadline"), ("started", 9)])
+        self.assertEqual(e.token, 9)
+        self.assertEqual(e.resigns, 1)
+        # Once per tenure: nothing else was sent.
+        self.assertIsNone(c.read_line(timeout=0.3))
+
+    def test_deadline_then_a_waiting_lost_does_not_resign(self):
+        self.rec.stop_delay = 0.4
+        e = self.start()
+        c = self.connected()
+        c.leader(7, in_ms=300)
+        self.rec.wait("started", 7)
+        self.assertEqual(self.rec.wait("stopped")[1], "deadline")
+        # While the app stops, a late RENEWED and the LOST come in: read before the elector
+        # decides, the LOST makes the RESIGN moot.
+        c.renewed(7, in_ms=2000)
+        c.send("LOST x token=7 reason=renew_deadline")
+        c.send("FOLLOWER x holder=pod-b")
+        self.rec.wait("new_leader", "pod-b")
+        self.assertIsNone(c.read_line(timeout=0.3))
+        self.assertEqual(e.resigns, 0)
+
+    def test_deadline_then_stepdown_acks_and_does_not_resign(self):
+        self.rec.stop_delay = 0.4
+        self.start()
+        c = self.connected()
+        c.leader(7, in_ms=300)
+        self.rec.wait("started", 7)
+        self.assertEqual(self.rec.wait("stopped")[1], "deadline")
+        c.send("STEPDOWN x token=7 deadline_ms=5000")
+        self.assertEqual(c.expect("ACK "), "ACK x 7")
+        self.assertIsNone(c.read_line(timeout=0.3))
+
+    def test_stepdown_after_the_resign_is_acked(self):
+        self.start()
+        c = self.connected()
+        c.leader(7, in_ms=300)
+        self.rec.wait("started", 7)
+        c.expect("RESIGN x", timeout=3)
+        c.expect("CAMPAIGN x")
+        # A drain started before the agent read the RESIGN: the STEPDOWN is still answered.
+        c.send("STEPDOWN x token=7 deadline_ms=5000")
+        self.assertEqual(c.expect("ACK "), "ACK x 7")
+        c.send("OK RESIGN x")
+        c.send("ERR draining the agent is draining")
+        c.send("OK ACK x")
+        c.send("STOP deadline_ms=1000")
+        self.assertEqual(self.join(), "stop")
+        self.assertEqual([k for k in self.rec.kinds() if k[0] != "new_leader"],
+                         [("started", 7), ("stopped", "deadline")])
+
+    def test_frozen_agent_lost_after_the_resign(self):
+        e = self.start()
+        c = self.connected()
+        c.leader(7, in_ms=300)
+        self.rec.wait("started", 7)
+        # The agent is frozen: the RESIGN and CAMPAIGN wait in the socket. After the thaw it
+        # sends what it had queued, then LOST, then answers them; then a new tenure.
+        c.expect("RESIGN x", timeout=3)
+        c.expect("CAMPAIGN x")
+        c.renewed(7, in_ms=2000)
+        c.send("LOST x token=7 reason=renew_deadline")
+        c.send("FOLLOWER x holder=pod-b")
+        c.send("OK RESIGN x")
+        c.send("OK CAMPAIGN x")
+        c.send("FOLLOWER x holder=pod-b")
+        self.rec.wait("new_leader", "pod-b")
+        c.leader(12, in_ms=2000)
+        self.rec.wait("started", 12)
+        self.assertTrue(e.is_leader())
+        self.assertEqual([k for k in self.rec.kinds() if k[0] != "new_leader"],
+                         [("started", 7), ("stopped", "deadline"), ("started", 12)])
+        self.assertIsNone(c.read_line(timeout=0.3))
+
+    def test_leader_past_its_deadline_is_handed_back(self):
+        e = self.start()
+        c = self.connected()
+        c.send("LEADER x token=4 ttl_ms=3000 until_mono_ms=%d" % c.until(-50))
+        self.assertEqual(c.expect("RESIGN ", timeout=3), "RESIGN x")
+        self.assertEqual(c.expect("CAMPAIGN "), "CAMPAIGN x")
+        c.renewed(4, in_ms=2000)
+        c.send("OK RESIGN x")
+        c.send("OK CAMPAIGN x")
+        c.leader(4, in_ms=2000)  # the same tenure again: still over for us
+        c.leader(5, in_ms=2000)
+        self.rec.wait("started", 5)
+        self.assertEqual([k for k in self.rec.kinds() if k[0] != "new_leader"],
+                         [("started", 5)])
+        self.assertEqual(e.resigns, 1)
+
     # -- STEPDOWN, LOST, FOLLOWER, STOP, stop()
 
     def test_stepdown_calls_back_then_acks(self):
