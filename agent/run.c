@@ -7,6 +7,10 @@
  *   LOST      SIGKILL at once
  *   STOP      exit 0
  *   EOF       the agent is gone: SIGKILL at once (I6), exit 1
+ *   deadline  (until_mono_ms passed without a RENEWED) SIGKILL at once; once CMD is reaped, and
+ *             unless the agent said LOST or STEPDOWN for that tenure meanwhile, RESIGN then
+ *             CAMPAIGN: run (or the app it stands for) was frozen or late, the agent may still
+ *             hold the lock for nobody, and this hands it back while staying a candidate.
  * When CMD exits by itself, run exits with CMD's status; closing the connection tells the agent
  * this campaign client has stepped down, so the lock is handed over. SIGTERM/SIGINT to run are
  * forwarded to CMD, then run exits once CMD did. One thread, one poll loop; SIGCHLD and the
@@ -41,7 +45,9 @@ static const char usage_run[] =
 	"(the fencing token) and LEASEKEEPER_LOCK in its environment. On STEPDOWN, CMD gets\n"
 	"SIGTERM (SIGKILL at the deadline) and the stepdown is acknowledged once it exited; on\n"
 	"LOST, when the agent goes away, or when the tenure's deadline passes without a RENEWED\n"
-	"(a frozen agent), CMD is killed at once. When CMD exits by itself, run\n"
+	"(a frozen agent or a frozen run), CMD is killed at once; after a deadline run then\n"
+	"resigns and campaigns again, so that the lock is not held for nobody. When CMD exits\n"
+	"by itself, run\n"
 	"exits with its status and the lock is handed over. SIGTERM and SIGINT are forwarded.\n";
 
 struct runner {
@@ -56,6 +62,9 @@ struct runner {
 	int64_t kill_at_ms;     /* SIGKILL deadline while stopping, 0 if none */
 	bool forwarded;         /* run itself got SIGTERM/SIGINT */
 	bool killed;            /* CMD was killed for a LOST: wait for the next LEADER */
+	uint64_t resign;        /* tenure that ended at its deadline: hand it back, 0 if none */
+	uint64_t ended;         /* the last tenure that ended at its deadline: never restarted */
+	bool resigning;         /* between RESIGN and its reply: LEADERs are from before it */
 	int status;             /* CMD's last wait status */
 };
 
@@ -196,6 +205,22 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 	case LK_EV_LEADER:
 		if (r->forwarded)
 			return -1;
+		if (r->resign && ev->token != r->resign)
+			r->resign = 0; /* the agent has moved on from that tenure */
+		if (r->resigning || ev->token == r->ended) {
+			/* Sent before the agent read our RESIGN (which gives it up), or the tenure
+			 * that ended at its deadline: over for us, a late line cannot resume it. */
+			note("LEADER %s token %" PRIu64 " is over for us: not starting %s", r->lock,
+			     ev->token, r->cmd[0]);
+			return -1;
+		}
+		if (!lk_client_leads(r->c, r->lock)) {
+			note("LEADER %s token %" PRIu64 " came past its deadline: not starting %s",
+			     r->lock, ev->token, r->cmd[0]);
+			r->ended = ev->token;
+			r->resign = ev->token;
+			return -1;
+		}
 		if (r->child != 0) {
 			/* The CMD killed for the last LOST is not reaped yet: start when it is. */
 			r->pending = ev->token;
@@ -205,6 +230,8 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		start_child(r, orig);
 		return -1;
 	case LK_EV_STEPDOWN:
+		if (ev->token == r->resign)
+			r->resign = 0; /* the ACK hands it back */
 		if (r->child == 0)
 			return send_ack(r, ev->token) < 0 ? 1 : -1;
 		note("stepping down: SIGTERM to %s, SIGKILL in %" PRId64 " ms", r->cmd[0],
@@ -220,6 +247,8 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		signal_child(r, SIGKILL);
 		r->stepdown = 0;
 		r->pending = 0;
+		if (ev->token == r->resign)
+			r->resign = 0; /* the agent no longer holds it */
 		return -1;
 	case LK_EV_STOP:
 		signal_child(r, SIGKILL);
@@ -227,6 +256,57 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 	default:
 		return -1;
 	}
+}
+
+/* The tenure r->resign ended at its deadline and CMD is gone, but the agent said neither LOST
+ * nor STEPDOWN for it: if run was frozen, or the agent's lines came late, the agent may well
+ * still hold the lock and renew it for a CMD that no longer runs, and no replica can lead until
+ * it loses it for another reason. RESIGN lets it release the lock (nothing runs: that is safe),
+ * CAMPAIGN keeps this replica a candidate. If the agent is the one that is frozen, both wait in
+ * the socket and run after its LOST: harmless. Returns -1 to keep going, or the exit code. */
+static int hand_back(struct runner *r, const sigset_t *orig)
+{
+	struct lk_server_msg m;
+	int rc, wait_ms = 2000;
+
+	/* First what the agent has said already: a LOST or STEPDOWN makes this moot. */
+	while (r->resign && lk_client_next_event(r->c, 0, &m) == 0) {
+		rc = on_event(r, &m, orig);
+		if (rc >= 0)
+			return rc;
+	}
+	if (!r->resign || r->child != 0)
+		return -1;
+	note("deadline of %s (token %" PRIu64 ") passed with no word from the agent: RESIGN and "
+	     "CAMPAIGN again, so that the lock is not held for nobody", r->lock, r->resign);
+	r->resign = 0;
+	r->resigning = true;
+	rc = lk_client_call(r->c, &(struct lk_request){ .verb = LK_VERB_RESIGN, .lock = r->lock },
+	                    wait_ms, &m);
+	if (rc == 0) {
+		if (m.kind != LK_MSG_OK)
+			note("RESIGN %s failed: %s %s", r->lock, lk_err_name(m.err), m.err_text);
+		/* Whatever came before the reply was sent before the agent read the RESIGN. */
+		while (lk_client_has_queued(r->c) && lk_client_next_event(r->c, 0, &m) == 0) {
+			rc = on_event(r, &m, orig);
+			if (rc >= 0) {
+				r->resigning = false;
+				return rc;
+			}
+		}
+	} else if (rc == -ETIMEDOUT) {
+		/* The agent is frozen: its LOST comes first after the thaw, then it runs both. */
+		wait_ms = 0;
+	} else {
+		r->resigning = false;
+		return -1; /* the agent is gone: the next read says so */
+	}
+	r->resigning = false;
+	rc = lk_client_call(r->c, &(struct lk_request){ .verb = LK_VERB_CAMPAIGN, .lock = r->lock },
+	                    wait_ms, &m);
+	if (rc == 0 && m.kind != LK_MSG_OK) /* draining: STOP follows */
+		note("CAMPAIGN %s failed: %s %s", r->lock, lk_err_name(m.err), m.err_text);
+	return -1;
 }
 
 static int run_loop(struct runner *r, const sigset_t *orig)
@@ -247,9 +327,17 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 			note("deadline of %s passed without a RENEWED (is the agent frozen?): killing %s",
 			     r->lock, r->cmd[0]);
 			r->killed = true;
+			r->resign = r->token;
+			r->ended = r->token;
 			signal_child(r, SIGKILL);
 			r->stepdown = 0;
 			r->kill_at_ms = 0;
+		}
+		if (r->resign && r->child == 0 && !r->forwarded) {
+			rc = hand_back(r, orig);
+			if (rc >= 0)
+				return rc;
+			continue;
 		}
 		until_deadline = r->child > 0 ? lk_client_deadline_timeout(r->c) : -1;
 		if (until_deadline >= 0)

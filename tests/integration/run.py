@@ -41,7 +41,7 @@ SLOW = {
     "test_deploy": 20, "test_dropped_reply": 10, "test_bad_input": 7, "test_exactly_once": 5,
     "test_self_fencing": 45, "test_client_python": 20, "test_log_stall": 15,
     "test_client_go": 30, "test_client_slots": 26, "test_config_limits": 2,
-    "test_redis_loss": 45, "test_etcd_loss": 65,
+    "test_redis_loss": 45, "test_etcd_loss": 65, "test_app_freeze": 32,
 }
 DEFAULT_SECONDS = 3
 
