@@ -116,10 +116,14 @@ unit: $(UNIT_BINS)
 integration: $(BIN) $(BUILD)/examples/app
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
 
-# `make test` runs everything twice: a normal build, then under ASan + UBSan.
+# `make test` runs everything twice, a normal build, then under ASan + UBSan; then replays the
+# fuzz corpora and fuzzes each target for 20 s (a fixed seed, so a run can be repeated), and
+# runs one scenario per backend under valgrind memcheck.
 test: deps
 	$(MAKE) unit integration
 	$(MAKE) test-asan
+	$(MAKE) fuzz-smoke FUZZ_FLAGS=-seed=1
+	$(MAKE) valgrind
 
 test-asan: deps
 	$(MAKE) BUILD=build/asan SAN=1 CFLAGS="-O1 -g" unit integration

@@ -14,6 +14,8 @@
 .PHONY: chaos chaos-smoke chaos-build chaos-check
 
 CHAOS_BUILD    ?= build/chaos
+# `make deps` installs ip(8) for the network namespaces too.
+DEB_PKGS += iproute2
 CHAOS_SECONDS  ?= 300
 CHAOS_SEED     ?=
 CHAOS_EACH     ?= 2

@@ -10,6 +10,8 @@
 # a crash, leak, timeout or out-of-memory makes the run fail and prints the reproducer's path.
 
 FUZZ_CC      ?= clang
+# `make deps` installs clang and its libFuzzer runtime too.
+DEB_PKGS += clang libclang-rt-14-dev
 FUZZ_BUILD   ?= build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 20
