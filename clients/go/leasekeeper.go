@@ -4,7 +4,10 @@
 // It keeps the app's side of the protocol (proto/PROTOCOL.md in the leasekeeper repository):
 // the leader work gets a context.Context that is cancelled when leadership ends (STEPDOWN, LOST,
 // EOF, or the tenure's deadline passing without a RENEWED, which holds even while the agent is
-// frozen and says nothing); a STEPDOWN is acknowledged only once the work has returned.
+// frozen and says nothing); a STEPDOWN is acknowledged only once the work has returned. A
+// tenure that ended at its deadline while the agent said neither LOST nor STEPDOWN for it (the
+// app was frozen, or the lines came late) is handed back once the work has returned: RESIGN,
+// then CAMPAIGN again, so that the agent does not go on holding the lock for nobody.
 //
 // Standard library only.
 package leasekeeper
@@ -224,6 +227,11 @@ type session struct {
 
 	cancel context.CancelFunc // of the running tenure's ctx
 	done   chan struct{}      // closed when OnStartedLeading returned
+
+	ended     uint64   // the last tenure that ended on this connection: never resumed
+	resign    uint64   // a tenure that ended at its deadline, to hand back; 0 if none
+	resigning bool     // RESIGN sent, its reply not read yet: LEADERs are from before it
+	pending   []string // verbs sent without waiting (ACK, RESIGN, CAMPAIGN), oldest first
 }
 
 func parseLine(s string, at int64) line {
@@ -444,7 +452,12 @@ func (s *session) stopLeading(reason string) bool {
 	e := s.e
 	e.mu.Lock()
 	e.leading = false
+	token := e.token
 	e.mu.Unlock()
+	s.ended = token
+	if reason == "deadline" {
+		s.resign = token // handed back by run once the work and the callback returned
+	}
 	s.cancel()
 	<-s.done
 	s.cancel, s.done = nil, nil
@@ -504,7 +517,53 @@ func (s *session) run(ctx context.Context) (string, error) {
 				return end, nil
 			}
 		}
+		if s.resign != 0 {
+			if end, err := s.handBack(ctx, arm); end != "" {
+				return end, err
+			}
+		}
 	}
+}
+
+// handBack: the tenure s.resign ended at its deadline (or its LEADER came past it) and the
+// agent has said neither LOST nor STEPDOWN for it. If the app was the one frozen, or the lines
+// came late, the agent still holds the lock and renews it for nobody, and no replica can lead
+// until it loses it for another reason. RESIGN lets it release the lock (the work has returned
+// already: that is safe), CAMPAIGN keeps this replica a candidate; their replies come back
+// through dispatch. If the agent is the one that was frozen, both wait in the socket and run
+// after its LOST: harmless.
+func (s *session) handBack(ctx context.Context, arm func(int64)) (string, error) {
+	// First the lines that are already here: a LOST or STEPDOWN makes it moot.
+	for s.resign != 0 {
+		select {
+		case l := <-s.lines:
+			if l.err != nil {
+				s.stopLeading("eof")
+				return "eof", nil
+			}
+			if end := s.dispatch(ctx, l, arm); end != "" {
+				return end, nil
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if s.resign == 0 || s.cancel != nil {
+		return "", nil
+	}
+	s.resign = 0
+	s.resigning = true
+	s.sendRequest("RESIGN", "RESIGN %s", s.e.cfg.Lock)
+	s.sendRequest("CAMPAIGN", "CAMPAIGN %s", s.e.cfg.Lock)
+	return "", nil
+}
+
+// sendRequest sends a request without waiting: its reply comes through dispatch, in order. A
+// write error shows as EOF on the reader.
+func (s *session) sendRequest(verb, format string, args ...interface{}) {
+	s.pending = append(s.pending, verb)
+	s.send(format, args...)
 }
 
 // dispatch acts on one line from the agent; it returns "stop" when the session is over.
@@ -515,13 +574,37 @@ func (s *session) dispatch(ctx context.Context, l line, arm func(int64)) string 
 	s.message(l)
 	mine := len(l.words) >= 2 && l.words[1] == s.e.cfg.Lock
 	switch l.words[0] {
+	case "OK", "ERR":
+		// The reply to the oldest request sent without waiting.
+		if len(s.pending) > 0 {
+			verb := s.pending[0]
+			s.pending = s.pending[1:]
+			if verb == "RESIGN" {
+				s.resigning = false
+			}
+		}
 	case "LEADER":
 		token, until, ok := s.deadlineOf(l)
-		if !mine || !ok || until <= monoNowMs() {
+		if !mine || !ok {
+			return ""
+		}
+		if s.resign != 0 && token != s.resign {
+			s.resign = 0 // the agent has moved on from that tenure
+		}
+		if until <= monoNowMs() {
+			if s.cancel == nil && token != s.ended && !s.resigning {
+				// Over before it reached us: the agent may hold it for nobody.
+				s.ended, s.resign = token, token
+			}
 			return ""
 		}
 		if s.cancel != nil && s.e.Token() != token {
 			s.stopLeading("superseded")
+		}
+		if s.cancel == nil && (token == s.ended || s.resigning) {
+			// The tenure that ended, or one the agent gave up when it read our RESIGN.
+			s.ended = token
+			return ""
 		}
 		if s.cancel == nil {
 			s.newLeader(s.id, true)
@@ -543,10 +626,20 @@ func (s *session) dispatch(ctx context.Context, l line, arm func(int64)) string 
 			return ""
 		}
 		s.stopLeading("stepdown")
-		s.send("ACK %s %s", s.e.cfg.Lock, l.attrs["token"])
+		if s.resign != 0 && l.attrs["token"] == strconv.FormatUint(s.resign, 10) {
+			s.resign = 0 // the ACK hands it back
+		}
+		s.sendRequest("ACK", "ACK %s %s", s.e.cfg.Lock, l.attrs["token"])
 	case "LOST":
 		if mine {
 			s.stopLeading("lost:" + l.attrs["reason"])
+			if s.resign != 0 && l.attrs["token"] == strconv.FormatUint(s.resign, 10) {
+				s.resign = 0 // the agent no longer holds it
+			}
+		}
+	case "RELEASED":
+		if mine && s.resign != 0 && l.attrs["token"] == strconv.FormatUint(s.resign, 10) {
+			s.resign = 0
 		}
 	case "FOLLOWER":
 		if mine {

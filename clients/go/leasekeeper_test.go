@@ -448,3 +448,148 @@ func TestLostStopsAtOnceAndALateRenewedDoesNotResume(t *testing.T) {
 		t.Errorf("events %s\nwant   %s", got, want)
 	}
 }
+
+// expectNothing: the client sends no line within d.
+func (p *peer) expectNothing(d time.Duration) {
+	p.conn.SetReadDeadline(time.Now().Add(d))
+	if l, err := p.r.ReadString('\n'); err == nil {
+		p.t.Errorf("fake agent: want nothing from the client, got %q", strings.TrimRight(l, "\n"))
+	}
+}
+
+func (r *recorder) joined() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.events, ",")
+}
+
+// The app (not the agent) was frozen past its deadline: the agent kept renewing and says
+// nothing. Once the work returned and OnStoppedLeading ran, the Elector hands the lock back
+// (RESIGN) and campaigns again; lines from before the RESIGN start nothing.
+func TestDeadlineWithoutLostResignsThenCampaigns(t *testing.T) {
+	r := newRecorder()
+	hold := make(chan struct{})
+	defer close(hold)
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+300)
+		p.expect("RESIGN x")
+		r.add("resign")
+		p.expect("CAMPAIGN x")
+		// Sent before the agent read the RESIGN: a late RENEWED, and a tenure it gives up.
+		p.send("RENEWED x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.send("LEADER x token=8 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.send("OK RESIGN x")
+		p.send("OK CAMPAIGN x")
+		p.send("FOLLOWER x holder=-")
+		p.send("LEADER x token=9 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.expectNothing(300 * time.Millisecond)
+		r.add("quiet")
+		<-hold
+	})
+	run(t, config(a, r))
+	r.wait(t, "started 9")
+	r.wait(t, "quiet")
+	want := "leader pod-a,started 7,returned,stopped deadline,resign,leader -,leader pod-a," +
+		"started 9,quiet"
+	if got := r.joined(); got != want {
+		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
+
+// The agent itself was frozen: RESIGN and CAMPAIGN waited in the socket; after the thaw the
+// agent sends its LOST first, then answers them. Nothing gets confused; a new tenure starts.
+func TestFrozenAgentLostAfterTheResign(t *testing.T) {
+	r := newRecorder()
+	hold := make(chan struct{})
+	defer close(hold)
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+300)
+		p.expect("RESIGN x")
+		p.expect("CAMPAIGN x")
+		p.send("RENEWED x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.send("LOST x token=7 reason=renew_deadline")
+		p.send("FOLLOWER x holder=pod-b")
+		p.send("OK RESIGN x")
+		p.send("OK CAMPAIGN x")
+		p.send("FOLLOWER x holder=pod-b")
+		p.send("LEADER x token=12 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.expectNothing(300 * time.Millisecond)
+		r.add("quiet")
+		<-hold
+	})
+	run(t, config(a, r))
+	r.wait(t, "quiet")
+	want := "leader pod-a,started 7,returned,stopped deadline,leader pod-b,leader pod-a," +
+		"started 12,quiet"
+	if got := r.joined(); got != want {
+		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
+
+// A LOST (or STEPDOWN) that came in while the app was stopping makes the RESIGN moot; the
+// STEPDOWN is ACKed as always.
+func TestDeadlineThenLostOrStepdownDoesNotResign(t *testing.T) {
+	for _, kind := range []string{"LOST", "STEPDOWN"} {
+		t.Run(kind, func(t *testing.T) {
+			r := newRecorder()
+			hold := make(chan struct{})
+			defer close(hold)
+			stopping := make(chan struct{})
+			a := startAgent(t, func(p *peer) {
+				p.handshake("none")
+				p.send("LEADER x token=7 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+300)
+				<-stopping
+				if kind == "LOST" {
+					p.send("LOST x token=7 reason=renew_deadline")
+				} else {
+					p.send("STEPDOWN x token=7 deadline_ms=5000")
+					p.expect("ACK x 7")
+					p.send("OK ACK x")
+				}
+				p.expectNothing(400 * time.Millisecond)
+				r.add("quiet")
+				<-hold
+			})
+			cfg := config(a, r)
+			cfg.OnStoppedLeading = func(reason string) {
+				r.add("stopped " + reason)
+				close(stopping)
+				time.Sleep(300 * time.Millisecond) // the line arrives meanwhile
+			}
+			run(t, cfg)
+			r.wait(t, "quiet")
+			want := "leader pod-a,started 7,returned,stopped deadline,quiet"
+			if got := r.joined(); got != want {
+				t.Errorf("events %s\nwant   %s", got, want)
+			}
+		})
+	}
+}
+
+// A LEADER that arrives past its deadline starts nothing and is handed back; the same tenure
+// offered again after the CAMPAIGN is still over; a new one starts.
+func TestLeaderPastItsDeadlineIsHandedBack(t *testing.T) {
+	r := newRecorder()
+	hold := make(chan struct{})
+	defer close(hold)
+	a := startAgent(t, func(p *peer) {
+		p.handshake("none")
+		p.send("LEADER x token=4 ttl_ms=3000 until_mono_ms=%d", monoNowMs()-50)
+		p.expect("RESIGN x")
+		p.expect("CAMPAIGN x")
+		p.send("OK RESIGN x")
+		p.send("OK CAMPAIGN x")
+		p.send("LEADER x token=4 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.send("LEADER x token=5 ttl_ms=3000 until_mono_ms=%d", monoNowMs()+2000)
+		p.expectNothing(300 * time.Millisecond)
+		r.add("quiet")
+		<-hold
+	})
+	run(t, config(a, r))
+	r.wait(t, "quiet")
+	if got, want := r.joined(), "leader pod-a,started 5,quiet"; got != want {
+		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
