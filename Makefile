@@ -141,3 +141,4 @@ clean:
 include tests/fuzz/fuzz.mk
 include tests/valgrind/valgrind.mk
 include tests/chaos/chaos.mk
+include tests/soak/soak.mk
