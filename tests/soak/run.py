@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -108,14 +109,16 @@ class SoakAgent(harness.Agent):
     """harness.Agent whose stderr goes to the run's agents/<pod>.log (the checker reads the
     `lock acquired` lines there) and which dies with the runner (PR_SET_PDEATHSIG)."""
 
-    def __init__(self, tmpdir, log_path, **kw):
+    def __init__(self, tmpdir, log_path, prefix=(), **kw):
         super().__init__(tmpdir, **kw)
         self.stderr_path = log_path
+        self.prefix = list(prefix)
 
     def start(self, wait=True, timeout=harness.DEFAULT_TIMEOUT):
         self.close_files()
         self._errf = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([harness.lk_bin(), "agent", "-c", self.config_path],
+        self.proc = subprocess.Popen(self.prefix + [harness.lk_bin(), "agent", "-c",
+                                                    self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self._errf, cwd=self.dir, preexec_fn=_pdeathsig)
         self._outf = None
@@ -134,10 +137,18 @@ class Replica:
         self.app_log = os.path.join(soak.dir, "apps", self.name + ".jsonl")
         self.http_port = harness.free_port() if long_lived else None
         top = dict(shutdown_timeout="8s")
+        prefix = ()
+        self.vg_log = None
+        if long_lived and soak.valgrind:
+            self.vg_log = os.path.join(soak.dir, "valgrind-%s.log" % self.name)
+            prefix = ("valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+                      "--errors-for-leak-kinds=definite,indirect", "--num-callers=30",
+                      "--log-file=" + self.vg_log)
         if long_lived:
             top.update(http_listen="127.0.0.1:%d" % self.http_port, client_idle_timeout="1s",
                        max_clients=MAX_CLIENTS)
         self.agent = SoakAgent(soak.tmp, os.path.join(soak.dir, "logs", self.name + ".log"),
+                               prefix=prefix,
                                identity=self.name, backends=[soak.agent_backend()],
                                locks=[harness.lock_config("x", **LOCK_X),
                                       harness.lock_config("churn", **LOCK_CHURN)], **top)
@@ -147,7 +158,7 @@ class Replica:
         return self.agent.sock_path
 
     def start_agent(self):
-        self.agent.start(wait=True, timeout=20)
+        self.agent.start(wait=True, timeout=60 if self.vg_log else 20)
         self.soak.evlog("spawn", who="agent-" + self.name, pid=self.agent.pid)
 
     def start_app(self):
@@ -502,7 +513,9 @@ class Churn:
 
 
 class Soak:
-    def __init__(self, kind, seconds, out_dir, seed, warmup, interval, limit_kib):
+    def __init__(self, kind, seconds, out_dir, seed, warmup, interval, limit_kib,
+                 valgrind=False):
+        self.valgrind = valgrind
         self.kind = kind
         self.seconds = seconds
         self.dir = out_dir
@@ -740,7 +753,7 @@ class Soak:
                 r.agent.proc.send_signal(signal.SIGTERM)
         for r in self.replicas:
             try:
-                rcs[r.name] = r.agent.proc.wait(timeout=20)
+                rcs[r.name] = r.agent.proc.wait(timeout=90 if r.vg_log else 20)
             except subprocess.TimeoutExpired:
                 rcs[r.name] = "killed"
                 r.agent.proc.kill()
@@ -759,6 +772,27 @@ class Soak:
         self.result["samples"] = self.samples
         self.result["warmup"] = self.warmup
         self.result["limit_kib"] = self.limit_kib
+        self.result["valgrind"] = self.valgrind_summary()
+
+    def valgrind_summary(self):
+        """pod-0 under valgrind: the leak summary and error count of its log, or None."""
+        path = self.lived.vg_log
+        if not path:
+            return None
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return {"log": path, "error": "no valgrind log"}
+        out = {"log": path}
+        for key, pat in (("definitely", r"definitely lost: ([\d,]+) bytes"),
+                         ("indirectly", r"indirectly lost: ([\d,]+) bytes"),
+                         ("possibly", r"possibly lost: ([\d,]+) bytes"),
+                         ("reachable", r"still reachable: ([\d,]+) bytes"),
+                         ("errors", r"ERROR SUMMARY: ([\d,]+) errors")):
+            m = re.findall(pat, text)
+            out[key] = int(m[-1].replace(",", "")) if m else 0
+        return out
 
 
 def analyse(res, chk):
@@ -778,7 +812,7 @@ def analyse(res, chk):
         out["fds_max"] = max(x[3] for x in s)
         out["warm_t"] = w0[0]
         out["nsamples"] = len(s)
-        if out["growth"] > res["limit_kib"]:
+        if out["growth"] > res["limit_kib"] and not res.get("valgrind"):
             fails.append("RSS grew %d KiB after the warm-up (limit %d)"
                          % (out["growth"], res["limit_kib"]))
     else:
@@ -797,6 +831,13 @@ def analyse(res, chk):
         fails.append("no checker result")
     if res["final_drain"].get("pod-0") not in (0,):
         fails.append("the long-lived agent's final drain exited %s" % res["final_drain"]["pod-0"])
+    vg = res.get("valgrind")
+    if vg:
+        if vg.get("error"):
+            fails.append("valgrind: " + vg["error"])
+        elif vg["definitely"] or vg["indirectly"] or vg["errors"]:
+            fails.append("valgrind: %d errors, %d bytes definitely and %d indirectly lost (%s)"
+                         % (vg["errors"], vg["definitely"], vg["indirectly"], vg["log"]))
     out["fails"] = fails
     return out
 
@@ -856,6 +897,12 @@ def render(res, chk):
         row("agent counters", "idle_closed %s, evicted %s, hello_timeout %s, refused_full %s"
             % (cl.get("idle_closed_total"), cl.get("evicted_total"),
                cl.get("hello_timeout_total"), cl.get("refused_full_total")))
+    vg = res.get("valgrind")
+    if vg:
+        row("valgrind (pod-0)", "%s errors; lost: definitely %s, indirectly %s, possibly %s "
+            "bytes; still reachable %s bytes (RSS above is valgrind's: not judged)"
+            % (vg.get("errors"), vg.get("definitely"), vg.get("indirectly"),
+               vg.get("possibly"), vg.get("reachable")))
     row("verdict", "PASS" if not a["fails"] else "FAIL: " + "; ".join(a["fails"]))
     w = max(len(k) for k, _ in rows)
     out = ["== soak %s" % res["backend"]]
@@ -889,7 +936,7 @@ def agent_logs_for_checker(run_dir):
 def run_one(args):
     os.makedirs(args.out, exist_ok=True)
     soak = Soak(args.backends, args.seconds, args.out, args.seed, args.warmup, args.interval,
-                args.limit_kib)
+                args.limit_kib, valgrind=args.valgrind)
     status = 0
     try:
         soak.run()
@@ -924,6 +971,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--out", default=None, help="keep the run dirs here")
     ap.add_argument("--keep", action="store_true", help="keep the run dirs after a PASS")
+    ap.add_argument("--valgrind", action="store_true",
+                    help="run the long-lived agent under valgrind memcheck (--leak-check=full): "
+                    "the verdict then takes its leak summary instead of RSS growth")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -960,6 +1010,8 @@ def main():
                     "--seconds", str(per), "--warmup", str(warmup), "--interval",
                     str(args.interval), "--limit-kib", str(args.limit_kib),
                     "--seed", str(args.seed), "--out", os.path.join(top, b)]
+            if args.valgrind:
+                argv.append("--valgrind")
             p = subprocess.Popen(argv, preexec_fn=_pdeathsig)
             procs.append((b, p))
             if args.serial:
