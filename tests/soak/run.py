@@ -254,8 +254,13 @@ class Churn:
         """A burst past max_clients ran at some time since t (it may evict idle ones)."""
         return self.n.get("burst_active") or self.last_burst >= t
 
+    KINDS = ("sessions", "sessions", "idle", "badlines", "http", "bursts")
+
     def start(self):
-        for name in ("sessions", "sessions", "idle", "badlines", "http", "bursts"):
+        only = self.soak.churn_kinds
+        for name in self.KINDS:
+            if only and name not in only:
+                continue
             t = threading.Thread(target=self._guard, args=(name, len(self.threads)),
                                  name="churn-" + name, daemon=True)
             self.threads.append(t)
@@ -514,8 +519,10 @@ class Churn:
 
 class Soak:
     def __init__(self, kind, seconds, out_dir, seed, warmup, interval, limit_kib,
-                 valgrind=False):
+                 valgrind=False, churn_kinds=None, restarts=True):
         self.valgrind = valgrind
+        self.churn_kinds = churn_kinds
+        self.do_restarts = restarts
         self.kind = kind
         self.seconds = seconds
         self.dir = out_dir
@@ -715,7 +722,8 @@ class Soak:
             self.ensure_running()
             n += 1
             try:
-                self.step(n)
+                if self.do_restarts:
+                    self.step(n)
             except (AssertionError, OSError) as e:
                 self.result["errors"].append("step %d: %s" % (n, str(e).splitlines()[0]))
                 say("  [%s] step %d: %s" % (self.kind, n, str(e).splitlines()[0]))
@@ -936,7 +944,9 @@ def agent_logs_for_checker(run_dir):
 def run_one(args):
     os.makedirs(args.out, exist_ok=True)
     soak = Soak(args.backends, args.seconds, args.out, args.seed, args.warmup, args.interval,
-                args.limit_kib, valgrind=args.valgrind)
+                args.limit_kib, valgrind=args.valgrind,
+                churn_kinds=[k for k in args.churn.split(",") if k] or None,
+                restarts=not args.no_restarts)
     status = 0
     try:
         soak.run()
@@ -974,6 +984,11 @@ def main():
     ap.add_argument("--valgrind", action="store_true",
                     help="run the long-lived agent under valgrind memcheck (--leak-check=full): "
                     "the verdict then takes its leak summary instead of RSS growth")
+    ap.add_argument("--churn", default="",
+                    help="only these churn threads (comma-separated: sessions, idle, badlines, "
+                    "http, bursts; default all): to find which churn makes RSS grow")
+    ap.add_argument("--no-restarts", action="store_true",
+                    help="no rolling restarts (churn only)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -1012,6 +1027,10 @@ def main():
                     "--seed", str(args.seed), "--out", os.path.join(top, b)]
             if args.valgrind:
                 argv.append("--valgrind")
+            if args.churn:
+                argv += ["--churn", args.churn]
+            if args.no_restarts:
+                argv.append("--no-restarts")
             p = subprocess.Popen(argv, preexec_fn=_pdeathsig)
             procs.append((b, p))
             if args.serial:
