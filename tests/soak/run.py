@@ -734,7 +734,9 @@ class Soak:
                 next_report += 60
                 s = self.samples[-1] if self.samples else None
                 say("  [%s] %4.0fs: %d restarts, %d sessions, RSS %s KiB, fds %s"
-                    % (self.kind, mono() - t0, n, self.churn.n.get("sessions"),
+                    % (self.kind, mono() - t0,
+                       self.restarts["pod_drains"] + self.restarts["app_restarts"],
+                       self.churn.n.get("sessions"),
                        s[1] if s else "?", s[3] if s else "?"))
         elapsed = mono() - t0
         # the last in-churn sample is "end"; then stop everything and look at the quiet agent
