@@ -1,5 +1,6 @@
 /* The daemon's wiring: the one event loop, signals, backends, locks, the socket server, and the
- * drain that ends the process (SPEC §2). Everything here runs on the loop's only thread. */
+ * drain that ends the process (README "The drain"). Everything here runs on the loop's only
+ * thread. */
 #include "agent/agent.h"
 
 #include <errno.h>

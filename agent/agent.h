@@ -1,5 +1,5 @@
 /* The daemon: one libevent loop wiring config, backends, locks, the socket server and signals,
- * and the drain that ends it (SPEC §2). */
+ * and the drain that ends it (README "The drain"). */
 #ifndef LK_AGENT_AGENT_H
 #define LK_AGENT_AGENT_H
 

@@ -1,4 +1,5 @@
-/* The client-side commands of the one binary (SPEC §5): they talk to a running agent through
+/* The client-side commands of the one binary (README "Command line"): they talk to a running
+ * agent through
  * the client library. Each returns the process exit status. */
 #ifndef LK_AGENT_CLI_H
 #define LK_AGENT_CLI_H

@@ -1,4 +1,5 @@
-/* The agent's configuration file (SPEC §4): YAML through libyaml's document API, then one pass
+/* The agent's configuration file (README "Configuration"): YAML through libyaml's document
+ * API, then one pass
  * over the node tree that expands ${VAR}, checks every value, fills in defaults and collects
  * every problem as a "FILE:LINE:COL: FIELD: MESSAGE" line.
  *
@@ -1161,7 +1162,8 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 	cfg->socket_mode = 0660;
 	get_mode(c, f.val[T_SOCKET_MODE], "socket_mode", &cfg->socket_mode);
 
-	/* On by default, on loopback, as in SPEC §4's example: "" is how to turn it off. */
+	/* On by default, on loopback, as in the README's configuration example: "" is how to turn it
+	 * off. */
 	if (get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) <= 0) {
 		if (!cfg->http_listen)
 			dup_str(c, LK_CONFIG_DEFAULT_HTTP_LISTEN, &cfg->http_listen);

@@ -1,4 +1,5 @@
-/* The HTTP endpoints on http_listen (SPEC §7), served by evhttp from the agent's loop:
+/* The HTTP endpoints on http_listen (README "Metrics and health"), served by evhttp from the
+ * agent's loop:
  * /healthz, /readyz, /leader/<lock>, /metrics. */
 #ifndef LK_AGENT_HTTP_H
 #define LK_AGENT_HTTP_H

@@ -1,4 +1,5 @@
-/* One lock's state machine: campaign, lead, renew, step down, release (SPEC §1, §2).
+/* One lock's state machine: campaign, lead, renew, step down, release (README "Safety, in one
+ * paragraph" and "The drain").
  *
  * The states are one enum and every transition happens in one function (lock.c: step()), so
  * that the safety invariants can be read in one place:

@@ -1,4 +1,5 @@
-/* Prometheus metrics (SPEC §7): the agent's own counters and histograms, and the text
+/* Prometheus metrics (README "Metrics and health"): the agent's own counters and histograms,
+ * and the text
  * exposition of everything, lock and client state included. */
 #ifndef LK_AGENT_METRICS_H
 #define LK_AGENT_METRICS_H

@@ -1,4 +1,4 @@
-/* leasekeeper run: wrapper mode for apps that cannot speak the protocol (SPEC §5).
+/* leasekeeper run: wrapper mode for apps that cannot speak the protocol (README "Command line").
  *
  * It campaigns for one lock and runs CMD only while this replica leads, in its own process
  * group, with LEASEKEEPER_TOKEN and LEASEKEEPER_LOCK in its environment:

@@ -1,7 +1,7 @@
 /* etcd v3's JSON gateway, as plain structs: request bodies out, responses in. No I/O
  * and no curl, so that every quirk of the gateway is pinned down by check_etcd_json.c.
  *
- * The gateway's habits, which every parser here follows (DEPENDENCIES.md):
+ * The gateway's habits, which every parser here follows (as etcd 3.4 answers; docs/etcd.md):
  * - keys and values travel as base64 (standard alphabet, padded);
  * - 64-bit integers travel as JSON strings ("revision":"3"); plain JSON integers are accepted
  *   too, anything else (fractions, overflow, "12abc") is garbage;

@@ -1,4 +1,4 @@
-/* The socket's HMAC handshake (SPEC §3): nonces, MACs and key files, with libsodium.
+/* The socket's HMAC handshake (proto/PROTOCOL.md): nonces, MACs and key files, with libsodium.
  *
  * mac = crypto_auth (HMAC-SHA-512-256) of the 32 raw nonce bytes under a 32-byte key, sent as
  * 64 lowercase hex digits. Shared by the agent (verify) and the client library (compute).

@@ -1,4 +1,4 @@
-/* The wire protocol of SPEC §3 as a pure codec: see codec.h.
+/* The wire protocol of proto/PROTOCOL.md as a pure codec: see codec.h.
  *
  * Parsing splits the caller's buffer in place and returns pointers into it; formatting builds
  * the line in a private stack buffer first and copies it out only when it is complete, so a

@@ -1,4 +1,4 @@
-/* The leasekeeper wire protocol, version 1 (SPEC §3), as a pure codec.
+/* The leasekeeper wire protocol, version 1 (proto/PROTOCOL.md), as a pure codec.
  *
  * Lines in, structs out; structs in, lines out. No file descriptors, no allocation: a parsed
  * message borrows the caller's line buffer (the parser splits it in place), and formatting
@@ -32,7 +32,8 @@ enum lk_verb {
 	LK_VERB__COUNT,
 };
 
-/* Error codes of SPEC §3. LK_ERR_NONE (0) means success wherever an lk_err is returned. */
+/* Error codes of proto/PROTOCOL.md. LK_ERR_NONE (0) means success wherever an lk_err is
+ * returned. */
 enum lk_err {
 	LK_ERR_NONE = 0,
 	LK_ERR_BAD_REQUEST,

@@ -1,4 +1,5 @@
-/* Tests for agent/lock: the per-lock state machine (SPEC §1 invariants, §2 drain), driven by a
+/* Tests for agent/lock: the per-lock state machine (the invariants in ARCHITECTURE.md, the
+ * drain in README), driven by a
  * fake clock, fake timers and a fake backend whose requests the tests answer one by one.
  *
  * Nothing here is real: time moves only when a test calls advance(), timers fire in due order

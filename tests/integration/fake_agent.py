@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A stand-in for the `leasekeeper` binary, written from SPEC.md, for checking the integration
+"""A stand-in for the `leasekeeper` binary, written from proto/PROTOCOL.md and the README, for checking the integration
 tests themselves while (or whenever) the C agent cannot run:
 
     LK_BIN=tests/integration/fake_agent.py python3 tests/integration/run.py

@@ -7,7 +7,7 @@ wall-clock times (`date +%s.%N`) that can be compared with Redis's MONITOR times
 process tree is checked in /proc: CMD's process group must be empty after a stop, and `run` must
 never keep a zombie child for long (a ZombieWatch thread samples /proc during every scenario).
 
-Readings this module relies on (where SPEC.md and the README leave room):
+Readings this module relies on (where the README and proto/PROTOCOL.md leave room):
 1. CMD's process group is CMD's pid (run makes it a group leader), and "stop CMD" means the
    whole group: nothing of that group may survive a LOST, a STEPDOWN or CMD's own exit, since
    the lock is handed over right after.
