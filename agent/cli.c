@@ -186,16 +186,27 @@ int lk_cli_drain(int argc, char **argv)
 static void print_status_table(const char *json)
 {
 	json_error_t jerr;
-	json_t *root = json_loads(json, 0, &jerr), *locks, *l;
+	json_t *root = json_loads(json, 0, &jerr), *locks, *l, *clients;
 	size_t i;
 
 	if (!root) {
 		printf("%s\n", json);
 		return;
 	}
-	printf("identity: %s   draining: %s\n\n",
+	printf("identity: %s   draining: %s\n",
 	       json_string_value(json_object_get(root, "identity")),
 	       json_is_true(json_object_get(root, "draining")) ? "yes" : "no");
+	clients = json_object_get(root, "clients");
+	if (json_is_object(clients))
+		printf("clients: %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " slots (campaign %"
+		       JSON_INTEGER_FORMAT ", watch %" JSON_INTEGER_FORMAT ", other %"
+		       JSON_INTEGER_FORMAT ")\n",
+		       json_integer_value(json_object_get(clients, "connected")),
+		       json_integer_value(json_object_get(clients, "max_clients")),
+		       json_integer_value(json_object_get(clients, "campaign")),
+		       json_integer_value(json_object_get(clients, "watch")),
+		       json_integer_value(json_object_get(clients, "other")));
+	printf("\n");
 	printf("%-24s %-10s %-14s %-18s %-24s %8s %7s\n", "LOCK", "BACKEND", "STATE", "TOKEN",
 	       "HOLDER", "TTL_MS", "CLIENTS");
 	locks = json_object_get(root, "locks");

@@ -618,6 +618,11 @@ class StatusCapsTest(SlotsTestBase):
         print("status --json clients: %s" % json.dumps(cl))
         self.check(cl, want)
         self.assertEqual((cl["connected"], cl["campaign"], cl["awaiting_hello"]), (3, 1, 1))
+        # The table says it in one line (the CLI's own connection is one of the three).
+        r = self.cli("status", "-s", self.agent.sock_path)
+        self.assertEqual(r.rc, 0, r)
+        self.assertRegex(r.stdout,
+                         r"(?m)^clients: 3 of 16 slots \(campaign 1, watch 0, other 2\)$")
 
     def test_defaults_show_in_status(self):
         self.start()
