@@ -651,12 +651,44 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
 	return rc;
 }
 
+/* The parts every txn answer has: the header, "succeeded", and the last two ranges among the
+ * responses (an empty range says nothing about which key it was for: the order of the
+ * requests in the branch does). last[1] is the last range, last[0] the one before; NULL where
+ * there is none. */
+static int lk_etcd_json_txn_head(json_t *root, int64_t *revision, uint64_t *cluster_id,
+                                 bool *succeeded, json_t *last[2], char *err, size_t errlen)
+{
+	json_t *responses, *range;
+	int rc;
+
+	last[0] = last[1] = NULL;
+	if ((rc = lk_etcd_json_header(root, true, revision, cluster_id, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(root, "succeeded", succeeded, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+		return rc;
+	for (size_t i = 0; responses && i < json_array_size(responses); i++) {
+		json_t *op = json_array_get(responses, i);
+
+		if (!json_is_object(op)) {
+			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
+			return -EINVAL;
+		}
+		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (range) {
+			last[0] = last[1];
+			last[1] = range;
+		}
+	}
+	return 0;
+}
+
 int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t klen,
                            struct lk_etcd_txn *out, char *err, size_t errlen)
 {
 	struct lk_etcd_txn *t;
-	json_t *root, *responses, *range;
-	size_t i;
+	json_t *root, *last[2];
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen)) {
@@ -672,27 +704,11 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 		lk_etcd_json_msg(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if ((rc = lk_etcd_json_header(root, true, &t->revision, &t->cluster_id, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_bool(root, "succeeded", &t->succeeded, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
-		goto out;
+	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, last, err,
+	                           errlen);
 	/* The branch's last range is what the key looks like after the branch ran. */
-	for (i = 0; responses && i < json_array_size(responses); i++) {
-		json_t *op = json_array_get(responses, i);
-
-		if (!json_is_object(op)) {
-			rc = -EINVAL;
-			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
-			goto out;
-		}
-		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
-		if (rc < 0)
-			goto out;
-		if (range && (rc = lk_etcd_json_kvs(range, key, klen, &t->found, &t->kv, err,
-		                                    errlen)) < 0)
-			goto out;
-	}
-out:
+	if (rc == 0 && last[1])
+		rc = lk_etcd_json_kvs(last[1], key, klen, &t->found, &t->kv, err, errlen);
 	json_decref(root);
 	if (rc == 0 && out)
 		*out = *t;
@@ -725,8 +741,7 @@ int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, si
 {
 	struct lk_etcd_acquired *t;
 	struct lk_etcd_kv *fkv = NULL;
-	json_t *root, *responses, *range, *ranges[2] = { NULL, NULL };
-	size_t i;
+	json_t *root, *ranges[2] = { NULL, NULL };
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen)) {
@@ -743,28 +758,11 @@ int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, si
 		lk_etcd_json_msg(err, errlen, "out of memory");
 		goto out;
 	}
-	if ((rc = lk_etcd_json_header(root, true, &t->revision, &t->cluster_id, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_bool(root, "succeeded", &t->succeeded, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, ranges, err,
+	                           errlen);
+	if (rc < 0)
 		goto out;
-	/* An empty range says nothing about which key it was for: the order of the requests
-	 * does (the key's range, then the fence key's, last in either branch). */
-	for (i = 0; responses && i < json_array_size(responses); i++) {
-		json_t *op = json_array_get(responses, i);
-
-		if (!json_is_object(op)) {
-			rc = -EINVAL;
-			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
-			goto out;
-		}
-		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
-		if (rc < 0)
-			goto out;
-		if (range) {
-			ranges[0] = ranges[1];
-			ranges[1] = range;
-		}
-	}
+	/* The key's range, then the fence key's, last in either branch. */
 	if (!ranges[0] || !ranges[1]) {
 		rc = -EINVAL;
 		lk_etcd_json_msg(err, errlen, "acquire txn response without its two ranges");
