@@ -93,9 +93,12 @@
 /* Limits on what the config and the server control. */
 #define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
 #define LK_ETCD_FENCE_SUFFIX       ":fence"
+#define LK_ETCD_TENURE_SUFFIX      ":state"
 #define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX
 _Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_FENCE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
                "<key>:fence must fit a gateway key");
+_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_TENURE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
+               "<key>:state must fit a gateway key");
 #define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
 #define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
 #define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
@@ -141,7 +144,7 @@ static const char *const lk_etcd_paths[] = {
 enum lk_etcd_xfer_kind {
 	LK_ETCD_X_OP,       /* one step of a lock operation */
 	LK_ETCD_X_AUTH,     /* authenticate: ops and watches may wait for it */
-	LK_ETCD_X_REVOKE,   /* fire and forget */
+	LK_ETCD_X_REVOKE,   /* fire and forget: a revoke, or a give-back txn */
 	LK_ETCD_X_WATCH,    /* a key's watch stream */
 	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
 };
@@ -149,7 +152,7 @@ enum lk_etcd_xfer_kind {
 enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
 
 enum lk_etcd_step {
-	LK_ETCD_STEP_PEEK,      /* acquire: range, so that a follower costs no raft writes */
+	LK_ETCD_STEP_PEEK,      /* acquire: read-only txn, so that a follower costs no raft writes */
 	LK_ETCD_STEP_GRANT,     /* acquire */
 	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
 	LK_ETCD_STEP_KEEPALIVE, /* renew */
@@ -159,7 +162,7 @@ enum lk_etcd_step {
 };
 
 static const char *const lk_etcd_step_names[] = {
-	[LK_ETCD_STEP_PEEK] = "acquire range",
+	[LK_ETCD_STEP_PEEK] = "acquire read",
 	[LK_ETCD_STEP_GRANT] = "lease grant",
 	[LK_ETCD_STEP_CREATE] = "acquire txn",
 	[LK_ETCD_STEP_KEEPALIVE] = "lease keepalive",
@@ -194,6 +197,7 @@ struct lk_etcd_xfer {
 	struct lk_etcd_op *op;           /* X_OP */
 	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
 	int64_t start_revision;          /* X_WATCH: what the stream was created with */
+	int64_t then_revoke;             /* X_REVOKE give-back txn: the lease to revoke after */
 	/* X_WATCH: what the write callback found, for the completion to act on. */
 	bool http_checked, http_ok;
 	bool token_invalid, conn_level, garbage;
@@ -237,6 +241,8 @@ struct lk_backend_key {
 	size_t key_len;
 	char *fkey;                      /* "<key>:fence": the token base */
 	size_t fkey_len;
+	char *tkey;                      /* "<key>:state", the tenure marker: "held", "released" */
+	size_t tkey_len;
 	char *identity;
 	size_t identity_len;
 	lk_backend_notify_fn *notify;
@@ -252,6 +258,10 @@ struct lk_backend_key {
 	bool ended;
 	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
 	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
+	/* The key was found gone while its tenure marker said "held" (mod_revision unreleased_rev)
+	 * at unreleased_ns: no new tenure until one ttl later (see lk_etcd_unreleased()). */
+	int64_t unreleased_rev;
+	int64_t unreleased_ns;
 	/* The watch. */
 	bool watching;                   /* wanted */
 	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
@@ -951,6 +961,25 @@ static void lk_etcd_revoke(struct lk_etcd *e, int64_t lease)
 	                         e->timeout_ms);
 }
 
+/* A tenure nobody was told of and nobody will renew: release it as a release would (so that
+ * the marker says "released" and the next replica need not wait), then revoke its lease,
+ * whatever the txn's fate: fire and forget. */
+static void lk_etcd_give_back(struct lk_etcd *e, const struct lk_backend_key *k, int64_t rev,
+                              int64_t lease)
+{
+	struct lk_etcd_xfer *x = NULL;
+	char *body;
+
+	if (!e->closing && lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, rev,
+	                                           lease, &body) == 0)
+		x = lk_etcd_xfer_start(e, LK_ETCD_X_REVOKE, LK_ETCD_CALL_TXN, body, false,
+		                       e->timeout_ms);
+	if (x)
+		x->then_revoke = lease;
+	else
+		lk_etcd_revoke(e, lease);
+}
+
 /* ---- keys ------------------------------------------------------------------------------- */
 
 static void lk_etcd_key_destroy(struct lk_backend_key *k)
@@ -962,6 +991,7 @@ static void lk_etcd_key_destroy(struct lk_backend_key *k)
 		event_free(k->wdeadline);
 	free(k->key);
 	free(k->fkey);
+	free(k->tkey);
 	free(k->identity);
 	free(k);
 }
@@ -1118,13 +1148,15 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		clock_gettime(CLOCK_REALTIME, &now);
 		seed = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_acquire(k->key, k->key_len, k->fkey, k->fkey_len, k->identity,
-		                              k->identity_len, op->lease, seed, k->refence, &body);
+		rc = lk_etcd_json_txn_acquire(k->key, k->key_len, k->fkey, k->fkey_len, k->tkey,
+		                              k->tkey_len, k->identity, k->identity_len, op->lease,
+		                              seed, k->refence, &body);
 		break;
 	case LK_ETCD_STEP_RECLAIM:
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, op->orphan_rev, op->orphan_lease,
-		                             &body);
+		/* An orphan was never announced: nobody can still believe in it. */
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, op->orphan_rev,
+		                             op->orphan_lease, &body);
 		break;
 	case LK_ETCD_STEP_KEEPALIVE:
 		call = LK_ETCD_CALL_KEEPALIVE;
@@ -1132,6 +1164,9 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		sent = lk_mono_ns();
 		break;
 	case LK_ETCD_STEP_PEEK:
+		call = LK_ETCD_CALL_TXN;
+		rc = lk_etcd_json_txn_peek(k->key, k->key_len, k->tkey, k->tkey_len, &body);
+		break;
 	case LK_ETCD_STEP_CHECK:
 		call = LK_ETCD_CALL_RANGE;
 		rc = lk_etcd_json_range(k->key, k->key_len, &body);
@@ -1139,7 +1174,10 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 	case LK_ETCD_STEP_DELETE:
 	default:
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, op->rev, op->lease, &body);
+		/* The app has stepped down (or never heard of this tenure): "released" lets the next
+		 * replica lead at once. */
+		rc = lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, op->rev,
+		                             op->lease, &body);
 		break;
 	}
 	if (rc < 0)
@@ -1232,6 +1270,26 @@ static void lk_etcd_reclaim(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
 	lk_etcd_op_next(op);
 }
 
+/* The key is free, but its tenure marker says the last tenure ended without a release: its
+ * lease expired, or was revoked early. etcd 3.4.30 and older and 3.5.12 and older revoke a
+ * lease early when their frozen raft leader wakes up (etcd#15247): its holder, whose
+ * keepalives the new leader answered, still believes it leads until its renew deadline,
+ * which is less than one ttl after its last keepalive was sent, so before one ttl from now.
+ * Returns true while that ttl runs, counted from the first time this marker was seen. */
+static bool lk_etcd_unreleased(struct lk_etcd_op *op, const struct lk_etcd_peek *pk)
+{
+	struct lk_backend_key *k = op->k;
+	int64_t now = lk_mono_ns();
+
+	if (!pk->tenure_held)
+		return false;
+	if (k->unreleased_rev != pk->tenure_mod_revision || !k->unreleased_ns) {
+		k->unreleased_rev = pk->tenure_mod_revision;
+		k->unreleased_ns = now;
+	}
+	return now - k->unreleased_ns < op->ttl_ms * 1000000;
+}
+
 /* Somebody else holds the key (ours would have been reclaimed): a pending orphan of ours can
  * no longer appear while it does. */
 static void lk_etcd_held(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
@@ -1256,30 +1314,36 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	struct lk_etcd_acquired aq;
 	struct lk_etcd_grant g;
 	struct lk_etcd_range rg;
+	struct lk_etcd_peek pk;
 	struct lk_etcd_txn t;
 	int rc;
 
 	err[0] = '\0';
 	switch (op->step) {
 	case LK_ETCD_STEP_PEEK:
-		rc = lk_etcd_json_parse_range(body, x->resp_len, k->key, k->key_len, &rg, err,
-		                              sizeof(err));
+		rc = lk_etcd_json_parse_peek(body, x->resp_len, k->key, k->key_len, k->tkey,
+		                             k->tkey_len, &pk, err, sizeof(err));
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		if (lk_etcd_seen(e, rg.cluster_id, rg.revision, true)) {
+		if (lk_etcd_seen(e, pk.cluster_id, pk.revision, true)) {
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
-		if (rg.found && lk_etcd_own_orphan(k, &rg.kv) && !op->reclaimed) {
-			lk_etcd_reclaim(op, &rg.kv);
+		if (pk.found && lk_etcd_own_orphan(k, &pk.kv) && !op->reclaimed) {
+			lk_etcd_reclaim(op, &pk.kv);
 			return;
 		}
 		/* Held: say so without granting (and revoking) a lease, three raft writes that a
 		 * follower retrying every retry_interval would otherwise cost the cluster. Free:
 		 * the txn below still decides, so a race with another replica stays safe. */
-		if (rg.found) {
-			lk_etcd_held(op, &rg.kv);
+		if (pk.found) {
+			lk_etcd_held(op, &pk.kv);
+			return;
+		}
+		/* Free but not released: held by nobody, and holdoff_until() says until when. */
+		if (lk_etcd_unreleased(op, &pk)) {
+			lk_etcd_op_reply(op, LK_REPLY_HELD, NULL);
 			return;
 		}
 		op->step = LK_ETCD_STEP_GRANT;
@@ -1327,7 +1391,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 			op->token = (uint64_t)(aq.fence + aq.kv.create_revision);
 			if (k->dead) {
 				/* Nobody will ever renew or release this: let it go now, not at TTL. */
-				lk_etcd_revoke(e, op->lease);
+				lk_etcd_give_back(e, k, aq.kv.create_revision, op->lease);
 			} else {
 				if (k->lease && k->lease != op->lease)
 					lk_etcd_revoke(e, k->lease);
@@ -1923,6 +1987,7 @@ static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcod
 		break;
 	case LK_ETCD_X_REVOKE:
 	default:
+		lk_etcd_revoke(e, x->then_revoke);
 		break;
 	}
 	lk_etcd_xfer_free(x);
@@ -1980,13 +2045,16 @@ static struct lk_backend_key *lk_etcd_key_new(struct lk_backend *b, const char *
 	k->key = strdup(key);
 	k->fkey_len = klen + strlen(LK_ETCD_FENCE_SUFFIX);
 	k->fkey = malloc(k->fkey_len + 1);
+	k->tkey_len = klen + strlen(LK_ETCD_TENURE_SUFFIX);
+	k->tkey = malloc(k->tkey_len + 1);
 	k->identity = strdup(identity);
 	k->wretry = evtimer_new(e->base, lk_etcd_watch_retry_cb, k);
 	k->wdeadline = evtimer_new(e->base, lk_etcd_watch_deadline_cb, k);
-	if (!k->key || !k->fkey || !k->identity || !k->wretry || !k->wdeadline)
+	if (!k->key || !k->fkey || !k->tkey || !k->identity || !k->wretry || !k->wdeadline)
 		goto fail;
 	/* Beside the lock key, not under it: "<key>/..." could be someone's prefix. */
 	snprintf(k->fkey, k->fkey_len + 1, "%s%s", key, LK_ETCD_FENCE_SUFFIX);
+	snprintf(k->tkey, k->tkey_len + 1, "%s%s", key, LK_ETCD_TENURE_SUFFIX);
 	k->key_len = klen;
 	k->identity_len = ilen;
 	k->notify = notify;
@@ -2001,6 +2069,7 @@ fail:
 		event_free(k->wdeadline);
 	free(k->key);
 	free(k->fkey);
+	free(k->tkey);
 	free(k->identity);
 	free(k);
 	return NULL;
@@ -2164,24 +2233,31 @@ static void lk_etcd_free(struct lk_backend *b)
 
 /* I10: after this backend saw the cluster replaced (its id changed, or its revision went
  * back), one ttl from that moment. A cluster met for the first time says nothing about its
- * past (etcd reports no uptime worth trusting for this), so there is no hold-off then. */
+ * past (etcd reports no uptime worth trusting for this), so there is no hold-off then. And
+ * one ttl from the moment the key was first found gone without a release (see
+ * lk_etcd_unreleased()). The later of the two wins. */
 static int64_t lk_etcd_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
                                      size_t cap)
 {
 	const struct lk_etcd *e;
-	int64_t until;
+	int64_t replaced = 0, unreleased = 0, now = lk_mono_ns();
 
 	if (!k || k->dead || ttl_ms <= 0)
 		return 0;
 	e = k->e;
-	if (!e->replaced)
+	if (e->replaced)
+		replaced = lk_holdoff_until(e->reached_ns, -1, true, ttl_ms);
+	if (k->unreleased_ns)
+		unreleased = k->unreleased_ns + ttl_ms * 1000000;
+	if (replaced <= now && unreleased <= now)
 		return 0;
-	until = lk_holdoff_until(e->reached_ns, -1, true, ttl_ms);
-	if (until <= lk_mono_ns())
-		return 0;
-	if (why && cap)
+	if (why && cap && replaced >= unreleased)
 		snprintf(why, cap, "%s", e->replaced_why);
-	return until;
+	else if (why && cap)
+		snprintf(why, cap, "the last tenure of %s ended without a release (its lease expired "
+		         "or was revoked early): its holder may believe it leads for up to one ttl",
+		         k->key);
+	return replaced > unreleased ? replaced : unreleased;
 }
 
 static const struct lk_backend_ops lk_etcd_ops = {

@@ -87,24 +87,33 @@ int lk_etcd_json_lease_id(int64_t id, char **ret)
 	return lk_etcd_json_dump(json_pack("{s:s}", "ID", s), ret);
 }
 
-int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
-                             const void *value, size_t vlen, int64_t lease, int64_t seed,
-                             bool overwrite_fence, char **ret)
+static bool lk_etcd_json_same(const void *a, size_t alen, const void *b, size_t blen)
 {
-	char *k64 = NULL, *f64 = NULL, *v64 = NULL, *s64 = NULL, id[24], num[24];
+	return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
+                             const void *tkey, size_t tklen, const void *value, size_t vlen,
+                             int64_t lease, int64_t seed, bool overwrite_fence, char **ret)
+{
+	char *k64 = NULL, *f64 = NULL, *t64 = NULL, *v64 = NULL, *s64 = NULL, *h64 = NULL;
+	char id[24], num[24];
 	json_t *fence;
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen) ||
-	    (klen == fklen && memcmp(key, fkey, klen) == 0) || (!value && vlen) ||
-	    vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 || seed <= 0 || !ret)
+	    !lk_etcd_json_key_ok(tkey, tklen) || lk_etcd_json_same(key, klen, fkey, fklen) ||
+	    lk_etcd_json_same(key, klen, tkey, tklen) || lk_etcd_json_same(fkey, fklen, tkey, tklen) ||
+	    (!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 || seed <= 0 || !ret)
 		return -EINVAL;
 	lk_etcd_json_i64(num, seed);
 	k64 = lk_etcd_json_b64(key, klen);
 	f64 = lk_etcd_json_b64(fkey, fklen);
+	t64 = lk_etcd_json_b64(tkey, tklen);
 	v64 = lk_etcd_json_b64(value ? value : "", vlen);
 	s64 = lk_etcd_json_b64(num, strlen(num));
-	if (!k64 || !f64 || !v64 || !s64) {
+	h64 = lk_etcd_json_b64(LK_ETCD_TENURE_HELD, strlen(LK_ETCD_TENURE_HELD));
+	if (!k64 || !f64 || !t64 || !v64 || !s64 || !h64) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -121,32 +130,44 @@ int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, siz
 	/* "create_revision":"0" and "version":"0" must be sent although they are the zero
 	 * values: they select the compare's target field. */
 	rc = lk_etcd_json_dump(fence ? json_pack(
-		"{s:[{s:s, s:s, s:s, s:s}], s:[o, {s:{s:s, s:s, s:s}}, {s:{s:s}}, {s:{s:s}}],"
+		"{s:[{s:s, s:s, s:s, s:s}],"
+		" s:[o, {s:{s:s, s:s, s:s}}, {s:{s:s, s:s}}, {s:{s:s}}, {s:{s:s}}],"
 		" s:[{s:{s:s}}, {s:{s:s}}]}",
 		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", "0",
 		"success", fence, "request_put", "key", k64, "value", v64, "lease", id,
+		"request_put", "key", t64, "value", h64,
 		"request_range", "key", k64, "request_range", "key", f64,
 		"failure", "request_range", "key", k64, "request_range", "key", f64) : NULL, ret);
 out:
 	free(k64);
 	free(f64);
+	free(t64);
 	free(v64);
 	free(s64);
+	free(h64);
 	return rc;
 }
 
-int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision,
-                            int64_t lease, char **ret)
+int lk_etcd_json_txn_delete(const void *key, size_t klen, const void *tkey, size_t tklen,
+                            int64_t create_revision, int64_t lease, char **ret)
 {
-	json_t *root, *cmp;
-	char *k64, rev[24], id[24];
+	json_t *root, *cmp, *mark;
+	char *k64, *t64 = NULL, *r64 = NULL, rev[24], id[24];
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || create_revision <= 0 || lease < 0 || !ret)
+	if (!lk_etcd_json_key_ok(key, klen) || (tkey && !lk_etcd_json_key_ok(tkey, tklen)) ||
+	    (tkey && lk_etcd_json_same(key, klen, tkey, tklen)) || create_revision <= 0 ||
+	    lease < 0 || !ret)
 		return -EINVAL;
 	k64 = lk_etcd_json_b64(key, klen);
-	if (!k64)
-		return -ENOMEM;
+	if (tkey) {
+		t64 = lk_etcd_json_b64(tkey, tklen);
+		r64 = lk_etcd_json_b64(LK_ETCD_TENURE_RELEASED, strlen(LK_ETCD_TENURE_RELEASED));
+	}
+	if (!k64 || (tkey && (!t64 || !r64))) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	lk_etcd_json_i64(rev, create_revision);
 	lk_etcd_json_i64(id, lease);
 	root = json_pack(
@@ -160,8 +181,38 @@ int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revisio
 		json_decref(root);
 		root = NULL;
 	}
+	mark = root && tkey ? json_pack("{s:{s:s, s:s}}", "request_put", "key", t64, "value",
+	                                r64) : NULL;
+	if (root && tkey &&
+	    (!mark || json_array_append_new(json_object_get(root, "success"), mark) < 0)) {
+		json_decref(root);
+		root = NULL;
+	}
 	rc = lk_etcd_json_dump(root, ret);
+out:
 	free(k64);
+	free(t64);
+	free(r64);
+	return rc;
+}
+
+int lk_etcd_json_txn_peek(const void *key, size_t klen, const void *tkey, size_t tklen,
+                          char **ret)
+{
+	char *k64, *t64;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(tkey, tklen) ||
+	    lk_etcd_json_same(key, klen, tkey, tklen) || !ret)
+		return -EINVAL;
+	k64 = lk_etcd_json_b64(key, klen);
+	t64 = lk_etcd_json_b64(tkey, tklen);
+	rc = k64 && t64 ? lk_etcd_json_dump(json_pack("{s:[{s:{s:s}}, {s:{s:s}}]}", "success",
+	                                              "request_range", "key", k64,
+	                                              "request_range", "key", t64), ret)
+	                : -ENOMEM;
+	free(k64);
+	free(t64);
 	return rc;
 }
 
@@ -779,6 +830,57 @@ out:
 		*out = *t;
 	free(t);
 	free(fkv);
+	return rc;
+}
+
+int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_t klen,
+                            const void *tkey, size_t tklen, struct lk_etcd_peek *out,
+                            char *err, size_t errlen)
+{
+	struct lk_etcd_peek *p;
+	struct lk_etcd_kv *tkv = NULL;
+	json_t *root, *ranges[2] = { NULL, NULL };
+	bool succeeded, tfound = false;
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(tkey, tklen)) {
+		lk_etcd_json_msg(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	if (rc < 0)
+		return rc;
+	p = calloc(1, sizeof(*p));
+	tkv = calloc(1, sizeof(*tkv));
+	if (!p || !tkv) {
+		rc = -ENOMEM;
+		lk_etcd_json_msg(err, errlen, "out of memory");
+		goto out;
+	}
+	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &succeeded, ranges, err,
+	                           errlen);
+	if (rc < 0)
+		goto out;
+	if (!succeeded || !ranges[0] || !ranges[1]) {
+		rc = -EINVAL;
+		lk_etcd_json_msg(err, errlen, "peek txn response without its two ranges");
+		goto out;
+	}
+	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &p->found, &p->kv, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_kvs(ranges[1], tkey, tklen, &tfound, tkv, err, errlen)) < 0)
+		goto out;
+	if (tfound) {
+		p->tenure_mod_revision = tkv->mod_revision;
+		p->tenure_held = !tkv->value_too_long &&
+		                 lk_etcd_json_same(tkv->value, tkv->value_len, LK_ETCD_TENURE_HELD,
+		                                   strlen(LK_ETCD_TENURE_HELD));
+	}
+out:
+	json_decref(root);
+	if (rc == 0 && out)
+		*out = *p;
+	free(p);
+	free(tkv);
 	return rc;
 }
 

@@ -92,6 +92,22 @@ struct lk_etcd_acquired {
 	int64_t fence;                /* its value when found and not bad */
 };
 
+/* The acquire's first look: the lock key and its tenure marker ("<key>:state"), which an
+ * acquire sets to "held" and a release to "released" in the same txn as the key. A key that
+ * is gone while the marker still says "held" ended without a release: by expiry, or by a
+ * lease revoked early (docs/etcd.md), when its holder may still believe it leads. */
+#define LK_ETCD_TENURE_HELD     "held"
+#define LK_ETCD_TENURE_RELEASED "released"
+
+struct lk_etcd_peek {
+	uint64_t cluster_id;          /* header.cluster_id */
+	int64_t revision;             /* header.revision */
+	bool found;                   /* the lock key exists; kv is set */
+	struct lk_etcd_kv kv;
+	bool tenure_held;             /* the marker exists and says "held" */
+	int64_t tenure_mod_revision;  /* the marker's mod_revision when it exists, else 0 */
+};
+
 struct lk_etcd_auth {
 	char token[LK_ETCD_JSON_MAX_TOKEN + 1]; /* printable ASCII only: it goes into a header */
 };
@@ -133,18 +149,23 @@ int lk_etcd_json_grant(int64_t ttl_s, char **ret);
 /* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"N"}; id > 0. */
 int lk_etcd_json_lease_id(int64_t id, char **ret);
 /* POST /v3/kv/txn, acquire: if the key does not exist (create_revision == 0), put value
- * attached to the lease; otherwise change nothing. Either way read back the key and then its
- * fence key. The fence key holds the token base (decimal): on success it is set to seed (the
- * wall clock in microseconds) if it is missing, by a nested txn, or in any case when
- * overwrite_fence is set. So the base exists whenever a tenure starts, atomically with it. */
+ * attached to the lease and set the tenure marker tkey to "held" (on no lease); otherwise
+ * change nothing. Either way read back the key and then its fence key. The fence key holds
+ * the token base (decimal): on success it is set to seed (the wall clock in microseconds) if
+ * it is missing, by a nested txn, or in any case when overwrite_fence is set. So the base
+ * exists whenever a tenure starts, atomically with it. */
 int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
-                             const void *value, size_t vlen, int64_t lease, int64_t seed,
-                             bool overwrite_fence, char **ret);
+                             const void *tkey, size_t tklen, const void *value, size_t vlen,
+                             int64_t lease, int64_t seed, bool overwrite_fence, char **ret);
 /* POST /v3/kv/txn, release: delete the key only if create_revision == token and, when lease
  * is not 0, the key is still on that lease (a plain put over our key keeps its
- * create_revision but is not ours any more). */
-int lk_etcd_json_txn_delete(const void *key, size_t klen, int64_t create_revision,
-                            int64_t lease, char **ret);
+ * create_revision but is not ours any more); in the same branch set the tenure marker tkey,
+ * unless it is NULL, to "released". */
+int lk_etcd_json_txn_delete(const void *key, size_t klen, const void *tkey, size_t tklen,
+                            int64_t create_revision, int64_t lease, char **ret);
+/* POST /v3/kv/txn, read only (no compare, no raft write): the key, then its tenure marker. */
+int lk_etcd_json_txn_peek(const void *key, size_t klen, const void *tkey, size_t tklen,
+                          char **ret);
 /* POST /v3/kv/range for exactly one key. */
 int lk_etcd_json_range(const void *key, size_t klen, char **ret);
 /* POST /v3/watch for exactly one key; start_revision 0 means "from now". */
@@ -170,6 +191,10 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
                                const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
                                char *err, size_t errlen);
+/* The answer to lk_etcd_json_txn_peek()'s txn. */
+int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_t klen,
+                            const void *tkey, size_t tklen, struct lk_etcd_peek *out,
+                            char *err, size_t errlen);
 int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
                             char *err, size_t errlen);
 /* One line of a watch stream (without its newline); events for keys other than `key` count

@@ -1224,7 +1224,7 @@ START_TEST(test_tls_plain_http_to_https_errors)
 	/* etcd drops the connection without an HTTP answer: a transport failure, which the
 	 * contract makes ERROR (retryable), not a refusal by the server (FATAL). */
 	ck_assert_msg(g.status == LK_REPLY_ERROR, "%d %s", g.status, g.err);
-	snprintf(want, sizeof(want), "acquire range failed: %s: ", addr);
+	snprintf(want, sizeof(want), "acquire read failed: %s: ", addr);
 	ck_assert_msg(strstr(g.err, want), "want \"%s\" in: %s", want, g.err);
 	/* The hint about client certificates is for https endpoints only. */
 	ck_assert_msg(!strstr(g.err, "client certificate"), "%s", g.err);
@@ -1458,7 +1458,7 @@ START_TEST(test_garbage_invalid_json_is_fatal)
 
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	ck_assert_msg(strstr(g.err, "bad response to acquire range from http://127.0.0.1:") &&
+	ck_assert_msg(strstr(g.err, "bad response to acquire read from http://127.0.0.1:") &&
 	              strstr(g.err, ": invalid JSON at line 1"), "%s", g.err);
 	ck_assert(!be->ops->ready(be));
 }
@@ -1468,7 +1468,9 @@ START_TEST(test_garbage_wrong_types_are_fatal)
 {
 	struct lk_backend_key *k = fake_backend(FAKE_REPLY,
 	                                        http_ok("{\"header\":{\"revision\":\"3\"},"
-	                                                "\"kvs\":\"nope\"}"), 1000);
+	                                                "\"succeeded\":true,\"responses\":["
+	                                                "{\"response_range\":{\"kvs\":\"nope\"}},"
+	                                                "{\"response_range\":{}}]}"), 1000);
 	struct lk_test_reply g;
 
 	g = lk_test_acquire(k, 10000);
@@ -1505,7 +1507,7 @@ START_TEST(test_garbage_truncated_body_is_error)
 
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_msg(strstr(g.err, "acquire range failed"), "%s", g.err);
+	ck_assert_msg(strstr(g.err, "acquire read failed"), "%s", g.err);
 }
 END_TEST
 
@@ -1882,9 +1884,9 @@ START_TEST(test_another_cluster_id_holds_off)
 END_TEST
 
 /* A TCP proxy in front of etcd that understands just enough HTTP/1.1: each request and each
- * answer waits `delay_ms` (one way), the answers to the first `drop_txns` txns are swallowed
- * (etcd applied them; the client times out) and lease revokes are refused (connection
- * closed) while `drop_revokes` is set. Watch streams (chunked) are relayed as they come. */
+ * answer waits `delay_ms` (one way), the answers to the first `drop_txns` writing txns are
+ * swallowed (etcd applied them; the client times out) and lease revokes are refused
+ * (connection closed) while `drop_revokes` is set. Watch streams (chunked) are relayed as they come. */
 struct proxy_ctl {
 	int delay_ms;
 	int drop_txns;
@@ -1954,6 +1956,8 @@ static void proxy_conn(int cfd, int upstream)
 		end = strstr(req, "\r\n\r\n");
 		cl = strcasestr(req, "Content-Length:");
 		reqlen = (size_t)(end + 4 - req) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+		/* Only writing txns: an acquire's first look is a read-only txn (no compare). */
+		txn = txn && memmem(end + 4, reqlen - (size_t)(end + 4 - req), "\"compare\"", 9);
 		if (strncmp(req, "POST /v3/lease/revoke ", 22) == 0 &&
 		    __atomic_load_n(&pctl->drop_revokes, __ATOMIC_SEQ_CST))
 			return;
@@ -2085,6 +2089,77 @@ START_TEST(test_own_orphan_is_deleted_not_waited_for)
 }
 END_TEST
 
+/* The tenure marker "<key>:state": a release says "released", and the next holder starts at
+ * once; a key gone without a release (its lease revoked, as an etcd whose frozen leader wakes
+ * up revokes it while its holder still renews) makes the next acquire wait one ttl from its
+ * first look, and holdoff_until() says why. */
+START_TEST(test_unreleased_end_holds_off_one_ttl)
+{
+	struct lk_backend_key *a, *b;
+	struct lk_test_reply g;
+	int64_t t0, until;
+	uint64_t tok;
+	char why[512] = "";
+
+	start_backend(srv.address, 1000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	tok = lk_test_acquire_ok(a, 2000);
+	ck_assert_str_eq(etcd_get(&srv, KEY ":state").value, "held");
+	ck_assert_int_eq(lk_test_release(a, tok).status, LK_REPLY_OK);
+	ck_assert_str_eq(etcd_get(&srv, KEY ":state").value, "released");
+	t0 = lk_mono_ns();
+	tok = lk_test_acquire_ok(b, 2000);
+	ck_assert_int_lt(lk_mono_ns() - t0, 1000000000LL);
+	ck_assert_int_eq(be->ops->holdoff_until(a, 2000, why, sizeof(why)), 0);
+
+	lease_revoke(etcd_get(&srv, KEY).lease);
+	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
+	ck_assert_str_eq(etcd_get(&srv, KEY ":state").value, "held");
+	t0 = lk_mono_ns();
+	g = lk_test_acquire(a, 2000);
+	ck_assert_msg(g.status == LK_REPLY_HELD, "%d %s", g.status, g.err);
+	ck_assert_str_eq(g.holder, "");
+	until = be->ops->holdoff_until(a, 2000, why, sizeof(why));
+	ck_assert_int_ge(until, t0 + 2000000000LL);
+	ck_assert_int_le(until, lk_mono_ns() + 2000000000LL);
+	ck_assert_msg(strstr(why, "ended without a release"), "%s", why);
+	/* Asked again during the wait: still HELD, and the wait does not start over. */
+	lk_test_run_for(300);
+	ck_assert_int_eq(lk_test_acquire(a, 2000).status, LK_REPLY_HELD);
+	ck_assert_int_eq(be->ops->holdoff_until(a, 2000, NULL, 0), until);
+	lk_test_run_for((int)((until - lk_mono_ns()) / 1000000) + 20);
+	ck_assert_int_eq(be->ops->holdoff_until(a, 2000, NULL, 0), 0);
+	tok = lk_test_acquire_ok(a, 2000);
+	printf("unreleased end: the next tenure began %.0f ms after the key was found gone "
+	       "(ttl 2000 ms)\n", (double)(lk_mono_ns() - t0) / 1e6);
+	ck_assert_int_ge(lk_mono_ns() - t0, 2000000000LL);
+	ck_assert_uint_eq(tok, etcd_get(&srv, KEY).token);
+}
+END_TEST
+
+/* An acquire whose key was freed meanwhile gives its tenure back as a release would: the
+ * marker says "released", so the next replica need not wait. */
+START_TEST(test_given_back_tenure_is_released)
+{
+	struct lk_backend_key *k, *k2;
+	struct lk_test_reply g = { 0 };
+	char why[512] = "";
+
+	start_backend(srv.address, 1000);
+	k = lk_test_key_new("alpha", NULL);
+	k2 = lk_test_key_new("beta", NULL);
+	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
+	be->ops->key_free(k);
+	lk_test_run_for(500);
+	ck_assert_int_eq(g.n, 0);
+	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
+	ck_assert_str_eq(etcd_get(&srv, KEY ":state").value, "released");
+	ck_assert_int_gt(lk_test_acquire_ok(k2, 10000), 0);
+	ck_assert_int_eq(be->ops->holdoff_until(k2, 10000, why, sizeof(why)), 0);
+}
+END_TEST
+
 /* Without the mark of an unanswered acquire, a key under our identity is left alone (it may
  * be another process given the same identity): HELD, not deleted. */
 START_TEST(test_own_identity_without_lost_acquire_is_held)
@@ -2190,6 +2265,8 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_another_cluster_id_holds_off);
 	tcase_add_test(tc, test_own_orphan_is_deleted_not_waited_for);
 	tcase_add_test(tc, test_own_identity_without_lost_acquire_is_held);
+	tcase_add_test(tc, test_unreleased_end_holds_off_one_ttl);
+	tcase_add_test(tc, test_given_back_tenure_is_released);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
 	suite_add_tcase(s, tc);
 

@@ -70,14 +70,17 @@ END_TEST
 
 #define FKEY "lk/test:fence"
 #define FKEY_B64 "bGsvdGVzdDpmZW5jZQ=="  /* base64("lk/test:fence") */
+#define TKEY "lk/test:state"
+#define TKEY_B64 "bGsvdGVzdDpzdGF0ZQ=="  /* base64("lk/test:state") */
 
 START_TEST(test_txn_acquire_body)
 {
 	json_t *j;
 	char *s;
 
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), "alpha", 5,
-	                                          42, 1765000000123456LL, false, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), TKEY, strlen(TKEY),
+	                                          "alpha", 5, 42, 1765000000123456LL, false, &s),
+	                 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), KEY_B64);
@@ -96,18 +99,23 @@ START_TEST(test_txn_acquire_body)
 	ck_assert_str_eq(str_at(j, "success.1.request_put.key"), KEY_B64);
 	ck_assert_str_eq(str_at(j, "success.1.request_put.value"), "YWxwaGE=");
 	ck_assert_str_eq(str_at(j, "success.1.request_put.lease"), "42");
-	ck_assert_str_eq(str_at(j, "success.2.request_range.key"), KEY_B64);
-	ck_assert_str_eq(str_at(j, "success.3.request_range.key"), FKEY_B64);
+	/* The tenure marker says "held", on no lease: it outlives the key when the lease ends. */
+	ck_assert_str_eq(str_at(j, "success.2.request_put.key"), TKEY_B64);
+	ck_assert_str_eq(str_at(j, "success.2.request_put.value"), "aGVsZA==");
+	ck_assert_ptr_null(json_object_get(json_object_get(json_array_get(
+		json_object_get(j, "success"), 2), "request_put"), "lease"));
+	ck_assert_str_eq(str_at(j, "success.3.request_range.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "success.4.request_range.key"), FKEY_B64);
 	ck_assert_str_eq(str_at(j, "failure.0.request_range.key"), KEY_B64);
 	ck_assert_str_eq(str_at(j, "failure.1.request_range.key"), FKEY_B64);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 1);
-	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 4);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 5);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "failure")), 2);
 	json_decref(j);
 
 	/* After a replaced cluster the fence is overwritten with the clock, whatever it holds. */
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), "alpha", 5,
-	                                          42, 7, true, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, strlen(KEY), FKEY, strlen(FKEY), TKEY, strlen(TKEY),
+	                                          "alpha", 5, 42, 7, true, &s), 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "success.0.request_put.key"), FKEY_B64);
@@ -115,7 +123,8 @@ START_TEST(test_txn_acquire_body)
 	json_decref(j);
 
 	/* Keys are bytes: NULs and high bytes go through base64 untouched. */
-	ck_assert_int_eq(lk_etcd_json_txn_acquire("a\0\xff", 3, "f", 1, "", 0, 1, 1, false, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_acquire("a\0\xff", 3, "f", 1, "t", 1, "", 0, 1, 1, false,
+	                                          &s), 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), "YQD/");
@@ -130,23 +139,27 @@ START_TEST(test_txn_acquire_rejects_bad_arguments)
 	char *s = NULL;
 
 	memset(big, 'k', sizeof(big));
-	ck_assert_int_eq(lk_etcd_json_txn_acquire("", 0, "f", 1, "a", 1, 1, 1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(NULL, 3, "f", 1, "a", 1, 1, 1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(big, LK_ETCD_JSON_MAX_KEY + 1, "f", 1, "a", 1, 1,
-	                                          1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, big, LK_ETCD_JSON_MAX_KEY + 1, "a", 1, 1,
-	                                          1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, NULL, 3, "a", 1, 1, 1, false, &s), -EINVAL);
-	/* The fence key must not be the lock key itself. */
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, KEY, 7, "a", 1, 1, 1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, big, LK_ETCD_JSON_MAX_VALUE + 1,
-	                                          1, 1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, "a", 1, 0, 1, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, "a", 1, 1, 0, false, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(KEY, 7, "f", 1, NULL, 1, 1, 1, false, &s), -EINVAL);
+#define ACQ(k, kl, f, fl, t, tl, v, vl, lease, seed) \
+	lk_etcd_json_txn_acquire(k, kl, f, fl, t, tl, v, vl, lease, seed, false, &s)
+	ck_assert_int_eq(ACQ("", 0, "f", 1, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(NULL, 3, "f", 1, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(big, LK_ETCD_JSON_MAX_KEY + 1, "f", 1, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, big, LK_ETCD_JSON_MAX_KEY + 1, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, big, LK_ETCD_JSON_MAX_KEY + 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, NULL, 3, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, NULL, 3, "a", 1, 1, 1), -EINVAL);
+	/* The fence key and the marker are three different keys. */
+	ck_assert_int_eq(ACQ(KEY, 7, KEY, 7, "t", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, KEY, 7, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, "f", 1, "a", 1, 1, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, "t", 1, big, LK_ETCD_JSON_MAX_VALUE + 1, 1, 1),
+	                 -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, "t", 1, "a", 1, 0, 1), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, "t", 1, "a", 1, 1, 0), -EINVAL);
+	ck_assert_int_eq(ACQ(KEY, 7, "f", 1, "t", 1, NULL, 1, 1, 1), -EINVAL);
 	ck_assert_ptr_null(s);
-	ck_assert_int_eq(lk_etcd_json_txn_acquire(big, LK_ETCD_JSON_MAX_KEY, "f", 1, "a", 1, 1, 1,
-	                                          false, &s), 0);
+	ck_assert_int_eq(ACQ(big, LK_ETCD_JSON_MAX_KEY, "f", 1, "t", 1, "a", 1, 1, 1), 0);
+#undef ACQ
 	free(s);
 }
 END_TEST
@@ -156,7 +169,8 @@ START_TEST(test_txn_delete_body)
 	json_t *j;
 	char *s;
 
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 1234, 0, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), TKEY, strlen(TKEY), 1234, 0, &s),
+	                 0);
 	j = load(s);
 	free(s);
 	ck_assert_str_eq(str_at(j, "compare.0.key"), KEY_B64);
@@ -165,12 +179,23 @@ START_TEST(test_txn_delete_body)
 	ck_assert_str_eq(str_at(j, "compare.0.create_revision"), "1234");
 	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 1);
 	ck_assert_str_eq(str_at(j, "success.0.request_delete_range.key"), KEY_B64);
-	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 1);
+	/* ... and says "released" in the same branch. */
+	ck_assert_str_eq(str_at(j, "success.1.request_put.key"), TKEY_B64);
+	ck_assert_str_eq(str_at(j, "success.1.request_put.value"), "cmVsZWFzZWQ=");
+	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 2);
 	ck_assert_ptr_null(json_object_get(j, "failure"));
 	json_decref(j);
 
+	/* Without a marker key, only the delete. */
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), NULL, 0, 1234, 0, &s), 0);
+	j = load(s);
+	free(s);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 1);
+	json_decref(j);
+
 	/* With the tenure's lease known, the key must still be on it. */
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 1234, 42, &s), 0);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), TKEY, strlen(TKEY), 1234, 42, &s),
+	                 0);
 	j = load(s);
 	free(s);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "compare")), 2);
@@ -181,9 +206,14 @@ START_TEST(test_txn_delete_body)
 	ck_assert_str_eq(str_at(j, "compare.1.lease"), "42");
 	json_decref(j);
 
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 0, 0, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, 0, 5, 0, &s), -EINVAL);
-	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), 5, -1, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), TKEY, strlen(TKEY), 0, 0, &s),
+	                 -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, 0, TKEY, strlen(TKEY), 5, 0, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), TKEY, strlen(TKEY), 5, -1, &s),
+	                 -EINVAL);
+	/* The marker must not be the lock key itself. */
+	ck_assert_int_eq(lk_etcd_json_txn_delete(KEY, strlen(KEY), KEY, strlen(KEY), 5, 0, &s),
+	                 -EINVAL);
 }
 END_TEST
 
@@ -496,6 +526,79 @@ START_TEST(test_parse_acquire_key_and_fence)
 	ck_assert_int_eq(lk_etcd_json_parse_acquire(swapped, strlen(swapped), KEY, strlen(KEY),
 	                                            FKEY, strlen(FKEY), &t, err, sizeof(err)),
 	                 -EINVAL);
+}
+END_TEST
+
+START_TEST(test_txn_peek_body)
+{
+	json_t *j;
+	char *s;
+
+	ck_assert_int_eq(lk_etcd_json_txn_peek(KEY, strlen(KEY), TKEY, strlen(TKEY), &s), 0);
+	j = load(s);
+	free(s);
+	/* No compare: a read-only txn, which etcd serves without a raft write. */
+	ck_assert_ptr_null(json_object_get(j, "compare"));
+	ck_assert_str_eq(str_at(j, "success.0.request_range.key"), KEY_B64);
+	ck_assert_str_eq(str_at(j, "success.1.request_range.key"), TKEY_B64);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "success")), 2);
+	json_decref(j);
+	s = NULL;
+	ck_assert_int_eq(lk_etcd_json_txn_peek(KEY, strlen(KEY), KEY, strlen(KEY), &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_peek(KEY, 0, TKEY, strlen(TKEY), &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_peek(KEY, strlen(KEY), NULL, 3, &s), -EINVAL);
+	ck_assert_ptr_null(s);
+}
+END_TEST
+
+#define PEEK_RANGE(kvs) "{\"response_range\":{\"header\":{\"revision\":\"9\"}" kvs "}}"
+#define PEEK_KV(k64, v64) ",\"kvs\":[{\"key\":\"" k64 "\",\"create_revision\":\"4\"," \
+	"\"mod_revision\":\"6\",\"version\":\"2\",\"value\":\"" v64 "\"}],\"count\":\"1\""
+
+START_TEST(test_parse_peek_key_and_marker)
+{
+	static const char held_gone[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE("") "," PEEK_RANGE(PEEK_KV(TKEY_B64, "aGVsZA==")) "]}";
+	static const char released[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE("") "," PEEK_RANGE(PEEK_KV(TKEY_B64, "cmVsZWFzZWQ=")) "]}";
+	static const char held_by_beta[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE(PEEK_KV(KEY_B64, "YmV0YQ==")) "," PEEK_RANGE(PEEK_KV(TKEY_B64, "aGVsZA=="))
+		"]}";
+	static const char no_marker[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE("") "," PEEK_RANGE("") "]}";
+	/* Garbage: one range; the marker's range about another key; not succeeded. */
+	static const char one_range[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE("") "]}";
+	static const char swapped[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		PEEK_RANGE("") "," PEEK_RANGE(PEEK_KV(KEY_B64, "aGVsZA==")) "]}";
+	static const char failed[] = "{" HEADER ",\"responses\":[" PEEK_RANGE("") ","
+		PEEK_RANGE("") "]}";
+	struct lk_etcd_peek p;
+
+#define PEEK(body) lk_etcd_json_parse_peek(body, strlen(body), KEY, strlen(KEY), TKEY, \
+	                                   strlen(TKEY), &p, err, sizeof(err))
+	ck_assert_int_eq(PEEK(held_gone), 0);
+	ck_assert(!p.found);
+	ck_assert(p.tenure_held);
+	ck_assert_int_eq(p.tenure_mod_revision, 6);
+	ck_assert_int_eq(p.revision, 7);
+	ck_assert(p.cluster_id == 14841639068965178418ULL);
+	ck_assert_int_eq(PEEK(released), 0);
+	ck_assert(!p.found);
+	ck_assert(!p.tenure_held);
+	ck_assert_int_eq(p.tenure_mod_revision, 6);
+	ck_assert_int_eq(PEEK(held_by_beta), 0);
+	ck_assert(p.found);
+	ck_assert_str_eq(p.kv.value, "beta");
+	ck_assert(p.tenure_held);
+	ck_assert_int_eq(PEEK(no_marker), 0);
+	ck_assert(!p.found);
+	ck_assert(!p.tenure_held);
+	ck_assert_int_eq(p.tenure_mod_revision, 0);
+	ck_assert_int_eq(PEEK(one_range), -EINVAL);
+	ck_assert_int_eq(PEEK(swapped), -EINVAL);
+	ck_assert_int_eq(PEEK(failed), -EINVAL);
+#undef PEEK
 }
 END_TEST
 
@@ -939,6 +1042,8 @@ static Suite *etcd_json_suite(void)
 	tcase_add_test(tc, test_txn_acquire_body);
 	tcase_add_test(tc, test_txn_acquire_rejects_bad_arguments);
 	tcase_add_test(tc, test_txn_delete_body);
+	tcase_add_test(tc, test_txn_peek_body);
+	tcase_add_test(tc, test_parse_peek_key_and_marker);
 	tcase_add_test(tc, test_range_and_watch_bodies);
 	tcase_add_test(tc, test_authenticate_body_escapes);
 	suite_add_tcase(s, tc);

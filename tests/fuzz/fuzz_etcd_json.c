@@ -41,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define KEY  "lk/test"
 #define FKEY "lk/test:fence"
+#define TKEY "lk/test:state"
 #define SENTINEL 0xa5
 
 /* A copy of the body in a buffer of exactly its size, so that ASan sees a read past it. */
@@ -188,6 +189,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 #endif
+
+	{
+		struct lk_etcd_peek pk;
+
+		CALL(pk, lk_etcd_json_parse_peek(body, size, KEY, strlen(KEY), TKEY, strlen(TKEY),
+		                                 &pk, err, errlen));
+		if (ok) {
+			CHECK(pk.revision >= 0);
+			if (pk.found)
+				check_kv(&pk.kv);
+			/* "held" comes only from a marker that exists. */
+			CHECK(!pk.tenure_held || pk.tenure_mod_revision >= 0);
+		}
+	}
 
 	CALL(au, lk_etcd_json_parse_auth(body, size, &au, err, errlen));
 	if (ok)
