@@ -19,12 +19,11 @@ ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
 
-PROTO_SRC := proto/codec.c proto/auth.c proto/client.c
-LOCKS_SRC := locks/backend.c locks/redis.c locks/etcd.c locks/etcd_json.c
-AGENT_SRC := agent/agent.c agent/config.c agent/duration.c agent/lock.c agent/log.c \
-             agent/server.c agent/cli.c agent/run.c \
-             agent/http.c agent/metrics.c
+# Every .c file of a layer is part of it: a new file needs no edit here.
+PROTO_SRC := $(sort $(wildcard proto/*.c))
+LOCKS_SRC := $(sort $(wildcard locks/*.c))
 MAIN_SRC  := agent/main.c
+AGENT_SRC := $(filter-out $(MAIN_SRC),$(sort $(wildcard agent/*.c)))
 
 PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
 LOCKS_OBJ := $(LOCKS_SRC:%.c=$(BUILD)/%.o)
@@ -71,9 +70,12 @@ $(CORE_LIB): $(AGENT_OBJ) $(LOCKS_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(wildcard */*.h)
+# -MMD: each object depends on the headers it includes, as the compiler saw them.
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # Each unit test links only the modules it exercises, so a module can be tested on its own.
 T_check_codec    := proto/codec.o
@@ -81,9 +83,9 @@ T_check_auth     := proto/auth.o proto/codec.o
 T_check_duration := agent/duration.o
 T_check_config   := agent/config.o agent/duration.o
 T_check_lock     := agent/lock.o agent/log.o proto/codec.o
-T_check_redis    := locks/backend.o locks/redis.o locks/etcd.o locks/etcd_json.o tests/harness.o
+T_check_redis    := $(LOCKS_SRC:.c=.o) tests/harness.o
 T_check_etcd_json := locks/etcd_json.o
-T_check_etcd     := locks/backend.o locks/redis.o locks/etcd.o locks/etcd_json.o tests/harness.o
+T_check_etcd     := $(LOCKS_SRC:.c=.o) tests/harness.o
 T_check_client   := proto/client.o proto/auth.o proto/codec.o
 
 .SECONDARY:
