@@ -673,6 +673,11 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 			} else {
 				backend_failed(l, "acquire failed", r);
 			}
+			/* A HELD may come from a backend that found the key free but must wait (I10,
+			 * an end without a release): retry when the wait is over, not a retry_interval
+			 * later. */
+			if (r->status == LK_REPLY_HELD && holding_off(l))
+				return;
 			if (r->status == LK_REPLY_HELD && l->notified)
 				start_acquire(l); /* the notice may postdate what this attempt saw */
 			else

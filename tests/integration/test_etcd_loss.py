@@ -294,3 +294,62 @@ class EtcdSlowLinkTest(EtcdLossTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class EarlyRevokeTest(EtcdLossTestCase):
+    """docs/etcd.md, "Early lease revocation on a frozen etcd leader": an etcd leader that wakes
+    up from a stall may revoke a lease whose holder is still renewing it through another
+    member. Revoking the lease by hand does the same thing every time: the state key still says
+    "held", so the agents wait one ttl before a new tenure, while the old holder's app stops
+    at its own deadline. A release says "released", and its successor does not wait."""
+
+    def test_lease_revoked_under_a_leader_the_next_tenure_waits_one_ttl(self):
+        etcd = self.start_etcd()
+        cfg = EtcdBackend(etcd).config()
+        agents = [self.agent("pod-%s" % n, cfg) for n in "ab"]
+        tr = Tenures(self)
+        apps = [tr.campaign(a) for a in agents]
+        first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        tr.wait(lambda: first.of("RENEWED", after=lead1.t), what="a renewal")
+        self.assertEqual(etcd.get(KEY + ":state"), "held")
+
+        t_revoke = time.monotonic()
+        r = etcd.call("/v3/lease/revoke", {"ID": str(etcd.lease_of(KEY))})
+        self.assertNotIn("error", r)
+        lost = tr.event(first, "LOST", after=t_revoke, timeout=TTL + DEFAULT_TIMEOUT)
+
+        def holding_off():
+            tr.pump()
+            for a in apps:
+                lk = a.client.status()["locks"][0]
+                if lk.get("holdoff_ms", 0) > 0:
+                    return a, lk
+            return None
+        seen_at, lk = wait_until(holding_off, timeout=TTL + DEFAULT_TIMEOUT, interval=0.05,
+                                 what="STATUS to show a hold-off")
+        self.assertIn("ended without a release", lk["holdoff_reason"])
+        self.assertLessEqual(lk["holdoff_ms"], TTL * 1000)
+
+        new_app, new_lead = tr.first_leader(after=t_revoke, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        waited = new_lead.t - t_revoke
+        tr.settle(1.0)
+        print("\n  lease revoked under %s (token %d): LOST reason=%s %.0f ms later; %s said "
+              "holdoff_ms=%d (%s); next LEADER %s %.3fs after the revoke (ttl %.1fs)"
+              % (first.name, lead1.token, lost["reason"], (lost.t - t_revoke) * 1000,
+                 seen_at.name, lk["holdoff_ms"], lk["holdoff_reason"], new_app.name, waited,
+                 TTL))
+        self.assertGreaterEqual(waited, TTL, "a tenure began inside the wait:%s" % tr.story())
+        self.assertLess(waited, TTL + 5.0, "the wait never ended:%s" % tr.story())
+        self.assertGreater(new_lead.token, lead1.token)
+        self.assertNoOverlap(tr, "lease revoked under a leader")
+
+        # A release: the successor leads at once.
+        t_close = time.monotonic()
+        tr.close(new_app)
+        third, lead3 = tr.first_leader(after=t_close, timeout=TTL + DEFAULT_TIMEOUT)
+        tr.settle(0.5)
+        print("  after a release: next LEADER %s %.0f ms after the app closed"
+              % (third.name, (lead3.t - t_close) * 1000))
+        self.assertLess(lead3.t - t_close, TTL / 2, "a released lock was held off")
+        self.assertEqual(etcd.get(KEY + ":state"), "held")
+        self.assertNoOverlap(tr, "after the release")
