@@ -5,8 +5,8 @@ then the history checker (checker.py) over what happened.
                                   [--seed S] [--out DIR] [--serial] [--keep]
 
 --smoke: every fault kind of the backend a fixed number of times (--each, default 1), in an
-order shuffled by the seed. Otherwise faults are drawn at random until --seconds (per backend)
-have passed. The backends run in parallel (each in its own process) unless --serial.
+order shuffled by the seed. Otherwise faults come in rounds (every kind once per round, in an
+order shuffled by the seed) until --seconds (per backend) have passed. The backends run in parallel (each in its own process) unless --serial.
 Exit status: 0 all clean, 1 a must-be-0 figure was not 0 (the run dir is kept and printed),
 2 the run itself failed (a process would not start...).
 
@@ -490,8 +490,14 @@ class Run:
             sched = [k for k in kinds for _ in range(self.each)]
             rng.shuffle(sched)
         else:
-            # enough for the time budget; the run stops when time is up
-            sched = [rng.choice(kinds) for _ in range(int(self.seconds) + 10)]
+            # Enough for the time budget (the run stops when time is up), drawn in rounds that
+            # hold every kind once in a random order: a long run injects every kind about as
+            # often as any other, so "every fault N times" needs N rounds, not luck.
+            sched = []
+            while len(sched) < int(self.seconds) + 10:
+                rnd = list(kinds)
+                rng.shuffle(rnd)
+                sched += rnd
         out = []
         for k in sched:
             out.append({"kind": k,
