@@ -22,13 +22,16 @@ endif
 # Every .c file of a layer is part of it: a new file needs no edit here.
 PROTO_SRC := $(sort $(wildcard proto/*.c))
 LOCKS_SRC := $(sort $(wildcard locks/*.c))
-MAIN_SRC  := agent/main.c
-AGENT_SRC := $(filter-out $(MAIN_SRC),$(sort $(wildcard agent/*.c)))
+AGENT_SRC := $(sort $(wildcard agent/*.c))
+# cli/: the command dispatch (main.c) and the client commands, the top layer.
+MAIN_SRC  := cli/main.c
+CLI_SRC   := $(filter-out $(MAIN_SRC),$(sort $(wildcard cli/*.c)))
 
 PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/%.o)
 LOCKS_OBJ := $(LOCKS_SRC:%.c=$(BUILD)/%.o)
 AGENT_OBJ := $(AGENT_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 
 CLIENT_LIB := $(BUILD)/libleasekeeper.a
 CORE_LIB   := $(BUILD)/libleasekeeper-core.a
@@ -52,12 +55,12 @@ all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 leasekeeper: $(BIN)
 	cp $(BIN) $@
 
-$(BIN): $(MAIN_OBJ) $(CORE_LIB) $(CLIENT_LIB)
+$(BIN): $(MAIN_OBJ) $(CLI_OBJ) $(CORE_LIB) $(CLIENT_LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 # The client commands alone, linked statically: what an app container runs from the shared
 # volume (`leasekeeper drain` in a preStop hook) whatever its image has installed.
-STATIC_SRC := agent/main.c agent/cli.c agent/run.c agent/duration.c $(PROTO_SRC)
+STATIC_SRC := $(MAIN_SRC) $(CLI_SRC) agent/duration.c $(PROTO_SRC)
 $(BUILD)/leasekeeper-static: $(STATIC_SRC) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -DLK_CLIENT_ONLY -static -o $@ $(STATIC_SRC) \
 		$(shell pkg-config --static --libs libsodium jansson)

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "agent/agent.h"
-#include "agent/cli.h"
+#include "cli/cli.h"
 #include "agent/config.h"
 #include "agent/log.h"
 

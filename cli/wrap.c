@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/cli.h"
+#include "cli/cli.h"
 #include "proto/client.h"
 #include "proto/codec.h"
 

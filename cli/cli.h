@@ -1,8 +1,8 @@
 /* The client-side commands of the one binary (README "Command line"): they talk to a running
- * agent through
- * the client library. Each returns the process exit status. */
-#ifndef LK_AGENT_CLI_H
-#define LK_AGENT_CLI_H
+ * agent through the client library, never link agent code, and make up `leasekeeper-static`
+ * with main.c. Each returns the process exit status. */
+#ifndef LK_CLI_CLI_H
+#define LK_CLI_CLI_H
 
 /* drain: 0 all released, 1 not all, 2 could not ask. */
 int lk_cli_drain(int argc, char **argv);

@@ -1,5 +1,5 @@
-/* Client-side commands: drain, status, watch (and run, in run.c). */
-#include "agent/cli.h"
+/* Client-side commands: drain, status, watch (and run, in wrap.c). */
+#include "cli/cli.h"
 
 #include <errno.h>
 #include <getopt.h>
