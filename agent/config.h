@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "locks/backend_config.h" /* struct lk_config_backend, enum lk_backend_type */
+
 /* Input caps, checked while the YAML is parsed (before any of it is interpreted), so that no
  * file, however built, costs more than a bounded amount of time and memory to reject. */
 #define LK_CONFIG_MAX_BYTES     (1024 * 1024)
@@ -20,7 +22,6 @@
 #define LK_CONFIG_MAX_ALIASES   4096   /* *aliases per document */
 #define LK_CONFIG_MAX_BACKENDS  64
 #define LK_CONFIG_MAX_LOCKS     256
-#define LK_CONFIG_MAX_ENDPOINTS 16
 #define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */
 
 #define LK_CONFIG_MAX_UIDS      32
@@ -34,23 +35,8 @@
 #define LK_CONFIG_DEFAULT_IDLE_MS     10000
 #define LK_CONFIG_MIN_IDLE_MS         1000 /* room for HELLO's reply and the CAMPAIGN after it */
 
-enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 enum lk_campaign_mode { LK_CAMPAIGN_WHEN_APP_CONNECTED, LK_CAMPAIGN_ALWAYS };
 enum lk_log_format { LK_LOG_TEXT, LK_LOG_JSON };
-
-struct lk_config_backend {
-	char *name;
-	enum lk_backend_type type;
-	int64_t timeout_ms;          /* default 500ms for redis, 1s for etcd */
-	char *password_file;         /* NULL if none */
-	/* redis */
-	char *address;               /* "host:port", "[v6]:port" or "unix:/path"; default 127.0.0.1:6379 */
-	/* etcd */
-	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
-	size_t n_endpoints;
-	char *username;              /* NULL if none; needs password_file */
-	char *ca_file, *cert_file, *key_file; /* NULL if none; cert and key go together */
-};
 
 struct lk_config_lock {
 	char *name;                  /* [A-Za-z0-9._-]{1,128}, unique */

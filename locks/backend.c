@@ -13,7 +13,6 @@
 
 #include <sodium.h>
 
-#include "agent/config.h"
 
 /* The longest port number we accept ("65535"): more digits can only be a typo. */
 #define LK_BACKEND_MAX_PORT_DIGITS 5

@@ -33,6 +33,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "locks/backend_config.h"
+
 /* The longest lock key: every backend keeps the token's counter or base in "<key>:fence", and
  * etcd's gateway takes keys of at most 1024 bytes. The config checks it, so that check-config
  * refuses what the agent could not hold. */

@@ -72,7 +72,6 @@
 #include <hiredis/adapters/libevent.h>
 #include <sodium.h>
 
-#include "agent/config.h"
 
 /* Limits on what the config and the server control. */
 #define LK_REDIS_MAX_HOST_LEN      255   /* a DNS name, an IP literal or a socket path */
