@@ -1,5 +1,7 @@
-/* One lock's state machine. Every transition is in step(); everything else feeds it inputs or
- * performs the actions it chooses. See lock.h for the invariants this file carries. */
+/* One lock's state machine. Every input (a client, a backend reply or notice, a timer) enters
+ * through step(), and the state changes only in set_state(), called by the state entries that
+ * step() chooses; everything else performs the actions they choose. See lock.h for the
+ * invariants this file carries. */
 #include "agent/lock.h"
 
 #include <errno.h>
@@ -18,6 +20,7 @@
 #define RELEASE_RETRY_CAP_MS  1000
 
 enum input {
+	IN_START,         /* the agent is up: campaign now if the mode is `always` */
 	IN_CAMPAIGN,      /* a campaign client arrived */
 	IN_LEAVE,         /* a campaign client left */
 	IN_EVICT,         /* the agent cut a campaign client off: it may still be working */
@@ -27,12 +30,33 @@ enum input {
 	IN_NOTIFY,        /* backend: the key may be free */
 	IN_RECONNECTED,   /* backend: a new connection is up (maybe to another server instance) */
 	IN_ACQUIRED,      /* acquire reply, any status */
-	IN_RENEWED,       /* renew reply, any status */
-	IN_RELEASED,      /* release reply, any status */
+	IN_RENEWED,       /* renew reply, any status, for the current tenure or an ended one */
+	IN_RELEASED,      /* release reply, any status, for the current tenure or an ended one */
 	IN_TIMER_RETRY,
 	IN_TIMER_RENEW,
 	IN_TIMER_DEADLINE,
 	IN_TIMER_PHASE,
+	IN__COUNT,
+};
+
+/* For the transition log. */
+static const char *const input_names[IN__COUNT] = {
+	[IN_START] = "start",
+	[IN_CAMPAIGN] = "campaign",
+	[IN_LEAVE] = "leave",
+	[IN_EVICT] = "evict",
+	[IN_ACK] = "ack",
+	[IN_DRAIN] = "drain",
+	[IN_ABORT] = "abort",
+	[IN_NOTIFY] = "notify",
+	[IN_RECONNECTED] = "reconnected",
+	[IN_ACQUIRED] = "acquired",
+	[IN_RENEWED] = "renewed",
+	[IN_RELEASED] = "released",
+	[IN_TIMER_RETRY] = "timer_retry",
+	[IN_TIMER_RENEW] = "timer_renew",
+	[IN_TIMER_DEADLINE] = "timer_deadline",
+	[IN_TIMER_PHASE] = "timer_phase",
 };
 
 struct member {
@@ -47,7 +71,8 @@ struct lk_lock {
 	const struct lk_lock_env *env;
 	char *identity;
 
-	enum lk_lock_state state;
+	enum lk_lock_state state;  /* written by set_state() only */
+	enum input input;          /* the input step() is handling, for the transition log */
 	bool draining;
 	bool has_outcome;
 	enum lk_outcome outcome;
@@ -63,7 +88,8 @@ struct lk_lock {
 
 	/* One request of each kind at most is in flight; replies for a tenure that ended are
 	 * recognised by comparing the token they were sent for. A renewal or release wanted for a
-	 * new tenure while an old one's request is still out is sent when that one returns. */
+	 * new tenure while an old one's request is still out is sent when that one returns
+	 * (renew_again, release_again: meaningful only while renewing, releasing). */
 	bool acquiring, renewing, releasing;
 	bool renew_again, release_again;
 	uint64_t renew_token, release_token;
@@ -209,24 +235,13 @@ static void on_acquire_reply(void *arg, const struct lk_reply *r)
 static void start_renew(struct lk_lock *l);
 static void start_release(struct lk_lock *l);
 
+/* The reply handlers only note that the request is no longer in flight: what the reply means,
+ * for the current tenure or an ended one, is step()'s to decide. */
 static void on_renew_reply(void *arg, const struct lk_reply *r)
 {
 	struct lk_lock *l = arg;
 
 	l->renewing = false;
-	/* A renewal of a tenure that already ended (LOST, released) proves nothing now. */
-	if (l->renew_token != l->token) {
-		bool again = l->renew_again;
-
-		/* The renewal that waited for this reply is sent only if its own tenure is still
-		 * held: one that ended meanwhile (LOST, or left to expire after a stepdown timeout,
-		 * or being released) must not have its lease extended (I2, I4). */
-		l->renew_again = false;
-		if (again && lk_lock_is_leader(l))
-			start_renew(l);
-		return;
-	}
-	l->renew_again = false;
 	step(l, IN_RENEWED, r);
 }
 
@@ -235,12 +250,6 @@ static void on_release_reply(void *arg, const struct lk_reply *r)
 	struct lk_lock *l = arg;
 
 	l->releasing = false;
-	if (l->release_token != l->token) {
-		if (l->release_again)
-			start_release(l);
-		return;
-	}
-	l->release_again = false;
 	step(l, IN_RELEASED, r);
 }
 
@@ -321,9 +330,21 @@ static void start_release(struct lk_lock *l)
 
 /* ---- state entries ------------------------------------------------------------------------ */
 
+/* The one place the state changes. Every change is logged at debug level with the input that
+ * caused it, so that a lock's history can be read back from the log. */
+static void set_state(struct lk_lock *l, enum lk_lock_state to)
+{
+	enum lk_lock_state from = l->state;
+
+	l->state = to;
+	LK_LOG(LK_DEBUG, "lock state", LKF_STR("lock", l->cfg->name)
+	       LKF_STR("from", lk_lock_state_name(from)) LKF_STR("to", lk_lock_state_name(to))
+	       LKF_STR("input", input_names[l->input]));
+}
+
 static void enter_follower(struct lk_lock *l)
 {
-	l->state = LK_LOCK_FOLLOWER;
+	set_state(l, LK_LOCK_FOLLOWER);
 	l->backend->ops->watch(l->key, true);
 	start_acquire(l);
 }
@@ -337,7 +358,7 @@ static void enter_idle(struct lk_lock *l)
 		enter_done(l);
 		return;
 	}
-	l->state = LK_LOCK_IDLE;
+	set_state(l, LK_LOCK_IDLE);
 	l->backend->ops->watch(l->key, false);
 	for (int t = 0; t < LK_TIMER__COUNT; t++)
 		timer_off(l, t);
@@ -354,7 +375,7 @@ static void enter_follower_or_idle(struct lk_lock *l)
 
 static void enter_done(struct lk_lock *l)
 {
-	l->state = LK_LOCK_DONE;
+	set_state(l, LK_LOCK_DONE);
 	l->backend->ops->watch(l->key, false);
 	for (int t = 0; t < LK_TIMER__COUNT; t++)
 		timer_off(l, t);
@@ -417,7 +438,7 @@ static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 {
 	int64_t now = now_ns(l);
 
-	l->state = LK_LOCK_LEADER;
+	set_state(l, LK_LOCK_LEADER);
 	l->stats.acquisitions++;
 	l->backend->ops->watch(l->key, false);
 	timer_off(l, LK_TIMER_RETRY);
@@ -432,7 +453,7 @@ static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 
 static void enter_releasing(struct lk_lock *l)
 {
-	l->state = LK_LOCK_RELEASING;
+	set_state(l, LK_LOCK_RELEASING);
 	/* The app has stepped down: renewing would only delay whoever is next. */
 	timer_off(l, LK_TIMER_RENEW);
 	timer_off(l, LK_TIMER_DEADLINE);
@@ -446,7 +467,7 @@ static void enter_releasing(struct lk_lock *l)
 
 static void enter_stepping_down(struct lk_lock *l)
 {
-	l->state = LK_LOCK_STEPPING_DOWN;
+	set_state(l, LK_LOCK_STEPPING_DOWN);
 	l->stepdown_start_ns = now_ns(l);
 	LK_LOG(LK_INFO, "stepping down", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
 	       LKF_U64("campaign_clients", l->n_members));
@@ -487,7 +508,7 @@ static void lose_tenure(struct lk_lock *l, enum lk_lost_reason reason, const cha
 	/* Our old key may outlive the tenure (frozen backend): do not hammer, retry on the timer
 	 * or on a release notice. */
 	if (wanted(l)) {
-		l->state = LK_LOCK_FOLLOWER;
+		set_state(l, LK_LOCK_FOLLOWER);
 		l->backend->ops->watch(l->key, true);
 		timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
 	} else {
@@ -513,6 +534,16 @@ static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *hold
 /* A renew reply while LEADER or STEPPING_DOWN. */
 static void renewed(struct lk_lock *l, const struct lk_reply *r)
 {
+	/* A renewal of a tenure that already ended (LOST, released) proves nothing now. The
+	 * renewal that waited for this reply is for the tenure held now: send it (in any other
+	 * state step() drops the reply, so that a tenure that ended meanwhile, LOST or left to
+	 * expire after a stepdown timeout or being released, never has its lease extended: I2,
+	 * I4). */
+	if (l->renew_token != l->token) {
+		if (l->renew_again)
+			start_renew(l);
+		return;
+	}
 	switch (r->status) {
 	case LK_REPLY_OK:
 		proven(l, r);
@@ -549,6 +580,14 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 {
 	enum lk_outcome o;
 
+	/* The answer for an ended tenure's release: the release of this one waited for it (I3:
+	 * one request at a time). Outside RELEASING step() drops it: a release that ran out of
+	 * time or was aborted is not sent after all. */
+	if (r && l->release_token != l->token) {
+		if (l->release_again)
+			start_release(l);
+		return;
+	}
 	if (!r) {
 		o = LK_OUTCOME_FAILED;
 	} else if (r->status == LK_REPLY_OK) {
@@ -611,7 +650,7 @@ static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *
 	}
 }
 
-static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
+static void transition(struct lk_lock *l, enum input in, const struct lk_reply *r)
 {
 	/* Cutting a client off matters only while it may be doing leader work. */
 	if (in == IN_EVICT && !lk_lock_is_leader(l))
@@ -619,6 +658,10 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 	switch (l->state) {
 	case LK_LOCK_IDLE:
 		switch (in) {
+		case IN_START:
+			if (wanted(l))
+				enter_follower(l);
+			return;
 		case IN_CAMPAIGN:
 			enter_follower(l);
 			return;
@@ -785,6 +828,18 @@ static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
 	}
 }
 
+/* Every input enters here. The input is kept while it is handled for set_state()'s log, and
+ * restored after, since an action may feed the lock a nested input (a backend that answers a
+ * request synchronously, the host reacting to settled()). */
+static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
+{
+	enum input outer = l->input;
+
+	l->input = in;
+	transition(l, in, r);
+	l->input = outer;
+}
+
 /* ---- timers ------------------------------------------------------------------------------- */
 
 static void on_timer_retry(void *arg) { step(arg, IN_TIMER_RETRY, NULL); }
@@ -853,8 +908,7 @@ struct lk_lock *lk_lock_free(struct lk_lock *l)
 
 void lk_lock_start(struct lk_lock *l)
 {
-	if (l->state == LK_LOCK_IDLE && wanted(l))
-		enter_follower(l);
+	step(l, IN_START, NULL);
 }
 
 static struct member *find_member(const struct lk_lock *l, const void *client)

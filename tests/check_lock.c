@@ -2156,6 +2156,45 @@ START_TEST(state_names_are_stable)
 }
 END_TEST
 
+/* Read back what the lock logged at debug level during f(). */
+static void logged_during(void (*f)(void), char *buf, size_t cap)
+{
+	FILE *mem = tmpfile();
+	size_t n;
+
+	ck_assert_ptr_nonnull(mem);
+	lk_log_setup(LK_LOG_TEXT, LK_DEBUG, mem);
+	f();
+	rewind(mem);
+	n = fread(buf, 1, cap - 1, mem);
+	buf[n] = '\0';
+	lk_log_setup(LK_LOG_TEXT, LK_DEBUG, log_sink);
+	fclose(mem);
+}
+
+static void campaign_c1(void)
+{
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+}
+
+static void leave_c1(void)
+{
+	lk_lock_leave(L, C1);
+}
+
+START_TEST(every_transition_is_logged_with_from_to_and_input)
+{
+	char log[4096];
+
+	logged_during(campaign_c1, log, sizeof(log));
+	ck_assert_ptr_nonnull(strstr(log, "lock=sched from=idle to=follower input=campaign"));
+	answer_ok(PENDING(R_ACQUIRE), 7);
+	EXPECT_LINES("LEADER sched token=7 ttl_ms=10000\n");
+	logged_during(leave_c1, log, sizeof(log));
+	ck_assert_ptr_nonnull(strstr(log, "from=leader to=releasing input=leave"));
+}
+END_TEST
+
 START_TEST(stats_count_acquisitions_losses_and_releases)
 {
 	const struct lk_lock_stats *st = lk_lock_stats(L);
@@ -2299,6 +2338,7 @@ static Suite *lock_suite(void)
 	t = tcase(s, "introspection");
 	tcase_add_test(t, current_event_tells_each_state);
 	tcase_add_test(t, state_names_are_stable);
+	tcase_add_test(t, every_transition_is_logged_with_from_to_and_input);
 	tcase_add_test(t, stats_count_acquisitions_losses_and_releases);
 	return s;
 }
