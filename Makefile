@@ -8,13 +8,26 @@ BUILD   ?= build
 SAN     ?=
 PYTHON  ?= python3
 
-PKGS    := hiredis libevent jansson yaml-0.1 libsodium libcurl
+# Where `make install` puts things (DESTDIR for staging, as packagers expect).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PCDIR   ?= $(LIBDIR)/pkgconfig
+VERSION := $(shell sed -n 's/^\#define LK_VERSION "\(.*\)"/\1/p' agent/agent.h)
+
+PKGS    := hiredis libevent libevent_extra jansson yaml-0.1 libsodium libcurl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -I. \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -levent_extra -lm
+# Expanded when a recipe runs, not when make starts: `make test` installs missing packages
+# (deps) before anything compiles. A missing -dev package stops the build at `pkgs-ok` with
+# pkg-config's own message instead of a compile error about a header later.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) -I. $(PKG_CFLAGS)
+LDLIBS  = $(LDFLAGS) $(PKG_LIBS) -lm
 ifeq ($(SAN),1)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
@@ -47,7 +60,8 @@ DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-open
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
             prometheus etcd-server etcd-client openssl golang-go
 
-.PHONY: all deps test test-asan unit integration demo clean bench fuzz fuzz-smoke
+.PHONY: all deps test check test-asan unit integration demo clean bench fuzz fuzz-smoke \
+        install uninstall install-check pkgs-ok
 
 all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 
@@ -74,7 +88,7 @@ $(CORE_LIB): $(AGENT_OBJ) $(LOCKS_OBJ)
 	ar rcs $@ $^
 
 # -MMD: each object depends on the headers it includes, as the compiler saw them.
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | pkgs-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
@@ -106,6 +120,10 @@ $(BUILD)/examples/app: examples/app.c $(CLIENT_LIB) proto/client.h proto/codec.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(CLIENT_LIB) $(LDLIBS)
 
+pkgs-ok:
+	@pkg-config --exists --print-errors $(PKGS) || \
+		{ echo "missing libraries: run \`make deps\` (Debian) or install: $(PKGS)"; exit 1; }
+
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -130,7 +148,15 @@ integration: $(BIN) $(BUILD)/examples/app
 # runs one scenario per backend under valgrind memcheck, and a short chaos run (every fault
 # kind twice on each backend, about 2 minutes: tests/chaos/README.md).
 test: deps
-	$(MAKE) unit integration
+	$(MAKE) unit integration install-check
+	$(MAKE) test-asan
+	$(MAKE) fuzz-smoke FUZZ_FLAGS=-seed=1
+	$(MAKE) valgrind
+	$(MAKE) chaos-smoke
+
+# The same as `make test` without `make deps`: for machines that have what it needs already.
+check:
+	$(MAKE) unit integration install-check
 	$(MAKE) test-asan
 	$(MAKE) fuzz-smoke FUZZ_FLAGS=-seed=1
 	$(MAKE) valgrind
@@ -145,6 +171,28 @@ demo: deps all
 
 bench: deps all
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py
+
+# The agent and CLI binary, and the C client library for apps: libleasekeeper.a, its headers
+# (under include/leasekeeper/, included as "proto/client.h") and leasekeeper.pc, so that
+# `pkg-config --cflags --libs leasekeeper` is all an app's build needs.
+CLIENT_HDRS := proto/client.h proto/codec.h proto/auth.h
+install: $(BIN) $(CLIENT_LIB)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)/leasekeeper/proto \
+		$(DESTDIR)$(PCDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/leasekeeper
+	install -m 644 $(CLIENT_LIB) $(DESTDIR)$(LIBDIR)/libleasekeeper.a
+	install -m 644 $(CLIENT_HDRS) $(DESTDIR)$(INCDIR)/leasekeeper/proto/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' leasekeeper.pc.in > $(DESTDIR)$(PCDIR)/leasekeeper.pc
+	chmod 644 $(DESTDIR)$(PCDIR)/leasekeeper.pc
+
+install-check: $(BIN) $(CLIENT_LIB)
+	BUILD=$(BUILD) MAKE="$(MAKE)" sh tests/install/run.sh
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/leasekeeper $(DESTDIR)$(LIBDIR)/libleasekeeper.a \
+	      $(DESTDIR)$(PCDIR)/leasekeeper.pc
+	rm -rf $(DESTDIR)$(INCDIR)/leasekeeper
 
 clean:
 	rm -rf build leasekeeper
