@@ -1628,13 +1628,10 @@ class TcpProxy:
 
 
 def backends_enabled():
-    """The backends scenarios run on: $LK_BACKENDS (comma-separated, default "redis,etcd");
-    only redis against fake_agent.py, which has no etcd backend."""
+    """The backends scenarios run on: $LK_BACKENDS (comma-separated, default "redis,etcd")."""
     v = os.environ.get("LK_BACKENDS")
     if v:
         return [x.strip() for x in v.split(",") if x.strip()]
-    if os.path.basename(lk_bin()).startswith("fake_agent"):
-        return ["redis"]
     return ["redis", "etcd"]
 
 

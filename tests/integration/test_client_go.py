@@ -26,7 +26,7 @@ import time
 import unittest
 
 from harness import (DEFAULT_TIMEOUT, REPO_ROOT, EtcdScenario, LKTestCase, RedisScenario,
-                     lk_bin, lock_config)
+                     lock_config)
 
 KEY = "leasekeeper/x"
 TTL = 3.0
@@ -186,11 +186,6 @@ class GoApp:
 class ClientGoScenarios:
     def setUp(self):
         super().setUp()
-        b = lk_bin()
-        if os.path.basename(b).startswith("fake_agent"):
-            with open(b, encoding="utf-8") as f:
-                if "until_mono_ms" not in f.read():
-                    self.skipTest("fake_agent.py does not send until_mono_ms (I8)")
         self.binary = app_binary()
 
     def start_app(self, agent, winddown_ms=0):

@@ -20,7 +20,7 @@ import time
 import unittest
 
 from harness import (DEFAULT_TIMEOUT, REPO_ROOT, EtcdScenario, LKTestCase, RedisScenario,
-                     lk_bin, lock_config)
+                     lock_config)
 
 KEY = "leasekeeper/x"
 TTL = 3.0
@@ -143,14 +143,6 @@ class PyApp:
 
 
 class ClientPythonScenarios:
-    def setUp(self):
-        super().setUp()
-        b = lk_bin()
-        if os.path.basename(b).startswith("fake_agent"):
-            with open(b, encoding="utf-8") as f:
-                if "until_mono_ms" not in f.read():
-                    self.skipTest("fake_agent.py does not send until_mono_ms (I8)")
-
     def start_app(self, agent):
         script = os.path.join(self.tmp, "py_app.py")
         if not os.path.exists(script):
