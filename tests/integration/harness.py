@@ -2110,24 +2110,8 @@ class Agent:
             return ""
 
     def log_entries(self):
-        """Every stderr line that parses as a JSON object (or as a text log line)."""
-        out = []
-        for line in self.logs().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("{"):
-                try:
-                    v = json.loads(line)
-                    if isinstance(v, dict):
-                        out.append(v)
-                    continue
-                except ValueError:
-                    pass
-            t = parse_text_log_line(line)
-            if t:
-                out.append(t)
-        return out
+        """Every stderr line that is a whole log line (JSON or logfmt), as parse_log_line()."""
+        return [e for e in map(parse_log_line, self.logs().splitlines()) if e is not None]
 
     def find_logs(self, msg):
         return [e for e in self.log_entries() if e.get("msg") == msg]
@@ -2151,36 +2135,47 @@ class Agent:
         return [ln for ln in text.splitlines() if any(p in ln for p in SANITIZER_PATTERNS)]
 
 
-_TEXT_LOG_RE = re.compile(r'^(\S+)\s+(debug|info|warn|error)\s+(.*)$')
-_LOGFMT_RE = re.compile(r'([A-Za-z0-9_.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_LOGFMT_KV = r'[A-Za-z0-9_.]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
+_LOGFMT_LINE_RE = re.compile(r'^%s(?: %s)*$' % (_LOGFMT_KV, _LOGFMT_KV))
+_LOGFMT_PAIR_RE = re.compile(r'([A-Za-z0-9_.]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_LOGFMT_ESC_RE = re.compile(r'\\(x[0-9a-fA-F]{2}|.)')
 
 
-def parse_text_log_line(line):
-    """Parse a text-format log line ("ts level msg key=value ...") into a dict, or None."""
-    m = _TEXT_LOG_RE.match(line)
-    if not m:
-        return None
-    ts, level, rest = m.groups()
-    if rest.startswith('"'):
-        j = 1
-        while j < len(rest) and rest[j] != '"':
-            j += 2 if rest[j] == "\\" else 1
-        msg, rest = rest[1:j].replace('\\"', '"'), rest[j + 1:]
+def _logfmt_unquote(v):
+    r"""A value as agent/log.c put_text_value() writes it: quoted when empty or holding a space,
+    a quote, '=' or a control character; inside quotes '"' and '\\' are backslash-escaped and
+    control characters are \xNN."""
+    return _LOGFMT_ESC_RE.sub(lambda m: chr(int(m.group(1)[1:], 16)) if len(m.group(1)) == 3
+                              else m.group(1), v[1:-1])
+
+
+def parse_log_line(line):
+    """One whole log line of the agent, in either log_format, as a dict with at least ts, level
+    and msg; None for anything else (a partial line, a sanitizer report...).
+
+    json: the object as is. text (logfmt, `ts=... level=... msg=... key=value ...`): unquoted
+    values that are integers or true/false become int/bool, as the JSON format types them."""
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            return None
+    elif _LOGFMT_LINE_RE.match(line):
+        v = {}
+        for k, val in _LOGFMT_PAIR_RE.findall(line):
+            if val.startswith('"'):
+                val = _logfmt_unquote(val)
+            elif re.fullmatch(r"-?\d+", val):
+                val = int(val)
+            elif val in ("true", "false"):
+                val = val == "true"
+            v[k] = val
     else:
-        first_kv = _LOGFMT_RE.search(rest)
-        cut = first_kv.start() if first_kv else len(rest)
-        # The message is everything before the first key=value (it has no '=' of its own).
-        msg, rest = rest[:cut].strip(), rest[cut:]
-    d = {"ts": ts, "level": level, "msg": msg}
-    for k, v in _LOGFMT_RE.findall(rest):
-        if v.startswith('"'):
-            v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        elif re.fullmatch(r"-?\d+", v):
-            v = int(v)
-        elif v in ("true", "false"):
-            v = v == "true"
-        d[k] = v
-    return d
+        return None
+    if not isinstance(v, dict) or not all(k in v for k in ("ts", "level", "msg")):
+        return None
+    return v
 
 
 # ---------------------------------------------------------------------------------------------

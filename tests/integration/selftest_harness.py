@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from harness import (AppClient, ConnectionClosed, EtcdBackend, LKTestCase, RespError,  # noqa: E402
-                     backends_enabled, dur_ms, lock_config, parse_text_log_line, to_yaml,
+                     backends_enabled, dur_ms, lock_config, parse_log_line, to_yaml,
                      wait_until)
 
 
@@ -419,17 +419,33 @@ class UtilitiesSelfTest(unittest.TestCase):
         self.assertEqual(dur_ms("1m30s"), 90000)
         self.assertEqual(dur_ms("1.5s"), 1500)
 
-    def test_text_log_lines_parse(self):
-        d = parse_text_log_line('2026-01-01T00:00:00.000Z info  "drain complete" '
-                                'exit_reason=drained released=1 expired=0 failed=0 '
-                                'wait_duration_ms=12 note="a b"')
+    def test_log_lines_parse_in_both_formats(self):
+        # As agent/log.c log_text() writes them: logfmt, values quoted only when needed.
+        d = parse_log_line('ts=2026-01-01T00:00:00.000Z level=info msg="drain complete" '
+                           'exit_reason=drained wait_duration_ms=12 released=1 expired=0 '
+                           'failed=0 note="a \\"b\\" c\\\\d\\x01" empty="" ok=true')
+        self.assertEqual(d["ts"], "2026-01-01T00:00:00.000Z")
+        self.assertEqual(d["level"], "info")
         self.assertEqual(d["msg"], "drain complete")
         self.assertEqual(d["exit_reason"], "drained")
         self.assertEqual(d["released"], 1)
-        self.assertEqual(d["note"], "a b")
-        d = parse_text_log_line("2026-01-01T00:00:00.000Z warn  reconnecting backend=main")
+        self.assertEqual(d["note"], 'a "b" c\\d\x01')
+        self.assertEqual(d["empty"], "")
+        self.assertIs(d["ok"], True)
+        d = parse_log_line("ts=2026-01-01T00:00:00.000Z level=warn msg=reconnecting "
+                           "backend=main")
         self.assertEqual(d["msg"], "reconnecting")
         self.assertEqual(d["backend"], "main")
+        d = parse_log_line('{"ts":"2026-01-01T00:00:00.000Z","level":"info",'
+                           '"msg":"drain complete","released":1}')
+        self.assertEqual(d["released"], 1)
+        # Not whole log lines: cut short, the old "ts level msg" layout, no msg, other text.
+        for bad in ('ts=2026-01-01T00:00:00.000Z level=info msg="drain comp',
+                    '2026-01-01T00:00:00.000Z info  "drain complete" released=1',
+                    'ts=2026-01-01T00:00:00.000Z level=info',
+                    '{"ts":"x","level":"info"',
+                    '==123==ERROR: AddressSanitizer: heap-use-after-free'):
+            self.assertIsNone(parse_log_line(bad), bad)
 
     def test_hmac_matches_libsodium_crypto_auth_definition(self):
         key = bytes(range(32))

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 
 from harness import (DEFAULT_TIMEOUT, Agent, EtcdScenario, LKTestCase, RedisScenario,
-                     SANITIZER_ENV, free_port, lk_bin, lock_config, parse_text_log_line,
+                     SANITIZER_ENV, free_port, lk_bin, lock_config, parse_log_line,
                      scaled, status_locks, wait_until)
 
 TTL = 3.0
@@ -53,31 +53,6 @@ _DROPPED_RE = re.compile(r'"msg":"log lines dropped".*?"dropped":(\d+)|'
 def dropped_reports(text):
     """The counts of every "log lines dropped" line in the agent's stderr (JSON or text)."""
     return [int(a or b) for a, b in _DROPPED_RE.findall(text)]
-
-
-_KV = r'[A-Za-z0-9_.]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
-_LOGFMT_LINE_RE = re.compile(r'^%s(?: %s)*$' % (_KV, _KV))
-_LOGFMT_PAIR_RE = re.compile(r'([A-Za-z0-9_.]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-
-
-def parse_log_line(line):
-    """One whole log line (JSON object or logfmt text) as a dict, or None."""
-    if line.startswith("{"):
-        try:
-            v = json.loads(line)
-        except ValueError:
-            return None
-    elif _LOGFMT_LINE_RE.match(line):
-        v = {}
-        for k, val in _LOGFMT_PAIR_RE.findall(line):
-            if val.startswith('"'):
-                val = re.sub(r'\\(.)', r'\1', val[1:-1])
-            v[k] = val
-    else:
-        return None
-    if not isinstance(v, dict) or not all(k in v for k in ("ts", "level", "msg")):
-        return None
-    return v
 
 
 class StalledStderrAgent(Agent):
