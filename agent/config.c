@@ -88,7 +88,7 @@ struct fields {
 	yaml_node_t *key[16];
 	bool ok; /* the node was a mapping */
 };
-_Static_assert(T_N <= 16 && B_N <= 16 && L_N <= 16, "struct fields is too small");
+_Static_assert(T_N <= 16 && B_N < 16 && L_N <= 16, "struct fields is too small");
 
 /* ---- diagnostics ---- */
 
@@ -576,59 +576,6 @@ static bool valid_name(const char *s)
 	return true;
 }
 
-static bool valid_port(const char *s)
-{
-	unsigned long v = 0;
-
-	if (!*s || strlen(s) > 5)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return false;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	return v >= 1 && v <= 65535;
-}
-
-/* "host:port" or "[v6]:port", with a non-empty host: an unbracketed IPv6 address would be
- * ambiguous, and an empty host (Go's ":9440") is spelled 0.0.0.0 here to make it visible. */
-static bool valid_host_port(const char *s)
-{
-	const char *host = s, *host_end, *port;
-
-	if (*s == '[') {
-		host = s + 1;
-		host_end = strchr(host, ']');
-		if (!host_end || host_end[1] != ':')
-			return false;
-		port = host_end + 2;
-	} else {
-		host_end = strchr(s, ':');
-		if (!host_end || strchr(host_end + 1, ':'))
-			return false;
-		port = host_end + 1;
-	}
-	if (host_end == host)
-		return false;
-	for (const char *p = host; p < host_end; p++)
-		if (*p <= ' ' || *p > '~' || *p == '[' || *p == ']' || *p == '/')
-			return false;
-	return valid_port(port);
-}
-
-static bool valid_url(const char *s)
-{
-	const char *rest;
-
-	if (strncmp(s, "http://", 7) == 0)
-		rest = s + 7;
-	else if (strncmp(s, "https://", 8) == 0)
-		rest = s + 8;
-	else
-		return false;
-	return *rest && *rest != '/' && printable_word(rest, 1, SIZE_MAX);
-}
-
 /* A file the agent will read later: checked now so that check-config catches a missing
  * secret before a rollout does. Its contents are never read here. */
 static int get_file(struct ctx *c, yaml_node_t *n, const char *field, char **ret)
@@ -736,6 +683,16 @@ static int dup_str(struct ctx *c, const char *s, char **ret)
 
 /* ---- backends ---- */
 
+/* The index of a backend field spelled as in the file, or B_N (never set) if there is none. */
+static size_t backend_key(const char *name)
+{
+	size_t k = 0;
+
+	while (k < B_N && strcmp(backend_keys[k], name) != 0)
+		k++;
+	return k;
+}
+
 static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg)
 {
 	static const char *const types[] = { "redis", "etcd" };
@@ -783,7 +740,8 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 		typed = true;
 	b->type = typed ? (enum lk_backend_type)type : LK_BACKEND_REDIS;
 
-	b->timeout_ms = b->type == LK_BACKEND_ETCD ? 1000 : 500;
+	b->timeout_ms = b->type == LK_BACKEND_ETCD ? LK_BACKEND_ETCD_DEFAULT_TIMEOUT_MS
+	                                           : LK_BACKEND_REDIS_DEFAULT_TIMEOUT_MS;
 	join(field, path, "timeout");
 	get_duration(c, f.val[B_TIMEOUT], field, 1, &b->timeout_ms);
 	join(field, path, "password_file");
@@ -803,12 +761,11 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 	if (b->type == LK_BACKEND_REDIS) {
 		join(field, path, "address");
 		if (get_string(c, f.val[B_ADDRESS], field, &b->address) > 0 &&
-		    !(strncmp(b->address, "unix:/", 6) == 0 ? printable_word(b->address, 7, SIZE_MAX)
-		                                            : valid_host_port(b->address)))
+		    !lk_backend_valid_address(b->address, false))
 			error_at(c, f.val[B_ADDRESS], field,
 			         "%s is not host:port, [v6]:port or unix:/path", Q(qb, b->address));
 		if (!b->address)
-			dup_str(c, "127.0.0.1:6379", &b->address);
+			dup_str(c, LK_BACKEND_REDIS_DEFAULT_ADDRESS, &b->address);
 		return;
 	}
 
@@ -816,7 +773,7 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 	join(field, path, "endpoints");
 	if (!eps) {
 		b->endpoints = calloc(1, sizeof(*b->endpoints));
-		if (!b->endpoints || dup_str(c, "http://127.0.0.1:2379", &b->endpoints[0]) < 0)
+		if (!b->endpoints || dup_str(c, LK_BACKEND_ETCD_DEFAULT_ENDPOINT, &b->endpoints[0]) < 0)
 			c->oom = true;
 		else
 			b->n_endpoints = 1;
@@ -839,12 +796,13 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 			yaml_node_t *item = node_at(c, eps->data.sequence.items.start[k]);
 			char ifield[PATH_MAX_LEN + 24];
 			char **ep = &b->endpoints[b->n_endpoints];
+			size_t eplen;
 
 			snprintf(ifield, sizeof(ifield), "%s[%zu]", field, k);
 			if (get_string(c, item, ifield, ep) <= 0)
 				continue;
 			b->n_endpoints++;
-			if (!valid_url(*ep))
+			if (lk_backend_endpoint_len(*ep, &eplen) < 0)
 				error_at(c, item, ifield, "%s is not an http:// or https:// URL",
 				         Q(qb, *ep));
 		}
@@ -856,24 +814,24 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 			error_at(c, f.val[B_USERNAME], field,
 			         "%s must be 1 to %d printable ASCII characters without spaces",
 			         Q(qb, b->username), MAX_IDENTITY);
-		if (!f.val[B_PASSWORD_FILE])
-			error_at(c, f.val[B_USERNAME], field, "requires password_file");
-	}
-	/* etcd authenticates a user; a password alone would be silently ignored. */
-	if (f.val[B_PASSWORD_FILE] && !f.val[B_USERNAME]) {
-		join(field, path, "password_file");
-		error_at(c, f.val[B_PASSWORD_FILE], field, "requires username on an etcd backend");
 	}
 	join(field, path, "ca_file");
 	get_file(c, f.val[B_CA_FILE], field, &b->ca_file);
 	join(field, path, "cert_file");
 	get_file(c, f.val[B_CERT_FILE], field, &b->cert_file);
-	if (f.val[B_CERT_FILE] && !f.val[B_KEY_FILE])
-		error_at(c, f.val[B_CERT_FILE], field, "requires key_file");
 	join(field, path, "key_file");
 	get_file(c, f.val[B_KEY_FILE], field, &b->key_file);
-	if (f.val[B_KEY_FILE] && !f.val[B_CERT_FILE])
-		error_at(c, f.val[B_KEY_FILE], field, "requires cert_file");
+	/* Settings that need another one, by presence in the file (a file that cannot be read is
+	 * reported as such, not also as missing). */
+	for (size_t k = 0; k < LK_BACKEND_ETCD_N_REQUIRES; k++) {
+		const struct lk_backend_requires *rq = &lk_backend_etcd_requires[k];
+		size_t have = backend_key(rq->field), need = backend_key(rq->needs);
+
+		if (f.val[have] && !f.val[need]) {
+			join(field, path, rq->field);
+			error_at(c, f.val[have], field, "%s", rq->msg);
+		}
+	}
 }
 
 /* ---- locks ---- */
@@ -1171,7 +1129,7 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 		if (!*cfg->http_listen) {
 			free(cfg->http_listen);
 			cfg->http_listen = NULL;
-		} else if (!valid_host_port(cfg->http_listen)) {
+		} else if (!lk_backend_valid_address(cfg->http_listen, true)) {
 			error_at(c, f.val[T_HTTP_LISTEN], "http_listen",
 			         "%s is not host:port, e.g. \"127.0.0.1:9440\"", Q(qb, cfg->http_listen));
 		}
@@ -1227,15 +1185,6 @@ static void parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
 }
 
 /* ---- public ---- */
-
-const char *lk_backend_type_name(enum lk_backend_type t)
-{
-	switch (t) {
-	case LK_BACKEND_REDIS: return "redis";
-	case LK_BACKEND_ETCD: return "etcd";
-	}
-	return "unknown";
-}
 
 struct lk_config *lk_config_free(struct lk_config *cfg)
 {

@@ -95,6 +95,4 @@ struct lk_config *lk_config_free(struct lk_config *cfg);
 /* Free the diagnostics' contents and zero the struct. */
 void lk_config_diags_clear(struct lk_config_diags *diags);
 
-const char *lk_backend_type_name(enum lk_backend_type t);
-
 #endif

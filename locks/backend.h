@@ -40,6 +40,10 @@
  * refuses what the agent could not hold. */
 #define LK_BACKEND_KEY_MAX 1018
 
+#define LK_BACKEND_MAX_HOST_LEN     255 /* in an address: a DNS name, an IP literal, a path */
+#define LK_BACKEND_MAX_ENDPOINT_LEN 512 /* one etcd endpoint URL, trailing '/' removed */
+#define LK_BACKEND_MAX_IDENTITY_LEN 256 /* a holder identity, ours or read from a server */
+
 struct event_base;
 struct lk_backend;
 struct lk_config_backend;
@@ -161,7 +165,8 @@ int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
 /* Free through the vtable; accepts NULL; returns NULL. */
 struct lk_backend *lk_backend_free(struct lk_backend *b);
 
-/* Constructors behind lk_backend_new, one per file. */
+/* Constructors behind lk_backend_new, one per file, called by it alone: base, cfg and ret are
+ * set, err[errlen] has room, and cfg passed lk_backend_check_config. */
 int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
                  const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                  char *err, size_t errlen);
@@ -188,8 +193,44 @@ int64_t lk_holdoff_until(int64_t reached_ns, int64_t uptime_ms, bool replaced, i
 int lk_backend_read_secret(const char *path, size_t max, char **ret, size_t *ret_len,
                            char *err, size_t errlen);
 
+/* ---- Rules a configuration must follow, written once: the agent's config checks them (and
+ * points at the offending line), lk_backend_new and the backends apply them. ---- */
+
 /* Parse "host:port", "[v6]:port" or "unix:/path". Writes host[hostcap] (the path for unix) and
- * *port (0 for unix); returns 0 or -EINVAL. */
+ * *port (0 for unix); returns 0 or -EINVAL. A host is a DNS name or IPv4 literal (letters,
+ * digits, '-', '.', '_'), or a bracketed IPv6 literal with an optional %zone; a port is 1 to
+ * 65535 in decimal; a unix path fits sockaddr_un. */
 int lk_parse_address(const char *addr, char *host, size_t hostcap, int *port);
+
+/* Whether addr is an address lk_parse_address takes, with a host of at most
+ * LK_BACKEND_MAX_HOST_LEN bytes (what a backend and the HTTP listener can hold); with tcp_only,
+ * "unix:/path" is refused. */
+bool lk_backend_valid_address(const char *addr, bool tcp_only);
+
+/* An etcd endpoint: "http://" or "https://", then host[:port] of printable ASCII without '@'
+ * (credentials belong in username/password_file, not in a URL that ends up in logs), '/', '?'
+ * or '#'; trailing slashes are ignored. Returns 0 with *ret the length without them, or
+ * -EINVAL. */
+int lk_backend_endpoint_len(const char *url, size_t *ret);
+
+/* Settings of an etcd backend that need another one: a user needs a password, a certificate
+ * its key. Each names the two fields as the config file spells them, where they are in struct
+ * lk_config_backend (char * fields), and the message for the first when the second is unset. */
+struct lk_backend_requires {
+	const char *field, *needs;
+	size_t field_off, needs_off;
+	const char *msg;
+};
+#define LK_BACKEND_ETCD_N_REQUIRES 4
+extern const struct lk_backend_requires lk_backend_etcd_requires[LK_BACKEND_ETCD_N_REQUIRES];
+
+/* Every rule above and the limits of struct lk_config_backend, for lk_backend_new: 0, or
+ * -EINVAL with the first problem in err[errlen]. */
+int lk_backend_check_config(const struct lk_config_backend *cfg, char *err, size_t errlen);
+
+/* Whether len bytes read from a server may be shown as a holder identity: 1 to
+ * LK_BACKEND_MAX_IDENTITY_LEN bytes of printable ASCII without spaces, so that it can break
+ * neither a log line nor a protocol line. */
+bool lk_backend_holder_ok(const char *s, size_t len);
 
 #endif

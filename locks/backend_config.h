@@ -21,6 +21,9 @@
 
 enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 
+/* "redis", "etcd": the config's spelling. */
+const char *lk_backend_type_name(enum lk_backend_type t);
+
 struct lk_config_backend {
 	char *name;
 	enum lk_backend_type type;

@@ -74,9 +74,9 @@
 
 
 /* Limits on what the config and the server control. */
-#define LK_REDIS_MAX_HOST_LEN      255   /* a DNS name, an IP literal or a socket path */
+#define LK_REDIS_MAX_HOST_LEN      LK_BACKEND_MAX_HOST_LEN
 #define LK_REDIS_MAX_KEY_LEN       LK_BACKEND_KEY_MAX
-#define LK_REDIS_MAX_IDENTITY_LEN  256   /* our identity, from the config or $HOSTNAME */
+#define LK_REDIS_MAX_IDENTITY_LEN  LK_BACKEND_MAX_IDENTITY_LEN
 #define LK_REDIS_MAX_VALUE_LEN     1024  /* a lock value read back from the server */
 #define LK_REDIS_MAX_PASSWORD_LEN  4096  /* bytes read from password_file */
 #define LK_REDIS_MAX_SHOWN_LEN     160   /* server text quoted in error messages and logs */
@@ -1123,15 +1123,10 @@ static const char *lk_redis_holder(const char *s, size_t len, char *buf, size_t 
 
 	if (len > LK_REDIS_MAX_VALUE_LEN || len >= cap)
 		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-			return NULL;
-		if (s[i] == ':')
-			colon = s + i;
-	}
+	colon = memrchr(s, ':', len);
 	if (colon)
 		len = (size_t)(colon - s);
-	if (len == 0)
+	if (!lk_backend_holder_ok(s, len))
 		return NULL;
 	memcpy(buf, s, len);
 	buf[len] = '\0';
@@ -1611,7 +1606,6 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
                  const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                  char *err, size_t errlen)
 {
-	char scratch[LK_REDIS_MAX_LOG_LEN];
 	const char *addr;
 	struct lk_redis *r;
 	struct in6_addr a6;
@@ -1619,19 +1613,7 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	struct timeval now = { 0, 0 };
 	int rc;
 
-	if (!err || errlen == 0) {
-		err = scratch;
-		errlen = sizeof(scratch);
-	}
-	if (!base || !cfg || !ret) {
-		snprintf(err, errlen, "invalid arguments");
-		return -EINVAL;
-	}
-	if (cfg->timeout_ms <= 0) {
-		snprintf(err, errlen, "timeout must be positive");
-		return -EINVAL;
-	}
-
+	/* lk_backend_new checked the arguments and cfg (lk_backend_check_config). */
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		snprintf(err, errlen, "out of memory");
@@ -1654,7 +1636,7 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 		goto fail;
 	}
 
-	addr = cfg->address ? cfg->address : "127.0.0.1:6379";
+	addr = cfg->address ? cfg->address : LK_BACKEND_REDIS_DEFAULT_ADDRESS;
 	if (lk_parse_address(addr, r->host, sizeof(r->host), &r->port) < 0) {
 		rc = -EINVAL;
 		snprintf(err, errlen, "invalid address \"%s\": want host:port, [v6]:port or unix:/path",
@@ -1672,8 +1654,8 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	}
 
 	if (cfg->password_file) {
-		rc = lk_backend_read_secret(cfg->password_file, LK_REDIS_MAX_PASSWORD_LEN, &r->password, &r->password_len,
-		                            err, errlen);
+		rc = lk_backend_read_secret(cfg->password_file, LK_REDIS_MAX_PASSWORD_LEN,
+		                            &r->password, &r->password_len, err, errlen);
 		if (rc < 0)
 			goto fail;
 	}

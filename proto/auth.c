@@ -5,14 +5,13 @@
  * that it is not hex) and never its bytes, because they end up in logs.
  */
 #include "proto/auth.h"
+#include "proto/secret.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #define HEX_LEN (LK_AUTH_KEY_BYTES * 2)
 
@@ -69,29 +68,18 @@ int lk_auth_load_key(const char *path, uint8_t key[LK_AUTH_KEY_BYTES], char *err
 	/* One byte more than the cap, so that a file at the cap is told apart from a bigger one. */
 	uint8_t buf[LK_AUTH_KEY_FILE_MAX + 1];
 	uint8_t k[LK_AUTH_KEY_BYTES];
-	size_t len = 0, start, end;
-	int fd, r;
+	size_t len, start, end;
+	const char *what = "";
+	ssize_t got;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		r = -errno;
-		set_err(err, errlen, "auth key file %s: cannot open: %s", path, strerror(-r));
-		return r;
+	got = lk_secret_read(path, buf, sizeof(buf), &what);
+	if (got < 0) {
+		r = (int)got;
+		set_err(err, errlen, "auth key file %s: cannot %s: %s", path, what, strerror(-r));
+		goto fail;
 	}
-	while (len < sizeof(buf)) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			set_err(err, errlen, "auth key file %s: cannot read: %s", path, strerror(-r));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
+	len = (size_t)got;
 
 	if (len > LK_AUTH_KEY_FILE_MAX) {
 		r = -EFBIG;
@@ -135,7 +123,6 @@ int lk_auth_load_key(const char *path, uint8_t key[LK_AUTH_KEY_BYTES], char *err
 fail:
 	sodium_memzero(buf, sizeof(buf));
 	sodium_memzero(k, sizeof(k));
-	close(fd);
 	return r;
 }
 

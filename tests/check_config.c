@@ -3,6 +3,7 @@
  * error and warning with its exact "FILE:LINE:COL: FIELD: MESSAGE" text. */
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "agent/config.h"
 #include "locks/backend.h"
@@ -1498,6 +1501,143 @@ START_TEST(test_load_huge_file_is_rejected_fast)
 }
 END_TEST
 
+/* ---- check-config accepts exactly what the agent accepts ---- */
+
+/* What the agent does with a backend entry at start-up: create it (the connection is made
+ * later, from the loop, so no server is needed). 0 or a negative errno. */
+static int agent_accepts(const struct lk_config_backend *b)
+{
+	struct event_base *base = event_base_new();
+	struct lk_backend *be = NULL;
+	char err[512];
+	int r;
+
+	ck_assert_ptr_nonnull(base);
+	r = lk_backend_new(base, b, NULL, &be, err, sizeof(err));
+	lk_backend_free(be);
+	event_base_free(base);
+	return r;
+}
+
+/* Whether check-config takes this backend entry (the lines after "type:"). */
+static bool config_accepts(const char *type, const char *lines, struct lk_config **ret)
+{
+	char yaml[2048];
+	struct lk_config_diags d;
+	struct lk_config *cfg = NULL;
+	int r;
+
+	snprintf(yaml, sizeof(yaml), "backends:\n  - name: b\n    type: %s\n%slocks: [{name: a}]\n",
+	         type, lines);
+	r = parse(yaml, &cfg, &d);
+	lk_config_diags_clear(&d);
+	*ret = cfg;
+	return r == 0;
+}
+
+static char long_host_address[300];
+
+START_TEST(test_check_config_refuses_the_redis_addresses_the_agent_refuses)
+{
+	static const char *const bad[] = {
+		"a@b:6379", "[zz]:6379", "localhost", "host:0", "host:65536", "host:+80", "::1:6379",
+		"[::1]", "[::1]6379", "[]:6379", "[fe80::1%]:6379", "unix:", "a b:1", "a/b:1",
+		long_host_address,
+	};
+	static const char *const good[] = {
+		"127.0.0.1:6379", "redis.svc.cluster.local:6379", "my_host-1:1", "[::1]:65535",
+		"[fe80::1%eth0]:6379", "unix:/run/redis.sock",
+	};
+	char lines[512];
+	struct lk_config *cfg;
+
+	memset(long_host_address, 'h', 256);
+	strcpy(long_host_address + 256, ":6379");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct lk_config_backend b = { .name = "b", .type = LK_BACKEND_REDIS,
+		                               .timeout_ms = 500, .address = (char *)bad[i] };
+
+		snprintf(lines, sizeof(lines), "    address: \"%s\"\n", bad[i]);
+		ck_assert_msg(!config_accepts("redis", lines, &cfg), "check-config took %s", bad[i]);
+		ck_assert_msg(agent_accepts(&b) == -EINVAL, "the agent took %s", bad[i]);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(lines, sizeof(lines), "    address: \"%s\"\n", good[i]);
+		ck_assert_msg(config_accepts("redis", lines, &cfg), "check-config refused %s",
+		              good[i]);
+		ck_assert_msg(agent_accepts(&cfg->backends[0]) == 0, "the agent refused %s", good[i]);
+		lk_config_free(cfg);
+	}
+}
+END_TEST
+
+START_TEST(test_check_config_refuses_the_etcd_settings_the_agent_refuses)
+{
+	static const char *const bad[] = {
+		"http://a@b:2379", "http://x:2379/v3", "http://x?y", "http://x#y", "ftp://x:2379",
+		"http://", "https:///", "x:2379",
+	};
+	static const char *const good[] = {
+		"http://127.0.0.1:2379", "https://etcd.svc:2379/", "http://[::1]:2379",
+	};
+	char lines[512];
+	struct lk_config *cfg;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *eps[] = { (char *)bad[i] };
+		struct lk_config_backend b = { .name = "b", .type = LK_BACKEND_ETCD,
+		                               .timeout_ms = 1000, .endpoints = eps,
+		                               .n_endpoints = 1 };
+
+		snprintf(lines, sizeof(lines), "    endpoints: [\"%s\"]\n", bad[i]);
+		ck_assert_msg(!config_accepts("etcd", lines, &cfg), "check-config took %s", bad[i]);
+		ck_assert_msg(agent_accepts(&b) == -EINVAL, "the agent took %s", bad[i]);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(lines, sizeof(lines), "    endpoints: [\"%s\"]\n", good[i]);
+		ck_assert_msg(config_accepts("etcd", lines, &cfg), "check-config refused %s",
+		              good[i]);
+		ck_assert_msg(agent_accepts(&cfg->backends[0]) == 0, "the agent refused %s", good[i]);
+		lk_config_free(cfg);
+	}
+
+	/* Settings that need another: refused by both, whichever is missing. */
+	for (size_t i = 0; i < LK_BACKEND_ETCD_N_REQUIRES; i++) {
+		const struct lk_backend_requires *rq = &lk_backend_etcd_requires[i];
+		char *eps[] = { "http://127.0.0.1:2379" };
+		struct lk_config_backend b = { .name = "b", .type = LK_BACKEND_ETCD,
+		                               .timeout_ms = 1000, .endpoints = eps,
+		                               .n_endpoints = 1 };
+		const char *file = strcmp(rq->field, "username") == 0 ? "root" : tmp_path("password");
+
+		*(char **)((char *)&b + rq->field_off) = (char *)file;
+		snprintf(lines, sizeof(lines), "    %s: \"%s\"\n", rq->field, file);
+		ck_assert_msg(!config_accepts("etcd", lines, &cfg), "check-config took %s alone",
+		              rq->field);
+		ck_assert_msg(agent_accepts(&b) == -EINVAL, "the agent took %s alone", rq->field);
+	}
+}
+END_TEST
+
+START_TEST(test_check_config_refuses_the_http_listen_the_agent_refuses)
+{
+	static const char *const bad[] = { "a@b:9440", "[zz]:9440", "unix:/run/x.sock" };
+	char yaml[256];
+	struct lk_config_diags d;
+	struct lk_config *cfg = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(yaml, sizeof(yaml), "http_listen: \"%s\"\n" ONE_BACKEND
+		         "locks: [{name: a}]\n", bad[i]);
+		ck_assert_msg(parse(yaml, &cfg, &d) == -EINVAL, "check-config took %s", bad[i]);
+		lk_config_diags_clear(&d);
+		ck_assert(!lk_backend_valid_address(bad[i], true));
+	}
+	cfg = parse_ok("http_listen: \"[::1]:9440\"\n" ONE_BACKEND "locks: [{name: a}]\n");
+	lk_config_free(cfg);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1518,6 +1658,9 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_env_expansion_in_list_items);
 	tcase_add_test(tc, test_aliases_and_cycles_are_harmless);
 	tcase_add_test(tc, test_free_and_clear_accept_empty);
+	tcase_add_test(tc, test_check_config_refuses_the_redis_addresses_the_agent_refuses);
+	tcase_add_test(tc, test_check_config_refuses_the_etcd_settings_the_agent_refuses);
+	tcase_add_test(tc, test_check_config_refuses_the_http_listen_the_agent_refuses);
 	tcase_add_test(tc, test_client_slot_defaults);
 	tcase_add_test(tc, test_client_slot_values);
 	suite_add_tcase(s, tc);
