@@ -3,6 +3,12 @@
  * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb), and finished transfers are
  * collected with curl_multi_info_read() after every curl_multi_socket_action().
  *
+ * The files of this backend share locks/etcd_int.h, and nothing else includes it:
+ *   etcd.c          keys, readiness, the cluster seen and the hold-off it implies (I10),
+ *                   the vtable, lk_etcd_new() and free;
+ *   etcd_watch.c    one watch stream per watching key;
+ *   etcd_json.c     the JSON mapping, without I/O (unit-tested on its own).
+ *
  * The lock protocol. A tenure is identified by the key's create_revision (and its lease); its
  * token is base + create_revision, where the base is the value of the key "<key>:fence",
  * seeded from the wall clock in microseconds whenever it is missing. Revisions increase within
@@ -41,17 +47,6 @@
  * auth token, a readiness flag with a probe that retries with backoff while etcd is
  * unreachable, and one watch stream per watching key, resumed with backoff when it breaks.
  *
- * Lifetimes follow redis.c:
- * - User code (reply callbacks, notify hooks, hooks.log) never runs inside a curl callback:
- *   curl forbids removing handles there, and a user callback may free anything. Curl callbacks
- *   only record what happened; completions and notifications are dispatched after
- *   curl_multi_socket_action() returns.
- * - Every entry from the loop brackets itself with lk_etcd_enter()/lk_etcd_leave(); free()
- *   only marks the backend closing and aborts its transfers, and the memory goes when the
- *   last frame leaves.
- * - An operation holds a reference on its key; key_free() only marks the key dead.
- * - A handler finishes its own bookkeeping before it calls back, and returns right after.
- *
  * A step's transfer gets CURLOPT_TIMEOUT_MS (and the connect timeout) = what is left of the
  * operation's deadline, at most the backend timeout. Watch streams have no total timeout (they
  * are meant to stay open) but must be confirmed within the timeout, and TCP keepalive probes
@@ -68,10 +63,10 @@
  * state it would free stays reachable, so LeakSanitizer does not count it, and exiting
  * reclaims it anyway.
  */
-#include "locks/backend.h"
+
+#include "locks/etcd_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -79,38 +74,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 #include <sys/socket.h>
-#include <unistd.h>
+#include <time.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <sodium.h>
-
-#include "agent/config.h"
-#include "locks/etcd_json.h"
-
-/* Limits on what the config and the server control. */
-#define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
-#define LK_ETCD_FENCE_SUFFIX       ":fence"
-#define LK_ETCD_TENURE_SUFFIX      ":state"
-#define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX
-_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_FENCE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
-               "<key>:fence must fit a gateway key");
-_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_TENURE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
-               "<key>:state must fit a gateway key");
-#define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
-#define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
-#define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
-#define LK_ETCD_MAX_WATCH_PENDING  (LK_ETCD_JSON_MAX_BODY + CURL_MAX_WRITE_SIZE) /* partial line */
-#define LK_ETCD_MAX_SHOWN_LEN      160   /* server text quoted in messages */
-#define LK_ETCD_MAX_LOG_LEN        512
-#define LK_ETCD_MAX_ERR_LEN        256   /* a parser's complaint */
-#define LK_ETCD_MAX_ATTEMPT        32    /* backoff exponent: far past the cap already */
-#define LK_ETCD_RESPONSE_INITIAL   1024  /* first allocation for a response body */
-
-#define LK_ETCD_BACKOFF_BASE_MS    100
-#define LK_ETCD_BACKOFF_CAP_MS     5000
 
 /* TCP keepalive on every connection. A watch stream is idle for as long as nobody releases
  * the lock and has no total timeout, so a silently dropped connection (a NAT or conntrack
@@ -118,17 +86,6 @@ _Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_TENURE_SUFFIX) - 1 <= LK_ETCD
 #define LK_ETCD_KEEPALIVE_IDLE_S   15
 #define LK_ETCD_KEEPALIVE_INTVL_S  5
 #define LK_ETCD_KEEPALIVE_CNT      3
-
-enum lk_etcd_call {
-	LK_ETCD_CALL_GRANT,
-	LK_ETCD_CALL_KEEPALIVE,
-	LK_ETCD_CALL_REVOKE,
-	LK_ETCD_CALL_TXN,
-	LK_ETCD_CALL_RANGE,
-	LK_ETCD_CALL_WATCH,
-	LK_ETCD_CALL_AUTH,
-	LK_ETCD_CALL_STATUS,
-};
 
 static const char *const lk_etcd_paths[] = {
 	[LK_ETCD_CALL_GRANT] = "/v3/lease/grant",
@@ -139,26 +96,6 @@ static const char *const lk_etcd_paths[] = {
 	[LK_ETCD_CALL_WATCH] = "/v3/watch",
 	[LK_ETCD_CALL_AUTH] = "/v3/auth/authenticate",
 	[LK_ETCD_CALL_STATUS] = "/v3/maintenance/status",
-};
-
-enum lk_etcd_xfer_kind {
-	LK_ETCD_X_OP,       /* one step of a lock operation */
-	LK_ETCD_X_AUTH,     /* authenticate: ops and watches may wait for it */
-	LK_ETCD_X_REVOKE,   /* fire and forget: a revoke, or a give-back txn */
-	LK_ETCD_X_WATCH,    /* a key's watch stream */
-	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
-};
-
-enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
-
-enum lk_etcd_step {
-	LK_ETCD_STEP_PEEK,      /* acquire: read-only txn, so that a follower costs no raft writes */
-	LK_ETCD_STEP_GRANT,     /* acquire */
-	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
-	LK_ETCD_STEP_KEEPALIVE, /* renew */
-	LK_ETCD_STEP_CHECK,     /* renew: range */
-	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours */
-	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own orphan */
 };
 
 static const char *const lk_etcd_step_names[] = {
@@ -177,105 +114,6 @@ static const char *const lk_etcd_op_names[] = {
 	[LK_ETCD_RELEASE] = "release",
 };
 
-struct lk_etcd;
-struct lk_etcd_op;
-
-struct lk_etcd_xfer {
-	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it */
-	struct lk_etcd *e;
-	enum lk_etcd_xfer_kind kind;
-	enum lk_etcd_call call;
-	CURL *easy;
-	struct curl_slist *headers;
-	char *body;                      /* request body, owned; curl reads it in place */
-	bool secret;                     /* body holds the password: wiped before it is freed */
-	char *resp;                      /* response body (watch: the unfinished line) */
-	size_t resp_len, resp_cap;
-	bool too_big;                    /* the response passed its cap: aborted */
-	size_t endpoint;                 /* index of the endpoint it went to */
-	unsigned token_gen;              /* which auth token it carried */
-	struct lk_etcd_op *op;           /* X_OP */
-	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
-	int64_t start_revision;          /* X_WATCH: what the stream was created with */
-	int64_t then_revoke;             /* X_REVOKE give-back txn: the lease to revoke after */
-	/* X_WATCH: what the write callback found, for the completion to act on. */
-	bool http_checked, http_ok;
-	bool token_invalid, conn_level, garbage;
-	char why[LK_ETCD_MAX_LOG_LEN];
-	char errbuf[CURL_ERROR_SIZE];
-};
-
-TAILQ_HEAD(lk_etcd_xfer_list, lk_etcd_xfer);
-
-struct lk_etcd_op {
-	TAILQ_ENTRY(lk_etcd_op) link;    /* in e->ops */
-	struct lk_etcd *e;
-	enum lk_etcd_op_kind kind;
-	enum lk_etcd_step step;
-	struct lk_backend_key *k;        /* holds a reference */
-	lk_backend_reply_fn *cb;
-	void *arg;
-	uint64_t token;
-	int64_t rev;                     /* renew/release: the tenure's create_revision */
-	int64_t ttl_ms;
-	int64_t lease;                   /* acquire: granted; renew/release: the tenure's; 0 none */
-	int64_t orphan_rev, orphan_lease; /* acquire: our own orphan being deleted */
-	bool reclaimed;                  /* acquire: deleted an orphan once already */
-	bool create_unanswered;          /* acquire: the create txn was sent, no answer yet */
-	int64_t ttl_s;                   /* acquire: TTL granted; renew: TTL left after keepalive */
-	int64_t sent_ns;                 /* when the proving grant or keepalive was sent */
-	struct lk_etcd_xfer *xfer;       /* the step in flight, or NULL */
-	bool waiting_auth;               /* parked until authenticate answers */
-	bool reauthed;                   /* the one retry after an invalid token was used */
-	unsigned hops;                   /* endpoints tried after failed connects */
-	struct event *defer;             /* a reply decided at once, delivered from the loop */
-	enum lk_reply_status deferred;
-};
-
-TAILQ_HEAD(lk_etcd_op_list, lk_etcd_op);
-
-struct lk_backend_key {
-	TAILQ_ENTRY(lk_backend_key) link;
-	struct lk_etcd *e;
-	char *key;
-	size_t key_len;
-	char *fkey;                      /* "<key>:fence": the token base */
-	size_t fkey_len;
-	char *tkey;                      /* "<key>:state", the tenure marker: "held", "released" */
-	size_t tkey_len;
-	char *identity;
-	size_t identity_len;
-	lk_backend_notify_fn *notify;
-	void *notify_arg;
-	bool dead;                       /* key_free() was called */
-	unsigned refs;                   /* operations in flight + notify sweeps walking past it */
-	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. A tenure
-	 * that ended (renewal found the key gone or taken) keeps token and lease, so that a
-	 * release still compares on both (I3), but is not renewed again. */
-	uint64_t token;
-	int64_t rev;                     /* the tenure's create_revision */
-	int64_t lease;
-	bool ended;
-	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
-	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
-	/* The key was found gone while its tenure marker said "held" (mod_revision unreleased_rev)
-	 * at unreleased_ns: no new tenure until one ttl later (see lk_etcd_unreleased()). */
-	int64_t unreleased_rev;
-	int64_t unreleased_ns;
-	/* The watch. */
-	bool watching;                   /* wanted */
-	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
-	struct event *wretry;            /* backoff before the stream is resumed */
-	struct event *wdeadline;         /* the stream must be confirmed ("created") by then */
-	unsigned wattempt;
-	int64_t wlast;                   /* last revision whose events were seen; 0: none */
-	bool wcreated;                   /* the current stream was confirmed */
-	bool wwaiting_auth;
-	bool notify_pending;             /* set inside curl callbacks, delivered after */
-};
-
-TAILQ_HEAD(lk_etcd_key_list, lk_backend_key);
-
 /* One socket curl asked us to watch. */
 struct lk_etcd_sock {
 	TAILQ_ENTRY(lk_etcd_sock) link;
@@ -284,75 +122,28 @@ struct lk_etcd_sock {
 	struct event *ev;
 };
 
-TAILQ_HEAD(lk_etcd_sock_list, lk_etcd_sock);
-
-struct lk_etcd {
-	struct lk_backend b;             /* first, so that the two pointers convert */
-	struct event_base *base;
-	CURLM *multi;
-	struct event *timer;             /* curl's timeout */
-	struct event *probe;             /* next reachability probe */
-	char **endpoints;                /* without a trailing '/' */
-	size_t n_endpoints;
-	size_t cur;                      /* the endpoint new requests go to */
-	int64_t timeout_ms;
-	char *username;                  /* NULL: no auth */
-	char *password;                  /* never in a message */
-	size_t password_len;
-	char *ca_file, *cert_file, *key_file;
-	char *token;                     /* auth token, NULL until authenticated */
-	unsigned token_gen;              /* bumped with every new token */
-	struct lk_etcd_xfer *auth_x;     /* authenticate in flight */
-	struct lk_etcd_xfer *probe_x;    /* probe in flight */
-	bool auth_failing;               /* the last authenticate failed: warned already */
-	bool ready;
-	bool was_ready;                  /* has ever been ready */
-	bool outage;                     /* the current outage has been logged at WARN */
-	bool watch_ok;                   /* a watch was confirmed inside a curl callback */
-	bool reconnected;                /* RECONNECTED is owed to every key */
-	/* The cluster answering (I10): its id and the highest revision a linearizable request
-	 * saw; replaced once either went wrong, from reached_ns on. */
-	uint64_t cluster_id;
-	int64_t max_revision;
-	bool replaced;
-	int64_t reached_ns;
-	char replaced_why[LK_ETCD_MAX_LOG_LEN];
-	unsigned attempt;                /* failed probes since the last success */
-	struct lk_etcd_xfer_list xfers;
-	struct lk_etcd_op_list ops;
-	struct lk_etcd_key_list keys;
-	struct lk_etcd_sock_list socks;
-	unsigned depth;                  /* active enter() frames */
-	bool closing;                    /* free() was called */
-};
+static bool lk_etcd_curl_ready;
 
 static void lk_etcd_finalize(struct lk_etcd *e);
 static void lk_etcd_process(struct lk_etcd *e);
 static int lk_etcd_op_send(struct lk_etcd_op *op);
-static void lk_etcd_watch_start(struct lk_backend_key *k);
-static void lk_etcd_watch_stop(struct lk_backend_key *k);
-static int lk_etcd_auth_start(struct lk_etcd *e);
-static void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
-
-static bool lk_etcd_curl_ready;
+static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
+                              struct lk_etcd_outcome *o);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static void lk_etcd_enter(struct lk_etcd *e)
+void lk_etcd_enter(struct lk_etcd *e)
 {
 	e->depth++;
 }
 
-static void lk_etcd_leave(struct lk_etcd *e)
+void lk_etcd_leave(struct lk_etcd *e)
 {
 	if (--e->depth == 0 && e->closing)
 		lk_etcd_finalize(e);
 }
 
-static void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
+void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
 {
 	char msg[LK_ETCD_MAX_LOG_LEN];
 	va_list ap;
@@ -377,7 +168,7 @@ static const char *lk_etcd_holder(const struct lk_etcd_kv *kv)
 	return kv->value;
 }
 
-static void lk_etcd_timeval(struct timeval *tv, int64_t ms)
+void lk_etcd_timeval(struct timeval *tv, int64_t ms)
 {
 	if (ms < 0)
 		ms = 0;
@@ -385,13 +176,13 @@ static void lk_etcd_timeval(struct timeval *tv, int64_t ms)
 	tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
-static bool lk_etcd_need_auth(const struct lk_etcd *e)
+bool lk_etcd_need_auth(const struct lk_etcd *e)
 {
 	return e->username && !e->token;
 }
 
 /* Forget the auth token (expired, or replaced): the next request authenticates first. */
-static void lk_etcd_drop_token(struct lk_etcd *e)
+void lk_etcd_drop_token(struct lk_etcd *e)
 {
 	if (e->token) {
 		sodium_memzero(e->token, strlen(e->token));
@@ -466,6 +257,8 @@ static void lk_etcd_mark_up(struct lk_etcd *e)
 	e->reconnected = true;
 }
 
+/* ---- the cluster answering (I10) ------------------------------------------------------------ */
+
 /* What an answer's header says about the cluster behind it (I10). ordered: the answer comes
  * from a linearizable request (a range or a txn), so its revision is at least that of every
  * answer before it, unless the data went back. Returns true if this answer shows that the
@@ -513,9 +306,10 @@ static bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revisio
 }
 
 /* Something failed the way an unreachable etcd fails (why names the endpoint): not ready until
- * a request succeeds again. A probe retries with backoff meanwhile, so that readiness comes back without
- * waiting for the locks' own retries, and the outage is logged once, not per request. */
-static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
+ * a request succeeds again. A probe retries with backoff meanwhile, so that readiness comes
+ * back without waiting for the locks' own retries, and the outage is logged once, not per
+ * request. */
+void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 {
 	struct timeval tv;
 	int64_t delay;
@@ -537,14 +331,11 @@ static void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 	            "etcd unavailable: %s; retrying in %" PRId64 "ms", why, delay);
 }
 
-static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
-static void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created);
-
 /* Endpoint idx failed at the connection level: later requests go to the next one. Only the
  * first failure of the current endpoint switches, so a burst of failures from one outage
  * does not skip over healthy endpoints. Watch streams on the failed endpoint move too: a
  * frozen member keeps their TCP connections alive forever. */
-static void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why)
+void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why)
 {
 	struct lk_backend_key *k;
 
@@ -667,7 +458,7 @@ static int lk_etcd_sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
 
 /* ---- transfers -------------------------------------------------------------------------- */
 
-static bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap)
+bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap)
 {
 	size_t want;
 	char *p;
@@ -705,8 +496,6 @@ static size_t lk_etcd_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-static size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
-
 static void lk_etcd_xfer_free(struct lk_etcd_xfer *x)
 {
 	if (!x)
@@ -735,7 +524,7 @@ static void lk_etcd_xfer_detach(struct lk_etcd_xfer *x)
 	TAILQ_REMOVE(&e->xfers, x, link);
 }
 
-static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
+void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
 {
 	struct lk_etcd *e = x->e;
 
@@ -753,9 +542,9 @@ static void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
 
 /* Start a POST of body (taken, freed on failure too) to the current endpoint. timeout_ms 0
  * means no total timeout (watch streams); connecting is always bounded by the backend's. */
-static struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
-                                               enum lk_etcd_call call, char *body, bool secret,
-                                               int64_t timeout_ms)
+struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
+                                        enum lk_etcd_call call, char *body, bool secret,
+                                        int64_t timeout_ms)
 {
 	char url[LK_ETCD_MAX_ENDPOINT_LEN + 32];
 	struct lk_etcd_xfer *x;
@@ -858,23 +647,10 @@ static bool lk_etcd_tls_dropped(const struct lk_etcd_xfer *x, CURLcode res)
 	return connects > 0 && http == 0;
 }
 
-/* How a finished transfer went, in the terms the handlers need. */
-struct lk_etcd_outcome {
-	bool ok;                         /* HTTP 2xx and a body to parse */
-	bool transport;                  /* no HTTP answer at all */
-	bool never_sent;                 /* failed before the request could reach etcd */
-	bool conn_level;                 /* the endpoint looks broken */
-	bool garbage;                    /* an answer that makes no sense: not worth retrying */
-	bool stale_token;                /* re-authenticating and retrying may fix it */
-	long http;
-	int64_t code;                    /* gRPC code of an error answer, 0 if none */
-	char why[LK_ETCD_MAX_LOG_LEN];
-};
-
 /* Whether an error says our auth token is no longer good: expired or invalid (Unauthenticated),
  * or issued before an auth change ("revision of auth store is old", InvalidArgument). Both are
  * fixed by a new token; clientv3 does the same. */
-static bool lk_etcd_stale_token(int64_t code, const char *message)
+bool lk_etcd_stale_token(int64_t code, const char *message)
 {
 	return code == LK_ETCD_GRPC_UNAUTHENTICATED || strstr(message, "invalid auth token") ||
 	       strstr(message, "auth store is old");
@@ -904,7 +680,7 @@ static void lk_etcd_outcome(const struct lk_etcd_xfer *x, CURLcode res, long htt
 			         e->endpoints[x->endpoint], e->timeout_ms);
 		} else {
 			lk_backend_shown(text, sizeof(text), x->errbuf[0] ? x->errbuf : curl_easy_strerror(res),
-			              strlen(x->errbuf[0] ? x->errbuf : curl_easy_strerror(res)));
+			                 strlen(x->errbuf[0] ? x->errbuf : curl_easy_strerror(res)));
 			snprintf(o->why, sizeof(o->why), "%s: %s%s", e->endpoints[x->endpoint], text,
 			         lk_etcd_tls_dropped(x, res) ?
 			         " (etcd dropped a new TLS connection: does it accept our client "
@@ -1195,9 +971,6 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		op->sent_ns = sent;
 	return 0;
 }
-
-static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
-                              struct lk_etcd_outcome *o);
 
 /* A step's transfer finished. */
 static void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
@@ -1571,7 +1344,7 @@ static int lk_etcd_op_defer(struct lk_etcd_op *op, enum lk_reply_status status)
 
 /* ---- authentication --------------------------------------------------------------------- */
 
-static int lk_etcd_auth_start(struct lk_etcd *e)
+int lk_etcd_auth_start(struct lk_etcd *e)
 {
 	char *body;
 	int rc;
@@ -1726,240 +1499,6 @@ static void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 	if (o->conn_level)
 		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
 	lk_etcd_mark_down(e, o->why);
-}
-
-/* ---- watches ---------------------------------------------------------------------------- */
-
-/* One line of a watch stream. Runs inside curl's write callback: it only records. Returns
- * false to end the stream (x->why says why). */
-static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t len)
-{
-	struct lk_backend_key *k = x->k;
-	struct lk_etcd_error error;
-	struct lk_etcd_watch w;
-	char err[LK_ETCD_MAX_ERR_LEN];
-	int rc;
-
-	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' '))
-		len--;
-	if (len == 0)
-		return true;
-	rc = lk_etcd_json_parse_watch(line, len, k->key, k->key_len, &w, err, sizeof(err));
-	if (rc == -EPROTO) {
-		if (lk_etcd_json_parse_error(line, len, &error) < 0)
-			snprintf(error.message, sizeof(error.message), "error response");
-		x->token_invalid = lk_etcd_stale_token(error.code, error.message);
-		x->conn_level = error.code == LK_ETCD_GRPC_UNAVAILABLE;
-		snprintf(x->why, sizeof(x->why), "watch failed: %s", error.message);
-		return false;
-	}
-	if (rc < 0) {
-		x->garbage = true;
-		snprintf(x->why, sizeof(x->why), "bad watch response: %s", err);
-		return false;
-	}
-	if (w.canceled) {
-		/* Compacted past where we would resume: start over from now (the confirmation of
-		 * the new stream notifies, covering whatever was missed). */
-		if (w.compact_revision > 0)
-			k->wlast = 0;
-		x->token_invalid = lk_etcd_stale_token(0, w.cancel_reason);
-		x->conn_level = strstr(w.cancel_reason, "no leader") != NULL;
-		snprintf(x->why, sizeof(x->why), "watch canceled: %s",
-		         w.cancel_reason[0] ? w.cancel_reason : "no reason given");
-		return false;
-	}
-	if (w.created) {
-		/* A fresh stream starts after the revision it was created at. */
-		if (x->start_revision == 0 && w.revision > k->wlast)
-			k->wlast = w.revision;
-		k->wcreated = true;
-		k->wattempt = 0;
-		/* Deletions may have happened while there was no stream. */
-		k->notify_pending = true;
-		x->e->watch_ok = true;
-	}
-	if (w.max_mod_revision > k->wlast)
-		k->wlast = w.max_mod_revision;
-	if (w.n_deletes > 0)
-		k->notify_pending = true;
-	return true;
-}
-
-/* CURLOPT_WRITEFUNCTION of a watch stream: split into lines and record what they say. */
-static size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct lk_etcd_xfer *x = arg;
-	size_t n = size * nmemb, start = 0;
-	long http = 0;
-	char *nl;
-
-	if (!x->http_checked) {
-		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
-		x->http_checked = true;
-		x->http_ok = http >= 200 && http < 300;
-	}
-	if (!x->http_ok) {
-		/* An error body: keep it (capped) for the completion to report. */
-		if (!lk_etcd_append(x, data, n, LK_ETCD_MAX_RESPONSE)) {
-			x->too_big = true;
-			return 0;
-		}
-		return n;
-	}
-	if (!lk_etcd_append(x, data, n, LK_ETCD_MAX_WATCH_PENDING)) {
-		x->garbage = true;
-		snprintf(x->why, sizeof(x->why), "watch response line longer than %d bytes",
-		         LK_ETCD_JSON_MAX_BODY);
-		return 0;
-	}
-	while ((nl = memchr(x->resp + start, '\n', x->resp_len - start))) {
-		size_t len = (size_t)(nl - (x->resp + start));
-
-		if (!lk_etcd_watch_line(x, x->resp + start, len))
-			return 0;
-		start += len + 1;
-	}
-	memmove(x->resp, x->resp + start, x->resp_len - start);
-	x->resp_len -= start;
-	x->resp[x->resp_len] = '\0';
-	if (x->resp_len > LK_ETCD_JSON_MAX_BODY) {
-		x->garbage = true;
-		snprintf(x->why, sizeof(x->why), "watch response line longer than %d bytes",
-		         LK_ETCD_JSON_MAX_BODY);
-		return 0;
-	}
-	return n;
-}
-
-static void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created)
-{
-	struct lk_etcd *e = k->e;
-	struct timeval tv;
-	int64_t delay;
-
-	if (e->closing || k->dead || !k->watching || k->wx || evtimer_pending(k->wretry, NULL))
-		return;
-	delay = lk_backoff_ms(k->wattempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
-	if (k->wattempt < LK_ETCD_MAX_ATTEMPT)
-		k->wattempt++;
-	lk_etcd_timeval(&tv, delay);
-	evtimer_add(k->wretry, &tv);
-	lk_etcd_log(e, was_created ? LK_BLOG_INFO : LK_BLOG_DEBUG,
-	            "watch on %s broken: %s; resuming in %" PRId64 "ms", k->key, why, delay);
-}
-
-/* Stop the stream (if any) without reporting anything; the resume state (wlast) stays. */
-static void lk_etcd_watch_stop(struct lk_backend_key *k)
-{
-	if (k->wx)
-		lk_etcd_xfer_abort(k->wx);
-	k->wx = NULL;
-	k->wcreated = false;
-	k->wwaiting_auth = false;
-	if (k->wretry)
-		evtimer_del(k->wretry);
-	if (k->wdeadline)
-		evtimer_del(k->wdeadline);
-}
-
-static void lk_etcd_watch_start(struct lk_backend_key *k)
-{
-	struct lk_etcd *e = k->e;
-	int64_t start = k->wlast > 0 ? k->wlast + 1 : 0;
-	struct lk_etcd_xfer *x;
-	struct timeval tv;
-	char *body;
-
-	if (e->closing || k->dead || !k->watching || k->wx)
-		return;
-	evtimer_del(k->wretry);
-	if (lk_etcd_need_auth(e)) {
-		k->wwaiting_auth = true;
-		if (lk_etcd_auth_start(e) < 0) {
-			k->wwaiting_auth = false;
-			lk_etcd_watch_schedule(k, "out of memory", false);
-		}
-		return;
-	}
-	if (lk_etcd_json_watch_create(k->key, k->key_len, start, &body) < 0) {
-		lk_etcd_watch_schedule(k, "out of memory", false);
-		return;
-	}
-	x = lk_etcd_xfer_start(e, LK_ETCD_X_WATCH, LK_ETCD_CALL_WATCH, body, false, 0);
-	if (!x) {
-		lk_etcd_watch_schedule(k, "out of memory", false);
-		return;
-	}
-	x->k = k;
-	x->start_revision = start;
-	k->wx = x;
-	k->wcreated = false;
-	/* A stream etcd never confirms (a frozen member accepts connections and says nothing)
-	 * counts as broken. */
-	lk_etcd_timeval(&tv, e->timeout_ms);
-	evtimer_add(k->wdeadline, &tv);
-}
-
-static void lk_etcd_watch_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct lk_backend_key *k = arg;
-	struct lk_etcd *e = k->e;
-
-	lk_etcd_enter(e);
-	lk_etcd_watch_start(k);
-	lk_etcd_leave(e);
-}
-
-static void lk_etcd_watch_deadline_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct lk_backend_key *k = arg;
-	struct lk_etcd *e = k->e;
-	char why[LK_ETCD_MAX_LOG_LEN];
-	size_t idx;
-
-	lk_etcd_enter(e);
-	if (!e->closing && k->wx && !k->wcreated) {
-		idx = k->wx->endpoint;
-		lk_etcd_xfer_abort(k->wx);
-		snprintf(why, sizeof(why), "%s did not confirm a watch within %" PRId64 "ms",
-		         e->endpoints[idx], e->timeout_ms);
-		lk_etcd_endpoint_failed(e, idx, why);
-		lk_etcd_mark_down(e, why);
-		lk_etcd_watch_schedule(k, why, false);
-	}
-	lk_etcd_leave(e);
-}
-
-static void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
-                               struct lk_etcd_outcome *o)
-{
-	struct lk_backend_key *k = x->k;
-	bool was_created = k->wcreated;
-	char why[2 * LK_ETCD_MAX_LOG_LEN];
-
-	k->wx = NULL;
-	k->wcreated = false;
-	evtimer_del(k->wdeadline);
-	if (x->why[0]) {
-		/* What the stream itself said (an error line, a cancellation, garbage). */
-		snprintf(why, sizeof(why), "%s: %s", e->endpoints[x->endpoint], x->why);
-	} else if (o->ok) {
-		/* A clean end of a stream that should never end: a member shutting down. */
-		snprintf(why, sizeof(why), "%s closed the stream", e->endpoints[x->endpoint]);
-		x->conn_level = true;
-	} else {
-		snprintf(why, sizeof(why), "%s", o->why);
-		if (o->stale_token)
-			x->token_invalid = true;
-	}
-	if (x->token_invalid && x->token_gen == e->token_gen && e->username)
-		lk_etcd_drop_token(e);
-	if (x->conn_level || o->conn_level) {
-		lk_etcd_endpoint_failed(e, x->endpoint, why);
-		lk_etcd_mark_down(e, why);
-	}
-	lk_etcd_watch_schedule(k, why, was_created);
 }
 
 /* ---- completions ------------------------------------------------------------------------ */
@@ -2148,21 +1687,6 @@ static int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_
 	op->rev = k->rev;
 	op->lease = k->lease;
 	return lk_etcd_op_start(op);
-}
-
-static void lk_etcd_watch(struct lk_backend_key *k, bool on)
-{
-	if (!k || k->dead || k->e->closing || k->watching == on)
-		return;
-	k->watching = on;
-	if (on) {
-		k->wattempt = 0;
-		k->wlast = 0;
-		lk_etcd_watch_start(k);
-	} else {
-		k->notify_pending = false;
-		lk_etcd_watch_stop(k);
-	}
 }
 
 static bool lk_etcd_ready(const struct lk_backend *b)
@@ -2419,8 +1943,8 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 		goto fail;
 	}
 	if (cfg->password_file) {
-		rc = lk_backend_read_secret(cfg->password_file, LK_ETCD_MAX_PASSWORD_LEN, &e->password, &e->password_len,
-		                           err, errlen);
+		rc = lk_backend_read_secret(cfg->password_file, LK_ETCD_MAX_PASSWORD_LEN,
+		                            &e->password, &e->password_len, err, errlen);
 		if (rc < 0)
 			goto fail;
 	}

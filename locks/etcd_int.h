@@ -1,0 +1,266 @@
+/* What the files of the etcd backend share (etcd.c, etcd_watch.c):
+ * its structs, limits and internal functions. Nothing outside locks/etcd*.c includes it;
+ * everything else sees the backend through locks/backend.h.
+ *
+ * Lifetimes follow redis.c:
+ * - User code (reply callbacks, notify hooks, hooks.log) never runs inside a curl callback:
+ *   curl forbids removing handles there, and a user callback may free anything. Curl callbacks
+ *   only record what happened; completions and notifications are dispatched after
+ *   curl_multi_socket_action() returns.
+ * - Every entry from the loop brackets itself with lk_etcd_enter()/lk_etcd_leave(); free()
+ *   only marks the backend closing and aborts its transfers, and the memory goes when the
+ *   last frame leaves.
+ * - An operation holds a reference on its key; key_free() only marks the key dead.
+ * - A handler finishes its own bookkeeping before it calls back, and returns right after.
+ */
+#ifndef LK_ETCD_INT_H
+#define LK_ETCD_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <curl/curl.h>
+#include <event2/util.h>
+
+#include "locks/backend.h"
+#include "locks/etcd_json.h"
+
+/* Limits on what the config and the server control. */
+#define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
+#define LK_ETCD_FENCE_SUFFIX       ":fence"
+#define LK_ETCD_TENURE_SUFFIX      ":state"
+#define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX
+_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_FENCE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
+               "<key>:fence must fit a gateway key");
+_Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_TENURE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
+               "<key>:state must fit a gateway key");
+#define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
+#define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
+#define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
+#define LK_ETCD_MAX_WATCH_PENDING  (LK_ETCD_JSON_MAX_BODY + CURL_MAX_WRITE_SIZE) /* partial line */
+#define LK_ETCD_MAX_SHOWN_LEN      160   /* server text quoted in messages */
+#define LK_ETCD_MAX_LOG_LEN        512
+#define LK_ETCD_MAX_ERR_LEN        256   /* a parser's complaint */
+#define LK_ETCD_MAX_ATTEMPT        32    /* backoff exponent: far past the cap already */
+#define LK_ETCD_RESPONSE_INITIAL   1024  /* first allocation for a response body */
+
+#define LK_ETCD_BACKOFF_BASE_MS    100
+#define LK_ETCD_BACKOFF_CAP_MS     5000
+
+enum lk_etcd_call {
+	LK_ETCD_CALL_GRANT,
+	LK_ETCD_CALL_KEEPALIVE,
+	LK_ETCD_CALL_REVOKE,
+	LK_ETCD_CALL_TXN,
+	LK_ETCD_CALL_RANGE,
+	LK_ETCD_CALL_WATCH,
+	LK_ETCD_CALL_AUTH,
+	LK_ETCD_CALL_STATUS,
+};
+
+enum lk_etcd_xfer_kind {
+	LK_ETCD_X_OP,       /* one step of a lock operation */
+	LK_ETCD_X_AUTH,     /* authenticate: ops and watches may wait for it */
+	LK_ETCD_X_REVOKE,   /* fire and forget: a revoke, or a give-back txn */
+	LK_ETCD_X_WATCH,    /* a key's watch stream */
+	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
+};
+
+enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
+
+enum lk_etcd_step {
+	LK_ETCD_STEP_PEEK,      /* acquire: read-only txn, so that a follower costs no raft writes */
+	LK_ETCD_STEP_GRANT,     /* acquire */
+	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
+	LK_ETCD_STEP_KEEPALIVE, /* renew */
+	LK_ETCD_STEP_CHECK,     /* renew: range */
+	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours */
+	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own orphan */
+};
+
+struct lk_etcd;
+struct lk_etcd_op;
+
+struct lk_etcd_xfer {
+	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it */
+	struct lk_etcd *e;
+	enum lk_etcd_xfer_kind kind;
+	enum lk_etcd_call call;
+	CURL *easy;
+	struct curl_slist *headers;
+	char *body;                      /* request body, owned; curl reads it in place */
+	bool secret;                     /* body holds the password: wiped before it is freed */
+	char *resp;                      /* response body (watch: the unfinished line) */
+	size_t resp_len, resp_cap;
+	bool too_big;                    /* the response passed its cap: aborted */
+	size_t endpoint;                 /* index of the endpoint it went to */
+	unsigned token_gen;              /* which auth token it carried */
+	struct lk_etcd_op *op;           /* X_OP */
+	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
+	int64_t start_revision;          /* X_WATCH: what the stream was created with */
+	int64_t then_revoke;             /* X_REVOKE give-back txn: the lease to revoke after */
+	/* X_WATCH: what the write callback found, for the completion to act on. */
+	bool http_checked, http_ok;
+	bool token_invalid, conn_level, garbage;
+	char why[LK_ETCD_MAX_LOG_LEN];
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+TAILQ_HEAD(lk_etcd_xfer_list, lk_etcd_xfer);
+
+struct lk_etcd_op {
+	TAILQ_ENTRY(lk_etcd_op) link;    /* in e->ops */
+	struct lk_etcd *e;
+	enum lk_etcd_op_kind kind;
+	enum lk_etcd_step step;
+	struct lk_backend_key *k;        /* holds a reference */
+	lk_backend_reply_fn *cb;
+	void *arg;
+	uint64_t token;
+	int64_t rev;                     /* renew/release: the tenure's create_revision */
+	int64_t ttl_ms;
+	int64_t lease;                   /* acquire: granted; renew/release: the tenure's; 0 none */
+	int64_t orphan_rev, orphan_lease; /* acquire: our own orphan being deleted */
+	bool reclaimed;                  /* acquire: deleted an orphan once already */
+	bool create_unanswered;          /* acquire: the create txn was sent, no answer yet */
+	int64_t ttl_s;                   /* acquire: TTL granted; renew: TTL left after keepalive */
+	int64_t sent_ns;                 /* when the proving grant or keepalive was sent */
+	struct lk_etcd_xfer *xfer;       /* the step in flight, or NULL */
+	bool waiting_auth;               /* parked until authenticate answers */
+	bool reauthed;                   /* the one retry after an invalid token was used */
+	unsigned hops;                   /* endpoints tried after failed connects */
+	struct event *defer;             /* a reply decided at once, delivered from the loop */
+	enum lk_reply_status deferred;
+};
+
+TAILQ_HEAD(lk_etcd_op_list, lk_etcd_op);
+
+struct lk_backend_key {
+	TAILQ_ENTRY(lk_backend_key) link;
+	struct lk_etcd *e;
+	char *key;
+	size_t key_len;
+	char *fkey;                      /* "<key>:fence": the token base */
+	size_t fkey_len;
+	char *tkey;                      /* "<key>:state", the tenure marker: "held", "released" */
+	size_t tkey_len;
+	char *identity;
+	size_t identity_len;
+	lk_backend_notify_fn *notify;
+	void *notify_arg;
+	bool dead;                       /* key_free() was called */
+	unsigned refs;                   /* operations in flight + notify sweeps walking past it */
+	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. A tenure
+	 * that ended (renewal found the key gone or taken) keeps token and lease, so that a
+	 * release still compares on both (I3), but is not renewed again. */
+	uint64_t token;
+	int64_t rev;                     /* the tenure's create_revision */
+	int64_t lease;
+	bool ended;
+	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
+	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
+	/* The key was found gone while its tenure marker said "held" (mod_revision unreleased_rev)
+	 * at unreleased_ns: no new tenure until one ttl later (see lk_etcd_unreleased()). */
+	int64_t unreleased_rev;
+	int64_t unreleased_ns;
+	/* The watch. */
+	bool watching;                   /* wanted */
+	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
+	struct event *wretry;            /* backoff before the stream is resumed */
+	struct event *wdeadline;         /* the stream must be confirmed ("created") by then */
+	unsigned wattempt;
+	int64_t wlast;                   /* last revision whose events were seen; 0: none */
+	bool wcreated;                   /* the current stream was confirmed */
+	bool wwaiting_auth;
+	bool notify_pending;             /* set inside curl callbacks, delivered after */
+};
+
+TAILQ_HEAD(lk_etcd_key_list, lk_backend_key);
+
+TAILQ_HEAD(lk_etcd_sock_list, lk_etcd_sock);
+
+struct lk_etcd {
+	struct lk_backend b;             /* first, so that the two pointers convert */
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;             /* curl's timeout */
+	struct event *probe;             /* next reachability probe */
+	char **endpoints;                /* without a trailing '/' */
+	size_t n_endpoints;
+	size_t cur;                      /* the endpoint new requests go to */
+	int64_t timeout_ms;
+	char *username;                  /* NULL: no auth */
+	char *password;                  /* never in a message */
+	size_t password_len;
+	char *ca_file, *cert_file, *key_file;
+	char *token;                     /* auth token, NULL until authenticated */
+	unsigned token_gen;              /* bumped with every new token */
+	struct lk_etcd_xfer *auth_x;     /* authenticate in flight */
+	struct lk_etcd_xfer *probe_x;    /* probe in flight */
+	bool auth_failing;               /* the last authenticate failed: warned already */
+	bool ready;
+	bool was_ready;                  /* has ever been ready */
+	bool outage;                     /* the current outage has been logged at WARN */
+	bool watch_ok;                   /* a watch was confirmed inside a curl callback */
+	bool reconnected;                /* RECONNECTED is owed to every key */
+	/* The cluster answering (I10): its id and the highest revision a linearizable request
+	 * saw; replaced once either went wrong, from reached_ns on. */
+	uint64_t cluster_id;
+	int64_t max_revision;
+	bool replaced;
+	int64_t reached_ns;
+	char replaced_why[LK_ETCD_MAX_LOG_LEN];
+	unsigned attempt;                /* failed probes since the last success */
+	struct lk_etcd_xfer_list xfers;
+	struct lk_etcd_op_list ops;
+	struct lk_etcd_key_list keys;
+	struct lk_etcd_sock_list socks;
+	unsigned depth;                  /* active enter() frames */
+	bool closing;                    /* free() was called */
+};
+
+/* How a finished transfer went, in the terms the handlers need. */
+struct lk_etcd_outcome {
+	bool ok;                         /* HTTP 2xx and a body to parse */
+	bool transport;                  /* no HTTP answer at all */
+	bool never_sent;                 /* failed before the request could reach etcd */
+	bool conn_level;                 /* the endpoint looks broken */
+	bool garbage;                    /* an answer that makes no sense: not worth retrying */
+	bool stale_token;                /* re-authenticating and retrying may fix it */
+	long http;
+	int64_t code;                    /* gRPC code of an error answer, 0 if none */
+	char why[LK_ETCD_MAX_LOG_LEN];
+};
+
+/* etcd.c */
+void lk_etcd_enter(struct lk_etcd *e);
+void lk_etcd_leave(struct lk_etcd *e);
+void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void lk_etcd_timeval(struct timeval *tv, int64_t ms);
+bool lk_etcd_need_auth(const struct lk_etcd *e);
+void lk_etcd_drop_token(struct lk_etcd *e);
+void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
+void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why);
+bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap);
+void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
+struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
+                                        enum lk_etcd_call call, char *body, bool secret,
+                                        int64_t timeout_ms);
+bool lk_etcd_stale_token(int64_t code, const char *message);
+int lk_etcd_auth_start(struct lk_etcd *e);
+
+/* etcd_watch.c */
+size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
+void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created);
+void lk_etcd_watch_stop(struct lk_backend_key *k);
+void lk_etcd_watch_start(struct lk_backend_key *k);
+void lk_etcd_watch_retry_cb(evutil_socket_t fd, short what, void *arg);
+void lk_etcd_watch_deadline_cb(evutil_socket_t fd, short what, void *arg);
+void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
+                        struct lk_etcd_outcome *o);
+void lk_etcd_watch(struct lk_backend_key *k, bool on);
+
+#endif
