@@ -1029,6 +1029,21 @@ void lk_test_kit_teardown(void)
 	}
 }
 
+struct lk_backend *lk_test_backend(void)
+{
+	return *lk_test_kit.be;
+}
+
+const struct lk_test_log *lk_test_logs(void)
+{
+	return lk_test_kit.log;
+}
+
+void lk_test_free_backend(void)
+{
+	*lk_test_kit.be = lk_backend_free(*lk_test_kit.be);
+}
+
 static void lk_test_on_log(void *arg, struct lk_backend *b, enum lk_backend_log_level level,
                            const char *msg)
 {

@@ -172,6 +172,13 @@ void lk_test_kit_setup(struct event_base **base, struct lk_backend **be, struct 
  * crash nor call back), free the loop; *be and *base end up NULL. Accepts an unbound kit. */
 void lk_test_kit_teardown(void);
 
+/* The bound backend (NULL if there is none), and its log. */
+struct lk_backend *lk_test_backend(void);
+const struct lk_test_log *lk_test_logs(void);
+
+/* Free the bound backend; the test's variable ends up NULL. */
+void lk_test_free_backend(void);
+
 /* Hooks whose log goes to the bound lk_test_log (and to stderr with LK_TEST_VERBOSE set). */
 struct lk_backend_hooks lk_test_hooks(void);
 
