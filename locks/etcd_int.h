@@ -1,5 +1,5 @@
-/* What the files of the etcd backend share (etcd.c, etcd_watch.c):
- * its structs, limits and internal functions. Nothing outside locks/etcd*.c includes it;
+/* What the files of the etcd backend share (etcd.c and etcd_*.c, but not the JSON mapping
+ * in etcd_json.c): its structs, limits and internal functions. Nothing else includes it;
  * everything else sees the backend through locks/backend.h.
  *
  * Lifetimes follow redis.c:
@@ -240,17 +240,13 @@ void lk_etcd_leave(struct lk_etcd *e);
 void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void lk_etcd_timeval(struct timeval *tv, int64_t ms);
-bool lk_etcd_need_auth(const struct lk_etcd *e);
-void lk_etcd_drop_token(struct lk_etcd *e);
-void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
-void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why);
-bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap);
-void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
-struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
-                                        enum lk_etcd_call call, char *body, bool secret,
-                                        int64_t timeout_ms);
-bool lk_etcd_stale_token(int64_t code, const char *message);
-int lk_etcd_auth_start(struct lk_etcd *e);
+bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered);
+void lk_etcd_key_unref(struct lk_backend_key *k);
+void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
+                     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void lk_etcd_op_next(struct lk_etcd_op *op);
+void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
+                          struct lk_etcd_outcome *o);
 
 /* etcd_watch.c */
 size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
@@ -262,5 +258,31 @@ void lk_etcd_watch_deadline_cb(evutil_socket_t fd, short what, void *arg);
 void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
                         struct lk_etcd_outcome *o);
 void lk_etcd_watch(struct lk_backend_key *k, bool on);
+
+/* etcd_session.c */
+bool lk_etcd_need_auth(const struct lk_etcd *e);
+void lk_etcd_drop_token(struct lk_etcd *e);
+void lk_etcd_mark_up(struct lk_etcd *e);
+void lk_etcd_mark_down(struct lk_etcd *e, const char *why);
+void lk_etcd_endpoint_failed(struct lk_etcd *e, size_t idx, const char *why);
+int lk_etcd_auth_start(struct lk_etcd *e);
+void lk_etcd_auth_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
+                       struct lk_etcd_outcome *o);
+void lk_etcd_probe_cb(evutil_socket_t fd, short what, void *arg);
+void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
+                        struct lk_etcd_outcome *o);
+
+/* etcd_http.c */
+enum lk_reply_status lk_etcd_error_status(long http, int64_t code);
+bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap);
+void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
+struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
+                                        enum lk_etcd_call call, char *body, bool secret,
+                                        int64_t timeout_ms);
+bool lk_etcd_stale_token(int64_t code, const char *message);
+void lk_etcd_outcome_error_body(const struct lk_etcd_xfer *x, struct lk_etcd_outcome *o);
+void lk_etcd_revoke(struct lk_etcd *e, int64_t lease);
+int lk_etcd_http_init(struct lk_etcd *e);
+void lk_etcd_http_cleanup(struct lk_etcd *e);
 
 #endif
