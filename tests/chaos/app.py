@@ -20,7 +20,6 @@ turns False at the deadline (it reads the clock), and the writer checks it befor
 """
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -29,25 +28,12 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "clients", "python"))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "clients", "python"))
+sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import leasekeeper  # noqa: E402
-
-
-def mono():
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-class Log:
-    def __init__(self, path):
-        self.f = open(path, "a", buffering=1)
-        self.lock = threading.Lock()
-
-    def __call__(self, ev, **kw):
-        kw["ev"] = ev
-        kw.setdefault("t", mono())
-        with self.lock:
-            self.f.write(json.dumps(kw) + "\n")
+from common.runs import EventLog as Log, mono  # noqa: E402
 
 
 class TracingElector(leasekeeper.LeaderElector):

@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import harness  # noqa: E402
 from harness import (EtcdServer, RedisServer, lock_config, wait_until)  # noqa: E402
@@ -39,40 +40,11 @@ import checker  # noqa: E402
 import net  # noqa: E402
 from net import ChaosProxy, NetNS  # noqa: E402
 from store import FencedStore  # noqa: E402
+from common import runs  # noqa: E402
+from common.runs import EventLog, mono, pdeathsig, say  # noqa: E402
 
 F_SETPIPE_SZ = 1031
 FILLER = b"#stderr-blocked-filler " + b"." * 100 + b"\n"
-
-
-def mono():
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def _pdeathsig():
-    """Children die with the runner (they are all started from the main thread)."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
-
-
-class EventLog:
-    def __init__(self, path):
-        self.f = open(path, "a", buffering=1)
-        self.lock = threading.Lock()
-
-    def __call__(self, ev, **kw):
-        kw["ev"] = ev
-        kw.setdefault("t", mono())
-        with self.lock:
-            self.f.write(json.dumps(kw) + "\n")
-        return kw["t"]
-
-
-def say(*a):
-    sys.stdout.write(" ".join(str(x) for x in a) + "\n")
-    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +69,7 @@ class ChaosAgent(harness.Agent):
         self.proc = subprocess.Popen(self.prefix + [harness.lk_bin(), "agent", "-c",
                                                     self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=w, cwd=self.dir, preexec_fn=_pdeathsig)
+                                     stderr=w, cwd=self.dir, preexec_fn=pdeathsig)
         os.set_blocking(w, False)
         self._fill_fd = w           # kept: block_stderr() fills the pipe through it
         self.blocked.clear()
@@ -172,13 +144,6 @@ class ChaosAgent(harness.Agent):
     def unblock_stderr(self):
         self.blocked.clear()
 
-    def logs(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
 
 # ---------------------------------------------------------------------------------------------
 # backends
@@ -207,7 +172,7 @@ class ChaosEtcdServer(EtcdServer):
         args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, cwd=self.dir,
-                                     preexec_fn=_pdeathsig)
+                                     preexec_fn=pdeathsig)
         self.stopped = False
 
 
@@ -356,7 +321,7 @@ class Replica:
              "--lock", "x", "--name", self.name, "--store-port", str(self.run.store.port),
              "--log", self.app_log],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig)
+            preexec_fn=pdeathsig)
         out.close()
         self.run.evlog("spawn", who="app-" + self.name, pid=self.app.pid)
 
@@ -910,20 +875,7 @@ def run_one(args):
     os.makedirs(out, exist_ok=True)
     only = [k.strip() for k in (args.faults or "").split(",") if k.strip()]
     run = Run(args.backends, args.seed, out, args.seconds, args.smoke, args.each, only=only)
-    status = 0
-    try:
-        run.run()
-    except KeyboardInterrupt:
-        status = 130
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 2
-    finally:
-        # cleanup must finish: a second Ctrl-C or the parent's SIGTERM waits
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        run.close()
-    return status
+    return runs.run_and_close(run)
 
 
 def main():
@@ -942,25 +894,18 @@ def main():
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    def on_term(*_):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
+    runs.sigterm_interrupts()
     if args.one:
         return run_one(args)
 
-    if not os.path.exists(harness.lk_bin()):
-        say("no agent binary at %s: build it (make BUILD=build/chaos build/chaos/leasekeeper) "
-            "or set LK_BIN" % harness.lk_bin())
+    if runs.agent_missing(harness.lk_bin(), "build/chaos"):
         return 2
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
     net.sweep_stale_netns()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for b in backends:
-        if b not in ("redis", "etcd", "etcd3"):
-            say("unknown backend %r (redis, etcd, etcd3)" % b)
-            return 2
+    backends = runs.backends_from(args.backends, ("redis", "etcd", "etcd3"))
+    if backends is None:
+        return 2
     top = args.out or tempfile.mkdtemp(prefix="lk-chaos-")
     os.makedirs(top, exist_ok=True)
     say("chaos: seed %d, backends %s, %s, agent %s, runs in %s" % (
@@ -968,33 +913,15 @@ def main():
         "smoke (each fault x%d)" % args.each if args.smoke else "%.0fs per backend" % args.seconds,
         harness.lk_bin(), top))
     t0 = mono()
-    procs = []
-    status = {}
-    try:
-        for b in backends:
-            argv = [sys.executable, os.path.abspath(__file__), "--one", "--backends", b,
-                    "--seed", str(args.seed), "--out", os.path.join(top, b),
-                    "--seconds", str(args.seconds), "--each", str(args.each),
-                    "--faults", args.faults]
-            if args.smoke:
-                argv.append("--smoke")
-            p = subprocess.Popen(argv, preexec_fn=_pdeathsig)
-            procs.append((b, p))
-            if args.serial:
-                status[b] = p.wait()
-        for b, p in procs:
-            status[b] = p.wait()
-    except KeyboardInterrupt:
-        for b, p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for b, p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(top, ignore_errors=True) if not args.keep and not args.out else None
-        say("interrupted")
+
+    def argv_of(b):
+        return ([sys.executable, os.path.abspath(__file__), "--one", "--backends", b,
+                 "--seed", str(args.seed), "--out", os.path.join(top, b),
+                 "--seconds", str(args.seconds), "--each", str(args.each),
+                 "--faults", args.faults] + (["--smoke"] if args.smoke else []))
+    status = runs.run_per_backend(backends, argv_of, args.serial, 30, top,
+                                  keep=args.keep or args.out)
+    if status is None:
         return 130
     elapsed = mono() - t0
     say("")

@@ -34,7 +34,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,12 +46,15 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 CHAOS = os.path.join(REPO, "tests", "chaos")
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.path.insert(0, CHAOS)
+sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import harness  # noqa: E402
 from harness import AppClient, ConnectionClosed, EtcdServer, RedisServer  # noqa: E402
 import checker  # noqa: E402
-from runner import EventLog, LeaderView, _pdeathsig  # noqa: E402
+from runner import LeaderView  # noqa: E402
 from store import FencedStore  # noqa: E402
+from common import runs  # noqa: E402
+from common.runs import EventLog, mono, pdeathsig, say  # noqa: E402
 
 CHAOS_APP = os.path.join(CHAOS, "app.py")
 LIMIT_KIB = 512
@@ -61,15 +63,6 @@ MAX_CLIENTS = 24
 LOCK_X = dict(ttl="3s", retry_interval="500ms", stepdown_timeout="3s", release_timeout="2s")
 LOCK_CHURN = dict(ttl="2s", retry_interval="500ms", stepdown_timeout="2s",
                   release_timeout="2s")
-
-
-def mono():
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def say(*a):
-    sys.stdout.write(" ".join(str(x) for x in a) + "\n")
-    sys.stdout.flush()
 
 
 def proc_status(pid):
@@ -120,7 +113,7 @@ class SoakAgent(harness.Agent):
         self.proc = subprocess.Popen(self.prefix + [harness.lk_bin(), "agent", "-c",
                                                     self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self._errf, cwd=self.dir, preexec_fn=_pdeathsig)
+                                     stderr=self._errf, cwd=self.dir, preexec_fn=pdeathsig)
         self._outf = None
         if wait:
             self.wait_ready(timeout)
@@ -168,7 +161,7 @@ class Replica:
              "--name", self.name, "--store-port", str(self.soak.store.port),
              "--log", self.app_log, "--write-interval", "0.2", "--work", "0.02"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+            preexec_fn=pdeathsig, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
         out.close()
         self.soak.evlog("spawn", who="app-" + self.name, pid=self.app.pid)
 
@@ -949,18 +942,7 @@ def run_one(args):
                 args.limit_kib, valgrind=args.valgrind,
                 churn_kinds=[k for k in args.churn.split(",") if k] or None,
                 restarts=not args.no_restarts)
-    status = 0
-    try:
-        soak.run()
-    except KeyboardInterrupt:
-        status = 130
-    except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        status = 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        soak.close()
+    status = runs.run_and_close(soak)
     if status == 0:
         agent_logs_for_checker(args.out)
         with open(os.path.join(args.out, "result.json"), "w") as f:
@@ -994,22 +976,15 @@ def main():
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    def on_term(*_):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
+    runs.sigterm_interrupts()
     if args.one:
         return run_one(args)
 
-    if not os.path.exists(harness.lk_bin()):
-        say("no agent binary at %s: build it (make BUILD=build/soak build/soak/leasekeeper) "
-            "or set LK_BIN" % harness.lk_bin())
+    if runs.agent_missing(harness.lk_bin(), "build/soak"):
         return 2
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for b in backends:
-        if b not in ("redis", "etcd"):
-            say("unknown backend %r (redis, etcd)" % b)
-            return 2
+    backends = runs.backends_from(args.backends, ("redis", "etcd"))
+    if backends is None:
+        return 2
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
     per = args.seconds / len(backends) if args.serial else args.seconds
@@ -1020,37 +995,18 @@ def main():
         "runs in %s" % (",".join(backends), per, "in turn" if args.serial else "in parallel",
                         warmup, args.limit_kib, args.seed, harness.lk_bin(), top))
     t0 = mono()
-    procs, status = [], {}
-    try:
-        for b in backends:
-            argv = [sys.executable, os.path.abspath(__file__), "--one", "--backends", b,
-                    "--seconds", str(per), "--warmup", str(warmup), "--interval",
-                    str(args.interval), "--limit-kib", str(args.limit_kib),
-                    "--seed", str(args.seed), "--out", os.path.join(top, b)]
-            if args.valgrind:
-                argv.append("--valgrind")
-            if args.churn:
-                argv += ["--churn", args.churn]
-            if args.no_restarts:
-                argv.append("--no-restarts")
-            p = subprocess.Popen(argv, preexec_fn=_pdeathsig)
-            procs.append((b, p))
-            if args.serial:
-                status[b] = p.wait()
-        for b, p in procs:
-            status[b] = p.wait()
-    except KeyboardInterrupt:
-        for b, p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for b, p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not args.out and not args.keep:
-            shutil.rmtree(top, ignore_errors=True)
-        say("interrupted")
+
+    def argv_of(b):
+        return ([sys.executable, os.path.abspath(__file__), "--one", "--backends", b,
+                 "--seconds", str(per), "--warmup", str(warmup), "--interval",
+                 str(args.interval), "--limit-kib", str(args.limit_kib),
+                 "--seed", str(args.seed), "--out", os.path.join(top, b)]
+                + (["--valgrind"] if args.valgrind else [])
+                + (["--churn", args.churn] if args.churn else [])
+                + (["--no-restarts"] if args.no_restarts else []))
+    status = runs.run_per_backend(backends, argv_of, args.serial, 60, top,
+                                  keep=args.out or args.keep)
+    if status is None:
         return 130
     say("")
     worst = 0
