@@ -1495,6 +1495,34 @@ START_TEST(client_returning_during_a_release_campaigns_again_after_it)
 }
 END_TEST
 
+/* A release wanted while an older one is still out waits for it (I3); if its own tenure has
+ * ended by then (its release timed out, a new tenure is held), it is never sent. */
+START_TEST(a_release_waiting_for_an_old_answer_is_dropped_once_its_tenure_ended)
+{
+	struct freq *old;
+
+	lead(7);
+	lk_lock_leave(L, C1);
+	old = PENDING(R_RELEASE);
+	advance(3000);
+	EXPECT_LINES("FOLLOWER sched holder=-\n");
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	answer_ok(PENDING(R_ACQUIRE), 8);
+	EXPECT_LINES("LEADER sched token=8 ttl_ms=10000\n");
+	lk_lock_leave(L, C1);                      /* waits for the answer about 7 */
+	ck_assert_int_eq(n_sent(R_RELEASE, 8), 0);
+	advance(3000);
+	EXPECT_LINES("FOLLOWER sched holder=-\n");
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	answer_ok(PENDING(R_ACQUIRE), 9);
+	EXPECT_LINES("LEADER sched token=9 ttl_ms=10000\n");
+	answer_ok(old, 0);
+	ck_assert_int_eq(n_sent(R_RELEASE, 8), 0);
+	ck_assert_int_eq(n_sent(R_RELEASE, 9), 0);
+	ck_assert_int_eq(lk_lock_state(L), LK_LOCK_LEADER);
+}
+END_TEST
+
 START_TEST(release_after_leaving_retries_then_gives_up_at_release_timeout)
 {
 	lead(7);
@@ -2302,6 +2330,7 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, renew_reply_during_a_release_is_ignored);
 	tcase_add_test(t, client_returning_during_a_release_campaigns_again_after_it);
 	tcase_add_test(t, release_after_leaving_retries_then_gives_up_at_release_timeout);
+	tcase_add_test(t, a_release_waiting_for_an_old_answer_is_dropped_once_its_tenure_ended);
 	tcase_add_test(t, leaving_a_follower_goes_idle_and_stops_attempting);
 	tcase_add_test(t, acquire_won_after_everyone_left_is_released_unannounced);
 
