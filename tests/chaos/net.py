@@ -24,148 +24,45 @@ import random
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections import deque
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+
+from common import tcp  # noqa: E402
 
 
-def mono():
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
+class ChaosProxy(tcp.Relay):
+    connect_timeout = 2.0
 
-
-class ChaosProxy:
     def __init__(self, upstream_port, listen_host="127.0.0.1", listen_port=0, seed=0,
                  upstream_host="127.0.0.1", loss_stall=0.4):
-        self.upstream = (upstream_host, upstream_port)
+        super().__init__((upstream_host, upstream_port), listen_host, listen_port,
+                         name="chaos-proxy")
         self.delay = 0.0
         self.loss = 0.0
         self.loss_stall = loss_stall
         self.blackhole = False
         self.rng = random.Random(seed)
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((listen_host, listen_port))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.host, self.port = self.lsock.getsockname()[:2]
-        self._pairs = {}          # id -> [client socket, upstream socket or None]
-        self._lock = threading.Lock()
-        self._closed = False
-        self.accepted = 0
-        self._t = threading.Thread(target=self._accept_loop, name="chaos-proxy", daemon=True)
-        self._t.start()
+        self.start_accepting()
 
-    @property
-    def address(self):
-        return "%s:%d" % (self.host, self.port)
+    def upstream_target(self):
+        return None if self.blackhole else self.upstream
 
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            c.settimeout(None)
-            if self.blackhole:
-                u = None
-            else:
-                try:
-                    u = socket.create_connection(self.upstream, timeout=2)
-                    u.settimeout(None)
-                except OSError:
-                    c.close()
-                    continue
-            pair = [c, u]
-            with self._lock:
-                if self._closed:
-                    c.close()
-                    if u:
-                        u.close()
-                    break
-                self._pairs[id(pair)] = pair
-                self.accepted += 1
-            if u is None:
-                threading.Thread(target=self._sink, args=(pair, c), daemon=True).start()
-                continue
-            for s in (c, u):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for src, dst in ((c, u), (u, c)):
-                q = (deque(), threading.Condition())
-                threading.Thread(target=self._pump, args=(pair, src, q), daemon=True).start()
-                threading.Thread(target=self._send, args=(pair, dst, q), daemon=True).start()
+    def due(self, direction, data):
+        if self.blackhole:
+            return None
+        due = time.monotonic() + self.delay
+        if self.loss > 0 and self.rng.random() < self.loss:
+            due += self.loss_stall
+        return due
 
-    def _sink(self, pair, c):
-        try:
-            while c.recv(65536):
-                pass
-        except OSError:
-            pass
-        self._close_pair(pair)
-
-    def _pump(self, pair, src, q):
-        last_due = 0.0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if self.blackhole:
-                    continue
-                due = mono() + self.delay
-                if self.loss > 0 and self.rng.random() < self.loss:
-                    due += self.loss_stall
-                due = max(due, last_due)
-                last_due = due
-                with q[1]:
-                    q[0].append((due, data))
-                    q[1].notify()
-        except OSError:
-            pass
-        with q[1]:
-            q[0].append((None, None))
-            q[1].notify()
-
-    def _send(self, pair, dst, q):
-        try:
-            while True:
-                with q[1]:
-                    while not q[0]:
-                        q[1].wait()
-                    due, data = q[0].popleft()
-                if data is None:
-                    break
-                w = due - mono()
-                if w > 0:
-                    time.sleep(w)
-                if self.blackhole:
-                    continue
-                dst.sendall(data)
-        except OSError:
-            pass
-        self._close_pair(pair)
-
-    def _close_pair(self, pair):
-        with self._lock:
-            self._pairs.pop(id(pair), None)
-        for s in pair:
-            if s is None:
-                continue
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                s.close()
-            except OSError:
-                pass
+    def deliverable(self):
+        return not self.blackhole
 
     def cut(self):
-        with self._lock:
-            pairs = list(self._pairs.values())
-        for p in pairs:
-            self._close_pair(p)
+        self.kill_all()
 
     def heal(self):
         self.delay = 0.0
@@ -174,15 +71,6 @@ class ChaosProxy:
         self.blackhole = False
         if was:
             self.cut()   # blackholed connections carry nothing any more: start afresh
-
-    def close(self):
-        self._closed = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        self.cut()
-        self._t.join(timeout=2)
 
 
 # ---------------------------------------------------------------------------------------------

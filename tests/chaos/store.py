@@ -18,35 +18,28 @@ order. It runs as a thread of the chaos runner (FencedStore(path).start()), or o
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 
-class FencedStore:
+from common import tcp  # noqa: E402
+
+
+class FencedStore(tcp.Listener):
     def __init__(self, log_path, host="127.0.0.1", port=0):
+        super().__init__(host, port, name="store-accept")
         self.log_path = log_path
         self.highest = 0
         self.accepted = 0
         self.rejected = 0
         self._lock = threading.Lock()
         self._log = open(log_path, "a", buffering=1)
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((host, port))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self._closed = False
         self._conns = set()
-        self._thread = None
 
     def start(self):
-        self._thread = threading.Thread(target=self._accept_loop, name="store-accept",
-                                        daemon=True)
-        self._thread.start()
-        return self
+        return self.start_accepting()
 
     def write(self, token, writer, seq):
         """The fence: one decision, logged under the lock. Returns (ok, highest_before)."""
@@ -63,19 +56,10 @@ class FencedStore:
                                         "ok": ok, "highest": before}) + "\n")
             return ok, before
 
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            c.settimeout(None)
-            with self._lock:
-                self._conns.add(c)
-            threading.Thread(target=self._serve, args=(c,), name="store-conn",
-                             daemon=True).start()
+    def on_accept(self, c):
+        with self._lock:
+            self._conns.add(c)
+        threading.Thread(target=self._serve, args=(c,), name="store-conn", daemon=True).start()
 
     def _serve(self, c):
         f = c.makefile("rb")
@@ -103,7 +87,7 @@ class FencedStore:
                 pass
 
     def close(self):
-        self._closed = True
+        self.closed = True
         try:
             self.lsock.close()
         except OSError:
@@ -111,13 +95,8 @@ class FencedStore:
         with self._lock:
             conns = list(self._conns)
         for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-        if self._thread:
-            self._thread.join(timeout=2)
+            tcp.close_socket(c)
+        self.stop_accepting()
         with self._lock:
             self._log.close()
 

@@ -44,6 +44,9 @@ import weakref
 from collections import deque
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+
+from common import tcp  # noqa: E402  (tests/common: shared with the chaos suite and the soak)
 
 # Default wait for anything that should happen "soon". Scaled by LK_TIMEOUT_SCALE for slow
 # machines (e.g. LK_TIMEOUT_SCALE=2 under valgrind); timing *assertions* are not scaled.
@@ -1453,7 +1456,7 @@ def _unb64(s):
 # TCP proxy
 
 
-class TcpProxy:
+class TcpProxy(tcp.Relay):
     """A loopback TCP proxy between a client (the agent) and an upstream (redis).
 
     drop_replies: forward client->server, silently discard server->client (the server executes
@@ -1466,33 +1469,16 @@ class TcpProxy:
     delayed: the proxy accepts at once (a real link would cost one more round trip)."""
 
     def __init__(self, upstream_port, upstream_host="127.0.0.1", delay=0.0):
-        self.upstream = (upstream_host, upstream_port)
+        super().__init__((upstream_host, upstream_port), name="proxy")
         self.delay = delay
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
         self.drop_replies = False
         self.drop_requests = False
         self.dropped_reply_bytes = 0
         self.dropped_request_bytes = 0
         self.forwarded = {"c2s": 0, "s2c": 0}
-        self.accepted = 0
         self.upstream_sources = []
-        self._pairs = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._threads = []
-        t = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
-        t.start()
-        self._threads.append(t)
         _PROXIES_BY_PORT[self.port] = self
-
-    @property
-    def address(self):
-        return "127.0.0.1:%d" % self.port
+        self.start_accepting()
 
     def set_upstream(self, upstream_port, upstream_host="127.0.0.1", kill=True):
         """Point new connections at another upstream (a failover); kill=True also closes the
@@ -1501,126 +1487,20 @@ class TcpProxy:
         if kill:
             self.kill_all()
 
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            try:
-                u = socket.create_connection(self.upstream, timeout=5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            c.settimeout(None)
-            for s in (c, u):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pair = (c, u)
-            with self._lock:
-                if self._closed:
-                    c.close()
-                    u.close()
-                    break
-                self._pairs.add(pair)
-                self.accepted += 1
-                self.upstream_sources.append("%s:%d" % u.getsockname()[:2])
-            for src, dst, d in ((c, u, "c2s"), (u, c, "s2c")):
-                t = threading.Thread(target=self._pump, args=(pair, src, dst, d),
-                                     name="proxy-" + d, daemon=True)
-                t.start()
-                self._threads.append(t)
+    def connected(self, client, up):
+        self.upstream_sources.append("%s:%d" % up.getsockname()[:2])
 
-    def _pump(self, pair, src, dst, direction):
-        later = None  # (deque, condition) once anything was delayed: order must hold
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if direction == "s2c" and self.drop_replies:
-                    self.dropped_reply_bytes += len(data)
-                    continue
-                if direction == "c2s" and self.drop_requests:
-                    self.dropped_request_bytes += len(data)
-                    continue
-                if self.delay > 0 and later is None:
-                    later = (deque(), threading.Condition())
-                    t = threading.Thread(target=self._send_later,
-                                         args=(pair, dst, direction, later),
-                                         name="proxy-delay-" + direction, daemon=True)
-                    t.start()
-                    self._threads.append(t)
-                if later is not None:
-                    with later[1]:
-                        later[0].append((time.monotonic() + self.delay, data))
-                        later[1].notify()
-                    continue
-                dst.sendall(data)
-                self.forwarded[direction] += len(data)
-        except OSError:
-            pass
-        if later is not None:
-            # What was read before the close still arrives, late, then the pair closes.
-            with later[1]:
-                later[0].append((None, None))
-                later[1].notify()
-            return
-        self._close_pair(pair)
+    def due(self, direction, data):
+        if direction == "s2c" and self.drop_replies:
+            self.dropped_reply_bytes += len(data)
+            return None
+        if direction == "c2s" and self.drop_requests:
+            self.dropped_request_bytes += len(data)
+            return None
+        return time.monotonic() + self.delay
 
-    def _send_later(self, pair, dst, direction, later):
-        q, cond = later
-        try:
-            while True:
-                with cond:
-                    while not q:
-                        cond.wait()
-                    due, data = q.popleft()
-                if data is None:
-                    break
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                dst.sendall(data)
-                self.forwarded[direction] += len(data)
-        except OSError:
-            pass
-        self._close_pair(pair)
-
-    def _close_pair(self, pair):
-        with self._lock:
-            self._pairs.discard(pair)
-        for s in pair:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def connections(self):
-        with self._lock:
-            return len(self._pairs)
-
-    def kill_all(self):
-        with self._lock:
-            pairs = list(self._pairs)
-        for p in pairs:
-            self._close_pair(p)
-
-    def close(self):
-        self._closed = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        self.kill_all()
-        for t in self._threads:
-            t.join(timeout=2)
+    def sent(self, direction, n):
+        self.forwarded[direction] += n
 
 
 # ---------------------------------------------------------------------------------------------
