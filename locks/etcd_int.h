@@ -242,11 +242,20 @@ void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char 
 void lk_etcd_timeval(struct timeval *tv, int64_t ms);
 bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered);
 void lk_etcd_key_unref(struct lk_backend_key *k);
+
+/* etcd_op.c */
+void lk_etcd_op_free(struct lk_etcd_op *op);
 void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
                      const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void lk_etcd_op_next(struct lk_etcd_op *op);
 void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
                           struct lk_etcd_outcome *o);
+int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_fn *cb,
+                    void *arg);
+int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
+                  lk_backend_reply_fn *cb, void *arg);
+int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb,
+                    void *arg);
 
 /* etcd_watch.c */
 size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
