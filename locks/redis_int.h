@@ -1,0 +1,198 @@
+/* What redis.c (scripts, reply mapping, operations) and redis_conn.c (connections, DNS,
+ * handshake, deadlines) share: the Redis backend's limits, its structs and the functions one file
+ * calls in the other. Only those two files include it. */
+#ifndef LK_LOCKS_REDIS_INT_H
+#define LK_LOCKS_REDIS_INT_H
+
+#include "locks/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+/* Limits on what the config and the server control. */
+#define LK_REDIS_MAX_HOST_LEN      LK_BACKEND_MAX_HOST_LEN
+#define LK_REDIS_MAX_KEY_LEN       LK_BACKEND_KEY_MAX
+#define LK_REDIS_MAX_IDENTITY_LEN  LK_BACKEND_MAX_IDENTITY_LEN
+#define LK_REDIS_MAX_VALUE_LEN     1024  /* a lock value read back from the server */
+#define LK_REDIS_MAX_PASSWORD_LEN  4096  /* bytes read from password_file */
+#define LK_REDIS_MAX_SHOWN_LEN     160   /* server text quoted in error messages and logs */
+#define LK_REDIS_MAX_DESC_LEN      (LK_REDIS_MAX_SHOWN_LEN + 32) /* a reply described */
+#define LK_REDIS_MAX_LOG_LEN       512
+#define LK_REDIS_MAX_ATTEMPT       32    /* backoff exponent: far past the cap already */
+
+#define LK_REDIS_BACKOFF_BASE_MS   100
+#define LK_REDIS_BACKOFF_CAP_MS    5000
+
+/* TCP keepalive on both connections: the subscriber connection is idle for long stretches and
+ * sends nothing we could time out, so a silently dropped connection (a NAT or conntrack entry
+ * expiring) is only found by the kernel's probes. */
+#define LK_REDIS_KEEPALIVE_IDLE_S  15
+#define LK_REDIS_KEEPALIVE_INTVL_S 5
+#define LK_REDIS_KEEPALIVE_CNT     3
+
+#define LK_REDIS_SHA_LEN 40
+#define LK_REDIS_RUN_ID_LEN 40
+#define LK_REDIS_MAX_INFO_LEN (64 * 1024) /* INFO server is about 1 KiB */
+
+/* Server text quoted in a message is cut at LK_REDIS_MAX_SHOWN_LEN whatever the buffer. */
+#define SHOWN_CAP(size) \
+	((size) < LK_REDIS_MAX_SHOWN_LEN + 1 ? (size) : LK_REDIS_MAX_SHOWN_LEN + 1)
+
+enum lk_redis_script { LK_REDIS_ACQUIRE, LK_REDIS_RENEW, LK_REDIS_RELEASE, LK_REDIS_N_SCRIPTS };
+
+enum lk_redis_state {
+	LK_REDIS_DOWN,        /* waiting for the retry timer */
+	LK_REDIS_RESOLVING,   /* evdns lookup in flight */
+	LK_REDIS_CONNECTING,  /* context created, connect callback pending */
+	LK_REDIS_HANDSHAKE,   /* connected; AUTH / SCRIPT LOAD / SUBSCRIBE replies pending */
+	LK_REDIS_UP,
+};
+
+enum lk_redis_req_kind {
+	LK_REDIS_REQ_AUTH,
+	LK_REDIS_REQ_LOAD,
+	LK_REDIS_REQ_INFO,      /* INFO server: which instance this is (I10) */
+	LK_REDIS_REQ_SUBSCRIBE, /* ours alone: hiredis routes the confirmation to the channel */
+	LK_REDIS_REQ_SCRIPT,    /* a lock operation for a user */
+};
+
+struct lk_redis;
+struct lk_redis_conn;
+
+struct lk_redis_req {
+	TAILQ_ENTRY(lk_redis_req) link;  /* in conn->fifo while in_fifo */
+	bool in_fifo;
+	enum lk_redis_req_kind kind;
+	struct lk_redis_conn *conn;
+	redisAsyncContext *ac;           /* the context it was sent on */
+	int64_t deadline_ns;
+	/* LOAD: which script. SCRIPT: which operation. */
+	enum lk_redis_script script;
+	/* SCRIPT only. */
+	struct lk_backend_key *k;        /* holds a reference */
+	lk_backend_reply_fn *cb;
+	void *arg;
+	uint64_t token;
+	int64_t ttl_ms;
+	int64_t sent_ns;
+	bool retried;                    /* the NOSCRIPT fallback to EVAL was used */
+	/* ACQUIRE: the token of our own orphan that this (second) attempt deletes, 0 if none. */
+	uint64_t orphan;
+};
+
+TAILQ_HEAD(lk_redis_req_list, lk_redis_req);
+
+/* evdns needs its base to outlive every lookup it has in flight (a lookup's late callback
+ * touches the base), so the base sits in this refcounted box: one reference for the backend,
+ * one per lookup. A lookup that nobody waits for any more is detached (conn = NULL) and left
+ * to finish on its own. */
+struct lk_redis_dns {
+	struct evdns_base *base;
+	unsigned refs;
+};
+
+struct lk_redis_resolve {
+	struct lk_redis_dns *dns;
+	struct lk_redis_conn *conn;      /* NULL once detached */
+};
+
+struct lk_redis_conn {
+	struct lk_redis *r;
+	bool subscriber;
+	enum lk_redis_state state;
+	redisAsyncContext *ac;           /* NULL as soon as we know the context is dying */
+	struct lk_redis_resolve *resolve;
+	struct event *deadline;          /* the attempt's or the oldest request's deadline */
+	struct event *retry;             /* reconnect backoff */
+	int64_t attempt_deadline_ns;     /* resolve + connect + handshake */
+	unsigned attempt;                /* failed attempts since the last good handshake */
+	bool outage;                     /* the current outage has been logged at WARN */
+	bool was_up;                     /* has ever completed a handshake */
+	struct lk_redis_req_list fifo;
+	char why[LK_REDIS_MAX_LOG_LEN];  /* why the connection was last given up */
+};
+
+struct lk_backend_key {
+	TAILQ_ENTRY(lk_backend_key) link;
+	struct lk_redis *r;
+	char *key;                       /* K */
+	char *fence;                     /* K:fence */
+	char *channel;                   /* K:released */
+	char *identity;
+	lk_backend_notify_fn *notify;
+	void *notify_arg;
+	bool watching;
+	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
+	uint64_t proven_token;           /* the last tenure an acquire or renewal proved, 0 if none */
+	int64_t proven_until_ns;         /* when its lease, as last proven, runs out */
+	bool dead;                       /* key_free() was called */
+	unsigned refs;                   /* requests in flight + notify loops walking past it */
+};
+
+TAILQ_HEAD(lk_redis_key_list, lk_backend_key);
+
+struct lk_redis {
+	struct lk_backend b;             /* first, so that the two pointers convert */
+	struct event_base *base;
+	char host[LK_REDIS_MAX_HOST_LEN + 1]; /* IP literal, DNS name or socket path */
+	int port;                        /* 0 for a unix socket */
+	bool numeric;                    /* host is an IP literal: no lookup */
+	char shown[LK_REDIS_MAX_HOST_LEN + 16]; /* the address as log lines show it */
+	int64_t timeout_ms;
+	char *password;                  /* NULL if none; never in a message */
+	size_t password_len;
+	struct lk_redis_dns *dns;        /* NULL unless host needs a lookup */
+	char sha[LK_REDIS_N_SCRIPTS][LK_REDIS_SHA_LEN + 1];
+	/* The server instance last seen by INFO server (I10); run_id "" until the first. */
+	char run_id[LK_REDIS_RUN_ID_LEN + 1], prev_run_id[LK_REDIS_RUN_ID_LEN + 1];
+	int64_t reached_ns;              /* when this instance was first reached */
+	int64_t uptime_ms;               /* how long it had surely been up then, -1 if unknown */
+	bool replaced;                   /* another instance was seen before this one */
+	bool info_failed;                /* INFO server was refused: logged once */
+	struct lk_redis_conn cmd, sub;
+	struct lk_redis_key_list keys;
+	unsigned depth;                  /* active enter() frames */
+	unsigned n_ctx;                  /* contexts hiredis has not finished with */
+	bool closing;                    /* free() was called */
+};
+
+/* ---- redis.c ---- */
+
+void lk_redis_describe(const redisReply *rep, char *buf, size_t cap);
+void lk_redis_finalize(struct lk_redis *r);
+void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply);
+void lk_redis_key_unref(struct lk_backend_key *k);
+void lk_redis_notify(struct lk_redis *r, enum lk_backend_notice what,
+                     const char *channel, size_t chlen);
+bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
+                           struct lk_redis_req *req, const redisReply *reply);
+extern const char *const lk_redis_scripts[LK_REDIS_N_SCRIPTS];
+
+/* ---- redis_conn.c ---- */
+
+void lk_redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata);
+void lk_redis_conn_close(struct lk_redis_conn *conn);
+void lk_redis_deadline_cb(evutil_socket_t fd, short what, void *arg);
+void lk_redis_dns_unref(struct lk_redis_dns *dns);
+void lk_redis_enter(struct lk_redis *r);
+const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
+                            const char *fallback);
+void lk_redis_fifo_remove(struct lk_redis_req *req);
+void lk_redis_leave(struct lk_redis *r);
+void lk_redis_log(struct lk_redis *r, enum lk_backend_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg);
+int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
+                  redisCallbackFn *fn, void *privdata,
+                  int argc, const char **argv, const size_t *lens);
+int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *k);
+
+#endif
