@@ -17,6 +17,8 @@
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/server.h"
+#include "agent/session.h"
+#include "agent/status.h"
 #include "locks/backend.h"
 #include "proto/auth.h"
 
@@ -36,6 +38,7 @@ struct lk_agent {
 	struct lk_backend **backends;
 	struct lk_lock **locks;
 	struct lk_lock_env env;
+	struct lk_status status;        /* what session, http and metrics read (status.h) */
 	struct lk_server *server;
 	struct lk_http *http;
 	struct lk_metrics metrics;
@@ -239,7 +242,8 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 	maybe_finish_drain(a, true);
 }
 
-void lk_agent_drain(struct lk_agent *a, const char *trigger)
+/* Start or join the one drain (I7). trigger says who asked, for the log. */
+static void agent_drain(struct lk_agent *a, const char *trigger)
 {
 	struct timeval tv = { a->cfg->shutdown_timeout_ms / 1000,
 	                      (a->cfg->shutdown_timeout_ms % 1000) * 1000 };
@@ -264,7 +268,7 @@ void lk_agent_drain(struct lk_agent *a, const char *trigger)
 
 static void on_sigterm(evutil_socket_t sig, short what, void *arg)
 {
-	lk_agent_drain(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
+	agent_drain(arg, sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 static void on_sigquit(evutil_socket_t sig, short what, void *arg)
@@ -307,103 +311,34 @@ static void on_backend_log(void *arg, struct lk_backend *b, enum lk_backend_log_
 	LK_LOG(map[level], msg, LKF_STR("backend", b->name));
 }
 
-/* ---- queries for the server ---------------------------------------------------------------- */
+/* ---- what session, http and metrics see of the agent (status.h, session.h) ------------------ */
 
-const char *lk_agent_identity(const struct lk_agent *a) { return a->cfg->identity; }
-const struct lk_metrics *lk_agent_metrics(const struct lk_agent *a) { return &a->metrics; }
-size_t lk_agent_n_backends(const struct lk_agent *a) { return a->cfg->n_backends; }
-struct lk_backend *lk_agent_backend(const struct lk_agent *a, size_t i) { return a->backends[i]; }
-
-void lk_agent_client_counts(const struct lk_agent *a, size_t *campaign, size_t *watch,
-                            size_t *other)
+static bool status_draining(void *ctx)
 {
-	lk_server_count(a->server, campaign, watch, other);
+	const struct lk_agent *a = ctx;
+
+	return a->draining;
 }
 
-bool lk_agent_ready(const struct lk_agent *a, char *why, size_t cap)
+static void status_client_counts(void *ctx, size_t *campaign, size_t *watch, size_t *other)
 {
-	if (a->draining) {
-		snprintf(why, cap, "draining");
-		return false;
-	}
-	for (size_t i = 0; i < a->cfg->n_backends; i++) {
-		const struct lk_backend *b = a->backends[i];
-		if (!b->ops->ready(b)) {
-			snprintf(why, cap, "backend %s has not answered yet", b->name);
-			return false;
-		}
-	}
-	return true;
-}
-size_t lk_agent_n_locks(const struct lk_agent *a) { return a->cfg->n_locks; }
-struct lk_lock *lk_agent_lock(const struct lk_agent *a, size_t i) { return a->locks[i]; }
-bool lk_agent_draining(const struct lk_agent *a) { return a->draining; }
+	const struct lk_agent *a = ctx;
 
-int lk_agent_find_lock(const struct lk_agent *a, const char *name)
-{
-	for (size_t i = 0; i < a->cfg->n_locks; i++)
-		if (strcmp(a->cfg->locks[i].name, name) == 0)
-			return (int)i;
-	return -1;
-}
-
-void lk_agent_catch_up(struct lk_agent *a)
-{
-	for (size_t i = 0; i < a->cfg->n_locks; i++)
-		lk_lock_catch_up(a->locks[i]);
-}
-
-char *lk_agent_status_json(const struct lk_agent *a, size_t max_len)
-{
-	json_t *root = json_object(), *locks = json_array();
-	char *s = NULL;
-	size_t i;
-
-	if (!root || !locks)
-		goto out;
-	json_object_set_new(root, "identity", json_string(a->cfg->identity));
-	json_object_set_new(root, "draining", json_boolean(a->draining));
+	*campaign = *watch = *other = 0;
 	if (a->server)
-		json_object_set_new(root, "clients", lk_server_status_json(a->server));
-	json_object_set(root, "locks", locks);
-	for (i = 0; i < a->cfg->n_locks; i++) {
-		const struct lk_lock *l = a->locks[i];
-		const char *holder = lk_lock_holder(l), *why = "";
-		json_t *o = json_object();
+		lk_server_count(a->server, campaign, watch, other);
+}
 
-		if (!o)
-			goto out;
-		json_object_set_new(o, "name", json_string(lk_lock_name(l)));
-		json_object_set_new(o, "backend", json_string(lk_lock_backend_name(l)));
-		json_object_set_new(o, "state", json_string(lk_lock_state_name(lk_lock_state(l))));
-		json_object_set_new(o, "token", json_integer((json_int_t)lk_lock_token(l)));
-		json_object_set_new(o, "holder", strcmp(holder, "-") ? json_string(holder)
-		                                                      : json_null());
-		json_object_set_new(o, "ttl_ms", json_integer(lk_lock_ttl_ms(l)));
-		json_object_set_new(o, "until_mono_ms", json_integer(lk_lock_until_mono_ms(l)));
-		json_object_set_new(o, "campaign_clients",
-		                    json_integer((json_int_t)lk_lock_campaigners(l)));
-		json_object_set_new(o, "holdoff_ms", json_integer(lk_lock_holdoff_ms(l, &why)));
-		if (lk_lock_holdoff_ms(l, NULL) > 0)
-			json_object_set_new(o, "holdoff_reason", json_string(why));
-		json_array_append_new(locks, o);
-		/* The reply is one protocol line: with many locks (or long names) say how many did
-		 * not fit rather than send nothing. Quadratic, but STATUS is rare and n is capped. */
-		s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		if (!s || strlen(s) + sizeof("\"truncated\":99999,") > max_len) {
-			json_array_remove(locks, json_array_size(locks) - 1);
-			json_object_set_new(root, "truncated",
-			                    json_integer((json_int_t)(a->cfg->n_locks - i)));
-			free(s);
-			break;
-		}
-		free(s);
-	}
-	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-out:
-	json_decref(locks);
-	json_decref(root);
-	return s;
+static json_t *status_clients_json(void *ctx)
+{
+	const struct lk_agent *a = ctx;
+
+	return lk_server_status_json(a->server);
+}
+
+static void session_drain(void *ctx, const char *trigger)
+{
+	agent_drain(ctx, trigger);
 }
 
 /* ---- life cycle ----------------------------------------------------------------------------- */
@@ -485,20 +420,32 @@ static int agent_start(struct lk_agent *a)
 			return -ENOMEM;
 		}
 	}
+	a->status = (struct lk_status){
+		.ctx = a, .identity = cfg->identity, .version = LK_VERSION,
+		.locks = a->locks, .n_locks = cfg->n_locks,
+		.backends = a->backends, .n_backends = cfg->n_backends, .metrics = &a->metrics,
+		.draining = status_draining, .client_counts = status_client_counts,
+		.clients_json = status_clients_json,
+	};
+	/* Copied by the server, the key too. */
+	const struct lk_session_env session_env = {
+		.status = &a->status, .ctx = a, .drain = session_drain,
+		.key = cfg->auth_key_file ? key : NULL,
+	};
 	struct lk_server_limits limits = {
 		.max_clients = cfg->max_clients,
 		.idle_timeout_ms = cfg->client_idle_timeout_ms,
 		.allowed_uids = cfg->allowed_uids,
 		.n_allowed_uids = cfg->n_allowed_uids,
 	};
-	rc = lk_server_new(a->base, a, cfg->socket_path, cfg->socket_mode,
-	                   cfg->auth_key_file ? key : NULL, &limits, &a->server, err, sizeof(err));
+	rc = lk_server_new(a->base, &session_env, cfg->socket_path, cfg->socket_mode, &limits,
+	                   &a->server, err, sizeof(err));
 	if (rc < 0) {
 		LK_LOG(LK_ERROR, "cannot open the socket", LKF_STR("error", err));
 		return rc;
 	}
 	if (cfg->http_listen) {
-		rc = lk_http_new(a->base, a, cfg->http_listen, &a->http, err, sizeof(err));
+		rc = lk_http_new(a->base, &a->status, cfg->http_listen, &a->http, err, sizeof(err));
 		if (rc < 0) {
 			LK_LOG(LK_ERROR, "cannot serve HTTP", LKF_STR("error", err));
 			return rc;

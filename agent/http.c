@@ -10,14 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent.h"
-#include "agent/lock.h"
 #include "agent/metrics.h"
+#include "agent/status.h"
 #include "locks/backend.h"
 
 struct lk_http {
 	struct evhttp *http;
-	struct lk_agent *agent;
+	const struct lk_status *st;
 };
 
 static void reply(struct evhttp_request *req, int code, const char *reason,
@@ -44,8 +43,8 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
 
 static void serve_leader(struct lk_http *h, struct evhttp_request *req, const char *name)
 {
-	int i = lk_agent_find_lock(h->agent, name);
-	const struct lk_lock *l;
+	int i = lk_status_find_lock(h->st, name);
+	struct evbuffer *b;
 	bool leads;
 	json_t *o;
 	char *s;
@@ -54,31 +53,19 @@ static void serve_leader(struct lk_http *h, struct evhttp_request *req, const ch
 		reply_text(req, 404, "Not Found", "unknown lock");
 		return;
 	}
-	l = lk_agent_lock(h->agent, (size_t)i);
-	/* Only a leader that is not stepping down should receive leader traffic. */
-	leads = lk_lock_state(l) == LK_LOCK_LEADER;
-	o = json_object();
-	json_object_set_new(o, "lock", json_string(lk_lock_name(l)));
-	json_object_set_new(o, "token", leads ? json_integer((json_int_t)lk_lock_token(l))
-	                                      : json_null());
-	json_object_set_new(o, "holder", strcmp(lk_lock_holder(l), "-") ? json_string(lk_lock_holder(l))
-	                                                                : json_null());
-	json_object_set_new(o, "until_mono_ms", leads ? json_integer(lk_lock_until_mono_ms(l))
-	                                              : json_null());
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	o = lk_status_leader_json(h->st->locks[i], &leads);
+	s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
-	if (!s) {
+	b = s ? evbuffer_new() : NULL;
+	if (!b) {
+		free(s);
 		evhttp_send_error(req, 500, "out of memory");
 		return;
 	}
-	struct evbuffer *b = evbuffer_new();
-	if (b) {
-		evbuffer_add_printf(b, "%s\n", s);
-		reply(req, leads ? 200 : 503, leads ? "OK" : "Not Leader", "application/json", b);
-		evbuffer_free(b);
-	} else {
-		evhttp_send_error(req, 500, "out of memory");
-	}
+	evbuffer_add_printf(b, "%s\n", s);
+	/* Only a leader that is not stepping down should receive leader traffic. */
+	reply(req, leads ? 200 : 503, leads ? "OK" : "Not Leader", "application/json", b);
+	evbuffer_free(b);
 	free(s);
 }
 
@@ -90,7 +77,7 @@ static void serve_metrics(struct lk_http *h, struct evhttp_request *req)
 		evhttp_send_error(req, 500, "out of memory");
 		return;
 	}
-	lk_metrics_render(h->agent, b);
+	lk_metrics_render(h->st, b);
 	reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", b);
 	evbuffer_free(b);
 }
@@ -103,11 +90,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	if (!path)
 		path = "/";
-	lk_agent_catch_up(h->agent);
+	lk_status_catch_up(h->st);
 	if (strcmp(path, "/healthz") == 0) {
 		reply_text(req, 200, "OK", "ok");
 	} else if (strcmp(path, "/readyz") == 0) {
-		if (lk_agent_ready(h->agent, why, sizeof(why)))
+		if (lk_status_ready(h->st, why, sizeof(why)))
 			reply_text(req, 200, "OK", "ready");
 		else
 			reply_text(req, 503, "Service Unavailable", why);
@@ -120,7 +107,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 }
 
-int lk_http_new(struct event_base *base, struct lk_agent *a, const char *listen,
+int lk_http_new(struct event_base *base, const struct lk_status *st, const char *listen,
                 struct lk_http **ret, char *err, size_t errlen)
 {
 	struct lk_http *h = calloc(1, sizeof(*h));
@@ -129,7 +116,7 @@ int lk_http_new(struct event_base *base, struct lk_agent *a, const char *listen,
 
 	if (!h)
 		goto fail;
-	h->agent = a;
+	h->st = st;
 	if (lk_parse_address(listen, host, sizeof(host), &port) < 0 || port == 0) {
 		snprintf(err, errlen, "http_listen \"%s\" is not host:port", listen);
 		rc = -EINVAL;

@@ -195,6 +195,23 @@ int lk_log_attach(struct event_base *base)
 	return 0;
 }
 
+bool lk_log_rate_due(struct lk_log_rate *r, uint64_t *skipped)
+{
+	struct timespec ts;
+	int64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (now < r->next_ms) {
+		r->skipped++;
+		return false;
+	}
+	r->next_ms = now + LK_LOG_RATE_MS;
+	*skipped = r->skipped;
+	r->skipped = 0;
+	return true;
+}
+
 void lk_log_detach(int timeout_ms)
 {
 	struct timespec ts;

@@ -50,6 +50,18 @@ void lk_log_detach(int timeout_ms);
 /* Lines dropped because the queue was full (leasekeeper_log_lines_dropped_total). */
 uint64_t lk_log_dropped(void);
 
+/* A kind of log line that others can cause at will (a local process that connects in a loop):
+ * written once per LK_LOG_RATE_MS at most, each saying how many were not written since. */
+#define LK_LOG_RATE_MS 1000
+
+struct lk_log_rate {
+	int64_t next_ms;           /* CLOCK_MONOTONIC */
+	uint64_t skipped;
+};
+
+/* True when a line of this kind may be written now; *skipped is then how many were not. */
+bool lk_log_rate_due(struct lk_log_rate *r, uint64_t *skipped);
+
 /* Write one line: msg plus the fields up to the LK_LOGF_END entry. */
 void lk_log_fields(enum lk_log_level level, const char *msg, const struct lk_logf *fields);
 

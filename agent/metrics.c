@@ -6,9 +6,9 @@
 #include <event2/buffer.h>
 #include <inttypes.h>
 
-#include "agent/agent.h"
 #include "agent/lock.h"
 #include "agent/log.h"
+#include "agent/status.h"
 #include "locks/backend.h"
 #include "proto/codec.h"
 
@@ -81,25 +81,25 @@ static void histogram(struct evbuffer *out, const char *name, const char *help,
 	                    h->count);
 }
 
-void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
+void lk_metrics_render(const struct lk_status *st, struct evbuffer *out)
 {
-	const struct lk_metrics *m = lk_agent_metrics(a);
-	size_t n = lk_agent_n_locks(a), camp, watch, other;
+	const struct lk_metrics *m = st->metrics;
+	size_t n = st->n_locks, camp, watch, other;
 
 	header(out, "leasekeeper_build_info", "gauge", "Version of the running agent.");
-	evbuffer_add_printf(out, "leasekeeper_build_info{version=\"%s\"} 1\n", LK_VERSION);
+	evbuffer_add_printf(out, "leasekeeper_build_info{version=\"%s\"} 1\n", st->version);
 
 	header(out, "leasekeeper_lock_held", "gauge",
 	       "1 while this replica holds the lock (leading or stepping down), else 0.");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		series(out, "leasekeeper_lock_held", "lock", lk_lock_name(l), NULL, NULL);
 		evbuffer_add_printf(out, "%d\n", lk_lock_is_leader(l) ? 1 : 0);
 	}
 	header(out, "leasekeeper_lock_token", "gauge",
 	       "Fencing token of this replica's current or most recent tenure (0 if none).");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		series(out, "leasekeeper_lock_token", "lock", lk_lock_name(l), NULL, NULL);
 		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_token(l));
 	}
@@ -107,21 +107,21 @@ void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 	       "Time left before this replica may start a tenure of the lock, because the backend "
 	       "restarted, was replaced or wiped (0 if none).");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		series(out, "leasekeeper_lock_holdoff_seconds", "lock", lk_lock_name(l), NULL, NULL);
 		evbuffer_add_printf(out, "%.3f\n", (double)lk_lock_holdoff_ms(l, NULL) / 1000.0);
 	}
 	header(out, "leasekeeper_acquisitions_total", "counter",
 	       "Tenures this replica started (LEADER sent).");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		series(out, "leasekeeper_acquisitions_total", "lock", lk_lock_name(l), NULL, NULL);
 		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->acquisitions);
 	}
 	header(out, "leasekeeper_lock_lost_total", "counter",
 	       "Tenures that ended with LOST, by reason.");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		for (int r = 0; r < LK_LOST__COUNT; r++) {
 			series(out, "leasekeeper_lock_lost_total", "lock", lk_lock_name(l), "reason",
 			       lk_lost_reason_name(r));
@@ -131,7 +131,7 @@ void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 	header(out, "leasekeeper_release_total", "counter",
 	       "Tenures that ended in a release attempt or a drain, by outcome.");
 	for (size_t i = 0; i < n; i++) {
-		const struct lk_lock *l = lk_agent_lock(a, i);
+		const struct lk_lock *l = st->locks[i];
 		for (int o = 0; o < LK_OUTCOME__COUNT; o++) {
 			series(out, "leasekeeper_release_total", "lock", lk_lock_name(l), "outcome",
 			       lk_outcome_name(o));
@@ -147,12 +147,12 @@ void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out)
 	          &m->stepdown_wait);
 	header(out, "leasekeeper_backend_errors_total", "counter",
 	       "Failed backend requests and connection failures, by backend.");
-	for (size_t i = 0; i < lk_agent_n_backends(a); i++) {
-		series(out, "leasekeeper_backend_errors_total", "backend",
-		       lk_agent_backend(a, i)->name, NULL, NULL);
+	for (size_t i = 0; i < st->n_backends; i++) {
+		series(out, "leasekeeper_backend_errors_total", "backend", st->backends[i]->name,
+		       NULL, NULL);
 		evbuffer_add_printf(out, "%" PRIu64 "\n", m->backend_errors[i]);
 	}
-	lk_agent_client_counts(a, &camp, &watch, &other);
+	st->client_counts(st->ctx, &camp, &watch, &other);
 	header(out, "leasekeeper_clients", "gauge",
 	       "Connected socket clients: campaigning for a lock, only watching, other.");
 	evbuffer_add_printf(out, "leasekeeper_clients{kind=\"campaign\"} %zu\n", camp);

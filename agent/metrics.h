@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 struct evbuffer;
-struct lk_agent;
+struct lk_status;
 
 /* Buckets from a millisecond to half a minute: releases and handoffs take milliseconds, a
  * stepdown wait or a whole drain takes up to shutdown_timeout. */
@@ -31,8 +31,9 @@ struct lk_metrics {
 /* Count one observation of `seconds`. */
 void lk_histogram_observe(struct lk_histogram *h, double seconds);
 
-/* Append the whole exposition (text format 0.0.4) for agent a to out. An allocation that
- * fails only shortens the scrape; Prometheus then reports a parse error for it. */
-void lk_metrics_render(const struct lk_agent *a, struct evbuffer *out);
+/* Append the whole exposition (text format 0.0.4) of the agent that st shows to out. An
+ * allocation that fails only shortens the scrape; Prometheus then reports a parse error for it.
+ */
+void lk_metrics_render(const struct lk_status *st, struct evbuffer *out);
 
 #endif

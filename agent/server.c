@@ -1,5 +1,5 @@
-/* The Unix socket server. Transport (accept, line framing, caps, closing) is at the top;
- * the protocol (handshake, verbs) below it. */
+/* The Unix socket server: the transport (accept, client slots, per-client buffers and caps,
+ * timers, closing) and the socket file. What each client says is its session's (session.c). */
 #include "agent/server.h"
 
 #include <errno.h>
@@ -7,7 +7,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,17 +19,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
-#include "agent/lock.h"
 #include "agent/log.h"
+#include "agent/session.h"
 #include "locks/backend.h"
 #include "proto/auth.h"
 #include "proto/codec.h"
 
-#define FLAG_CAMPAIGN 1u
-#define FLAG_WATCH    2u
-
-#define RATE_LOG_MS       1000 /* at most one line a second per kind of refusal or eviction */
 #define ACCEPT_PAUSE_MS   100  /* out of file descriptors: stop accepting for this long */
 #define ACCEPT_BATCH      64   /* connections accepted before the rest of the loop gets a turn */
 #define FD_MARGIN         64   /* descriptors besides the clients: backends, HTTP, logs */
@@ -40,6 +34,7 @@ struct client {
 	TAILQ_ENTRY(client) link;  /* clients (live) or dead */
 	TAILQ_ENTRY(client) idle_link; /* idle, while live and idle */
 	struct lk_server *srv;
+	struct lk_session *sess;   /* the protocol; NULL only while being built */
 	struct bufferevent *bev;
 	struct event *timer;       /* HELLO deadline, then the idle deadline, then close-flush */
 	uint64_t id;               /* for logs */
@@ -47,36 +42,23 @@ struct client {
 	int64_t hello_ms;
 	uint32_t uid;              /* the peer's, from SO_PEERCRED, for logs */
 	int32_t pid;
-	char nonce[LK_NONCE_HEX_LEN + 1];
-	char name[64];             /* HELLO client=, for logs */
-	bool hello;
+	bool hello;                /* HELLO accepted: the idle deadline replaced the HELLO one */
 	bool active;               /* sent CAMPAIGN, WATCH or DRAIN once: never idle again */
 	bool in_idle;              /* on the idle list */
 	bool closing;              /* no more input; close once output is flushed */
 	bool dead;                 /* waiting to be reaped */
-	bool drainer;              /* asked for the drain: gets DRAINED */
 	bool evicted;              /* closed by the agent, not by the app: see free_client */
-	bool watch_all;
-	uint8_t *flags;            /* per lock: FLAG_CAMPAIGN | FLAG_WATCH */
 };
 
 TAILQ_HEAD(client_list, client);
 
-/* A kind of log line that a local process can cause at will (by connecting in a loop): one
- * line a second at most, each saying how many were not written since the last. */
-struct rate_log {
-	int64_t next_ms;
-	uint64_t skipped;
-};
-
 struct lk_server {
 	struct event_base *base;
-	struct lk_agent *agent;
+	struct lk_session_env env;      /* key points at key when auth is on */
 	struct evconnlistener *listener;
 	char *path;
 	dev_t dev;
 	ino_t ino;
-	bool auth;
 	uint8_t key[LK_AUTH_KEY_BYTES];
 	struct lk_server_limits limits; /* allowed_uids points at uids */
 	uint32_t *uids;
@@ -90,35 +72,24 @@ struct lk_server {
 	unsigned accepted_in_turn;      /* accepted since the listener was last re-enabled */
 	/* counters for STATUS */
 	uint64_t n_idle_closed, n_evicted, n_hello_timeouts, n_refused_full, n_refused_uid;
-	struct rate_log log_idle, log_hello, log_evicted, log_full, log_uid, log_accept;
+	/* lines a local process can cause at will, rate-limited */
+	struct lk_log_rate log_idle, log_hello, log_evicted, log_full, log_uid, log_accept;
 	/* close_all */
 	void (*all_closed)(void *arg);
 	void *all_closed_arg;
 	struct event *close_timer;
 };
 
-static void handle_line(struct client *c, char *line, size_t len);
-
 /* ---- transport ------------------------------------------------------------------------------ */
+
+static const char *client_name(const struct client *c)
+{
+	return c->sess ? lk_session_name(c->sess) : "-";
+}
 
 static int64_t mono_ms(void)
 {
 	return lk_mono_ns() / 1000000;
-}
-
-/* True when a line of this kind may be written now; *skipped is then how many were not. */
-static bool rate_log_due(struct rate_log *r, uint64_t *skipped)
-{
-	int64_t now = mono_ms();
-
-	if (now < r->next_ms) {
-		r->skipped++;
-		return false;
-	}
-	r->next_ms = now + RATE_LOG_MS;
-	*skipped = r->skipped;
-	r->skipped = 0;
-	return true;
 }
 
 static struct timeval ms_tv(int64_t ms)
@@ -159,25 +130,12 @@ static void send_line(struct client *c, const char *line, size_t len)
 	out = bufferevent_get_output(c->bev);
 	if (evbuffer_get_length(out) + len > LK_CLIENT_OUTBUF_MAX) {
 		LK_LOG(LK_WARN, "client reads too slowly; disconnecting", LKF_U64("client", c->id)
-		       LKF_STR("name", c->name));
+		       LKF_STR("name", client_name(c)));
 		c->evicted = true;
 		kill_client(c);
 		return;
 	}
 	bufferevent_write(c->bev, line, len);
-}
-
-static void send_fmt(struct client *c, int n, const char *buf)
-{
-	if (n > 0)
-		send_line(c, buf, (size_t)n);
-}
-
-static void send_ok(struct client *c, enum lk_verb verb, const char *rest)
-{
-	char buf[LK_LINE_MAX];
-
-	send_fmt(c, lk_codec_format_ok(buf, sizeof(buf), verb, rest), buf);
 }
 
 static void close_after_flush(struct client *c)
@@ -196,57 +154,16 @@ static void close_after_flush(struct client *c)
 	evtimer_add(c->timer, &tv);
 }
 
-static void send_err(struct client *c, enum lk_err code, const char *text)
-{
-	char buf[LK_LINE_MAX];
-
-	send_fmt(c, lk_codec_format_err(buf, sizeof(buf), code, text), buf);
-	switch (code) {
-	case LK_ERR_LINE_TOO_LONG:
-		c->evicted = true;
-		close_after_flush(c);
-		break;
-	case LK_ERR_HELLO_REQUIRED:
-	case LK_ERR_AUTH_FAILED:
-	case LK_ERR_UNSUPPORTED_VERSION:
-	case LK_ERR_TOO_MANY_CLIENTS:
-		close_after_flush(c);
-		break;
-	default:
-		break;
-	}
-}
-
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	char line[LK_LINE_MAX + 1];
 
-	while (!c->closing) {
-		size_t eol_len = 0;
-		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-		size_t len;
-
-		if (p.pos < 0) {
-			/* No newline in LK_LINE_MAX bytes: whatever follows, the line is too long. */
-			if (evbuffer_get_length(in) >= LK_LINE_MAX)
-				send_err(c, LK_ERR_LINE_TOO_LONG, "lines are at most 4096 bytes");
-			return;
-		}
-		len = (size_t)p.pos;
-		if (len + 1 > LK_LINE_MAX) {
-			send_err(c, LK_ERR_LINE_TOO_LONG, "lines are at most 4096 bytes");
-			return;
-		}
-		evbuffer_remove(in, line, len + 1);
-		line[len] = '\0';
-		if (len > 0 && line[len - 1] == '\r')
-			line[--len] = '\0';
-		handle_line(c, line, len);
-	}
+	while (!c->closing && lk_session_read_line(c->sess, in))
+		;
 	/* Whatever a closing client still sends is ignored. */
-	evbuffer_drain(in, evbuffer_get_length(in));
+	if (c->closing)
+		evbuffer_drain(in, evbuffer_get_length(in));
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -270,6 +187,8 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 	struct client *c = arg;
 	struct lk_server *s = c->srv;
 	uint64_t skipped;
+	char buf[128];
+	int n;
 
 	if (c->closing) {
 		kill_client(c);
@@ -277,12 +196,15 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!c->hello) {
 		s->n_hello_timeouts++;
-		if (rate_log_due(&s->log_hello, &skipped))
+		if (lk_log_rate_due(&s->log_hello, &skipped))
 			LK_LOG(LK_INFO, "closing a client that sent no HELLO in time",
 			       LKF_U64("client", c->id) LKF_U64("uid", c->uid) LKF_I64("pid", c->pid)
 			       LKF_I64("hello_timeout_ms", LK_HELLO_TIMEOUT_MS)
 			       LKF_U64("not_logged", skipped));
-		send_err(c, LK_ERR_HELLO_REQUIRED, "no HELLO within 5s");
+		n = lk_codec_format_err(buf, sizeof(buf), LK_ERR_HELLO_REQUIRED, "no HELLO within 5s");
+		if (n > 0)
+			send_line(c, buf, (size_t)n);
+		close_after_flush(c);
 		return;
 	}
 	if (c->active)
@@ -290,18 +212,48 @@ static void on_client_timer(evutil_socket_t fd, short what, void *arg)
 	/* No error code says "idle" (and an ERR out of the blue would be read as the reply to a
 	 * request in flight): the connection just ends, and the log says why. */
 	s->n_idle_closed++;
-	if (rate_log_due(&s->log_idle, &skipped))
+	if (lk_log_rate_due(&s->log_idle, &skipped))
 		LK_LOG(LK_INFO, "closing a client that did not campaign, watch or drain in time",
-		       LKF_U64("client", c->id) LKF_STR("name", c->name) LKF_U64("uid", c->uid)
+		       LKF_U64("client", c->id) LKF_STR("name", client_name(c)) LKF_U64("uid", c->uid)
 		       LKF_I64("pid", c->pid) LKF_I64("idle_ms", mono_ms() - c->hello_ms)
 		       LKF_I64("client_idle_timeout_ms", s->limits.idle_timeout_ms)
 		       LKF_U64("not_logged", skipped));
 	close_after_flush(c);
 }
 
-/* The client did what apps do (CAMPAIGN, WATCH, DRAIN): from now on it keeps its slot. */
-static void mark_active(struct client *c)
+/* ---- the session's hooks -------------------------------------------------------------------- */
+
+static void io_send(void *conn, const char *line, size_t len)
 {
+	send_line(conn, line, len);
+}
+
+static void io_close(void *conn, bool cut_off)
+{
+	struct client *c = conn;
+
+	c->evicted |= cut_off;
+	close_after_flush(c);
+}
+
+static void io_hello(void *conn)
+{
+	struct client *c = conn;
+
+	c->hello = true;
+	c->hello_ms = mono_ms();
+	if (!c->active) {
+		struct timeval tv = ms_tv(c->srv->limits.idle_timeout_ms);
+
+		evtimer_add(c->timer, &tv); /* replaces the HELLO deadline */
+	}
+}
+
+/* The client did what apps do (CAMPAIGN, WATCH, DRAIN): from now on it keeps its slot. */
+static void io_active(void *conn)
+{
+	struct client *c = conn;
+
 	if (c->active)
 		return;
 	c->active = true;
@@ -310,6 +262,10 @@ static void mark_active(struct client *c)
 		evtimer_del(c->timer);
 }
 
+static const struct lk_session_io session_io = {
+	.send = io_send, .close = io_close, .hello = io_hello, .active = io_active,
+};
+
 /* Free a client's memory and close its socket; accepts a half-built one. */
 static void destroy_client(struct client *c)
 {
@@ -317,24 +273,13 @@ static void destroy_client(struct client *c)
 		bufferevent_free(c->bev);
 	if (c->timer)
 		event_free(c->timer);
-	free(c->flags);
 	free(c);
 }
 
 static void free_client(struct client *c)
 {
-	struct lk_server *s = c->srv;
-
-	/* I6: a campaign client that goes away has stepped down. One the agent cut off has not
-	 * said so, and may still be working: its lock is left to expire instead of released. */
-	for (size_t i = 0; i < lk_agent_n_locks(s->agent); i++) {
-		if (!(c->flags[i] & FLAG_CAMPAIGN))
-			continue;
-		if (c->evicted)
-			lk_lock_evict(lk_agent_lock(s->agent, i), c);
-		else
-			lk_lock_leave(lk_agent_lock(s->agent, i), c);
-	}
+	/* I6: leaving its locks is the session's; one the agent cut off may still be working. */
+	c->sess = lk_session_free(c->sess, c->evicted);
 	destroy_client(c);
 }
 
@@ -408,9 +353,9 @@ static bool make_room(struct lk_server *s)
 	}
 	if (!victim && (victim = TAILQ_FIRST(&s->idle))) {
 		s->n_evicted++;
-		if (rate_log_due(&s->log_evicted, &skipped))
+		if (lk_log_rate_due(&s->log_evicted, &skipped))
 			LK_LOG(LK_INFO, "client slots full; closing the oldest idle client for a new one",
-			       LKF_U64("client", victim->id) LKF_STR("name", victim->name)
+			       LKF_U64("client", victim->id) LKF_STR("name", client_name(victim))
 			       LKF_U64("uid", victim->uid) LKF_I64("pid", victim->pid)
 			       LKF_BOOL("hello", victim->hello)
 			       LKF_I64("age_ms", mono_ms() - victim->accepted_ms)
@@ -465,7 +410,7 @@ static void accept_one(struct lk_server *s, evutil_socket_t fd)
 	struct timeval tv = ms_tv(LK_HELLO_TIMEOUT_MS);
 	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 	socklen_t cred_len = sizeof(cred);
-	char banner[LK_LINE_MAX], text[128];
+	char text[128];
 	uint64_t skipped;
 
 	/* The peer's credentials are the kernel's, taken at connect(): nothing the peer sends
@@ -474,7 +419,7 @@ static void accept_one(struct lk_server *s, evutil_socket_t fd)
 		cred.uid = (uid_t)-1;
 	if (!uid_allowed(s, (uint32_t)cred.uid)) {
 		s->n_refused_uid++;
-		if (rate_log_due(&s->log_uid, &skipped))
+		if (lk_log_rate_due(&s->log_uid, &skipped))
 			LK_LOG(LK_WARN, "refused a client: its uid is not in allowed_uids",
 			       LKF_U64("uid", cred.uid) LKF_I64("pid", cred.pid)
 			       LKF_U64("not_logged", skipped));
@@ -484,7 +429,7 @@ static void accept_one(struct lk_server *s, evutil_socket_t fd)
 	}
 	if (s->n_live >= s->limits.max_clients && !make_room(s)) {
 		s->n_refused_full++;
-		if (rate_log_due(&s->log_full, &skipped))
+		if (lk_log_rate_due(&s->log_full, &skipped))
 			LK_LOG(LK_WARN, "client slots full of active clients; refused a connection",
 			       LKF_U64("uid", cred.uid) LKF_I64("pid", cred.pid)
 			       LKF_U64("max_clients", s->limits.max_clients)
@@ -502,15 +447,13 @@ static void accept_one(struct lk_server *s, evutil_socket_t fd)
 	c->accepted_ms = mono_ms();
 	c->uid = (uint32_t)cred.uid;
 	c->pid = (int32_t)cred.pid;
-	c->flags = calloc(lk_agent_n_locks(s->agent) + 1, 1);
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(s->base, on_client_timer, c);
-	if (!c->flags || !c->bev || !c->timer) {
+	if (!c->bev || !c->timer) {
 		if (c->bev)
 			fd = -1; /* owned by the bufferevent now */
 		goto fail;
 	}
-	snprintf(c->name, sizeof(c->name), "-");
 	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&s->clients, c, link);
@@ -518,9 +461,12 @@ static void accept_one(struct lk_server *s, evutil_socket_t fd)
 	c->in_idle = true;
 	s->n_live++;
 	evtimer_add(c->timer, &tv);
-	lk_auth_new_nonce(c->nonce);
-	send_fmt(c, lk_codec_format_banner(banner, sizeof(banner), lk_agent_identity(s->agent),
-	                                   c->nonce, s->auth, lk_mono_ns() / 1000000), banner);
+	c->sess = lk_session_new(&s->env, &session_io, c, c->id);
+	if (!c->sess) {
+		/* Listed already: the reaper frees it like any client. */
+		LK_LOG(LK_ERROR, "out of memory accepting a client");
+		kill_client(c);
+	}
 	return;
 fail:
 	LK_LOG(LK_ERROR, "out of memory accepting a client");
@@ -571,7 +517,7 @@ static void on_accept_error(struct evconnlistener *lst, void *arg)
 		evconnlistener_disable(lst);
 		evtimer_add(s->accept_pause, &tv);
 	}
-	if (rate_log_due(&s->log_accept, &skipped))
+	if (lk_log_rate_due(&s->log_accept, &skipped))
 		LK_LOG(LK_ERROR, "accept failed", LKF_STR("error", evutil_socket_error_to_string(err))
 		       LKF_U64("not_logged", skipped));
 }
@@ -655,192 +601,10 @@ fail:
 	return rc;
 }
 
-/* ---- protocol ----------------------------------------------------------------------------- */
-
-static void send_lock_state(struct client *c, size_t i)
-{
-	char buf[LK_LINE_MAX];
-
-	send_fmt(c, lk_lock_current_event(lk_agent_lock(c->srv->agent, i), buf, sizeof(buf)), buf);
-}
-
-static void do_hello(struct client *c, const struct lk_request *req)
-{
-	char rest[LK_LINE_MAX];
-
-	if (c->hello) {
-		send_err(c, LK_ERR_BAD_REQUEST, "HELLO was already said");
-		return;
-	}
-	if (c->srv->auth && (!req->mac || !lk_auth_verify(c->srv->key, c->nonce, req->mac))) {
-		LK_LOG(LK_WARN, "client failed authentication", LKF_U64("client", c->id));
-		send_err(c, LK_ERR_AUTH_FAILED, req->mac ? "wrong mac" : "mac required");
-		return;
-	}
-	c->hello = true;
-	c->hello_ms = mono_ms();
-	if (!c->active) {
-		struct timeval tv = ms_tv(c->srv->limits.idle_timeout_ms);
-
-		evtimer_add(c->timer, &tv); /* replaces the HELLO deadline */
-	}
-	if (req->client)
-		snprintf(c->name, sizeof(c->name), "%s", req->client);
-	snprintf(rest, sizeof(rest), "%d agent=%s id=%s", LK_PROTO_VERSION, LK_VERSION,
-	         lk_agent_identity(c->srv->agent));
-	send_ok(c, LK_VERB_HELLO, rest);
-}
-
-static void do_campaign(struct client *c, int i, const struct lk_request *req)
-{
-	struct lk_lock *l = lk_agent_lock(c->srv->agent, (size_t)i);
-	int rc;
-
-	if (lk_agent_draining(c->srv->agent)) {
-		send_err(c, LK_ERR_DRAINING, "the agent is draining");
-		return;
-	}
-	/* Joined before this client is flagged, so that whatever the lock says while taking the
-	 * client in cannot overtake the OK. */
-	rc = lk_lock_campaign(l, c);
-	if (rc == -EBUSY) {
-		send_err(c, LK_ERR_DRAINING, "the agent is draining");
-		return;
-	}
-	if (rc < 0) {
-		send_err(c, LK_ERR_BAD_REQUEST, "too many campaign clients");
-		return;
-	}
-	c->flags[i] |= FLAG_CAMPAIGN;
-	mark_active(c);
-	send_ok(c, LK_VERB_CAMPAIGN, req->lock);
-	send_lock_state(c, (size_t)i);
-}
-
-static void do_watch(struct client *c, const struct lk_request *req)
-{
-	size_t n = lk_agent_n_locks(c->srv->agent);
-	int i;
-
-	if (strcmp(req->lock, "*") == 0) {
-		c->watch_all = true;
-		mark_active(c);
-		send_ok(c, LK_VERB_WATCH, req->lock);
-		for (size_t j = 0; j < n; j++)
-			send_lock_state(c, j);
-		return;
-	}
-	i = lk_agent_find_lock(c->srv->agent, req->lock);
-	if (i < 0) {
-		send_err(c, LK_ERR_UNKNOWN_LOCK, req->lock);
-		return;
-	}
-	c->flags[i] |= FLAG_WATCH;
-	mark_active(c);
-	send_ok(c, LK_VERB_WATCH, req->lock);
-	send_lock_state(c, (size_t)i);
-}
-
-static void do_status(struct client *c)
-{
-	char *json;
-
-	lk_agent_catch_up(c->srv->agent);
-	json = lk_agent_status_json(c->srv->agent, LK_LINE_MAX - sizeof("OK STATUS \n"));
-
-	if (!json) {
-		send_err(c, LK_ERR_BAD_REQUEST, "out of memory");
-		return;
-	}
-	send_ok(c, LK_VERB_STATUS, json);
-	free(json);
-}
-
-static void handle_line(struct client *c, char *line, size_t len)
-{
-	struct lk_agent *a = c->srv->agent;
-	struct lk_request req;
-	const char *text = NULL;
-	enum lk_err e = lk_codec_parse_request(line, len, &req, &text);
-	int i = -1;
-
-	if (!c->hello) {
-		if (e == LK_ERR_NONE && req.verb == LK_VERB_HELLO)
-			do_hello(c, &req);
-		else if (e == LK_ERR_UNSUPPORTED_VERSION || (e == LK_ERR_BAD_REQUEST &&
-		         len >= 6 && strncmp(line, "HELLO", 5) == 0))
-			send_err(c, e, text);
-		else
-			send_err(c, LK_ERR_HELLO_REQUIRED, "say HELLO 1 first");
-		return;
-	}
-	if (e != LK_ERR_NONE) {
-		send_err(c, e, text);
-		return;
-	}
-	switch (req.verb) {
-	case LK_VERB_CAMPAIGN:
-	case LK_VERB_ACK:
-	case LK_VERB_RESIGN:
-		i = lk_agent_find_lock(a, req.lock);
-		if (i < 0) {
-			send_err(c, LK_ERR_UNKNOWN_LOCK, req.lock);
-			return;
-		}
-		break;
-	default:
-		break;
-	}
-	switch (req.verb) {
-	case LK_VERB_HELLO:
-		do_hello(c, &req);
-		return;
-	case LK_VERB_CAMPAIGN:
-		do_campaign(c, i, &req);
-		return;
-	case LK_VERB_WATCH:
-		do_watch(c, &req);
-		return;
-	case LK_VERB_ACK:
-		if (lk_lock_ack(lk_agent_lock(a, (size_t)i), c, req.token) < 0) {
-			send_err(c, LK_ERR_BAD_TOKEN, "not the lock's current tenure");
-			return;
-		}
-		send_ok(c, LK_VERB_ACK, req.lock);
-		return;
-	case LK_VERB_RESIGN:
-		send_ok(c, LK_VERB_RESIGN, req.lock);
-		if (c->flags[i] & FLAG_CAMPAIGN) {
-			c->flags[i] &= (uint8_t)~FLAG_CAMPAIGN;
-			lk_lock_leave(lk_agent_lock(a, (size_t)i), c);
-		}
-		return;
-	case LK_VERB_STATUS:
-		do_status(c);
-		return;
-	case LK_VERB_DRAIN:
-		c->drainer = true;
-		mark_active(c);
-		send_ok(c, LK_VERB_DRAIN, NULL);
-		lk_agent_drain(a, "DRAIN request");
-		return;
-	case LK_VERB_PING:
-		send_ok(c, LK_VERB_PING, NULL);
-		return;
-	case LK_VERB_QUIT:
-		send_ok(c, LK_VERB_QUIT, NULL);
-		close_after_flush(c);
-		return;
-	case LK_VERB__COUNT:
-		break;
-	}
-	send_err(c, LK_ERR_UNKNOWN_VERB, "unknown verb");
-}
-
 /* ---- public API ----------------------------------------------------------------------------- */
 
-int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
-                  unsigned mode, const uint8_t *key, const struct lk_server_limits *limits,
+int lk_server_new(struct event_base *base, const struct lk_session_env *env, const char *path,
+                  unsigned mode, const struct lk_server_limits *limits,
                   struct lk_server **ret, char *err, size_t errlen)
 {
 	struct lk_server *s = calloc(1, sizeof(*s));
@@ -849,7 +613,7 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 	if (!s)
 		goto nomem;
 	s->base = base;
-	s->agent = agent;
+	s->env = *env;
 	TAILQ_INIT(&s->clients);
 	TAILQ_INIT(&s->dead);
 	TAILQ_INIT(&s->idle);
@@ -865,9 +629,9 @@ int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *p
 		memcpy(s->uids, limits->allowed_uids, limits->n_allowed_uids * sizeof(*s->uids));
 		s->limits.allowed_uids = s->uids;
 	}
-	if (key) {
-		s->auth = true;
-		memcpy(s->key, key, LK_AUTH_KEY_BYTES);
+	if (env->key) {
+		memcpy(s->key, env->key, LK_AUTH_KEY_BYTES);
+		s->env.key = s->key;
 	}
 	s->path = strdup(path);
 	s->reaper = event_new(base, -1, 0, on_reap, s);
@@ -920,7 +684,7 @@ static void send_to(struct lk_server *s, bool (*want)(const struct client *c, si
 
 static bool wants_lock(const struct client *c, size_t i)
 {
-	return c->hello && (c->watch_all || c->flags[i]);
+	return c->sess && lk_session_wants_lock(c->sess, i);
 }
 
 static bool said_hello(const struct client *c, size_t i)
@@ -930,7 +694,7 @@ static bool said_hello(const struct client *c, size_t i)
 
 static bool asked_to_drain(const struct client *c, size_t i)
 {
-	return c->drainer;
+	return c->sess && lk_session_asked_to_drain(c->sess);
 }
 
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len)
@@ -969,21 +733,14 @@ void lk_server_close_all(struct lk_server *s, void (*done)(void *arg), void *arg
 void lk_server_count(const struct lk_server *s, size_t *campaign, size_t *watch, size_t *other)
 {
 	const struct client *c;
-	size_t n = lk_agent_n_locks(s->agent);
 
 	*campaign = *watch = *other = 0;
 	TAILQ_FOREACH(c, &s->clients, link) {
-		bool camp = false, w = c->watch_all;
-		for (size_t i = 0; i < n; i++) {
-			camp |= (c->flags[i] & FLAG_CAMPAIGN) != 0;
-			w |= (c->flags[i] & FLAG_WATCH) != 0;
+		switch (c->sess ? lk_session_kind(c->sess) : LK_SESSION_OTHER) {
+		case LK_SESSION_CAMPAIGN: (*campaign)++; break;
+		case LK_SESSION_WATCH: (*watch)++; break;
+		case LK_SESSION_OTHER: (*other)++; break;
 		}
-		if (camp)
-			(*campaign)++;
-		else if (w)
-			(*watch)++;
-		else
-			(*other)++;
 	}
 }
 

@@ -1,6 +1,7 @@
-/* The Unix socket server: accepts app connections, frames lines, runs the HELLO/auth handshake,
- * and dispatches verbs (proto/PROTOCOL.md) to the agent and its locks. Per-client buffers are capped, and
- * nothing one client sends can stall the loop or reach another client. */
+/* The Unix socket server, the transport: accepts app connections into capped client slots,
+ * keeps each one's buffers (output capped) and timers (HELLO, idle, close), and takes a stale
+ * socket file over. What a client says and is told is its session's (session.h). Nothing one
+ * client sends can stall the loop or reach another client. */
 #ifndef LK_AGENT_SERVER_H
 #define LK_AGENT_SERVER_H
 
@@ -9,8 +10,8 @@
 
 struct event_base;
 struct json_t;
-struct lk_agent;
 struct lk_server;
+struct lk_session_env;
 
 #define LK_CLIENT_OUTBUF_MAX    (256 * 1024) /* a client that reads nothing is cut off here */
 #define LK_HELLO_TIMEOUT_MS     5000
@@ -32,10 +33,12 @@ struct lk_server_limits {
 };
 
 /* Bind the socket at path with mode (replacing a stale socket file left by a dead agent, and
- * refusing if a live agent answers there) and start accepting. key is NULL for auth=none, or 32
- * bytes that are copied. Returns 0 and the server, or a negative errno with err set. */
-int lk_server_new(struct event_base *base, struct lk_agent *agent, const char *path,
-                  unsigned mode, const uint8_t *key, const struct lk_server_limits *limits,
+ * refusing if a live agent answers there) and start accepting; each client gets a session with
+ * env. env is copied, its key too (NULL for auth=none, or 32 bytes); what env points at is
+ * borrowed and must outlive the server. Returns 0 and the server, or a negative errno with err
+ * set. */
+int lk_server_new(struct event_base *base, const struct lk_session_env *env, const char *path,
+                  unsigned mode, const struct lk_server_limits *limits,
                   struct lk_server **ret, char *err, size_t errlen);
 
 /* Send a lock's event line to its campaign clients and watchers. */

@@ -1,0 +1,138 @@
+/* Prometheus rendering (agent/metrics.c) from a hand-made status view: no agent, no sockets. */
+#include <check.h>
+#include <event2/buffer.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/metrics.h"
+#include "agent/status.h"
+#include "locks/backend.h"
+
+static char name_main[] = "main";
+static char name_odd[] = "we\"ird\\";
+static struct lk_backend b_main = { .name = name_main };
+static struct lk_backend b_odd = { .name = name_odd };
+static struct lk_backend *const backends[] = { &b_main, &b_odd };
+static uint64_t backend_errors[2];
+static struct lk_metrics metrics;
+
+static void client_counts(void *ctx, size_t *campaign, size_t *watch, size_t *other)
+{
+	*campaign = 3;
+	*watch = 2;
+	*other = 1;
+}
+
+static const struct lk_status status = {
+	.identity = "pod-a", .version = "9.9.9", .backends = backends, .n_backends = 2,
+	.metrics = &metrics, .client_counts = client_counts,
+};
+
+/* The whole exposition as a string the caller frees. */
+static char *render(void)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t n;
+	char *s;
+
+	ck_assert_ptr_nonnull(b);
+	lk_metrics_render(&status, b);
+	n = evbuffer_get_length(b);
+	s = malloc(n + 1);
+	ck_assert_ptr_nonnull(s);
+	evbuffer_remove(b, s, n);
+	s[n] = '\0';
+	evbuffer_free(b);
+	return s;
+}
+
+static void setup(void)
+{
+	memset(&metrics, 0, sizeof(metrics));
+	memset(backend_errors, 0, sizeof(backend_errors));
+	metrics.backend_errors = backend_errors;
+}
+
+#define HAS(text, line) ck_assert_msg(strstr((text), (line)), "missing: %s", (line))
+
+START_TEST(build_info_carries_the_version)
+{
+	char *s = render();
+
+	HAS(s, "# TYPE leasekeeper_build_info gauge\n");
+	HAS(s, "leasekeeper_build_info{version=\"9.9.9\"} 1\n");
+	free(s);
+}
+END_TEST
+
+START_TEST(histogram_buckets_are_cumulative_with_sum_and_count)
+{
+	char *s;
+
+	lk_histogram_observe(&metrics.release_duration, 0.002);  /* le 0.0025 */
+	lk_histogram_observe(&metrics.release_duration, 0.02);   /* le 0.025 */
+	lk_histogram_observe(&metrics.release_duration, 100);    /* only +Inf */
+	s = render();
+	HAS(s, "# TYPE leasekeeper_release_duration_seconds histogram\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.001\"} 0\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.0025\"} 1\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.01\"} 1\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.025\"} 2\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"30\"} 2\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"+Inf\"} 3\n");
+	HAS(s, "leasekeeper_release_duration_seconds_sum 100.022000\n");
+	HAS(s, "leasekeeper_release_duration_seconds_count 3\n");
+	HAS(s, "leasekeeper_stepdown_wait_seconds_count 0\n");
+	free(s);
+}
+END_TEST
+
+START_TEST(backend_errors_have_one_series_per_backend_with_escaped_labels)
+{
+	char *s;
+
+	backend_errors[1] = 7;
+	s = render();
+	HAS(s, "leasekeeper_backend_errors_total{backend=\"main\"} 0\n");
+	HAS(s, "leasekeeper_backend_errors_total{backend=\"we\\\"ird\\\\\"} 7\n");
+	free(s);
+}
+END_TEST
+
+START_TEST(clients_and_counters_are_written_even_at_zero)
+{
+	char *s;
+
+	metrics.graceful_exit_failed = 2;
+	s = render();
+	HAS(s, "leasekeeper_clients{kind=\"campaign\"} 3\n");
+	HAS(s, "leasekeeper_clients{kind=\"watch\"} 2\n");
+	HAS(s, "leasekeeper_clients{kind=\"other\"} 1\n");
+	HAS(s, "leasekeeper_graceful_exit_failed_total 2\n");
+	HAS(s, "# TYPE leasekeeper_log_lines_dropped_total counter\n");
+	/* No locks: the lock families are declared, with no series. */
+	HAS(s, "# TYPE leasekeeper_lock_held gauge\n# HELP leasekeeper_lock_token");
+	free(s);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("metrics");
+	TCase *t = tcase_create("render");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(t, setup, NULL);
+	tcase_add_test(t, build_info_carries_the_version);
+	tcase_add_test(t, histogram_buckets_are_cumulative_with_sum_and_count);
+	tcase_add_test(t, backend_errors_have_one_series_per_backend_with_escaped_labels);
+	tcase_add_test(t, clients_and_counters_are_written_even_at_zero);
+	suite_add_tcase(s, t);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
