@@ -207,7 +207,9 @@ START_TEST(test_contract_renew_after_delete_is_gone_and_leaves_nothing)
 }
 END_TEST
 
-START_TEST(test_contract_renew_after_overwrite_or_recreate_is_taken_and_touches_nothing)
+/* Another client overwrote the key (recreate: deleted it first); our renewal says TAKEN and
+ * neither extends nor touches what is there now. */
+static void ct_renew_is_taken(bool recreate)
 {
 	struct lk_backend_key *k;
 	struct lk_test_reply g;
@@ -216,23 +218,26 @@ START_TEST(test_contract_renew_after_overwrite_or_recreate_is_taken_and_touches_
 	ct_start();
 	k = lk_test_key_new("alpha", NULL);
 	tok = lk_test_acquire_ok(k, 10000);
+	if (recreate)
+		ct->del();
 	ct->put("gamma");
 	g = lk_test_renew(k, tok, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
 	ck_assert_str_eq(g.holder, "gamma");
-	/* Neither extended nor touched. */
 	lk_test_run_for(200);
 	ck_assert_str_eq(ct->stored().holder, "gamma");
 	ck_assert_int_eq(ct->ttl_left_ms(), -1);
+}
 
-	ct->del();
-	ct->put("delta");
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
-	ck_assert_str_eq(g.holder, "delta");
-	lk_test_run_for(200);
-	ck_assert_str_eq(ct->stored().holder, "delta");
-	ck_assert_int_eq(ct->ttl_left_ms(), -1);
+START_TEST(test_contract_renew_after_overwrite_is_taken)
+{
+	ct_renew_is_taken(false);
+}
+END_TEST
+
+START_TEST(test_contract_renew_after_recreated_by_another_is_taken)
+{
+	ct_renew_is_taken(true);
 }
 END_TEST
 
@@ -678,8 +683,8 @@ void lk_contract_add(Suite *s, const struct lk_contract *c)
 	tcase_add_test(tc, test_contract_renew_ok_extends_validity_from_send);
 	tcase_add_test(tc, test_contract_renew_after_expiry_is_gone_for_good);
 	tcase_add_test(tc, test_contract_renew_after_delete_is_gone_and_leaves_nothing);
-	tcase_add_test(tc,
-	               test_contract_renew_after_overwrite_or_recreate_is_taken_and_touches_nothing);
+	tcase_add_test(tc, test_contract_renew_after_overwrite_is_taken);
+	tcase_add_test(tc, test_contract_renew_after_recreated_by_another_is_taken);
 	tcase_add_test(tc, test_contract_release_ok_then_gone);
 	tcase_add_test(tc, test_contract_release_never_deletes_another_holders_key);
 	tcase_add_test(tc, test_contract_tokens_strictly_increase_across_holders_and_restart);

@@ -21,7 +21,7 @@ struct Suite;
 /* What the server stores under LK_TEST_KEY. */
 struct lk_contract_stored {
 	bool found;
-	char holder[LK_BACKEND_MAX_IDENTITY_LEN + 32];  /* the identity the value names */
+	char holder[300];   /* the identity the value names */
 	uint64_t token;     /* the tenure's fencing token, as the backend derives it */
 	int64_t lease;      /* what keeps the key alive apart from the key (etcd's lease), or 0 */
 };

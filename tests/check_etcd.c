@@ -22,9 +22,12 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "agent/config.h"
 #include "locks/backend.h"
+#include "tests/backend_contract.h"
 #include "tests/harness.h"
+
+/* The shared suite, compiled here: the Makefile links only locks/ and the harness. */
+#include "tests/backend_contract.c"
 
 #define KEY LK_TEST_KEY
 
@@ -219,53 +222,90 @@ static void setup_etcd(void)
 	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
 }
 
-/* ---- the lock protocol ----------------------------------------------------------------- */
+/* ---- the contract suite's view of etcd ------------------------------------------------- */
 
-START_TEST(test_acquire_token_is_fence_plus_create_revision)
+static int contract_make(const char *address, int64_t timeout_ms, char *err, size_t errlen)
 {
-	struct lk_backend_key *k;
-	struct stored st;
-	int64_t before;
-	struct lk_test_reply g;
+	struct opts o = { .endpoints = { address }, .timeout_ms = timeout_ms };
 
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	before = lk_mono_ns();
-	g = lk_test_acquire(k, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_OK);
-	/* Validity counts from when the grant was sent, not from the reply (I1). */
-	ck_assert_int_ge(g.sent_ns, before);
-	ck_assert_int_le(g.sent_ns, g.at_ns);
-	ck_assert_int_eq(g.ttl_ms, 10000);
+	return make_backend(&o, err, errlen);
+}
 
-	st = etcd_get(&srv, KEY);
+static struct lk_contract_stored contract_stored(void)
+{
+	struct stored st = etcd_get(&srv, KEY);
+	struct lk_contract_stored c = { .found = st.create_revision != 0, .token = st.token,
+	                                .lease = st.lease };
+
+	snprintf(c.holder, sizeof(c.holder), "%s", st.value);
+	return c;
+}
+
+static int64_t contract_ttl_left_ms(void)
+{
+	struct stored st = etcd_get(&srv, KEY);
+
+	if (!st.create_revision)
+		return -2;
+	return st.lease ? lease_field(st.lease, "TTL") * 1000 : -1;
+}
+
+static bool contract_lease_alive(int64_t lease)
+{
+	return lease_field(lease, "TTL") != -1;
+}
+
+/* A plain put: a key created so has no lease, one overwritten so loses its lease and keeps its
+ * create_revision. */
+static void contract_put(const char *holder)
+{
+	etcdctl_ok(&srv, "put", KEY, holder);
+}
+
+static void contract_del(void)
+{
+	etcdctl_ok(&srv, "del", KEY, NULL);
+}
+
+/* As at expiry: the lease ends and etcd deletes the key. */
+static void contract_expire(void)
+{
+	lease_revoke(etcd_get(&srv, KEY).lease);
+}
+
+static void contract_acquired(const struct lk_test_reply *g)
+{
+	struct stored st = etcd_get(&srv, KEY);
+
 	/* The token is the fence key's base (the wall clock in µs when it was seeded) plus the
-	 * key's create_revision. */
+	 * key's create_revision; the key is on a lease of the ttl asked for. */
 	ck_assert_int_gt(st.fence, 1600000000000000LL);
-	ck_assert_uint_eq(g.token, (uint64_t)st.fence + (uint64_t)st.create_revision);
-	ck_assert_uint_eq(g.token, st.token);
-	ck_assert_str_eq(st.value, "alpha");
+	ck_assert_uint_eq(g->token, (uint64_t)st.fence + (uint64_t)st.create_revision);
 	ck_assert_int_gt(st.lease, 0);
 	ck_assert_int_eq(lease_field(st.lease, "grantedTTL"), 10);
 }
-END_TEST
 
-START_TEST(test_second_identity_sees_held_with_holder)
-{
-	struct lk_backend_key *a, *b;
-	struct lk_test_reply g;
+static const struct lk_contract etcd_contract = {
+	.srv = &srv,
+	.setup = setup_etcd,
+	.teardown = teardown_loop,
+	.scheme = "http://",
+	.timeout_ms = 1000,
+	.watch_notifies_on_start = true,
+	.gives_back_freed_tenure = true,
+	.max_outage_warns = 1,
+	.restart_log = "watch on " KEY " broken",
+	.make = contract_make,
+	.stored = contract_stored,
+	.ttl_left_ms = contract_ttl_left_ms,
+	.lease_alive = contract_lease_alive,
+	.put = contract_put,
+	.del = contract_del,
+	.expire = contract_expire,
+	.acquired = contract_acquired,
+};
 
-	start_backend(srv.address, 1000);
-	a = lk_test_key_new("alpha", NULL);
-	b = lk_test_key_new("beta", NULL);
-	lk_test_acquire_ok(a, 10000);
-	g = lk_test_acquire(b, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_HELD);
-	ck_assert(g.has_holder);
-	ck_assert_str_eq(g.holder, "alpha");
-	ck_assert_str_eq(etcd_get(&srv, KEY).value, "alpha");
-}
-END_TEST
+/* ---- the lock protocol ----------------------------------------------------------------- */
 
 /* Raft proposals etcd has committed: every write (a lease grant or revoke, a txn) is one, a
  * linearizable read is none. */
@@ -299,21 +339,6 @@ START_TEST(test_held_key_costs_a_follower_no_write)
 	}
 	lk_test_run_for(300); /* a revoke sent after the reply would land by now */
 	ck_assert_int_eq(proposals(), before);
-}
-END_TEST
-
-START_TEST(test_unshowable_holder_is_unknown)
-{
-	struct lk_backend_key *b;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	b = lk_test_key_new("beta", NULL);
-	/* A value with bytes that could break a log or protocol line has no holder to show. */
-	etcdctl_ok(&srv, "put", KEY, "evil\nLEADER x");
-	g = lk_test_acquire(b, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_HELD);
-	ck_assert(!g.has_holder);
 }
 END_TEST
 
@@ -365,244 +390,7 @@ START_TEST(test_ttl_rounds_up_to_whole_seconds)
 }
 END_TEST
 
-START_TEST(test_renew_ok_restores_ttl)
-{
-	struct lk_backend_key *k;
-	uint64_t tok;
-	int64_t before, lease;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 3000);
-	lease = etcd_get(&srv, KEY).lease;
-	lk_test_run_for(1100);
-	ck_assert_int_le(lease_field(lease, "TTL"), 2);
-	before = lk_mono_ns();
-	g = lk_test_renew(k, tok, 3000);
-	ck_assert_int_eq(g.status, LK_REPLY_OK);
-	ck_assert_uint_eq(g.token, tok);
-	ck_assert_int_eq(g.ttl_ms, 3000);
-	ck_assert_int_ge(g.sent_ns, before);
-	ck_assert_int_le(g.sent_ns, g.at_ns);
-	ck_assert_int_ge(lease_field(lease, "TTL"), 2);
-	ck_assert_uint_eq(etcd_get(&srv, KEY).token, tok);
-}
-END_TEST
-
-START_TEST(test_renew_after_lease_revoked_is_gone)
-{
-	struct lk_backend_key *k;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	lease_revoke(etcd_get(&srv, KEY).lease);
-	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	/* The tenure is over: a later renew knows it at once. */
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-}
-END_TEST
-
-START_TEST(test_renew_after_delete_is_gone_and_revokes)
-{
-	struct lk_backend_key *k;
-	int64_t lease;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	lease = etcd_get(&srv, KEY).lease;
-	etcdctl_ok(&srv, "del", KEY, NULL);
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	/* The orphaned lease is revoked (fire and forget). */
-	lk_test_run_for(200);
-	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
-}
-END_TEST
-
-START_TEST(test_renew_after_recreated_by_another_is_taken)
-{
-	struct lk_backend_key *k;
-	struct stored st;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	etcdctl_ok(&srv, "del", KEY, NULL);
-	etcdctl_ok(&srv, "put", KEY, "gamma");
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
-	ck_assert_str_eq(g.holder, "gamma");
-	/* Not touched. */
-	lk_test_run_for(200);
-	st = etcd_get(&srv, KEY);
-	ck_assert_str_eq(st.value, "gamma");
-	ck_assert_uint_gt(st.token, tok);
-}
-END_TEST
-
-START_TEST(test_renew_after_overwrite_is_taken)
-{
-	struct lk_backend_key *k;
-	struct stored st;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	/* A plain put keeps the create_revision but takes the key off our lease. */
-	etcdctl_ok(&srv, "put", KEY, "gamma");
-	ck_assert_uint_eq(etcd_get(&srv, KEY).token, tok);
-	g = lk_test_renew(k, tok, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_TAKEN);
-	ck_assert_str_eq(g.holder, "gamma");
-	lk_test_run_for(200);
-	st = etcd_get(&srv, KEY);
-	ck_assert_str_eq(st.value, "gamma");
-	ck_assert_int_eq(st.lease, 0);
-}
-END_TEST
-
-START_TEST(test_release_ok_then_gone)
-{
-	struct lk_backend_key *k;
-	int64_t lease;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	lease = etcd_get(&srv, KEY).lease;
-	g = lk_test_release(k, tok);
-	ck_assert_int_eq(g.status, LK_REPLY_OK);
-	ck_assert_int_eq(etcd_get(&srv, KEY).create_revision, 0);
-	lk_test_run_for(200);
-	ck_assert_int_eq(lease_field(lease, "TTL"), -1);
-	/* Idempotent (I3): the retry of a release finds nothing of ours. */
-	g = lk_test_release(k, tok);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-}
-END_TEST
-
-START_TEST(test_release_never_deletes_another_holders_key)
-{
-	struct lk_backend_key *k;
-	struct stored st;
-	uint64_t tok;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-
-	/* Our own identity but another revision is not ours either. */
-	g = lk_test_release(k, tok - 1);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	ck_assert_uint_eq(etcd_get(&srv, KEY).token, tok);
-
-	/* Overwritten by a plain put: same create_revision, but off our lease. */
-	etcdctl_ok(&srv, "put", KEY, "gamma");
-	g = lk_test_release(k, tok);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	st = etcd_get(&srv, KEY);
-	ck_assert_str_eq(st.value, "gamma");
-	ck_assert_uint_eq(st.token, tok);
-
-	/* Deleted and created again by someone else. */
-	etcdctl_ok(&srv, "del", KEY, NULL);
-	etcdctl_ok(&srv, "put", KEY, "delta");
-	g = lk_test_release(k, tok);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	st = etcd_get(&srv, KEY);
-	ck_assert_str_eq(st.value, "delta");
-}
-END_TEST
-
-START_TEST(test_tokens_strictly_increase_across_holders_and_restart)
-{
-	struct lk_backend_key *a, *b;
-	uint64_t t1, t2, t3, t4;
-
-	start_backend(srv.address, 1000);
-	a = lk_test_key_new("alpha", NULL);
-	b = lk_test_key_new("beta", NULL);
-	t1 = lk_test_acquire_ok(a, 10000);
-	ck_assert_int_eq(lk_test_release(a, t1).status, LK_REPLY_OK);
-	t2 = lk_test_acquire_ok(b, 10000);
-	ck_assert_uint_gt(t2, t1);
-	ck_assert_int_eq(lk_test_release(b, t2).status, LK_REPLY_OK);
-	t3 = lk_test_acquire_ok(a, 10000);
-	ck_assert_uint_gt(t3, t2);
-	ck_assert_int_eq(lk_test_release(a, t3).status, LK_REPLY_OK);
-
-	/* etcd keeps its revision across a restart (it is persistent, unlike our Redis). */
-	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	t4 = lk_test_acquire(b, 10000).token;
-	if (t4 == 0) /* the first request may meet the old, closed connection */
-		t4 = lk_test_acquire_ok(b, 10000);
-	ck_assert_uint_gt(t4, t3);
-}
-END_TEST
-
-START_TEST(test_renew_of_unknown_tenure_is_gone_later)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	/* Never acquired here: no lease to keep alive. Answered from the loop, not inline. */
-	g = lk_test_renew(k, 12345, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_GONE);
-	ck_assert_int_eq(be->ops->acquire(k, 0, lk_test_on_reply, &g), -EINVAL);
-	ck_assert_int_eq(be->ops->renew(k, 0, 1000, lk_test_on_reply, &g), -EINVAL);
-	ck_assert_int_eq(be->ops->release(k, 0, lk_test_on_reply, &g), -EINVAL);
-}
-END_TEST
-
 /* ---- watches --------------------------------------------------------------------------- */
-
-START_TEST(test_release_notifies_watching_follower)
-{
-	struct lk_backend_key *leader, *follower;
-	struct lk_test_notified nt = { 0 };
-	uint64_t tok;
-
-	start_backend(srv.address, 1000);
-	leader = lk_test_key_new("alpha", NULL);
-	follower = lk_test_key_new("beta", &nt);
-	tok = lk_test_acquire_ok(leader, 10000);
-	be->ops->watch(follower, true);
-	/* A (re)created stream notifies: deletions may have been missed before it. */
-	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify on watch creation");
-	lk_test_run_for(100);
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "follower not notified");
-	ck_assert_int_eq(lk_test_acquire(follower, 10000).status, LK_REPLY_OK);
-
-	/* Not watching: no notice. */
-	be->ops->watch(follower, false);
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_release(follower, etcd_get(&srv, KEY).token).status,
-	                 LK_REPLY_OK);
-	lk_test_run_for(300);
-	ck_assert_int_eq(nt.n, 0);
-}
-END_TEST
 
 START_TEST(test_expiry_and_external_delete_notify)
 {
@@ -627,38 +415,6 @@ START_TEST(test_expiry_and_external_delete_notify)
 	ck_assert_int_eq(nt.n, 0);
 	etcdctl_ok(&srv, "del", KEY, NULL);
 	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "no notify on delete");
-}
-END_TEST
-
-START_TEST(test_watch_resumes_after_restart_and_notifies)
-{
-	struct lk_backend_key *leader, *follower;
-	struct lk_test_notified nt = { 0 };
-	uint64_t tok;
-
-	start_backend(srv.address, 1000);
-	leader = lk_test_key_new("alpha", NULL);
-	follower = lk_test_key_new("beta", &nt);
-	be->ops->watch(follower, true);
-	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
-	lk_test_run_for(100);
-
-	/* The stream breaks; once resumed and confirmed, the follower is told to look again. */
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_READY_MS), "no notify after the restart:\n%s",
-	              logs.text);
-	ck_assert_ptr_nonnull(strstr(logs.text, "watch on " KEY " broken"));
-
-	/* And the resumed stream works. */
-	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
-	tok = lk_test_acquire(leader, 10000).token;
-	if (tok == 0)
-		tok = lk_test_acquire_ok(leader, 10000);
-	lk_test_run_for(100);
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
-	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "resumed stream missed a delete");
 }
 END_TEST
 
@@ -718,229 +474,7 @@ START_TEST(test_frozen_watch_notifies_after_thaw)
 }
 END_TEST
 
-/* A notify hook that frees things: the backend must keep walking (or stop) safely. */
-static struct lk_backend_key *notify_victim;
-static bool victim_freed;
-
-static void on_notify_free_key(void *arg, enum lk_backend_notice what)
-{
-	if (what != LK_NOTICE_MAYBE_FREE)
-		return;
-	((struct lk_test_notified *)arg)->n++;
-	if (notify_victim) {
-		be->ops->key_free(notify_victim);
-		notify_victim = NULL;
-		victim_freed = true;
-	}
-}
-
-static void on_notify_victim(void *arg, enum lk_backend_notice what)
-{
-	ck_assert_msg(!victim_freed, "notify after key_free");
-	((struct lk_test_notified *)arg)->n++;
-}
-
-START_TEST(test_notify_may_free_keys_and_backend)
-{
-	struct lk_backend_key *leader, *f1, *f2;
-	struct lk_test_notified n1 = { 0 }, n2 = { 0 };
-	uint64_t tok;
-
-	start_backend(srv.address, 1000);
-	leader = lk_test_key_new("alpha", NULL);
-	f1 = be->ops->key_new(be, KEY, "beta", on_notify_free_key, &n1);
-	f2 = be->ops->key_new(be, KEY, "gamma", on_notify_victim, &n2);
-	ck_assert_ptr_nonnull(f1);
-	ck_assert_ptr_nonnull(f2);
-	tok = lk_test_acquire_ok(leader, 10000);
-	be->ops->watch(f1, true);
-	be->ops->watch(f2, true);
-	lk_test_run_for(300);
-
-	/* f1's hook frees f2 (each key has its own stream, so f2 may or may not have been told
-	 * first); nothing may reach f2 after. */
-	notify_victim = f2;
-	n1.n = 0;
-	ck_assert_int_eq(lk_test_release(leader, tok).status, LK_REPLY_OK);
-	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS));
-	ck_assert(victim_freed);
-	lk_test_run_for(100);
-
-	/* Now a hook that frees the whole backend. */
-	be->ops->key_free(f1);
-	n1.n = 0;
-	f1 = be->ops->key_new(be, KEY, "delta", lk_test_on_notify_free_backend, &n1);
-	ck_assert_ptr_nonnull(f1);
-	tok = lk_test_acquire_ok(leader, 10000);
-	be->ops->watch(f1, true);
-	ck_assert(lk_test_notified_within(&n1, LK_TEST_WAIT_MS)); /* the creation notice frees it */
-	ck_assert_ptr_null(be);
-	lk_test_run_for(100);
-}
-END_TEST
-
-/* ---- timeouts, outages, lifetimes ------------------------------------------------------ */
-
-START_TEST(test_frozen_etcd_errors_within_timeout_then_recovers)
-{
-	const int64_t timeout = 300;
-	struct lk_backend_key *k;
-	struct lk_test_reply g = { 0 };
-	uint64_t tok;
-	int64_t sent;
-
-	start_backend(srv.address, timeout);
-	k = lk_test_key_new("alpha", NULL);
-	tok = lk_test_acquire_ok(k, 30000);
-
-	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	sent = lk_mono_ns();
-	ck_assert_int_eq(be->ops->renew(k, tok, 30000, lk_test_on_reply, &g), 0);
-	lk_test_wait_reply(&g);
-	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_msg(strstr(g.err, "timed out after 300ms"), "err: %s", g.err);
-	ck_assert_int_ge((g.at_ns - sent) / 1000000, timeout - 5);
-	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
-	ck_assert(!be->ops->ready(be));
-
-	/* Acquire too: its two steps share one deadline. */
-	memset(&g, 0, sizeof(g));
-	sent = lk_mono_ns();
-	ck_assert_int_eq(be->ops->acquire(lk_test_key_new("beta", NULL), 30000, lk_test_on_reply, &g), 0);
-	lk_test_wait_reply(&g);
-	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_int_lt((g.at_ns - sent) / 1000000, 3 * timeout);
-
-	lk_test_run_for(500);
-	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready again:\n%s", logs.text);
-	g = lk_test_renew(k, tok, 30000);
-	ck_assert_msg(g.status == LK_REPLY_OK, "renew after thaw: %d %s", g.status, g.err);
-	/* One warning for the outage, not one per request. */
-	ck_assert_int_le(logs.warns, 1);
-	ck_assert_ptr_nonnull(strstr(logs.text, "reconnected to"));
-}
-END_TEST
-
-START_TEST(test_free_while_requests_in_flight_calls_nothing)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g1 = { 0 }, g2 = { 0 }, g3 = { 0 };
-	uint64_t tok;
-
-	start_backend(srv.address, 300);
-	k = lk_test_key_new("alpha", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g1), 0);
-	be->ops->watch(lk_test_key_new("beta", NULL), true);
-	be = lk_backend_free(be);
-	lk_test_run_for(200);
-	ck_assert_int_eq(g1.n, 0);
-
-	/* The same with etcd frozen, so the requests are really pending. */
-	start_backend(srv.address, 300);
-	k = lk_test_key_new("alpha", NULL);
-	etcdctl_ok(&srv, "del", KEY, NULL);
-	tok = lk_test_acquire_ok(k, 10000);
-	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(lk_test_key_new("beta", NULL), 10000, lk_test_on_reply, &g2), 0);
-	ck_assert_int_eq(be->ops->renew(k, tok, 10000, lk_test_on_reply, &g3), 0);
-	lk_test_run_for(100);
-	be = lk_backend_free(be);
-	lk_test_run_for(500);
-	ck_assert_int_eq(g2.n, 0);
-	ck_assert_int_eq(g3.n, 0);
-	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-}
-END_TEST
-
-START_TEST(test_free_from_inside_a_callback)
-{
-	struct lk_backend_key *k, *k2;
-	struct lk_test_reply g = { .free_backend = true }, other = { 0 };
-
-	/* Two requests time out together; the first callback frees the backend: the second
-	 * must never run. */
-	start_backend(srv.address, 300);
-	k = lk_test_key_new("alpha", NULL);
-	k2 = lk_test_key_new("beta", NULL);
-	ck_assert_int_eq(lk_test_server_sigstop(&srv), 0);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
-	ck_assert_int_eq(be->ops->acquire(k2, 10000, lk_test_on_reply, &other), 0);
-	lk_test_wait_reply(&g);
-	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_ptr_null(be);
-	lk_test_run_for(200);
-	ck_assert_int_eq(other.n, 0);
-	ck_assert_int_eq(lk_test_server_sigcont(&srv), 0);
-
-	/* And from a normal reply. */
-	memset(&g, 0, sizeof(g));
-	g.free_backend = true;
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("gamma", NULL);
-	etcdctl_ok(&srv, "del", KEY, NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
-	lk_test_wait_reply(&g);
-	ck_assert_msg(g.status == LK_REPLY_OK, "%d %s", g.status, g.err);
-	ck_assert_ptr_null(be);
-	lk_test_run_for(100);
-}
-END_TEST
-
-START_TEST(test_no_callback_after_key_free)
-{
-	struct lk_backend_key *k, *k2;
-	struct lk_test_reply g = { 0 }, g2 = { 0 };
-
-	start_backend(srv.address, 1000);
-	k = lk_test_key_new("alpha", NULL);
-	k2 = lk_test_key_new("beta", NULL);
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), 0);
-	be->ops->key_free(k);
-	lk_test_run_for(500);
-	ck_assert_int_eq(g.n, 0);
-	/* A key freed while its acquire was in flight gives up what it got, at once. */
-	g2 = lk_test_acquire(k2, 10000);
-	ck_assert_msg(g2.status == LK_REPLY_OK, "%d %s holder %s", g2.status, g2.err, g2.holder);
-}
-END_TEST
-
-START_TEST(test_hostname_endpoint)
-{
-	char addr[64];
-
-	/* libcurl resolves names itself (from /etc/hosts here: no DNS traffic). */
-	snprintf(addr, sizeof(addr), "http://localhost:%d", srv.port);
-	start_backend(addr, 1000);
-	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
-}
-END_TEST
-
-START_TEST(test_unreachable_endpoint_errors_and_warns_once)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g;
-	char err[256], addr[64];
-	struct opts o = { .endpoints = { addr }, .timeout_ms = 300 };
-	int port = srv.port;
-
-	/* A port where nothing listens any more. */
-	lk_test_server_stop(&srv);
-	snprintf(addr, sizeof(addr), "http://127.0.0.1:%d", port);
-	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
-	k = lk_test_key_new("alpha", NULL);
-	g = lk_test_acquire(k, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_msg(strstr(g.err, "connect"), "%s", g.err);
-	lk_test_run_for(1500);
-	ck_assert(!be->ops->ready(be));
-	g = lk_test_acquire(k, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
-	ck_assert_int_eq(logs.warns, 1);
-	ck_assert_ptr_nonnull(strstr(logs.text, "retrying in"));
-}
-END_TEST
+/* ---- configurations -------------------------------------------------------------------- */
 
 START_TEST(test_bad_configs_fail_new)
 {
@@ -2160,23 +1694,6 @@ START_TEST(test_given_back_tenure_is_released)
 }
 END_TEST
 
-/* Without the mark of an unanswered acquire, a key under our identity is left alone (it may
- * be another process given the same identity): HELD, not deleted. */
-START_TEST(test_own_identity_without_lost_acquire_is_held)
-{
-	struct lk_backend_key *a;
-	struct lk_test_reply g;
-
-	start_backend(srv.address, 1000);
-	a = lk_test_key_new("alpha", NULL);
-	etcdctl_ok(&srv, "put", KEY, "alpha");
-	g = lk_test_acquire(a, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_HELD);
-	ck_assert_str_eq(g.holder, "alpha");
-	ck_assert_str_eq(etcd_get(&srv, KEY).value, "alpha");
-}
-END_TEST
-
 /* 400ms one way on every request and answer: an acquire (range, grant, txn) takes 2.4s, a
  * renewal (keepalive, range) 1.6s, each request 0.8s. With one timeout shared by a chain
  * this never worked; with a timeout per request it does. */
@@ -2216,45 +1733,25 @@ static Suite *etcd_suite(void)
 	Suite *s = suite_create("etcd");
 	TCase *tc;
 
+	lk_contract_add(s, &etcd_contract);
 	tc = tcase_create("protocol");
 	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_acquire_token_is_fence_plus_create_revision);
-	tcase_add_test(tc, test_second_identity_sees_held_with_holder);
 	tcase_add_test(tc, test_held_key_costs_a_follower_no_write);
-	tcase_add_test(tc, test_unshowable_holder_is_unknown);
 	tcase_add_test(tc, test_granted_ttl_is_what_etcd_granted);
 	tcase_add_test(tc, test_ttl_rounds_up_to_whole_seconds);
-	tcase_add_test(tc, test_renew_ok_restores_ttl);
-	tcase_add_test(tc, test_renew_after_lease_revoked_is_gone);
-	tcase_add_test(tc, test_renew_after_delete_is_gone_and_revokes);
-	tcase_add_test(tc, test_renew_after_recreated_by_another_is_taken);
-	tcase_add_test(tc, test_renew_after_overwrite_is_taken);
-	tcase_add_test(tc, test_release_ok_then_gone);
-	tcase_add_test(tc, test_release_never_deletes_another_holders_key);
-	tcase_add_test(tc, test_tokens_strictly_increase_across_holders_and_restart);
-	tcase_add_test(tc, test_renew_of_unknown_tenure_is_gone_later);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("watch");
 	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_release_notifies_watching_follower);
 	tcase_add_test(tc, test_expiry_and_external_delete_notify);
-	tcase_add_test(tc, test_watch_resumes_after_restart_and_notifies);
 	tcase_add_test(tc, test_frozen_watch_notifies_after_thaw);
-	tcase_add_test(tc, test_notify_may_free_keys_and_backend);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lifetimes");
 	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_frozen_etcd_errors_within_timeout_then_recovers);
-	tcase_add_test(tc, test_free_while_requests_in_flight_calls_nothing);
-	tcase_add_test(tc, test_free_from_inside_a_callback);
-	tcase_add_test(tc, test_no_callback_after_key_free);
-	tcase_add_test(tc, test_hostname_endpoint);
-	tcase_add_test(tc, test_unreachable_endpoint_errors_and_warns_once);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("loss");
@@ -2264,7 +1761,6 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_tokens_increase_across_a_wipe_with_holdoff);
 	tcase_add_test(tc, test_another_cluster_id_holds_off);
 	tcase_add_test(tc, test_own_orphan_is_deleted_not_waited_for);
-	tcase_add_test(tc, test_own_identity_without_lost_acquire_is_held);
 	tcase_add_test(tc, test_unreleased_end_holds_off_one_ttl);
 	tcase_add_test(tc, test_given_back_tenure_is_released);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
