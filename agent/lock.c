@@ -224,6 +224,8 @@ static bool all_acked(const struct lk_lock *l)
 
 /* ---- backend requests -------------------------------------------------------------------- */
 
+/* The reply handlers only note that the request is no longer in flight: what the reply means,
+ * for the current tenure or an ended one, is step()'s to decide. */
 static void on_acquire_reply(void *arg, const struct lk_reply *r)
 {
 	struct lk_lock *l = arg;
@@ -232,11 +234,6 @@ static void on_acquire_reply(void *arg, const struct lk_reply *r)
 	step(l, IN_ACQUIRED, r);
 }
 
-static void start_renew(struct lk_lock *l);
-static void start_release(struct lk_lock *l);
-
-/* The reply handlers only note that the request is no longer in flight: what the reply means,
- * for the current tenure or an ended one, is step()'s to decide. */
 static void on_renew_reply(void *arg, const struct lk_reply *r)
 {
 	struct lk_lock *l = arg;
