@@ -1,7 +1,7 @@
 /* The etcd v3 backend: etcd's JSON gateway over libcurl's multi-socket API, driven
  * by the agent's libevent loop. No thread of ours, no blocking call: curl tells us which sockets
- * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb), and finished transfers are
- * collected with curl_multi_info_read() after every curl_multi_socket_action().
+ * to watch and when to wake it (lk_etcd_sock_cb, lk_etcd_timer_cb in etcd_http.c), and finished
+ * transfers are collected with curl_multi_info_read() after every curl_multi_socket_action().
  *
  * The files of this backend share locks/etcd_int.h, and nothing else includes it:
  *   etcd.c          keys, the cluster seen and the hold-off it implies (I10),
@@ -270,7 +270,7 @@ static void lk_etcd_free(struct lk_backend *b)
  * back), one ttl from that moment. A cluster met for the first time says nothing about its
  * past (etcd reports no uptime worth trusting for this), so there is no hold-off then. And
  * one ttl from the moment the key was first found gone without a release (see
- * lk_etcd_unreleased()). The later of the two wins. */
+ * lk_etcd_unreleased() in etcd_op.c). The later of the two wins. */
 static int64_t lk_etcd_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
                                      size_t cap)
 {

@@ -162,7 +162,8 @@ struct lk_backend_key {
 	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
 	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
 	/* The key was found gone while its tenure marker said "held" (mod_revision unreleased_rev)
-	 * at unreleased_ns: no new tenure until one ttl later (see lk_etcd_unreleased()). */
+	 * at unreleased_ns: no new tenure until one ttl later (see etcd_op.c
+	 * lk_etcd_unreleased()). */
 	int64_t unreleased_rev;
 	int64_t unreleased_ns;
 	/* The watch. */
@@ -234,7 +235,8 @@ struct lk_etcd_outcome {
 	char why[LK_ETCD_MAX_LOG_LEN];
 };
 
-/* etcd.c */
+/* etcd.c: the frames that keep the backend alive (see above), logging through the hooks,
+ * the cluster seen (I10), key references. */
 void lk_etcd_enter(struct lk_etcd *e);
 void lk_etcd_leave(struct lk_etcd *e);
 void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
@@ -243,7 +245,7 @@ void lk_etcd_timeval(struct timeval *tv, int64_t ms);
 bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered);
 void lk_etcd_key_unref(struct lk_backend_key *k);
 
-/* etcd_op.c */
+/* etcd_op.c: the lock operations. */
 void lk_etcd_op_free(struct lk_etcd_op *op);
 void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
                      const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -257,7 +259,7 @@ int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
 int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb,
                     void *arg);
 
-/* etcd_watch.c */
+/* etcd_watch.c: the watch streams. */
 size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);
 void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created);
 void lk_etcd_watch_stop(struct lk_backend_key *k);
@@ -268,7 +270,7 @@ void lk_etcd_watch_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
                         struct lk_etcd_outcome *o);
 void lk_etcd_watch(struct lk_backend_key *k, bool on);
 
-/* etcd_session.c */
+/* etcd_session.c: readiness, endpoint failover, the probe, authentication. */
 bool lk_etcd_need_auth(const struct lk_etcd *e);
 void lk_etcd_drop_token(struct lk_etcd *e);
 void lk_etcd_mark_up(struct lk_etcd *e);
@@ -281,7 +283,8 @@ void lk_etcd_probe_cb(evutil_socket_t fd, short what, void *arg);
 void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
                         struct lk_etcd_outcome *o);
 
-/* etcd_http.c */
+/* etcd_http.c: transfers and what their outcomes mean. A transfer's body is taken, freed on
+ * failure too; lk_etcd_http_cleanup() undoes lk_etcd_http_init(), also a half-done one. */
 enum lk_reply_status lk_etcd_error_status(long http, int64_t code);
 bool lk_etcd_append(struct lk_etcd_xfer *x, const char *data, size_t n, size_t cap);
 void lk_etcd_xfer_abort(struct lk_etcd_xfer *x);
