@@ -647,6 +647,8 @@ static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *
 	}
 }
 
+/* What input `in` does in the current state: the whole state table, read by state, then
+ * input. The state entries it reaches (enter_*(), lose_tenure()) alone call set_state(). */
 static void transition(struct lk_lock *l, enum input in, const struct lk_reply *r)
 {
 	/* Cutting a client off matters only while it may be doing leader work. */
