@@ -869,7 +869,7 @@ struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend 
 	l->cfg = cfg;
 	l->backend = b;
 	l->env = env;
-	l->state = LK_LOCK_IDLE;
+	l->state = LK_LOCK_IDLE; /* where every lock starts: not a transition */
 	l->stats.last_release_ms = -1;
 	l->stats.last_stepdown_ms = -1;
 	set_holder(l, NULL);

@@ -1,6 +1,8 @@
-/* Prometheus rendering (agent/metrics.c) from a hand-made status view: no agent, no sockets. */
+/* Prometheus rendering (agent/metrics.c) and the agent's other reports (agent/status.c) from a
+ * hand-made status view: no agent, no sockets. */
 #include <check.h>
 #include <event2/buffer.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +11,17 @@
 #include "agent/status.h"
 #include "locks/backend.h"
 
+static bool odd_ready;
+
+static bool main_is_ready(const struct lk_backend *b) { return true; }
+static bool odd_is_ready(const struct lk_backend *b) { return odd_ready; }
+
+static const struct lk_backend_ops main_ops = { .ready = main_is_ready };
+static const struct lk_backend_ops odd_ops = { .ready = odd_is_ready };
 static char name_main[] = "main";
 static char name_odd[] = "we\"ird\\";
-static struct lk_backend b_main = { .name = name_main };
-static struct lk_backend b_odd = { .name = name_odd };
+static struct lk_backend b_main = { .ops = &main_ops, .name = name_main };
+static struct lk_backend b_odd = { .ops = &odd_ops, .name = name_odd };
 static struct lk_backend *const backends[] = { &b_main, &b_odd };
 static uint64_t backend_errors[2];
 static struct lk_metrics metrics;
@@ -24,9 +33,19 @@ static void client_counts(void *ctx, size_t *campaign, size_t *watch, size_t *ot
 	*other = 1;
 }
 
+static bool draining;
+
+static bool is_draining(void *ctx) { return draining; }
+
+static json_t *clients_json(void *ctx)
+{
+	return json_pack("{s:i}", "connected", 6);
+}
+
 static const struct lk_status status = {
 	.identity = "pod-a", .version = "9.9.9", .backends = backends, .n_backends = 2,
-	.metrics = &metrics, .client_counts = client_counts,
+	.metrics = &metrics, .draining = is_draining, .client_counts = client_counts,
+	.clients_json = clients_json,
 };
 
 /* The whole exposition as a string the caller frees. */
@@ -50,6 +69,8 @@ static char *render(void)
 static void setup(void)
 {
 	memset(&metrics, 0, sizeof(metrics));
+	odd_ready = false;
+	draining = false;
 	memset(backend_errors, 0, sizeof(backend_errors));
 	metrics.backend_errors = backend_errors;
 }
@@ -117,6 +138,31 @@ START_TEST(clients_and_counters_are_written_even_at_zero)
 }
 END_TEST
 
+START_TEST(ready_waits_for_every_backend_and_ends_with_the_drain)
+{
+	char why[128];
+
+	ck_assert(!lk_status_ready(&status, why, sizeof(why)));
+	ck_assert_str_eq(why, "backend we\"ird\\ has not answered yet");
+	odd_ready = true;
+	ck_assert(lk_status_ready(&status, why, sizeof(why)));
+	draining = true;
+	ck_assert(!lk_status_ready(&status, why, sizeof(why)));
+	ck_assert_str_eq(why, "draining");
+}
+END_TEST
+
+START_TEST(status_json_has_identity_draining_clients_and_locks)
+{
+	char *s = lk_status_json(&status, 4096);
+
+	ck_assert_str_eq(s, "{\"identity\":\"pod-a\",\"draining\":false,"
+	                    "\"clients\":{\"connected\":6},\"locks\":[]}");
+	free(s);
+	ck_assert_int_eq(lk_status_find_lock(&status, "x"), -1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("metrics");
@@ -129,6 +175,8 @@ int main(void)
 	tcase_add_test(t, histogram_buckets_are_cumulative_with_sum_and_count);
 	tcase_add_test(t, backend_errors_have_one_series_per_backend_with_escaped_labels);
 	tcase_add_test(t, clients_and_counters_are_written_even_at_zero);
+	tcase_add_test(t, ready_waits_for_every_backend_and_ends_with_the_drain);
+	tcase_add_test(t, status_json_has_identity_draining_clients_and_locks);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
