@@ -2,14 +2,13 @@
  * the input caps (LK_CONFIG_MAX_*), node access, and the diagnostics, collected while the schema
  * (config.c) walks the tree and shown sorted in file order as "FILE:LINE:COL: FIELD: MESSAGE". */
 #include "agent/config_int.h"
+#include "proto/file.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ---- diagnostics ---- */
 
@@ -619,15 +618,11 @@ fail:
 
 int lk_config_load(const char *path, struct lk_config **ret, struct lk_config_diags *diags)
 {
-	char *text = NULL, msg[128];
-	size_t len = 0;
-	int fd, r;
+	const char *what = "";
+	char *text, msg[128];
+	ssize_t got;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		goto fail;
-	}
 	/* Read one byte past the cap, so that a file of exactly the cap is accepted and a larger
 	 * one is detected without trusting st_size (which a pipe or /proc file does not have). */
 	text = malloc(LK_CONFIG_MAX_BYTES + 1);
@@ -635,29 +630,17 @@ int lk_config_load(const char *path, struct lk_config **ret, struct lk_config_di
 		r = -ENOMEM;
 		goto fail;
 	}
-	while (len < LK_CONFIG_MAX_BYTES + 1) {
-		ssize_t n = read(fd, text + len, LK_CONFIG_MAX_BYTES + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
+	got = lk_file_read_capped(path, text, LK_CONFIG_MAX_BYTES + 1, &what);
+	if (got < 0) {
+		r = (int)got;
+		goto fail;
 	}
-	close(fd);
-	fd = -1;
-	r = lk_config_parse(path, text, len, ret, diags);
+	r = lk_config_parse(path, text, (size_t)got, ret, diags);
 	free(text);
 	return r;
 fail:
 	snprintf(msg, sizeof(msg), "cannot read: %s", strerror(-r));
 	diag_file(diags, path, msg);
-	if (fd >= 0)
-		close(fd);
 	free(text);
 	return r;
 }

@@ -13,7 +13,7 @@
 
 #include <sodium.h>
 
-#include "proto/secret.h"
+#include "proto/file.h"
 
 /* The longest port number we accept ("65535"): more digits can only be a typo. */
 #define LK_BACKEND_MAX_PORT_DIGITS 5
@@ -173,7 +173,7 @@ int lk_backend_read_secret(const char *path, size_t max, char **ret, size_t *ret
 		snprintf(err, errlen, "password_file %s: out of memory", path);
 		return -ENOMEM;
 	}
-	got = lk_secret_read(path, buf, max + 1, &what);
+	got = lk_file_read_capped(path, buf, max + 1, &what);
 	if (got < 0) {
 		rc = (int)got;
 		snprintf(err, errlen, "password_file %s: %s", path, strerror(-rc));

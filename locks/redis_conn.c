@@ -313,57 +313,49 @@ int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *
 	return rc;
 }
 
-static int lk_redis_send_auth(struct lk_redis_conn *conn)
+/* Send one handshake request (AUTH, SCRIPT LOAD, INFO server): it must complete within the
+ * connection attempt's deadline. */
+static int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
+                                   enum lk_redis_script script, int argc, const char **argv,
+                                   const size_t *lens)
 {
-	struct lk_redis *r = conn->r;
 	struct lk_redis_req *req = calloc(1, sizeof(*req));
-	const char *argv[2] = { "AUTH", r->password };
-	size_t lens[2] = { 4, r->password_len };
 	int rc;
 
 	if (!req)
 		return -ENOMEM;
-	req->kind = LK_REDIS_REQ_AUTH;
+	req->kind = kind;
+	req->script = script;
 	req->deadline_ns = conn->attempt_deadline_ns;
-	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, 2, argv, lens);
+	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, argc, argv, lens);
 	if (rc < 0)
 		free(req);
 	return rc;
+}
+
+static int lk_redis_send_auth(struct lk_redis_conn *conn)
+{
+	struct lk_redis *r = conn->r;
+	const char *argv[2] = { "AUTH", r->password };
+	size_t lens[2] = { 4, r->password_len };
+
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_AUTH, 0, 2, argv, lens);
 }
 
 static int lk_redis_send_load(struct lk_redis_conn *conn, enum lk_redis_script script)
 {
-	struct lk_redis_req *req = calloc(1, sizeof(*req));
 	const char *argv[3] = { "SCRIPT", "LOAD", lk_redis_scripts[script] };
 	size_t lens[3] = { 6, 4, strlen(lk_redis_scripts[script]) };
-	int rc;
 
-	if (!req)
-		return -ENOMEM;
-	req->kind = LK_REDIS_REQ_LOAD;
-	req->script = script;
-	req->deadline_ns = conn->attempt_deadline_ns;
-	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, 3, argv, lens);
-	if (rc < 0)
-		free(req);
-	return rc;
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_LOAD, script, 3, argv, lens);
 }
 
 static int lk_redis_send_info(struct lk_redis_conn *conn)
 {
-	struct lk_redis_req *req = calloc(1, sizeof(*req));
 	const char *argv[2] = { "INFO", "server" };
 	size_t lens[2] = { 4, 6 };
-	int rc;
 
-	if (!req)
-		return -ENOMEM;
-	req->kind = LK_REDIS_REQ_INFO;
-	req->deadline_ns = conn->attempt_deadline_ns;
-	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, 2, argv, lens);
-	if (rc < 0)
-		free(req);
-	return rc;
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_INFO, 0, 2, argv, lens);
 }
 
 static void lk_redis_keepalive(int fd)

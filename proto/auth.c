@@ -5,7 +5,7 @@
  * that it is not hex) and never its bytes, because they end up in logs.
  */
 #include "proto/auth.h"
-#include "proto/secret.h"
+#include "proto/file.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -73,7 +73,7 @@ int lk_auth_load_key(const char *path, uint8_t key[LK_AUTH_KEY_BYTES], char *err
 	ssize_t got;
 	int r;
 
-	got = lk_secret_read(path, buf, sizeof(buf), &what);
+	got = lk_file_read_capped(path, buf, sizeof(buf), &what);
 	if (got < 0) {
 		r = (int)got;
 		set_err(err, errlen, "auth key file %s: cannot %s: %s", path, what, strerror(-r));

@@ -1,13 +1,13 @@
-/* Reading a small secret file (an auth key, a backend password), written once for proto/ and
- * locks/.
+/* Reading a small file whole, up to a cap: an auth key (proto/auth.c), a backend password
+ * (locks/backend_util.c), the agent's config (agent/config_yaml.c). Written once.
  *
  * It is a header-only helper on purpose: proto/ is the bottom layer (it includes nothing of the
  * project), so both the client library and the backends in locks/ may use it, and being inline
  * it adds no link dependency (a backend's unit test links locks/ alone, and the static client
  * links proto/ alone).
  */
-#ifndef LK_PROTO_SECRET_H
-#define LK_PROTO_SECRET_H
+#ifndef LK_PROTO_FILE_H
+#define LK_PROTO_FILE_H
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,8 +18,9 @@
 /* Read at most cap bytes of the file at path into buf. Returns how many were read (cap means
  * "cap or more": pass one byte more than the largest size allowed, to tell a file at the limit
  * from a bigger one), or a negative errno; *what is set to "open" or "read" on failure, for the
- * message. The caller wipes buf (sodium_memzero) whatever the result. */
-static inline ssize_t lk_secret_read(const char *path, void *buf, size_t cap, const char **what)
+ * message. A caller that read a secret wipes buf (sodium_memzero) whatever the result. */
+static inline ssize_t lk_file_read_capped(const char *path, void *buf, size_t cap,
+                                          const char **what)
 {
 	size_t len = 0;
 	int fd, r;
