@@ -211,9 +211,9 @@ def file_scope_decls(src):
         # Cut the declaration at its initializer, if any.
         head, depth = [], 0
         for t, off in cur:
-            if t in "([":
+            if t in ("(", "["):
                 depth += 1
-            elif t in ")]":
+            elif t in (")", "]"):
                 depth -= 1
             elif t == "=" and depth == 0:
                 break

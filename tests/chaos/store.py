@@ -59,7 +59,7 @@ class FencedStore(tcp.Listener):
     def on_accept(self, c):
         with self._lock:
             self._conns.add(c)
-        threading.Thread(target=self._serve, args=(c,), name="store-conn", daemon=True).start()
+        self.spawn(self._serve, c, name="store-conn")
 
     def _serve(self, c):
         f = c.makefile("rb")
@@ -87,16 +87,12 @@ class FencedStore(tcp.Listener):
                 pass
 
     def close(self):
-        self.closed = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+        self.stop_accepting()
         with self._lock:
             conns = list(self._conns)
         for c in conns:
             tcp.close_socket(c)
-        self.stop_accepting()
+        self.join()
         with self._lock:
             self._log.close()
 

@@ -76,15 +76,18 @@ class Listener:
     def on_accept(self, conn):
         raise NotImplementedError
 
-    def stop_accepting(self, join=2.0):
-        """No more connections: close the listening socket and wait (at most join seconds)
-        for the accept thread and every thread spawn() started."""
+    def stop_accepting(self):
+        """No more connections: the listening socket is closed."""
         self.closed = True
         try:
             self.lsock.close()
         except OSError:
             pass
-        deadline = time.monotonic() + join
+
+    def join(self, timeout=2.0):
+        """Wait (at most timeout seconds in all) for the accept thread and every thread
+        spawn() started."""
+        deadline = time.monotonic() + timeout
         for t in [self._accept_thread] + self._threads:
             if t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -237,10 +240,6 @@ class Relay(Listener):
             self._close_pair(p)
 
     def close(self):
-        self.closed = True
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        self.kill_all()
         self.stop_accepting()
+        self.kill_all()
+        self.join()

@@ -9,11 +9,14 @@ until_mono_ms, so intervals of apps on different agents compare directly.
     tr = Tenures(self)                 # in an LKTestCase
     app = tr.campaign(agent)           # connects, CAMPAIGN x, collects its events
     tr.first_leader(); tr.overlaps()   # [(interval, interval, ms)]: must be []
+
+TenureAssertions, mixed into a test case, checks them: assertNoOverlap(tr, what),
+assertIncreasing(tokens), wait_holdoff(tr, apps).
 """
 
 import time
 
-from harness import DEFAULT_TIMEOUT, ConnectionClosed
+from harness import DEFAULT_TIMEOUT, ConnectionClosed, wait_until
 
 
 class Interval:
@@ -153,3 +156,29 @@ class Tenures:
         evs = sorted(((e.t, a.name, e.raw) for a in self.apps for e in a.events
                       if e.kind != "RENEWED"))
         return "\n  " + "\n  ".join("%.3f %s %s" % x for x in evs)
+
+
+class TenureAssertions:
+    """For an LKTestCase whose scenario collects its apps' events in a Tenures."""
+
+    def assertNoOverlap(self, tr, what):
+        """No two apps led at once (printing the intervals and the worst overlap)."""
+        ov = tr.overlaps()
+        worst = max([ms for _, _, ms in ov] or [0.0])
+        print("%s: leader intervals %s; overlap %.0f ms" % (what, tr.intervals(), worst))
+        self.assertEqual(ov, [], "two leaders at once:%s" % tr.story())
+
+    def assertIncreasing(self, tokens, msg="tokens not strictly increasing"):
+        self.assertEqual(tokens, sorted(set(tokens)), msg)
+
+    def wait_holdoff(self, tr, apps, timeout):
+        """The first of apps whose STATUS shows a hold-off (holdoff_ms > 0): (app, its lock)."""
+        def holding_off():
+            tr.pump()
+            for a in apps:
+                lk = a.client.status()["locks"][0]
+                if lk.get("holdoff_ms", 0) > 0:
+                    return a, lk
+            return None
+        return wait_until(holding_off, timeout=timeout, interval=0.05,
+                          what="STATUS to show a hold-off")

@@ -28,28 +28,26 @@ import unittest
 
 from harness import (DEFAULT_TIMEOUT, EtcdBackend, LKTestCase, TcpProxy,
                      _b64, etcdctl_bin, lock_config, wait_until)
-from tenures import Tenures
+from tenures import TenureAssertions, Tenures
 
 KEY = "leasekeeper/x"
 TTL = 3.0
 TTL_S = "3s"
 
 
-class EtcdLossTestCase(LKTestCase):
+class EtcdLossTestCase(TenureAssertions, LKTestCase):
     def agent(self, identity, backend_cfg, lock="x", **kw):
         kw.setdefault("ttl", TTL_S)
         kw.setdefault("retry_interval", "300ms")
         return self.start_agent(identity, None, backends=[backend_cfg],
                                 locks=[lock_config(lock, **kw)])
 
-    def assertNoOverlap(self, tr, what):
-        ov = tr.overlaps()
-        worst = max([ms for _, _, ms in ov] or [0.0])
-        print("%s: leader intervals %s; overlap %.0f ms" % (what, tr.intervals(), worst))
-        self.assertEqual(ov, [], "two leaders at once:%s" % tr.story())
-
-    def assertIncreasing(self, tokens):
-        self.assertEqual(tokens, sorted(set(tokens)), "tokens not strictly increasing")
+    def replicas(self, cfg, names, **kw):
+        """An agent pod-<n> for each n in names and an app campaigning on each: (agents, apps,
+        their Tenures)."""
+        agents = [self.agent("pod-%s" % n, cfg, **kw) for n in names]
+        tr = Tenures(self)
+        return agents, [tr.campaign(a) for a in agents], tr
 
 
 class EtcdWipeTest(EtcdLossTestCase):
@@ -58,9 +56,7 @@ class EtcdWipeTest(EtcdLossTestCase):
         for i in range(5):
             etcd.put("unrelated", str(i))   # history: revisions move on
         cfg = EtcdBackend(etcd).config()
-        agents = [self.agent("pod-%s" % n, cfg) for n in "abc"]
-        tr = Tenures(self)
-        apps = [tr.campaign(a) for a in agents]
+        agents, apps, tr = self.replicas(cfg, "abc")
 
         # A handoff first, so that there is a token sequence before the wipe.
         first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
@@ -77,16 +73,7 @@ class EtcdWipeTest(EtcdLossTestCase):
 
         # While the followers hold off, STATUS says so and why.
         followers = [a for a in apps if a is not first and a is not second]
-
-        def holding_off():
-            tr.pump()
-            for a in followers + [second]:
-                lk = a.client.status()["locks"][0]
-                if lk.get("holdoff_ms", 0) > 0:
-                    return a, lk
-            return None
-        seen_at, lk = wait_until(holding_off, timeout=TTL + DEFAULT_TIMEOUT,
-                                 interval=0.05, what="STATUS to show a hold-off")
+        seen_at, lk = self.wait_holdoff(tr, followers + [second], TTL + DEFAULT_TIMEOUT)
         print("\n  status of %s while holding off: holdoff_ms=%d reason=%r"
               % (seen_at.name, lk["holdoff_ms"], lk["holdoff_reason"]))
         self.assertLessEqual(lk["holdoff_ms"], TTL * 1000)
@@ -138,16 +125,13 @@ class EtcdWipeTest(EtcdLossTestCase):
         self.assertIncreasing(tokens)
         self.assertNoOverlap(tr, "two wipes")
 
-
     def test_restored_from_an_older_snapshot_tokens_increase_no_two_leaders(self):
         """A snapshot taken during tenure 1, two handoffs, then the snapshot restored: its old
         fence key and lower revisions would hand out tokens 2 and 3 again. The agents saw the
         higher revisions, so they hold off and re-seed the fence from the clock."""
         etcd = self.start_etcd()
         cfg = EtcdBackend(etcd).config()
-        agents = [self.agent("pod-%s" % n, cfg) for n in "ab"]
-        tr = Tenures(self)
-        apps = [tr.campaign(a) for a in agents]
+        agents, apps, tr = self.replicas(cfg, "ab")
         first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
         snap = os.path.join(self.tmp, "etcd.snap")
         r = etcd.etcdctl("snapshot", "save", snap)
@@ -247,53 +231,44 @@ class EtcdSlowLinkTest(EtcdLossTestCase):
         return any("timed out after %dms" % ms in " ".join(str(v) for v in e.values())
                    for e in agent.log_entries())
 
-    def test_1s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
-        etcd, proxy = self.slow_etcd(1.0)
-        # timeout below the round trip: every request times out, nothing is ever acquired.
+    def short_and_ruled(self, rtt, timeout, ttl, wait):
+        """Two agents behind one link of round trip rtt: pod-a with `timeout: 1s`, below the
+        round trip, campaigns for x; pod-b with the timeout and ttl the rule gives
+        (docs/etcd.md: timeout >= 2.5 x round trip, ttl >= 3 x (2 x rtt + timeout)) for y.
+        pod-b leads and renews within wait seconds each, without a LOST; pod-a never leads
+        (every request times out) and logs its timeouts. Returns pod-b's LEADER, the seconds
+        from CAMPAIGN to it, and its first RENEWED."""
+        etcd, proxy = self.slow_etcd(rtt)
         short = self.agent("pod-a", self.cfg(etcd, proxy, "1s"), lock="x", ttl="10s")
-        # The rule (docs/etcd.md): timeout >= 2.5 x round trip, ttl >= 3 x (2 x rtt + timeout).
-        ruled = self.agent("pod-b", self.cfg(etcd, proxy, "2500ms"), lock="y", ttl="14s")
+        ruled = self.agent("pod-b", self.cfg(etcd, proxy, timeout), lock="y", ttl=ttl)
         tr = Tenures(self)
         t0 = time.monotonic()
         a = tr.campaign(short, lock="x")
         b = tr.campaign(ruled, lock="y")
-        _, lead = tr.first_leader(timeout=20)
-        self.assertIs(tr.leaders()[0][0], b)
-        acquire_s = lead.t - t0
-        tr.wait(lambda: b.of("RENEWED", after=lead.t), timeout=20, what="a renewal")
-        self.never_leads(tr, a, max(0.0, 8.0 - (time.monotonic() - t0)))
-        wait_until(lambda: self.timed_out_logged(short, 1000), what="a timeout logged")
-        print("\n  1 s round trip: timeout 1s never leads (requests time out); timeout 2.5s "
-              "ttl 14s: LEADER %.3fs after CAMPAIGN, renewed" % acquire_s)
-        self.assertEqual(b.of("LOST"), [], tr.story())
-
-    def test_2s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
-        etcd, proxy = self.slow_etcd(2.0)
-        short = self.agent("pod-a", self.cfg(etcd, proxy, "1s"), lock="x", ttl="10s")
-        ruled = self.agent("pod-b", self.cfg(etcd, proxy, "5s"), lock="y", ttl="30s")
-        tr = Tenures(self)
-        t0 = time.monotonic()
-        a = tr.campaign(short, lock="x")
-        b = tr.campaign(ruled, lock="y")
-        _, lead = tr.first_leader(timeout=30)
+        _, lead = tr.first_leader(timeout=wait)
         self.assertIs(tr.leaders()[0][0], b)
         acquire_s = lead.t - t0
         # The first renewal is due ttl/3 after the grant was sent and takes two round trips.
-        renewed = tr.wait(lambda: b.of("RENEWED", after=lead.t), timeout=30,
+        renewed = tr.wait(lambda: b.of("RENEWED", after=lead.t), timeout=wait,
                           what="a renewal")[0]
-        self.never_leads(tr, a, 0)
+        self.never_leads(tr, a, max(0.0, 8.0 - (time.monotonic() - t0)))
         wait_until(lambda: self.timed_out_logged(short, 1000), what="a timeout logged")
+        self.assertEqual(b.of("LOST"), [], tr.story())
+        return lead, acquire_s, renewed
+
+    def test_1s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
+        _, acquire_s, _ = self.short_and_ruled(1.0, "2500ms", "14s", wait=20)
+        print("\n  1 s round trip: timeout 1s never leads (requests time out); timeout 2.5s "
+              "ttl 14s: LEADER %.3fs after CAMPAIGN, renewed" % acquire_s)
+
+    def test_2s_round_trip_needs_the_timeout_and_ttl_the_rule_gives(self):
+        lead, acquire_s, renewed = self.short_and_ruled(2.0, "5s", "30s", wait=30)
         print("\n  2 s round trip: timeout 1s never leads (requests time out); timeout 5s "
               "ttl 30s: LEADER %.3fs after CAMPAIGN, first RENEWED %.3fs after LEADER, "
               "LEADER's validity %dms"
               % (acquire_s, renewed.t - lead.t, lead.int("ttl_ms")))
         self.assertGreaterEqual(acquire_s, 3 * 2.0 - 0.5)   # range, grant, txn
         self.assertLess(acquire_s, 15.0)
-        self.assertEqual(b.of("LOST"), [], tr.story())
-
-
-if __name__ == "__main__":
-    unittest.main(verbosity=2)
 
 
 class EarlyRevokeTest(EtcdLossTestCase):
@@ -306,9 +281,7 @@ class EarlyRevokeTest(EtcdLossTestCase):
     def test_lease_revoked_under_a_leader_the_next_tenure_waits_one_ttl(self):
         etcd = self.start_etcd()
         cfg = EtcdBackend(etcd).config()
-        agents = [self.agent("pod-%s" % n, cfg) for n in "ab"]
-        tr = Tenures(self)
-        apps = [tr.campaign(a) for a in agents]
+        agents, apps, tr = self.replicas(cfg, "ab")
         first, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
         tr.wait(lambda: first.of("RENEWED", after=lead1.t), what="a renewal")
         self.assertEqual(etcd.get(KEY + ":state"), "held")
@@ -317,16 +290,7 @@ class EarlyRevokeTest(EtcdLossTestCase):
         r = etcd.call("/v3/lease/revoke", {"ID": str(etcd.lease_of(KEY))})
         self.assertNotIn("error", r)
         lost = tr.event(first, "LOST", after=t_revoke, timeout=TTL + DEFAULT_TIMEOUT)
-
-        def holding_off():
-            tr.pump()
-            for a in apps:
-                lk = a.client.status()["locks"][0]
-                if lk.get("holdoff_ms", 0) > 0:
-                    return a, lk
-            return None
-        seen_at, lk = wait_until(holding_off, timeout=TTL + DEFAULT_TIMEOUT, interval=0.05,
-                                 what="STATUS to show a hold-off")
+        seen_at, lk = self.wait_holdoff(tr, apps, TTL + DEFAULT_TIMEOUT)
         self.assertIn("ended without a release", lk["holdoff_reason"])
         self.assertLessEqual(lk["holdoff_ms"], TTL * 1000)
 
@@ -353,3 +317,7 @@ class EarlyRevokeTest(EtcdLossTestCase):
         self.assertLess(lead3.t - t_close, TTL / 2, "a released lock was held off")
         self.assertEqual(etcd.get(KEY + ":state"), "held")
         self.assertNoOverlap(tr, "after the release")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

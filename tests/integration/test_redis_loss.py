@@ -31,7 +31,7 @@ import unittest
 
 from harness import (DEFAULT_TIMEOUT, LKTestCase, fence_key, lock_config,
                      wait_until)
-from tenures import Tenures
+from tenures import TenureAssertions, Tenures
 
 KEY = "leasekeeper/x"
 FENCE = fence_key(KEY)
@@ -65,7 +65,7 @@ def start_again(redis):
         redis.fixed_port = fixed
 
 
-class RedisLossTest(LKTestCase):
+class RedisLossTest(TenureAssertions, LKTestCase):
 
     def lock(self, **kw):
         kw.setdefault("ttl", TTL_S)
@@ -78,12 +78,6 @@ class RedisLossTest(LKTestCase):
         tr = Tenures(self)
         apps = [tr.campaign(a) for a in agents]
         return agents, apps, tr
-
-    def assertNoOverlap(self, tr, what):
-        ov = tr.overlaps()
-        worst = max([ms for _, _, ms in ov] or [0.0])
-        print("%s: leader intervals %s; overlap %.0f ms" % (what, tr.intervals(), worst))
-        self.assertEqual(ov, [], "two leaders at once:%s" % tr.story())
 
     def reconnect_wall(self, agent, since_wall):
         """When the agent's command connection was up again after since_wall (its log)."""
@@ -203,6 +197,45 @@ class RedisLossTest(LKTestCase):
         tr.campaign(leader.agent)
         return nxt, ev
 
+    def three_handoffs(self, tr, leader, tokens):
+        """Three handoffs (their tokens appended to tokens), then every app but the leader's
+        follows. Returns the leader's app."""
+        for _ in range(3):
+            leader, ev = self.handoff(tr, leader)
+            tokens.append(ev.token)
+        tr.wait(lambda: all(a.of("FOLLOWER") for a in tr.apps if a.closed_t is None
+                            and a is not leader), what="followers")
+        return leader
+
+    def check_gone_back(self, tr, agents, leader, earlier, t_loss, wall_loss, since, what,
+                        since_what):
+        """After the server went back in time under leader (at t_loss): the leader hears LOST
+        (expired or taken) at once on its new connection; the next tenure comes a ttl after
+        `since` (the hold-off, which every agent logs) and, with one more handoff, every token
+        is greater than every earlier one; no two apps led at once."""
+        lost = tr.event(leader, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
+        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
+        later = [new_lead.token]
+        # One more handoff on the new instance.
+        first, ev = self.handoff(tr, first)
+        later.append(ev.token)
+        tr.settle(0.3)
+        reconnect = self.reconnect_wall(leader.agent, wall_loss)
+        print("%s: old leader LOST reason=%s %.0f ms after its reconnect; first LEADER %.3fs "
+              "after %s (ttl %.1fs); tokens after: %s"
+              % (what, lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - since,
+                 since_what, TTL, later))
+        self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
+        self.assertLess(lost.wall - reconnect, AT_ONCE, "the leader did not re-prove its tenure "
+                        "at once on the new connection")
+        self.assertGreater(min(later), max(earlier), "I5: a token reissued after %s" % what)
+        self.assertIncreasing(later)
+        self.assertGreaterEqual(new_lead.t - since, TTL, "I10 hold-off:%s" % tr.story())
+        for a in agents:
+            self.check_holdoff_logged(a, wall_loss, "run_id changed")
+        self.assertNoOverlap(tr, what)
+        self.assertIncreasing(tr.tokens(), tr.intervals())
+
     def test_redis_restored_from_an_older_rdb_snapshot(self):
         redis = self.start_redis(extra_args=("--save", "3600 1", "--dbfilename", "dump.rdb"))
         agents, apps, tr = self.replicas(redis, n=2)
@@ -212,11 +245,7 @@ class RedisLossTest(LKTestCase):
         self.assertEqual(redis.call("SAVE"), "OK")
         backup = os.path.join(self.tmp, "backup.rdb")
         shutil.copy(os.path.join(redis.dir, "dump.rdb"), backup)
-        for _ in range(3):
-            leader, ev = self.handoff(tr, leader)
-            earlier.append(ev.token)
-        tr.wait(lambda: all(a.of("FOLLOWER") for a in tr.apps if a.closed_t is None
-                            and a is not leader), what="followers")
+        leader = self.three_handoffs(tr, leader, earlier)
 
         # Restore the backup: stop, put the old dump.rdb in place, start on the same port.
         t_loss, wall_loss = time.monotonic(), time.time()
@@ -228,27 +257,8 @@ class RedisLossTest(LKTestCase):
         print("tokens before the restore: %s; fence counter in the restored snapshot: %d"
               % (earlier, restored))
         self.assertEqual(restored, earlier[0], "the snapshot must roll the counter back")
-
-        lost = tr.event(leader, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
-        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
-        later = [new_lead.token]
-        # One more handoff on the restored instance.
-        first, ev = self.handoff(tr, first)
-        later.append(ev.token)
-        tr.settle(0.3)
-        reconnect = self.reconnect_wall(leader.agent, wall_loss)
-        print("RDB rollback: old leader LOST reason=%s %.0f ms after its reconnect; first "
-              "LEADER %.3fs after the restored instance started (ttl %.1fs); tokens after: %s"
-              % (lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - spawn, TTL, later))
-        self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
-        self.assertLess(lost.wall - reconnect, AT_ONCE)
-        self.assertGreater(min(later), max(earlier), "I5: a token reissued after a rollback")
-        self.assertEqual(later, sorted(set(later)))
-        self.assertGreaterEqual(new_lead.t - spawn, TTL, "I10 hold-off:%s" % tr.story())
-        for a in agents:
-            self.check_holdoff_logged(a, wall_loss, "run_id changed")
-        self.assertNoOverlap(tr, "RDB rollback")
-        self.assertEqual(tr.tokens(), sorted(set(tr.tokens())), tr.intervals())
+        self.check_gone_back(tr, agents, leader, earlier, t_loss, wall_loss, since=spawn,
+                             what="RDB rollback", since_what="the restored instance started")
 
     # -- 3. a lagging replica promoted --------------------------------------------------------
 
@@ -266,11 +276,7 @@ class RedisLossTest(LKTestCase):
 
         # The replica stops hearing from the master (its link stays up: it only lags).
         link.drop_replies = True
-        for _ in range(3):
-            leader, ev = self.handoff(tr, leader)
-            earlier.append(ev.token)
-        tr.wait(lambda: all(a.of("FOLLOWER") for a in tr.apps if a.closed_t is None
-                            and a is not leader), what="followers")
+        leader = self.three_handoffs(tr, leader, earlier)
         lagging = int(replica.get(FENCE))
         print("tokens on the master: %s; fence counter on the replica: %d"
               % (earlier, lagging))
@@ -280,42 +286,30 @@ class RedisLossTest(LKTestCase):
         self.assertEqual(replica.call("REPLICAOF", "NO", "ONE"), "OK")
         t_loss, wall_loss = time.monotonic(), time.time()
         front.set_upstream(replica.port, kill=True)
-        lost = tr.event(leader, "LOST", after=t_loss, timeout=TTL + DEFAULT_TIMEOUT)
-        first, new_lead = tr.first_leader(after=t_loss, timeout=2 * TTL + DEFAULT_TIMEOUT)
-        later = [new_lead.token]
-        first, ev = self.handoff(tr, first)
-        later.append(ev.token)
-        tr.settle(0.3)
-        reconnect = self.reconnect_wall(leader.agent, wall_loss)
-        print("promoted replica: old leader LOST reason=%s %.0f ms after its reconnect; first "
-              "LEADER %.3fs after the failover (replica up %ds, ttl %.1fs); tokens after: %s"
-              % (lost["reason"], (lost.wall - reconnect) * 1000, new_lead.t - t_loss,
-                 replica.uptime(), TTL, later))
-        self.assertIn(lost["reason"], ("expired", "taken"), lost.raw)
-        self.assertLess(lost.wall - reconnect, AT_ONCE, "the leader did not re-prove its tenure "
-                        "at once on the new connection")
-        self.assertGreater(min(later), max(earlier), "I5: a token reissued after a failover")
-        self.assertEqual(later, sorted(set(later)))
         # The replica has been up longer than the ttl: one ttl from when it was reached.
-        self.assertGreaterEqual(new_lead.t - t_loss, TTL, "I10 hold-off:%s" % tr.story())
-        for a in agents:
-            self.check_holdoff_logged(a, wall_loss, "run_id changed")
-        self.assertNoOverlap(tr, "promoted replica")
-        self.assertEqual(tr.tokens(), sorted(set(tr.tokens())), tr.intervals())
+        self.check_gone_back(tr, agents, leader, earlier, t_loss, wall_loss, since=t_loss,
+                             what="promoted replica", since_what="the failover (replica up "
+                             "%ds)" % replica.uptime())
 
     # -- 4. frozen with a follower's acquire on its way ---------------------------------------
 
-    def test_frozen_redis_resumed_with_a_follower_acquire_in_flight(self):
-        redis = self.start_redis()
-        mon = self.monitor(redis)
-        a = self.start_agent("pod-a", redis, locks=self.lock(retry_interval="1s"))
-        b = self.start_agent("pod-b", redis, locks=self.lock(retry_interval="200ms"))
+    def leader_and_follower(self, redis, retry_a, retry_b):
+        """pod-a leads, pod-b (asking every retry_b) follows it. Returns (pod-a's agent,
+        pod-b's, the Tenures, pod-a's app, pod-b's app, pod-a's LEADER)."""
+        a = self.start_agent("pod-a", redis, locks=self.lock(retry_interval=retry_a))
+        b = self.start_agent("pod-b", redis, locks=self.lock(retry_interval=retry_b))
         tr = Tenures(self)
         app_a = tr.campaign(a)
         _, lead = tr.first_leader()
         app_b = tr.campaign(b)
         tr.wait(lambda: [e for e in app_b.of("FOLLOWER") if e["holder"] == "pod-a"],
                 what="pod-b to follow pod-a")
+        return a, b, tr, app_a, app_b, lead
+
+    def test_frozen_redis_resumed_with_a_follower_acquire_in_flight(self):
+        redis = self.start_redis()
+        mon = self.monitor(redis)
+        a, b, tr, app_a, app_b, lead = self.leader_and_follower(redis, "1s", "200ms")
         # pod-b asks every 200ms; freeze Redis just after one of its acquires ran, so that the
         # next one goes out into the freeze.
         mark = mon.mark()
@@ -360,14 +354,7 @@ class RedisLossTest(LKTestCase):
         leader's agent knows that tenure is over (its app heard LOST): it neither tells its app
         `FOLLOWER holder=<itself>` nor makes everybody wait a ttl for that key."""
         redis = self.start_redis()
-        a = self.start_agent("pod-a", redis, locks=self.lock(retry_interval="500ms"))
-        b = self.start_agent("pod-b", redis, locks=self.lock(retry_interval="200ms"))
-        tr = Tenures(self)
-        app_a = tr.campaign(a)
-        _, lead = tr.first_leader()
-        app_b = tr.campaign(b)
-        tr.wait(lambda: [e for e in app_b.of("FOLLOWER") if e["holder"] == "pod-a"],
-                what="pod-b to follow pod-a")
+        a, b, tr, app_a, app_b, lead = self.leader_and_follower(redis, "500ms", "200ms")
         # Freeze just after a renewal: the next one (ttl/3 later) goes out into the freeze, the
         # renew deadline (2/3 ttl) passes during it, the key's ttl does not.
         renewed = tr.wait(lambda: app_a.of("RENEWED", after=time.monotonic() - 0.05),
