@@ -20,7 +20,9 @@ static const char *lk_backend_field(const struct lk_config_backend *cfg, size_t 
 	return *(char *const *)((const char *)cfg + off);
 }
 
-int lk_backend_check_config(const struct lk_config_backend *cfg, char *err, size_t errlen)
+/* Every rule in backend.h and the limits of struct lk_config_backend: 0, or -EINVAL with the
+ * first problem in err[errlen]. */
+static int lk_backend_check_config(const struct lk_config_backend *cfg, char *err, size_t errlen)
 {
 	size_t len;
 

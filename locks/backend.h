@@ -157,7 +157,9 @@ struct lk_backend {
 };
 
 /* Create the backend a config entry describes, attached to base. Returns 0 and the backend, or
- * a negative errno with a message in err[errlen] (an unreadable password file, say). */
+ * a negative errno with a message in err[errlen] (an unreadable password file, say). cfg is
+ * checked first against the rules below, as the agent's config checks them: a hand-made entry
+ * gets the same answer as check-config. */
 int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
                    const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                    char *err, size_t errlen);
@@ -166,7 +168,7 @@ int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
 struct lk_backend *lk_backend_free(struct lk_backend *b);
 
 /* Constructors behind lk_backend_new, one per file, called by it alone: base, cfg and ret are
- * set, err[errlen] has room, and cfg passed lk_backend_check_config. */
+ * set, err[errlen] has room, and cfg follows the rules below. */
 int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
                  const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                  char *err, size_t errlen);
@@ -223,10 +225,6 @@ struct lk_backend_requires {
 };
 #define LK_BACKEND_ETCD_N_REQUIRES 4
 extern const struct lk_backend_requires lk_backend_etcd_requires[LK_BACKEND_ETCD_N_REQUIRES];
-
-/* Every rule above and the limits of struct lk_config_backend, for lk_backend_new: 0, or
- * -EINVAL with the first problem in err[errlen]. */
-int lk_backend_check_config(const struct lk_config_backend *cfg, char *err, size_t errlen);
 
 /* Whether len bytes read from a server may be shown as a holder identity: 1 to
  * LK_BACKEND_MAX_IDENTITY_LEN bytes of printable ASCII without spaces, so that it can break

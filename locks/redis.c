@@ -756,7 +756,7 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	struct timeval now = { 0, 0 };
 	int rc;
 
-	/* lk_backend_new checked the arguments and cfg (lk_backend_check_config). */
+	/* lk_backend_new checked the arguments, and cfg against the rules in backend.h. */
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		snprintf(err, errlen, "out of memory");
