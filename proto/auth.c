@@ -5,11 +5,11 @@
  * that it is not hex) and never its bytes, because they end up in logs.
  */
 #include "proto/auth.h"
+#include "proto/err.h"
 #include "proto/file.h"
 
 #include <errno.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,20 +24,6 @@ int lk_auth_init(void)
 {
 	/* 0 means initialised now, 1 already initialised: both are fine. */
 	return sodium_init() < 0 ? -EIO : 0;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 static bool is_space(unsigned char c)
@@ -76,21 +62,21 @@ int lk_auth_load_key(const char *path, uint8_t key[LK_AUTH_KEY_BYTES], char *err
 	got = lk_file_read_capped(path, buf, sizeof(buf), &what);
 	if (got < 0) {
 		r = (int)got;
-		set_err(err, errlen, "auth key file %s: cannot %s: %s", path, what, strerror(-r));
+		lk_set_err(err, errlen, "auth key file %s: cannot %s: %s", path, what, strerror(-r));
 		goto fail;
 	}
 	len = (size_t)got;
 
 	if (len > LK_AUTH_KEY_FILE_MAX) {
 		r = -EFBIG;
-		set_err(err, errlen, "auth key file %s: larger than %d bytes; expected %d raw bytes "
-		        "or %d hex digits", path, LK_AUTH_KEY_FILE_MAX, LK_AUTH_KEY_BYTES, HEX_LEN);
+		lk_set_err(err, errlen, "auth key file %s: larger than %d bytes; expected %d raw bytes "
+		           "or %d hex digits", path, LK_AUTH_KEY_FILE_MAX, LK_AUTH_KEY_BYTES, HEX_LEN);
 		goto fail;
 	}
 	if (len == 0) {
 		r = -EINVAL;
-		set_err(err, errlen, "auth key file %s: is empty; expected %d raw bytes or %d hex "
-		        "digits", path, LK_AUTH_KEY_BYTES, HEX_LEN);
+		lk_set_err(err, errlen, "auth key file %s: is empty; expected %d raw bytes or %d hex "
+		           "digits", path, LK_AUTH_KEY_BYTES, HEX_LEN);
 		goto fail;
 	}
 	/* Exactly 32 bytes is a raw key, whatever they look like: 32 hex digits would only be
@@ -106,15 +92,15 @@ int lk_auth_load_key(const char *path, uint8_t key[LK_AUTH_KEY_BYTES], char *err
 			end--;
 		if (end - start != HEX_LEN) {
 			r = -EINVAL;
-			set_err(err, errlen, "auth key file %s: holds %zu bytes (%zu without surrounding "
-			        "whitespace); expected %d raw bytes or %d hex digits", path, len,
-			        end - start, LK_AUTH_KEY_BYTES, HEX_LEN);
+			lk_set_err(err, errlen, "auth key file %s: holds %zu bytes (%zu without surrounding "
+			           "whitespace); expected %d raw bytes or %d hex digits", path, len,
+			           end - start, LK_AUTH_KEY_BYTES, HEX_LEN);
 			goto fail;
 		}
 		if (!hex_exact((const char *)buf + start, HEX_LEN, k, sizeof(k))) {
 			r = -EINVAL;
-			set_err(err, errlen, "auth key file %s: %d characters long but not all hex "
-			        "digits", path, HEX_LEN);
+			lk_set_err(err, errlen, "auth key file %s: %d characters long but not all hex "
+			           "digits", path, HEX_LEN);
 			goto fail;
 		}
 	}
