@@ -42,25 +42,6 @@ static void ct_start(void)
 	ct_start_at(NULL, 0);
 }
 
-/* Acquire until the answer is not ERROR: after a restart the backend may first have to notice
- * the old connection broke (refusing or failing requests meanwhile), then reconnect. */
-static struct lk_test_reply ct_acquire_answered(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct lk_test_reply g = { 0 };
-
-	for (int i = 0; i < 100; i++) {
-		memset(&g, 0, sizeof(g));
-		if (ct_ops()->acquire(k, ttl_ms, lk_test_on_reply, &g) == 0) {
-			lk_test_wait_reply(&g);
-			if (g.status != LK_REPLY_ERROR)
-				return g;
-		}
-		lk_test_run_for(100);
-	}
-	ck_abort_msg("acquire kept failing: %s\n%s", g.err, ct_log());
-	return g;
-}
-
 /* ---- acquire, renew, release ------------------------------------------------------------ */
 
 START_TEST(test_contract_acquire_returns_token_valid_from_send)
@@ -90,24 +71,7 @@ START_TEST(test_contract_acquire_returns_token_valid_from_send)
 }
 END_TEST
 
-START_TEST(test_contract_second_identity_sees_held_with_holder)
-{
-	struct lk_backend_key *a, *b;
-	struct lk_test_reply g;
-
-	ct_start();
-	a = lk_test_key_new("alpha", NULL);
-	b = lk_test_key_new("beta", NULL);
-	lk_test_acquire_ok(a, 10000);
-	g = lk_test_acquire(b, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_HELD);
-	ck_assert(g.has_holder);
-	ck_assert_str_eq(g.holder, "alpha");
-	ck_assert_str_eq(ct->stored().holder, "alpha");
-}
-END_TEST
-
-START_TEST(test_contract_holder_is_the_identity_or_unknown)
+START_TEST(test_contract_second_identity_sees_held_with_the_holder_if_showable)
 {
 	struct lk_backend_key *a, *b;
 	struct lk_test_reply g;
@@ -118,7 +82,9 @@ START_TEST(test_contract_holder_is_the_identity_or_unknown)
 	lk_test_acquire_ok(a, 10000);
 	g = lk_test_acquire(b, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert(g.has_holder);
 	ck_assert_str_eq(g.holder, "pod:with:colons");
+	ck_assert_str_eq(ct->stored().holder, "pod:with:colons");
 
 	/* A value with bytes that could break a log or protocol line has no holder to show. */
 	ct->put("evil\nLEADER x");
@@ -309,7 +275,7 @@ START_TEST(test_contract_tokens_strictly_increase_across_holders_and_restart)
 
 	/* Whether the server keeps its data (etcd) or comes back empty (our Redis). */
 	ck_assert_int_eq(lk_test_server_restart(ct->srv), 0);
-	t4 = ct_acquire_answered(b, 10000).token;
+	t4 = lk_test_acquire_answered(b, 10000).token;
 	ck_assert_uint_gt(t4, t3);
 }
 END_TEST
@@ -405,7 +371,7 @@ START_TEST(test_contract_restart_notifies_watching_follower_and_notices_go_on)
 
 	/* And releases still reach it. */
 	ck_assert(lk_test_ready_within(LK_TEST_READY_MS));
-	tok = ct_acquire_answered(leader, 10000).token;
+	tok = lk_test_acquire_answered(leader, 10000).token;
 	ck_assert_uint_gt(tok, 0);
 	lk_test_run_for(100);
 	nt.n = 0;
@@ -625,6 +591,21 @@ START_TEST(test_contract_no_callback_after_key_free)
 }
 END_TEST
 
+void lk_contract_round_trip(void)
+{
+	struct lk_backend_key *k = lk_test_key_new("alpha", NULL), *f;
+	struct lk_test_notified nt = { 0 };
+	uint64_t tok;
+
+	f = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(k, 10000);
+	ck_assert_uint_eq(ct->stored().token, tok);
+	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
+	ct_watch(f, &nt);
+	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
+	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "follower not notified");
+}
+
 START_TEST(test_contract_hostname_address_resolves)
 {
 	char addr[64];
@@ -632,7 +613,7 @@ START_TEST(test_contract_hostname_address_resolves)
 	/* localhost comes from /etc/hosts: no DNS traffic leaves the machine. */
 	snprintf(addr, sizeof(addr), "%slocalhost:%d", ct->scheme, ct->srv->port);
 	ct_start_at(addr, 0);
-	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
+	lk_contract_round_trip();
 }
 END_TEST
 
@@ -669,6 +650,75 @@ START_TEST(test_contract_unreachable_server_fails_requests_and_warns_once)
 }
 END_TEST
 
+/* ---- authentication --------------------------------------------------------------------- */
+
+static void ct_make_auth(const char *password)
+{
+	char path[400], err[256];
+
+	ck_assert_int_eq(lk_test_server_write_file(ct->srv, "pw", password, path, sizeof(path)), 0);
+	ck_assert_msg(ct->make_auth(path, err, sizeof(err)) == 0, "%s", err);
+}
+
+START_TEST(test_contract_auth_with_password_file)
+{
+	ct_make_auth("s3cret-pw\n");
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "%s", ct_log());
+	lk_contract_round_trip();
+	ck_assert_ptr_null(strstr(ct_log(), "s3cret"));
+}
+END_TEST
+
+/* Refused at once, or answered FATAL: retrying will not fix a password. */
+static void ct_refused(struct lk_backend_key *k, const char *msg, const char *msg2)
+{
+	struct lk_test_reply g = { 0 };
+	int rc = ct_ops()->acquire(k, 10000, lk_test_on_reply, &g);
+
+	if (ct->refuses_while_down) {
+		ck_assert_int_eq(rc, -ENOTCONN);
+		return;
+	}
+	ck_assert_int_eq(rc, 0);
+	lk_test_wait_reply(&g);
+	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
+	ck_assert_msg(strstr(g.err, msg) && (!msg2 || strstr(g.err, msg2)), "%s", g.err);
+	ck_assert_ptr_null(strstr(g.err, "not-the-pw"));
+}
+
+START_TEST(test_contract_auth_wrong_password_reports_errors_without_it)
+{
+	struct lk_test_notified nt = { 0 };
+	struct lk_backend_key *k;
+
+	ct_make_auth("not-the-pw\n");
+	k = lk_test_key_new("alpha", &nt);
+	ct_ops()->watch(k, true);
+	lk_test_run_for(1500);
+	ct_refused(k, ct->wrong_password_msg[0], ct->wrong_password_msg[1]);
+	ck_assert(!ct_ops()->ready(lk_test_backend()));
+	ck_assert_int_eq(nt.n, 0);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(!ct->wrong_password_msg[i] || strstr(ct_log(), ct->wrong_password_msg[i]),
+		              "no \"%s\" in:\n%s", ct->wrong_password_msg[i], ct_log());
+	ck_assert_ptr_null(strstr(ct_log(), "not-the-pw"));
+}
+END_TEST
+
+START_TEST(test_contract_auth_missing_password_reports_errors)
+{
+	char err[256];
+
+	ck_assert_msg(ct->make(ct->srv->address, 500, err, sizeof(err)) == 0, "%s", err);
+	lk_test_run_for(1000);
+	/* Redis cannot finish its handshake; etcd's probe needs no login, its requests do. */
+	ck_assert(ct_ops()->ready(lk_test_backend()) != ct->refuses_while_down);
+	ct_refused(lk_test_key_new("alpha", NULL), ct->no_password_msg, NULL);
+	if (ct->refuses_while_down)
+		ck_assert_ptr_nonnull(strstr(ct_log(), ct->no_password_msg));
+}
+END_TEST
+
 void lk_contract_add(Suite *s, const struct lk_contract *c)
 {
 	TCase *tc = tcase_create("contract");
@@ -677,8 +727,7 @@ void lk_contract_add(Suite *s, const struct lk_contract *c)
 	tcase_add_checked_fixture(tc, c->setup, c->teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_contract_acquire_returns_token_valid_from_send);
-	tcase_add_test(tc, test_contract_second_identity_sees_held_with_holder);
-	tcase_add_test(tc, test_contract_holder_is_the_identity_or_unknown);
+	tcase_add_test(tc, test_contract_second_identity_sees_held_with_the_holder_if_showable);
 	tcase_add_test(tc, test_contract_own_identity_without_a_lost_acquire_is_held);
 	tcase_add_test(tc, test_contract_renew_ok_extends_validity_from_send);
 	tcase_add_test(tc, test_contract_renew_after_expiry_is_gone_for_good);
@@ -699,5 +748,14 @@ void lk_contract_add(Suite *s, const struct lk_contract *c)
 	tcase_add_test(tc, test_contract_no_callback_after_key_free);
 	tcase_add_test(tc, test_contract_hostname_address_resolves);
 	tcase_add_test(tc, test_contract_unreachable_server_fails_requests_and_warns_once);
+	suite_add_tcase(s, tc);
+	if (!c->setup_auth)
+		return;
+	tc = tcase_create("contract-auth");
+	tcase_add_checked_fixture(tc, c->setup_auth, c->teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_contract_auth_with_password_file);
+	tcase_add_test(tc, test_contract_auth_wrong_password_reports_errors_without_it);
+	tcase_add_test(tc, test_contract_auth_missing_password_reports_errors);
 	suite_add_tcase(s, tc);
 }

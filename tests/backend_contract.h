@@ -58,9 +58,22 @@ struct lk_contract {
 	 * stores beside the key. */
 	void (*acquired)(const struct lk_test_reply *g);
 	void (*renewed)(struct lk_backend_key *k, uint64_t token);
+
+	/* Authentication (the test case "contract-auth" runs if setup_auth is set). The server
+	 * setup_auth starts takes the password "s3cret-pw" (etcd: for user root); make_auth
+	 * makes a backend that reads its password from password_file. */
+	void (*setup_auth)(void);
+	int (*make_auth)(const char *password_file, char *err, size_t errlen);
+	const char *wrong_password_msg[2];  /* in the log (and the error of a reply) */
+	const char *no_password_msg;        /* the server's word for "you did not log in" */
 };
 
 /* Add the test case "contract" for c (borrowed: it must outlive the suite's run). */
 void lk_contract_add(struct Suite *s, const struct lk_contract *c);
+
+/* On the bound backend, ready: a tenure of "alpha" is acquired (as the server stores it),
+ * renewed and released, and the release wakes "beta", which watches. For the tests of a
+ * backend's transport options (TLS, a unix socket...), once lk_contract_add() has run. */
+void lk_contract_round_trip(void);
 
 #endif

@@ -1,8 +1,10 @@
-/* The etcd backend against real etcd processes (one per test, or a 3-member cluster): tokens as
- * a fence base + create_revision (also across a wiped cluster), the hold-off after a wipe, own
- * orphans, per-request timeouts on a slow link, HELD/TAKEN/GONE answers, the granted TTL, watches and their resumption,
- * a frozen server, endpoint failover, TLS client certificates, auth, a garbage HTTP server, and
- * the lifetime rules of locks/backend.h. etcdctl is the independent witness of what is stored. */
+/* The etcd backend against real etcd processes (one per test, or a 3-member cluster): the
+ * backend contract (tests/backend_contract.c) through the adapter below, then what only etcd
+ * does: tokens as a fence base + create_revision (also across a wiped cluster), the hold-off
+ * after a wipe or an end without a release (the <key>:state marker), own orphans, per-request
+ * timeouts on a slow link, the granted TTL, watch streams and their resumption, endpoint
+ * failover, TLS client certificates, auth tokens, a garbage HTTP server. etcdctl is the
+ * independent witness of what is stored. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -222,6 +224,13 @@ static void setup_etcd(void)
 	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
 }
 
+static void setup_etcd_auth(void)
+{
+	setup_loop();
+	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
+	ck_assert_int_eq(lk_test_etcd_enable_auth(&srv, "s3cret-pw"), 0);
+}
+
 /* ---- the contract suite's view of etcd ------------------------------------------------- */
 
 static int contract_make(const char *address, int64_t timeout_ms, char *err, size_t errlen)
@@ -285,6 +294,14 @@ static void contract_acquired(const struct lk_test_reply *g)
 	ck_assert_int_eq(lease_field(st.lease, "grantedTTL"), 10);
 }
 
+static int contract_make_auth(const char *password_file, char *err, size_t errlen)
+{
+	struct opts o = { .endpoints = { srv.address }, .username = "root",
+	                  .password_file = password_file, .timeout_ms = 500 };
+
+	return make_backend(&o, err, errlen);
+}
+
 static const struct lk_contract etcd_contract = {
 	.srv = &srv,
 	.setup = setup_etcd,
@@ -303,6 +320,10 @@ static const struct lk_contract etcd_contract = {
 	.del = contract_del,
 	.expire = contract_expire,
 	.acquired = contract_acquired,
+	.setup_auth = setup_etcd_auth,
+	.make_auth = contract_make_auth,
+	.wrong_password_msg = { "authentication as root failed", "invalid user ID or password" },
+	.no_password_msg = "user name is empty",
 };
 
 /* ---- the lock protocol ----------------------------------------------------------------- */
@@ -689,22 +710,10 @@ START_TEST(test_tls_right_certificates_work)
 {
 	struct tls_files f;
 	struct opts o = tls_opts(&f, "ca.pem", "client.pem", "client-key.pem");
-	struct lk_backend_key *k, *fo;
-	struct lk_test_notified nt = { 0 };
-	uint64_t tok;
 
 	ck_assert_ptr_nonnull(strstr(srv.address, "https://"));
 	start_backend_opts(&o);
-	k = lk_test_key_new("alpha", NULL);
-	fo = lk_test_key_new("beta", &nt);
-	tok = lk_test_acquire_ok(k, 10000);
-	ck_assert_uint_eq(etcd_get(&srv, KEY).token, tok);
-	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
-	be->ops->watch(fo, true);
-	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
-	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_contract_round_trip();
 }
 END_TEST
 
@@ -769,38 +778,6 @@ END_TEST
 
 /* ---- auth ------------------------------------------------------------------------------ */
 
-static void setup_etcd_auth(void)
-{
-	setup_loop();
-	ck_assert_int_eq(lk_test_etcd_start(&srv, 0), 0);
-	ck_assert_int_eq(lk_test_etcd_enable_auth(&srv, "s3cret-pw"), 0);
-}
-
-START_TEST(test_auth_with_password_file)
-{
-	struct opts o = { .endpoints = { srv.address }, .username = "root" };
-	struct lk_backend_key *k, *f;
-	struct lk_test_notified nt = { 0 };
-	char path[400];
-	uint64_t tok;
-
-	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
-	o.password_file = path;
-	start_backend_opts(&o);
-	k = lk_test_key_new("alpha", NULL);
-	f = lk_test_key_new("beta", &nt);
-	tok = lk_test_acquire_ok(k, 10000);
-	ck_assert_uint_eq(etcd_get(&srv, KEY).token, tok);
-	ck_assert_int_eq(lk_test_renew(k, tok, 10000).status, LK_REPLY_OK);
-	be->ops->watch(f, true);
-	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
-	nt.n = 0;
-	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
-	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
-	ck_assert_ptr_null(strstr(logs.text, "s3cret"));
-}
-END_TEST
-
 START_TEST(test_auth_token_lost_on_restart_reauthenticates)
 {
 	struct opts o = { .endpoints = { srv.address }, .username = "root" };
@@ -830,47 +807,6 @@ START_TEST(test_auth_token_lost_on_restart_reauthenticates)
 	nt.n = 0;
 	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
 	ck_assert_msg(lk_test_notified_within(&nt, LK_TEST_WAIT_MS), "resumed watch missed the release");
-}
-END_TEST
-
-START_TEST(test_auth_wrong_password_reports_errors)
-{
-	struct opts o = { .endpoints = { srv.address }, .username = "root", .timeout_ms = 500 };
-	struct lk_backend_key *k;
-	struct lk_test_notified nt = { 0 };
-	char path[400], err[256];
-	struct lk_test_reply g;
-
-	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)),
-	                 0);
-	o.password_file = path;
-	ck_assert_int_eq(make_backend(&o, err, sizeof(err)), 0);
-	k = lk_test_key_new("alpha", &nt);
-	be->ops->watch(k, true);
-	g = lk_test_acquire(k, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	ck_assert_msg(strstr(g.err, "authentication as root failed") &&
-	              strstr(g.err, "invalid user ID or password"), "%s", g.err);
-	lk_test_run_for(1000);
-	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(nt.n, 0);
-	ck_assert_ptr_nonnull(strstr(logs.text, "authentication as root failed"));
-	ck_assert_ptr_null(strstr(logs.text, "not-the-pw"));
-	ck_assert_ptr_null(strstr(g.err, "not-the-pw"));
-}
-END_TEST
-
-START_TEST(test_auth_missing_credentials_reports_errors)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g;
-
-	/* etcd has auth on, we have no user: etcd refuses ("user name is empty"). */
-	start_backend(srv.address, 500);
-	k = lk_test_key_new("alpha", NULL);
-	g = lk_test_acquire(k, 10000);
-	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
-	ck_assert_msg(strstr(g.err, "user name is empty"), "%s", g.err);
 }
 END_TEST
 
@@ -1277,22 +1213,6 @@ static void wipe_etcd(struct lk_test_server *s)
 	ck_assert_int_eq(lk_test_server_restart(s), 0);
 }
 
-/* Acquire until an answer other than ERROR comes (the first requests after a restart may meet
- * old connections); fails the test after a few tries. */
-static struct lk_test_reply acquire_answered(struct lk_backend_key *k, int64_t ttl_ms)
-{
-	struct lk_test_reply g = { 0 };
-
-	for (int i = 0; i < 20; i++) {
-		g = lk_test_acquire(k, ttl_ms);
-		if (g.status != LK_REPLY_ERROR)
-			return g;
-		lk_test_run_for(100);
-	}
-	ck_abort_msg("acquire kept failing: %s\n%s", g.err, logs.text);
-	return g;
-}
-
 START_TEST(test_fence_seeded_from_the_clock_once)
 {
 	struct lk_backend_key *a, *b;
@@ -1369,7 +1289,7 @@ START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 	ck_assert_msg(nt.reconnected > 0, "no RECONNECTED notice");
 
 	/* The new cluster has no fence key: seeded again from the clock, far above. */
-	t3 = acquire_answered(a, 3000).token;
+	t3 = lk_test_acquire_answered(a, 3000).token;
 	ck_assert_uint_gt(t3, t2);
 	ck_assert_int_gt(etcd_get(&srv, KEY).fence, fence);
 	ck_assert_int_lt(etcd_get(&srv, KEY).create_revision, 10);
@@ -1412,7 +1332,7 @@ START_TEST(test_another_cluster_id_holds_off)
 	ck_assert_msg(strstr(why, "cluster id changed"), "%s\n%s", why, logs.text);
 	ck_assert_int_gt(be->ops->holdoff_until(a, 3000, why, sizeof(why)), lk_mono_ns());
 	ck_assert_msg(nt.reconnected > 0, "no RECONNECTED notice");
-	t2 = acquire_answered(a, 3000).token;
+	t2 = lk_test_acquire_answered(a, 3000).token;
 	ck_assert_uint_gt(t2, t1);
 }
 END_TEST
@@ -1786,10 +1706,7 @@ static Suite *etcd_suite(void)
 	tc = tcase_create("auth");
 	tcase_add_checked_fixture(tc, setup_etcd_auth, teardown_loop);
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_auth_with_password_file);
 	tcase_add_test(tc, test_auth_token_lost_on_restart_reauthenticates);
-	tcase_add_test(tc, test_auth_wrong_password_reports_errors);
-	tcase_add_test(tc, test_auth_missing_credentials_reports_errors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("offline");

@@ -1,6 +1,7 @@
-/* The Redis backend against real redis-server processes (one per test): the lock scripts'
- * answers, fencing tokens across data loss, release notices, timeouts on a frozen server,
- * AUTH, the NOSCRIPT fallback, and the lifetime rules of locks/backend.h. */
+/* The Redis backend against real redis-server processes (one per test): the backend contract
+ * (tests/backend_contract.c) through the adapter below, then what only Redis does: the fence
+ * counter across data loss, the hold-off from run_id and uptime, own orphans and late
+ * renewals, WRONGTYPE and the NOSCRIPT fallback, subscriptions, unix sockets, garbage RESP. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -99,6 +100,14 @@ static void setup_redis(void)
 	ck_assert_int_eq(lk_test_redis_start(&srv, NULL), 0);
 }
 
+static void setup_redis_auth(void)
+{
+	static const char *const args[] = { "--requirepass", "s3cret-pw", NULL };
+
+	setup_loop();
+	ck_assert_int_eq(lk_test_redis_start(&srv, args), 0);
+}
+
 /* ---- the contract suite's view of Redis ------------------------------------------------ */
 
 static int contract_make(const char *address, int64_t timeout_ms, char *err, size_t errlen)
@@ -170,6 +179,11 @@ static void contract_renewed(struct lk_backend_key *k, uint64_t tok)
 	ck_assert_int_gt(redis_int("PTTL %s", KEY), 15000);
 }
 
+static int contract_make_auth(const char *password_file, char *err, size_t errlen)
+{
+	return make_backend(srv.address, 500, password_file, err, errlen);
+}
+
 static const struct lk_contract redis_contract = {
 	.srv = &srv,
 	.setup = setup_redis,
@@ -187,6 +201,10 @@ static const struct lk_contract redis_contract = {
 	.expire = contract_expire,
 	.acquired = contract_acquired,
 	.renewed = contract_renewed,
+	.setup_auth = setup_redis_auth,
+	.make_auth = contract_make_auth,
+	.wrong_password_msg = { "authentication failed", "WRONGPASS" },
+	.no_password_msg = "NOAUTH",
 };
 
 /* ---- the lock scripts ------------------------------------------------------------------ */
@@ -532,62 +550,11 @@ START_TEST(test_unix_socket_address)
 
 	snprintf(addr, sizeof(addr), "unix:%s", srv.unix_path);
 	start_backend(addr, 500);
-	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
+	lk_contract_round_trip();
 }
 END_TEST
 
-/* ---- AUTH ------------------------------------------------------------------------------ */
-
-static void setup_redis_auth(void)
-{
-	static const char *const args[] = { "--requirepass", "s3cret-pw", NULL };
-
-	setup_loop();
-	ck_assert_int_eq(lk_test_redis_start(&srv, args), 0);
-}
-
-START_TEST(test_auth_with_password_file)
-{
-	char path[400], err[256];
-
-	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "s3cret-pw\n", path, sizeof(path)), 0);
-	ck_assert_msg(make_backend(srv.address, 500, path, err, sizeof(err)) == 0, "%s", err);
-	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "%s", logs.text);
-	lk_test_acquire_ok(lk_test_key_new("alpha", NULL), 10000);
-}
-END_TEST
-
-START_TEST(test_wrong_password_reports_errors)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g = { 0 };
-	char path[400], err[256];
-
-	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", "not-the-pw\n", path, sizeof(path)), 0);
-	ck_assert_int_eq(make_backend(srv.address, 300, path, err, sizeof(err)), 0);
-	k = lk_test_key_new("alpha", NULL);
-	lk_test_run_for(1500);
-	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
-	ck_assert_ptr_nonnull(strstr(logs.text, "authentication failed"));
-	ck_assert_ptr_null(strstr(logs.text, "not-the-pw"));
-}
-END_TEST
-
-START_TEST(test_no_password_against_auth_server_reports_errors)
-{
-	struct lk_backend_key *k;
-	struct lk_test_reply g = { 0 };
-	char err[256];
-
-	ck_assert_int_eq(make_backend(srv.address, 300, NULL, err, sizeof(err)), 0);
-	k = lk_test_key_new("alpha", NULL);
-	lk_test_run_for(1000);
-	ck_assert(!be->ops->ready(be));
-	ck_assert_int_eq(be->ops->acquire(k, 10000, lk_test_on_reply, &g), -ENOTCONN);
-	ck_assert_ptr_nonnull(strstr(logs.text, "NOAUTH"));
-}
-END_TEST
+/* ---- passwords ------------------------------------------------------------------------- */
 
 START_TEST(test_unreadable_password_file_fails_new)
 {
@@ -785,14 +752,6 @@ static Suite *redis_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_enotconn_before_connected_and_no_callback);
 	tcase_add_test(tc, test_unix_socket_address);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("auth");
-	tcase_add_checked_fixture(tc, setup_redis_auth, teardown_loop);
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_auth_with_password_file);
-	tcase_add_test(tc, test_wrong_password_reports_errors);
-	tcase_add_test(tc, test_no_password_against_auth_server_reports_errors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("offline");

@@ -1217,6 +1217,25 @@ uint64_t lk_test_acquire_ok(struct lk_backend_key *k, int64_t ttl_ms)
 	return g.token;
 }
 
+struct lk_test_reply lk_test_acquire_answered(struct lk_backend_key *k, int64_t ttl_ms)
+{
+	struct lk_backend *be;
+	struct lk_test_reply g = { 0 };
+
+	for (int i = 0; i < 100; i++) {
+		memset(&g, 0, sizeof(g));
+		be = *lk_test_kit.be;
+		if (be->ops->acquire(k, ttl_ms, lk_test_on_reply, &g) == 0) {
+			lk_test_wait_reply(&g);
+			if (g.status != LK_REPLY_ERROR)
+				return g;
+		}
+		lk_test_run_for(100);
+	}
+	ck_abort_msg("acquire kept failing: %s\n%s", g.err, lk_test_kit.log->text);
+	return g;
+}
+
 pid_t lk_test_fork_listener(int *port, int *lfd)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };

@@ -216,6 +216,11 @@ struct lk_test_reply lk_test_release(struct lk_backend_key *k, uint64_t token);
 /* Acquire and fail the test unless it is OK with a token; returns the token. */
 uint64_t lk_test_acquire_ok(struct lk_backend_key *k, int64_t ttl_ms);
 
+/* Acquire until the answer is not ERROR (fails the test after about 10 s): after a restart
+ * the backend may first have to notice that the old connection broke, refusing or failing
+ * requests meanwhile, then reconnect. */
+struct lk_test_reply lk_test_acquire_answered(struct lk_backend_key *k, int64_t ttl_ms);
+
 /* A loopback TCP listener on a free port for a fake server, in a child of its own: returns
  * the child's pid in the parent (with *port set, the socket closed there) and 0 in the child
  * (with the socket in *lfd). The child lives 30s at most, whatever the test does. */
