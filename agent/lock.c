@@ -1,10 +1,13 @@
 /* One lock's state machine. Every input (a client, a backend reply or notice, a timer) enters
- * through step(), and the state changes only in set_state(), called by the state entries that
- * step() chooses; everything else performs the actions they choose. See lock.h for the
- * invariants this file carries. */
+ * through lk_lock_step(), and the state changes only in set_state(), called by the state
+ * entries that lk_lock_step() chooses; everything else performs the actions they choose. The
+ * lock's life, its clients and its reports are in lock_api.c. See lock.h for the invariants
+ * this file carries. */
 #include "agent/lock.h"
+#include "agent/lock_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,34 +15,11 @@
 #include "agent/log.h"
 #include "locks/backend.h"
 
-#define NS_PER_MS 1000000LL
-
 /* Retry pacing for renewals and releases after a failed attempt: fast first, never hammering. */
 #define RENEW_RETRY_BASE_MS   50
 #define RELEASE_RETRY_BASE_MS 50
 #define RELEASE_RETRY_CAP_MS  1000
 
-enum input {
-	IN_START,         /* the agent is up: campaign now if the mode is `always` */
-	IN_CAMPAIGN,      /* a campaign client arrived */
-	IN_LEAVE,         /* a campaign client left */
-	IN_EVICT,         /* the agent cut a campaign client off: it may still be working */
-	IN_ACK,           /* a campaign client ACKed the current tenure */
-	IN_DRAIN,
-	IN_ABORT,         /* shutdown_timeout: stop now */
-	IN_NOTIFY,        /* backend: the key may be free */
-	IN_RECONNECTED,   /* backend: a new connection is up (maybe to another server instance) */
-	IN_ACQUIRED,      /* acquire reply, any status */
-	IN_RENEWED,       /* renew reply, any status, for the current tenure or an ended one */
-	IN_RELEASED,      /* release reply, any status, for the current tenure or an ended one */
-	IN_TIMER_RETRY,
-	IN_TIMER_RENEW,
-	IN_TIMER_DEADLINE,
-	IN_TIMER_PHASE,
-	IN__COUNT,
-};
-
-/* For the transition log. */
 static const char *const input_names[IN__COUNT] = {
 	[IN_START] = "start",
 	[IN_CAMPAIGN] = "campaign",
@@ -59,72 +39,7 @@ static const char *const input_names[IN__COUNT] = {
 	[IN_TIMER_PHASE] = "timer_phase",
 };
 
-struct member {
-	void *client;
-	uint64_t acked;            /* token this client ACKed, 0 if none */
-};
-
-struct lk_lock {
-	const struct lk_config_lock *cfg;
-	struct lk_backend *backend;
-	struct lk_backend_key *key;
-	const struct lk_lock_env *env;
-	char *identity;
-
-	enum lk_lock_state state;  /* written by set_state() only */
-	enum input input;          /* the input step() is handling, for the transition log */
-	bool draining;
-	bool has_outcome;
-	enum lk_outcome outcome;
-
-	struct member *members;
-	size_t n_members, cap_members;
-
-	/* The current (or most recent) tenure. */
-	uint64_t token;
-	int64_t expires_ns;        /* sent + granted ttl of the last successful acquire/renew */
-	int64_t deadline_ns;       /* sent + renew_deadline of the same (I4) */
-	int64_t ttl_ms;            /* granted ttl, what renewals ask for */
-
-	/* One request of each kind at most is in flight; replies for a tenure that ended are
-	 * recognised by comparing the token they were sent for. A renewal or release wanted for a
-	 * new tenure while an old one's request is still out is sent when that one returns
-	 * (renew_again, release_again: meaningful only while renewing, releasing). */
-	bool acquiring, renewing, releasing;
-	bool renew_again, release_again;
-	uint64_t renew_token, release_token;
-	bool notified;             /* a notice came while an acquire was in flight */
-	unsigned renew_failures, release_failures;
-
-	/* I10: no new tenure before this time (0: none), and why, as the backend said. */
-	int64_t holdoff_until_ns;
-	char holdoff_why[LK_HOLDOFF_WHY_MAX];
-
-	char holder[LK_HOLDER_MAX];   /* last known holder, "-" if none */
-	char announced_holder[LK_HOLDER_MAX]; /* last FOLLOWER holder sent, to send changes only */
-
-	int64_t stepdown_start_ns, release_start_ns;
-	struct lk_lock_stats stats;
-	void *timers[LK_TIMER__COUNT];
-};
-
-static const char *const state_names[LK_LOCK__STATE_COUNT] = {
-	[LK_LOCK_IDLE] = "idle",
-	[LK_LOCK_FOLLOWER] = "follower",
-	[LK_LOCK_LEADER] = "leader",
-	[LK_LOCK_STEPPING_DOWN] = "stepping_down",
-	[LK_LOCK_RELEASING] = "releasing",
-	[LK_LOCK_DONE] = "done",
-};
-
-static void step(struct lk_lock *l, enum input in, const struct lk_reply *r);
-
 /* ---- small helpers: time, timers, events ------------------------------------------------ */
-
-static int64_t now_ns(const struct lk_lock *l)
-{
-	return l->env->now_ns(l->env->ctx);
-}
 
 static void timer_at(struct lk_lock *l, enum lk_lock_timer t, int64_t at_ns)
 {
@@ -196,11 +111,6 @@ static void backend_failed(struct lk_lock *l, const char *what, const struct lk_
 	       LKF_STR("error", r->err ? r->err : "unknown error"));
 }
 
-static int64_t ms_between(int64_t from_ns, int64_t to_ns)
-{
-	return (to_ns - from_ns) / NS_PER_MS;
-}
-
 static void stepdown_over(struct lk_lock *l)
 {
 	l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
@@ -225,13 +135,13 @@ static bool all_acked(const struct lk_lock *l)
 /* ---- backend requests -------------------------------------------------------------------- */
 
 /* The reply handlers only note that the request is no longer in flight: what the reply means,
- * for the current tenure or an ended one, is step()'s to decide. */
+ * for the current tenure or an ended one, is lk_lock_step()'s to decide. */
 static void on_acquire_reply(void *arg, const struct lk_reply *r)
 {
 	struct lk_lock *l = arg;
 
 	l->acquiring = false;
-	step(l, IN_ACQUIRED, r);
+	lk_lock_step(l, IN_ACQUIRED, r);
 }
 
 static void on_renew_reply(void *arg, const struct lk_reply *r)
@@ -239,7 +149,7 @@ static void on_renew_reply(void *arg, const struct lk_reply *r)
 	struct lk_lock *l = arg;
 
 	l->renewing = false;
-	step(l, IN_RENEWED, r);
+	lk_lock_step(l, IN_RENEWED, r);
 }
 
 static void on_release_reply(void *arg, const struct lk_reply *r)
@@ -247,7 +157,7 @@ static void on_release_reply(void *arg, const struct lk_reply *r)
 	struct lk_lock *l = arg;
 
 	l->releasing = false;
-	step(l, IN_RELEASED, r);
+	lk_lock_step(l, IN_RELEASED, r);
 }
 
 /* I10: whether the backend may have lost tenures it granted, so that a new one must wait; if
@@ -532,10 +442,10 @@ static void lose(struct lk_lock *l, enum lk_lost_reason reason, const char *hold
 static void renewed(struct lk_lock *l, const struct lk_reply *r)
 {
 	/* A renewal of a tenure that already ended (LOST, released) proves nothing now. The
-	 * renewal that waited for this reply is for the tenure held now: send it (in any other
-	 * state step() drops the reply, so that a tenure that ended meanwhile, LOST or left to
-	 * expire after a stepdown timeout or being released, never has its lease extended: I2,
-	 * I4). */
+	 * renewal that waited for this reply is for the tenure held now: send it. In any other
+	 * state lk_lock_step() drops the reply, so that a tenure that ended meanwhile (LOST, or
+	 * left to expire after a stepdown timeout, or being released) never has its lease
+	 * extended (I2, I4). */
 	if (l->renew_token != l->token) {
 		if (l->renew_again)
 			start_renew(l);
@@ -578,8 +488,8 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 	enum lk_outcome o;
 
 	/* The answer for an ended tenure's release: the release of this one waited for it (I3:
-	 * one request at a time). Outside RELEASING step() drops it: a release that ran out of
-	 * time or was aborted is not sent after all. */
+	 * one request at a time). Outside RELEASING lk_lock_step() drops it: a release that ran
+	 * out of time or was aborted is not sent after all. */
 	if (r && l->release_token != l->token) {
 		if (l->release_again)
 			start_release(l);
@@ -624,7 +534,7 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 
 /* Inputs that keep a held tenure alive, handled alike while LEADER and STEPPING_DOWN: renewals
  * go on while the app steps down, and the renew deadline (I4) holds all along. */
-static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *r)
+static bool keep_alive(struct lk_lock *l, enum lk_lock_input in, const struct lk_reply *r)
 {
 	switch (in) {
 	case IN_TIMER_RENEW:
@@ -649,7 +559,7 @@ static bool keep_alive(struct lk_lock *l, enum input in, const struct lk_reply *
 
 /* What input `in` does in the current state: the whole state table, read by state, then
  * input. The state entries it reaches (enter_*(), lose_tenure()) alone call set_state(). */
-static void transition(struct lk_lock *l, enum input in, const struct lk_reply *r)
+static void transition(struct lk_lock *l, enum lk_lock_input in, const struct lk_reply *r)
 {
 	/* Cutting a client off matters only while it may be doing leader work. */
 	if (in == IN_EVICT && !lk_lock_is_leader(l))
@@ -830,253 +740,12 @@ static void transition(struct lk_lock *l, enum input in, const struct lk_reply *
 /* Every input enters here. The input is kept while it is handled for set_state()'s log, and
  * restored after, since an action may feed the lock a nested input (a backend that answers a
  * request synchronously, the host reacting to settled()). */
-static void step(struct lk_lock *l, enum input in, const struct lk_reply *r)
+void lk_lock_step(struct lk_lock *l, enum lk_lock_input in, const struct lk_reply *r)
 {
-	enum input outer = l->input;
+	enum lk_lock_input outer = l->input;
 
 	l->input = in;
 	transition(l, in, r);
 	l->input = outer;
 }
 
-/* ---- timers ------------------------------------------------------------------------------- */
-
-static void on_timer_retry(void *arg) { step(arg, IN_TIMER_RETRY, NULL); }
-static void on_timer_renew(void *arg) { step(arg, IN_TIMER_RENEW, NULL); }
-static void on_timer_deadline(void *arg) { step(arg, IN_TIMER_DEADLINE, NULL); }
-static void on_timer_phase(void *arg) { step(arg, IN_TIMER_PHASE, NULL); }
-
-static void on_notify(void *arg, enum lk_backend_notice what)
-{
-	step(arg, what == LK_NOTICE_RECONNECTED ? IN_RECONNECTED : IN_NOTIFY, NULL);
-}
-
-/* ---- public API ----------------------------------------------------------------------------- */
-
-struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend *b,
-                            const char *identity, const struct lk_lock_env *env)
-{
-	static lk_timer_fn *const timer_fns[LK_TIMER__COUNT] = {
-		[LK_TIMER_RETRY] = on_timer_retry,
-		[LK_TIMER_RENEW] = on_timer_renew,
-		[LK_TIMER_DEADLINE] = on_timer_deadline,
-		[LK_TIMER_PHASE] = on_timer_phase,
-	};
-	struct lk_lock *l = calloc(1, sizeof(*l));
-
-	if (!l)
-		return NULL;
-	l->cfg = cfg;
-	l->backend = b;
-	l->env = env;
-	l->state = LK_LOCK_IDLE; /* where every lock starts: not a transition */
-	l->stats.last_release_ms = -1;
-	l->stats.last_stepdown_ms = -1;
-	set_holder(l, NULL);
-	snprintf(l->announced_holder, sizeof(l->announced_holder), "-");
-	l->identity = strdup(identity);
-	if (!l->identity)
-		goto fail;
-	for (int t = 0; t < LK_TIMER__COUNT; t++) {
-		l->timers[t] = env->timer_new(env->ctx, timer_fns[t], l);
-		if (!l->timers[t])
-			goto fail;
-	}
-	l->key = b->ops->key_new(b, cfg->key, identity, on_notify, l);
-	if (!l->key)
-		goto fail;
-	return l;
-fail:
-	return lk_lock_free(l);
-}
-
-struct lk_lock *lk_lock_free(struct lk_lock *l)
-{
-	if (!l)
-		return NULL;
-	if (l->key)
-		l->backend->ops->key_free(l->key);
-	for (int t = 0; t < LK_TIMER__COUNT; t++)
-		if (l->timers[t])
-			l->env->timer_free(l->env->ctx, l->timers[t]);
-	free(l->members);
-	free(l->identity);
-	free(l);
-	return NULL;
-}
-
-void lk_lock_start(struct lk_lock *l)
-{
-	step(l, IN_START, NULL);
-}
-
-static struct member *find_member(const struct lk_lock *l, const void *client)
-{
-	for (size_t i = 0; i < l->n_members; i++)
-		if (l->members[i].client == client)
-			return &l->members[i];
-	return NULL;
-}
-
-int lk_lock_campaign(struct lk_lock *l, void *client)
-{
-	if (l->draining || l->state == LK_LOCK_DONE)
-		return -EBUSY;
-	if (find_member(l, client))
-		return 0;
-	if (l->n_members == l->cap_members) {
-		if (l->cap_members >= LK_LOCK_MAX_CAMPAIGNERS)
-			return -ENOSPC;
-		size_t cap = l->cap_members ? l->cap_members * 2 : 4;
-		struct member *m = realloc(l->members, cap * sizeof(*m));
-		if (!m)
-			return -ENOMEM;
-		l->members = m;
-		l->cap_members = cap;
-	}
-	l->members[l->n_members++] = (struct member){ .client = client };
-	step(l, IN_CAMPAIGN, NULL);
-	return 0;
-}
-
-static void remove_member(struct lk_lock *l, void *client, enum input in)
-{
-	struct member *m = find_member(l, client);
-
-	if (!m)
-		return;
-	*m = l->members[--l->n_members];
-	step(l, in, NULL);
-}
-
-void lk_lock_leave(struct lk_lock *l, void *client)
-{
-	remove_member(l, client, IN_LEAVE);
-}
-
-void lk_lock_evict(struct lk_lock *l, void *client)
-{
-	remove_member(l, client, IN_EVICT);
-}
-
-int lk_lock_ack(struct lk_lock *l, void *client, uint64_t token)
-{
-	struct member *m;
-
-	if (token == 0 || token != l->token)
-		return -EINVAL;
-	/* Only an answer to STEPDOWN counts: an ACK sent earlier by mistake must not let the next
-	 * drain release at once. */
-	m = find_member(l, client);
-	if (m && l->state == LK_LOCK_STEPPING_DOWN) {
-		m->acked = token;
-		step(l, IN_ACK, NULL);
-	}
-	return 0;
-}
-
-void lk_lock_drain(struct lk_lock *l)
-{
-	/* I7: however many times the drain is asked for, each lock enters it once. The flag is set
-	 * before the step so that every transition taken from here on sees it. */
-	if (l->draining)
-		return;
-	l->draining = true;
-	step(l, IN_DRAIN, NULL);
-}
-
-void lk_lock_abort(struct lk_lock *l)
-{
-	if (l->state == LK_LOCK_DONE)
-		return;
-	l->draining = true;
-	step(l, IN_ABORT, NULL);
-}
-
-void lk_lock_catch_up(struct lk_lock *l)
-{
-	/* A stalled loop may not have run the deadline timer yet: act on it now (I1, I9). */
-	if (lk_lock_is_leader(l) && now_ns(l) >= l->deadline_ns)
-		step(l, IN_TIMER_DEADLINE, NULL);
-}
-
-int lk_lock_current_event(struct lk_lock *l, char *buf, size_t cap)
-{
-	int64_t now;
-
-	lk_lock_catch_up(l);
-	now = now_ns(l);
-	switch (l->state) {
-	case LK_LOCK_LEADER:
-		return lk_codec_format_event(buf, cap, &(struct lk_event){
-			.kind = LK_EV_LEADER, .lock = l->cfg->name, .token = l->token,
-			.ttl_ms = lk_lock_ttl_ms(l), .until_mono_ms = lk_lock_until_mono_ms(l) });
-	case LK_LOCK_STEPPING_DOWN: {
-		int64_t left = l->cfg->stepdown_timeout_ms - ms_between(l->stepdown_start_ns, now);
-		return lk_codec_format_event(buf, cap, &(struct lk_event){
-			.kind = LK_EV_STEPDOWN, .lock = l->cfg->name, .token = l->token,
-			.deadline_ms = left > 0 ? left : 0 });
-	}
-	default:
-		return lk_codec_format_event(buf, cap, &(struct lk_event){
-			.kind = LK_EV_FOLLOWER, .lock = l->cfg->name,
-			.holder = l->state == LK_LOCK_RELEASING || l->state == LK_LOCK_DONE
-			          ? "-" : l->holder });
-	}
-}
-
-const char *lk_lock_name(const struct lk_lock *l) { return l->cfg->name; }
-const char *lk_lock_backend_name(const struct lk_lock *l) { return l->backend->name; }
-enum lk_lock_state lk_lock_state(const struct lk_lock *l) { return l->state; }
-uint64_t lk_lock_token(const struct lk_lock *l) { return l->token; }
-const char *lk_lock_holder(const struct lk_lock *l) { return l->holder; }
-size_t lk_lock_campaigners(const struct lk_lock *l) { return l->n_members; }
-const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l) { return &l->stats; }
-
-const char *lk_lock_state_name(enum lk_lock_state s)
-{
-	return s < LK_LOCK__STATE_COUNT ? state_names[s] : "?";
-}
-
-bool lk_lock_is_leader(const struct lk_lock *l)
-{
-	return l->state == LK_LOCK_LEADER || l->state == LK_LOCK_STEPPING_DOWN;
-}
-
-int64_t lk_lock_until_mono_ms(const struct lk_lock *l)
-{
-	/* Rounded down, so that an app's deadline is never later than the agent's own. */
-	return lk_lock_is_leader(l) ? l->deadline_ns / NS_PER_MS : 0;
-}
-
-int64_t lk_lock_ttl_ms(const struct lk_lock *l)
-{
-	int64_t left;
-
-	if (!lk_lock_is_leader(l))
-		return 0;
-	left = ms_between(now_ns(l), l->expires_ns);
-	return left > 0 ? left : 0;
-}
-
-int64_t lk_lock_holdoff_ms(const struct lk_lock *l, const char **why)
-{
-	int64_t left;
-
-	if (l->state != LK_LOCK_FOLLOWER || !l->holdoff_until_ns)
-		return 0;
-	left = (l->holdoff_until_ns - now_ns(l) + NS_PER_MS - 1) / NS_PER_MS;
-	if (left <= 0)
-		return 0;
-	if (why)
-		*why = l->holdoff_why;
-	return left;
-}
-
-bool lk_lock_outcome(const struct lk_lock *l, enum lk_outcome *ret)
-{
-	if (!l->has_outcome)
-		return false;
-	*ret = l->outcome;
-	return true;
-}

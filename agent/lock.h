@@ -2,9 +2,9 @@
  * paragraph" and "The drain").
  *
  * The states are one enum. Every input (a client, a backend reply or notice, a timer) goes
- * through one function (lock.c: step()), which chooses the transition; the state itself changes
- * only in lock.c set_state(), which logs each change at debug level (from, to, input). So the
- * safety invariants can be read in one place:
+ * through one function (lock.c: lk_lock_step()), which chooses the transition; the state
+ * itself changes only in lock.c set_state(), which logs each change at debug level (from, to,
+ * input). So the safety invariants can be read in one place:
  *   I1  LEADER is sent only while now < sent + renew_deadline of the proving request;
  *   I2  a release starts only once every campaign client has ACKed the tenure or left;
  *       a stepdown timeout (or a client the agent cut off) ends the tenure with LOST and
