@@ -1,6 +1,7 @@
 /* The factory behind the config's `type`: the one file that knows every backend. The backends
  * call only backend_util.c, never this file, so a backend links without the others. */
 #include "locks/backend.h"
+#include "locks/backend_int.h"
 
 #include <errno.h>
 #include <stdio.h>

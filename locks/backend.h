@@ -58,23 +58,6 @@ static inline int64_t lk_mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Copy server-controlled text (len bytes, not NUL-terminated) into dst[cap] for a message:
- * capped, and printable ASCII only, so that it cannot break a log line or the agent's text
- * protocol. */
-static inline void lk_backend_shown(char *dst, size_t cap, const char *src, size_t len)
-{
-	size_t n = 0;
-
-	if (cap == 0)
-		return;
-	for (size_t i = 0; i < len && n + 1 < cap; i++) {
-		unsigned char c = (unsigned char)src[i];
-
-		dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-	}
-	dst[n] = '\0';
-}
-
 enum lk_reply_status {
 	LK_REPLY_OK,          /* acquire: acquired; renew: extended; release: deleted our key */
 	LK_REPLY_HELD,        /* acquire: somebody holds it (holder set if known) */
@@ -167,33 +150,10 @@ int lk_backend_new(struct event_base *base, const struct lk_config_backend *cfg,
 /* Free through the vtable; accepts NULL; returns NULL. */
 struct lk_backend *lk_backend_free(struct lk_backend *b);
 
-/* Constructors behind lk_backend_new, one per file, called by it alone: base, cfg and ret are
- * set, err[errlen] has room, and cfg follows the rules below. */
-int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
-                 const struct lk_backend_hooks *hooks, struct lk_backend **ret,
-                 char *err, size_t errlen);
-int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
-                const struct lk_backend_hooks *hooks, struct lk_backend **ret,
-                char *err, size_t errlen);
-
 /* Backoff shared by all backends: delay before attempt `attempt` (0-based) between base_ms and
  * cap_ms, doubling, with "equal jitter" (half fixed, half random) so that replicas that lost
  * their server together do not come back in lockstep. */
 int64_t lk_backoff_ms(unsigned attempt, int64_t base_ms, int64_t cap_ms);
-
-/* I10's rule for one server instance, written once for every backend. reached_ns: when this
- * agent first reached the instance; uptime_ms: the instance's uptime at that moment, or -1 if
- * unknown; replaced: the agent had reached another instance (or another copy of the data)
- * before. A replaced instance may follow one that granted tenures until moments ago, so it is
- * trusted one ttl after it was first reached; a young one once it has been up for one ttl.
- * Returns the hold-off's end in CLOCK_MONOTONIC ns, or 0 if none applies. */
-int64_t lk_holdoff_until(int64_t reached_ns, int64_t uptime_ms, bool replaced, int64_t ttl_ms);
-
-/* Read a secret (a password_file) of at most max bytes, trailing newline and blanks stripped,
- * into a new NUL-terminated buffer the caller owns (and should wipe). Returns 0, or a negative
- * errno with a message in err[errlen] that names the path but never the contents. */
-int lk_backend_read_secret(const char *path, size_t max, char **ret, size_t *ret_len,
-                           char *err, size_t errlen);
 
 /* ---- Rules a configuration must follow, written once: the agent's config checks them (and
  * points at the offending line), lk_backend_new and the backends apply them. ---- */
@@ -226,9 +186,8 @@ struct lk_backend_requires {
 #define LK_BACKEND_ETCD_N_REQUIRES 4
 extern const struct lk_backend_requires lk_backend_etcd_requires[LK_BACKEND_ETCD_N_REQUIRES];
 
-/* Whether len bytes read from a server may be shown as a holder identity: 1 to
- * LK_BACKEND_MAX_IDENTITY_LEN bytes of printable ASCII without spaces, so that it can break
- * neither a log line nor a protocol line. */
-bool lk_backend_holder_ok(const char *s, size_t len);
+/* Declarations for the backend files alone (constructors, shared helpers); included here only
+ * until every backend file includes it itself (etcd_int.h, being split now). */
+#include "locks/backend_int.h"
 
 #endif

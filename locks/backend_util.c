@@ -2,6 +2,7 @@
  * backoff, I10's hold-off, the address and endpoint syntax, the etcd settings that go together,
  * holder identities, reading secrets. No backend is named here (the factory is backend.c). */
 #include "locks/backend.h"
+#include "locks/backend_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -5,6 +5,7 @@
 #define LK_LOCKS_REDIS_INT_H
 
 #include "locks/backend.h"
+#include "locks/backend_int.h"
 
 #include <stdbool.h>
 #include <stddef.h>
