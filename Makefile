@@ -61,7 +61,7 @@ DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-open
             prometheus etcd-server etcd-client openssl golang-go
 
 .PHONY: all deps test check test-asan unit integration demo clean bench fuzz fuzz-smoke \
-        install uninstall install-check pkgs-ok
+        install uninstall install-check pkgs-ok checksrc
 
 all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 
@@ -120,6 +120,11 @@ $(BUILD)/examples/app: examples/app.c $(CLIENT_LIB) proto/client.h proto/codec.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(CLIENT_LIB) $(LDLIBS)
 
+# The house rules a machine can check (tools/checksrc.py --help), and the checker's own tests.
+checksrc:
+	$(PYTHON) tools/checksrc.py
+	$(PYTHON) tests/checksrc_test.py
+
 pkgs-ok:
 	@pkg-config --exists --print-errors $(PKGS) || \
 		{ echo "missing libraries: run \`make deps\` (Debian) or install: $(PKGS)"; exit 1; }
@@ -148,7 +153,7 @@ integration: $(BIN) $(BUILD)/examples/app
 # runs one scenario per backend under valgrind memcheck, and a short chaos run (every fault
 # kind twice on each backend, about 2 minutes: tests/chaos/README.md).
 test: deps
-	$(MAKE) unit integration install-check
+	$(MAKE) checksrc unit integration install-check
 	$(MAKE) test-asan
 	$(MAKE) fuzz-smoke FUZZ_FLAGS=-seed=1
 	$(MAKE) valgrind
@@ -156,7 +161,7 @@ test: deps
 
 # The same as `make test` without `make deps`: for machines that have what it needs already.
 check:
-	$(MAKE) unit integration install-check
+	$(MAKE) checksrc unit integration install-check
 	$(MAKE) test-asan
 	$(MAKE) fuzz-smoke FUZZ_FLAGS=-seed=1
 	$(MAKE) valgrind
