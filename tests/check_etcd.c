@@ -529,21 +529,6 @@ START_TEST(test_bad_configs_fail_new)
 }
 END_TEST
 
-START_TEST(test_default_endpoint)
-{
-	struct lk_config_backend cfg = { .name = (char *)"coord", .type = LK_BACKEND_ETCD,
-	                                 .timeout_ms = 1000 };
-	char err[128] = "";
-
-	/* No endpoints at all means etcd's usual local address; nothing is contacted here. */
-	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &be, err, sizeof(err)), 0);
-	ck_assert_ptr_nonnull(be);
-	ck_assert_str_eq(be->ops->type, "etcd");
-	ck_assert_str_eq(be->name, "coord");
-	be = lk_backend_free(be);
-}
-END_TEST
-
 /* ---- a 3-member cluster ---------------------------------------------------------------- */
 
 static void setup_cluster(void)
@@ -1340,7 +1325,8 @@ END_TEST
 /* A TCP proxy in front of etcd that understands just enough HTTP/1.1: each request and each
  * answer waits `delay_ms` (one way), the answers to the first `drop_txns` writing txns are
  * swallowed (etcd applied them; the client times out) and lease revokes are refused
- * (connection closed) while `drop_revokes` is set. Watch streams (chunked) are relayed as they come. */
+ * (connection closed) while `drop_revokes` is set. Watch streams (chunked) are relayed as they
+ * come. */
 struct proxy_ctl {
 	int delay_ms;
 	int drop_txns;
@@ -1713,7 +1699,6 @@ static Suite *etcd_suite(void)
 	tcase_add_checked_fixture(tc, setup_loop, teardown_fake);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_bad_configs_fail_new);
-	tcase_add_test(tc, test_default_endpoint);
 	tcase_add_test(tc, test_garbage_invalid_json_is_fatal);
 	tcase_add_test(tc, test_garbage_wrong_types_are_fatal);
 	tcase_add_test(tc, test_garbage_range_without_header_is_fatal);

@@ -710,10 +710,12 @@ START_TEST(test_factory_dispatches_on_type)
 	struct lk_backend *b = NULL;
 	char err[128] = "";
 
-	/* The factory hands etcd configs to the etcd backend (tested in check_etcd.c). */
+	/* The factory hands etcd configs to the etcd backend (tested in check_etcd.c). No
+	 * endpoints at all means etcd's usual local address; nothing is contacted here. */
 	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), 0);
 	ck_assert_ptr_nonnull(b);
 	ck_assert_str_eq(b->ops->type, "etcd");
+	ck_assert_str_eq(b->name, "coord");
 	ck_assert_ptr_null(lk_backend_free(b));
 	cfg.type = (enum lk_backend_type)42;
 	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &b, err, sizeof(err)), -EINVAL);
@@ -736,7 +738,8 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
 	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
 	tcase_add_test(tc, test_own_orphan_reclaim_sends_no_release_notice);
-	tcase_add_test(tc, test_own_tenure_kept_alive_by_a_late_renewal_is_reclaimed_once_its_lease_ran_out);
+	tcase_add_test(tc,
+	               test_own_tenure_kept_alive_by_a_late_renewal_is_reclaimed_once_its_lease_ran_out);
 	tcase_add_test(tc, test_wrong_type_is_fatal);
 	tcase_add_test(tc, test_script_flush_falls_back_to_eval);
 	suite_add_tcase(s, tc);
