@@ -597,6 +597,85 @@ out:
 	lk_redis_leave(r);
 }
 
+/* The value of "name:value" on its own line of an INFO reply, into buf[cap]; false if absent,
+ * too long, or not made of the bytes `ok` accepts. */
+static bool lk_redis_info_field(const char *s, size_t len, const char *name, char *buf,
+                                size_t cap, int (*ok)(int))
+{
+	size_t nlen = strlen(name);
+
+	for (size_t i = 0; i < len;) {
+		size_t end = i;
+
+		while (end < len && s[end] != '\n')
+			end++;
+		if (end - i > nlen && memcmp(s + i, name, nlen) == 0 && s[i + nlen] == ':') {
+			size_t v = i + nlen + 1, n = 0;
+
+			while (v + n < end && s[v + n] != '\r')
+				n++;
+			if (n == 0 || n >= cap)
+				return false;
+			for (size_t j = 0; j < n; j++)
+				if (!ok((unsigned char)s[v + j]))
+					return false;
+			memcpy(buf, s + v, n);
+			buf[n] = '\0';
+			return true;
+		}
+		i = end + 1;
+	}
+	return false;
+}
+
+static int lk_redis_is_digit(int c) { return c >= '0' && c <= '9'; }
+static int lk_redis_is_hex(int c) { return lk_redis_is_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* Which instance answered INFO server (I10). A run_id we have not seen before starts a new
+ * instance record; the same one keeps its record, so that a short blip does not move the time
+ * this instance was first reached. A server that refuses INFO (renamed or forbidden by ACL)
+ * cannot be told apart from its successor: said once, and no hold-off is derived. */
+static void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply)
+{
+	char run_id[LK_REDIS_RUN_ID_LEN + 1], up[24], text[LK_REDIS_MAX_DESC_LEN];
+	int64_t uptime_ms;
+
+	if (reply->type != REDIS_REPLY_STRING || reply->len > LK_REDIS_MAX_INFO_LEN ||
+	    !lk_redis_info_field(reply->str, reply->len, "run_id", run_id, sizeof(run_id),
+	                         lk_redis_is_hex) ||
+	    strlen(run_id) != LK_REDIS_RUN_ID_LEN) {
+		if (!r->info_failed) {
+			lk_redis_describe(reply, text, sizeof(text));
+			lk_redis_log(r, LK_BLOG_WARN, "INFO server gave no run_id (%s): a restart or "
+			             "failover of this server cannot be detected", text);
+		}
+		r->info_failed = true;
+		return;
+	}
+	r->info_failed = false;
+	/* uptime_in_seconds is the difference of two whole-second readings of the wall clock (now
+	 * and the start), so it can be one more than the seconds that really passed: a server up
+	 * for 20ms says 1 if a second began in between. It has surely been up one second less. */
+	uptime_ms = -1;
+	if (lk_redis_info_field(reply->str, reply->len, "uptime_in_seconds", up, 16,
+	                        lk_redis_is_digit)) {
+		uptime_ms = strtoll(up, NULL, 10) * 1000 - 1000;
+		if (uptime_ms < 0)
+			uptime_ms = 0;
+	}
+	if (strcmp(run_id, r->run_id) == 0)
+		return;
+	r->replaced = r->run_id[0] != '\0';
+	snprintf(r->prev_run_id, sizeof(r->prev_run_id), "%s", r->run_id);
+	snprintf(r->run_id, sizeof(r->run_id), "%s", run_id);
+	r->reached_ns = lk_mono_ns();
+	r->uptime_ms = uptime_ms;
+	if (r->replaced)
+		lk_redis_log(r, LK_BLOG_WARN, "another server instance answers at %s (run_id %.8s, "
+		             "was %.8s, up %" PRId64 "s): it may not know the tenures the old one "
+		             "granted", r->shown, r->run_id, r->prev_run_id, uptime_ms / 1000);
+}
+
 static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
                                      struct lk_redis_req *req, const redisReply *reply)
 {

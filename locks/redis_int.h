@@ -169,7 +169,6 @@ struct lk_redis {
 
 void lk_redis_describe(const redisReply *rep, char *buf, size_t cap);
 void lk_redis_finalize(struct lk_redis *r);
-void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply);
 void lk_redis_key_unref(struct lk_backend_key *k);
 void lk_redis_notify(struct lk_redis *r, enum lk_backend_notice what,
                      const char *channel, size_t chlen);

@@ -1535,71 +1535,60 @@ static bool config_accepts(const char *type, const char *lines, struct lk_config
 	return r == 0;
 }
 
-static char long_host_address[300];
-
-START_TEST(test_check_config_refuses_the_redis_addresses_the_agent_refuses)
+/* Give check-config and the agent each value as a redis address or an etcd endpoint, and
+ * require the same verdict from both: accepted (good) or refused. */
+static void expect_same_verdict(enum lk_backend_type type, const char *const *v, size_t n,
+                                bool good)
 {
-	static const char *const bad[] = {
-		"a@b:6379", "[zz]:6379", "localhost", "host:0", "host:65536", "host:+80", "::1:6379",
-		"[::1]", "[::1]6379", "[]:6379", "[fe80::1%]:6379", "unix:", "a b:1", "a/b:1",
-		long_host_address,
-	};
-	static const char *const good[] = {
-		"127.0.0.1:6379", "redis.svc.cluster.local:6379", "my_host-1:1", "[::1]:65535",
-		"[fe80::1%eth0]:6379", "unix:/run/redis.sock",
-	};
+	const char *tname = lk_backend_type_name(type);
 	char lines[512];
 	struct lk_config *cfg;
 
-	memset(long_host_address, 'h', 256);
-	strcpy(long_host_address + 256, ":6379");
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct lk_config_backend b = { .name = "b", .type = LK_BACKEND_REDIS,
-		                               .timeout_ms = 500, .address = (char *)bad[i] };
+	for (size_t i = 0; i < n; i++) {
+		char *eps[] = { (char *)v[i] };
+		struct lk_config_backend b = { .name = "b", .type = type, .timeout_ms = 500 };
 
-		snprintf(lines, sizeof(lines), "    address: \"%s\"\n", bad[i]);
-		ck_assert_msg(!config_accepts("redis", lines, &cfg), "check-config took %s", bad[i]);
-		ck_assert_msg(agent_accepts(&b) == -EINVAL, "the agent took %s", bad[i]);
-	}
-	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		snprintf(lines, sizeof(lines), "    address: \"%s\"\n", good[i]);
-		ck_assert_msg(config_accepts("redis", lines, &cfg), "check-config refused %s",
-		              good[i]);
-		ck_assert_msg(agent_accepts(&cfg->backends[0]) == 0, "the agent refused %s", good[i]);
+		if (type == LK_BACKEND_REDIS) {
+			snprintf(lines, sizeof(lines), "    address: \"%s\"\n", v[i]);
+			b.address = (char *)v[i];
+		} else {
+			snprintf(lines, sizeof(lines), "    endpoints: [\"%s\"]\n", v[i]);
+			b.endpoints = eps;
+			b.n_endpoints = 1;
+		}
+		ck_assert_msg(config_accepts(tname, lines, &cfg) == good, "check-config %s %s",
+		              good ? "refused" : "took", v[i]);
+		ck_assert_msg((agent_accepts(good ? &cfg->backends[0] : &b) == 0) == good,
+		              "the agent %s %s", good ? "refused" : "took", v[i]);
 		lk_config_free(cfg);
 	}
+}
+
+#define VERDICTS(type, good, ...) expect_same_verdict((type), LIST(__VA_ARGS__), (good))
+
+START_TEST(test_check_config_refuses_the_redis_addresses_the_agent_refuses)
+{
+	static char long_host[300];
+
+	memset(long_host, 'h', 256);
+	strcpy(long_host + 256, ":6379");
+	VERDICTS(LK_BACKEND_REDIS, false, "a@b:6379", "[zz]:6379", "localhost", "host:0",
+	         "host:65536", "host:+80", "::1:6379", "[::1]", "[::1]6379", "[]:6379",
+	         "[fe80::1%]:6379", "unix:", "a b:1", "a/b:1", long_host);
+	VERDICTS(LK_BACKEND_REDIS, true, "127.0.0.1:6379", "redis.svc.cluster.local:6379",
+	         "my_host-1:1", "[::1]:65535", "[fe80::1%eth0]:6379", "unix:/run/redis.sock");
 }
 END_TEST
 
 START_TEST(test_check_config_refuses_the_etcd_settings_the_agent_refuses)
 {
-	static const char *const bad[] = {
-		"http://a@b:2379", "http://x:2379/v3", "http://x?y", "http://x#y", "ftp://x:2379",
-		"http://", "https:///", "x:2379",
-	};
-	static const char *const good[] = {
-		"http://127.0.0.1:2379", "https://etcd.svc:2379/", "http://[::1]:2379",
-	};
 	char lines[512];
 	struct lk_config *cfg;
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char *eps[] = { (char *)bad[i] };
-		struct lk_config_backend b = { .name = "b", .type = LK_BACKEND_ETCD,
-		                               .timeout_ms = 1000, .endpoints = eps,
-		                               .n_endpoints = 1 };
-
-		snprintf(lines, sizeof(lines), "    endpoints: [\"%s\"]\n", bad[i]);
-		ck_assert_msg(!config_accepts("etcd", lines, &cfg), "check-config took %s", bad[i]);
-		ck_assert_msg(agent_accepts(&b) == -EINVAL, "the agent took %s", bad[i]);
-	}
-	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		snprintf(lines, sizeof(lines), "    endpoints: [\"%s\"]\n", good[i]);
-		ck_assert_msg(config_accepts("etcd", lines, &cfg), "check-config refused %s",
-		              good[i]);
-		ck_assert_msg(agent_accepts(&cfg->backends[0]) == 0, "the agent refused %s", good[i]);
-		lk_config_free(cfg);
-	}
+	VERDICTS(LK_BACKEND_ETCD, false, "http://a@b:2379", "http://x:2379/v3", "http://x?y",
+	         "http://x#y", "ftp://x:2379", "http://", "https:///", "x:2379");
+	VERDICTS(LK_BACKEND_ETCD, true, "http://127.0.0.1:2379", "https://etcd.svc:2379/",
+	         "http://[::1]:2379");
 
 	/* Settings that need another: refused by both, whichever is missing. */
 	for (size_t i = 0; i < LK_BACKEND_ETCD_N_REQUIRES; i++) {
