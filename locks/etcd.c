@@ -80,6 +80,20 @@ void lk_etcd_timeval(struct timeval *tv, int64_t ms)
 	tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
 }
 
+/* Arm timer for the next try after *attempt failed ones (the probe, a watch's resume) and count
+ * this one. Returns the delay in ms, for the log line. */
+int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt)
+{
+	struct timeval tv;
+	int64_t delay = lk_backoff_ms(*attempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
+
+	if (*attempt < LK_ETCD_MAX_ATTEMPT)
+		(*attempt)++;
+	lk_etcd_timeval(&tv, delay);
+	evtimer_add(timer, &tv);
+	return delay;
+}
+
 /* ---- the cluster answering (I10) -------------------------------------------------------- */
 
 /* What an answer's header says about the cluster behind it (I10). ordered: the answer comes
@@ -130,9 +144,9 @@ bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool
 
 /* ---- keys ------------------------------------------------------------------------------- */
 
-static void lk_etcd_key_destroy(struct lk_backend_key *k)
+/* A key's memory; k may be half built. */
+static void lk_etcd_key_free_mem(struct lk_backend_key *k)
 {
-	TAILQ_REMOVE(&k->e->keys, k, link);
 	if (k->wretry)
 		event_free(k->wretry);
 	if (k->wdeadline)
@@ -142,6 +156,12 @@ static void lk_etcd_key_destroy(struct lk_backend_key *k)
 	free(k->tkey);
 	free(k->identity);
 	free(k);
+}
+
+static void lk_etcd_key_destroy(struct lk_backend_key *k)
+{
+	TAILQ_REMOVE(&k->e->keys, k, link);
+	lk_etcd_key_free_mem(k);
 }
 
 void lk_etcd_key_unref(struct lk_backend_key *k)
@@ -190,15 +210,7 @@ static struct lk_backend_key *lk_etcd_key_new(struct lk_backend *b, const char *
 	return k;
 
 fail:
-	if (k->wretry)
-		event_free(k->wretry);
-	if (k->wdeadline)
-		event_free(k->wdeadline);
-	free(k->key);
-	free(k->fkey);
-	free(k->tkey);
-	free(k->identity);
-	free(k);
+	lk_etcd_key_free_mem(k);
 	return NULL;
 }
 

@@ -242,6 +242,7 @@ void lk_etcd_leave(struct lk_etcd *e);
 void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void lk_etcd_timeval(struct timeval *tv, int64_t ms);
+int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt);
 bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered);
 void lk_etcd_key_unref(struct lk_backend_key *k);
 

@@ -42,7 +42,6 @@ void lk_etcd_mark_up(struct lk_etcd *e)
  * request. */
 void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 {
-	struct timeval tv;
 	int64_t delay;
 	bool warn;
 
@@ -51,11 +50,7 @@ void lk_etcd_mark_down(struct lk_etcd *e, const char *why)
 	e->ready = false;
 	if (evtimer_pending(e->probe, NULL) || e->probe_x || e->auth_x)
 		return;
-	delay = lk_backoff_ms(e->attempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
-	if (e->attempt < LK_ETCD_MAX_ATTEMPT)
-		e->attempt++;
-	lk_etcd_timeval(&tv, delay);
-	evtimer_add(e->probe, &tv);
+	delay = lk_etcd_backoff(e->probe, &e->attempt);
 	warn = !e->outage;
 	e->outage = true;
 	lk_etcd_log(e, warn ? LK_BLOG_WARN : LK_BLOG_DEBUG,

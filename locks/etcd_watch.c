@@ -120,16 +120,11 @@ size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 void lk_etcd_watch_schedule(struct lk_backend_key *k, const char *why, bool was_created)
 {
 	struct lk_etcd *e = k->e;
-	struct timeval tv;
 	int64_t delay;
 
 	if (e->closing || k->dead || !k->watching || k->wx || evtimer_pending(k->wretry, NULL))
 		return;
-	delay = lk_backoff_ms(k->wattempt, LK_ETCD_BACKOFF_BASE_MS, LK_ETCD_BACKOFF_CAP_MS);
-	if (k->wattempt < LK_ETCD_MAX_ATTEMPT)
-		k->wattempt++;
-	lk_etcd_timeval(&tv, delay);
-	evtimer_add(k->wretry, &tv);
+	delay = lk_etcd_backoff(k->wretry, &k->wattempt);
 	lk_etcd_log(e, was_created ? LK_BLOG_INFO : LK_BLOG_DEBUG,
 	            "watch on %s broken: %s; resuming in %" PRId64 "ms", k->key, why, delay);
 }
