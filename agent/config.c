@@ -52,12 +52,12 @@ static const char *const lock_keys[L_N] = {
 	"stepdown_timeout", "release_timeout", "campaign",
 };
 
-_Static_assert(T_N <= 16 && B_N < 16 && L_N <= 16, "struct fields is too small");
+_Static_assert(T_N <= 16 && B_N < 16 && L_N <= 16, "struct lk_config_fields is too small");
 
 /* ---- typed values ---- */
 
 /* A string field: 1 with *ret a new string, 0 when absent, -1 after reporting. */
-static int get_string(struct ctx *c, yaml_node_t *n, const char *field, char **ret)
+static int get_string(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret)
 {
 	char *s, kb[QBUF];
 
@@ -76,7 +76,7 @@ static int get_string(struct ctx *c, yaml_node_t *n, const char *field, char **r
 
 /* A duration field of at least min_ms (and no field may be 0): 1 with *ret set, 0 when absent,
  * -1 after reporting. */
-static int get_duration(struct ctx *c, yaml_node_t *n, const char *field, int64_t min_ms,
+static int get_duration(struct lk_config_ctx *c, yaml_node_t *n, const char *field, int64_t min_ms,
                         int64_t *ret)
 {
 	const char *err;
@@ -102,7 +102,7 @@ static int get_duration(struct ctx *c, yaml_node_t *n, const char *field, int64_
 
 /* Like get_string, for a value that must be one of the choices: 1 with *ret the index, 0 when
  * absent, -1 after reporting. */
-static int get_choice(struct ctx *c, yaml_node_t *n, const char *field, const char *what,
+static int get_choice(struct lk_config_ctx *c, yaml_node_t *n, const char *field, const char *what,
                       const char *const *choices, size_t n_choices, size_t *ret)
 {
 	char *s, qb[QBUF];
@@ -150,7 +150,7 @@ static bool valid_name(const char *s)
 
 /* A file the agent will read later: checked now so that check-config catches a missing
  * secret before a rollout does. Its contents are never read here. */
-static int get_file(struct ctx *c, yaml_node_t *n, const char *field, char **ret)
+static int get_file(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret)
 {
 	char *s, qb[QBUF];
 	int r = get_string(c, n, field, &s);
@@ -168,7 +168,7 @@ static int get_file(struct ctx *c, yaml_node_t *n, const char *field, char **ret
 
 /* "0660", "660" or an unquoted 0660: YAML 1.1 would read the last as octal and YAML 1.2 as
  * decimal 660, so the text is taken as octal digits either way, which is what was meant. */
-static int get_mode(struct ctx *c, yaml_node_t *n, const char *field, unsigned *ret)
+static int get_mode(struct lk_config_ctx *c, yaml_node_t *n, const char *field, unsigned *ret)
 {
 	char *s, qb[QBUF];
 	unsigned v = 0;
@@ -199,7 +199,7 @@ out:
 /* A whole number from min to max, written in decimal (a YAML int, or a string after ${VAR}
  * expansion): 1 with *ret set, 0 when absent, -1 after reporting. what names the kind of value
  * in the message ("a uid"), or is NULL for a plain range message. */
-static int get_number(struct ctx *c, yaml_node_t *n, const char *field, uint64_t min,
+static int get_number(struct lk_config_ctx *c, yaml_node_t *n, const char *field, uint64_t min,
                       uint64_t max, const char *what, uint64_t *ret)
 {
 	char *s, qb[QBUF], kb[QBUF];
@@ -241,7 +241,7 @@ out:
 	return r;
 }
 
-static int dup_str(struct ctx *c, const char *s, char **ret)
+static int dup_str(struct lk_config_ctx *c, const char *s, char **ret)
 {
 	char *d = strdup(s);
 
@@ -265,7 +265,7 @@ static size_t backend_key(const char *name)
 	return k;
 }
 
-static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg)
+static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg)
 {
 	static const char *const types[] = { "redis", "etcd" };
 	/* Fields that only one type has, with the type that has them. */
@@ -275,8 +275,8 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
 	};
 	struct lk_config_backend *b = &cfg->backends[i];
-	char path[PATH_MAX_LEN], field[PATH_MAX_LEN], qb[QBUF], kb[QBUF];
-	struct fields f;
+	char path[LK_CONFIG_PATH_MAX_LEN], field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], kb[QBUF];
+	struct lk_config_fields f;
 	size_t type;
 	bool typed;
 
@@ -367,7 +367,7 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 			c->oom = true;
 		for (size_t k = 0; k < count && b->endpoints; k++) {
 			yaml_node_t *item = lk_config_node_at(c, eps->data.sequence.items.start[k]);
-			char ifield[PATH_MAX_LEN + 24];
+			char ifield[LK_CONFIG_PATH_MAX_LEN + 24];
 			char **ep = &b->endpoints[b->n_endpoints];
 			size_t eplen;
 
@@ -409,10 +409,10 @@ static void parse_backend(struct ctx *c, yaml_node_t *n, size_t i, struct lk_con
 
 /* ---- locks ---- */
 
-static void check_timing(struct ctx *c, const char *path, const struct fields *f,
-                         const struct lk_config_lock *l)
+static void check_timing(struct lk_config_ctx *c, const char *path,
+                         const struct lk_config_fields *f, const struct lk_config_lock *l)
 {
-	char field[PATH_MAX_LEN], a[32], b[32];
+	char field[LK_CONFIG_PATH_MAX_LEN], a[32], b[32];
 
 	/* Compare after defaults, but point at a value the user wrote; a defaulted side is
 	 * named as such so that the message explains where the number comes from. */
@@ -441,7 +441,7 @@ static void check_timing(struct ctx *c, const char *path, const struct fields *f
 	}
 }
 
-static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg,
+static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg,
                        int64_t shutdown_ms)
 {
 	static const char *const campaigns[] = { "when_app_connected", "always" };
@@ -453,9 +453,9 @@ static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config
 		{ L_RELEASE_TIMEOUT, offsetof(struct lk_config_lock, release_timeout_ms) },
 	};
 	struct lk_config_lock *l = &cfg->locks[i];
-	char path[PATH_MAX_LEN], field[PATH_MAX_LEN], qb[QBUF], *s;
+	char path[LK_CONFIG_PATH_MAX_LEN], field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], *s;
 	bool backend_ok = false, ttl_ok, timing_ok;
-	struct fields f;
+	struct lk_config_fields f;
 	size_t choice;
 
 	snprintf(path, sizeof(path), "locks[%zu]", i);
@@ -566,9 +566,9 @@ static void parse_lock(struct ctx *c, yaml_node_t *n, size_t i, struct lk_config
 
 /* allowed_uids: a non-empty list of uids. An empty list would lock every client out, which is
  * never what was meant; leaving the field out is how to allow any peer. */
-static void parse_allowed_uids(struct ctx *c, yaml_node_t *list, struct lk_config *cfg)
+static void parse_allowed_uids(struct lk_config_ctx *c, yaml_node_t *list, struct lk_config *cfg)
 {
-	char kb[QBUF], field[PATH_MAX_LEN];
+	char kb[QBUF], field[LK_CONFIG_PATH_MAX_LEN];
 	size_t count;
 	uint32_t *uids;
 
@@ -610,7 +610,7 @@ static void parse_allowed_uids(struct ctx *c, yaml_node_t *list, struct lk_confi
 }
 
 /* The default identity: the pod name Kubernetes puts in $HOSTNAME, else the host's name. */
-static void default_identity(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
+static void default_identity(struct lk_config_ctx *c, yaml_node_t *root, struct lk_config *cfg)
 {
 	const char *h = getenv("HOSTNAME");
 	char host[256], qb[QBUF];
@@ -633,8 +633,8 @@ static void default_identity(struct ctx *c, yaml_node_t *root, struct lk_config 
 }
 
 /* A list of items at the top level: the item count (capped), or 0 after reporting. */
-static size_t list_items(struct ctx *c, yaml_node_t *root, yaml_node_t *list, const char *field,
-                         const char *what, size_t max)
+static size_t list_items(struct lk_config_ctx *c, yaml_node_t *root, yaml_node_t *list,
+                         const char *field, const char *what, size_t max)
 {
 	char kb[QBUF];
 	size_t count;
@@ -656,11 +656,11 @@ static size_t list_items(struct ctx *c, yaml_node_t *root, yaml_node_t *list, co
 	return count;
 }
 
-void lk_config_parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg)
+void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_config *cfg)
 {
 	static const char *const formats[] = { "json", "text" };
 	char qb[QBUF], kb[QBUF];
-	struct fields f;
+	struct lk_config_fields f;
 	size_t n, choice;
 	bool shutdown_ok;
 

@@ -46,7 +46,7 @@ static bool valid_var_name(const char *s, size_t n)
 /* Expand ${VAR}, ${VAR:-default} (used when VAR is unset or empty) and $$ (a literal $) in a
  * scalar. A $ followed by anything else is kept as it is: paths and passwords may contain one,
  * and only the braced form is a reference. Returns a new string, or NULL after reporting. */
-char *lk_config_expand(struct ctx *c, const yaml_node_t *n, const char *field)
+char *lk_config_expand(struct lk_config_ctx *c, const yaml_node_t *n, const char *field)
 {
 	const char *v = lk_config_scalar(n);
 	size_t len = n->data.scalar.length;
@@ -119,9 +119,9 @@ char *lk_config_expand(struct ctx *c, const yaml_node_t *n, const char *field)
 		}
 		if (val ? buf_add(&b, val, strlen(val)) < 0 : buf_add(&b, dflt, dflt_len) < 0)
 			goto oom;
-		if (b.len > MAX_SCALAR_BYTES) {
+		if (b.len > LK_CONFIG_MAX_SCALAR_BYTES) {
 			lk_config_error_at(c, n, field, "is longer than %d bytes after expansion",
-			                   MAX_SCALAR_BYTES);
+			                   LK_CONFIG_MAX_SCALAR_BYTES);
 			goto fail;
 		}
 		i = (size_t)(close - v);

@@ -11,66 +11,66 @@
 
 #include "agent/config.h"
 
-#define MAX_SCALAR_BYTES  (64 * 1024) /* one value after ${VAR} expansion */
-#define QUOTE_MAX         100         /* characters of a value shown in a message */
-#define PATH_MAX_LEN      96          /* "backends[63].endpoints[15]" and the like */
+#define LK_CONFIG_MAX_SCALAR_BYTES  (64 * 1024) /* one value after ${VAR} expansion */
+#define LK_CONFIG_QUOTE_MAX         100         /* characters of a value shown in a message */
+#define LK_CONFIG_PATH_MAX_LEN      96          /* "backends[63].endpoints[15]" and the like */
 
 /* One diagnostic before sorting: they are produced in processing order (backends before locks,
  * whatever the file says) but shown in file order, which is what a reader fixing them wants. */
-struct pending {
+struct lk_config_pending {
 	char *text;
 	size_t line, col, seq;
 };
 
-struct pending_list {
-	struct pending *v;
+struct lk_config_pending_list {
+	struct lk_config_pending *v;
 	size_t n, cap;
 };
 
-struct ctx {
+struct lk_config_ctx {
 	const char *name;
 	yaml_document_t *doc;
-	struct pending_list errors, warnings;
+	struct lk_config_pending_list errors, warnings;
 	size_t seq;
 	bool oom;
 };
 
 /* A mapping's known fields: the value node of each (NULL when absent or null) and the key node
  * (NULL when absent), which is where an unwanted field is pointed at. */
-struct fields {
+struct lk_config_fields {
 	yaml_node_t *val[16];
 	yaml_node_t *key[16];
 	bool ok; /* the node was a mapping */
 };
 
-#define QBUF (QUOTE_MAX * 4 + 16)
+#define QBUF (LK_CONFIG_QUOTE_MAX * 4 + 16)
 #define Q(buf, s) lk_config_quote((buf), sizeof(buf), (s), strlen(s))
 
 /* ---- config_yaml.c ---- */
 
 /* Report a problem at a node (NULL: the start of the file) about a field ("" for none). */
-void lk_config_error_at(struct ctx *c, const yaml_node_t *at, const char *field,
+void lk_config_error_at(struct lk_config_ctx *c, const yaml_node_t *at, const char *field,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-void lk_config_warn_at(struct ctx *c, const yaml_node_t *at, const char *field,
+void lk_config_warn_at(struct lk_config_ctx *c, const yaml_node_t *at, const char *field,
                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 const char *lk_config_quote(char *buf, size_t cap, const char *s, size_t len);
-yaml_node_t *lk_config_node_at(struct ctx *c, int index);
+yaml_node_t *lk_config_node_at(struct lk_config_ctx *c, int index);
 const char *lk_config_scalar(const yaml_node_t *n);
 bool lk_config_is_null(const yaml_node_t *n);
 const char *lk_config_kind(char *buf, size_t cap, const yaml_node_t *n);
 void lk_config_join(char *buf, const char *path, const char *key);
-void lk_config_scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
-                            const char *const *keys, size_t n_keys, struct fields *f);
+void lk_config_scan_mapping(struct lk_config_ctx *c, yaml_node_t *map, const char *path,
+                            const char *const *keys, size_t n_keys, struct lk_config_fields *f);
 
 /* ---- config_expand.c ---- */
 
 /* The scalar n with ${VAR}, ${VAR:-default} and $$ expanded: a new string, or NULL after
  * reporting (or on out of memory, with c->oom set). */
-char *lk_config_expand(struct ctx *c, const yaml_node_t *n, const char *field);
+char *lk_config_expand(struct lk_config_ctx *c, const yaml_node_t *n, const char *field);
 
 /* ---- config.c ---- */
 
 /* Check the document's root mapping and fill cfg, reporting every problem. */
-void lk_config_parse_root(struct ctx *c, yaml_node_t *root, struct lk_config *cfg);
+void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_config *cfg);
 
 #endif

@@ -12,7 +12,7 @@
 
 /* ---- diagnostics ---- */
 
-static void pending_clear(struct pending_list *l)
+static void pending_clear(struct lk_config_pending_list *l)
 {
 	for (size_t i = 0; i < l->n; i++)
 		free(l->v[i].text);
@@ -20,10 +20,10 @@ static void pending_clear(struct pending_list *l)
 	memset(l, 0, sizeof(*l));
 }
 
-static void vreport(struct ctx *c, bool warning, const yaml_node_t *at, const char *field,
+static void vreport(struct lk_config_ctx *c, bool warning, const yaml_node_t *at, const char *field,
                     const char *fmt, va_list ap)
 {
-	struct pending_list *l = warning ? &c->warnings : &c->errors;
+	struct lk_config_pending_list *l = warning ? &c->warnings : &c->errors;
 	size_t line = at ? at->start_mark.line + 1 : 1, col = at ? at->start_mark.column + 1 : 1;
 	char msg[512], *text;
 
@@ -46,7 +46,7 @@ static void vreport(struct ctx *c, bool warning, const yaml_node_t *at, const ch
 		goto oom;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 8;
-		struct pending *v = realloc(l->v, cap * sizeof(*v));
+		struct lk_config_pending *v = realloc(l->v, cap * sizeof(*v));
 
 		if (!v) {
 			free(text);
@@ -55,13 +55,14 @@ static void vreport(struct ctx *c, bool warning, const yaml_node_t *at, const ch
 		l->v = v;
 		l->cap = cap;
 	}
-	l->v[l->n++] = (struct pending){ .text = text, .line = line, .col = col, .seq = c->seq++ };
+	l->v[l->n++] = (struct lk_config_pending){ .text = text, .line = line, .col = col,
+	                                           .seq = c->seq++ };
 	return;
 oom:
 	c->oom = true;
 }
 
-void lk_config_error_at(struct ctx *c, const yaml_node_t *at, const char *field,
+void lk_config_error_at(struct lk_config_ctx *c, const yaml_node_t *at, const char *field,
                         const char *fmt, ...)
 {
 	va_list ap;
@@ -71,7 +72,7 @@ void lk_config_error_at(struct ctx *c, const yaml_node_t *at, const char *field,
 	va_end(ap);
 }
 
-void lk_config_warn_at(struct ctx *c, const yaml_node_t *at, const char *field,
+void lk_config_warn_at(struct lk_config_ctx *c, const yaml_node_t *at, const char *field,
                        const char *fmt, ...)
 {
 	va_list ap;
@@ -83,7 +84,7 @@ void lk_config_warn_at(struct ctx *c, const yaml_node_t *at, const char *field,
 
 static int pending_cmp(const void *a, const void *b)
 {
-	const struct pending *x = a, *y = b;
+	const struct lk_config_pending *x = a, *y = b;
 
 	if (x->line != y->line)
 		return x->line < y->line ? -1 : 1;
@@ -94,7 +95,7 @@ static int pending_cmp(const void *a, const void *b)
 
 /* Move the sorted pending lines to the end of *arr; on failure they stay pending (and are
  * freed with the context). */
-static int pending_flush(struct pending_list *l, char ***arr, size_t *n)
+static int pending_flush(struct lk_config_pending_list *l, char ***arr, size_t *n)
 {
 	char **v;
 
@@ -137,7 +138,7 @@ const char *lk_config_quote(char *buf, size_t cap, const char *s, size_t len)
 	for (size_t i = 0; i < len && o + 8 < cap; i++, shown++) {
 		unsigned char ch = (unsigned char)s[i];
 
-		if (shown == QUOTE_MAX) {
+		if (shown == LK_CONFIG_QUOTE_MAX) {
 			memcpy(buf + o, "...", 3);
 			o += 3;
 			break;
@@ -158,7 +159,7 @@ const char *lk_config_quote(char *buf, size_t cap, const char *s, size_t len)
 
 /* ---- node access ---- */
 
-yaml_node_t *lk_config_node_at(struct ctx *c, int index)
+yaml_node_t *lk_config_node_at(struct lk_config_ctx *c, int index)
 {
 	return yaml_document_get_node(c->doc, index);
 }
@@ -196,16 +197,16 @@ const char *lk_config_kind(char *buf, size_t cap, const yaml_node_t *n)
 	}
 }
 
-/* buf[PATH_MAX_LEN] = path.key; paths are built from known field names and capped indexes,
- * so they always fit, and a cut would only shorten a message. */
+/* buf[LK_CONFIG_PATH_MAX_LEN] = path.key; paths are built from known field names and capped
+ * indexes, so they always fit, and a cut would only shorten a message. */
 void lk_config_join(char *buf, const char *path, const char *key)
 {
-	size_t p = strnlen(path, PATH_MAX_LEN - 1), k;
+	size_t p = strnlen(path, LK_CONFIG_PATH_MAX_LEN - 1), k;
 
 	memcpy(buf, path, p);
-	if (p && p < PATH_MAX_LEN - 1)
+	if (p && p < LK_CONFIG_PATH_MAX_LEN - 1)
 		buf[p++] = '.';
-	k = strnlen(key, PATH_MAX_LEN - 1 - p);
+	k = strnlen(key, LK_CONFIG_PATH_MAX_LEN - 1 - p);
 	memcpy(buf + p, key, k);
 	buf[p + k] = '\0';
 }
@@ -223,8 +224,8 @@ static bool plain_word(const char *s, size_t len)
 
 /* Sort a mapping's pairs into the known fields; report keys that are not strings, unknown and
  * repeated. */
-void lk_config_scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
-                            const char *const *keys, size_t n_keys, struct fields *f)
+void lk_config_scan_mapping(struct lk_config_ctx *c, yaml_node_t *map, const char *path,
+                            const char *const *keys, size_t n_keys, struct lk_config_fields *f)
 {
 	char kb[QBUF];
 
@@ -238,7 +239,7 @@ void lk_config_scan_mapping(struct ctx *c, yaml_node_t *map, const char *path,
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
 	     p++) {
 		yaml_node_t *k = lk_config_node_at(c, p->key), *v = lk_config_node_at(c, p->value);
-		char qb[QBUF], field[PATH_MAX_LEN];
+		char qb[QBUF], field[LK_CONFIG_PATH_MAX_LEN];
 		size_t i;
 
 		if (k->type != YAML_SCALAR_NODE) {
@@ -289,7 +290,7 @@ static yaml_mark_t offset_mark(const char *text, size_t len, size_t offset)
 	return m;
 }
 
-static int yaml_error(struct ctx *c, yaml_parser_t *parser, const char *text, size_t len)
+static int yaml_error(struct lk_config_ctx *c, yaml_parser_t *parser, const char *text, size_t len)
 {
 	yaml_node_t at = { 0 };
 
@@ -345,7 +346,7 @@ static void loader_forget_anchors(struct loader *l)
 }
 
 __attribute__((format(printf, 3, 4)))
-static void error_at_mark(struct ctx *c, yaml_mark_t mark, const char *fmt, ...)
+static void error_at_mark(struct lk_config_ctx *c, yaml_mark_t mark, const char *fmt, ...)
 {
 	yaml_node_t at = { .start_mark = mark };
 	va_list ap;
@@ -356,8 +357,8 @@ static void error_at_mark(struct ctx *c, yaml_mark_t mark, const char *fmt, ...)
 }
 
 /* Register a new node's anchor: 0, or -1 after reporting. */
-static int loader_anchor(struct ctx *c, struct loader *l, const yaml_char_t *name, int node,
-                         yaml_mark_t mark)
+static int loader_anchor(struct lk_config_ctx *c, struct loader *l, const yaml_char_t *name,
+                         int node, yaml_mark_t mark)
 {
 	char qb[QBUF];
 
@@ -414,7 +415,7 @@ static yaml_char_t *tag_of(yaml_char_t *tag)
 
 /* The next document of the stream into *doc: 1, 0 at the end of the stream (*doc is then an
  * empty document), or a negative errno after reporting (*doc untouched). */
-static int load_document(struct ctx *c, struct loader *l, const char *text, size_t len,
+static int load_document(struct lk_config_ctx *c, struct loader *l, const char *text, size_t len,
                          yaml_document_t *doc)
 {
 	struct frame stack[LK_CONFIG_MAX_DEPTH];
@@ -538,7 +539,7 @@ fail:
 int lk_config_parse(const char *name, const char *text, size_t len, struct lk_config **ret,
                     struct lk_config_diags *diags)
 {
-	struct ctx c = { .name = name ? name : "config" };
+	struct lk_config_ctx c = { .name = name ? name : "config" };
 	struct loader ld = { 0 };
 	yaml_document_t doc, extra;
 	yaml_parser_t parser;

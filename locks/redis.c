@@ -117,15 +117,15 @@ void lk_redis_describe(const redisReply *rep, char *buf, size_t cap)
 
 	switch (rep->type) {
 	case REDIS_REPLY_STRING:
-		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
+		lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "string \"%s\"", text);
 		break;
 	case REDIS_REPLY_STATUS:
-		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
+		lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "status \"%s\"", text);
 		break;
 	case REDIS_REPLY_ERROR:
-		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), rep->str, rep->len);
+		lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), rep->str, rep->len);
 		snprintf(buf, cap, "error \"%s\"", text);
 		break;
 	case REDIS_REPLY_INTEGER:
@@ -357,7 +357,7 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 			if (lk_redis_send_script(conn, req, true) == 0)
 				return true;
 		}
-		lk_backend_shown(text, SHOWN_CAP(sizeof(text)), reply->str, reply->len);
+		lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), reply->str, reply->len);
 		rep.status = lk_redis_transient(reply->str, reply->len) ? LK_REPLY_ERROR : LK_REPLY_FATAL;
 		snprintf(msg, sizeof(msg), "%s failed: %s", op, text);
 		goto deliver;

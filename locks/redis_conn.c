@@ -78,7 +78,8 @@ const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
 {
 	if (!ac->errstr[0])
 		return fallback;
-	lk_backend_shown(buf, SHOWN_CAP(cap), ac->errstr, strnlen(ac->errstr, sizeof(ac->c.errstr)));
+	lk_backend_shown(buf, LK_REDIS_SHOWN_CAP(cap), ac->errstr,
+	                 strnlen(ac->errstr, sizeof(ac->c.errstr)));
 	return buf;
 }
 
@@ -687,7 +688,7 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 		return;
 	if (req->kind == LK_REDIS_REQ_AUTH) {
 		if (reply->type == REDIS_REPLY_ERROR) {
-			lk_backend_shown(text, SHOWN_CAP(sizeof(text)), reply->str, reply->len);
+			lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), reply->str, reply->len);
 			lk_redis_conn_break(conn, "authentication failed: %s", text);
 			return;
 		}

@@ -44,7 +44,7 @@
 #define LK_REDIS_MAX_INFO_LEN (64 * 1024) /* INFO server is about 1 KiB */
 
 /* Server text quoted in a message is cut at LK_REDIS_MAX_SHOWN_LEN whatever the buffer. */
-#define SHOWN_CAP(size) \
+#define LK_REDIS_SHOWN_CAP(size) \
 	((size) < LK_REDIS_MAX_SHOWN_LEN + 1 ? (size) : LK_REDIS_MAX_SHOWN_LEN + 1)
 
 enum lk_redis_script { LK_REDIS_ACQUIRE, LK_REDIS_RENEW, LK_REDIS_RELEASE, LK_REDIS_N_SCRIPTS };
