@@ -3,6 +3,7 @@
  * lifetime rules (no callback from inside a call, after key_free or after free) and behaviour
  * during outages. Each test runs against a fresh server of the backend under test. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,11 @@ static void ct_unchanged(const struct lk_contract_stored *was)
 	ck_assert(now.found);
 	ck_assert_str_eq(now.holder, was->holder);
 	ck_assert_uint_eq(now.token, was->token);
+}
+
+static int64_t ct_holdoff(struct lk_backend_key *k, int64_t ttl_ms, char *why, size_t cap)
+{
+	return ct_ops()->holdoff_until(k, ttl_ms, why, cap);
 }
 
 START_TEST(test_contract_acquire_returns_token_valid_from_send)
@@ -325,8 +331,54 @@ START_TEST(test_contract_no_holdoff_after_a_release_on_a_settled_server)
 	tok = lk_test_acquire_ok(k, 1000);
 	ck_assert_int_eq(lk_test_release(k, tok).status, LK_REPLY_OK);
 	lk_test_run_for(1100);
-	ck_assert_int_le(ct_ops()->holdoff_until(k, 1000, why, sizeof(why)), lk_mono_ns());
+	ck_assert_int_le(ct_holdoff(k, 1000, why, sizeof(why)), lk_mono_ns());
 	lk_test_acquire_ok(k, 1000);
+}
+END_TEST
+
+/* A server that lost its data may have granted tenures that still run: new ones wait one ttl
+ * from when the backend learned of it (Redis: at the reconnect, etcd: from the next answer).
+ * Every key hears RECONNECTED, watched or not, and tokens go on increasing. */
+START_TEST(test_contract_data_loss_holds_off_one_ttl_and_tokens_still_increase)
+{
+	const int64_t ttl = 2000;
+	struct lk_test_notified nt = { 0 };
+	struct lk_backend_key *k;
+	char why[256] = "";
+	int64_t lost_at, until;
+	uint64_t tok;
+
+	ct_start();
+	k = lk_test_key_new("alpha", &nt);
+	tok = lk_test_acquire_ok(k, ttl);
+	/* Settled first: a young Redis holds off by itself. */
+	while ((until = ct_holdoff(k, ttl, why, sizeof(why))) > lk_mono_ns())
+		lk_test_run_for((int)((until - lk_mono_ns()) / 1000000) + 10);
+	lost_at = lk_mono_ns();
+	ct->lose_data();
+	for (int i = 0; i < 100 && (until = ct_holdoff(k, ttl, why, sizeof(why))) <= lk_mono_ns();
+	     i++) {
+		struct lk_test_reply g = { 0 };
+
+		if (ct_ops()->acquire(k, ttl, lk_test_on_reply, &g) == 0)
+			lk_test_wait_reply(&g);
+		ck_assert_msg(g.status != LK_REPLY_OK, "acquired before any hold-off:\n%s", ct_log());
+		lk_test_run_for(100);
+	}
+	ck_assert_msg(until > lk_mono_ns(), "no hold-off after the loss:\n%s", ct_log());
+	ck_assert_int_ge(until, lost_at + ttl * 1000000);
+	ck_assert_int_le(until, lk_mono_ns() + ttl * 1000000);
+	ck_assert_msg(strstr(why, ct->loss_why), "%s", why);
+	ck_assert_msg(strstr(ct_log(), ct->loss_log), "%s", ct_log());
+	ck_assert_msg(nt.reconnected > 0, "no RECONNECTED notice");
+	ck_assert_int_eq(nt.n, 0);
+	printf("%s lost its data: hold-off %" PRId64 "ms after the loss (%s)\n",
+	       lk_test_backend()->ops->type, (until - lost_at) / 1000000, why);
+
+	/* Once one ttl has passed, no hold-off; the next token is still larger. */
+	lk_test_run_for((int)((until - lk_mono_ns()) / 1000000) + 20);
+	ck_assert_int_le(ct_holdoff(k, ttl, why, sizeof(why)), lk_mono_ns());
+	ck_assert_uint_gt(lk_test_acquire_answered(k, ttl).token, tok);
 }
 END_TEST
 
@@ -755,6 +807,7 @@ void lk_contract_add(Suite *s, const struct lk_contract *c)
 	tcase_add_test(tc, test_contract_tokens_strictly_increase_across_holders_and_restart);
 	tcase_add_test(tc, test_contract_bad_arguments_fail_at_once_and_an_unknown_tenure_is_gone);
 	tcase_add_test(tc, test_contract_no_holdoff_after_a_release_on_a_settled_server);
+	tcase_add_test(tc, test_contract_data_loss_holds_off_one_ttl_and_tokens_still_increase);
 	tcase_add_test(tc, test_contract_release_notifies_watching_follower);
 	tcase_add_test(tc, test_contract_restart_notifies_watching_follower_and_notices_go_on);
 	tcase_add_test(tc, test_contract_notify_may_free_keys_and_backend);

@@ -54,6 +54,10 @@ struct lk_contract {
 	void (*del)(void);
 	/* The key's tenure ends as at its expiry (etcd: the lease is revoked). */
 	void (*expire)(void);
+	/* The server loses everything it stored and comes back (Redis: a restart, etcd: its data
+	 * directory wiped); loss_why is in holdoff_until()'s why, loss_log in the log. */
+	void (*lose_data)(void);
+	const char *loss_why, *loss_log;
 	/* Optional: more checks of a fresh tenure of 10 s, and of a renewal, for what the backend
 	 * stores beside the key. */
 	void (*acquired)(const struct lk_test_reply *g);

@@ -231,6 +231,19 @@ static void setup_etcd_auth(void)
 	ck_assert_int_eq(lk_test_etcd_enable_auth(&srv, "s3cret-pw"), 0);
 }
 
+/* Kill etcd, delete its data dir and start it again on the same ports: a new, empty cluster
+ * whose revisions start again at 1 (its cluster id is the same: same name, peers and token). */
+static void wipe_etcd(struct lk_test_server *s)
+{
+	char data[512], cmd[600];
+
+	ck_assert_int_eq(lk_test_server_kill(s), 0);
+	ck_assert_int_eq(lk_test_server_path(s, "data", data, sizeof(data)), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(lk_test_server_restart(s), 0);
+}
+
 /* ---- the contract suite's view of etcd ------------------------------------------------- */
 
 static int contract_make(const char *address, int64_t timeout_ms, char *err, size_t errlen)
@@ -282,6 +295,11 @@ static void contract_expire(void)
 	lease_revoke(etcd_get(&srv, KEY).lease);
 }
 
+static void contract_lose_data(void)
+{
+	wipe_etcd(&srv);
+}
+
 static void contract_acquired(const struct lk_test_reply *g)
 {
 	struct stored st = etcd_get(&srv, KEY);
@@ -319,6 +337,9 @@ static const struct lk_contract etcd_contract = {
 	.put = contract_put,
 	.del = contract_del,
 	.expire = contract_expire,
+	.lose_data = contract_lose_data,
+	.loss_why = "revision went back",
+	.loss_log = "revision went back",
 	.acquired = contract_acquired,
 	.setup_auth = setup_etcd_auth,
 	.make_auth = contract_make_auth,
@@ -1185,19 +1206,6 @@ END_TEST
 
 /* ---- a wiped cluster, own orphans, a slow link ------------------------------------------ */
 
-/* Kill etcd, delete its data dir and start it again on the same ports: a new, empty cluster
- * whose revisions start again at 1 (its cluster id is the same: same name, peers and token). */
-static void wipe_etcd(struct lk_test_server *s)
-{
-	char data[512], cmd[600];
-
-	ck_assert_int_eq(lk_test_server_kill(s), 0);
-	ck_assert_int_eq(lk_test_server_path(s, "data", data, sizeof(data)), 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data);
-	ck_assert_int_eq(system(cmd), 0);
-	ck_assert_int_eq(lk_test_server_restart(s), 0);
-}
-
 START_TEST(test_fence_seeded_from_the_clock_once)
 {
 	struct lk_backend_key *a, *b;
@@ -1235,7 +1243,7 @@ END_TEST
 
 START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 {
-	struct lk_test_notified nt = { 0 }, ntb = { 0 };
+	struct lk_test_notified ntb = { 0 };
 	struct lk_backend_key *a, *b;
 	struct lk_test_reply g;
 	char why[256] = "";
@@ -1243,7 +1251,7 @@ START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 	uint64_t t1, t2, t3;
 
 	start_backend(srv.address, 1000);
-	a = lk_test_key_new("alpha", &nt);
+	a = lk_test_key_new("alpha", NULL);
 	b = lk_test_key_new("beta", &ntb);
 	be->ops->watch(b, true);
 	ck_assert(lk_test_notified_within(&ntb, LK_TEST_WAIT_MS));
@@ -1266,12 +1274,6 @@ START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 	ck_assert_msg(strstr(g.err, "revision went back"), "%s", g.err);
 	until = be->ops->holdoff_until(a, 3000, why, sizeof(why));
 	ck_assert_int_gt(until, before);
-	ck_assert_int_le(until, lk_mono_ns() + 3000 * 1000000LL);
-	ck_assert_int_ge(until, before + 2500 * 1000000LL);
-	ck_assert_msg(strstr(why, "revision went back"), "%s", why);
-	ck_assert_ptr_nonnull(strstr(logs.text, "revision went back"));
-	/* Every key hears it: a leader re-proves its tenure, a follower asks again. */
-	ck_assert_msg(nt.reconnected > 0, "no RECONNECTED notice");
 
 	/* The new cluster has no fence key: seeded again from the clock, far above. */
 	t3 = lk_test_acquire_answered(a, 3000).token;
@@ -1287,9 +1289,6 @@ START_TEST(test_tokens_increase_across_a_wipe_with_holdoff)
 	ck_assert_int_eq(lk_test_release(a, t3).status, LK_REPLY_OK);
 	ck_assert_msg(lk_test_notified_within(&ntb, LK_TEST_WAIT_MS),
 	              "the watch missed a delete on the new cluster:\n%s", logs.text);
-	/* Once one ttl has passed, no hold-off. */
-	lk_test_run_for(3100);
-	ck_assert_int_eq(be->ops->holdoff_until(a, 3000, why, sizeof(why)), 0);
 }
 END_TEST
 

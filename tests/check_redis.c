@@ -28,21 +28,6 @@ static struct event_base *base;
 static struct lk_backend *be;
 static struct lk_test_log logs;
 
-/* ---- waiting for the backend ----------------------------------------------------------- */
-
-static bool is_not_ready(const void *arg)
-{
-	return !lk_test_ready(arg);
-}
-
-/* After the server went away: the backend first has to notice, then reconnect. */
-static void wait_reconnect(void)
-{
-	ck_assert_msg(lk_test_run_until(is_not_ready, NULL, LK_TEST_WAIT_MS), "loss not noticed:\n%s",
-	              logs.text);
-	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "no reconnect:\n%s", logs.text);
-}
-
 /* ---- backends and keys ----------------------------------------------------------------- */
 
 static int make_backend(const char *address, int64_t timeout_ms, const char *password_file,
@@ -157,6 +142,12 @@ static void contract_expire(void)
 	lk_test_run_for(20);
 }
 
+/* Our Redis has no persistence: it comes back empty, another instance (a new run_id). */
+static void contract_lose_data(void)
+{
+	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
+}
+
 static void contract_acquired(const struct lk_test_reply *g)
 {
 	char *v = lk_test_redis_get(&srv, KEY ":fence");
@@ -199,6 +190,9 @@ static const struct lk_contract redis_contract = {
 	.put = contract_put,
 	.del = contract_del,
 	.expire = contract_expire,
+	.lose_data = contract_lose_data,
+	.loss_why = "run_id changed",
+	.loss_log = "another server instance",
 	.acquired = contract_acquired,
 	.renewed = contract_renewed,
 	.setup_auth = setup_redis_auth,
@@ -308,36 +302,6 @@ START_TEST(test_holdoff_of_a_server_started_just_before_a_second_began)
 	printf("started %" PRId64 "ms ago, says %s; hold-off until %" PRId64 "ms after the start\n",
 	       (lk_mono_ns() - started) / 1000000, why, (until - started) / 1000000);
 	ck_assert_int_ge(until, started + 2000 * 1000000LL);
-}
-END_TEST
-
-START_TEST(test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices)
-{
-	struct lk_backend_key *k;
-	struct lk_test_notified nt = { 0 };
-	char why[192] = "";
-	int64_t restarted, until;
-
-	start_backend(srv.address, 500);
-	k = lk_test_key_new("alpha", &nt);
-	lk_test_run_for(1100);
-	ck_assert_int_le(be->ops->holdoff_until(k, 1000, why, sizeof(why)), lk_mono_ns());
-
-	ck_assert_int_eq(lk_test_server_restart(&srv), 0);
-	restarted = lk_mono_ns();
-	wait_reconnect();
-	lk_test_run_for(100);
-	ck_assert_msg(nt.reconnected >= 1, "no RECONNECTED notice:\n%s", logs.text);
-	/* Another instance: one ttl from when we first reached it, whatever its uptime. */
-	until = be->ops->holdoff_until(k, 1000, why, sizeof(why));
-	printf("restarted server: hold-off ends %" PRId64 "ms after the restart (%s)\n",
-	       (until - restarted) / 1000000, why);
-	ck_assert_int_gt(until, restarted + 1000 * 1000000LL);
-	ck_assert_int_le(until, lk_mono_ns() + 1000 * 1000000LL);
-	ck_assert_ptr_nonnull(strstr(why, "run_id changed"));
-	ck_assert_ptr_nonnull(strstr(logs.text, "another server instance"));
-	/* Keys hear of every new connection, watched or not (this one is not). */
-	ck_assert_int_eq(nt.n, 0);
 }
 END_TEST
 
@@ -735,7 +699,6 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
 	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
 	tcase_add_test(tc, test_holdoff_of_a_server_started_just_before_a_second_began);
-	tcase_add_test(tc, test_restarted_server_means_holdoff_from_reconnect_and_reconnected_notices);
 	tcase_add_test(tc, test_own_orphan_from_a_timed_out_acquire_is_deleted_and_acquired);
 	tcase_add_test(tc, test_own_orphan_reclaim_sends_no_release_notice);
 	tcase_add_test(tc,
