@@ -56,7 +56,7 @@ struct lk_etcd_sock {
 
 static void lk_etcd_process(struct lk_etcd *e);
 
-/* ---- what a failure means ------------------------------------------------------------------- */
+/* ---- what a failure means --------------------------------------------------------------- */
 
 /* Curl results that say the endpoint itself is in trouble, as opposed to the request. */
 static bool lk_etcd_conn_level(CURLcode res)
@@ -520,6 +520,8 @@ void lk_etcd_revoke(struct lk_etcd *e, int64_t lease)
 	                         e->timeout_ms);
 }
 
+/* ---- completions ------------------------------------------------------------------------ */
+
 /* Deliver the notifications the curl callbacks recorded. Any hook may free keys or the
  * backend; holding a reference on the current key keeps it, and so its place in the list,
  * valid until we have moved on. */
@@ -546,8 +548,6 @@ static void lk_etcd_notify_sweep(struct lk_etcd *e)
 		k = next;
 	}
 }
-
-/* ---- completions ------------------------------------------------------------------------ */
 
 static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcode res)
 {
