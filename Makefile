@@ -104,7 +104,7 @@ T_check_config   := $(patsubst %.c,%.o,$(wildcard agent/config*.c)) agent/durati
                     $(LOCKS_SRC:.c=.o)
 T_check_lock     := $(patsubst %.c,%.o,$(wildcard agent/lock*.c)) agent/log.o proto/codec.o
 T_check_redis    := $(LOCKS_SRC:.c=.o) tests/harness.o
-T_check_etcd_json := locks/etcd_json.o
+T_check_etcd_json := $(patsubst %.c,%.o,$(wildcard locks/etcd_json*.c))
 T_check_etcd     := $(LOCKS_SRC:.c=.o) tests/harness.o
 T_check_client   := proto/client.o proto/auth.o proto/codec.o
 T_ALL            := $(AGENT_SRC:.c=.o) $(LOCKS_SRC:.c=.o) $(PROTO_SRC:.c=.o) tests/harness.o

@@ -29,20 +29,15 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) -I. \
                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_LDLIBS  = $(LDLIBS) -lpthread
 
-# What each target compiles besides its own file. fuzz_redis_reply #includes locks/redis.c to
-# reach its static reply mapping (see its header comment); the other locks/ files only resolve
-# backend.c's references.
+# What each target compiles besides its own file (wildcards follow a module split into several
+# files). fuzz_redis_reply #includes locks/redis.c and redis_conn.c to reach their static reply
+# mapping (see its header comment); the other locks/ files resolve the rest of their references.
 FUZZ_SRC_codec       := proto/codec.c
-FUZZ_SRC_config      := agent/config.c agent/duration.c proto/codec.c
-FUZZ_SRC_etcd_json   := locks/etcd_json.c
-FUZZ_SRC_redis_reply := locks/backend.c locks/etcd.c locks/etcd_json.c
-FUZZ_DEP_redis_reply := locks/redis.c
+FUZZ_SRC_config      := $(wildcard agent/config*.c) agent/duration.c proto/codec.c $(LOCKS_SRC)
+FUZZ_SRC_etcd_json   := $(wildcard locks/etcd_json*.c)
+FUZZ_SRC_redis_reply := $(filter-out locks/redis.c locks/redis_conn.c,$(LOCKS_SRC))
+FUZZ_DEP_redis_reply := locks/redis.c locks/redis_conn.c
 FUZZ_SRC_client      := proto/client.c proto/auth.c proto/codec.c
-
-# Per-target compile flags. etcd_json.h is gaining lk_etcd_json_parse_acquire(): the target
-# fuzzes it whenever the header declares it.
-FUZZ_DEFS_etcd_json = $(shell grep -q 'lk_etcd_json_parse_acquire' locks/etcd_json.h && \
-                        echo -DFUZZ_HAVE_PARSE_ACQUIRE)
 
 # Extra libFuzzer options per target (later options win over the common ones). The config
 # loader promises that no file costs much to reject: a second is already far too long.
@@ -60,7 +55,7 @@ fuzz-build: $(FUZZ_BINS)
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRC_$$*) $$(FUZZ_DEP_$$*) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_DEFS_$*) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_LDLIBS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC_$*) $(FUZZ_LDLIBS)
 
 # One target for $(1) seconds on a temporary copy of its corpus. libFuzzer exits non-zero on a
 # crash and writes the input under $(FUZZ_BUILD)/artifacts/<target>/; the path is printed again

@@ -173,7 +173,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_kv(&tx.kv);
 	}
 
-#ifdef FUZZ_HAVE_PARSE_ACQUIRE
 	{
 		struct lk_etcd_acquired aq;
 
@@ -188,7 +187,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(aq.fence > 0);
 		}
 	}
-#endif
 
 	{
 		struct lk_etcd_peek pk;

@@ -1,11 +1,11 @@
-/* libFuzzer target: the Redis backend's reply mapping (locks/redis.c).
+/* libFuzzer target: the Redis backend's reply mapping (locks/redis.c, locks/redis_conn.c).
  *
  * The seam. The mapping from a hiredis redisReply to the backend's outcome lives in static
- * functions of redis.c: lk_redis_script_reply() (acquire, renew, release: lk_reply status,
- * token, holder, message), lk_redis_info_reply() (INFO server: run_id and uptime, I10) and
- * lk_redis_sub_cb() (subscribe confirmations and release notices). redis.c is not to be
- * edited for this, so this file #includes it: the functions are compiled here, unchanged, and
- * called directly. The price is that this harness knows redis.c's private structs (it builds a
+ * functions of redis.c and redis_conn.c: lk_redis_script_reply() (acquire, renew, release:
+ * lk_reply status, token, holder, message), lk_redis_info_reply() (INFO server: run_id and
+ * uptime, I10) and lk_redis_sub_cb() (subscribe confirmations and release notices). They are
+ * not to be edited for this, so this file #includes both: the functions are compiled here,
+ * unchanged, and called directly. The price is that this harness knows redis.c's private structs (it builds a
  * struct lk_redis, a key and a request by hand): a change to those fields breaks this build,
  * not the agent. The clean seam is an extraction, described in tests/fuzz/README.md.
  *
@@ -32,6 +32,7 @@
  * - every log line is printable ASCII (server text cannot break a log line).
  */
 #include "locks/redis.c"
+#include "locks/redis_conn.c"
 
 #include <inttypes.h>
 
