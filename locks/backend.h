@@ -186,8 +186,5 @@ struct lk_backend_requires {
 #define LK_BACKEND_ETCD_N_REQUIRES 4
 extern const struct lk_backend_requires lk_backend_etcd_requires[LK_BACKEND_ETCD_N_REQUIRES];
 
-/* Declarations for the backend files alone (constructors, shared helpers); included here only
- * until every backend file includes it itself (etcd_int.h, being split now). */
-#include "locks/backend_int.h"
 
 #endif

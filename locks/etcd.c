@@ -327,30 +327,21 @@ static const struct lk_backend_ops lk_etcd_ops = {
 	.free = lk_etcd_free,
 };
 
-/* An endpoint as curl will get it: http(s)://host[:port] with no path, no credentials, no
- * bytes that could end up somewhere unexpected. A trailing '/' is dropped. */
+/* An endpoint as curl will get it (lk_backend_endpoint_len() has the rule): no path, no
+ * credentials, no bytes that could end up somewhere unexpected; trailing '/'s dropped. */
 static int lk_etcd_endpoint(const char *url, char **ret, char *err, size_t errlen)
 {
-	size_t n = strlen(url), scheme;
+	size_t n;
 	char *s;
 
-	if (strncmp(url, "http://", 7) == 0)
-		scheme = 7;
-	else if (strncmp(url, "https://", 8) == 0)
-		scheme = 8;
-	else
-		goto bad;
-	while (n > scheme && url[n - 1] == '/')
-		n--;
-	if (n == scheme || n > LK_ETCD_MAX_ENDPOINT_LEN)
-		goto bad;
-	for (size_t i = scheme; i < n; i++) {
-		unsigned char c = (unsigned char)url[i];
-
-		/* '@' would be credentials (kept out of URLs, which end up in logs); a path, query
-		 * or fragment would be glued to /v3/... */
-		if (c <= 0x20 || c >= 0x7f || c == '@' || c == '/' || c == '?' || c == '#')
-			goto bad;
+	if (lk_backend_endpoint_len(url, &n) < 0) {
+		if (strchr(url, '@'))
+			snprintf(err, errlen, "invalid endpoint: credentials in a URL are not "
+			         "supported (use username and password_file)");
+		else
+			snprintf(err, errlen, "invalid endpoint \"%.*s\": want http://host:port or "
+			         "https://host:port", LK_ETCD_MAX_SHOWN_LEN, url);
+		return -EINVAL;
 	}
 	s = strndup(url, n);
 	if (!s) {
@@ -359,14 +350,6 @@ static int lk_etcd_endpoint(const char *url, char **ret, char *err, size_t errle
 	}
 	*ret = s;
 	return 0;
-bad:
-	if (strchr(url, '@'))
-		snprintf(err, errlen, "invalid endpoint: credentials in a URL are not supported "
-		         "(use username and password_file)");
-	else
-		snprintf(err, errlen, "invalid endpoint \"%.*s\": want http://host:port or "
-		         "https://host:port", LK_ETCD_MAX_SHOWN_LEN, url);
-	return -EINVAL;
 }
 
 static int lk_etcd_dup(const char *src, char **dst, char *err, size_t errlen)
@@ -384,7 +367,6 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
                 const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                 char *err, size_t errlen)
 {
-	static const char *const default_endpoint = "http://127.0.0.1:2379";
 	char scratch[LK_ETCD_MAX_LOG_LEN];
 	struct timeval now = { 0, 0 };
 	size_t n_endpoints;
@@ -405,15 +387,6 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 	}
 	if (cfg->n_endpoints > LK_CONFIG_MAX_ENDPOINTS || (cfg->n_endpoints && !cfg->endpoints)) {
 		snprintf(err, errlen, "invalid endpoints list");
-		return -EINVAL;
-	}
-	if (!cfg->username != !cfg->password_file) {
-		snprintf(err, errlen, "%s", cfg->username ? "username requires password_file" :
-		         "password_file requires username on an etcd backend");
-		return -EINVAL;
-	}
-	if (!cfg->cert_file != !cfg->key_file) {
-		snprintf(err, errlen, "cert_file and key_file go together");
 		return -EINVAL;
 	}
 	/* Once per process, before the first handle (see the top of this file for why it is
@@ -455,7 +428,8 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 		goto fail;
 	}
 	for (size_t i = 0; i < n_endpoints; i++) {
-		rc = lk_etcd_endpoint(cfg->n_endpoints ? cfg->endpoints[i] : default_endpoint,
+		rc = lk_etcd_endpoint(cfg->n_endpoints ? cfg->endpoints[i]
+		                                      : LK_BACKEND_ETCD_DEFAULT_ENDPOINT,
 		                      &e->endpoints[i], err, errlen);
 		if (rc < 0)
 			goto fail;

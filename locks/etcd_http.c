@@ -329,7 +329,7 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
                                         enum lk_etcd_call call, char *body, bool secret,
                                         int64_t timeout_ms)
 {
-	char url[LK_ETCD_MAX_ENDPOINT_LEN + 32];
+	char url[LK_BACKEND_MAX_ENDPOINT_LEN + 32];
 	struct lk_etcd_xfer *x;
 	struct curl_slist *h;
 	CURL *c;

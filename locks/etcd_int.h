@@ -25,10 +25,10 @@
 #include <event2/util.h>
 
 #include "locks/backend.h"
+#include "locks/backend_int.h"
 #include "locks/etcd_json.h"
 
 /* Limits on what the config and the server control. */
-#define LK_ETCD_MAX_ENDPOINT_LEN   512   /* one endpoint URL */
 #define LK_ETCD_FENCE_SUFFIX       ":fence"
 #define LK_ETCD_TENURE_SUFFIX      ":state"
 #define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX

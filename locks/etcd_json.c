@@ -2,7 +2,8 @@
  * (see etcd_json.h for the rules; the request bodies are built in etcd_json_req.c). */
 #include "locks/etcd_json.h"
 #include "locks/etcd_json_int.h"
-#include "locks/backend.h"
+#include "locks/backend_int.h"
+#include "proto/err.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,20 +19,6 @@
 
 enum lk_etcd_event_type { LK_ETCD_EVENT_PUT, LK_ETCD_EVENT_DELETE };
 
-static void lk_etcd_json_msg(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void lk_etcd_json_msg(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Parse a whole body as one JSON object. -EPROTO if it is an etcd error object. */
 static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *err, size_t errlen)
 {
@@ -40,24 +27,24 @@ static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *e
 	json_t *root, *error;
 
 	if (!body || len == 0) {
-		lk_etcd_json_msg(err, errlen, "empty response");
+		lk_set_err(err, errlen, "empty response");
 		return -EINVAL;
 	}
 	if (len > LK_ETCD_JSON_MAX_BODY) {
-		lk_etcd_json_msg(err, errlen, "response larger than %d bytes", LK_ETCD_JSON_MAX_BODY);
+		lk_set_err(err, errlen, "response larger than %d bytes", LK_ETCD_JSON_MAX_BODY);
 		return -EINVAL;
 	}
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
 		/* jansson's text may quote the input: show it like any other server text. */
 		lk_backend_shown(text, sizeof(text), je.text, strnlen(je.text, sizeof(je.text)));
-		lk_etcd_json_msg(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
+		lk_set_err(err, errlen, "invalid JSON at line %d column %d: %s", je.line,
 		                 je.column, text);
 		return -EINVAL;
 	}
 	if (!json_is_object(root)) {
 		json_decref(root);
-		lk_etcd_json_msg(err, errlen, "response is not a JSON object");
+		lk_set_err(err, errlen, "response is not a JSON object");
 		return -EINVAL;
 	}
 	/* A success body never carries "error" (a grant's error string is omitted when empty).
@@ -66,12 +53,12 @@ static int lk_etcd_json_load(const char *body, size_t len, json_t **ret, char *e
 	error = json_object_get(root, "error");
 	if (json_is_string(error) || json_is_object(error)) {
 		json_decref(root);
-		lk_etcd_json_msg(err, errlen, "error response");
+		lk_set_err(err, errlen, "error response");
 		return -EPROTO;
 	}
 	if (error) {
 		json_decref(root);
-		lk_etcd_json_msg(err, errlen, "\"error\" is neither a string nor an object");
+		lk_set_err(err, errlen, "\"error\" is neither a string nor an object");
 		return -EINVAL;
 	}
 	*ret = root;
@@ -116,7 +103,7 @@ static int lk_etcd_json_int(const json_t *obj, const char *name, int64_t *out,
 	*out = neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
 	return 0;
 bad:
-	lk_etcd_json_msg(err, errlen, "field \"%s\" is not a 64-bit integer", name);
+	lk_set_err(err, errlen, "field \"%s\" is not a 64-bit integer", name);
 	return -EINVAL;
 }
 
@@ -130,7 +117,7 @@ static int lk_etcd_json_uint(const json_t *obj, const char *name, int64_t *out,
 	if (rc < 0)
 		return rc;
 	if (v < 0) {
-		lk_etcd_json_msg(err, errlen, "field \"%s\" is negative", name);
+		lk_set_err(err, errlen, "field \"%s\" is negative", name);
 		return -EINVAL;
 	}
 	*out = v;
@@ -148,7 +135,7 @@ static int lk_etcd_json_bool(const json_t *obj, const char *name, bool *out,
 		return 0;
 	}
 	if (!json_is_boolean(v)) {
-		lk_etcd_json_msg(err, errlen, "field \"%s\" is not a boolean", name);
+		lk_set_err(err, errlen, "field \"%s\" is not a boolean", name);
 		return -EINVAL;
 	}
 	*out = json_is_true(v);
@@ -165,7 +152,7 @@ static int lk_etcd_json_child(const json_t *obj, const char *name, json_type typ
 	if (!v || json_is_null(v))
 		return 0;
 	if (json_typeof(v) != type) {
-		lk_etcd_json_msg(err, errlen, "field \"%s\" is not %s", name,
+		lk_set_err(err, errlen, "field \"%s\" is not %s", name,
 		                 type == JSON_OBJECT ? "an object" :
 		                 type == JSON_ARRAY ? "an array" : "a string");
 		return -EINVAL;
@@ -210,7 +197,7 @@ static int lk_etcd_json_bytes(const json_t *obj, const char *name, char *buf, si
 	return 0;
 bad:
 	buf[0] = '\0';
-	lk_etcd_json_msg(err, errlen, "field \"%s\" is not valid base64", name);
+	lk_set_err(err, errlen, "field \"%s\" is not valid base64", name);
 	return -EINVAL;
 }
 
@@ -243,7 +230,7 @@ static int lk_etcd_json_cluster(const json_t *h, uint64_t *out, char *err, size_
 	*out = acc;
 	return 0;
 bad:
-	lk_etcd_json_msg(err, errlen, "field \"cluster_id\" is not a 64-bit unsigned integer");
+	lk_set_err(err, errlen, "field \"cluster_id\" is not a 64-bit unsigned integer");
 	return -EINVAL;
 }
 
@@ -264,7 +251,7 @@ static int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revisi
 	if (!h) {
 		if (!required)
 			return 0;
-		lk_etcd_json_msg(err, errlen, "response without a header");
+		lk_set_err(err, errlen, "response without a header");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_uint(h, "revision", revision, err, errlen);
@@ -297,14 +284,14 @@ static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struc
 
 	memset(out, 0, sizeof(*out));
 	if (!json_is_object(kv)) {
-		lk_etcd_json_msg(err, errlen, "a key-value is not an object");
+		lk_set_err(err, errlen, "a key-value is not an object");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_key_is(kv, key, klen, &is, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (!is) {
-		lk_etcd_json_msg(err, errlen, "response is about another key");
+		lk_set_err(err, errlen, "response is about another key");
 		return -EINVAL;
 	}
 	if ((rc = lk_etcd_json_uint(kv, "create_revision", &out->create_revision, err, errlen)) < 0 ||
@@ -313,7 +300,7 @@ static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struc
 		return rc;
 	/* Every existing key was created at some revision >= 1: zero would be a forged token. */
 	if (out->create_revision == 0) {
-		lk_etcd_json_msg(err, errlen, "key-value without create_revision");
+		lk_set_err(err, errlen, "key-value without create_revision");
 		return -EINVAL;
 	}
 	return lk_etcd_json_bytes(kv, "value", out->value, LK_ETCD_JSON_MAX_VALUE, &out->value_len,
@@ -351,11 +338,11 @@ int lk_etcd_json_parse_grant(const char *body, size_t len, struct lk_etcd_grant 
 		goto out;
 	rc = -EINVAL;
 	if (g.id == 0)
-		lk_etcd_json_msg(err, errlen, "lease grant without an ID");
+		lk_set_err(err, errlen, "lease grant without an ID");
 	else if (g.ttl <= 0)
-		lk_etcd_json_msg(err, errlen, "lease grant without a TTL");
+		lk_set_err(err, errlen, "lease grant without a TTL");
 	else if (g.ttl > LK_ETCD_JSON_MAX_TTL)
-		lk_etcd_json_msg(err, errlen, "lease grant with an absurd TTL");
+		lk_set_err(err, errlen, "lease grant with an absurd TTL");
 	else
 		rc = 0;
 out:
@@ -379,7 +366,7 @@ int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_ke
 		goto out;
 	if (!result) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "keepalive response without a result");
+		lk_set_err(err, errlen, "keepalive response without a result");
 		goto out;
 	}
 	/* No TTL is the documented answer for a lease that expired or was revoked. */
@@ -390,7 +377,7 @@ int lk_etcd_json_parse_keepalive(const char *body, size_t len, struct lk_etcd_ke
 		goto out;
 	if (ka.ttl > LK_ETCD_JSON_MAX_TTL) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "keepalive with an absurd TTL");
+		lk_set_err(err, errlen, "keepalive with an absurd TTL");
 	}
 out:
 	json_decref(root);
@@ -407,7 +394,7 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen)) {
-		lk_etcd_json_msg(err, errlen, "invalid key");
+		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
@@ -417,7 +404,7 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		json_decref(root);
-		lk_etcd_json_msg(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if ((rc = lk_etcd_json_header(root, true, &r->revision, &r->cluster_id, err, errlen)) == 0)
@@ -448,7 +435,7 @@ static int lk_etcd_json_txn_head(json_t *root, int64_t *revision, uint64_t *clus
 		json_t *op = json_array_get(responses, i);
 
 		if (!json_is_object(op)) {
-			lk_etcd_json_msg(err, errlen, "a txn response is not an object");
+			lk_set_err(err, errlen, "a txn response is not an object");
 			return -EINVAL;
 		}
 		rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err, errlen);
@@ -470,7 +457,7 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen)) {
-		lk_etcd_json_msg(err, errlen, "invalid key");
+		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
@@ -479,7 +466,7 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 	t = calloc(1, sizeof(*t));
 	if (!t) {
 		json_decref(root);
-		lk_etcd_json_msg(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, last, err,
@@ -523,7 +510,7 @@ int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, si
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen)) {
-		lk_etcd_json_msg(err, errlen, "invalid key");
+		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
@@ -533,7 +520,7 @@ int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, si
 	fkv = calloc(1, sizeof(*fkv));
 	if (!t || !fkv) {
 		rc = -ENOMEM;
-		lk_etcd_json_msg(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		goto out;
 	}
 	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, ranges, err,
@@ -543,7 +530,7 @@ int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, si
 	/* The key's range, then the fence key's, last in either branch. */
 	if (!ranges[0] || !ranges[1]) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "acquire txn response without its two ranges");
+		lk_set_err(err, errlen, "acquire txn response without its two ranges");
 		goto out;
 	}
 	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &t->found, &t->kv, err, errlen)) < 0 ||
@@ -571,7 +558,7 @@ int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(tkey, tklen)) {
-		lk_etcd_json_msg(err, errlen, "invalid key");
+		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
@@ -581,7 +568,7 @@ int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_
 	tkv = calloc(1, sizeof(*tkv));
 	if (!p || !tkv) {
 		rc = -ENOMEM;
-		lk_etcd_json_msg(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		goto out;
 	}
 	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &succeeded, ranges, err,
@@ -590,7 +577,7 @@ int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_
 		goto out;
 	if (!succeeded || !ranges[0] || !ranges[1]) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "peek txn response without its two ranges");
+		lk_set_err(err, errlen, "peek txn response without its two ranges");
 		goto out;
 	}
 	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &p->found, &p->kv, err, errlen)) < 0 ||
@@ -630,19 +617,19 @@ int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *o
 		goto out;
 	rc = -EINVAL;
 	if (!tok) {
-		lk_etcd_json_msg(err, errlen, "authenticate response without a token");
+		lk_set_err(err, errlen, "authenticate response without a token");
 		goto out;
 	}
 	s = json_string_value(tok);
 	n = json_string_length(tok);
 	if (n == 0 || n > LK_ETCD_JSON_MAX_TOKEN) {
-		lk_etcd_json_msg(err, errlen, "auth token of %zu bytes", n);
+		lk_set_err(err, errlen, "auth token of %zu bytes", n);
 		goto out;
 	}
 	/* It becomes an HTTP header value: a CR or LF in it would inject headers. */
 	for (size_t i = 0; i < n; i++) {
 		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) {
-			lk_etcd_json_msg(err, errlen, "auth token with unexpected characters");
+			lk_set_err(err, errlen, "auth token with unexpected characters");
 			goto out;
 		}
 	}
@@ -666,7 +653,7 @@ static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
 	int rc;
 
 	if (!json_is_object(ev)) {
-		lk_etcd_json_msg(err, errlen, "a watch event is not an object");
+		lk_set_err(err, errlen, "a watch event is not an object");
 		return -EINVAL;
 	}
 	/* PUT is the zero value, so only DELETE says its type. */
@@ -679,7 +666,7 @@ static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
 	                                   json_integer_value(type) == 1))
 		t = json_integer_value(type);
 	else if (type && !json_is_null(type)) {
-		lk_etcd_json_msg(err, errlen, "unknown watch event type");
+		lk_set_err(err, errlen, "unknown watch event type");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_child(ev, "kv", JSON_OBJECT, &kv, err, errlen);
@@ -706,7 +693,7 @@ int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen)) {
-		lk_etcd_json_msg(err, errlen, "invalid key");
+		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
@@ -717,7 +704,7 @@ int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size
 		goto out;
 	if (!result) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "watch response without a result");
+		lk_set_err(err, errlen, "watch response without a result");
 		goto out;
 	}
 	if ((rc = lk_etcd_json_header(result, false, &w.revision, &w.cluster_id, err, errlen)) < 0 ||
@@ -761,7 +748,7 @@ int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_statu
 		s = json_string_value(leader);
 		if (!s[0] || strspn(s, "0123456789") != strlen(s)) {
 			rc = -EINVAL;
-			lk_etcd_json_msg(err, errlen, "field \"leader\" is not a member ID");
+			lk_set_err(err, errlen, "field \"leader\" is not a member ID");
 		} else {
 			st.has_leader = strspn(s, "0") != strlen(s);
 		}
@@ -769,7 +756,7 @@ int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_statu
 		st.has_leader = json_integer_value(leader) != 0;
 	} else if (rc == 0 && leader && !json_is_null(leader)) {
 		rc = -EINVAL;
-		lk_etcd_json_msg(err, errlen, "field \"leader\" is not a member ID");
+		lk_set_err(err, errlen, "field \"leader\" is not a member ID");
 	}
 	json_decref(root);
 	if (rc == 0 && out)

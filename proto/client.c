@@ -33,6 +33,7 @@
 #include <sodium.h>
 
 #include "proto/auth.h"
+#include "proto/err.h"
 
 #define LK_CLIENT_DEFAULT_TIMEOUT_MS 5000
 /* One maximal line, its '\n' included: a line that has not ended when this is full is too
@@ -75,20 +76,6 @@ struct lk_client {
 	struct tenure tenures[LK_CLIENT_MAX_TENURES];
 	size_t n_tenures;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 const char *lk_client_socket_path(const char *explicit_path)
 {
@@ -533,13 +520,13 @@ static int connect_until(int fd, const struct sockaddr_un *sa, int64_t deadline)
 static void handshake_err(int r, const char *what, int timeout_ms, char *err, size_t errlen)
 {
 	if (r == -ETIMEDOUT)
-		set_err(err, errlen, "no %s from the agent within %d ms", what, timeout_ms);
+		lk_set_err(err, errlen, "no %s from the agent within %d ms", what, timeout_ms);
 	else if (r == -EPIPE)
-		set_err(err, errlen, "the agent closed the connection before its %s", what);
+		lk_set_err(err, errlen, "the agent closed the connection before its %s", what);
 	else if (r == -EPROTO)
-		set_err(err, errlen, "the agent's %s is not leasekeeper protocol", what);
+		lk_set_err(err, errlen, "the agent's %s is not leasekeeper protocol", what);
 	else
-		set_err(err, errlen, "reading the agent's %s: %s", what, strerror(-r));
+		lk_set_err(err, errlen, "reading the agent's %s: %s", what, strerror(-r));
 }
 
 int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
@@ -564,7 +551,7 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 	deadline = deadline_in(timeout_ms);
 	path = lk_client_socket_path(opts->socket_path);
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		set_err(err, errlen, "socket path %s is longer than %zu bytes", path,
+		lk_set_err(err, errlen, "socket path %s is longer than %zu bytes", path,
 		        sizeof(sa.sun_path) - 1);
 		return -ENAMETOOLONG;
 	}
@@ -572,18 +559,18 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
-		set_err(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "socket: %s", strerror(-r));
+		lk_set_err(err, errlen, "socket: %s", strerror(-r));
 		goto fail;
 	}
 	r = connect_until(c->fd, &sa, deadline);
 	if (r < 0) {
-		set_err(err, errlen, "cannot connect to %s: %s%s", path, strerror(-r),
+		lk_set_err(err, errlen, "cannot connect to %s: %s%s", path, strerror(-r),
 		        r == -ENOENT ? " (is the agent running? the path comes from -s, then "
 		                       SOCKET_ENV ", then " LK_CLIENT_DEFAULT_SOCKET ")" : "");
 		goto fail;
@@ -597,25 +584,25 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 	if (m.kind == LK_MSG_ERR) {
 		/* Refused before any conversation, e.g. too_many_clients. */
 		r = -ECONNREFUSED;
-		set_err(err, errlen, "the agent refused the connection: %s%s%s", lk_err_name(m.err),
+		lk_set_err(err, errlen, "the agent refused the connection: %s%s%s", lk_err_name(m.err),
 		        m.err_text[0] ? ": " : "", m.err_text);
 		goto fail;
 	}
 	if (m.kind != LK_MSG_BANNER) {
 		r = -EPROTO;
-		set_err(err, errlen, "the agent's first line is not a leasekeeper banner");
+		lk_set_err(err, errlen, "the agent's first line is not a leasekeeper banner");
 		goto fail;
 	}
 	if (m.version != LK_PROTO_VERSION) {
 		r = -EPROTONOSUPPORT;
-		set_err(err, errlen, "the agent speaks protocol version %u; this client speaks %d",
+		lk_set_err(err, errlen, "the agent speaks protocol version %u; this client speaks %d",
 		        m.version, LK_PROTO_VERSION);
 		goto fail;
 	}
 	c->id = strdup(m.id);
 	if (!c->id) {
 		r = -ENOMEM;
-		set_err(err, errlen, "out of memory");
+		lk_set_err(err, errlen, "out of memory");
 		goto fail;
 	}
 	/* Containers of one pod share the kernel's CLOCK_MONOTONIC; a client elsewhere does not,
@@ -637,7 +624,7 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 	if (key_file) {
 		if (lk_auth_init() < 0) {
 			r = -EIO;
-			set_err(err, errlen, "cannot initialise libsodium");
+			lk_set_err(err, errlen, "cannot initialise libsodium");
 			goto fail;
 		}
 		r = lk_auth_load_key(key_file, key, err, errlen);
@@ -646,7 +633,7 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 		r = lk_auth_mac_hex(key, nonce, mac);
 		sodium_memzero(key, sizeof(key));
 		if (r < 0) {
-			set_err(err, errlen, "the agent's nonce is not 64 hex digits");
+			lk_set_err(err, errlen, "the agent's nonce is not 64 hex digits");
 			r = -EPROTO;
 			goto fail;
 		}
@@ -658,7 +645,7 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 	                                        .mac = have_mac ? mac : NULL },
 	               deadline, &m);
 	if (r == -EINVAL || r == -ENOSPC) {
-		set_err(err, errlen, "client name \"%.64s\" is not one short word of printable ASCII",
+		lk_set_err(err, errlen, "client name \"%.64s\" is not one short word of printable ASCII",
 		        opts->client_name);
 		goto fail;
 	}
@@ -669,14 +656,14 @@ int lk_client_connect(const struct lk_client_opts *opts, struct lk_client **ret,
 	if (m.kind == LK_MSG_ERR) {
 		r = -ECONNREFUSED;
 		if (m.err == LK_ERR_AUTH_FAILED && !key_file)
-			set_err(err, errlen, "the agent requires authentication (auth=hmac) and no key "
+			lk_set_err(err, errlen, "the agent requires authentication (auth=hmac) and no key "
 			        "is configured: set " KEY_ENV " to a file holding the agent's key "
 			        "(its auth_key_file)");
 		else if (m.err == LK_ERR_AUTH_FAILED)
-			set_err(err, errlen, "the agent rejected our MAC: the key in %s is not the "
+			lk_set_err(err, errlen, "the agent rejected our MAC: the key in %s is not the "
 			        "agent's auth_key_file", key_file);
 		else
-			set_err(err, errlen, "the agent refused HELLO: %s%s%s", lk_err_name(m.err),
+			lk_set_err(err, errlen, "the agent refused HELLO: %s%s%s", lk_err_name(m.err),
 			        m.err_text[0] ? ": " : "", m.err_text);
 		goto fail;
 	}
