@@ -1,4 +1,4 @@
-/* The agent's configuration file (README "Configuration"): the schema. One pass over the node
+/* The agent's configuration file (docs/configuration.md): the schema. One pass over the node
  * tree that config_yaml.c builds checks every value, expands ${VAR} (config_expand.c), fills in
  * defaults and collects every problem as a "FILE:LINE:COL: FIELD: MESSAGE" line.
  *
@@ -694,7 +694,7 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 	cfg->socket_mode = 0660;
 	get_mode(c, f.val[T_SOCKET_MODE], "socket_mode", &cfg->socket_mode);
 
-	/* On by default, on loopback, as in the README's configuration example: "" is how to turn it
+	/* On by default, on loopback, as docs/configuration.md says: "" is how to turn it
 	 * off. */
 	if (get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) <= 0) {
 		if (!cfg->http_listen)

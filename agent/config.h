@@ -1,4 +1,4 @@
-/* The agent's YAML configuration (README "Configuration"): load, expand ${VAR}, validate, default.
+/* The agent's YAML configuration (docs/configuration.md): load, expand ${VAR}, validate, default.
  *
  * Every problem found is reported as "FILE:LINE:COL: FIELD: MESSAGE" (1-based line and column
  * of the offending node, or of the enclosing mapping for a missing field), and loading goes on

@@ -1,4 +1,5 @@
-/* ${VAR} expansion in the agent's configuration values (README "Configuration"). */
+/* ${VAR} expansion in the agent's configuration values (docs/configuration.md, "Environment
+ * variables"). */
 #include "agent/config_int.h"
 
 #include <errno.h>

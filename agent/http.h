@@ -1,4 +1,4 @@
-/* The HTTP endpoints on http_listen (README "Metrics and health"), served by evhttp from the
+/* The HTTP endpoints on http_listen (docs/metrics.md, "Endpoints"), served by evhttp from the
  * agent's loop:
  * /healthz, /readyz, /leader/<lock>, /metrics. */
 #ifndef LK_AGENT_HTTP_H

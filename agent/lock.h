@@ -1,5 +1,5 @@
-/* One lock's state machine: campaign, lead, renew, step down, release (README "Safety, in one
- * paragraph" and "The drain").
+/* One lock's state machine: campaign, lead, renew, step down, release (docs/safety.md and
+ * README "The drain").
  *
  * The states are one enum. Every input (a client, a backend reply or notice, a timer) goes
  * through one function (lock.c: lk_lock_step()), which chooses the transition; the state

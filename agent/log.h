@@ -1,4 +1,4 @@
-/* The agent's log: one line per event on stderr, as text or JSON (README, "Logs").
+/* The agent's log: one line per event on stderr, as text or JSON (docs/cli.md, "Logs").
  *
  * Fields are typed so that JSON gets numbers as numbers. Usage, with no commas between fields:
  *

@@ -1,4 +1,4 @@
-/* Prometheus metrics (README "Metrics and health"): the agent's own counters and histograms,
+/* Prometheus metrics (docs/metrics.md): the agent's own counters and histograms,
  * and the text
  * exposition of everything, lock and client state included. */
 #ifndef LK_AGENT_METRICS_H

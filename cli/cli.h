@@ -1,4 +1,4 @@
-/* The client-side commands of the one binary (README "Command line"): they talk to a running
+/* The client-side commands of the one binary (docs/cli.md): they talk to a running
  * agent through the client library, never link agent code, and make up `leasekeeper-static`
  * with main.c. Each returns the process exit status. */
 #ifndef LK_CLI_CLI_H

@@ -1,4 +1,5 @@
-/* leasekeeper run: wrapper mode for apps that cannot speak the protocol (README "Command line").
+/* leasekeeper run: wrapper mode for apps that cannot speak the protocol (docs/cli.md, "run:
+ * wrapper mode").
  *
  * It campaigns for one lock and runs CMD only while this replica leads, in its own process
  * group, with LEASEKEEPER_TOKEN and LEASEKEEPER_LOCK in its environment:

@@ -1,4 +1,4 @@
-/* lk_config_parse and lk_config_load: the README "Configuration" example, defaults, ${VAR}
+/* lk_config_parse and lk_config_load: the configuration example, defaults, ${VAR}
  * expansion, and every
  * error and warning with its exact "FILE:LINE:COL: FIELD: MESSAGE" text. */
 #include <check.h>
@@ -147,7 +147,7 @@ static struct lk_config *expect_warnings(const char *yaml, const char *const *wa
 
 #define EXPECT_WARNINGS(yaml, ...) expect_warnings((yaml), LIST(__VA_ARGS__))
 
-/* the README's configuration example, with the referenced secret files in a temporary directory. */
+/* the configuration example, with the referenced secret files in a temporary directory. */
 static const char spec_example[] =
 	"identity: ${POD_NAME}            # ${VAR} expands from the environment; default $HOSTNAME\n"
 	"socket: /run/leasekeeper/agent.sock\n"

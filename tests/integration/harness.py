@@ -7,8 +7,8 @@ Everything a scenario needs to run the real agent against a real, private redis-
   stopped, restarted (data lost), killed (SIGKILL), frozen (SIGSTOP) and thawed (SIGCONT);
 - RedisPool: a few warm, empty redis-servers per process, so that LKTestCase.start_redis()
   hands out one that has been up a while (the agent holds off new tenures on a Redis that has
-  been up less than a lock's ttl: README "restart hold-off"); Agent.start() waits, if need be,
-  until a warm server it uses has been up for its locks' ttl;
+  been up less than a lock's ttl: docs/safety.md, "I10 restart hold-off"); Agent.start()
+  waits, if need be, until a warm server it uses has been up for its locks' ttl;
 - RespClient: a tiny RESP2 client; Monitor: MONITOR on its own connection, collected by a thread;
 - TcpProxy: a loopback TCP proxy that can drop the server's replies or cut every connection;
 - Agent: writes a YAML config (SPEC section 4), runs `$LK_BIN agent -c CONFIG`, waits for its
@@ -637,8 +637,8 @@ def redis_pool_size():
 class RedisPool:
     """Spare redis-servers, started in the background and kept running, so that a test gets one
     that has been up a while: an agent holds off new tenures on a Redis younger than the lock's
-    ttl (README "restart hold-off"), and a suite of tests that each start Redis and then an
-    agent would pay that on every test.
+    ttl (docs/safety.md, "I10 restart hold-off"), and a suite of tests that each start Redis
+    and then an agent would pay that on every test.
 
     Each spare is a plain RedisServer (own dir under the pool's temp dir, own port, nothing
     written to it), so restart(), stop(), kill(), sigstop() behave as for any other. take()
@@ -833,7 +833,7 @@ def warm_redis_wait(backends, locks):
         if not ttls:
             continue
         # Redis reports whole seconds of uptime, from two wall-clock seconds subtracted, so
-        # the agent counts one second less than it says (README "restart hold-off").
+        # the agent counts one second less than it says (docs/safety.md, "I10 restart hold-off").
         need = max(need, r.ready_t + math.ceil(max(ttls)) + 1.05 - now)
     return need
 
@@ -1887,7 +1887,7 @@ class Agent:
             raise AssertionError("leasekeeper binary not found at %s: build it with "
                                  "`make build/leasekeeper` or set LK_BIN" % binary)
         # A Redis that start_redis() promised warm but that is younger than a lock's ttl:
-        # wait until it is not, instead of the agent's restart hold-off (README).
+        # wait until it is not, instead of the agent's restart hold-off (docs/safety.md).
         left = warm_redis_wait(self.config.get("backends"), self.locks)
         if left > 0:
             self.warm_wait = left

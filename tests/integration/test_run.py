@@ -1,5 +1,5 @@
 """Wrapper mode: `leasekeeper run [-s SOCK] --lock NAME -- CMD [ARG...]` (SPEC section 5,
-README "Wrapper mode"), with real child processes against a real agent and a real redis.
+docs/cli.md, "run: wrapper mode"), with real child processes against a real agent and a real redis.
 
 CMD is a small sh script (CMD_SCRIPT) that records, as files in the test's temp dir, when it
 started (pid, LEASEKEEPER_TOKEN, LEASEKEEPER_LOCK, its arguments) and which signals it saw, with

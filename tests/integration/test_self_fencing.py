@@ -1,6 +1,6 @@
 """I8 self-fencing: every LEADER and RENEWED carries until_mono_ms, the CLOCK_MONOTONIC time
 at which the tenure's renew deadline passes, so that an app can stop leader work on its own
-while its agent is frozen and says nothing (proto/PROTOCOL.md, README "Wrapper mode").
+while its agent is frozen and says nothing (proto/PROTOCOL.md, docs/cli.md, "run: wrapper mode").
 
 Scenarios, on Redis and on etcd:
 - the deadline itself: the banner's mono_ms is this machine's CLOCK_MONOTONIC; LEADER's
