@@ -360,9 +360,11 @@ START_TEST(test_contract_data_loss_holds_off_one_ttl_and_tokens_still_increase)
 	     i++) {
 		struct lk_test_reply g = { 0 };
 
-		if (ct_ops()->acquire(k, ttl, lk_test_on_reply, &g) == 0)
+		if (ct_ops()->acquire(k, ttl, lk_test_on_reply, &g) == 0) {
 			lk_test_wait_reply(&g);
-		ck_assert_msg(g.status != LK_REPLY_OK, "acquired before any hold-off:\n%s", ct_log());
+			ck_assert_msg(g.status != LK_REPLY_OK, "acquired before any hold-off:\n%s",
+			              ct_log());
+		}
 		lk_test_run_for(100);
 	}
 	ck_assert_msg(until > lk_mono_ns(), "no hold-off after the loss:\n%s", ct_log());

@@ -1639,24 +1639,15 @@ static Suite *etcd_suite(void)
 	TCase *tc;
 
 	lk_contract_add(s, &etcd_contract);
+
 	tc = tcase_create("protocol");
 	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_held_key_costs_a_follower_no_write);
 	tcase_add_test(tc, test_granted_ttl_is_what_etcd_granted);
 	tcase_add_test(tc, test_ttl_rounds_up_to_whole_seconds);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("watch");
-	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
-	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_expiry_and_external_delete_notify);
 	tcase_add_test(tc, test_frozen_watch_notifies_after_thaw);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("lifetimes");
-	tcase_add_checked_fixture(tc, setup_etcd, teardown_loop);
-	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("loss");

@@ -664,7 +664,8 @@ static Suite *redis_suite(void)
 	TCase *tc;
 
 	lk_contract_add(s, &redis_contract);
-	tc = tcase_create("scripts");
+
+	tc = tcase_create("redis");
 	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
@@ -675,17 +676,7 @@ static Suite *redis_suite(void)
 	               test_own_tenure_kept_alive_by_a_late_renewal_is_reclaimed_once_its_lease_ran_out);
 	tcase_add_test(tc, test_wrong_type_is_fatal);
 	tcase_add_test(tc, test_script_flush_falls_back_to_eval);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("notify");
-	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
-	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_key_added_later_is_subscribed);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("lifetimes");
-	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
-	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_enotconn_before_connected_and_no_callback);
 	tcase_add_test(tc, test_unix_socket_address);
 	suite_add_tcase(s, tc);
