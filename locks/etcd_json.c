@@ -500,50 +500,83 @@ static bool lk_etcd_json_fence(const struct lk_etcd_kv *kv, int64_t *out)
 	return true;
 }
 
-int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
-                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
-                               char *err, size_t errlen)
+/* What the acquire and the peek txns answer: a header, "succeeded", and as the branch's last two
+ * ranges the lock key's and a second key's (the fence key, the tenure marker). */
+struct lk_etcd_json_pair {
+	int64_t revision;
+	uint64_t cluster_id;
+	bool succeeded;
+	bool found, found2;
+	struct lk_etcd_kv kv, kv2;
+};
+
+/* Parse such an answer into *ret, a new struct the caller frees (also on failure, if set). */
+static int lk_etcd_json_parse_pair(const char *body, size_t len, const void *key, size_t klen,
+                                   const void *key2, size_t k2len, const char *what,
+                                   struct lk_etcd_json_pair **ret, char *err, size_t errlen)
 {
-	struct lk_etcd_acquired *t;
-	struct lk_etcd_kv *fkv = NULL;
+	struct lk_etcd_json_pair *p;
 	json_t *root, *ranges[2] = { NULL, NULL };
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen)) {
+	*ret = NULL;
+	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(key2, k2len)) {
 		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
 	rc = lk_etcd_json_load(body, len, &root, err, errlen);
 	if (rc < 0)
 		return rc;
-	t = calloc(1, sizeof(*t));
-	fkv = calloc(1, sizeof(*fkv));
-	if (!t || !fkv) {
+	/* Two value buffers: on the heap rather than the stack. */
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		json_decref(root);
+		lk_set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	*ret = p;
+	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &p->succeeded, ranges, err,
+	                           errlen);
+	if (rc == 0 && (!ranges[0] || !ranges[1])) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "%s txn response without its two ranges", what);
+	}
+	if (rc == 0 &&
+	    (rc = lk_etcd_json_kvs(ranges[0], key, klen, &p->found, &p->kv, err, errlen)) == 0)
+		rc = lk_etcd_json_kvs(ranges[1], key2, k2len, &p->found2, &p->kv2, err, errlen);
+	json_decref(root);
+	return rc;
+}
+
+int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
+                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
+                               char *err, size_t errlen)
+{
+	struct lk_etcd_json_pair *p;
+	struct lk_etcd_acquired *t = NULL;
+	int rc;
+
+	/* The key's range, then the fence key's, last in either branch. */
+	rc = lk_etcd_json_parse_pair(body, len, key, klen, fkey, fklen, "acquire", &p, err,
+	                             errlen);
+	if (rc == 0 && !(t = calloc(1, sizeof(*t)))) {
 		rc = -ENOMEM;
 		lk_set_err(err, errlen, "out of memory");
-		goto out;
 	}
-	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, ranges, err,
-	                           errlen);
-	if (rc < 0)
-		goto out;
-	/* The key's range, then the fence key's, last in either branch. */
-	if (!ranges[0] || !ranges[1]) {
-		rc = -EINVAL;
-		lk_set_err(err, errlen, "acquire txn response without its two ranges");
-		goto out;
+	if (rc == 0) {
+		t->revision = p->revision;
+		t->cluster_id = p->cluster_id;
+		t->succeeded = p->succeeded;
+		t->found = p->found;
+		t->kv = p->kv;
+		t->fence_found = p->found2;
+		if (p->found2)
+			t->fence_bad = !lk_etcd_json_fence(&p->kv2, &t->fence);
+		if (out)
+			*out = *t;
 	}
-	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &t->found, &t->kv, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_kvs(ranges[1], fkey, fklen, &t->fence_found, fkv, err, errlen)) < 0)
-		goto out;
-	if (t->fence_found)
-		t->fence_bad = !lk_etcd_json_fence(fkv, &t->fence);
-out:
-	json_decref(root);
-	if (rc == 0 && out)
-		*out = *t;
 	free(t);
-	free(fkv);
+	free(p);
 	return rc;
 }
 
@@ -551,50 +584,25 @@ int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_
                             const void *tkey, size_t tklen, struct lk_etcd_peek *out,
                             char *err, size_t errlen)
 {
-	struct lk_etcd_peek *p;
-	struct lk_etcd_kv *tkv = NULL;
-	json_t *root, *ranges[2] = { NULL, NULL };
-	bool succeeded, tfound = false;
+	struct lk_etcd_json_pair *p;
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(tkey, tklen)) {
-		lk_set_err(err, errlen, "invalid key");
-		return -EINVAL;
-	}
-	rc = lk_etcd_json_load(body, len, &root, err, errlen);
-	if (rc < 0)
-		return rc;
-	p = calloc(1, sizeof(*p));
-	tkv = calloc(1, sizeof(*tkv));
-	if (!p || !tkv) {
-		rc = -ENOMEM;
-		lk_set_err(err, errlen, "out of memory");
-		goto out;
-	}
-	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &succeeded, ranges, err,
-	                           errlen);
-	if (rc < 0)
-		goto out;
-	if (!succeeded || !ranges[0] || !ranges[1]) {
+	rc = lk_etcd_json_parse_pair(body, len, key, klen, tkey, tklen, "peek", &p, err, errlen);
+	if (rc == 0 && !p->succeeded) {
 		rc = -EINVAL;
-		lk_set_err(err, errlen, "peek txn response without its two ranges");
-		goto out;
+		lk_set_err(err, errlen, "a peek txn (no compare) that did not succeed");
 	}
-	if ((rc = lk_etcd_json_kvs(ranges[0], key, klen, &p->found, &p->kv, err, errlen)) < 0 ||
-	    (rc = lk_etcd_json_kvs(ranges[1], tkey, tklen, &tfound, tkv, err, errlen)) < 0)
-		goto out;
-	if (tfound) {
-		p->tenure_mod_revision = tkv->mod_revision;
-		p->tenure_held = !tkv->value_too_long &&
-		                 lk_etcd_json_same(tkv->value, tkv->value_len, LK_ETCD_TENURE_HELD,
-		                                   strlen(LK_ETCD_TENURE_HELD));
+	if (rc == 0 && out) {
+		out->revision = p->revision;
+		out->cluster_id = p->cluster_id;
+		out->found = p->found;
+		out->kv = p->kv;
+		out->tenure_held = p->found2 && !p->kv2.value_too_long &&
+		                   lk_etcd_json_same(p->kv2.value, p->kv2.value_len,
+		                                     LK_ETCD_TENURE_HELD, strlen(LK_ETCD_TENURE_HELD));
+		out->tenure_mod_revision = p->found2 ? p->kv2.mod_revision : 0;
 	}
-out:
-	json_decref(root);
-	if (rc == 0 && out)
-		*out = *p;
 	free(p);
-	free(tkv);
 	return rc;
 }
 
