@@ -116,6 +116,9 @@ $(BUILD)/tests/%: tests/%.c $$(addprefix $(BUILD)/,$$(or $$(T_$$*),$$(T_ALL))) $
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags check) -o $@ $< \
 		$(addprefix $(BUILD)/,$(or $(T_$*),$(T_ALL))) $(LDLIBS) $(shell pkg-config --libs check)
 
+# The backend contract suite is #included by the two backend tests.
+$(BUILD)/tests/check_redis $(BUILD)/tests/check_etcd: tests/backend_contract.c
+
 $(BUILD)/examples/app: examples/app.c $(CLIENT_LIB) proto/client.h proto/codec.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(CLIENT_LIB) $(LDLIBS)

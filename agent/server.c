@@ -21,6 +21,7 @@
 
 #include "agent/log.h"
 #include "agent/session.h"
+#include "agent/sockfile.h"
 #include "locks/backend.h"
 #include "proto/auth.h"
 #include "proto/codec.h"
@@ -57,8 +58,7 @@ struct lk_server {
 	struct lk_session_env env;      /* key points at key when auth is on */
 	struct evconnlistener *listener;
 	char *path;
-	dev_t dev;
-	ino_t ino;
+	struct lk_sockfile file;        /* which file at path is ours */
 	uint8_t key[LK_AUTH_KEY_BYTES];
 	struct lk_server_limits limits; /* allowed_uids points at uids */
 	uint32_t *uids;
@@ -541,66 +541,6 @@ static void ensure_fd_limit(size_t max_clients)
 	setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-/* ---- the socket file -------------------------------------------------------------------- */
-
-/* Another agent is alive at path if something accepts a connection there. */
-static bool socket_is_live(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool live;
-
-	if (fd < 0)
-		return false;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return live;
-}
-
-static int bind_socket(struct lk_server *s, unsigned mode, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd = -1;
-
-	if (strlen(s->path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "socket path %s is too long", s->path);
-		return -ENAMETOOLONG;
-	}
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
-	if (lstat(s->path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s exists and is not a socket", s->path);
-			return -EEXIST;
-		}
-		if (socket_is_live(s->path)) {
-			snprintf(err, errlen, "another agent is listening on %s", s->path);
-			return -EADDRINUSE;
-		}
-		/* A crashed agent left its socket file behind: take the path over. */
-		unlink(s->path);
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	/* Create the file with no access, then open it up to mode: no window with wider access. */
-	mode_t old = umask(0777);
-	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (rc < 0 || chmod(s->path, mode) < 0 || stat(s->path, &st) < 0)
-		goto fail;
-	s->dev = st.st_dev;
-	s->ino = st.st_ino;
-	return fd;
-fail:
-	rc = -errno;
-	snprintf(err, errlen, "cannot listen on %s: %s", s->path, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
 /* ---- public API ----------------------------------------------------------------------------- */
 
 int lk_server_new(struct event_base *base, const struct lk_session_env *env, const char *path,
@@ -640,7 +580,7 @@ int lk_server_new(struct event_base *base, const struct lk_session_env *env, con
 	if (!s->path || !s->reaper || !s->close_timer || !s->accept_pause)
 		goto nomem;
 	ensure_fd_limit(s->limits.max_clients);
-	fd = bind_socket(s, mode, err, errlen);
+	fd = lk_sockfile_bind(s->path, mode, &s->file, err, errlen);
 	if (fd < 0) {
 		rc = fd;
 		goto fail;
@@ -781,7 +721,6 @@ json_t *lk_server_status_json(const struct lk_server *s)
 struct lk_server *lk_server_free(struct lk_server *s)
 {
 	struct client *c;
-	struct stat st;
 
 	if (!s)
 		return NULL;
@@ -795,9 +734,8 @@ struct lk_server *lk_server_free(struct lk_server *s)
 	}
 	if (s->listener)
 		evconnlistener_free(s->listener);
-	/* Remove the socket file only if it is still the one we made: a successor may own it. */
-	if (s->path && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-		unlink(s->path);
+	if (s->path)
+		lk_sockfile_remove(s->path, &s->file);
 	if (s->reaper)
 		event_free(s->reaper);
 	if (s->close_timer)
