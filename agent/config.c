@@ -19,7 +19,6 @@
 #include "locks/backend.h"
 
 #define MAX_IDENTITY      253
-#define MAX_LOCK_NAME     128
 #define MIN_TTL_MS        100
 #define ETCD_MIN_TTL_MS   2000
 
@@ -53,205 +52,6 @@ static const char *const lock_keys[L_N] = {
 };
 
 _Static_assert(T_N <= 16 && B_N < 16 && L_N <= 16, "struct lk_config_fields is too small");
-
-/* ---- typed values ---- */
-
-/* A string field: 1 with *ret a new string, 0 when absent, -1 after reporting. */
-static int get_string(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret)
-{
-	char *s, kb[QBUF];
-
-	if (!n)
-		return 0;
-	if (n->type != YAML_SCALAR_NODE) {
-		lk_config_error_at(c, n, field, "expected a string, found %s", lk_config_kind(kb, sizeof(kb), n));
-		return -1;
-	}
-	s = lk_config_expand(c, n, field);
-	if (!s)
-		return -1;
-	*ret = s;
-	return 1;
-}
-
-/* A duration field of at least min_ms (and no field may be 0): 1 with *ret set, 0 when absent,
- * -1 after reporting. */
-static int get_duration(struct lk_config_ctx *c, yaml_node_t *n, const char *field, int64_t min_ms,
-                        int64_t *ret)
-{
-	const char *err;
-	char *s, qb[QBUF], min[32];
-	int64_t ms;
-	int r = get_string(c, n, field, &s);
-
-	if (r <= 0)
-		return r;
-	if (lk_duration_parse(s, &ms, &err) < 0) {
-		lk_config_error_at(c, n, field, "%s %s", Q(qb, s), err);
-		r = -1;
-	} else if (ms < min_ms) {
-		lk_config_error_at(c, n, field, "must be at least %s, got %s",
-		                   lk_duration_format(min_ms, min, sizeof(min)), Q(qb, s));
-		r = -1;
-	} else {
-		*ret = ms;
-	}
-	free(s);
-	return r;
-}
-
-/* Like get_string, for a value that must be one of the choices: 1 with *ret the index, 0 when
- * absent, -1 after reporting. */
-static int get_choice(struct lk_config_ctx *c, yaml_node_t *n, const char *field, const char *what,
-                      const char *const *choices, size_t n_choices, size_t *ret)
-{
-	char *s, qb[QBUF];
-	int r = get_string(c, n, field, &s);
-
-	if (r <= 0)
-		return r;
-	for (size_t i = 0; i < n_choices; i++) {
-		if (strcmp(s, choices[i]) == 0) {
-			free(s);
-			*ret = i;
-			return 1;
-		}
-	}
-	lk_config_error_at(c, n, field, "unknown %s %s; expected %s or %s", what, Q(qb, s), choices[0],
-	                   choices[1]);
-	free(s);
-	return -1;
-}
-
-static bool printable_word(const char *s, size_t min, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n < min || n > max)
-		return false;
-	for (; *s; s++)
-		if (*s <= ' ' || *s > '~')
-			return false;
-	return true;
-}
-
-static bool valid_name(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 1 || n > MAX_LOCK_NAME)
-		return false;
-	for (; *s; s++)
-		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
-			return false;
-	return true;
-}
-
-/* A file the agent will read later: checked now so that check-config catches a missing
- * secret before a rollout does. Its contents are never read here. */
-static int get_file(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret)
-{
-	char *s, qb[QBUF];
-	int r = get_string(c, n, field, &s);
-
-	if (r <= 0)
-		return r;
-	if (access(s, R_OK) < 0) {
-		lk_config_error_at(c, n, field, "cannot read %s: %s", Q(qb, s), strerror(errno));
-		free(s);
-		return -1;
-	}
-	*ret = s;
-	return 1;
-}
-
-/* "0660", "660" or an unquoted 0660: YAML 1.1 would read the last as octal and YAML 1.2 as
- * decimal 660, so the text is taken as octal digits either way, which is what was meant. */
-static int get_mode(struct lk_config_ctx *c, yaml_node_t *n, const char *field, unsigned *ret)
-{
-	char *s, qb[QBUF];
-	unsigned v = 0;
-	size_t len;
-	int r = get_string(c, n, field, &s);
-
-	if (r <= 0)
-		return r;
-	len = strlen(s);
-	if (len < 1 || len > 4 || strspn(s, "01234567") != len) {
-		lk_config_error_at(c, n, field, "%s is not an octal file mode like \"0660\"", Q(qb, s));
-		r = -1;
-		goto out;
-	}
-	for (size_t i = 0; i < len; i++)
-		v = v * 8 + (unsigned)(s[i] - '0');
-	if (v > 0777) {
-		lk_config_error_at(c, n, field, "%s is above 0777", Q(qb, s));
-		r = -1;
-		goto out;
-	}
-	*ret = v;
-out:
-	free(s);
-	return r;
-}
-
-/* A whole number from min to max, written in decimal (a YAML int, or a string after ${VAR}
- * expansion): 1 with *ret set, 0 when absent, -1 after reporting. what names the kind of value
- * in the message ("a uid"), or is NULL for a plain range message. */
-static int get_number(struct lk_config_ctx *c, yaml_node_t *n, const char *field, uint64_t min,
-                      uint64_t max, const char *what, uint64_t *ret)
-{
-	char *s, qb[QBUF], kb[QBUF];
-	uint64_t v = 0;
-	size_t len;
-	int r = 1;
-
-	if (!n)
-		return 0;
-	if (n->type != YAML_SCALAR_NODE) {
-		lk_config_error_at(c, n, field, "expected a number, found %s", lk_config_kind(kb, sizeof(kb), n));
-		return -1;
-	}
-	s = lk_config_expand(c, n, field);
-	if (!s)
-		return -1;
-	len = strlen(s);
-	/* At most 19 digits cannot overflow 64 bits; anything longer is out of range anyway. */
-	if (len < 1 || strspn(s, "0123456789") != len) {
-		lk_config_error_at(c, n, field, "%s is not a whole number", Q(qb, s));
-		r = -1;
-		goto out;
-	}
-	for (size_t i = 0; i < len && i < 20; i++)
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	if (len > 19 || v < min || v > max) {
-		if (what)
-			lk_config_error_at(c, n, field, "%s is not %s (%" PRIu64 " to %" PRIu64 ")", Q(qb, s),
-			                   what, min, max);
-		else
-			lk_config_error_at(c, n, field, "must be between %" PRIu64 " and %" PRIu64 ", got %s",
-			                   min, max, Q(qb, s));
-		r = -1;
-		goto out;
-	}
-	*ret = v;
-out:
-	free(s);
-	return r;
-}
-
-static int dup_str(struct lk_config_ctx *c, const char *s, char **ret)
-{
-	char *d = strdup(s);
-
-	if (!d) {
-		c->oom = true;
-		return -1;
-	}
-	*ret = d;
-	return 0;
-}
 
 /* ---- backends ---- */
 
@@ -288,8 +88,8 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 	lk_config_join(field, path, "name");
 	if (!f.val[B_NAME]) {
 		lk_config_error_at(c, n, path, "missing required field \"name\"");
-	} else if (get_string(c, f.val[B_NAME], field, &b->name) > 0) {
-		if (!valid_name(b->name)) {
+	} else if (lk_config_get_string(c, f.val[B_NAME], field, &b->name) > 0) {
+		if (!lk_config_valid_name(b->name)) {
 			lk_config_error_at(c, f.val[B_NAME], field,
 			                   "%s is not a valid backend name ([A-Za-z0-9._-]{1,128})", Q(qb, b->name));
 		} else {
@@ -308,16 +108,16 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 	typed = false;
 	if (!f.val[B_TYPE])
 		lk_config_error_at(c, n, path, "missing required field \"type\"");
-	else if (get_choice(c, f.val[B_TYPE], field, "backend type", types, 2, &type) > 0)
+	else if (lk_config_get_choice(c, f.val[B_TYPE], field, "backend type", types, 2, &type) > 0)
 		typed = true;
 	b->type = typed ? (enum lk_backend_type)type : LK_BACKEND_REDIS;
 
 	b->timeout_ms = b->type == LK_BACKEND_ETCD ? LK_BACKEND_ETCD_DEFAULT_TIMEOUT_MS
 	                                           : LK_BACKEND_REDIS_DEFAULT_TIMEOUT_MS;
 	lk_config_join(field, path, "timeout");
-	get_duration(c, f.val[B_TIMEOUT], field, 1, &b->timeout_ms);
+	lk_config_get_duration(c, f.val[B_TIMEOUT], field, 1, &b->timeout_ms);
 	lk_config_join(field, path, "password_file");
-	get_file(c, f.val[B_PASSWORD_FILE], field, &b->password_file);
+	lk_config_get_file(c, f.val[B_PASSWORD_FILE], field, &b->password_file);
 
 	/* Without a known type there is no telling which of the remaining fields belong. */
 	if (!typed)
@@ -332,12 +132,12 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 
 	if (b->type == LK_BACKEND_REDIS) {
 		lk_config_join(field, path, "address");
-		if (get_string(c, f.val[B_ADDRESS], field, &b->address) > 0 &&
+		if (lk_config_get_string(c, f.val[B_ADDRESS], field, &b->address) > 0 &&
 		    !lk_backend_valid_address(b->address, false))
 			lk_config_error_at(c, f.val[B_ADDRESS], field,
 			                   "%s is not host:port, [v6]:port or unix:/path", Q(qb, b->address));
 		if (!b->address)
-			dup_str(c, LK_BACKEND_REDIS_DEFAULT_ADDRESS, &b->address);
+			lk_config_dup_str(c, LK_BACKEND_REDIS_DEFAULT_ADDRESS, &b->address);
 		return;
 	}
 
@@ -345,7 +145,7 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 	lk_config_join(field, path, "endpoints");
 	if (!eps) {
 		b->endpoints = calloc(1, sizeof(*b->endpoints));
-		if (!b->endpoints || dup_str(c, LK_BACKEND_ETCD_DEFAULT_ENDPOINT, &b->endpoints[0]) < 0)
+		if (!b->endpoints || lk_config_dup_str(c, LK_BACKEND_ETCD_DEFAULT_ENDPOINT, &b->endpoints[0]) < 0)
 			c->oom = true;
 		else
 			b->n_endpoints = 1;
@@ -372,7 +172,7 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 			size_t eplen;
 
 			snprintf(ifield, sizeof(ifield), "%s[%zu]", field, k);
-			if (get_string(c, item, ifield, ep) <= 0)
+			if (lk_config_get_string(c, item, ifield, ep) <= 0)
 				continue;
 			b->n_endpoints++;
 			if (lk_backend_endpoint_len(*ep, &eplen) < 0)
@@ -382,18 +182,18 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 	}
 
 	lk_config_join(field, path, "username");
-	if (get_string(c, f.val[B_USERNAME], field, &b->username) > 0) {
-		if (!printable_word(b->username, 1, MAX_IDENTITY))
+	if (lk_config_get_string(c, f.val[B_USERNAME], field, &b->username) > 0) {
+		if (!lk_config_printable_word(b->username, 1, MAX_IDENTITY))
 			lk_config_error_at(c, f.val[B_USERNAME], field,
 			                   "%s must be 1 to %d printable ASCII characters without spaces",
 			                   Q(qb, b->username), MAX_IDENTITY);
 	}
 	lk_config_join(field, path, "ca_file");
-	get_file(c, f.val[B_CA_FILE], field, &b->ca_file);
+	lk_config_get_file(c, f.val[B_CA_FILE], field, &b->ca_file);
 	lk_config_join(field, path, "cert_file");
-	get_file(c, f.val[B_CERT_FILE], field, &b->cert_file);
+	lk_config_get_file(c, f.val[B_CERT_FILE], field, &b->cert_file);
 	lk_config_join(field, path, "key_file");
-	get_file(c, f.val[B_KEY_FILE], field, &b->key_file);
+	lk_config_get_file(c, f.val[B_KEY_FILE], field, &b->key_file);
 	/* Settings that need another one, by presence in the file (a file that cannot be read is
 	 * reported as such, not also as missing). */
 	for (size_t k = 0; k < LK_BACKEND_ETCD_N_REQUIRES; k++) {
@@ -466,8 +266,8 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 	lk_config_join(field, path, "name");
 	if (!f.val[L_NAME]) {
 		lk_config_error_at(c, n, path, "missing required field \"name\"");
-	} else if (get_string(c, f.val[L_NAME], field, &l->name) > 0) {
-		if (!valid_name(l->name)) {
+	} else if (lk_config_get_string(c, f.val[L_NAME], field, &l->name) > 0) {
+		if (!lk_config_valid_name(l->name)) {
 			lk_config_error_at(c, f.val[L_NAME], field,
 			                   "%s is not a valid lock name ([A-Za-z0-9._-]{1,128})", Q(qb, l->name));
 		} else {
@@ -483,7 +283,7 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 	}
 
 	lk_config_join(field, path, "backend");
-	if (get_string(c, f.val[L_BACKEND], field, &s) > 0) {
+	if (lk_config_get_string(c, f.val[L_BACKEND], field, &s) > 0) {
 		size_t j;
 
 		for (j = 0; j < cfg->n_backends; j++)
@@ -506,8 +306,8 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 	}
 
 	lk_config_join(field, path, "key");
-	if (get_string(c, f.val[L_KEY], field, &l->key) > 0 &&
-	    !printable_word(l->key, 1, LK_BACKEND_KEY_MAX))
+	if (lk_config_get_string(c, f.val[L_KEY], field, &l->key) > 0 &&
+	    !lk_config_printable_word(l->key, 1, LK_BACKEND_KEY_MAX))
 		lk_config_error_at(c, f.val[L_KEY], field,
 		                   "%s must be 1 to %d printable ASCII characters without spaces", Q(qb, l->key),
 		                   LK_BACKEND_KEY_MAX);
@@ -518,7 +318,7 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 
 	l->ttl_ms = 10000;
 	lk_config_join(field, path, "ttl");
-	ttl_ok = get_duration(c, f.val[L_TTL], field, MIN_TTL_MS, &l->ttl_ms) >= 0;
+	ttl_ok = lk_config_get_duration(c, f.val[L_TTL], field, MIN_TTL_MS, &l->ttl_ms) >= 0;
 	timing_ok = ttl_ok;
 	l->renew_interval_ms = l->ttl_ms / 3;
 	l->renew_deadline_ms = 2 * l->ttl_ms / 3;
@@ -529,8 +329,8 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 		int field_id = durations[k].field;
 
 		lk_config_join(field, path, lock_keys[field_id]);
-		if (get_duration(c, f.val[field_id], field, 1,
-		                 (int64_t *)(void *)((char *)l + durations[k].off)) < 0 &&
+		if (lk_config_get_duration(c, f.val[field_id], field, 1,
+		                           (int64_t *)(void *)((char *)l + durations[k].off)) < 0 &&
 		    (field_id == L_RENEW_INTERVAL || field_id == L_RENEW_DEADLINE))
 			timing_ok = false;
 	}
@@ -541,7 +341,7 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 
 	lk_config_join(field, path, "campaign");
 	l->campaign = LK_CAMPAIGN_WHEN_APP_CONNECTED;
-	if (get_choice(c, f.val[L_CAMPAIGN], field, "campaign mode", campaigns, 2, &choice) > 0)
+	if (lk_config_get_choice(c, f.val[L_CAMPAIGN], field, "campaign mode", campaigns, 2, &choice) > 0)
 		l->campaign = (enum lk_campaign_mode)choice;
 
 	if (backend_ok && cfg->backends[l->backend].type == LK_BACKEND_ETCD &&
@@ -602,7 +402,7 @@ static void parse_allowed_uids(struct lk_config_ctx *c, yaml_node_t *list, struc
 		/* (uid_t)-1 is "no uid" to the kernel's interfaces, so it is not a valid entry. */
 		if (lk_config_is_null(item))
 			lk_config_error_at(c, item, field, "expected a uid, found null");
-		else if (get_number(c, item, field, 0, UINT32_MAX - 1, "a uid", &v) > 0)
+		else if (lk_config_get_number(c, item, field, 0, UINT32_MAX - 1, "a uid", &v) > 0)
 			uids[i] = (uint32_t)v;
 	}
 	cfg->allowed_uids = uids;
@@ -624,12 +424,12 @@ static void default_identity(struct lk_config_ctx *c, yaml_node_t *root, struct 
 		host[sizeof(host) - 1] = '\0';
 		h = host;
 	}
-	if (!printable_word(h, 1, MAX_IDENTITY))
+	if (!lk_config_printable_word(h, 1, MAX_IDENTITY))
 		lk_config_error_at(c, root, "identity",
 		                   "not set, and the host name %s is not a valid identity (1 to %d printable "
 		                   "ASCII characters without spaces)", Q(qb, h), MAX_IDENTITY);
 	else
-		dup_str(c, h, &cfg->identity);
+		lk_config_dup_str(c, h, &cfg->identity);
 }
 
 /* A list of items at the top level: the item count (capped), or 0 after reporting. */
@@ -671,8 +471,8 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 	}
 	lk_config_scan_mapping(c, root, "", top_keys, T_N, &f);
 
-	if (get_string(c, f.val[T_IDENTITY], "identity", &cfg->identity) > 0) {
-		if (!printable_word(cfg->identity, 1, MAX_IDENTITY))
+	if (lk_config_get_string(c, f.val[T_IDENTITY], "identity", &cfg->identity) > 0) {
+		if (!lk_config_printable_word(cfg->identity, 1, MAX_IDENTITY))
 			lk_config_error_at(c, f.val[T_IDENTITY], "identity",
 			                   "%s must be 1 to %d printable ASCII characters without spaces",
 			                   Q(qb, cfg->identity), MAX_IDENTITY);
@@ -680,7 +480,7 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 		default_identity(c, root, cfg);
 	}
 
-	if (get_string(c, f.val[T_SOCKET], "socket", &cfg->socket_path) > 0) {
+	if (lk_config_get_string(c, f.val[T_SOCKET], "socket", &cfg->socket_path) > 0) {
 		if (!*cfg->socket_path)
 			lk_config_error_at(c, f.val[T_SOCKET], "socket", "must not be empty");
 		else if (strlen(cfg->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
@@ -688,17 +488,17 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 			                   "is too long for a Unix socket path (at most %zu bytes)",
 			                   sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 	} else if (!cfg->socket_path) {
-		dup_str(c, "/run/leasekeeper/agent.sock", &cfg->socket_path);
+		lk_config_dup_str(c, "/run/leasekeeper/agent.sock", &cfg->socket_path);
 	}
 
 	cfg->socket_mode = 0660;
-	get_mode(c, f.val[T_SOCKET_MODE], "socket_mode", &cfg->socket_mode);
+	lk_config_get_mode(c, f.val[T_SOCKET_MODE], "socket_mode", &cfg->socket_mode);
 
 	/* On by default, on loopback, as docs/configuration.md says: "" is how to turn it
 	 * off. */
-	if (get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) <= 0) {
+	if (lk_config_get_string(c, f.val[T_HTTP_LISTEN], "http_listen", &cfg->http_listen) <= 0) {
 		if (!cfg->http_listen)
-			dup_str(c, LK_CONFIG_DEFAULT_HTTP_LISTEN, &cfg->http_listen);
+			lk_config_dup_str(c, LK_CONFIG_DEFAULT_HTTP_LISTEN, &cfg->http_listen);
 	} else {
 		if (!*cfg->http_listen) {
 			free(cfg->http_listen);
@@ -710,26 +510,27 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 	}
 
 	cfg->log_format = LK_LOG_TEXT;
-	if (get_choice(c, f.val[T_LOG_FORMAT], "log_format", "log format", formats, 2, &choice) > 0)
+	if (lk_config_get_choice(c, f.val[T_LOG_FORMAT], "log_format", "log format", formats, 2,
+	                         &choice) > 0)
 		cfg->log_format = choice == 0 ? LK_LOG_JSON : LK_LOG_TEXT;
 
 	cfg->shutdown_timeout_ms = 25000;
-	shutdown_ok = get_duration(c, f.val[T_SHUTDOWN_TIMEOUT], "shutdown_timeout", 1,
-	                           &cfg->shutdown_timeout_ms) >= 0;
+	shutdown_ok = lk_config_get_duration(c, f.val[T_SHUTDOWN_TIMEOUT], "shutdown_timeout", 1,
+	                                     &cfg->shutdown_timeout_ms) >= 0;
 
-	get_file(c, f.val[T_AUTH_KEY_FILE], "auth_key_file", &cfg->auth_key_file);
+	lk_config_get_file(c, f.val[T_AUTH_KEY_FILE], "auth_key_file", &cfg->auth_key_file);
 
 	parse_allowed_uids(c, f.val[T_ALLOWED_UIDS], cfg);
 	{
 		uint64_t v = LK_CONFIG_DEFAULT_MAX_CLIENTS;
 
-		get_number(c, f.val[T_MAX_CLIENTS], "max_clients", LK_CONFIG_MIN_MAX_CLIENTS,
-		           LK_CONFIG_MAX_MAX_CLIENTS, NULL, &v);
+		lk_config_get_number(c, f.val[T_MAX_CLIENTS], "max_clients", LK_CONFIG_MIN_MAX_CLIENTS,
+		                     LK_CONFIG_MAX_MAX_CLIENTS, NULL, &v);
 		cfg->max_clients = (size_t)v;
 	}
 	cfg->client_idle_timeout_ms = LK_CONFIG_DEFAULT_IDLE_MS;
-	get_duration(c, f.val[T_CLIENT_IDLE_TIMEOUT], "client_idle_timeout", LK_CONFIG_MIN_IDLE_MS,
-	             &cfg->client_idle_timeout_ms);
+	lk_config_get_duration(c, f.val[T_CLIENT_IDLE_TIMEOUT], "client_idle_timeout",
+	                       LK_CONFIG_MIN_IDLE_MS, &cfg->client_idle_timeout_ms);
 
 	n = list_items(c, root, f.val[T_BACKENDS], "backends", "backend", LK_CONFIG_MAX_BACKENDS);
 	if (n) {

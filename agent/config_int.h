@@ -13,6 +13,7 @@
 
 #define LK_CONFIG_MAX_SCALAR_BYTES  (64 * 1024) /* one value after ${VAR} expansion */
 #define LK_CONFIG_QUOTE_MAX         100         /* characters of a value shown in a message */
+#define LK_CONFIG_MAX_LOCK_NAME     128         /* bytes of a lock name */
 #define LK_CONFIG_PATH_MAX_LEN      96          /* "backends[63].endpoints[15]" and the like */
 
 /* One diagnostic before sorting: they are produced in processing order (backends before locks,
@@ -67,6 +68,34 @@ void lk_config_scan_mapping(struct lk_config_ctx *c, yaml_node_t *map, const cha
 /* The scalar n with ${VAR}, ${VAR:-default} and $$ expanded: a new string, or NULL after
  * reporting (or on out of memory, with c->oom set). */
 char *lk_config_expand(struct lk_config_ctx *c, const yaml_node_t *n, const char *field);
+
+/* ---- config_values.c ---- */
+
+/* A string field: 1 with *ret a new string, 0 when absent, -1 after reporting. */
+int lk_config_get_string(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret);
+/* A duration field of at least min_ms (and no field may be 0): 1 with *ret set, 0 when absent,
+ * -1 after reporting. */
+int lk_config_get_duration(struct lk_config_ctx *c, yaml_node_t *n, const char *field,
+                           int64_t min_ms, int64_t *ret);
+/* Like get_string, for a value that must be one of the choices: 1 with *ret the index, 0 when
+ * absent, -1 after reporting. */
+int lk_config_get_choice(struct lk_config_ctx *c, yaml_node_t *n, const char *field,
+                         const char *what, const char *const *choices, size_t n_choices,
+                         size_t *ret);
+bool lk_config_printable_word(const char *s, size_t min, size_t max);
+bool lk_config_valid_name(const char *s);
+/* A file the agent will read later: checked now so that check-config catches a missing
+ * secret before a rollout does. Its contents are never read here. */
+int lk_config_get_file(struct lk_config_ctx *c, yaml_node_t *n, const char *field, char **ret);
+/* "0660", "660" or an unquoted 0660: YAML 1.1 would read the last as octal and YAML 1.2 as
+ * decimal 660, so the text is taken as octal digits either way, which is what was meant. */
+int lk_config_get_mode(struct lk_config_ctx *c, yaml_node_t *n, const char *field, unsigned *ret);
+/* A whole number from min to max, written in decimal (a YAML int, or a string after ${VAR}
+ * expansion): 1 with *ret set, 0 when absent, -1 after reporting. what names the kind of value
+ * in the message ("a uid"), or is NULL for a plain range message. */
+int lk_config_get_number(struct lk_config_ctx *c, yaml_node_t *n, const char *field, uint64_t min,
+                         uint64_t max, const char *what, uint64_t *ret);
+int lk_config_dup_str(struct lk_config_ctx *c, const char *s, char **ret);
 
 /* ---- config.c ---- */
 
