@@ -327,22 +327,14 @@ static const struct lk_backend_ops lk_etcd_ops = {
 	.free = lk_etcd_free,
 };
 
-/* An endpoint as curl will get it (lk_backend_endpoint_len() has the rule): no path, no
- * credentials, no bytes that could end up somewhere unexpected; trailing '/'s dropped. */
+/* An endpoint as curl will get it: the factory checked it against lk_backend_endpoint_len();
+ * trailing '/'s dropped. */
 static int lk_etcd_endpoint(const char *url, char **ret, char *err, size_t errlen)
 {
-	size_t n;
+	size_t n = strlen(url);
 	char *s;
 
-	if (lk_backend_endpoint_len(url, &n) < 0) {
-		if (strchr(url, '@'))
-			snprintf(err, errlen, "invalid endpoint: credentials in a URL are not "
-			         "supported (use username and password_file)");
-		else
-			snprintf(err, errlen, "invalid endpoint \"%.*s\": want http://host:port or "
-			         "https://host:port", LK_ETCD_MAX_SHOWN_LEN, url);
-		return -EINVAL;
-	}
+	(void)lk_backend_endpoint_len(url, &n);
 	s = strndup(url, n);
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -367,28 +359,12 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
                 const struct lk_backend_hooks *hooks, struct lk_backend **ret,
                 char *err, size_t errlen)
 {
-	char scratch[LK_ETCD_MAX_LOG_LEN];
 	struct timeval now = { 0, 0 };
 	size_t n_endpoints;
 	struct lk_etcd *e;
 	int rc;
 
-	if (!err || errlen == 0) {
-		err = scratch;
-		errlen = sizeof(scratch);
-	}
-	if (!base || !cfg || !ret) {
-		snprintf(err, errlen, "invalid arguments");
-		return -EINVAL;
-	}
-	if (cfg->timeout_ms <= 0) {
-		snprintf(err, errlen, "timeout must be positive");
-		return -EINVAL;
-	}
-	if (cfg->n_endpoints > LK_CONFIG_MAX_ENDPOINTS || (cfg->n_endpoints && !cfg->endpoints)) {
-		snprintf(err, errlen, "invalid endpoints list");
-		return -EINVAL;
-	}
+	/* The factory checked the arguments and cfg (backend_int.h). */
 	/* Once per process, before the first handle (see the top of this file for why it is
 	 * never undone). Not thread-safe, like everything on the agent's one thread. */
 	if (!lk_etcd_curl_ready) {
