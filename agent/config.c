@@ -241,8 +241,38 @@ static void check_timing(struct lk_config_ctx *c, const char *path,
 	}
 }
 
+/* The lock names seen so far, to find a duplicate in O(1) rather than comparing every lock
+ * with every earlier one (16384 locks: 134 million comparisons). Open addressing on the name's
+ * FNV-1a hash; a slot holds a lock index + 1, 0 is empty. */
+struct name_set {
+	size_t *slots;
+	size_t mask;
+};
+
+static size_t name_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+/* The index of an earlier lock named like locks[i], or -1 after adding locks[i]. */
+static long name_set_add(struct name_set *set, const struct lk_config *cfg, size_t i)
+{
+	const char *name = cfg->locks[i].name;
+	size_t k = name_hash(name) & set->mask;
+
+	for (; set->slots[k]; k = (k + 1) & set->mask)
+		if (strcmp(cfg->locks[set->slots[k] - 1].name, name) == 0)
+			return (long)(set->slots[k] - 1);
+	set->slots[k] = i + 1;
+	return -1;
+}
+
 static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg,
-                       int64_t shutdown_ms)
+                       int64_t shutdown_ms, struct name_set *names)
 {
 	static const char *const campaigns[] = { "when_app_connected", "always" };
 	static const struct { int field; size_t off; } durations[] = {
@@ -271,14 +301,12 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 			lk_config_error_at(c, f.val[L_NAME], field,
 			                   "%s is not a valid lock name ([A-Za-z0-9._-]{1,128})", Q(qb, l->name));
 		} else {
-			for (size_t j = 0; j < i; j++) {
-				if (cfg->locks[j].name && strcmp(cfg->locks[j].name, l->name) == 0) {
-					lk_config_error_at(c, f.val[L_NAME], field,
-					                   "lock name %s is already used by locks[%zu]",
-					                   Q(qb, l->name), j);
-					break;
-				}
-			}
+			long j = name_set_add(names, cfg, i);
+
+			if (j >= 0)
+				lk_config_error_at(c, f.val[L_NAME], field,
+				                   "lock name %s is already used by locks[%ld]",
+				                   Q(qb, l->name), j);
 		}
 	}
 
@@ -547,15 +575,22 @@ void lk_config_parse_root(struct lk_config_ctx *c, yaml_node_t *root, struct lk_
 
 	n = list_items(c, root, f.val[T_LOCKS], "locks", "lock", LK_CONFIG_MAX_LOCKS);
 	if (n) {
+		struct name_set names = { .mask = 1 };
+
+		while (names.mask + 1 < 2 * n)
+			names.mask = names.mask * 2 + 1;
 		cfg->locks = calloc(n, sizeof(*cfg->locks));
-		if (!cfg->locks) {
+		names.slots = calloc(names.mask + 1, sizeof(*names.slots));
+		if (!cfg->locks || !names.slots) {
+			free(names.slots);
 			c->oom = true;
 			return;
 		}
 		cfg->n_locks = n;
 		for (size_t i = 0; i < n; i++)
 			parse_lock(c, lk_config_node_at(c, f.val[T_LOCKS]->data.sequence.items.start[i]), i, cfg,
-			           shutdown_ok ? cfg->shutdown_timeout_ms : 0);
+			           shutdown_ok ? cfg->shutdown_timeout_ms : 0, &names);
+		free(names.slots);
 	}
 }
 

@@ -17,11 +17,15 @@
  * file, however built, costs more than a bounded amount of time and memory to reject. */
 #define LK_CONFIG_MAX_BYTES     (1024 * 1024)
 #define LK_CONFIG_MAX_DEPTH     64     /* lists and mappings inside each other */
-#define LK_CONFIG_MAX_NODES     100000 /* scalars, lists and mappings in one document */
+#define LK_CONFIG_MAX_NODES     200000 /* scalars, lists and mappings in one document */
 #define LK_CONFIG_MAX_ANCHORS   256    /* &anchors per document */
 #define LK_CONFIG_MAX_ALIASES   4096   /* *aliases per document */
 #define LK_CONFIG_MAX_BACKENDS  64
-#define LK_CONFIG_MAX_LOCKS     256
+/* Locks per agent. What bounds it: the file's caps above (16384 locks of up to five fields
+ * each fit in LK_CONFIG_MAX_NODES; at about 60 bytes a lock in flow style, in 1 MiB), the
+ * memory each lock costs (its backend's key, four timers, its STATUS and metrics lines) and the
+ * backend's renewal traffic, one request per lock every renew_interval. */
+#define LK_CONFIG_MAX_LOCKS     16384
 #define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */
 
 #define LK_CONFIG_MAX_UIDS      32
@@ -31,7 +35,7 @@
 /* Client slots on the socket: an app and a drain or status command need one each. */
 #define LK_CONFIG_DEFAULT_MAX_CLIENTS 128
 #define LK_CONFIG_MIN_MAX_CLIENTS     2
-#define LK_CONFIG_MAX_MAX_CLIENTS     4096
+#define LK_CONFIG_MAX_MAX_CLIENTS     32768 /* a campaign client for each of the most locks */
 #define LK_CONFIG_DEFAULT_IDLE_MS     10000
 #define LK_CONFIG_MIN_IDLE_MS         1000 /* room for HELLO's reply and the CAMPAIGN after it */
 

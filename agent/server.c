@@ -22,6 +22,7 @@
 #include "agent/log.h"
 #include "agent/session.h"
 #include "agent/sockfile.h"
+#include "agent/status.h"
 #include "locks/backend.h"
 #include "proto/auth.h"
 #include "proto/codec.h"
@@ -49,9 +50,16 @@ struct client {
 	bool closing;              /* no more input; close once output is flushed */
 	bool dead;                 /* waiting to be reaped */
 	bool evicted;              /* closed by the agent, not by the app: see free_client */
+	bool watch_all;            /* on the server's `all` list (WATCH *) */
 };
 
 TAILQ_HEAD(client_list, client);
+
+/* The clients that want one lock's events (or every lock's), in no particular order. */
+struct sub_list {
+	struct client **v;
+	size_t n, cap;
+};
 
 struct lk_server {
 	struct event_base *base;
@@ -65,6 +73,11 @@ struct lk_server {
 	struct client_list clients;     /* live: served, or closing while their output flushes */
 	struct client_list dead;        /* waiting for the reaper */
 	struct client_list idle;        /* live and idle (see server.h), oldest first */
+	/* Who gets each lock's events: a lock's event costs its own subscribers, not a look at
+	 * every client (with thousands of locks and clients, one event per renewal each). */
+	struct sub_list *by_lock;       /* [n_locks]: campaign clients and watchers of the lock */
+	size_t n_locks;
+	struct sub_list all;            /* WATCH *: every lock's events */
 	size_t n_live;                  /* on clients: what max_clients caps */
 	uint64_t next_id;
 	struct event *reaper;
@@ -262,8 +275,64 @@ static void io_active(void *conn)
 		evtimer_del(c->timer);
 }
 
+static int sub_add(struct sub_list *l, struct client *c)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 2;
+		struct client **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = c;
+	return 0;
+}
+
+/* Linear in the list: a lock has few campaign clients and watchers (at most
+ * LK_LOCK_MAX_CAMPAIGNERS of the former), and this runs once per subscription, not per event. */
+static void sub_remove(struct sub_list *l, const struct client *c)
+{
+	for (size_t k = 0; k < l->n; k++) {
+		if (l->v[k] == c) {
+			l->v[k] = l->v[--l->n];
+			return;
+		}
+	}
+}
+
+static int io_want(void *conn, size_t lock_index, bool on)
+{
+	struct client *c = conn;
+	struct lk_server *s = c->srv;
+	struct sub_list *l;
+
+	if (lock_index == LK_SESSION_ALL_LOCKS) {
+		l = &s->all;
+		if (on == c->watch_all)
+			return 0;
+	} else if (lock_index < s->n_locks) {
+		l = &s->by_lock[lock_index];
+	} else {
+		return on ? -EINVAL : 0;
+	}
+	if (!on) {
+		sub_remove(l, c);
+		if (l == &s->all)
+			c->watch_all = false;
+		return 0;
+	}
+	if (sub_add(l, c) < 0)
+		return -ENOMEM;
+	if (l == &s->all)
+		c->watch_all = true;
+	return 0;
+}
+
 static const struct lk_session_io session_io = {
 	.send = io_send, .close = io_close, .hello = io_hello, .active = io_active,
+	.want = io_want,
 };
 
 /* Free a client's memory and close its socket; accepts a half-built one. */
@@ -573,6 +642,10 @@ int lk_server_new(struct event_base *base, const struct lk_session_env *env, con
 		memcpy(s->key, env->key, LK_AUTH_KEY_BYTES);
 		s->env.key = s->key;
 	}
+	s->n_locks = env->status->n_locks;
+	s->by_lock = calloc(s->n_locks ? s->n_locks : 1, sizeof(*s->by_lock));
+	if (!s->by_lock)
+		goto nomem;
 	s->path = strdup(path);
 	s->reaper = event_new(base, -1, 0, on_reap, s);
 	s->close_timer = evtimer_new(base, on_close_timeout, s);
@@ -622,11 +695,6 @@ static void send_to(struct lk_server *s, bool (*want)(const struct client *c, si
 	}
 }
 
-static bool wants_lock(const struct client *c, size_t i)
-{
-	return c->sess && lk_session_wants_lock(c->sess, i);
-}
-
 static bool said_hello(const struct client *c, size_t i)
 {
 	return c->hello;
@@ -637,9 +705,22 @@ static bool asked_to_drain(const struct client *c, size_t i)
 	return c->sess && lk_session_asked_to_drain(c->sess);
 }
 
+/* send_line may drop a slow client: that only moves it to the dead list and leaves the
+ * subscription lists alone (the session leaves them when the reaper frees it), so the walks stay
+ * valid; a dropped client's later sends are ignored. A WATCH * client is on `all` alone as far
+ * as delivery goes, so that it gets each line once even if it also named the lock. */
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len)
 {
-	send_to(s, wants_lock, lock_index, line, len);
+	const struct sub_list *l;
+
+	if (lock_index >= s->n_locks)
+		return;
+	l = &s->by_lock[lock_index];
+	for (size_t k = 0; k < l->n; k++)
+		if (!l->v[k]->watch_all)
+			send_line(l->v[k], line, len);
+	for (size_t k = 0; k < s->all.n; k++)
+		send_line(s->all.v[k], line, len);
 }
 
 void lk_server_broadcast(struct lk_server *s, const char *line, size_t len)
@@ -742,6 +823,10 @@ struct lk_server *lk_server_free(struct lk_server *s)
 		event_free(s->close_timer);
 	if (s->accept_pause)
 		event_free(s->accept_pause);
+	for (size_t i = 0; s->by_lock && i < s->n_locks; i++)
+		free(s->by_lock[i].v);
+	free(s->by_lock);
+	free(s->all.v);
 	free(s->uids);
 	free(s->path);
 	free(s);

@@ -17,6 +17,11 @@
 #define FLAG_CAMPAIGN 1u
 #define FLAG_WATCH    2u
 
+struct sub {
+	uint32_t lock;             /* index in the status view */
+	uint8_t flags;             /* FLAG_CAMPAIGN | FLAG_WATCH, never 0 */
+};
+
 struct lk_session {
 	const struct lk_session_env *env;
 	const struct lk_session_io *io;
@@ -28,12 +33,94 @@ struct lk_session {
 	bool closing;              /* asked the transport to close: take no more lines */
 	bool drainer;              /* asked for the drain: gets DRAINED */
 	bool watch_all;
-	uint8_t *flags;            /* per lock: FLAG_CAMPAIGN | FLAG_WATCH */
+	/* The locks this client campaigns on or watches, sorted by lock index. Most clients name
+	 * one lock, and an agent may have thousands: a flag per configured lock in every session
+	 * would cost locks x clients bytes and a scan of every lock per question. */
+	struct sub *subs;
+	size_t n_subs, cap_subs;
+	size_t n_campaign, n_watch; /* subs with FLAG_CAMPAIGN, with FLAG_WATCH */
 };
 
 static struct lk_lock *lock_at(const struct lk_session *s, int i)
 {
 	return s->env->status->locks[i];
+}
+
+/* The first sub whose lock is >= i (n_subs if none). */
+static size_t sub_pos(const struct lk_session *s, size_t i)
+{
+	size_t lo = 0, hi = s->n_subs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->subs[mid].lock < i)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static uint8_t sub_flags(const struct lk_session *s, size_t i)
+{
+	size_t p = sub_pos(s, i);
+
+	return p < s->n_subs && s->subs[p].lock == i ? s->subs[p].flags : 0;
+}
+
+static void count_flags(struct lk_session *s, uint8_t flags, int by)
+{
+	if (flags & FLAG_CAMPAIGN)
+		s->n_campaign += (size_t)by;
+	if (flags & FLAG_WATCH)
+		s->n_watch += (size_t)by;
+}
+
+/* Set flag on lock i, telling the transport when the client starts wanting the lock's events.
+ * Returns 0 or -ENOMEM (nothing changed). */
+static int sub_set(struct lk_session *s, size_t i, uint8_t flag)
+{
+	size_t p = sub_pos(s, i);
+
+	if (p < s->n_subs && s->subs[p].lock == i) {
+		count_flags(s, flag & (uint8_t)~s->subs[p].flags, 1);
+		s->subs[p].flags |= flag;
+		return 0;
+	}
+	if (s->n_subs == s->cap_subs) {
+		size_t cap = s->cap_subs ? s->cap_subs * 2 : 2;
+		struct sub *v = realloc(s->subs, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->subs = v;
+		s->cap_subs = cap;
+	}
+	if (s->io->want && s->io->want(s->conn, i, true) < 0)
+		return -ENOMEM;
+	memmove(&s->subs[p + 1], &s->subs[p], (s->n_subs - p) * sizeof(*s->subs));
+	s->subs[p] = (struct sub){ .lock = (uint32_t)i, .flags = flag };
+	s->n_subs++;
+	count_flags(s, flag, 1);
+	return 0;
+}
+
+/* Clear flag on lock i; the last flag gone, the client no longer wants the lock's events. */
+static void sub_clear(struct lk_session *s, size_t i, uint8_t flag)
+{
+	size_t p = sub_pos(s, i);
+
+	if (p == s->n_subs || s->subs[p].lock != i)
+		return;
+	count_flags(s, flag & s->subs[p].flags, -1);
+	s->subs[p].flags &= (uint8_t)~flag;
+	if (s->subs[p].flags)
+		return;
+	memmove(&s->subs[p], &s->subs[p + 1], (s->n_subs - p - 1) * sizeof(*s->subs));
+	s->n_subs--;
+	if (s->io->want)
+		s->io->want(s->conn, i, false);
 }
 
 static void send_fmt(struct lk_session *s, int n, const char *buf)
@@ -124,7 +211,12 @@ static void do_campaign(struct lk_session *s, int i, const struct lk_request *re
 		send_err(s, LK_ERR_BAD_REQUEST, "too many campaign clients");
 		return;
 	}
-	s->flags[i] |= FLAG_CAMPAIGN;
+	if (sub_set(s, (size_t)i, FLAG_CAMPAIGN) < 0) {
+		/* Joined but not flagged: leave again, or the lock would wait for this client. */
+		lk_lock_leave(lock_at(s, i), s);
+		send_err(s, LK_ERR_BAD_REQUEST, "out of memory");
+		return;
+	}
 	s->io->active(s->conn);
 	send_ok(s, LK_VERB_CAMPAIGN, req->lock);
 	send_lock_state(s, (size_t)i);
@@ -136,6 +228,11 @@ static void do_watch(struct lk_session *s, const struct lk_request *req)
 	int i;
 
 	if (strcmp(req->lock, "*") == 0) {
+		if (!s->watch_all && s->io->want &&
+		    s->io->want(s->conn, LK_SESSION_ALL_LOCKS, true) < 0) {
+			send_err(s, LK_ERR_BAD_REQUEST, "out of memory");
+			return;
+		}
 		s->watch_all = true;
 		s->io->active(s->conn);
 		send_ok(s, LK_VERB_WATCH, req->lock);
@@ -148,18 +245,39 @@ static void do_watch(struct lk_session *s, const struct lk_request *req)
 		send_err(s, LK_ERR_UNKNOWN_LOCK, req->lock);
 		return;
 	}
-	s->flags[i] |= FLAG_WATCH;
+	if (sub_set(s, (size_t)i, FLAG_WATCH) < 0) {
+		send_err(s, LK_ERR_BAD_REQUEST, "out of memory");
+		return;
+	}
 	s->io->active(s->conn);
 	send_ok(s, LK_VERB_WATCH, req->lock);
 	send_lock_state(s, (size_t)i);
 }
 
-static void do_status(struct lk_session *s)
+/* STATUS, STATUS <lock> (that lock alone) or STATUS after=<lock> (the next page: the locks
+ * after it in config order, as many as fit in a line). */
+static void do_status(struct lk_session *s, const struct lk_request *req)
 {
+	const struct lk_status *st = s->env->status;
+	const char *name = req->lock ? req->lock : req->after;
+	size_t max = LK_LINE_MAX - sizeof("OK STATUS \n");
 	char *json;
+	int i = -1;
 
-	lk_status_catch_up(s->env->status);
-	json = lk_status_json(s->env->status, LK_LINE_MAX - sizeof("OK STATUS \n"));
+	if (name) {
+		i = lk_status_find_lock(st, name);
+		if (i < 0) {
+			send_err(s, LK_ERR_UNKNOWN_LOCK, name);
+			return;
+		}
+	}
+	lk_status_catch_up(st);
+	if (req->lock)
+		json = lk_status_json_page(st, (size_t)i, true, max);
+	else if (req->after)
+		json = lk_status_json_page(st, (size_t)i + 1, false, max);
+	else
+		json = lk_status_json(st, max);
 	if (!json) {
 		send_err(s, LK_ERR_BAD_REQUEST, "out of memory");
 		return;
@@ -221,13 +339,13 @@ static void handle_line(struct lk_session *s, char *line, size_t len)
 		return;
 	case LK_VERB_RESIGN:
 		send_ok(s, LK_VERB_RESIGN, req.lock);
-		if (s->flags[i] & FLAG_CAMPAIGN) {
-			s->flags[i] &= (uint8_t)~FLAG_CAMPAIGN;
+		if (sub_flags(s, (size_t)i) & FLAG_CAMPAIGN) {
+			sub_clear(s, (size_t)i, FLAG_CAMPAIGN);
 			lk_lock_leave(lock_at(s, i), s);
 		}
 		return;
 	case LK_VERB_STATUS:
-		do_status(s);
+		do_status(s, &req);
 		return;
 	case LK_VERB_DRAIN:
 		s->drainer = true;
@@ -285,11 +403,6 @@ struct lk_session *lk_session_new(const struct lk_session_env *env,
 
 	if (!s)
 		return NULL;
-	s->flags = calloc(st->n_locks + 1, 1);
-	if (!s->flags) {
-		free(s);
-		return NULL;
-	}
 	s->env = env;
 	s->io = io;
 	s->conn = conn;
@@ -305,15 +418,24 @@ struct lk_session *lk_session_free(struct lk_session *s, bool cut_off)
 {
 	if (!s)
 		return NULL;
-	for (size_t i = 0; i < s->env->status->n_locks; i++) {
-		if (!(s->flags[i] & FLAG_CAMPAIGN))
+	/* The transport forgets the client first: leaving a lock can make it emit to the others. */
+	if (s->io->want) {
+		if (s->watch_all)
+			s->io->want(s->conn, LK_SESSION_ALL_LOCKS, false);
+		for (size_t k = 0; k < s->n_subs; k++)
+			s->io->want(s->conn, s->subs[k].lock, false);
+	}
+	for (size_t k = 0; k < s->n_subs; k++) {
+		struct lk_lock *l = lock_at(s, (int)s->subs[k].lock);
+
+		if (!(s->subs[k].flags & FLAG_CAMPAIGN))
 			continue;
 		if (cut_off)
-			lk_lock_evict(lock_at(s, (int)i), s);
+			lk_lock_evict(l, s);
 		else
-			lk_lock_leave(lock_at(s, (int)i), s);
+			lk_lock_leave(l, s);
 	}
-	free(s->flags);
+	free(s->subs);
 	free(s);
 	return NULL;
 }
@@ -324,17 +446,12 @@ const char *lk_session_name(const struct lk_session *s) { return s->name; }
 
 bool lk_session_wants_lock(const struct lk_session *s, size_t lock_index)
 {
-	return s->hello && (s->watch_all || s->flags[lock_index]);
+	return s->hello && (s->watch_all || sub_flags(s, lock_index));
 }
 
 enum lk_session_kind lk_session_kind(const struct lk_session *s)
 {
-	bool watch = s->watch_all;
-
-	for (size_t i = 0; i < s->env->status->n_locks; i++) {
-		if (s->flags[i] & FLAG_CAMPAIGN)
-			return LK_SESSION_CAMPAIGN;
-		watch |= (s->flags[i] & FLAG_WATCH) != 0;
-	}
-	return watch ? LK_SESSION_WATCH : LK_SESSION_OTHER;
+	if (s->n_campaign)
+		return LK_SESSION_CAMPAIGN;
+	return s->watch_all || s->n_watch ? LK_SESSION_WATCH : LK_SESSION_OTHER;
 }

@@ -34,7 +34,14 @@ struct lk_session_io {
 	void (*hello)(void *conn);
 	/* CAMPAIGN, WATCH or DRAIN succeeded: the connection keeps its slot from now on. */
 	void (*active)(void *conn);
+	/* The session starts (on) or stops wanting the events of lock_index (LK_SESSION_ALL_LOCKS:
+	 * of every lock, WATCH *), so that the transport can keep a list of clients per lock and
+	 * send a lock's event to them alone, instead of asking every client on every event.
+	 * Returns 0, or -ENOMEM (on: the request then fails); off never fails. May be NULL. */
+	int (*want)(void *conn, size_t lock_index, bool on);
 };
+
+#define LK_SESSION_ALL_LOCKS ((size_t)-1)
 
 enum lk_session_kind { LK_SESSION_CAMPAIGN, LK_SESSION_WATCH, LK_SESSION_OTHER };
 
@@ -50,14 +57,15 @@ bool lk_session_read_line(struct lk_session *s, struct evbuffer *in);
 
 /* The transport ends the session (EOF, an error, cut off, the agent closing). I6: a campaign
  * client that goes away has stepped down; one that was cut_off has not said so and may still be
- * working, so its tenure is left to expire instead of released. Accepts NULL; returns NULL. */
+ * working, so its tenure is left to expire instead of released. io->want(off) is called for
+ * each lock it wanted first. Accepts NULL; returns NULL. */
 struct lk_session *lk_session_free(struct lk_session *s, bool cut_off);
 
 /* For the transport's broadcasts, slots and counts. */
 bool lk_session_said_hello(const struct lk_session *s);
-bool lk_session_wants_lock(const struct lk_session *s, size_t lock_index); /* its events */
+bool lk_session_wants_lock(const struct lk_session *s, size_t lock_index); /* O(log locks) */
 bool lk_session_asked_to_drain(const struct lk_session *s); /* gets DRAINED */
-enum lk_session_kind lk_session_kind(const struct lk_session *s);
+enum lk_session_kind lk_session_kind(const struct lk_session *s); /* O(1) */
 const char *lk_session_name(const struct lk_session *s); /* HELLO client=, or "-" */
 
 #endif

@@ -8,12 +8,53 @@
 
 #include "agent/lock.h"
 #include "locks/backend.h"
+#include "proto/codec.h"
+
+/* The sort of lk_status_index_new(): qsort has no context argument, so the one being sorted is
+ * here for the length of the call (one thread, and the sort calls nothing of ours). */
+static const struct lk_status *sorting;
+
+static int by_name_cmp(const void *a, const void *b)
+{
+	return strcmp(lk_lock_name(sorting->locks[*(const size_t *)a]),
+	              lk_lock_name(sorting->locks[*(const size_t *)b]));
+}
+
+size_t *lk_status_index_new(const struct lk_status *st)
+{
+	size_t *ix = calloc(st->n_locks ? st->n_locks : 1, sizeof(*ix));
+
+	if (!ix)
+		return NULL;
+	for (size_t i = 0; i < st->n_locks; i++)
+		ix[i] = i;
+	sorting = st;
+	qsort(ix, st->n_locks, sizeof(*ix), by_name_cmp);
+	sorting = NULL;
+	return ix;
+}
 
 int lk_status_find_lock(const struct lk_status *st, const char *name)
 {
-	for (size_t i = 0; i < st->n_locks; i++)
-		if (strcmp(lk_lock_name(st->locks[i]), name) == 0)
+	size_t lo = 0, hi = st->n_locks;
+
+	if (!st->by_name) {
+		for (size_t i = 0; i < st->n_locks; i++)
+			if (strcmp(lk_lock_name(st->locks[i]), name) == 0)
+				return (int)i;
+		return -1;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2, i = st->by_name[mid];
+		int c = strcmp(lk_lock_name(st->locks[i]), name);
+
+		if (c == 0)
 			return (int)i;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return -1;
 }
 
@@ -80,44 +121,81 @@ json_t *lk_status_leader_json(const struct lk_lock *l, bool *leads)
 	return o;
 }
 
-char *lk_status_json(const struct lk_status *st, size_t max_len)
+/* Room kept at the end of a page that leaves locks out: ,"truncated":N,"next_after":"<lock>".
+ * Lock names need no JSON escaping ([A-Za-z0-9._-]). */
+#define PAGE_TAIL_MAX (sizeof(",\"truncated\":18446744073709551615,\"next_after\":\"\"") + \
+                       LK_LOCK_NAME_MAX)
+
+/* The locks from first on that fit, with the fields around them in root; clients: include the
+ * "clients" object (the plain STATUS). The length of the line is counted as it grows (the
+ * root's dump without locks, plus each lock's dump and a comma), so a page costs one dump per
+ * lock rather than one dump of the whole line per lock. A page that can hold no lock at all is
+ * NULL unless no lock was asked for. */
+static char *status_page(const struct lk_status *st, size_t first, size_t last, bool clients,
+                         size_t max_len)
 {
 	json_t *root = json_object(), *locks = json_array();
-	char *s = NULL;
-	size_t i;
+	char *s = NULL, *base;
+	size_t i, len;
 
 	if (!root || !locks)
 		goto out;
 	json_object_set_new(root, "identity", json_string(st->identity));
 	json_object_set_new(root, "draining", json_boolean(st->draining(st->ctx)));
-	if (st->clients_json) {
-		json_t *clients = st->clients_json(st->ctx);
-		if (clients)
-			json_object_set_new(root, "clients", clients);
+	if (clients && st->clients_json) {
+		json_t *c = st->clients_json(st->ctx);
+		if (c)
+			json_object_set_new(root, "clients", c);
 	}
 	json_object_set(root, "locks", locks);
-	for (i = 0; i < st->n_locks; i++) {
+	base = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!base)
+		goto out;
+	len = strlen(base);
+	free(base);
+	for (i = first; i < last; i++) {
 		json_t *o = lock_json(st->locks[i]);
+		char *one = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		size_t add = one ? strlen(one) + (i > first) : 0;
+		/* The last lock needs no room for the tail; any other may be followed by it. */
+		size_t need = len + add + (i + 1 < last ? PAGE_TAIL_MAX : 0);
 
-		if (!o)
-			goto out;
-		json_array_append_new(locks, o);
-		/* The reply is one protocol line: with many locks (or long names) say how many did
-		 * not fit rather than send nothing. Quadratic, but STATUS is rare and n is capped. */
-		char *line = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		bool fits = line && strlen(line) + sizeof("\"truncated\":99999,") <= max_len;
-
-		free(line);
-		if (!fits) {
-			json_array_remove(locks, json_array_size(locks) - 1);
-			json_object_set_new(root, "truncated",
-			                    json_integer((json_int_t)(st->n_locks - i)));
+		free(one);
+		if (!one || need > max_len) {
+			json_decref(o);
+			if (!one)
+				goto out;
 			break;
 		}
+		json_array_append_new(locks, o);
+		len += add;
+	}
+	if (i == first && first < last && !clients)
+		goto out;
+	if (i < last) {
+		json_object_set_new(root, "truncated", json_integer((json_int_t)(last - i)));
+		if (i > first)
+			json_object_set_new(root, "next_after", json_string(lk_lock_name(st->locks[i - 1])));
 	}
 	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 out:
 	json_decref(locks);
 	json_decref(root);
 	return s;
+}
+
+char *lk_status_json(const struct lk_status *st, size_t max_len)
+{
+	return status_page(st, 0, st->n_locks, true, max_len);
+}
+
+char *lk_status_json_page(const struct lk_status *st, size_t first, bool only, size_t max_len)
+{
+	size_t last = st->n_locks;
+
+	if (first > last)
+		first = last;
+	if (only && first < last)
+		last = first + 1;
+	return status_page(st, first, last, false, max_len);
 }

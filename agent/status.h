@@ -25,6 +25,9 @@ struct lk_status {
 	struct lk_backend *const *backends;
 	size_t n_backends;
 	const struct lk_metrics *metrics;
+	/* The lock indexes sorted by name (lk_status_index_new()), so that a name is found in
+	 * O(log n) on every protocol line and HTTP request; NULL: a linear scan (tests). */
+	const size_t *by_name;
 	bool (*draining)(void *ctx);
 	/* Connected clients by kind: campaigning on any lock, watching, other. */
 	void (*client_counts)(void *ctx, size_t *campaign, size_t *watch, size_t *other);
@@ -35,6 +38,10 @@ struct lk_status {
 /* Index of the lock called name, or -1. */
 int lk_status_find_lock(const struct lk_status *st, const char *name);
 
+/* st's lock indexes sorted by lock name, for st->by_name: a new array the caller frees, or NULL
+ * (out of memory). Lock names are unique (the config checks). */
+size_t *lk_status_index_new(const struct lk_status *st);
+
 /* Act on every renew deadline the loop has not got to yet (LOST first), before reporting
  * state: STATUS, /leader and metrics never show a tenure past its deadline (I9). */
 void lk_status_catch_up(const struct lk_status *st);
@@ -44,8 +51,16 @@ void lk_status_catch_up(const struct lk_status *st);
 bool lk_status_ready(const struct lk_status *st, char *why, size_t cap);
 
 /* The STATUS reply's one-line JSON, at most max_len bytes: locks that do not fit are left out
- * and counted in "truncated". Returns a string the caller frees, or NULL. */
+ * and counted in "truncated", and "next_after" names the last lock that fitted (the cursor of
+ * STATUS after=<lock>). Returns a string the caller frees, or NULL. */
 char *lk_status_json(const struct lk_status *st, size_t max_len);
+
+/* One page of STATUS (proto/PROTOCOL.md, "STATUS with many locks"): identity, draining and the
+ * locks from index first on (config order), as many as fit in max_len bytes (at least one if
+ * any is left, or NULL when even one does not fit), with "truncated" and "next_after" as above
+ * when some are left; no "clients". only: just the lock at first. Returns a string the caller
+ * frees, or NULL. */
+char *lk_status_json_page(const struct lk_status *st, size_t first, bool only, size_t max_len);
 
 /* /leader/<lock>'s JSON: the lock, and its token and deadline only while it leads (not while
  * stepping down: routing follows LEADER). *leads says which. A new reference, or NULL. */

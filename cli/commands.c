@@ -26,9 +26,10 @@ static const char usage_drain[] =
 	"be asked.\n";
 
 static const char usage_status[] =
-	"usage: leasekeeper status [-s SOCKET] [--json]\n"
+	"usage: leasekeeper status [-s SOCKET] [--json] [LOCK]\n"
 	"\n"
-	"Show the agent's identity and its locks: state, token, holder, proven ttl left.\n";
+	"Show the agent's identity and its locks (every lock, or LOCK alone): state, token, holder,\n"
+	"proven ttl left.\n";
 
 static const char usage_watch[] =
 	"usage: leasekeeper watch [-s SOCKET] [LOCK]\n"
@@ -183,16 +184,11 @@ int lk_cli_drain(int argc, char **argv)
 	return rc;
 }
 
-static void print_status_table(const char *json)
+static void print_status_table(json_t *root)
 {
-	json_error_t jerr;
-	json_t *root = json_loads(json, 0, &jerr), *locks, *l, *clients;
+	json_t *locks, *l, *clients;
 	size_t i;
 
-	if (!root) {
-		printf("%s\n", json);
-		return;
-	}
 	printf("identity: %s   draining: %s\n",
 	       json_string_value(json_object_get(root, "identity")),
 	       json_is_true(json_object_get(root, "draining")) ? "yes" : "no");
@@ -226,36 +222,115 @@ static void print_status_table(const char *json)
 			       json_string_value(json_object_get(l, "holdoff_reason")) ?
 			       json_string_value(json_object_get(l, "holdoff_reason")) : "?");
 	}
+	/* Only from an agent without STATUS after= (or one whose lock does not fit a line). */
 	if (json_integer_value(json_object_get(root, "truncated")) > 0)
 		printf("... and %" JSON_INTEGER_FORMAT " more locks that do not fit in one STATUS line\n",
 		       json_integer_value(json_object_get(root, "truncated")));
-	json_decref(root);
+}
+
+/* One STATUS request (lock: STATUS <lock>; after: the page after that lock); its JSON, a new
+ * reference, or NULL having said why. */
+static json_t *status_call(struct lk_client *c, const char *lock, const char *after)
+{
+	struct lk_server_msg m;
+	json_error_t jerr;
+	json_t *root;
+	int rc = lk_client_call(c, &(struct lk_request){ .verb = LK_VERB_STATUS, .lock = lock,
+	                                                 .after = after }, 10000, &m);
+
+	if (rc < 0) {
+		fprintf(stderr, "leasekeeper status: no answer from the agent: %s\n", strerror(-rc));
+		return NULL;
+	}
+	if (m.kind == LK_MSG_ERR) {
+		fprintf(stderr, "leasekeeper status: the agent said %s %s\n", lk_err_name(m.err),
+		        m.err_text);
+		return NULL;
+	}
+	root = json_loads(m.rest, 0, &jerr);
+	if (!json_is_object(root) || !json_is_array(json_object_get(root, "locks"))) {
+		fprintf(stderr, "leasekeeper status: the agent's answer is not a status: %s\n",
+		        m.rest);
+		json_decref(root);
+		return NULL;
+	}
+	return root;
+}
+
+/* STATUS, then STATUS after=<next_after> for as long as the agent says more locks follow
+ * (proto/PROTOCOL.md, "STATUS with many locks"), with every page's locks added to the first's.
+ * An agent older than paging never says next_after: its one line is all there is. Each page
+ * must move the cursor on, so a confused agent cannot keep us asking. NULL on failure. */
+static json_t *status_all(struct lk_client *c)
+{
+	json_t *root = status_call(c, NULL, NULL), *page = NULL;
+	char after[LK_LOCK_NAME_MAX + 1] = "";
+
+	while (root) {
+		const char *next = json_string_value(json_object_get(page ? page : root,
+		                                                     "next_after"));
+
+		if (!next || !lk_codec_lock_name_valid(next) || strcmp(next, after) == 0)
+			break;
+		snprintf(after, sizeof(after), "%s", next);
+		json_decref(page);
+		page = status_call(c, NULL, after);
+		if (!page) {
+			root = (json_decref(root), NULL);
+			break;
+		}
+		json_array_extend(json_object_get(root, "locks"), json_object_get(page, "locks"));
+		json_object_set(root, "draining", json_object_get(page, "draining"));
+		if (json_object_get(page, "truncated"))
+			json_object_set(root, "truncated", json_object_get(page, "truncated"));
+		else
+			json_object_del(root, "truncated");
+	}
+	if (root && page)
+		json_object_del(root, "next_after");
+	json_decref(page);
+	return root;
 }
 
 int lk_cli_status(int argc, char **argv)
 {
 	struct common_opts o;
 	struct lk_client *c = NULL;
-	struct lk_server_msg m;
+	const char *lock = NULL;
+	json_t *root;
+	char *s;
 	int rc = parse_opts(argc, argv, usage_status, false, true, &o);
 
 	if (rc)
 		return rc < 0 ? 0 : rc;
-	if (o.argi != argc) {
+	if (argc - o.argi > 1) {
 		fputs(usage_status, stderr);
 		return EXIT_NOT_ASKED;
 	}
+	if (o.argi < argc) {
+		lock = argv[o.argi];
+		if (!lk_codec_lock_name_valid(lock)) {
+			fprintf(stderr, "leasekeeper status: %s is not a lock name "
+			        "([A-Za-z0-9._-]{1,128})\n", lock);
+			return EXIT_NOT_ASKED;
+		}
+	}
 	if (connect_agent(o.socket, "status", &c) < 0)
 		return EXIT_NOT_ASKED;
-	rc = simple_call(c, "status", LK_VERB_STATUS, &m);
-	if (rc == 0) {
-		if (o.json)
-			printf("%s\n", m.rest);
-		else
-			print_status_table(m.rest);
-	}
+	root = lock ? status_call(c, lock, NULL) : status_all(c);
 	lk_client_free(c);
-	return rc < 0 ? 1 : 0;
+	if (!root)
+		return 1;
+	if (o.json) {
+		s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	} else {
+		print_status_table(root);
+	}
+	json_decref(root);
+	return 0;
 }
 
 int lk_cli_watch(int argc, char **argv)

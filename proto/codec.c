@@ -309,6 +309,25 @@ static enum lk_err parse_lock_arg(const struct words *w, size_t want, bool star_
 	return LK_ERR_NONE;
 }
 
+/* STATUS, STATUS <lock> (one lock) or STATUS after=<lock> (a page): after= is known to this
+ * verb, so it is checked rather than ignored. */
+static enum lk_err parse_status(const struct words *w, struct lk_request *req,
+                                const char **ret_text)
+{
+	int r = attr_get(w, "after", &req->after);
+
+	if (r < 0)
+		return req_fail(LK_ERR_BAD_REQUEST, "attribute given twice", ret_text);
+	if (r > 0 && !lk_codec_lock_name_valid(req->after))
+		return req_fail(LK_ERR_BAD_REQUEST, "lock names are [A-Za-z0-9._-]{1,128}", ret_text);
+	if (w->npos == 0)
+		return LK_ERR_NONE;
+	if (w->npos > 1 || r > 0)
+		return req_fail(LK_ERR_BAD_REQUEST, "STATUS takes one lock name or after=<lock>",
+		                ret_text);
+	return parse_lock_arg(w, 1, false, req, ret_text);
+}
+
 enum lk_err lk_codec_parse_request(char *line, size_t len, struct lk_request *ret,
                                    const char **ret_text)
 {
@@ -357,6 +376,8 @@ enum lk_err lk_codec_parse_request(char *line, size_t len, struct lk_request *re
 			             ret_text);
 		break;
 	case LK_VERB_STATUS:
+		e = parse_status(&w, &req, ret_text);
+		break;
 	case LK_VERB_DRAIN:
 	case LK_VERB_PING:
 	case LK_VERB_QUIT:
@@ -661,6 +682,19 @@ int lk_codec_format_request(char *buf, size_t cap, const struct lk_request *req)
 		out_str(&o, req->lock);
 		if (req->verb == LK_VERB_ACK)
 			out_fmt(&o, " %" PRIu64, req->token);
+		break;
+	case LK_VERB_STATUS:
+		if ((req->lock && !lk_codec_lock_name_valid(req->lock)) ||
+		    (req->after && !lk_codec_lock_name_valid(req->after)) || (req->lock && req->after))
+			return -EINVAL;
+		if (req->lock) {
+			out_str(&o, " ");
+			out_str(&o, req->lock);
+		}
+		if (req->after) {
+			out_str(&o, " after=");
+			out_str(&o, req->after);
+		}
 		break;
 	default:
 		break;

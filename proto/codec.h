@@ -83,7 +83,8 @@ struct lk_request {
 	unsigned version;        /* HELLO */
 	const char *client;      /* HELLO client=, or NULL */
 	const char *mac;         /* HELLO mac=, or NULL; checked by the agent, not the codec */
-	const char *lock;        /* CAMPAIGN, WATCH ("*" allowed), ACK, RESIGN */
+	const char *lock;        /* CAMPAIGN, WATCH ("*" allowed), ACK, RESIGN; STATUS: or NULL */
+	const char *after;       /* STATUS after=<lock>, the next page's cursor, or NULL */
 	uint64_t token;          /* ACK */
 };
 

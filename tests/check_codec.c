@@ -310,10 +310,35 @@ START_TEST(verbs_without_arguments)
 		ck_assert_int_eq(preq(ok[i].line, &r, NULL), LK_ERR_NONE);
 		ck_assert_int_eq(r.verb, ok[i].verb);
 	}
-	req_fails_s("STATUS x", LK_ERR_BAD_REQUEST);
 	req_fails_s("DRAIN now", LK_ERR_BAD_REQUEST);
 	req_fails_s("PING 1", LK_ERR_BAD_REQUEST);
 	req_fails_s("QUIT bye", LK_ERR_BAD_REQUEST);
+}
+END_TEST
+
+START_TEST(status_takes_a_lock_or_an_after_cursor)
+{
+	struct lk_request r;
+
+	ck_assert_int_eq(preq("STATUS", &r, NULL), LK_ERR_NONE);
+	ck_assert_ptr_null(r.lock);
+	ck_assert_ptr_null(r.after);
+	ck_assert_int_eq(preq("STATUS db.main", &r, NULL), LK_ERR_NONE);
+	ck_assert_str_eq(r.lock, "db.main");
+	ck_assert_ptr_null(r.after);
+	ck_assert_int_eq(preq("STATUS after=lock-0041", &r, NULL), LK_ERR_NONE);
+	ck_assert_ptr_null(r.lock);
+	ck_assert_str_eq(r.after, "lock-0041");
+	/* Other attributes are ignored, as on every verb. */
+	ck_assert_int_eq(preq("STATUS after=a page=2", &r, NULL), LK_ERR_NONE);
+	ck_assert_str_eq(r.after, "a");
+	req_fails_s("STATUS a b", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS *", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS bad/name", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS after=", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS after=a/b", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS after=a after=b", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS a after=b", LK_ERR_BAD_REQUEST);
 }
 END_TEST
 
@@ -731,7 +756,11 @@ START_TEST(format_requests_exactly)
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_ACK, .lock = "a", .token = UINT64_MAX},
 	           "ACK a 18446744073709551615\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_RESIGN, .lock = "a"}, "RESIGN a\n");
-	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .lock = "ignored"}, "STATUS\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS}, "STATUS\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .lock = "a"}, "STATUS a\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .after = "a"},
+	           "STATUS after=a\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_DRAIN, .lock = "ignored"}, "DRAIN\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_DRAIN}, "DRAIN\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_PING}, "PING\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_QUIT}, "QUIT\n");
@@ -753,6 +782,9 @@ START_TEST(format_request_refuses_unsendable_fields)
 		{.verb = LK_VERB_HELLO, .version = 1, .client = "my app"},
 		{.verb = LK_VERB_HELLO, .version = 1, .client = "a\tb"},
 		{.verb = LK_VERB_HELLO, .version = 1, .mac = "ab\n"},
+		{.verb = LK_VERB_STATUS, .lock = "*"},
+		{.verb = LK_VERB_STATUS, .after = "a b"},
+		{.verb = LK_VERB_STATUS, .lock = "a", .after = "b"},
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -1074,6 +1106,7 @@ static Suite *codec_suite(void)
 	tcase_add_test(t, ack_with_bad_token_is_bad_token);
 	tcase_add_test(t, ack_with_wrong_arguments_is_bad_request);
 	tcase_add_test(t, verbs_without_arguments);
+	tcase_add_test(t, status_takes_a_lock_or_an_after_cursor);
 	tcase_add_test(t, unknown_or_lower_case_verb_is_unknown_verb);
 	tcase_add_test(t, empty_or_blank_line_is_bad_request);
 	tcase_add_test(t, runs_of_spaces_separate_words);

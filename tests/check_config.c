@@ -1000,7 +1000,7 @@ END_TEST
 
 START_TEST(test_list_caps)
 {
-	char *yaml = malloc(64 * 1024);
+	char *yaml = malloc(1024 * 1024), want[128];
 	size_t o = 0;
 
 	o += (size_t)sprintf(yaml + o, "backends:\n");
@@ -1009,8 +1009,9 @@ START_TEST(test_list_caps)
 	o += (size_t)sprintf(yaml + o, "locks:\n");
 	for (int i = 0; i <= LK_CONFIG_MAX_LOCKS; i++)
 		o += (size_t)sprintf(yaml + o, "  - {name: l%d, backend: b0}\n", i);
-	EXPECT_ERRORS(yaml, NAME ":2:3: backends: too many backends (at most 64)",
-	              NAME ":68:3: locks: too many locks (at most 256)");
+	snprintf(want, sizeof(want), NAME ":68:3: locks: too many locks (at most %d)",
+	         LK_CONFIG_MAX_LOCKS);
+	EXPECT_ERRORS(yaml, NAME ":2:3: backends: too many backends (at most 64)", want);
 	free(yaml);
 }
 END_TEST
@@ -1217,9 +1218,9 @@ START_TEST(test_client_slot_values)
 	ck_assert_uint_eq(cfg->allowed_uids[2], 1001);
 	ck_assert_uint_eq(cfg->allowed_uids[3], 4294967294u);
 	lk_config_free(cfg);
-	cfg = parse_ok("max_clients: \"4096\"\nclient_idle_timeout: 1m30s\n"
+	cfg = parse_ok("max_clients: \"32768\"\nclient_idle_timeout: 1m30s\n"
 	               "allowed_uids:\n  - 65534\n" ONE_BACKEND "locks: [{name: a}]\n");
-	ck_assert_uint_eq(cfg->max_clients, 4096);
+	ck_assert_uint_eq(cfg->max_clients, 32768);
 	ck_assert_int_eq(cfg->client_idle_timeout_ms, 90000);
 	ck_assert_uint_eq(cfg->n_allowed_uids, 1);
 	ck_assert_uint_eq(cfg->allowed_uids[0], 65534);
@@ -1232,11 +1233,11 @@ END_TEST
 START_TEST(test_max_clients_errors)
 {
 	EXPECT_ERRORS("max_clients: 1\n" LOCKS_A,
-	              NAME ":1:14: max_clients: must be between 2 and 4096, got \"1\"");
-	EXPECT_ERRORS("max_clients: 4097\n" LOCKS_A,
-	              NAME ":1:14: max_clients: must be between 2 and 4096, got \"4097\"");
+	              NAME ":1:14: max_clients: must be between 2 and 32768, got \"1\"");
+	EXPECT_ERRORS("max_clients: 32769\n" LOCKS_A,
+	              NAME ":1:14: max_clients: must be between 2 and 32768, got \"32769\"");
 	EXPECT_ERRORS("max_clients: 99999999999999999999999\n" LOCKS_A,
-	              NAME ":1:14: max_clients: must be between 2 and 4096, got "
+	              NAME ":1:14: max_clients: must be between 2 and 32768, got "
 	              "\"99999999999999999999999\"");
 	EXPECT_ERRORS("max_clients: -5\n" LOCKS_A,
 	              NAME ":1:14: max_clients: \"-5\" is not a whole number");
@@ -1398,17 +1399,59 @@ START_TEST(test_depth_limit_boundary)
 }
 END_TEST
 
+/* The most locks an agent takes, each with a few fields, fit in the file's caps and load in
+ * well under a second; a duplicate name among them is still found (by a hash of the names, not
+ * by comparing every lock with every earlier one). */
+START_TEST(test_max_locks_fit_the_caps_and_load_quickly)
+{
+	size_t cap = (size_t)LK_CONFIG_MAX_LOCKS * 64 + 256, o = 0, len;
+	char *text = malloc(cap), want[160];
+	struct lk_config *cfg = NULL;
+	struct lk_config_diags d = { 0 };
+	double t0, dt;
+	int n = LK_CONFIG_MAX_LOCKS;
+
+	ck_assert_ptr_nonnull(text);
+	o += (size_t)snprintf(text + o, cap - o, "backends: [{name: b, type: redis}]\nlocks:\n");
+	for (int i = 0; i < n; i++)
+		o += (size_t)snprintf(text + o, cap - o,
+		                      "  - {name: lock-%05d, backend: b, ttl: 10s, campaign: always}\n",
+		                      i);
+	ck_assert_uint_le(o, LK_CONFIG_MAX_BYTES);
+	t0 = now_s();
+	ck_assert_int_eq(lk_config_parse(NAME, text, o, &cfg, &d), 0);
+	dt = now_s() - t0;
+	fprintf(stderr, "  %-46s %8zu bytes loaded in %.4f s\n", "the most locks", o, dt);
+	ck_assert_msg(dt < CPU_BOUND_S(1.0), "took %.3f s", dt);
+	ck_assert_uint_eq(cfg->n_locks, (size_t)n);
+	ck_assert_str_eq(cfg->locks[n - 1].name, "lock-16383");
+	lk_config_free(cfg);
+	lk_config_diags_clear(&d);
+
+	/* The last lock takes the name of the sixth. */
+	len = o;
+	o = len - strlen("  - {name: lock-16383, backend: b, ttl: 10s, campaign: always}\n");
+	o += (size_t)snprintf(text + o, cap - o,
+	                      "  - {name: lock-00005, backend: b, ttl: 10s, campaign: always}\n");
+	snprintf(want, sizeof(want), NAME ":%d:12: locks[%d].name: lock name \"lock-00005\" is "
+	         "already used by locks[5]", n + 2, n - 1);
+	dt = expect_error_timed("the most locks, one name twice", text, o, want, -EINVAL);
+	ck_assert_msg(dt < CPU_BOUND_S(1.0), "took %.3f s", dt);
+	free(text);
+}
+END_TEST
+
 START_TEST(test_value_count_and_anchor_caps)
 {
 	size_t len;
 	char *text, want[160];
 	double dt;
 
-	/* 100001 values: the root mapping, "locks" and the list count too. */
+	/* LK_CONFIG_MAX_NODES + 1 values: the root mapping, "locks" and the list count too. */
 	text = repeat("locks: [", "a,", LK_CONFIG_MAX_NODES, "a]\n", &len);
 	snprintf(want, sizeof(want), NAME ":1:%d: yaml: the document is too large (more than "
-	         "100000 values)", 8 + 2 * (LK_CONFIG_MAX_NODES - 3) + 1);
-	dt = expect_error_timed("100001 values", text, len, want, -EINVAL);
+	         "%d values)", 8 + 2 * (LK_CONFIG_MAX_NODES - 3) + 1, LK_CONFIG_MAX_NODES);
+	dt = expect_error_timed("200001 values", text, len, want, -EINVAL);
 	ck_assert_msg(dt < CPU_BOUND_S(1.0), "took %.3f s", dt);
 	free(text);
 
@@ -1693,6 +1736,7 @@ static Suite *config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_deep_nesting_is_rejected_fast);
 	tcase_add_test(tc, test_depth_limit_boundary);
+	tcase_add_test(tc, test_max_locks_fit_the_caps_and_load_quickly);
 	tcase_add_test(tc, test_value_count_and_anchor_caps);
 	tcase_add_test(tc, test_worst_files_within_the_caps_are_fast);
 	suite_add_tcase(s, tc);
