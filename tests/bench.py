@@ -1,166 +1,619 @@
 #!/usr/bin/env python3
-"""make bench: the numbers behind leasekeeper's claims, printed, not asserted.
+"""make bench: leasekeeper next to its peers, in one run on the same private servers.
 
-- handoff: a leader is drained (SIGTERM, its app ACKs); how long until the follower's app hears
-  LEADER, measured from the leader's RELEASED and from the SIGTERM;
-- acquire: CAMPAIGN to LEADER on a free lock;
-- footprint: the agent's RSS and CPU time while holding a lock.
+Printed and written to bench/results.json (plot: bench/handoff.svg), never asserted:
 
-Usage: LK_BIN=build/leasekeeper python3 tests/bench.py [--rounds N] [--backend redis|etcd]
+- graceful handoff: the leader's agent gets SIGTERM, its app ACKs the STEPDOWN; time until the
+  successor's app hears LEADER, from the SIGTERM and from the old app's RELEASED; Redis and etcd,
+  next to `etcdctl elect` (SIGINT the leader; time until the waiting one prints that it won) and
+  redis-py's `redis.lock.Lock` (the holder releases; a waiter blocked in acquire() gets it);
+- acquire: CAMPAIGN -> LEADER on a free lock;
+- crash handoff: kill -9 of the leader's agent right after a renewal (the whole ttl left) ->
+  successor's LEADER, against the ttl;
+- client-go's leader election defaults, as figures on paper (not measured);
+- footprint with 1, 100, 1,000 and 10,000 locks (`campaign: always`), as far as the config's cap
+  allows: RSS, RssAnon, idle CPU, renew misses, time to acquire and to drain them all.
+
+Usage: LK_BIN=build/leasekeeper python3 tests/bench.py [--quick] [--rounds N] [--idle S]
+       (BENCH_ROUNDS=N in the environment sets --rounds; --quick: 20 rounds, 10 s windows)
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
+import re
 import shutil
 import signal
-import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "integration"))
 
 import harness  # noqa: E402
-from harness import Agent, AppClient, RedisServer, lock_config  # noqa: E402
+from harness import Agent, AppClient, EtcdServer, RedisServer, free_port, lock_config  # noqa: E402
+
+OUT_DIR = os.path.join(harness.REPO_ROOT, "bench")
+HANDOFF_TTL = "10s"
+SIZES = (1, 100, 1000, 10000)
+
+# Kubernetes client-go leaderelection defaults (LeaseDuration 15s, RenewDeadline 10s,
+# RetryPeriod 2s, JitterFactor 1.2): a candidate retries every 2 to 2 * 2.2 = 4.4 s, and after a
+# crash the lease runs up to 15 s before the next retry may take it. Figures, not measured.
+CLIENT_GO = {"lease_duration_s": 15, "retry_period_s": 2, "jitter_factor": 1.2,
+             "after_crash_s": [15, 19], "after_release_s": [2, 4.4]}
 
 
-def summary(name, values, unit="ms"):
+def redis_py():
+    """redis-py from Debian's python3-redis, also when python3 is not Debian's own."""
+    try:
+        import redis
+    except ImportError:
+        sys.path.append("/usr/lib/python3/dist-packages")
+        try:
+            import redis
+        except ImportError:
+            return None
+    return redis
+
+
+def stats(values):
+    """n, min, p50, p99, max and mean in ms (nearest-rank percentiles) of values in ms."""
     v = sorted(values)
-    p95 = v[min(len(v) - 1, int(round(0.95 * (len(v) - 1))))]
-    print("%-34s n=%-3d median %8.2f %s   p95 %8.2f %s   max %8.2f %s"
-          % (name, len(v), statistics.median(v), unit, p95, unit, v[-1], unit))
+    if not v:
+        return None
+
+    def pct(p):
+        return v[max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))]
+    return {"n": len(v), "min": v[0], "p50": pct(50), "p99": pct(99), "max": v[-1],
+            "mean": sum(v) / len(v), "samples": [round(x, 4) for x in values]}
+
+
+def show(name, st):
+    print("  %-44s n=%-4d p50 %9.2f ms  p99 %9.2f ms  max %9.2f ms"
+          % (name, st["n"], st["p50"], st["p99"], st["max"]), flush=True)
 
 
 def proc_stats(pid):
-    """(RSS kB, of which anonymous kB, CPU ms used so far)."""
+    """(RSS kB, its anonymous part kB, CPU ms used so far)."""
     with open("/proc/%d/status" % pid) as f:
         st = {l.split(":")[0]: l.split()[1] for l in f if ":" in l and len(l.split()) > 1}
-    rss, anon = int(st["VmRSS"]), int(st["RssAnon"])
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    return rss, anon, ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+    return int(st["VmRSS"]), int(st["RssAnon"]), ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def metrics(port):
+    """/metrics as {name: sum over its series}, plus "held": series of lock_held at 1."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    out = {"held": 0}
+    for ln in text.splitlines():
+        if not ln or ln.startswith("#"):
+            continue
+        name, _, value = ln.rpartition(" ")
+        base = name.split("{", 1)[0]
+        out[base] = out.get(base, 0.0) + float(value)
+        if base == "leasekeeper_lock_held" and float(value) == 1:
+            out["held"] += 1
+    return out
+
+
+class FirstLine:
+    """A child process whose first stdout line is timestamped on arrival (etcdctl elect)."""
+
+    def __init__(self, args, env=None):
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, env=env)
+        self.t = None
+        self.seen = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for _ in iter(self.proc.stdout.readline, b""):
+            if self.t is None:
+                self.t = time.monotonic()
+                self.seen.set()
+
+    def wait_line(self, timeout):
+        if not self.seen.wait(timeout):
+            raise AssertionError("no output from %s within %.0fs" % (self.proc.args, timeout))
+        return self.t
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._thread.join(5)
+        self.proc.stdout.close()
 
 
 class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp")
-        self.servers = []
-        self.agents = []
-        self.clients = []
+        self.servers, self.agents, self.clients, self.children = [], [], [], []
+        self.res = {"handoff": {}, "acquire": {}, "peers": {}, "crash": {}, "footprint": {},
+                    "client_go_paper": CLIENT_GO}
+        self.n_agents = 0
 
     def close(self):
         for c in self.clients:
             c.close()
         for a in self.agents:
             if a.proc and a.proc.poll() is None:
-                a.stop()
+                a.proc.kill()
+                a.proc.wait()
             a.close_files()
+        for c in self.children:
+            c.stop()
         for s in self.servers:
             s.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def backend(self):
-        if self.args.backend == "etcd":
-            srv = harness.EtcdServer(self.tmp)
-            srv.start()
-            self.servers.append(srv)
-            return {"name": "main", "type": "etcd", "endpoints": [srv.url], "timeout": "1s"}
-        srv = RedisServer(self.tmp)
-        srv.start()
-        self.servers.append(srv)
-        return {"name": "main", "type": "redis", "address": srv.address, "timeout": "500ms"}
+    # -- servers, agents, apps
 
-    def agent(self, identity, backend, ttl):
-        locks = [lock_config("x", ttl=ttl, retry_interval="10s", stepdown_timeout="5s")]
-        a = Agent(self.tmp, identity=identity, locks=locks, backends=[backend],
-                  log_format="json")
-        a.start()
+    def start_servers(self):
+        self.redis = RedisServer(self.tmp)
+        self.redis.start()
+        self.etcd = EtcdServer(self.tmp)
+        self.etcd.start()
+        self.servers += [self.redis, self.etcd]
+        self.backends = {
+            "redis": {"name": "main", "type": "redis", "address": self.redis.address,
+                      "timeout": "500ms"},
+            "etcd": {"name": "main", "type": "etcd", "endpoints": [self.etcd.url],
+                     "timeout": "1s"},
+        }
+
+    def agent(self, kind, locks, **top):
+        self.n_agents += 1
+        a = Agent(self.tmp, identity="%s-%d" % (kind, self.n_agents), locks=locks,
+                  backends=[self.backends[kind]], **top)
         self.agents.append(a)
-        app = AppClient(a.sock_path, client_name="bench", label="app@" + identity)
+        return a
+
+    def campaigner(self, kind, ttl, lock="x", **kw):
+        """An agent with one lock and an app that campaigns for it: (agent, app)."""
+        a = self.agent(kind, [lock_config(lock, ttl=ttl, stepdown_timeout="5s", **kw)])
+        a.start()
+        app = AppClient(a.sock_path, client_name="bench", label="app@" + a.identity)
         self.clients.append(app)
-        app.call_ok("CAMPAIGN x")
+        app.call_ok("CAMPAIGN " + lock)
         return a, app
 
-    def handoff(self, backend):
-        ttl = "10s"
-        first = self.agent("pod-0", backend, ttl)
-        leader = (first[0], first[1], first[1].await_event("LEADER", "x", timeout=30)[0])
-        n = 1
-        follower = self.agent("pod-%d" % n, backend, ttl)
-        gaps, totals = [], []
-        for _ in range(self.args.rounds):
-            a, app, lead = leader
-            fa, fapp = follower
+    def retire(self, a, app):
+        app.close()
+        self.clients.remove(app)
+        a.close_files()
+        self.agents.remove(a)
+
+    # -- graceful handoff and acquire
+
+    def handoff(self, kind, rounds):
+        a, app = self.campaigner(kind, HANDOFF_TTL, retry_interval="10s")
+        lead = app.await_event("LEADER", "x", timeout=60)[0]
+        released, sigterm, bad_tokens = [], [], 0
+        for _ in range(rounds):
+            fa, fapp = self.campaigner(kind, HANDOFF_TTL, retry_interval="10s")
             fapp.await_follower("x", a.identity, timeout=30)
-            time.sleep(0.2)  # let the follower's watch/subscription settle
+            time.sleep(0.1)  # let the follower's watch or subscription settle
             t0 = time.monotonic()
             a.send_signal(signal.SIGTERM)
             sd = app.await_event("STEPDOWN", "x", timeout=30)[0]
             app.call_ok("ACK x %d" % sd.token)
             rel = app.await_event("RELEASED", "x", timeout=30)[0]
             new = fapp.await_event("LEADER", "x", timeout=30)[0]
-            gaps.append((new.t - rel.t) * 1000)
-            totals.append((new.t - t0) * 1000)
-            if new.token <= lead.token:
-                print("TOKEN DID NOT INCREASE: %d -> %d" % (lead.token, new.token))
+            released.append((new.t - rel.t) * 1000)
+            sigterm.append((new.t - t0) * 1000)
+            bad_tokens += new.token <= lead.token
             a.wait(30)
-            leader = (fa, fapp, new)
-            n += 1
-            follower = self.agent("pod-%d" % n, backend, ttl)
-        summary("handoff: RELEASED -> LEADER", gaps)
-        summary("handoff: SIGTERM -> LEADER", totals)
-        print("%-34s %s (what a follower waits without a release)" % ("lease ttl", ttl))
-        return leader
+            self.retire(a, app)
+            a, app, lead = fa, fapp, new
+        self.res["handoff"][kind] = {"sigterm_to_leader": stats(sigterm),
+                                     "released_to_leader": stats(released),
+                                     "tokens_not_increasing": bad_tokens}
+        show("%s SIGTERM -> successor's LEADER" % kind, stats(sigterm))
+        show("%s RELEASED -> successor's LEADER" % kind, stats(released))
+        if bad_tokens:
+            print("  TOKENS DID NOT INCREASE %d times" % bad_tokens)
+        return a, app
 
-    def acquire_latency(self, leader):
-        a, app, _ = leader
-        # Alone on the lock now, and watching it so that the release shows up after RESIGN.
-        self.agents[-1].stop()
-        app.call_ok("WATCH x")
-        app.await_event("LEADER", "x", timeout=30)
+    def acquire(self, kind, a, app, rounds):
+        app.call_ok("WATCH x")  # so that the release shows up after RESIGN
+        app.await_event("LEADER", "x", timeout=30)  # WATCH's snapshot
         lat = []
-        for _ in range(self.args.rounds):
+        for _ in range(rounds):
             app.call_ok("RESIGN x")
             app.await_follower("x", "-", timeout=30)
             t0 = time.monotonic()
             app.call_ok("CAMPAIGN x")
-            ev = app.await_event("LEADER", "x", timeout=30)[0]
-            lat.append((ev.t - t0) * 1000)
-        summary("acquire: CAMPAIGN -> LEADER", lat)
+            lat.append((app.await_event("LEADER", "x", timeout=30)[0].t - t0) * 1000)
+        self.res["acquire"][kind] = stats(lat)
+        show("%s CAMPAIGN -> LEADER (free lock)" % kind, self.res["acquire"][kind])
+        a.stop()
+        self.retire(a, app)
 
-    def footprint(self, leader, seconds):
-        a = leader[0]
-        _, _, cpu0 = proc_stats(a.proc.pid)
-        time.sleep(seconds)
-        rss1, anon1, cpu1 = proc_stats(a.proc.pid)
-        print("%-34s %d kB (%d kB its own; the rest is shared library pages)"
-              % ("agent RSS holding a lock", rss1, anon1))
-        print("%-34s %.1f ms over %ds (%.3f%% of a core)"
-              % ("agent CPU holding a lock", cpu1 - cpu0, seconds,
-                 (cpu1 - cpu0) / (seconds * 10.0)))
+    # -- peers
+
+    def etcdctl_elect(self, rounds):
+        env = dict(os.environ, ETCDCTL_API="3")
+        prefix = "bench-elect"
+
+        def candidate(n):
+            c = FirstLine([harness.etcdctl_bin(), "--endpoints", self.etcd.url, "elect", prefix,
+                           "p%d" % n], env=env)
+            self.children.append(c)
+            return c
+
+        def candidates():
+            r = self.etcd.call("/v3/kv/range", {"key": harness._b64(prefix + "/"),
+                                                "range_end": harness._b64(prefix + "0"),
+                                                "count_only": True})
+            return int(r.get("count", 0))
+
+        lead = candidate(0)
+        lead.wait_line(30)
+        gaps = []
+        for i in range(rounds):
+            nxt = candidate(i + 1)
+            harness.wait_until(lambda: candidates() == 2, timeout=30, what="2 candidates")
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            lead.proc.send_signal(signal.SIGINT)
+            gaps.append((nxt.wait_line(30) - t0) * 1000)
+            lead.proc.wait(30)
+            lead.stop()
+            self.children.remove(lead)
+            lead = nxt
+        self.res["peers"]["etcdctl_elect"] = stats(gaps)
+        self.res["peers"]["etcdctl_elect"]["version"] = subprocess.run(
+            [harness.etcdctl_bin(), "version"], env=env, capture_output=True,
+            text=True).stdout.split("\n")[0]
+        show("etcdctl elect: SIGINT -> successor elected", self.res["peers"]["etcdctl_elect"])
+
+    def redis_py_lock(self, rounds):
+        redis = redis_py()
+        if redis is None:
+            print("  redis-py: not installed (Debian python3-redis): skipped")
+            self.res["peers"]["redis_py_lock"] = {"skipped": "python3-redis not installed"}
+            return
+        host, port = self.redis.address.rsplit(":", 1)
+        r = redis.Redis(host=host, port=int(port))
+        name = "bench:redis-py"
+        holder = r.lock(name, timeout=10, thread_local=False)
+        holder.acquire()
+        gaps = []
+        for _ in range(rounds):
+            waiter = r.lock(name, timeout=10, thread_local=False)
+            got = {}
+
+            def take(w=waiter, got=got):
+                w.acquire(blocking=True, blocking_timeout=30)
+                got["t"] = time.monotonic()
+            th = threading.Thread(target=take)
+            th.start()
+            time.sleep(0.15)  # the waiter is now polling
+            t0 = time.monotonic()
+            holder.release()
+            th.join(30)
+            gaps.append((got["t"] - t0) * 1000)
+            holder = waiter
+        holder.release()
+        r.close()
+        self.res["peers"]["redis_py_lock"] = dict(stats(gaps), version=redis.__version__,
+                                                  sleep_s=0.1)
+        show("redis-py %s Lock: release -> waiter acquired" % redis.__version__,
+             self.res["peers"]["redis_py_lock"])
+
+    # -- crash handoff
+
+    def crash(self, kind, rounds, ttl):
+        a, app = self.campaigner(kind, ttl)
+        app.await_event("LEADER", "x", timeout=60)
+        gaps = []
+        for _ in range(rounds):
+            fa, fapp = self.campaigner(kind, ttl)
+            fapp.await_follower("x", a.identity, timeout=30)
+            app.keep_renewed, mark = True, time.monotonic()
+            while app.await_event("RENEWED", "x", timeout=30)[0].t < mark:
+                pass  # a renewal from before: wait for a fresh one
+            t0 = time.monotonic()
+            a.proc.kill()
+            new = fapp.await_event("LEADER", "x", allow=("FOLLOWER",), timeout=10 * ttl_s(ttl))[0]
+            gaps.append((new.t - t0) * 1000)
+            a.proc.wait()
+            self.retire(a, app)
+            a, app = fa, fapp
+        a.stop()
+        self.retire(a, app)
+        cfg = lock_config("x", ttl=ttl)
+        self.res["crash"][kind] = dict(stats(gaps), ttl_ms=ttl_s(ttl) * 1000,
+                                       retry_interval=cfg.get("retry_interval", "1s (default)"))
+        show("%s kill -9 -> successor's LEADER (ttl %s)" % (kind, ttl), self.res["crash"][kind])
+
+    # -- footprint
+
+    def footprint(self, kind, n, window):
+        port = free_port()
+        locks = [lock_config("l%05d" % i, ttl="10s", campaign="always") for i in range(n)]
+        a = self.agent(kind, locks, http_listen="127.0.0.1:%d" % port, shutdown_timeout="60s")
+        chk = subprocess.run([harness.lk_bin(), "check-config", "-c", a.config_path],
+                             capture_output=True, text=True)
+        if chk.returncode != 0:
+            self.agents.remove(a)
+            err = (chk.stderr or chk.stdout).strip().splitlines()
+            why = next((l for l in err if "too many locks" in l), err[0] if err else "rejected")
+            cap = re.search(r"at most (\d+)", why)
+            return {"skipped": why.split(": ", 1)[-1], "cap": int(cap.group(1)) if cap else None}
+        t0 = time.monotonic()
+        a.start(timeout=120)
+        harness.wait_until(lambda: metrics(port)["held"] == n, timeout=300, interval=0.05,
+                           what="%d locks held" % n)
+        acquire_s = time.monotonic() - t0
+        warnings = {}  # what the agent complained about while acquiring (hold-offs, errors)
+        for e in a.log_entries():
+            if e.get("level") in ("warn", "error"):
+                warnings[e["msg"]] = warnings.get(e["msg"], 0) + 1
+        m0, (_, _, cpu0), w0 = metrics(port), proc_stats(a.pid), time.monotonic()
+        time.sleep(window)
+        rss, anon, cpu1 = proc_stats(a.pid)
+        m1, elapsed = metrics(port), time.monotonic() - w0
+
+        def delta(name):
+            return int(m1.get(name, 0) - m0.get(name, 0))
+        t1 = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        rc = a.wait(120)
+        drain_s = time.monotonic() - t1
+        a.close_files()
+        self.agents.remove(a)
+        return {"locks": n, "rss_kb": rss, "rss_anon_kb": anon, "window_s": round(elapsed, 1),
+                "idle_cpu_pct": round((cpu1 - cpu0) / (elapsed * 10.0), 3),
+                "renew_misses": delta("leasekeeper_lock_lost_total"),
+                "backend_errors": delta("leasekeeper_backend_errors_total"),
+                "held_at_end": m1["held"], "acquire_all_s": round(acquire_s, 3),
+                "drain_all_s": round(drain_s, 3), "drain_exit": rc, "warnings": warnings}
+
+    def footprints(self, kind, window):
+        rows, cap = [], None
+        for n in SIZES:
+            r = self.footprint(kind, n, window)
+            if "skipped" in r:
+                print("  %s %6d locks: skipped: %s" % (kind, n, r["skipped"]))
+                cap = cap or r.get("cap")
+                rows.append(dict(r, locks=n))
+                continue
+            rows.append(r)
+            self.show_fp(kind, r)
+        if cap and not any(r.get("locks") == cap for r in rows):
+            r = self.footprint(kind, cap, window)
+            if "skipped" not in r:
+                r["at_cap"] = True
+                rows.append(r)
+                self.show_fp(kind, r, " (the cap)")
+        base = next((r for r in rows if r.get("locks") == 1 and "rss_kb" in r), None)
+        for r in rows:
+            if base and "rss_kb" in r and r["locks"] > 1:
+                r["anon_per_lock_kib"] = round((r["rss_anon_kb"] - base["rss_anon_kb"])
+                                               / (r["locks"] - 1), 2)
+        self.res["footprint"][kind] = rows
+
+    @staticmethod
+    def show_fp(kind, r, note=""):
+        print("  %s %6d locks%s: RSS %d kB (own %d kB), idle CPU %.3f%% over %ds, renew misses "
+              "%d, backend errors %d, acquire all %.2fs, drain all %.2fs"
+              % (kind, r["locks"], note, r["rss_kb"], r["rss_anon_kb"], r["idle_cpu_pct"],
+                 r["window_s"], r["renew_misses"], r["backend_errors"], r["acquire_all_s"],
+                 r["drain_all_s"]), flush=True)
+
+    # -- the whole run
 
     def run(self):
-        print("leasekeeper bench: backend=%s rounds=%d binary=%s"
-              % (self.args.backend, self.args.rounds, harness.lk_bin()))
-        backend = self.backend()
-        leader = self.handoff(backend)
-        self.acquire_latency(leader)
-        self.footprint(leader, self.args.idle)
+        a = self.args
+        started = datetime.datetime.now(datetime.timezone.utc)
+        self.res["run"] = machine(a, started)
+        print("leasekeeper bench %s: %d handoffs, %d crashes, %ds idle windows, binary %s"
+              % (started.strftime("%Y-%m-%d %H:%M UTC"), a.rounds, a.crash_rounds, a.idle,
+                 harness.lk_bin()), flush=True)
+        self.start_servers()
+        print("graceful handoff (ttl %s):" % HANDOFF_TTL)
+        for kind in ("redis", "etcd"):
+            agent, app = self.handoff(kind, a.rounds)
+            self.acquire(kind, agent, app, min(a.rounds, 50))
+        self.etcdctl_elect(a.rounds)
+        self.redis_py_lock(a.rounds)
+        print("crash handoff:")
+        for kind in ("redis", "etcd"):
+            self.crash(kind, a.crash_rounds, a.crash_ttl)
+        print("footprint (campaign: always, ttl 10s):")
+        for kind in ("redis", "etcd"):
+            self.footprints(kind, a.idle)
+        self.res["run"]["seconds"] = round(time.monotonic() - self.t_start, 1)
+        report(self.res)
+
+
+def ttl_s(ttl):
+    return harness.dur_ms(ttl) / 1000.0
+
+
+def machine(args, started):
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    commit = subprocess.run(["git", "-C", harness.REPO_ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpus": os.cpu_count(),
+            "cpu_model": model, "kernel": platform.release(), "commit": commit,
+            "rounds": args.rounds, "crash_rounds": args.crash_rounds, "crash_ttl": args.crash_ttl,
+            "idle_window_s": args.idle, "handoff_ttl": HANDOFF_TTL}
+
+
+def ratio(a, b):
+    return "%.2fx" % (a / b) if b else "-"
+
+
+def report(res):
+    h, p = res["handoff"], res["peers"]
+    el, rp = p.get("etcdctl_elect"), p.get("redis_py_lock", {})
+    print("\n| graceful handoff | p50 | p99 | max | vs peer p50 |")
+    print("| --- | ---: | ---: | ---: | --- |")
+
+    def row(name, st, peer=None, peer_name=""):
+        cmp = ""
+        if peer and "p50" in peer:
+            cmp = "%s of %s" % (ratio(st["p50"], peer["p50"]), peer_name)
+        print("| %s | %.2f ms | %.2f ms | %.2f ms | %s |"
+              % (name, st["p50"], st["p99"], st["max"], cmp))
+    row("etcd: SIGTERM -> successor's LEADER", h["etcd"]["sigterm_to_leader"], el, "etcdctl elect")
+    row("etcd: RELEASED -> LEADER", h["etcd"]["released_to_leader"], el, "etcdctl elect")
+    row("`etcdctl elect`: SIGINT -> elected", el)
+    row("Redis: SIGTERM -> successor's LEADER", h["redis"]["sigterm_to_leader"], rp,
+        "redis-py Lock")
+    row("Redis: RELEASED -> LEADER", h["redis"]["released_to_leader"], rp, "redis-py Lock")
+    if "p50" in rp:
+        row("redis-py %s `Lock`: release -> acquired" % rp["version"], rp)
+    for kind in ("redis", "etcd"):
+        row("%s: CAMPAIGN -> LEADER, free lock" % kind, res["acquire"][kind])
+    print("\n| crash handoff (kill -9, right after a renewal) | ttl | p50 | max |")
+    print("| --- | ---: | ---: | ---: |")
+    for kind, c in res["crash"].items():
+        print("| %s | %.0f ms | %.0f ms | %.0f ms |" % (kind, c["ttl_ms"], c["p50"], c["max"]))
+    g = CLIENT_GO
+    print("| client-go defaults (paper: lease %ds, retry %ds x jitter %.1f) | %d s | %d-%d s; "
+          "after a release %d-%.1f s | |" % (g["lease_duration_s"], g["retry_period_s"],
+                                            g["jitter_factor"], g["lease_duration_s"],
+                                            g["after_crash_s"][0], g["after_crash_s"][1],
+                                            g["after_release_s"][0], g["after_release_s"][1]))
+    print("\n| footprint | locks | RSS | own (RssAnon) | per lock | idle CPU | renew misses "
+          "| acquire all | drain all |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, rows in res["footprint"].items():
+        for r in rows:
+            if "skipped" in r:
+                print("| %s | %d | skipped: %s | | | | | | |" % (kind, r["locks"], r["skipped"]))
+                continue
+            print("| %s | %d | %.1f MB | %.2f MB | %s | %.2f %% | %d | %.2f s | %.2f s |"
+                  % (kind, r["locks"], r["rss_kb"] / 1024.0, r["rss_anon_kb"] / 1024.0,
+                     "%.1f KiB" % r["anon_per_lock_kib"] if "anon_per_lock_kib" in r else "-",
+                     r["idle_cpu_pct"], r["renew_misses"], r["acquire_all_s"], r["drain_all_s"]))
+    res["targets"] = targets(res)
+    print("\nissue 11 targets:")
+    for t in res["targets"]:
+        print("  [%s] %s: %s" % ("met" if t["met"] else "NOT met", t["target"], t["measured"]))
+
+
+def targets(res):
+    h, el = res["handoff"], res["peers"].get("etcdctl_elect", {})
+    e, r = h["etcd"]["sigterm_to_leader"], h["redis"]["sigterm_to_leader"]
+    rr = h["redis"]["released_to_leader"]
+    out = [
+        ("etcd SIGTERM -> LEADER p50 < 3 ms", "%.2f ms" % e["p50"], e["p50"] < 3),
+        ("etcd SIGTERM -> LEADER p50 below etcdctl elect's", "%.2f vs %.2f ms"
+         % (e["p50"], el.get("p50", 0)), e["p50"] < el.get("p50", 0)),
+        ("etcd SIGTERM -> LEADER p99 < 10 ms", "%.2f ms" % e["p99"], e["p99"] < 10),
+        ("Redis SIGTERM -> LEADER p50 < 1 ms", "%.2f ms" % r["p50"], r["p50"] < 1),
+        ("Redis SIGTERM -> LEADER p99 < 3 ms", "%.2f ms" % r["p99"], r["p99"] < 3),
+        ("Redis RELEASED -> LEADER p50 < 0.5 ms", "%.2f ms" % rr["p50"], rr["p50"] < 0.5),
+    ]
+    for kind, c in res["crash"].items():
+        out.append(("%s crash handoff <= ttl + 300 ms" % kind, "max %.0f ms, ttl %.0f ms"
+                    % (c["max"], c["ttl_ms"]), c["max"] <= c["ttl_ms"] + 300))
+    for kind, rows in res["footprint"].items():
+        big = [x for x in rows if x.get("locks") == 10000]
+        if not big or "skipped" in big[0]:
+            why = big[0]["skipped"] if big else "not run"
+            out.append(("%s 10,000 locks: 0 misses, < 2 %% CPU, < 2 KiB/lock" % kind,
+                        "not measured: " + why, False))
+            continue
+        x = big[0]
+        out.append(("%s 10,000 locks: 0 misses, < 2 %% CPU, < 2 KiB/lock, drain < 5 s" % kind,
+                    "%d misses, %.2f %%, %.2f KiB, %.2f s" % (
+                        x["renew_misses"], x["idle_cpu_pct"], x.get("anon_per_lock_kib", 0),
+                        x["drain_all_s"]),
+                    x["renew_misses"] == 0 and x["idle_cpu_pct"] < 2
+                    and x.get("anon_per_lock_kib", 99) < 2 and x["drain_all_s"] < 5))
+    return [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in out]
+
+
+def write_results(res):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(os.path.join(OUT_DIR, "results.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print("wrote %s" % os.path.join(OUT_DIR, "results.json"))
+
+
+def plot(res):
+    """bench/handoff.svg: the distribution (CDF) of every graceful handoff series, log x."""
+    if not shutil.which("gnuplot"):
+        print("gnuplot not installed (Debian gnuplot-nox): no plot")
+        return
+    h, p = res["handoff"], res["peers"]
+    series = [("leasekeeper etcd, SIGTERM -> LEADER", h["etcd"]["sigterm_to_leader"]),
+              ("leasekeeper etcd, RELEASED -> LEADER", h["etcd"]["released_to_leader"]),
+              ("etcdctl elect, SIGINT -> elected", p.get("etcdctl_elect")),
+              ("leasekeeper Redis, SIGTERM -> LEADER", h["redis"]["sigterm_to_leader"]),
+              ("leasekeeper Redis, RELEASED -> LEADER", h["redis"]["released_to_leader"]),
+              ("redis-py Lock, release -> acquired", p.get("redis_py_lock"))]
+    d = tempfile.mkdtemp(prefix="lk-bench-plot-")
+    plots = []
+    for i, (title, st) in enumerate(series):
+        if not st or "samples" not in st:
+            continue
+        path = os.path.join(d, "%d.dat" % i)
+        v = sorted(st["samples"])
+        with open(path, "w") as f:
+            for k, x in enumerate(v):
+                f.write("%g %g\n" % (max(x, 0.01), (k + 1) / len(v)))
+        plots.append("'%s' using 1:2 with steps lw 2 title '%s (p50 %.2f ms)'"
+                     % (path, title, st["p50"]))
+    run = res["run"]
+    script = "\n".join([
+        "set terminal svg size 900,480 dynamic font 'sans,12' background rgb 'white'",
+        "set output '%s'" % os.path.join(OUT_DIR, "handoff.svg"),
+        "set title 'graceful handoff, %d rounds each, %s, %d cores, loopback'"
+        % (run["rounds"], run["date"][:10], run["cpus"]),
+        "set logscale x", "set grid", "set key bottom right",
+        "set xlabel 'latency (ms, log scale)'", "set ylabel 'fraction of handoffs'",
+        "set yrange [0:1.02]", "plot " + ", ".join(plots), ""])
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    shutil.rmtree(d, ignore_errors=True)
+    print("wrote %s" % os.path.join(OUT_DIR, "handoff.svg"))
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--idle", type=int, default=10, help="seconds to measure CPU while leading")
-    p.add_argument("--backend", choices=("redis", "etcd"), default="redis")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: 20 handoffs, 2 crashes, 10 s idle windows")
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS") or 0),
+                   help="graceful handoffs per series (default 200, BENCH_ROUNDS)")
+    p.add_argument("--crash-rounds", type=int, default=0, help="crash handoffs (default 5)")
+    p.add_argument("--crash-ttl", default="2s", help="the ttl of the crash bench (default 2s)")
+    p.add_argument("--idle", type=int, default=0, help="seconds of each idle CPU window "
+                   "(default 60)")
+    p.add_argument("--no-write", action="store_true", help="print only: no results.json, svg")
     args = p.parse_args()
+    args.rounds = args.rounds or (20 if args.quick else 200)
+    args.crash_rounds = args.crash_rounds or (2 if args.quick else 5)
+    args.idle = args.idle or (10 if args.quick else 60)
     b = Bench(args)
+    b.t_start = time.monotonic()
     try:
         b.run()
     finally:
         b.close()
+    if not args.no_write:
+        write_results(b.res)
+        plot(b.res)
 
 
 if __name__ == "__main__":
