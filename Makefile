@@ -59,6 +59,8 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
             libsodium-dev check libjansson-dev libyaml-dev redis-server python3 procps \
             prometheus etcd-server etcd-client openssl golang-go
+BENCH_PKGS := python3-redis gnuplot-nox
+DEB_PKGS += $(BENCH_PKGS)
 
 .PHONY: all deps test check test-asan unit integration demo clean bench fuzz fuzz-smoke \
         install uninstall install-check pkgs-ok checksrc
@@ -177,8 +179,10 @@ BACKEND ?= redis
 demo: deps all
 	BACKEND=$(BACKEND) ./examples/demo.sh
 
+# leasekeeper next to etcdctl elect and redis-py's Lock, on the same private servers; writes
+# bench/results.json and bench/handoff.svg (about 20 minutes; BENCH_ARGS=--quick: 3).
 bench: deps all
-	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py
+	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py $(BENCH_ARGS)
 
 # The agent and CLI binary, and the C client library for apps: libleasekeeper.a, its headers
 # (under include/leasekeeper/, included as "proto/client.h") and leasekeeper.pc, so that
