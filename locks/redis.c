@@ -748,7 +748,10 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	r->cmd.retry = evtimer_new(base, lk_redis_retry_cb, &r->cmd);
 	r->sub.deadline = evtimer_new(base, lk_redis_deadline_cb, &r->sub);
 	r->sub.retry = evtimer_new(base, lk_redis_retry_cb, &r->sub);
-	if (!r->cmd.deadline || !r->cmd.retry || !r->sub.deadline || !r->sub.retry) {
+	r->cmd.flush = event_new(base, -1, 0, lk_redis_flush_cb, &r->cmd);
+	r->sub.flush = event_new(base, -1, 0, lk_redis_flush_cb, &r->sub);
+	if (!r->cmd.deadline || !r->cmd.retry || !r->sub.deadline || !r->sub.retry ||
+	    !r->cmd.flush || !r->sub.flush) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;

@@ -139,7 +139,32 @@ int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
 	req->in_fifo = true;
 	if (was_empty)
 		lk_redis_conn_arm(conn);
+	if (conn->flush && conn->state == LK_REDIS_UP)
+		event_active(conn->flush, EV_TIMEOUT, 1);
 	return 0;
+}
+
+/* Write what hiredis has buffered at the end of this turn of the loop rather than on the next.
+ *
+ * hiredis only buffers a command and asks the loop for a writable event, so a command goes out
+ * after the loop's next epoll_wait, behind every other write that turn wakes up: on a handoff
+ * the ACK's "OK" to the app went out before the release, and the follower's app lines before
+ * its acquire. An event made active runs in this same turn, after the callbacks already due,
+ * so that every command sent during the turn (the renewals of all the locks whose timers fired
+ * together, the acquires after a reconnect) still leaves in one write, now ahead of the app
+ * lines. It calls what the writable event would have called, from the loop like it, so a
+ * failed write tears the context down the usual way. */
+void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_redis_conn *conn = arg;
+	struct lk_redis *r = conn->r;
+	redisAsyncContext *ac = conn->ac;
+
+	lk_redis_enter(r);
+	if (!r->closing && ac && conn->state == LK_REDIS_UP && (ac->c.flags & REDIS_CONNECTED) &&
+	    !(ac->c.flags & (REDIS_FREEING | REDIS_DISCONNECTING)))
+		redisAsyncHandleWrite(ac);
+	lk_redis_leave(r);
 }
 
 /* ---- connections ------------------------------------------------------------------------ */
@@ -790,7 +815,9 @@ void lk_redis_conn_close(struct lk_redis_conn *conn)
 		event_free(conn->deadline);
 	if (conn->retry)
 		event_free(conn->retry);
-	conn->deadline = conn->retry = NULL;
+	if (conn->flush)
+		event_free(conn->flush);
+	conn->deadline = conn->retry = conn->flush = NULL;
 	lk_redis_conn_forget(conn);
 	/* Pending callbacks see r->closing and only free their requests. */
 	if (ac)

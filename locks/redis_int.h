@@ -113,6 +113,7 @@ struct lk_redis_conn {
 	struct lk_redis_resolve *resolve;
 	struct event *deadline;          /* the attempt's or the oldest request's deadline */
 	struct event *retry;             /* reconnect backoff */
+	struct event *flush;             /* made active by a send: writes at the end of this turn */
 	int64_t attempt_deadline_ns;     /* resolve + connect + handshake */
 	unsigned attempt;                /* failed attempts since the last good handshake */
 	bool outage;                     /* the current outage has been logged at WARN */
@@ -186,6 +187,7 @@ void lk_redis_enter(struct lk_redis *r);
 const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
                             const char *fallback);
 void lk_redis_fifo_remove(struct lk_redis_req *req);
+void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg);
 void lk_redis_leave(struct lk_redis *r);
 void lk_redis_log(struct lk_redis *r, enum lk_backend_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
