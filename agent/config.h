@@ -21,9 +21,9 @@
 #define LK_CONFIG_MAX_ANCHORS   256    /* &anchors per document */
 #define LK_CONFIG_MAX_ALIASES   4096   /* *aliases per document */
 #define LK_CONFIG_MAX_BACKENDS  64
-/* Locks per agent. What bounds it: the file's caps above (16384 locks of up to five fields
- * each fit in LK_CONFIG_MAX_NODES; at about 60 bytes a lock in flow style, in 1 MiB), the
- * memory each lock costs (its backend's key, four timers, its STATUS and metrics lines) and the
+/* Locks per agent. What bounds it: the file's caps above (16384 locks of four fields, 9 values
+ * and at most 64 bytes each in flow style, fit in LK_CONFIG_MAX_NODES and 1 MiB), the memory
+ * each lock costs (its backend's key, four timers, its STATUS and metrics lines) and the
  * backend's renewal traffic, one request per lock every renew_interval. */
 #define LK_CONFIG_MAX_LOCKS     16384
 #define LK_CONFIG_MAX_DIAGS     100 /* stop collecting after this many */

@@ -271,7 +271,6 @@ static void do_status(struct lk_session *s, const struct lk_request *req)
 			return;
 		}
 	}
-	lk_status_catch_up(st);
 	if (req->lock)
 		json = lk_status_json_page(st, (size_t)i, true, max);
 	else if (req->after)

@@ -154,11 +154,18 @@ static char *status_page(const struct lk_status *st, size_t first, size_t last, 
 	len = strlen(base);
 	free(base);
 	for (i = first; i < last; i++) {
-		json_t *o = lock_json(st->locks[i]);
-		char *one = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-		size_t add = one ? strlen(one) + (i > first) : 0;
+		json_t *o;
+		char *one;
+		size_t add, need;
+
+		/* Only what is reported must be caught up (I9): a page of a 10,000-lock agent
+		 * costs its own locks, not a look at every lock. */
+		lk_lock_catch_up(st->locks[i]);
+		o = lock_json(st->locks[i]);
+		one = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		add = one ? strlen(one) + (i > first) : 0;
 		/* The last lock needs no room for the tail; any other may be followed by it. */
-		size_t need = len + add + (i + 1 < last ? PAGE_TAIL_MAX : 0);
+		need = len + add + (i + 1 < last ? PAGE_TAIL_MAX : 0);
 
 		free(one);
 		if (!one || need > max_len) {

@@ -50,7 +50,9 @@ void lk_status_catch_up(const struct lk_status *st);
  * why[cap]. */
 bool lk_status_ready(const struct lk_status *st, char *why, size_t cap);
 
-/* The STATUS reply's one-line JSON, at most max_len bytes: locks that do not fit are left out
+/* Both forms of STATUS catch up (lk_lock_catch_up()) each lock they report, and only those.
+ *
+ * The STATUS reply's one-line JSON, at most max_len bytes: locks that do not fit are left out
  * and counted in "truncated", and "next_after" names the last lock that fitted (the cursor of
  * STATUS after=<lock>). Returns a string the caller frees, or NULL. */
 char *lk_status_json(const struct lk_status *st, size_t max_len);
