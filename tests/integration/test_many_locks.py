@@ -8,6 +8,8 @@ printed, not asserted beyond generous bounds: `make bench` is where targets are 
 import json
 import os
 import re
+import resource
+import selectors
 import signal
 import socket
 import sys
@@ -18,6 +20,7 @@ import urllib.request
 from harness import LKTestCase, free_port, lock_config, wait_until
 
 N_LOCKS = int(os.environ.get("LK_MANY_LOCKS") or 2000)
+N_APPS = int(os.environ.get("LK_MANY_APPS") or 1000)  # locks with a campaign client each
 LINE_MAX = 4096                  # proto/codec.h LK_LINE_MAX
 IDLE_WINDOW_S = 3.0
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -97,6 +100,67 @@ class StatusClient:
 
     def close(self):
         self.sock.close()
+
+
+class Apps:
+    """n app connections on one selector, each campaigning on its own lock and following the
+    protocol's rules: ACK every STEPDOWN. Lines are kept per connection."""
+
+    def __init__(self, path, locks):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = len(locks) + 256
+        if soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        self.sel = selectors.DefaultSelector()
+        self.conns = []
+        for lock in locks:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.setblocking(False)
+            c = {"sock": s, "lock": lock, "buf": b"", "lines": [], "eof": False}
+            self.conns.append(c)
+            self.sel.register(s, selectors.EVENT_READ, c)
+            s.sendall(("HELLO 1 client=app-%s\nCAMPAIGN %s\n" % (lock, lock)).encode())
+
+    def pump(self, timeout):
+        for key, _ in self.sel.select(timeout):
+            c = key.data
+            try:
+                data = c["sock"].recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                c["eof"] = True
+                self.sel.unregister(c["sock"])
+                continue
+            c["buf"] += data
+            while b"\n" in c["buf"]:
+                raw, c["buf"] = c["buf"].split(b"\n", 1)
+                line = raw.decode()
+                c["lines"].append(line)
+                if line.startswith("STEPDOWN "):
+                    token = line.split("token=")[1].split()[0]
+                    c["sock"].sendall(("ACK %s %s\n" % (c["lock"], token)).encode())
+
+    def wait(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not all(pred(c) for c in self.conns):
+            if time.monotonic() > deadline:
+                bad = [c for c in self.conns if not pred(c)]
+                raise AssertionError("%d apps not %s, e.g. %s: %r"
+                                     % (len(bad), what, bad[0]["lock"], bad[0]["lines"][-5:]))
+            self.pump(0.1)
+
+    def close(self):
+        for c in self.conns:
+            c["sock"].close()
+        self.sel.close()
+
+
+def has(c, prefix):
+    return any(l.startswith(prefix) for l in c["lines"])
 
 
 def states(pages):
@@ -225,6 +289,42 @@ class ManyLocksRedisTest(LKTestCase):
         report("SIGTERM to exit (drain of all)", "%.3f s (shutdown_timeout %.0f s)"
                % (t_drain, SHUTDOWN_TIMEOUT_S))
 
+
+    def test_a_campaign_client_per_lock_leads_and_drains(self):
+        locks = [lock_config(name(i), ttl="10s") for i in range(N_APPS)]
+        agent = self.start_agent("pod-apps", self.redis, locks=locks, max_clients=N_APPS + 64,
+                                 shutdown_timeout="%ds" % SHUTDOWN_TIMEOUT_S)
+        t0 = time.monotonic()
+        apps = Apps(agent.sock_path, [name(i) for i in range(N_APPS)])
+        self.addCleanup(apps.close)
+        apps.wait(lambda c: has(c, "LEADER "), 60, "leading")
+        t_lead = time.monotonic() - t0
+        for c in apps.conns:
+            self.assertEqual([l.split()[0] for l in c["lines"] if l.split()[0] == "LEADER"],
+                             ["LEADER"], "one LEADER, for its own lock only")
+            self.assertTrue(all(c["lock"] in l for l in c["lines"]
+                                if l.startswith(("LEADER", "FOLLOWER", "RENEWED"))))
+        r = self.cli("status", "-s", agent.sock_path, "--json")
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["clients"]["campaign"], N_APPS)
+        self.assertEqual(sum(1 for l in doc["locks"] if l["state"] == "leader"
+                             and l["campaign_clients"] == 1), N_APPS)
+        mem = proc_status(agent.pid)
+
+        t1 = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        apps.wait(lambda c: has(c, "STOP ") or c["eof"], SHUTDOWN_TIMEOUT_S + 5, "stopped")
+        rc = agent.wait(timeout=SHUTDOWN_TIMEOUT_S + 10)
+        t_drain = time.monotonic() - t1
+        self.assertEqual(rc, 0, agent.tail())
+        self.assertEqual(int(agent.drain_summary()["released"]), N_APPS)
+        for c in apps.conns:
+            self.assertTrue(has(c, "STEPDOWN " + c["lock"]), c["lines"][-5:])
+            self.assertTrue(has(c, "RELEASED %s " % c["lock"]), c["lines"][-5:])
+        report("apps, one lock each", N_APPS)
+        report("connect to every app leading", "%.2f s" % t_lead)
+        report("RSS / RssAnon with the apps", "%d KiB / %d KiB" % (mem["VmRSS"], mem["RssAnon"]))
+        report("SIGTERM to exit (STEPDOWN, ACK, release)", "%.3f s" % t_drain)
 
 if __name__ == "__main__":
     unittest.main()
