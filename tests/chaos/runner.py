@@ -332,8 +332,12 @@ class Replica:
             except ProcessLookupError:
                 pass
             self.app.kill()
+            # The app's tenure ends when the signal is sent: it runs no more code, and its
+            # agent sees EOF only once it is dead. After wait() would be too late: the agent
+            # may have released and a successor led meanwhile (a false overlap, seen once).
+            t_kill = mono()
             self.app.wait()
-            self.run.evlog("killed", who="app-" + self.name, pid=self.app.pid)
+            self.run.evlog("killed", who="app-" + self.name, pid=self.app.pid, t=t_kill)
 
     def kill_agent(self):
         a = self.agent
