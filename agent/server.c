@@ -77,6 +77,7 @@ struct lk_server {
 	 * every client (with thousands of locks and clients, one event per renewal each). */
 	struct sub_list *by_lock;       /* [n_locks]: campaign clients and watchers of the lock */
 	size_t n_locks;
+	size_t outbuf_max;              /* LK_CLIENT_OUTBUF_MAX + LK_CLIENT_OUTBUF_PER_LOCK each */
 	struct sub_list all;            /* WATCH *: every lock's events */
 	size_t n_live;                  /* on clients: what max_clients caps */
 	uint64_t next_id;
@@ -141,7 +142,7 @@ static void send_line(struct client *c, const char *line, size_t len)
 	if (c->closing)
 		return;
 	out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) + len > LK_CLIENT_OUTBUF_MAX) {
+	if (evbuffer_get_length(out) + len > c->srv->outbuf_max) {
 		LK_LOG(LK_WARN, "client reads too slowly; disconnecting", LKF_U64("client", c->id)
 		       LKF_STR("name", client_name(c)));
 		c->evicted = true;
@@ -643,6 +644,7 @@ int lk_server_new(struct event_base *base, const struct lk_session_env *env, con
 		s->env.key = s->key;
 	}
 	s->n_locks = env->status->n_locks;
+	s->outbuf_max = LK_CLIENT_OUTBUF_MAX + s->n_locks * LK_CLIENT_OUTBUF_PER_LOCK;
 	s->by_lock = calloc(s->n_locks ? s->n_locks : 1, sizeof(*s->by_lock));
 	if (!s->by_lock)
 		goto nomem;

@@ -14,6 +14,10 @@ struct lk_server;
 struct lk_session_env;
 
 #define LK_CLIENT_OUTBUF_MAX    (256 * 1024) /* a client that reads nothing is cut off here */
+/* ... plus this much per configured lock: WATCH * queues a state line for every lock at once
+ * (a FOLLOWER line with a 128-byte name and a 256-byte holder is under 420 bytes), which a
+ * 10,000-lock agent could not fit in the base cap even for a client that reads at once. */
+#define LK_CLIENT_OUTBUF_PER_LOCK 512
 #define LK_HELLO_TIMEOUT_MS     5000
 #define LK_CLOSE_FLUSH_MS       1000
 /* The listen queue: room for a burst of connections beyond the slots, so that they are

@@ -238,6 +238,15 @@ class ManyLocksRedisTest(LKTestCase):
         self.assertEqual(r.rc, 0, r.stderr)
         self.assertEqual([l["name"] for l in json.loads(r.stdout)["locks"]], [name(7)])
 
+        # WATCH * hears every lock's state at once (the output cap grows with the locks).
+        w = StatusClient(agent.sock_path)
+        self.addCleanup(w.close)
+        w.send("WATCH *")
+        self.assertEqual(w.line(), "OK WATCH *")
+        heard = [w.line().split()[:2] for _ in range(N_LOCKS)]
+        self.assertEqual(heard, [["LEADER", n] for n in names])
+        w.close()
+
         # /metrics: every lock, held.
         t1 = time.monotonic()
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as resp:
