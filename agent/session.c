@@ -254,12 +254,12 @@ static void do_watch(struct lk_session *s, const struct lk_request *req)
 	send_lock_state(s, (size_t)i);
 }
 
-/* STATUS, STATUS <lock> (that lock alone) or STATUS after=<lock> (the next page: the locks
- * after it in config order, as many as fit in a line). */
+/* STATUS, STATUS lock=<lock> (that lock alone) or STATUS after=<lock> (the next page: the
+ * locks after it in config order, as many as fit in a line). */
 static void do_status(struct lk_session *s, const struct lk_request *req)
 {
 	const struct lk_status *st = s->env->status;
-	const char *name = req->lock ? req->lock : req->after;
+	const char *name = req->status_lock ? req->status_lock : req->after;
 	size_t max = LK_LINE_MAX - sizeof("OK STATUS \n");
 	char *json;
 	int i = -1;
@@ -271,7 +271,7 @@ static void do_status(struct lk_session *s, const struct lk_request *req)
 			return;
 		}
 	}
-	if (req->lock)
+	if (req->status_lock)
 		json = lk_status_json_page(st, (size_t)i, true, max);
 	else if (req->after)
 		json = lk_status_json_page(st, (size_t)i + 1, false, max);

@@ -228,15 +228,16 @@ static void print_status_table(json_t *root)
 		       json_integer_value(json_object_get(root, "truncated")));
 }
 
-/* One STATUS request (lock: STATUS <lock>; after: the page after that lock); its JSON, a new
- * reference, or NULL having said why. */
+/* One STATUS request (lock: STATUS lock=<lock>; after: the page after that lock); its JSON, a
+ * new reference, or NULL having said why. */
 static json_t *status_call(struct lk_client *c, const char *lock, const char *after)
 {
 	struct lk_server_msg m;
 	json_error_t jerr;
 	json_t *root;
-	int rc = lk_client_call(c, &(struct lk_request){ .verb = LK_VERB_STATUS, .lock = lock,
-	                                                 .after = after }, 10000, &m);
+	int rc = lk_client_call(c, &(struct lk_request){ .verb = LK_VERB_STATUS,
+	                                                 .status_lock = lock, .after = after },
+	                        10000, &m);
 
 	if (rc < 0) {
 		fprintf(stderr, "leasekeeper status: no answer from the agent: %s\n", strerror(-rc));
@@ -292,6 +293,33 @@ static json_t *status_all(struct lk_client *c)
 	return root;
 }
 
+/* STATUS lock=<lock>. An agent older than lock= ignores it and answers its first page: keep
+ * the lock asked for alone, if it is there. NULL on failure. */
+static json_t *status_one(struct lk_client *c, const char *lock)
+{
+	json_t *root = status_call(c, lock, NULL), *locks, *l, *keep;
+	size_t i;
+
+	if (!root)
+		return NULL;
+	locks = json_object_get(root, "locks");
+	keep = json_array();
+	json_array_foreach(locks, i, l)
+		if (json_is_string(json_object_get(l, "name")) &&
+		    strcmp(json_string_value(json_object_get(l, "name")), lock) == 0)
+			json_array_append(keep, l);
+	if (!keep || json_array_size(keep) == 0) {
+		fprintf(stderr, "leasekeeper status: the agent did not report lock %s\n", lock);
+		json_decref(keep);
+		json_decref(root);
+		return NULL;
+	}
+	json_object_set_new(root, "locks", keep);
+	json_object_del(root, "truncated");
+	json_object_del(root, "next_after");
+	return root;
+}
+
 int lk_cli_status(int argc, char **argv)
 {
 	struct common_opts o;
@@ -317,7 +345,7 @@ int lk_cli_status(int argc, char **argv)
 	}
 	if (connect_agent(o.socket, "status", &c) < 0)
 		return EXIT_NOT_ASKED;
-	root = lock ? status_call(c, lock, NULL) : status_all(c);
+	root = lock ? status_one(c, lock) : status_all(c);
 	lk_client_free(c);
 	if (!root)
 		return 1;

@@ -309,23 +309,25 @@ static enum lk_err parse_lock_arg(const struct words *w, size_t want, bool star_
 	return LK_ERR_NONE;
 }
 
-/* STATUS, STATUS <lock> (one lock) or STATUS after=<lock> (a page): after= is known to this
- * verb, so it is checked rather than ignored. */
+/* STATUS, STATUS lock=<lock> (one lock) or STATUS after=<lock> (a page). Attributes, not a
+ * positional, so that an agent older than them, which ignores unknown attributes, still
+ * answers (its one line); being known to this verb, they are checked rather than ignored. */
 static enum lk_err parse_status(const struct words *w, struct lk_request *req,
                                 const char **ret_text)
 {
-	int r = attr_get(w, "after", &req->after);
+	int a = attr_get(w, "after", &req->after), l = attr_get(w, "lock", &req->status_lock);
 
-	if (r < 0)
+	if (w->npos > 0)
+		return req_fail(LK_ERR_BAD_REQUEST, "this verb takes no arguments", ret_text);
+	if (a < 0 || l < 0)
 		return req_fail(LK_ERR_BAD_REQUEST, "attribute given twice", ret_text);
-	if (r > 0 && !lk_codec_lock_name_valid(req->after))
+	if ((a > 0 && !lk_codec_lock_name_valid(req->after)) ||
+	    (l > 0 && !lk_codec_lock_name_valid(req->status_lock)))
 		return req_fail(LK_ERR_BAD_REQUEST, "lock names are [A-Za-z0-9._-]{1,128}", ret_text);
-	if (w->npos == 0)
-		return LK_ERR_NONE;
-	if (w->npos > 1 || r > 0)
-		return req_fail(LK_ERR_BAD_REQUEST, "STATUS takes one lock name or after=<lock>",
+	if (a > 0 && l > 0)
+		return req_fail(LK_ERR_BAD_REQUEST, "STATUS takes lock= or after=, not both",
 		                ret_text);
-	return parse_lock_arg(w, 1, false, req, ret_text);
+	return LK_ERR_NONE;
 }
 
 enum lk_err lk_codec_parse_request(char *line, size_t len, struct lk_request *ret,
@@ -684,12 +686,13 @@ int lk_codec_format_request(char *buf, size_t cap, const struct lk_request *req)
 			out_fmt(&o, " %" PRIu64, req->token);
 		break;
 	case LK_VERB_STATUS:
-		if ((req->lock && !lk_codec_lock_name_valid(req->lock)) ||
-		    (req->after && !lk_codec_lock_name_valid(req->after)) || (req->lock && req->after))
+		if ((req->status_lock && !lk_codec_lock_name_valid(req->status_lock)) ||
+		    (req->after && !lk_codec_lock_name_valid(req->after)) ||
+		    (req->status_lock && req->after))
 			return -EINVAL;
-		if (req->lock) {
-			out_str(&o, " ");
-			out_str(&o, req->lock);
+		if (req->status_lock) {
+			out_str(&o, " lock=");
+			out_str(&o, req->status_lock);
 		}
 		if (req->after) {
 			out_str(&o, " after=");

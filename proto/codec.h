@@ -83,8 +83,9 @@ struct lk_request {
 	unsigned version;        /* HELLO */
 	const char *client;      /* HELLO client=, or NULL */
 	const char *mac;         /* HELLO mac=, or NULL; checked by the agent, not the codec */
-	const char *lock;        /* CAMPAIGN, WATCH ("*" allowed), ACK, RESIGN; STATUS: or NULL */
-	const char *after;       /* STATUS after=<lock>, the next page's cursor, or NULL */
+	const char *lock;        /* CAMPAIGN, WATCH ("*" allowed), ACK, RESIGN */
+	const char *status_lock; /* STATUS lock=<lock>: that lock alone; or NULL */
+	const char *after;       /* STATUS after=<lock>: the page after that lock; or NULL */
 	uint64_t token;          /* ACK */
 };
 

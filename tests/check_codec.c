@@ -310,6 +310,7 @@ START_TEST(verbs_without_arguments)
 		ck_assert_int_eq(preq(ok[i].line, &r, NULL), LK_ERR_NONE);
 		ck_assert_int_eq(r.verb, ok[i].verb);
 	}
+	req_fails_s("STATUS x", LK_ERR_BAD_REQUEST);
 	req_fails_s("DRAIN now", LK_ERR_BAD_REQUEST);
 	req_fails_s("PING 1", LK_ERR_BAD_REQUEST);
 	req_fails_s("QUIT bye", LK_ERR_BAD_REQUEST);
@@ -321,23 +322,26 @@ START_TEST(status_takes_a_lock_or_an_after_cursor)
 	struct lk_request r;
 
 	ck_assert_int_eq(preq("STATUS", &r, NULL), LK_ERR_NONE);
+	ck_assert_ptr_null(r.status_lock);
+	ck_assert_ptr_null(r.after);
+	ck_assert_int_eq(preq("STATUS lock=db.main", &r, NULL), LK_ERR_NONE);
+	ck_assert_str_eq(r.status_lock, "db.main");
+	ck_assert_ptr_null(r.after);
 	ck_assert_ptr_null(r.lock);
-	ck_assert_ptr_null(r.after);
-	ck_assert_int_eq(preq("STATUS db.main", &r, NULL), LK_ERR_NONE);
-	ck_assert_str_eq(r.lock, "db.main");
-	ck_assert_ptr_null(r.after);
 	ck_assert_int_eq(preq("STATUS after=lock-0041", &r, NULL), LK_ERR_NONE);
-	ck_assert_ptr_null(r.lock);
+	ck_assert_ptr_null(r.status_lock);
 	ck_assert_str_eq(r.after, "lock-0041");
 	/* Other attributes are ignored, as on every verb. */
 	ck_assert_int_eq(preq("STATUS after=a page=2", &r, NULL), LK_ERR_NONE);
 	ck_assert_str_eq(r.after, "a");
-	req_fails_s("STATUS a b", LK_ERR_BAD_REQUEST);
-	req_fails_s("STATUS *", LK_ERR_BAD_REQUEST);
-	req_fails_s("STATUS bad/name", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS a", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS lock=*", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS lock=bad/name", LK_ERR_BAD_REQUEST);
 	req_fails_s("STATUS after=", LK_ERR_BAD_REQUEST);
 	req_fails_s("STATUS after=a/b", LK_ERR_BAD_REQUEST);
 	req_fails_s("STATUS after=a after=b", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS lock=a lock=b", LK_ERR_BAD_REQUEST);
+	req_fails_s("STATUS lock=a after=b", LK_ERR_BAD_REQUEST);
 	req_fails_s("STATUS a after=b", LK_ERR_BAD_REQUEST);
 }
 END_TEST
@@ -756,8 +760,9 @@ START_TEST(format_requests_exactly)
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_ACK, .lock = "a", .token = UINT64_MAX},
 	           "ACK a 18446744073709551615\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_RESIGN, .lock = "a"}, "RESIGN a\n");
-	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS}, "STATUS\n");
-	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .lock = "a"}, "STATUS a\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .lock = "ignored"}, "STATUS\n");
+	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .status_lock = "a"},
+	           "STATUS lock=a\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_STATUS, .after = "a"},
 	           "STATUS after=a\n");
 	fmt_req_is(&(struct lk_request){.verb = LK_VERB_DRAIN, .lock = "ignored"}, "DRAIN\n");
@@ -782,9 +787,9 @@ START_TEST(format_request_refuses_unsendable_fields)
 		{.verb = LK_VERB_HELLO, .version = 1, .client = "my app"},
 		{.verb = LK_VERB_HELLO, .version = 1, .client = "a\tb"},
 		{.verb = LK_VERB_HELLO, .version = 1, .mac = "ab\n"},
-		{.verb = LK_VERB_STATUS, .lock = "*"},
+		{.verb = LK_VERB_STATUS, .status_lock = "*"},
 		{.verb = LK_VERB_STATUS, .after = "a b"},
-		{.verb = LK_VERB_STATUS, .lock = "a", .after = "b"},
+		{.verb = LK_VERB_STATUS, .status_lock = "a", .after = "b"},
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

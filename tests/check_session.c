@@ -500,7 +500,7 @@ START_TEST(status_of_one_lock_shows_that_lock_alone)
 	json_t *root, *locks;
 
 	start_and_hello();
-	feed("STATUS lock-123-of-the-many\n");
+	feed("STATUS lock=lock-123-of-the-many\n");
 	root = status_reply();
 	locks = json_object_get(root, "locks");
 	ck_assert_uint_eq(json_array_size(locks), 1);
@@ -509,9 +509,9 @@ START_TEST(status_of_one_lock_shows_that_lock_alone)
 	ck_assert_ptr_null(json_object_get(root, "truncated"));
 	ck_assert_ptr_null(json_object_get(root, "next_after"));
 	json_decref(root);
-	feed("STATUS nope\nSTATUS after=nope\nSTATUS a b\n");
+	feed("STATUS lock=nope\nSTATUS after=nope\nSTATUS lock=a after=b\n");
 	ck_assert_str_eq(sent(), "ERR unknown_lock nope\nERR unknown_lock nope\n"
-	                 "ERR bad_request STATUS takes one lock name or after=<lock>\n");
+	                 "ERR bad_request STATUS takes lock= or after=, not both\n");
 }
 END_TEST
 

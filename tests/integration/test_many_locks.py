@@ -1,6 +1,6 @@
 """Many locks on one agent (issue 11, item 4): a real redis-server and a real agent holding
 LK_MANY_LOCKS locks (default 2000) with `campaign: always`. Every lock is acquired; the paged
-STATUS (`STATUS`, then `STATUS after=<lock>`), `leasekeeper status --json` and /metrics each
+STATUS (`STATUS`, then `STATUS after=<lock>`; `STATUS lock=<lock>` for one), `leasekeeper status --json` and /metrics each
 list every lock; a drain releases them all within shutdown_timeout. The measured times, the
 agent's memory (RSS and RssAnon, per lock against a one-lock agent) and its CPU while idle are
 printed, not asserted beyond generous bounds: `make bench` is where targets are checked."""
@@ -214,9 +214,9 @@ class ManyLocksRedisTest(LKTestCase):
         self.assertNotIn("truncated", pages[-1])
         for p in pages[1:]:
             self.assertNotIn("clients", p)
-        one_lock = sc.status(name(N_LOCKS // 2))
+        one_lock = sc.status("lock=" + name(N_LOCKS // 2))
         self.assertEqual([l["name"] for l in one_lock["locks"]], [name(N_LOCKS // 2)])
-        self.assertEqual(sc.status("nope"), "ERR unknown_lock nope")
+        self.assertEqual(sc.status("lock=nope"), "ERR unknown_lock nope")
         self.assertEqual(sc.status("after=" + name(N_LOCKS - 1))["locks"], [])
 
         # leasekeeper status pages through them all, text and JSON.
