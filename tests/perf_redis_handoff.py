@@ -9,8 +9,11 @@ a fresh agent then joins as the next follower. Printed as p50/p90/p99/max; nothi
 Usage: LK_BIN=build/leasekeeper python3 tests/perf_redis_handoff.py [--rounds N]
        [--locks N] [--json FILE]
 
---locks N gives every agent N-1 more locks (campaign: always) on the same backend, so that the
-handoff of x competes with their renewals (ttl --ttl, the renewal every third of it).
+--locks N gives every agent N-1 more locks (campaign: always) on the same backend: the drain
+hands them over together with x, and their renewals run alongside (ttl --ttl).
+
+--strace FILTER attaches strace to redis-server and every agent (--keep keeps the logs); the
+rounds' times (monotonic and wall) are in --json, to line the traces up with the app's view.
 """
 
 import argparse
