@@ -77,7 +77,7 @@ class Run:
         backend = {"name": "main", "type": "redis", "address": self.redis.address,
                    "timeout": "500ms"}
         a = Agent(self.tmp, identity="pod-%d" % n, locks=locks, backends=[backend],
-                  log_format="json", log_level=self.args.log_level)
+                  log_format="json")
         a.start()
         self.agents.append(a)
         if self.args.strace:
@@ -150,7 +150,6 @@ def main():
     p.add_argument("--ttl", default="10s")
     p.add_argument("--settle", type=float, default=0.05,
                    help="seconds between the follower's FOLLOWER line and the SIGTERM")
-    p.add_argument("--log-level", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--strace", default=None, metavar="FILTER",
                    help="attach strace -f -T -ttt -e FILTER to every agent (tmp/strace-*.log)")
