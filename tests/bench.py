@@ -356,8 +356,16 @@ class Bench:
             return {"skipped": why.split(": ", 1)[-1], "cap": int(cap.group(1)) if cap else None}
         t0 = time.monotonic()
         a.start(timeout=120)
-        harness.wait_until(lambda: metrics(port)["held"] == n, timeout=300, interval=0.05,
-                           what="%d locks held" % n)
+        try:
+            harness.wait_until(lambda: metrics(port)["held"] == n, timeout=self.args.acquire_max,
+                               interval=0.05, what="%d locks held" % n)
+        except AssertionError:
+            held = metrics(port)["held"]
+            a.stop()
+            a.close_files()
+            self.agents.remove(a)
+            return {"skipped": "only %d of %d locks held after %ds" % (held, n,
+                                                                      self.args.acquire_max)}
         acquire_s = time.monotonic() - t0
         warnings = {}  # what the agent complained about while acquiring (hold-offs, errors)
         for e in a.log_entries():
@@ -385,7 +393,7 @@ class Bench:
 
     def footprints(self, kind, window):
         rows, cap = [], None
-        for n in SIZES:
+        for n in self.args.sizes:
             r = self.footprint(kind, n, window)
             if "skipped" in r:
                 print("  %s %6d locks: skipped: %s" % (kind, n, r["skipped"]))
@@ -449,7 +457,7 @@ def machine(args, started):
     model = ""
     with open("/proc/cpuinfo") as f:
         model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    commit = subprocess.run(["git", "-C", harness.REPO_ROOT, "rev-parse", "--short", "HEAD"],
+    commit = subprocess.run(["git", "-C", harness.REPO_ROOT, "describe", "--always", "--dirty"],
                             capture_output=True, text=True).stdout.strip()
     return {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpus": os.cpu_count(),
             "cpu_model": model, "kernel": platform.release(), "commit": commit,
@@ -573,16 +581,18 @@ def plot(res):
         v = sorted(st["samples"])
         with open(path, "w") as f:
             for k, x in enumerate(v):
-                f.write("%g %g\n" % (max(x, 0.01), (k + 1) / len(v)))
+                # RELEASED -> LEADER is below 0 when the successor leads before the old app
+                # has read its RELEASED: drawn at the left edge
+                f.write("%g %g\n" % (max(x, 0.05), (k + 1) / len(v)))
         plots.append("'%s' using 1:2 with steps lw 2 title '%s (p50 %.2f ms)'"
                      % (path, title, st["p50"]))
     run = res["run"]
     script = "\n".join([
-        "set terminal svg size 900,480 dynamic font 'sans,12' background rgb 'white'",
+        "set terminal svg size 900,560 dynamic font 'sans,12' background rgb 'white'",
         "set output '%s'" % os.path.join(OUT_DIR, "handoff.svg"),
         "set title 'graceful handoff, %d rounds each, %s, %d cores, loopback'"
         % (run["rounds"], run["date"][:10], run["cpus"]),
-        "set logscale x", "set grid", "set key bottom right",
+        "set logscale x", "set grid", "set key below maxrows 3", "set xrange [0.05:*]",
         "set xlabel 'latency (ms, log scale)'", "set ylabel 'fraction of handoffs'",
         "set yrange [0:1.02]", "plot " + ", ".join(plots), ""])
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
@@ -600,8 +610,18 @@ def main():
     p.add_argument("--crash-ttl", default="2s", help="the ttl of the crash bench (default 2s)")
     p.add_argument("--idle", type=int, default=0, help="seconds of each idle CPU window "
                    "(default 60)")
+    p.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=SIZES,
+                   help="lock counts of the footprint (default 1,100,1000,10000)")
+    p.add_argument("--acquire-max", type=int, default=240,
+                   help="seconds a footprint agent may take to hold all its locks")
     p.add_argument("--no-write", action="store_true", help="print only: no results.json, svg")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw bench/handoff.svg from bench/results.json, run nothing")
     args = p.parse_args()
+    if args.plot_only:
+        with open(os.path.join(OUT_DIR, "results.json")) as f:
+            plot(json.load(f))
+        return
     args.rounds = args.rounds or (20 if args.quick else 200)
     args.crash_rounds = args.crash_rounds or (2 if args.quick else 5)
     args.idle = args.idle or (10 if args.quick else 60)
