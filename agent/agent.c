@@ -32,11 +32,20 @@ struct lock_slot {
 	size_t index;
 };
 
+/* A lock's timer. Locks have four each, and an agent may have 16384 locks: rather than a
+ * libevent event per timer (an allocation of 128 bytes each, some 700 bytes a lock), the
+ * agent keeps every armed timer in one binary min-heap on its deadline, under one libevent
+ * timer armed for the earliest. Arming, re-arming and disarming are O(log n). */
 struct agent_timer {
-	struct event *ev;
+	struct lk_agent *agent;
 	lk_timer_fn *fn;
 	void *arg;
+	int64_t at_ns;             /* CLOCK_MONOTONIC deadline while armed */
+	size_t slot;               /* index in the heap, or NOT_ARMED */
+	uint64_t pass;             /* the agent's timer pass when armed */
 };
+
+#define NOT_ARMED ((size_t)-1)
 
 struct lk_agent {
 	struct event_base *base;
@@ -51,6 +60,11 @@ struct lk_agent {
 	struct lk_status status;        /* what session, http and metrics read (status.h) */
 	struct lk_server *server;
 	struct lk_http *http;
+	struct agent_timer **heap;      /* armed lock timers, earliest first (see agent_timer) */
+	size_t n_heap, cap_heap;
+	struct event *heap_ev;          /* fires at heap_ev_at, the earliest deadline when armed */
+	int64_t heap_ev_at;             /* -1 when heap_ev is not armed */
+	uint64_t timer_pass;            /* on_heap_timer runs, counted */
 	struct lk_metrics metrics;
 	struct event *sig_term, *sig_int, *sig_quit, *shutdown_timer;
 
@@ -68,36 +82,68 @@ static int64_t env_now(void *ctx)
 	return lk_mono_ns();
 }
 
-static void on_agent_timer(evutil_socket_t fd, short what, void *arg)
+static void heap_set(struct lk_agent *a, size_t i, struct agent_timer *t)
 {
-	struct agent_timer *t = arg;
-
-	t->fn(t->arg);
+	a->heap[i] = t;
+	t->slot = i;
 }
 
-static void *env_timer_new(void *ctx, lk_timer_fn *fn, void *arg)
+static void heap_up(struct lk_agent *a, size_t i)
 {
-	struct lk_agent *a = ctx;
-	struct agent_timer *t = calloc(1, sizeof(*t));
+	struct agent_timer *t = a->heap[i];
 
-	if (!t)
-		return NULL;
-	t->fn = fn;
-	t->arg = arg;
-	t->ev = evtimer_new(a->base, on_agent_timer, t);
-	if (!t->ev) {
-		free(t);
-		return NULL;
+	while (i > 0 && a->heap[(i - 1) / 2]->at_ns > t->at_ns) {
+		heap_set(a, i, a->heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
 	}
-	return t;
+	heap_set(a, i, t);
 }
 
-static void env_timer_arm(void *ctx, void *timer, int64_t at_ns)
+static void heap_down(struct lk_agent *a, size_t i)
 {
-	struct agent_timer *t = timer;
-	int64_t in_ns = at_ns - lk_mono_ns();
-	struct timeval tv = { 0, 0 };
+	struct agent_timer *t = a->heap[i];
 
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= a->n_heap)
+			break;
+		if (c + 1 < a->n_heap && a->heap[c + 1]->at_ns < a->heap[c]->at_ns)
+			c++;
+		if (a->heap[c]->at_ns >= t->at_ns)
+			break;
+		heap_set(a, i, a->heap[c]);
+		i = c;
+	}
+	heap_set(a, i, t);
+}
+
+static void heap_remove(struct lk_agent *a, struct agent_timer *t)
+{
+	size_t i = t->slot;
+	struct agent_timer *last = a->heap[--a->n_heap];
+
+	t->slot = NOT_ARMED;
+	if (last == t)
+		return;
+	heap_set(a, i, last);
+	heap_up(a, i);
+	heap_down(a, last->slot);
+}
+
+/* Arm heap_ev for the earliest deadline, unless it already fires by then (firing early is
+ * harmless: on_heap_timer only runs what is due and arms it again). */
+static void heap_schedule(struct lk_agent *a)
+{
+	struct timeval tv = { 0, 0 };
+	int64_t at, in_ns;
+
+	if (a->n_heap == 0)
+		return;
+	at = a->heap[0]->at_ns;
+	if (a->heap_ev_at >= 0 && a->heap_ev_at <= at)
+		return;
+	in_ns = at - lk_mono_ns();
 	if (in_ns > 0) {
 		tv.tv_sec = in_ns / 1000000000;
 		/* Round up: a timer that fires a hair early would find its deadline not yet due. */
@@ -107,22 +153,90 @@ static void env_timer_arm(void *ctx, void *timer, int64_t at_ns)
 			tv.tv_usec -= 1000000;
 		}
 	}
-	evtimer_add(t->ev, &tv);
+	evtimer_add(a->heap_ev, &tv);
+	a->heap_ev_at = at;
+}
+
+/* Run every timer due by the deadline heap_ev was armed for (as a libevent timer of its own
+ * would have run at that time) or by now. Each is taken off the heap before its callback,
+ * which may arm, disarm or free any timer, this one included. A timer armed during this pass
+ * waits for the next turn of the loop, as a libevent timer added from a callback would: a
+ * callback that keeps arming its timer in the past cannot keep the loop from its I/O. */
+static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_agent *a = arg;
+	int64_t due = a->heap_ev_at, now = lk_mono_ns();
+	uint64_t pass = ++a->timer_pass;
+
+	a->heap_ev_at = -1;
+	if (now > due)
+		due = now;
+	while (a->n_heap > 0 && a->heap[0]->at_ns <= due && a->heap[0]->pass != pass) {
+		struct agent_timer *t = a->heap[0];
+
+		heap_remove(a, t);
+		t->fn(t->arg);
+	}
+	heap_schedule(a);
+}
+
+static void *env_timer_new(void *ctx, lk_timer_fn *fn, void *arg)
+{
+	struct lk_agent *a = ctx;
+	struct agent_timer *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->agent = a;
+	t->fn = fn;
+	t->arg = arg;
+	t->slot = NOT_ARMED;
+	return t;
+}
+
+static void env_timer_arm(void *ctx, void *timer, int64_t at_ns)
+{
+	struct lk_agent *a = ctx;
+	struct agent_timer *t = timer;
+
+	t->pass = a->timer_pass;
+	if (t->slot == NOT_ARMED) {
+		if (a->n_heap == a->cap_heap) {
+			size_t cap = a->cap_heap ? a->cap_heap * 2 : 64;
+			struct agent_timer **v = realloc(a->heap, cap * sizeof(*v));
+
+			if (!v) {
+				/* Cannot happen with the heap sized for every timer at start; a lock
+				 * whose timer is lost would stall, so say so loudly. */
+				LK_LOG(LK_ERROR, "out of memory arming a timer");
+				return;
+			}
+			a->heap = v;
+			a->cap_heap = cap;
+		}
+		t->at_ns = at_ns;
+		heap_set(a, a->n_heap++, t);
+		heap_up(a, t->slot);
+	} else {
+		t->at_ns = at_ns;
+		heap_up(a, t->slot);
+		heap_down(a, t->slot);
+	}
+	heap_schedule(a);
 }
 
 static void env_timer_disarm(void *ctx, void *timer)
 {
 	struct agent_timer *t = timer;
 
-	evtimer_del(t->ev);
+	if (t->slot != NOT_ARMED)
+		heap_remove(t->agent, t);
 }
 
 static void env_timer_free(void *ctx, void *timer)
 {
-	struct agent_timer *t = timer;
-
-	event_free(t->ev);
-	free(t);
+	env_timer_disarm(ctx, timer);
+	free(timer);
 }
 
 static int slot_cmp(const void *a, const void *b)
@@ -385,7 +499,9 @@ static void agent_free(struct lk_agent *a)
 	free(a->settled);
 	free(a->backends);
 	free(a->metrics.backend_errors);
-	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer };
+	free(a->heap);
+	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer,
+	                        a->heap_ev };
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -426,6 +542,15 @@ static int agent_start(struct lk_agent *a)
 	a->sig_int = evsignal_new(a->base, SIGINT, on_sigterm, a);
 	a->sig_quit = evsignal_new(a->base, SIGQUIT, on_sigquit, a);
 	a->shutdown_timer = evtimer_new(a->base, on_shutdown_timeout, a);
+	a->heap_ev = evtimer_new(a->base, on_heap_timer, a);
+	a->heap_ev_at = -1;
+	/* Room for every lock's every timer, so that arming never allocates. */
+	a->cap_heap = cfg->n_locks * LK_TIMER__COUNT;
+	a->heap = calloc(a->cap_heap ? a->cap_heap : 1, sizeof(*a->heap));
+	if (!a->heap_ev || !a->heap) {
+		LK_LOG(LK_ERROR, "out of memory");
+		return -ENOMEM;
+	}
 	if (!a->sig_term || !a->sig_int || !a->sig_quit || !a->shutdown_timer ||
 	    evsignal_add(a->sig_term, NULL) < 0 || evsignal_add(a->sig_int, NULL) < 0 ||
 	    evsignal_add(a->sig_quit, NULL) < 0) {
