@@ -167,6 +167,8 @@ static bool lk_redis_transient(const char *s, size_t len)
 static void lk_redis_key_destroy(struct lk_backend_key *k)
 {
 	TAILQ_REMOVE(&k->r->keys, k, link);
+	LIST_REMOVE(k, hlink);
+	k->r->n_keys--;
 	free(k->key);
 	free(k->fence);
 	free(k->channel);
@@ -180,34 +182,84 @@ void lk_redis_key_unref(struct lk_backend_key *k)
 		lk_redis_key_destroy(k);
 }
 
+/* FNV-1a: channels are our own key names, so nobody chooses collisions to slow us down. */
+static uint64_t lk_redis_hash(const char *s, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static struct lk_redis_key_chain *lk_redis_chain(const struct lk_redis *r, uint64_t hash)
+{
+	return &r->buckets[hash & (r->n_buckets - 1)];
+}
+
+/* Make room for one more key: the first table, or twice the buckets once chains average two
+ * keys. A table that cannot grow (no memory, or a chain may be being walked) stays as it is:
+ * only the chains get longer. False only if there is no table at all. */
+static bool lk_redis_buckets_reserve(struct lk_redis *r)
+{
+	struct lk_redis_key_chain *nb;
+	struct lk_backend_key *k;
+	size_t n;
+
+	if (r->n_buckets && (r->n_keys < 2 * r->n_buckets || r->depth > 0))
+		return true;
+	n = r->n_buckets ? 2 * r->n_buckets : LK_REDIS_MIN_BUCKETS;
+	nb = calloc(n, sizeof(*nb));
+	if (!nb)
+		return r->n_buckets != 0;
+	for (size_t i = 0; i < n; i++)
+		LIST_INIT(&nb[i]);
+	TAILQ_FOREACH(k, &r->keys, link) {
+		LIST_REMOVE(k, hlink);
+		LIST_INSERT_HEAD(&nb[k->chash & (n - 1)], k, hlink);
+	}
+	free(r->buckets);
+	r->buckets = nb;
+	r->n_buckets = n;
+	return true;
+}
+
 /* Whether another live key shares this key's release channel (two handles on one lock). */
 static bool lk_redis_channel_shared(const struct lk_backend_key *k)
 {
 	const struct lk_backend_key *o;
 
-	TAILQ_FOREACH(o, &k->r->keys, link)
-		if (o != k && !o->dead && strcmp(o->channel, k->channel) == 0)
+	LIST_FOREACH(o, lk_redis_chain(k->r, k->chash), hlink)
+		if (o != k && !o->dead && o->chlen == k->chlen &&
+		    memcmp(o->channel, k->channel, k->chlen) == 0)
 			return true;
 	return false;
 }
 
 /* Tell keys: RECONNECTED goes to every key; MAYBE_FREE to every watching key (channel NULL)
- * or to those on one release channel. Any callback may free keys or the backend; holding a
- * reference on the current key keeps it, and so its place in the list, valid until we have
- * moved on. */
+ * or to those on one release channel, found through its hash chain. Any callback may free keys
+ * or the backend; holding a reference on the current key keeps it, and so its place in the
+ * list or chain, valid until we have moved on. Callers are inside an enter() frame, so the
+ * table does not grow under the walk. */
 void lk_redis_notify(struct lk_redis *r, enum lk_backend_notice what,
                      const char *channel, size_t chlen)
 {
-	struct lk_backend_key *k = TAILQ_FIRST(&r->keys), *next;
+	struct lk_backend_key *k, *next;
 
+	if (channel)
+		k = r->n_buckets ? LIST_FIRST(lk_redis_chain(r, lk_redis_hash(channel, chlen))) : NULL;
+	else
+		k = TAILQ_FIRST(&r->keys);
 	if (k)
 		k->refs++;
 	while (k) {
 		if (!r->closing && !k->dead && k->notify &&
 		    (what == LK_NOTICE_RECONNECTED || k->watching) &&
-		    (!channel || (strlen(k->channel) == chlen && memcmp(k->channel, channel, chlen) == 0)))
+		    (!channel || (k->chlen == chlen && memcmp(k->channel, channel, chlen) == 0)))
 			k->notify(k->notify_arg, what);
-		next = TAILQ_NEXT(k, link);
+		next = channel ? LIST_NEXT(k, hlink) : TAILQ_NEXT(k, link);
 		if (next)
 			next->refs++;
 		lk_redis_key_unref(k);
@@ -487,11 +539,15 @@ static struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char 
 		k->fence = NULL;
 	if (asprintf(&k->channel, "%s:released", key) < 0)
 		k->channel = NULL;
-	if (!k->key || !k->identity || !k->fence || !k->channel)
+	if (!k->key || !k->identity || !k->fence || !k->channel || !lk_redis_buckets_reserve(r))
 		goto fail;
 	k->notify = notify;
 	k->notify_arg = arg;
+	k->chlen = strlen(k->channel);
+	k->chash = lk_redis_hash(k->channel, k->chlen);
 	TAILQ_INSERT_TAIL(&r->keys, k, link);
+	LIST_INSERT_HEAD(lk_redis_chain(r, k->chash), k, hlink);
+	r->n_keys++;
 
 	/* A subscriber still connecting subscribes every key once it is connected. */
 	if (r->sub.state == LK_REDIS_HANDSHAKE || r->sub.state == LK_REDIS_UP)
@@ -630,6 +686,7 @@ void lk_redis_finalize(struct lk_redis *r)
 
 	while ((k = TAILQ_FIRST(&r->keys)))
 		lk_redis_key_destroy(k);
+	free(r->buckets);
 	if (r->password) {
 		sodium_memzero(r->password, r->password_len);
 		free(r->password);
