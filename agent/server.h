@@ -45,7 +45,8 @@ int lk_server_new(struct event_base *base, const struct lk_session_env *env, con
                   unsigned mode, const struct lk_server_limits *limits,
                   struct lk_server **ret, char *err, size_t errlen);
 
-/* Send a lock's event line to its campaign clients and watchers. */
+/* Send a lock's event line to its campaign clients and watchers: the clients on the lock's own
+ * list and the WATCH * list (kept from the sessions' io->want), never a walk of every client. */
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len);
 
 /* Send a line to every client that said HELLO (STOP). */
