@@ -90,10 +90,14 @@ def proc_stats(pid):
     return int(st["VmRSS"]), int(st["RssAnon"]), ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
-def metrics(port):
-    """/metrics as {name: sum over its series}, plus "held": series of lock_held at 1."""
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        text = r.read().decode()
+def metrics(port, timeout=30):
+    """/metrics as {name: sum over its series}, plus "held": series of lock_held at 1; held
+    -1 when the agent does not answer in time (busy acquiring thousands of locks)."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return {"held": -1}
     out = {"held": 0}
     for ln in text.splitlines():
         if not ln or ln.startswith("#"):
@@ -394,7 +398,10 @@ class Bench:
     def footprints(self, kind, window):
         rows, cap = [], None
         for n in self.args.sizes:
-            r = self.footprint(kind, n, window)
+            try:
+                r = self.footprint(kind, n, window)
+            except Exception as e:  # noqa: BLE001 (one size failing does not end the run)
+                r = {"skipped": "failed: %s" % e}
             if "skipped" in r:
                 print("  %s %6d locks: skipped: %s" % (kind, n, r["skipped"]))
                 cap = cap or r.get("cap")
@@ -631,8 +638,9 @@ def main():
         b.run()
     finally:
         b.close()
+        if not args.no_write:  # also what a failed run measured so far
+            write_results(b.res)
     if not args.no_write:
-        write_results(b.res)
         plot(b.res)
 
 
