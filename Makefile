@@ -180,7 +180,8 @@ demo: deps all
 	BACKEND=$(BACKEND) ./examples/demo.sh
 
 # leasekeeper next to etcdctl elect and redis-py's Lock, on the same private servers; writes
-# bench/results.json and bench/handoff.svg (about 20 minutes; BENCH_ARGS=--quick: 3).
+# bench/results.json and bench/handoff.svg (about 20 minutes on 2 cores; BENCH_ARGS=--quick: 20
+# handoffs and 10 s windows instead of 200 and 60 s).
 bench: deps all
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/bench.py $(BENCH_ARGS)
 
