@@ -106,6 +106,11 @@ static void start_child(struct runner *r, const sigset_t *orig)
 		setpgid(0, 0);
 		sigprocmask(SIG_SETMASK, orig, NULL);
 		signal(SIGPIPE, SIG_DFL);
+		/* run forwards SIGTERM and SIGINT: CMD must be able to take them even when run was
+		 * started with them ignored (a background job of a shell ignores SIGINT, and an
+		 * ignored signal cannot even be trapped by a shell CMD). */
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
 		setenv("LEASEKEEPER_TOKEN", tok, 1);
 		setenv("LEASEKEEPER_LOCK", r->lock, 1);
 		close(r->sfd);

@@ -558,6 +558,15 @@ class RunLeadershipTest(RunTestBase):
     def test_sigint_to_run_is_forwarded_and_run_exits_with_cmds_status(self):
         self._sigterm_or_sigint_to_run_is_forwarded(signal.SIGINT, "int", 5)
 
+    def test_forwarded_sigint_reaches_cmd_when_run_was_started_with_it_ignored(self):
+        """A background job of a shell starts with SIGINT ignored, and a shell CMD could not
+        even trap it: run gives CMD the default dispositions of what it forwards."""
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._sigterm_or_sigint_to_run_is_forwarded(signal.SIGINT, "int", 5)
+        finally:
+            signal.signal(signal.SIGINT, old)
+
     def test_lost_while_a_forwarded_sigterm_is_pending_still_ends_run(self):
         """run got SIGTERM (forwarded; CMD takes its time), then the lock is LOST: CMD is
         killed, and run, which was asked to end, ends (it neither hangs nor restarts CMD)."""
