@@ -534,10 +534,9 @@ class RunLeadershipTest(RunTestBase):
                                      "TERM_STATUS": "7", "INT_STATUS": "5"})
         s = self.wait_start()
         run.proc.send_signal(sig)
-        # Generous: on a machine loaded far beyond its cores this once took over 10 s (CMD's
-        # trap forks `date` and `mv`); say what run saw if it never comes.
+        # If it never comes, say what run saw (whether it got the signal and forwarded it).
         try:
-            self.wait_record(name, s.pid, timeout=DEFAULT_TIMEOUT * 3)
+            self.wait_record(name, s.pid)
         except AssertionError as e:
             raise AssertionError("%s\nrun's stderr:\n%s" % (e, run.stderr())) from None
         # CMD is in its 0.6s shutdown: run waits for it.
