@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "agent/log.h"
+#include "agent/ptrset.h"
 #include "agent/session.h"
 #include "agent/sockfile.h"
 #include "agent/status.h"
@@ -29,7 +29,6 @@
 
 #define ACCEPT_PAUSE_MS   100  /* out of file descriptors: stop accepting for this long */
 #define ACCEPT_BATCH      64   /* connections accepted before the rest of the loop gets a turn */
-#define FD_MARGIN         64   /* descriptors besides the clients: backends, HTTP, logs */
 #define PEER_SCAN_MAX     256  /* idle connections checked for a departed peer per accept */
 
 struct client {
@@ -55,11 +54,6 @@ struct client {
 
 TAILQ_HEAD(client_list, client);
 
-/* The clients that want one lock's events (or every lock's), in no particular order. */
-struct sub_list {
-	struct client **v;
-	size_t n, cap;
-};
 
 struct lk_server {
 	struct event_base *base;
@@ -75,10 +69,10 @@ struct lk_server {
 	struct client_list idle;        /* live and idle (see server.h), oldest first */
 	/* Who gets each lock's events: a lock's event costs its own subscribers, not a look at
 	 * every client (with thousands of locks and clients, one event per renewal each). */
-	struct sub_list *by_lock;       /* [n_locks]: campaign clients and watchers of the lock */
+	struct lk_ptrset *by_lock;      /* [n_locks]: campaign clients and watchers of the lock */
 	size_t n_locks;
 	size_t outbuf_max;              /* LK_CLIENT_OUTBUF_MAX + LK_CLIENT_OUTBUF_PER_LOCK each */
-	struct sub_list all;            /* WATCH *: every lock's events */
+	struct lk_ptrset all;           /* WATCH *: every lock's events (struct client *) */
 	size_t n_live;                  /* on clients: what max_clients caps */
 	uint64_t next_id;
 	struct event *reaper;
@@ -276,38 +270,11 @@ static void io_active(void *conn)
 		evtimer_del(c->timer);
 }
 
-static int sub_add(struct sub_list *l, struct client *c)
-{
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 2;
-		struct client **v = realloc(l->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
-	l->v[l->n++] = c;
-	return 0;
-}
-
-/* Linear in the list: a lock has few campaign clients and watchers (at most
- * LK_LOCK_MAX_CAMPAIGNERS of the former), and this runs once per subscription, not per event. */
-static void sub_remove(struct sub_list *l, const struct client *c)
-{
-	for (size_t k = 0; k < l->n; k++) {
-		if (l->v[k] == c) {
-			l->v[k] = l->v[--l->n];
-			return;
-		}
-	}
-}
-
 static int io_want(void *conn, size_t lock_index, bool on)
 {
 	struct client *c = conn;
 	struct lk_server *s = c->srv;
-	struct sub_list *l;
+	struct lk_ptrset *l;
 
 	if (lock_index == LK_SESSION_ALL_LOCKS) {
 		l = &s->all;
@@ -319,12 +286,12 @@ static int io_want(void *conn, size_t lock_index, bool on)
 		return on ? -EINVAL : 0;
 	}
 	if (!on) {
-		sub_remove(l, c);
+		lk_ptrset_remove(l, c);
 		if (l == &s->all)
 			c->watch_all = false;
 		return 0;
 	}
-	if (sub_add(l, c) < 0)
+	if (lk_ptrset_add(l, c) < 0)
 		return -ENOMEM;
 	if (l == &s->all)
 		c->watch_all = true;
@@ -592,25 +559,6 @@ static void on_accept_error(struct evconnlistener *lst, void *arg)
 		       LKF_U64("not_logged", skipped));
 }
 
-/* Each client needs a descriptor: raise the soft limit to what max_clients needs if the hard
- * limit allows, and say so if it does not (accept then fails before the slots are full). */
-static void ensure_fd_limit(size_t max_clients)
-{
-	struct rlimit rl;
-	rlim_t need = (rlim_t)max_clients + FD_MARGIN;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
-		return;
-	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-		LK_LOG(LK_WARN, "the file descriptor limit is lower than max_clients needs",
-		       LKF_U64("max_clients", max_clients) LKF_U64("need", need)
-		       LKF_U64("hard_limit", rl.rlim_max));
-		need = rl.rlim_max;
-	}
-	rl.rlim_cur = need;
-	setrlimit(RLIMIT_NOFILE, &rl);
-}
-
 /* ---- public API ----------------------------------------------------------------------------- */
 
 int lk_server_new(struct event_base *base, const struct lk_session_env *env, const char *path,
@@ -654,7 +602,7 @@ int lk_server_new(struct event_base *base, const struct lk_session_env *env, con
 	s->accept_pause = evtimer_new(base, on_accept_resume, s);
 	if (!s->path || !s->reaper || !s->close_timer || !s->accept_pause)
 		goto nomem;
-	ensure_fd_limit(s->limits.max_clients);
+	lk_sockfile_fd_limit(s->limits.max_clients);
 	fd = lk_sockfile_bind(s->path, mode, &s->file, err, errlen);
 	if (fd < 0) {
 		rc = fd;
@@ -713,14 +661,17 @@ static bool asked_to_drain(const struct client *c, size_t i)
  * as delivery goes, so that it gets each line once even if it also named the lock. */
 void lk_server_emit_lock(struct lk_server *s, size_t lock_index, const char *line, size_t len)
 {
-	const struct sub_list *l;
+	const struct lk_ptrset *l;
 
 	if (lock_index >= s->n_locks)
 		return;
 	l = &s->by_lock[lock_index];
-	for (size_t k = 0; k < l->n; k++)
-		if (!l->v[k]->watch_all)
-			send_line(l->v[k], line, len);
+	for (size_t k = 0; k < l->n; k++) {
+		struct client *c = l->v[k];
+
+		if (!c->watch_all)
+			send_line(c, line, len);
+	}
 	for (size_t k = 0; k < s->all.n; k++)
 		send_line(s->all.v[k], line, len);
 }
@@ -826,9 +777,9 @@ struct lk_server *lk_server_free(struct lk_server *s)
 	if (s->accept_pause)
 		event_free(s->accept_pause);
 	for (size_t i = 0; s->by_lock && i < s->n_locks; i++)
-		free(s->by_lock[i].v);
+		lk_ptrset_clear(&s->by_lock[i]);
 	free(s->by_lock);
-	free(s->all.v);
+	lk_ptrset_clear(&s->all);
 	free(s->uids);
 	free(s->path);
 	free(s);

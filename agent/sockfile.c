@@ -5,10 +5,15 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "agent/log.h"
+
+#define FD_MARGIN 64 /* descriptors besides the clients: backends, HTTP, logs */
 
 /* Another agent is alive at path if something accepts a connection there. */
 static bool socket_is_live(const char *path)
@@ -77,4 +82,21 @@ void lk_sockfile_remove(const char *path, const struct lk_sockfile *ours)
 	/* A successor may have taken the path over since: its file is not ours to remove. */
 	if (stat(path, &st) == 0 && st.st_dev == ours->dev && st.st_ino == ours->ino)
 		unlink(path);
+}
+
+void lk_sockfile_fd_limit(size_t max_clients)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)max_clients + FD_MARGIN;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		LK_LOG(LK_WARN, "the file descriptor limit is lower than max_clients needs",
+		       LKF_U64("max_clients", max_clients) LKF_U64("need", need)
+		       LKF_U64("hard_limit", rl.rlim_max));
+		need = rl.rlim_max;
+	}
+	rl.rlim_cur = need;
+	setrlimit(RLIMIT_NOFILE, &rl);
 }

@@ -1,5 +1,6 @@
 /* The agent's Unix socket file: created with no window of wider access than its mode, taken
- * over from a crashed agent, never from a live one, and removed only while it is still ours. */
+ * over from a crashed agent, never from a live one, and removed only while it is still ours;
+ * and the descriptors its clients will need. */
 #ifndef LK_AGENT_SOCKFILE_H
 #define LK_AGENT_SOCKFILE_H
 
@@ -20,5 +21,10 @@ int lk_sockfile_bind(const char *path, unsigned mode, struct lk_sockfile *ours, 
 
 /* Unlink path if it is still the file *ours describes. */
 void lk_sockfile_remove(const char *path, const struct lk_sockfile *ours);
+
+/* Each client needs a descriptor: raise the soft RLIMIT_NOFILE to what max_clients (plus a
+ * margin) needs if the hard limit allows, and log a warning if it does not (accepts then fail
+ * before the slots are full). */
+void lk_sockfile_fd_limit(size_t max_clients);
 
 #endif
