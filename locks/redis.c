@@ -162,112 +162,6 @@ static bool lk_redis_transient(const char *s, size_t len)
 	return false;
 }
 
-/* ---- keys ------------------------------------------------------------------------------- */
-
-static void lk_redis_key_destroy(struct lk_backend_key *k)
-{
-	TAILQ_REMOVE(&k->r->keys, k, link);
-	LIST_REMOVE(k, hlink);
-	k->r->n_keys--;
-	free(k->key);
-	free(k->fence);
-	free(k->channel);
-	free(k->identity);
-	free(k);
-}
-
-void lk_redis_key_unref(struct lk_backend_key *k)
-{
-	if (--k->refs == 0 && k->dead)
-		lk_redis_key_destroy(k);
-}
-
-/* FNV-1a: channels are our own key names, so nobody chooses collisions to slow us down. */
-static uint64_t lk_redis_hash(const char *s, size_t len)
-{
-	uint64_t h = 14695981039346656037ULL;
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-static struct lk_redis_key_chain *lk_redis_chain(const struct lk_redis *r, uint64_t hash)
-{
-	return &r->buckets[hash & (r->n_buckets - 1)];
-}
-
-/* Make room for one more key: the first table, or twice the buckets once chains average two
- * keys. A table that cannot grow (no memory, or a chain may be being walked) stays as it is:
- * only the chains get longer. False only if there is no table at all. */
-static bool lk_redis_buckets_reserve(struct lk_redis *r)
-{
-	struct lk_redis_key_chain *nb;
-	struct lk_backend_key *k;
-	size_t n;
-
-	if (r->n_buckets && (r->n_keys < 2 * r->n_buckets || r->depth > 0))
-		return true;
-	n = r->n_buckets ? 2 * r->n_buckets : LK_REDIS_MIN_BUCKETS;
-	nb = calloc(n, sizeof(*nb));
-	if (!nb)
-		return r->n_buckets != 0;
-	for (size_t i = 0; i < n; i++)
-		LIST_INIT(&nb[i]);
-	TAILQ_FOREACH(k, &r->keys, link) {
-		LIST_REMOVE(k, hlink);
-		LIST_INSERT_HEAD(&nb[k->chash & (n - 1)], k, hlink);
-	}
-	free(r->buckets);
-	r->buckets = nb;
-	r->n_buckets = n;
-	return true;
-}
-
-/* Whether another live key shares this key's release channel (two handles on one lock). */
-static bool lk_redis_channel_shared(const struct lk_backend_key *k)
-{
-	const struct lk_backend_key *o;
-
-	LIST_FOREACH(o, lk_redis_chain(k->r, k->chash), hlink)
-		if (o != k && !o->dead && o->chlen == k->chlen &&
-		    memcmp(o->channel, k->channel, k->chlen) == 0)
-			return true;
-	return false;
-}
-
-/* Tell keys: RECONNECTED goes to every key; MAYBE_FREE to every watching key (channel NULL)
- * or to those on one release channel, found through its hash chain. Any callback may free keys
- * or the backend; holding a reference on the current key keeps it, and so its place in the
- * list or chain, valid until we have moved on. Callers are inside an enter() frame, so the
- * table does not grow under the walk. */
-void lk_redis_notify(struct lk_redis *r, enum lk_backend_notice what,
-                     const char *channel, size_t chlen)
-{
-	struct lk_backend_key *k, *next;
-
-	if (channel)
-		k = r->n_buckets ? LIST_FIRST(lk_redis_chain(r, lk_redis_hash(channel, chlen))) : NULL;
-	else
-		k = TAILQ_FIRST(&r->keys);
-	if (k)
-		k->refs++;
-	while (k) {
-		if (!r->closing && !k->dead && k->notify &&
-		    (what == LK_NOTICE_RECONNECTED || k->watching) &&
-		    (!channel || (k->chlen == chlen && memcmp(k->channel, channel, chlen) == 0)))
-			k->notify(k->notify_arg, what);
-		next = channel ? LIST_NEXT(k, hlink) : TAILQ_NEXT(k, link);
-		if (next)
-			next->refs++;
-		lk_redis_key_unref(k);
-		k = next;
-	}
-}
-
-/* EVALSHA (or, after NOSCRIPT, EVAL) one lock script for a user request. */
 static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req *req, bool eval)
 {
 	struct lk_redis *r = conn->r;
@@ -512,77 +406,88 @@ deliver:
 	return false;
 }
 
-/* ---- the operations --------------------------------------------------------------------- */
+/* ---- INFO server (I10) ----------------------------------------------------------------- */
 
-static struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key,
-                                               const char *identity,
-                                               lk_backend_notify_fn *notify, void *arg)
+/* The value of "name:value" on its own line of an INFO reply, into buf[cap]; false if absent,
+ * too long, or not made of the bytes `ok` accepts. */
+static bool lk_redis_info_field(const char *s, size_t len, const char *name, char *buf,
+                                size_t cap, int (*ok)(int))
 {
-	struct lk_redis *r = (struct lk_redis *)b;
-	struct lk_backend_key *k;
-	size_t klen, ilen;
+	size_t nlen = strlen(name);
 
-	if (!r || r->closing || !key || !identity)
-		return NULL;
-	klen = strlen(key);
-	ilen = strlen(identity);
-	if (klen == 0 || klen > LK_REDIS_MAX_KEY_LEN || ilen == 0 || ilen > LK_REDIS_MAX_IDENTITY_LEN)
-		return NULL;
+	for (size_t i = 0; i < len;) {
+		size_t end = i;
 
-	k = calloc(1, sizeof(*k));
-	if (!k)
-		return NULL;
-	k->r = r;
-	k->key = strdup(key);
-	k->identity = strdup(identity);
-	if (asprintf(&k->fence, "%s:fence", key) < 0)
-		k->fence = NULL;
-	if (asprintf(&k->channel, "%s:released", key) < 0)
-		k->channel = NULL;
-	if (!k->key || !k->identity || !k->fence || !k->channel || !lk_redis_buckets_reserve(r))
-		goto fail;
-	k->notify = notify;
-	k->notify_arg = arg;
-	k->chlen = strlen(k->channel);
-	k->chash = lk_redis_hash(k->channel, k->chlen);
-	TAILQ_INSERT_TAIL(&r->keys, k, link);
-	LIST_INSERT_HEAD(lk_redis_chain(r, k->chash), k, hlink);
-	r->n_keys++;
+		while (end < len && s[end] != '\n')
+			end++;
+		if (end - i > nlen && memcmp(s + i, name, nlen) == 0 && s[i + nlen] == ':') {
+			size_t v = i + nlen + 1, n = 0;
 
-	/* A subscriber still connecting subscribes every key once it is connected. */
-	if (r->sub.state == LK_REDIS_HANDSHAKE || r->sub.state == LK_REDIS_UP)
-		(void)lk_redis_subscribe(&r->sub, k);
-	return k;
-
-fail:
-	free(k->key);
-	free(k->identity);
-	free(k->fence);
-	free(k->channel);
-	free(k);
-	return NULL;
-}
-
-static void lk_redis_key_free(struct lk_backend_key *k)
-{
-	struct lk_redis *r;
-
-	if (!k || k->dead)
-		return;
-	r = k->r;
-	k->dead = true;
-	k->watching = false;
-	if (!r->closing && r->sub.ac && !lk_redis_channel_shared(k) &&
-	    (r->sub.state == LK_REDIS_HANDSHAKE || r->sub.state == LK_REDIS_UP)) {
-		const char *argv[2] = { "UNSUBSCRIBE", k->channel };
-		size_t lens[2] = { 11, strlen(k->channel) };
-
-		/* Best effort: the confirmation goes to the channel callback, which ignores it. */
-		(void)redisAsyncCommandArgv(r->sub.ac, NULL, NULL, 2, argv, lens);
+			while (v + n < end && s[v + n] != '\r')
+				n++;
+			if (n == 0 || n >= cap)
+				return false;
+			for (size_t j = 0; j < n; j++)
+				if (!ok((unsigned char)s[v + j]))
+					return false;
+			memcpy(buf, s + v, n);
+			buf[n] = '\0';
+			return true;
+		}
+		i = end + 1;
 	}
-	if (k->refs == 0)
-		lk_redis_key_destroy(k);
+	return false;
 }
+
+static int lk_redis_is_digit(int c) { return c >= '0' && c <= '9'; }
+static int lk_redis_is_hex(int c) { return lk_redis_is_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* Which instance answered INFO server (I10). A run_id we have not seen before starts a new
+ * instance record; the same one keeps its record, so that a short blip does not move the time
+ * this instance was first reached. A server that refuses INFO (renamed or forbidden by ACL)
+ * cannot be told apart from its successor: said once, and no hold-off is derived. */
+void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply)
+{
+	char run_id[LK_REDIS_RUN_ID_LEN + 1], up[24], text[LK_REDIS_MAX_DESC_LEN];
+	int64_t uptime_ms;
+
+	if (reply->type != REDIS_REPLY_STRING || reply->len > LK_REDIS_MAX_INFO_LEN ||
+	    !lk_redis_info_field(reply->str, reply->len, "run_id", run_id, sizeof(run_id),
+	                         lk_redis_is_hex) ||
+	    strlen(run_id) != LK_REDIS_RUN_ID_LEN) {
+		if (!r->info_failed) {
+			lk_redis_describe(reply, text, sizeof(text));
+			lk_redis_log(r, LK_BLOG_WARN, "INFO server gave no run_id (%s): a restart or "
+			             "failover of this server cannot be detected", text);
+		}
+		r->info_failed = true;
+		return;
+	}
+	r->info_failed = false;
+	/* uptime_in_seconds is the difference of two whole-second readings of the wall clock (now
+	 * and the start), so it can be one more than the seconds that really passed: a server up
+	 * for 20ms says 1 if a second began in between. It has surely been up one second less. */
+	uptime_ms = -1;
+	if (lk_redis_info_field(reply->str, reply->len, "uptime_in_seconds", up, 16,
+	                        lk_redis_is_digit)) {
+		uptime_ms = strtoll(up, NULL, 10) * 1000 - 1000;
+		if (uptime_ms < 0)
+			uptime_ms = 0;
+	}
+	if (strcmp(run_id, r->run_id) == 0)
+		return;
+	r->replaced = r->run_id[0] != '\0';
+	snprintf(r->prev_run_id, sizeof(r->prev_run_id), "%s", r->run_id);
+	snprintf(r->run_id, sizeof(r->run_id), "%s", run_id);
+	r->reached_ns = lk_mono_ns();
+	r->uptime_ms = uptime_ms;
+	if (r->replaced)
+		lk_redis_log(r, LK_BLOG_WARN, "another server instance answers at %s (run_id %.8s, "
+		             "was %.8s, up %" PRId64 "s): it may not know the tenures the old one "
+		             "granted", r->shown, r->run_id, r->prev_run_id, uptime_ms / 1000);
+}
+
+/* ---- the operations --------------------------------------------------------------------- */
 
 static int lk_redis_submit(struct lk_backend_key *k, enum lk_redis_script script, uint64_t token,
                            int64_t ttl_ms, lk_backend_reply_fn *cb, void *arg)

@@ -210,4 +210,20 @@ int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
                   int argc, const char **argv, const size_t *lens);
 int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *k);
 
+
+/* Record the run_id and uptime an `INFO server` reply gives (redis.c, I10). */
+void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply);
+
+/* ---- redis_keys.c ---- */
+
+/* The backend's key_new and key_free (backend.h). */
+struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key, const char *identity,
+                                        lk_backend_notify_fn *notify, void *arg);
+void lk_redis_key_free(struct lk_backend_key *k);
+/* Unlink and free a key nothing refers to any more. */
+void lk_redis_key_destroy(struct lk_backend_key *k);
+/* Put k (its channel set) on r's key list and channel index: 0 or -ENOMEM; and take it off. */
+int lk_redis_key_link(struct lk_redis *r, struct lk_backend_key *k);
+void lk_redis_key_unlink(struct lk_backend_key *k);
+
 #endif

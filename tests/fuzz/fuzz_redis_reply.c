@@ -176,19 +176,21 @@ static void rig_init(struct rig *g, bool watching)
 	g->k->notify_arg = &g->seen;
 	g->k->watching = watching;
 	g->k->refs = 1; /* the rig's own: the key is never destroyed under it */
-	TAILQ_INSERT_TAIL(&g->r->keys, g->k, link);
+	if (lk_redis_key_link(g->r, g->k) < 0)
+		abort();
 }
 
 static void rig_free(struct rig *g)
 {
 	CHECK(g->k->refs == 1 && g->r->depth == 0);
-	TAILQ_REMOVE(&g->r->keys, g->k, link);
+	lk_redis_key_unlink(g->k);
 	free(g->k->key);
 	free(g->k->fence);
 	free(g->k->channel);
 	free(g->k->identity);
 	free(g->k);
 	free(g->ac);
+	free(g->r->buckets);
 	free(g->r);
 }
 
