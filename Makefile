@@ -99,16 +99,17 @@ $(BUILD)/%.o: %.c | pkgs-ok
 # Each unit test links only the modules it exercises, so a module can be tested on its own (a
 # test without a T_ line links every module but main.o). The wildcards follow a module split
 # into several files (config.c, config_*.c).
-T_check_codec    := proto/codec.o
-T_check_auth     := proto/auth.o proto/codec.o
+CODEC_OBJ        := $(patsubst %.c,%.o,$(wildcard proto/codec*.c))
+T_check_codec    := $(CODEC_OBJ)
+T_check_auth     := proto/auth.o $(CODEC_OBJ)
 T_check_duration := agent/duration.o
 T_check_config   := $(patsubst %.c,%.o,$(wildcard agent/config*.c)) agent/duration.o \
                     $(LOCKS_SRC:.c=.o)
-T_check_lock     := $(patsubst %.c,%.o,$(wildcard agent/lock*.c)) agent/log.o proto/codec.o
+T_check_lock     := $(patsubst %.c,%.o,$(wildcard agent/lock*.c)) agent/log.o $(CODEC_OBJ)
 T_check_redis    := $(LOCKS_SRC:.c=.o) tests/harness.o
 T_check_etcd_json := $(patsubst %.c,%.o,$(wildcard locks/etcd_json*.c))
 T_check_etcd     := $(LOCKS_SRC:.c=.o) tests/harness.o
-T_check_client   := proto/client.o proto/auth.o proto/codec.o
+T_check_client   := proto/client.o proto/auth.o $(CODEC_OBJ)
 T_ALL            := $(AGENT_SRC:.c=.o) $(LOCKS_SRC:.c=.o) $(PROTO_SRC:.c=.o) tests/harness.o
 
 .SECONDARY:

@@ -135,6 +135,8 @@ struct lk_server_msg {
 
 /* Name of a verb, error code, event, reason or outcome as it appears on the wire. */
 const char *lk_verb_name(enum lk_verb v);
+/* The word after "OK" in the reply to v (PONG for PING, BYE for QUIT). */
+const char *lk_ok_name(enum lk_verb v);
 const char *lk_err_name(enum lk_err e);
 const char *lk_event_name(enum lk_event_kind k);
 const char *lk_lost_reason_name(enum lk_lost_reason r);

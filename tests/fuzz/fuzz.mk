@@ -32,12 +32,12 @@ FUZZ_LDLIBS  = $(LDLIBS) -lpthread
 # What each target compiles besides its own file (wildcards follow a module split into several
 # files). fuzz_redis_reply #includes locks/redis.c and redis_conn.c to reach their static reply
 # mapping (see its header comment); the other locks/ files resolve the rest of their references.
-FUZZ_SRC_codec       := proto/codec.c
-FUZZ_SRC_config      := $(wildcard agent/config*.c) agent/duration.c proto/codec.c $(LOCKS_SRC)
+FUZZ_SRC_codec       := $(wildcard proto/codec*.c)
+FUZZ_SRC_config      := $(wildcard agent/config*.c) agent/duration.c $(FUZZ_SRC_codec) $(LOCKS_SRC)
 FUZZ_SRC_etcd_json   := $(wildcard locks/etcd_json*.c)
 FUZZ_SRC_redis_reply := $(filter-out locks/redis.c locks/redis_conn.c,$(LOCKS_SRC))
 FUZZ_DEP_redis_reply := locks/redis.c locks/redis_conn.c
-FUZZ_SRC_client      := proto/client.c proto/auth.c proto/codec.c
+FUZZ_SRC_client      := proto/client.c proto/auth.c $(FUZZ_SRC_codec)
 
 # Extra libFuzzer options per target (later options win over the common ones). The config
 # loader promises that no file costs much to reject: a second is already far too long.
