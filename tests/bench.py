@@ -368,8 +368,9 @@ class Bench:
             a.stop()
             a.close_files()
             self.agents.remove(a)
-            return {"skipped": "only %d of %d locks held after %ds" % (held, n,
-                                                                      self.args.acquire_max)}
+            limit = self.args.acquire_max
+            return {"skipped": "only %d of %d locks held after %ds" % (held, n, limit)
+                    if held >= 0 else "/metrics did not answer after %ds" % limit}
         acquire_s = time.monotonic() - t0
         warnings = {}  # what the agent complained about while acquiring (hold-offs, errors)
         for e in a.log_entries():
