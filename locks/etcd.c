@@ -96,12 +96,20 @@ int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt)
 
 /* ---- the cluster answering (I10) -------------------------------------------------------- */
 
-/* What an answer's header says about the cluster behind it (I10). ordered: the answer comes
- * from a linearizable request (a range or a txn), so its revision is at least that of every
- * answer before it, unless the data went back. Returns true if this answer shows that the
- * cluster was replaced (wiped, or restored from an older snapshot): hold-off from now on. */
-bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered)
+/* What an answer's header says about the cluster behind it (I10). x: the transfer of a
+ * linearizable request (a range or a txn), whose answer's revision is at least every revision
+ * this backend had seen when it sent the request (x->rev_floor), unless the data went back;
+ * NULL for an answer that promises no such thing. Answers to requests in flight together may
+ * come back in any order: comparing with the highest revision seen by the time the answer
+ * arrives would take a slow answer for a restored cluster. Returns true if this answer shows
+ * that the cluster was replaced (wiped, or restored from an older snapshot): hold-off from now
+ * on. */
+bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
+                  const struct lk_etcd_xfer *x)
 {
+	bool ordered = x != NULL;
+	/* Lowered by a replacement seen since the request left: its old floor no longer holds. */
+	int64_t floor = x && x->rev_floor < e->max_revision ? x->rev_floor : e->max_revision;
 	struct lk_backend_key *k;
 	char why[LK_ETCD_MAX_LOG_LEN];
 
@@ -110,10 +118,9 @@ bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool
 	if (cluster_id && e->cluster_id && cluster_id != e->cluster_id) {
 		snprintf(why, sizeof(why), "etcd cluster id changed from %" PRIx64 " to %" PRIx64
 		         ": the old cluster's tenures may still run", e->cluster_id, cluster_id);
-	} else if (ordered && revision > 0 && revision < e->max_revision) {
+	} else if (ordered && revision > 0 && revision < floor) {
 		snprintf(why, sizeof(why), "etcd revision went back from %" PRId64 " to %" PRId64
-		         " (wiped or restored): tenures it granted may be lost", e->max_revision,
-		         revision);
+		         " (wiped or restored): tenures it granted may be lost", floor, revision);
 	} else {
 		if (cluster_id)
 			e->cluster_id = cluster_id;

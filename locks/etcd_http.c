@@ -348,6 +348,7 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 	x->secret = secret;
 	x->endpoint = e->cur;
 	x->token_gen = e->token_gen;
+	x->rev_floor = e->max_revision;
 	x->easy = c = curl_easy_init();
 	if (!c)
 		goto fail;

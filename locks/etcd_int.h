@@ -100,6 +100,7 @@ struct lk_etcd_xfer {
 	struct lk_etcd_op *op;           /* X_OP */
 	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
 	int64_t start_revision;          /* X_WATCH: what the stream was created with */
+	int64_t rev_floor;               /* the highest revision seen when it was sent (I10) */
 	int64_t then_revoke;             /* X_REVOKE give-back txn: the lease to revoke after */
 	/* X_WATCH: what the write callback found, for the completion to act on. */
 	bool http_checked, http_ok;
@@ -243,7 +244,8 @@ void lk_etcd_log(struct lk_etcd *e, enum lk_backend_log_level level, const char 
 	__attribute__((format(printf, 3, 4)));
 void lk_etcd_timeval(struct timeval *tv, int64_t ms);
 int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt);
-bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision, bool ordered);
+bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
+                  const struct lk_etcd_xfer *x);
 void lk_etcd_key_unref(struct lk_backend_key *k);
 
 /* etcd_op.c: the lock operations. */

@@ -384,7 +384,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		if (lk_etcd_seen(e, pk.cluster_id, pk.revision, true)) {
+		if (lk_etcd_seen(e, pk.cluster_id, pk.revision, x)) {
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
@@ -415,7 +415,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_mark_up(e);
 		op->lease = g.id;
 		op->ttl_s = g.ttl;
-		if (lk_etcd_seen(e, g.cluster_id, g.revision, false)) {
+		if (lk_etcd_seen(e, g.cluster_id, g.revision, NULL)) {
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
@@ -432,7 +432,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_mark_up(e);
 		/* A tenure on a cluster that was just found replaced must not start: op_fail
 		 * revokes the lease, and the key goes with it. */
-		if (lk_etcd_seen(e, aq.cluster_id, aq.revision, true)) {
+		if (lk_etcd_seen(e, aq.cluster_id, aq.revision, x)) {
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
@@ -485,7 +485,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		if (lk_etcd_seen(e, t.cluster_id, t.revision, true)) {
+		if (lk_etcd_seen(e, t.cluster_id, t.revision, x)) {
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
@@ -502,7 +502,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		(void)lk_etcd_seen(e, ka.cluster_id, ka.revision, false);
+		(void)lk_etcd_seen(e, ka.cluster_id, ka.revision, NULL);
 		if (ka.id != 0 && ka.id != op->lease) {
 			lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: lease %" PRId64,
 			                step, ka.id);
@@ -525,7 +525,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		(void)lk_etcd_seen(e, rg.cluster_id, rg.revision, true);
+		(void)lk_etcd_seen(e, rg.cluster_id, rg.revision, x);
 		/* Same create_revision and still on our lease: our key. A plain put over it (keeps
 		 * the create_revision, drops the lease) made it someone else's: it would no longer
 		 * expire with us. */
@@ -547,7 +547,7 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
-		(void)lk_etcd_seen(e, t.cluster_id, t.revision, true);
+		(void)lk_etcd_seen(e, t.cluster_id, t.revision, x);
 		/* Deleted or not ours any more: either way the tenure's lease has no use left. */
 		lk_etcd_revoke(e, op->lease);
 		lk_etcd_key_end_tenure(k, op->token);

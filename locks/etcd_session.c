@@ -233,7 +233,7 @@ void lk_etcd_probe_done(struct lk_etcd *e, struct lk_etcd_xfer *x,
 		if (rc == 0 && st.has_leader) {
 			lk_etcd_mark_up(e);
 			/* An idle backend learns of a replaced cluster here first. */
-			(void)lk_etcd_seen(e, st.cluster_id, st.revision, false);
+			(void)lk_etcd_seen(e, st.cluster_id, st.revision, NULL);
 			return;
 		}
 		if (rc == 0) {

@@ -1577,6 +1577,50 @@ START_TEST(test_unreleased_end_holds_off_one_ttl)
 }
 END_TEST
 
+/* Many acquires in flight at once: their answers come back in any order, each with the
+ * revision of its own moment. None of that is a cluster going back in time (I10): no hold-off,
+ * no "went back" warning, every lock held. */
+START_TEST(test_concurrent_answers_out_of_order_are_no_restore)
+{
+	enum { N = 40 };
+	struct lk_backend_key *k[N];
+	struct lk_test_reply g[N];
+	char name[32], why[512] = "";
+	int held = 0;
+
+	memset(g, 0, sizeof(g));
+	start_backend(srv.address, 1000);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "lk/many/%02d", i);
+		k[i] = be->ops->key_new(be, name, "alpha", lk_test_on_notify, NULL);
+		ck_assert_ptr_nonnull(k[i]);
+	}
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			memset(&g[i], 0, sizeof(g[i]));
+			ck_assert_int_eq(be->ops->acquire(k[i], 10000, lk_test_on_reply, &g[i]), 0);
+		}
+		for (int i = 0; i < N; i++)
+			lk_test_wait_reply(&g[i]);
+		for (int i = 0; i < N; i++) {
+			held += g[i].status == LK_REPLY_OK;
+			ck_assert_int_eq(be->ops->holdoff_until(k[i], 10000, why, sizeof(why)), 0);
+		}
+		/* Release them all at once too, so that the next round starts from new revisions. */
+		for (int i = 0; i < N; i++) {
+			uint64_t tok = g[i].token;
+
+			memset(&g[i], 0, sizeof(g[i]));
+			ck_assert_int_eq(be->ops->release(k[i], tok, lk_test_on_reply, &g[i]), 0);
+		}
+		for (int i = 0; i < N; i++)
+			lk_test_wait_reply(&g[i]);
+	}
+	ck_assert_int_eq(held, 3 * N);
+	ck_assert_msg(!strstr(logs.text, "went back"), "%s", logs.text);
+}
+END_TEST
+
 /* An acquire whose key was freed meanwhile gives its tenure back as a release would: the
  * marker says "released", so the next replica need not wait. */
 START_TEST(test_given_back_tenure_is_released)
@@ -1658,6 +1702,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_another_cluster_id_holds_off);
 	tcase_add_test(tc, test_own_orphan_is_deleted_not_waited_for);
 	tcase_add_test(tc, test_unreleased_end_holds_off_one_ttl);
+	tcase_add_test(tc, test_concurrent_answers_out_of_order_are_no_restore);
 	tcase_add_test(tc, test_given_back_tenure_is_released);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
 	suite_add_tcase(s, tc);
