@@ -80,6 +80,30 @@ out:
 	return rc;
 }
 
+/* What every answer about a key starts with: the key checked, the body loaded (*root), and a
+ * zeroed struct of `size` bytes on the heap (*obj: value buffers are too big for the stack).
+ * On failure nothing is left to free. */
+static int lk_etcd_json_open(const char *body, size_t len, const void *key, size_t klen,
+                             size_t size, json_t **root, void **obj, char *err, size_t errlen)
+{
+	int rc;
+
+	if (!lk_etcd_json_key_ok(key, klen)) {
+		lk_set_err(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_load(body, len, root, err, errlen);
+	if (rc < 0)
+		return rc;
+	*obj = calloc(1, size);
+	if (!*obj) {
+		json_decref(*root);
+		lk_set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size_t klen,
                              struct lk_etcd_range *out, char *err, size_t errlen)
 {
@@ -87,20 +111,9 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
 	json_t *root;
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen)) {
-		lk_set_err(err, errlen, "invalid key");
-		return -EINVAL;
-	}
-	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	rc = lk_etcd_json_open(body, len, key, klen, sizeof(*r), &root, (void **)&r, err, errlen);
 	if (rc < 0)
 		return rc;
-	/* The struct holds a value buffer: build it on the heap rather than the stack twice. */
-	r = calloc(1, sizeof(*r));
-	if (!r) {
-		json_decref(root);
-		lk_set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
 	if ((rc = lk_etcd_json_header(root, true, &r->revision, &r->cluster_id, err, errlen)) == 0)
 		rc = lk_etcd_json_kvs(root, key, klen, &r->found, &r->kv, err, errlen);
 	json_decref(root);
@@ -150,19 +163,9 @@ int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t
 	json_t *root, *last[2];
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen)) {
-		lk_set_err(err, errlen, "invalid key");
-		return -EINVAL;
-	}
-	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	rc = lk_etcd_json_open(body, len, key, klen, sizeof(*t), &root, (void **)&t, err, errlen);
 	if (rc < 0)
 		return rc;
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		json_decref(root);
-		lk_set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
 	rc = lk_etcd_json_txn_head(root, &t->revision, &t->cluster_id, &t->succeeded, last, err,
 	                           errlen);
 	/* The branch's last range is what the key looks like after the branch ran. */
@@ -214,20 +217,13 @@ static int lk_etcd_json_parse_pair(const char *body, size_t len, const void *key
 	int rc;
 
 	*ret = NULL;
-	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(key2, k2len)) {
+	if (!lk_etcd_json_key_ok(key2, k2len)) {
 		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
-	rc = lk_etcd_json_load(body, len, &root, err, errlen);
+	rc = lk_etcd_json_open(body, len, key, klen, sizeof(*p), &root, (void **)&p, err, errlen);
 	if (rc < 0)
 		return rc;
-	/* Two value buffers: on the heap rather than the stack. */
-	p = calloc(1, sizeof(*p));
-	if (!p) {
-		json_decref(root);
-		lk_set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
 	*ret = p;
 	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &p->succeeded, ranges, err,
 	                           errlen);
