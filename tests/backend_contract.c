@@ -582,8 +582,10 @@ START_TEST(test_contract_free_while_requests_in_flight_calls_nothing)
 	lk_test_run_for(200);
 	ck_assert_int_eq(g1.n, 0);
 
-	/* The same with the server frozen, so the requests are really pending. */
-	ct_start_at(NULL, 300);
+	/* The same with the server frozen, so the requests are really pending: with a timeout far
+	 * beyond the test's own waits, so that no request can time out and answer first (one did,
+	 * with 300ms, on a loaded machine under ASan). */
+	ct_start_at(NULL, 30000);
 	k = lk_test_key_new("alpha", NULL);
 	ct->del();
 	tok = lk_test_acquire_ok(k, 10000);
