@@ -155,7 +155,7 @@ integration: $(BIN) $(BUILD)/examples/app
 	LK_BIN=$(abspath $(BIN)) $(PYTHON) tests/integration/run.py
 
 # `make test` runs everything twice, a normal build, then under ASan + UBSan; then replays the
-# fuzz corpora and fuzzes each target for 20 s (a fixed seed, so a run can be repeated), and
+# fuzz corpora and fuzzes each target for 10 s (a fixed seed, so a run can be repeated), and
 # runs one scenario per backend under valgrind memcheck, and a short chaos run (every fault
 # kind twice on each backend, about 2 minutes: tests/chaos/README.md).
 test: deps

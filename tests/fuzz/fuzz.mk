@@ -1,7 +1,7 @@
 # libFuzzer targets (tests/fuzz/README.md). Included from the top Makefile.
 #
 #   make fuzz FUZZ_SECONDS=N   build every target, fuzz each for N s (default 60) in turn
-#   make fuzz-smoke            replay every committed corpus, then fuzz each target for 20 s
+#   make fuzz-smoke            replay every committed corpus, then fuzz each target for 10 s
 #   make fuzz-build            only build the targets
 #
 # The project's sources are compiled straight into each target with clang and the fuzzer,
@@ -14,7 +14,7 @@ FUZZ_CC      ?= clang
 DEB_PKGS += clang libclang-rt-14-dev
 FUZZ_BUILD   ?= build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 10
 # Per-input limits: an input slower than FUZZ_TIMEOUT seconds is a hang, and counts as a crash.
 FUZZ_TIMEOUT ?= 10
 FUZZ_RSS_MB  ?= 2048
