@@ -70,6 +70,8 @@ struct lk_agent {
 
 	bool draining;
 	bool drain_done;
+	bool clients_closed;            /* the drain closed every client */
+	unsigned quiescing;             /* backends still giving back what they held */
 	bool settling;          /* inside a loop over locks: completion is checked after it */
 	int64_t drain_start_ns;
 	int exit_status;
@@ -305,11 +307,28 @@ static void env_settled(void *ctx, struct lk_lock *l)
 
 /* ---- drain ---------------------------------------------------------------------------------- */
 
+/* The loop ends once the clients are closed and every backend has given back what it held
+ * for the agent as a whole (etcd's shared leases). */
+static void maybe_exit(struct lk_agent *a)
+{
+	if (a->clients_closed && a->quiescing == 0)
+		event_base_loopexit(a->base, NULL);
+}
+
 static void on_all_closed(void *arg)
 {
 	struct lk_agent *a = arg;
 
-	event_base_loopexit(a->base, NULL);
+	a->clients_closed = true;
+	maybe_exit(a);
+}
+
+static void on_quiesced(void *arg)
+{
+	struct lk_agent *a = arg;
+
+	a->quiescing--;
+	maybe_exit(a);
 }
 
 static void maybe_finish_drain(struct lk_agent *a, bool timed_out)
@@ -368,6 +387,10 @@ static void maybe_finish_drain(struct lk_agent *a, bool timed_out)
 	       LKF_I64("wait_duration_ms", wait_ms) LKF_U64("released", released)
 	       LKF_U64("expired", expired) LKF_U64("failed", failed)
 	       LKF_I64("elapsed_ms", elapsed_ms));
+	for (size_t i = 0; i < a->cfg->n_backends; i++)
+		if (a->backends[i]->ops->quiesce &&
+		    a->backends[i]->ops->quiesce(a->backends[i], on_quiesced, a) == 0)
+			a->quiescing++;
 	lk_server_close_all(a->server, on_all_closed, a);
 }
 

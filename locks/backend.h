@@ -35,10 +35,10 @@
 
 #include "locks/backend_config.h"
 
-/* The longest lock key: every backend keeps the token's counter or base in "<key>:fence", and
- * etcd's gateway takes keys of at most 1024 bytes. The config checks it, so that check-config
- * refuses what the agent could not hold. */
-#define LK_BACKEND_KEY_MAX 1018
+/* The longest lock key: etcd's gateway takes keys of at most 1024 bytes, and etcd keeps a
+ * candidate key "<key>/<20 hex digits>" per agent (Redis and etcd also "<key>:fence"). The
+ * config checks it, so that check-config refuses what the agent could not hold. */
+#define LK_BACKEND_KEY_MAX 1003
 
 #define LK_BACKEND_MAX_HOST_LEN     255 /* in an address: a DNS name, an IP literal, a path */
 #define LK_BACKEND_MAX_ENDPOINT_LEN 512 /* one etcd endpoint URL, trailing '/' removed */
@@ -126,6 +126,11 @@ struct lk_backend_ops {
 	 * replaced or wiped); 0 if there is no such time. When nonzero, why[cap] says what was
 	 * seen, for logs and status. */
 	int64_t (*holdoff_until)(struct lk_backend_key *k, int64_t ttl_ms, char *why, size_t cap);
+	/* Optional (NULL: nothing to do). At the end of a drain, once every lock has settled:
+	 * give back what the backend holds for the agent as a whole (etcd: revoke its shared
+	 * leases, so that its candidate keys go now and not a ttl later), then call done(arg) from
+	 * the loop, within about `timeout`. 0, or a negative errno and done is never called. */
+	int (*quiesce)(struct lk_backend *b, void (*done)(void *arg), void *arg);
 	/* True once the backend has answered since the last (re)connect: for /readyz. */
 	bool (*ready)(const struct lk_backend *b);
 	/* Close connections and free everything, keys included; no callback runs after. */

@@ -6,8 +6,10 @@
  * The files of this backend share locks/etcd_int.h, and nothing else includes it:
  *   etcd.c          keys, the cluster seen and the hold-off it implies (I10),
  *                   the vtable, lk_etcd_new() and free;
- *   etcd_op.c       the lock operations: acquire, renew and release as chains of requests;
- *   etcd_watch.c    one watch stream per watching key;
+ *   etcd_op.c       the lock operations: an election per key (acquire, renew, release) as
+ *                   chains of requests;
+ *   etcd_lease.c    the leases every key shares, their keepalives, quiesce at the drain's end;
+ *   etcd_watch.c    one watch stream per following key, over its candidates' prefix;
  *   etcd_session.c  what stands in for a connection: the endpoint, readiness and its
  *                   probe, the auth token;
  *   etcd_http.c     curl on the libevent loop, transfers and what their outcomes mean;
@@ -107,6 +109,15 @@ int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt)
 bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
                   const struct lk_etcd_xfer *x)
 {
+	return lk_etcd_seen_write(e, cluster_id, revision, x, false);
+}
+
+/* The same for the answer to a txn that wrote (wrote): it made the revision one higher than
+ * the data it found, which must not be below the floor either, so a write cannot hide that a
+ * wiped cluster started again just below where we were. */
+bool lk_etcd_seen_write(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
+                        const struct lk_etcd_xfer *x, bool wrote)
+{
 	bool ordered = x != NULL;
 	/* Lowered by a replacement seen since the request left: its old floor no longer holds. */
 	int64_t floor = x && x->rev_floor < e->max_revision ? x->rev_floor : e->max_revision;
@@ -118,9 +129,10 @@ bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
 	if (cluster_id && e->cluster_id && cluster_id != e->cluster_id) {
 		snprintf(why, sizeof(why), "etcd cluster id changed from %" PRIx64 " to %" PRIx64
 		         ": the old cluster's tenures may still run", e->cluster_id, cluster_id);
-	} else if (ordered && revision > 0 && revision < floor) {
+	} else if (ordered && revision > 0 && revision - wrote < floor) {
 		snprintf(why, sizeof(why), "etcd revision went back from %" PRId64 " to %" PRId64
-		         " (wiped or restored): tenures it granted may be lost", floor, revision);
+		         " (wiped or restored): tenures it granted may be lost", floor,
+		         revision - wrote);
 	} else {
 		if (cluster_id)
 			e->cluster_id = cluster_id;
@@ -158,9 +170,13 @@ static void lk_etcd_key_free_mem(struct lk_backend_key *k)
 		event_free(k->wretry);
 	if (k->wdeadline)
 		event_free(k->wdeadline);
+	if (k->texp)
+		event_free(k->texp);
 	free(k->key);
 	free(k->fkey);
 	free(k->tkey);
+	free(k->pkey);
+	free(k->qkey);
 	free(k->identity);
 	free(k);
 }
@@ -196,19 +212,29 @@ static struct lk_backend_key *lk_etcd_key_new(struct lk_backend *b, const char *
 	if (!k)
 		return NULL;
 	k->e = e;
+	k->num = e->n_keys_made++;
 	k->key = strdup(key);
 	k->fkey_len = klen + strlen(LK_ETCD_FENCE_SUFFIX);
 	k->fkey = malloc(k->fkey_len + 1);
 	k->tkey_len = klen + strlen(LK_ETCD_TENURE_SUFFIX);
 	k->tkey = malloc(k->tkey_len + 1);
+	k->pkey_len = klen + strlen(LK_ETCD_CANDIDATE_SEP);
+	k->pkey = malloc(k->pkey_len + 1);
+	k->qkey_len = klen + strlen(LK_ETCD_SEQ_SUFFIX);
+	k->qkey = malloc(k->qkey_len + 1);
 	k->identity = strdup(identity);
 	k->wretry = evtimer_new(e->base, lk_etcd_watch_retry_cb, k);
 	k->wdeadline = evtimer_new(e->base, lk_etcd_watch_deadline_cb, k);
-	if (!k->key || !k->fkey || !k->tkey || !k->identity || !k->wretry || !k->wdeadline)
+	k->texp = evtimer_new(e->base, lk_etcd_texp_cb, k);
+	if (!k->key || !k->fkey || !k->tkey || !k->pkey || !k->qkey || !k->identity ||
+	    !k->wretry || !k->wdeadline || !k->texp)
 		goto fail;
-	/* Beside the lock key, not under it: "<key>/..." could be someone's prefix. */
+	/* The candidates live under "<key>/"; the fence, the marker and the seq key beside
+	 * them, outside the candidates' prefix. */
 	snprintf(k->fkey, k->fkey_len + 1, "%s%s", key, LK_ETCD_FENCE_SUFFIX);
 	snprintf(k->tkey, k->tkey_len + 1, "%s%s", key, LK_ETCD_TENURE_SUFFIX);
+	snprintf(k->pkey, k->pkey_len + 1, "%s%s", key, LK_ETCD_CANDIDATE_SEP);
+	snprintf(k->qkey, k->qkey_len + 1, "%s%s", key, LK_ETCD_SEQ_SUFFIX);
 	k->key_len = klen;
 	k->identity_len = ilen;
 	k->notify = notify;
@@ -229,6 +255,14 @@ static void lk_etcd_key_free(struct lk_backend_key *k)
 	k->watching = false;
 	k->notify_pending = false;
 	lk_etcd_watch_stop(k);
+	/* A tenure nobody released keeps its key until its lease as last proven runs out (the
+	 * shared lease would keep it forever): the key lives on until texp fires. A candidacy
+	 * without one goes now. */
+	if (k->token && !k->ended && k->texp_ns > lk_mono_ns()) {
+		k->refs++;
+	} else if (k->cand_rev) {
+		lk_etcd_withdraw(k, k->cand_rev, k->cand_lease);
+	}
 	if (k->refs == 0)
 		lk_etcd_key_destroy(k);
 }
@@ -242,6 +276,7 @@ static void lk_etcd_finalize(struct lk_etcd *e)
 	lk_etcd_http_cleanup(e);
 	while ((k = TAILQ_FIRST(&e->keys)))
 		lk_etcd_key_destroy(k);
+	lk_etcd_leases_free(e);
 	if (e->probe)
 		event_free(e->probe);
 	for (size_t i = 0; i < e->n_endpoints; i++)
@@ -288,30 +323,38 @@ static void lk_etcd_free(struct lk_backend *b)
 /* I10: after this backend saw the cluster replaced (its id changed, or its revision went
  * back), one ttl from that moment. A cluster met for the first time says nothing about its
  * past (etcd reports no uptime worth trusting for this), so there is no hold-off then. And
- * one ttl from the moment the key was first found gone without a release (see
- * lk_etcd_unreleased() in etcd_op.c). The later of the two wins. */
+ * one ttl from the look that found our key oldest after an end without a release (etcd_op.c
+ * lk_etcd_oldest()); and while a tenure of ours that the lock gave up still has its key, until
+ * that key's lease as last proven runs out. The latest wins. */
 static int64_t lk_etcd_holdoff_until(struct lk_backend_key *k, int64_t ttl_ms, char *why,
                                      size_t cap)
 {
 	const struct lk_etcd *e;
-	int64_t replaced = 0, unreleased = 0, now = lk_mono_ns();
+	int64_t replaced = 0, unreleased = 0, spent = 0, until, now = lk_mono_ns();
 
 	if (!k || k->dead || ttl_ms <= 0)
 		return 0;
 	e = k->e;
 	if (e->replaced)
 		replaced = lk_holdoff_until(e->reached_ns, -1, true, ttl_ms);
-	if (k->unreleased_ns)
-		unreleased = k->unreleased_ns + ttl_ms * 1000000;
-	if (replaced <= now && unreleased <= now)
+	if (k->cand_rev && k->lowest_for == k->cand_rev && !k->lowest_graceful)
+		unreleased = k->lowest_ns + ttl_ms * 1000000;
+	if (k->token && !k->ended && k->given_up)
+		spent = k->texp_ns;
+	until = replaced > unreleased ? replaced : unreleased;
+	until = spent > until ? spent : until;
+	if (until <= now)
 		return 0;
-	if (why && cap && replaced >= unreleased)
+	if (why && cap && until == replaced)
 		snprintf(why, cap, "%s", e->replaced_why);
-	else if (why && cap)
+	else if (why && cap && until == unreleased)
 		snprintf(why, cap, "the last tenure of %s ended without a release (its lease expired "
-		         "or was revoked early): its holder may believe it leads for up to one ttl",
-		         k->key);
-	return replaced > unreleased ? replaced : unreleased;
+		         "or was revoked early, or its candidate withdrew): its holder may believe it "
+		         "leads for up to one ttl", k->key);
+	else if (why && cap)
+		snprintf(why, cap, "our own last tenure of %s was given up without a release: its key "
+		         "stays until its lease as last proven runs out", k->key);
+	return until;
 }
 
 static bool lk_etcd_ready(const struct lk_backend *b)
@@ -331,6 +374,7 @@ static const struct lk_backend_ops lk_etcd_ops = {
 	.watch = lk_etcd_watch,
 	.holdoff_until = lk_etcd_holdoff_until,
 	.ready = lk_etcd_ready,
+	.quiesce = lk_etcd_quiesce,
 	.free = lk_etcd_free,
 };
 
@@ -393,6 +437,7 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 	TAILQ_INIT(&e->xfers);
 	TAILQ_INIT(&e->ops);
 	TAILQ_INIT(&e->keys);
+	TAILQ_INIT(&e->leases);
 	TAILQ_INIT(&e->socks);
 	if (hooks)
 		e->b.hooks = *hooks;

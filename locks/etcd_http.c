@@ -508,9 +508,8 @@ void lk_etcd_outcome_error_body(const struct lk_etcd_xfer *x, struct lk_etcd_out
 
 /* ---- fire and forget -------------------------------------------------------------------- */
 
-/* Revoke a lease nobody will use: an acquire that lost the race, a tenure that ended. Its key
- * (if any) goes with it at once instead of at the TTL. Failures are ignored: the lease then
- * expires by itself. */
+/* Revoke a lease nobody will use (the shared leases at the drain's end): its keys go with it
+ * at once instead of at the TTL. Failures are ignored: the lease then expires by itself. */
 void lk_etcd_revoke(struct lk_etcd *e, int64_t lease)
 {
 	char *body;
@@ -552,6 +551,7 @@ static void lk_etcd_notify_sweep(struct lk_etcd *e)
 
 static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcode res)
 {
+	enum lk_etcd_xfer_kind kind;
 	struct lk_etcd_outcome o;
 	long http = 0;
 
@@ -571,12 +571,17 @@ static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcod
 	case LK_ETCD_X_WATCH:
 		lk_etcd_watch_done(e, x, &o);
 		break;
+	case LK_ETCD_X_LEASE:
+		lk_etcd_lease_done(e, x, &o);
+		break;
 	case LK_ETCD_X_REVOKE:
 	default:
-		lk_etcd_revoke(e, x->then_revoke);
 		break;
 	}
+	kind = x->kind;
 	lk_etcd_xfer_free(x);
+	if (kind == LK_ETCD_X_REVOKE)
+		lk_etcd_quiesce_check(e);
 }
 
 /* After curl ran: dispatch finished transfers, then the notifications curl callbacks

@@ -31,11 +31,17 @@
 /* Limits on what the config and the server control. */
 #define LK_ETCD_FENCE_SUFFIX       ":fence"
 #define LK_ETCD_TENURE_SUFFIX      ":state"
+#define LK_ETCD_SEQ_SUFFIX         ":seq"
+#define LK_ETCD_CANDIDATE_SEP      "/"
+#define LK_ETCD_LEASE_HEX          16    /* a lease id in a candidate key: 16 hex digits */
+#define LK_ETCD_CAND_HEX           (LK_ETCD_LEASE_HEX + 4) /* ... then the key's number */
 #define LK_ETCD_MAX_KEY_LEN        LK_BACKEND_KEY_MAX
 _Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_FENCE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
                "<key>:fence must fit a gateway key");
 _Static_assert(LK_BACKEND_KEY_MAX + sizeof(LK_ETCD_TENURE_SUFFIX) - 1 <= LK_ETCD_JSON_MAX_KEY,
                "<key>:state must fit a gateway key");
+_Static_assert(LK_BACKEND_KEY_MAX + 1 + LK_ETCD_CAND_HEX <= LK_ETCD_JSON_MAX_KEY,
+               "<key>/<lease><n> must fit a gateway key");
 #define LK_ETCD_MAX_IDENTITY_LEN   256   /* our identity, from the config or $HOSTNAME */
 #define LK_ETCD_MAX_PASSWORD_LEN   LK_ETCD_JSON_MAX_PASSWORD /* bytes read from password_file */
 #define LK_ETCD_MAX_RESPONSE       LK_ETCD_JSON_MAX_BODY     /* one response body */
@@ -66,18 +72,19 @@ enum lk_etcd_xfer_kind {
 	LK_ETCD_X_REVOKE,   /* fire and forget: a revoke, or a give-back txn */
 	LK_ETCD_X_WATCH,    /* a key's watch stream */
 	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
+	LK_ETCD_X_LEASE,    /* a shared lease's grant or keepalive */
 };
 
 enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
 
 enum lk_etcd_step {
-	LK_ETCD_STEP_PEEK,      /* acquire: read-only txn, so that a follower costs no raft writes */
-	LK_ETCD_STEP_GRANT,     /* acquire */
-	LK_ETCD_STEP_CREATE,    /* acquire: txn create-if-absent */
-	LK_ETCD_STEP_KEEPALIVE, /* renew */
-	LK_ETCD_STEP_CHECK,     /* renew: range */
-	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours */
-	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own orphan */
+	LK_ETCD_STEP_LEASE,     /* acquire, renew: waiting for the shared lease's grant or keepalive */
+	LK_ETCD_STEP_CREATE,    /* acquire: look txn that creates our candidate key if missing */
+	LK_ETCD_STEP_PEEK,      /* acquire: read-only look, so that a follower costs no raft writes */
+	LK_ETCD_STEP_CHECK,     /* renew: range of our key */
+	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours that marks the release */
+	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own spent candidate key */
+	LK_ETCD_STEP_HISTORY,   /* acquire: the queue when a key we adopted was created */
 };
 
 struct lk_etcd;
@@ -101,7 +108,7 @@ struct lk_etcd_xfer {
 	struct lk_backend_key *k;        /* X_WATCH: no reference, the key stops it before dying */
 	int64_t start_revision;          /* X_WATCH: what the stream was created with */
 	int64_t rev_floor;               /* the highest revision seen when it was sent (I10) */
-	int64_t then_revoke;             /* X_REVOKE give-back txn: the lease to revoke after */
+	struct lk_etcd_lease *lease;     /* X_LEASE */
 	/* X_WATCH: what the write callback found, for the completion to act on. */
 	bool http_checked, http_ok;
 	bool token_invalid, conn_level, garbage;
@@ -113,6 +120,9 @@ TAILQ_HEAD(lk_etcd_xfer_list, lk_etcd_xfer);
 
 struct lk_etcd_op {
 	TAILQ_ENTRY(lk_etcd_op) link;    /* in e->ops */
+	TAILQ_ENTRY(lk_etcd_op) lwait;   /* in its lease's waiters, while step == LEASE */
+	bool lwaiting;
+	enum lk_etcd_step after_lease;   /* the step that follows the lease's answer */
 	struct lk_etcd *e;
 	enum lk_etcd_op_kind kind;
 	enum lk_etcd_step step;
@@ -122,11 +132,13 @@ struct lk_etcd_op {
 	uint64_t token;
 	int64_t rev;                     /* renew/release: the tenure's create_revision */
 	int64_t ttl_ms;
-	int64_t lease;                   /* acquire: granted; renew/release: the tenure's; 0 none */
-	int64_t orphan_rev, orphan_lease; /* acquire: our own orphan being deleted */
-	bool reclaimed;                  /* acquire: deleted an orphan once already */
-	bool create_unanswered;          /* acquire: the create txn was sent, no answer yet */
-	int64_t ttl_s;                   /* acquire: TTL granted; renew: TTL left after keepalive */
+	struct lk_etcd_lease *l;         /* acquire, renew: the shared lease (a reference) */
+	int64_t lease;                   /* release: the tenure's lease id */
+	int64_t orphan_rev;              /* acquire: our spent candidate key being deleted */
+	int64_t released_rev;            /* acquire, HISTORY: what the marker names */
+	bool state_found;                /* ... and whether there is a marker */
+	bool reclaimed;                  /* acquire: deleted one once already */
+	int64_t ttl_s;                   /* acquire/renew: the lease's TTL as last proven */
 	int64_t sent_ns;                 /* when the proving grant or keepalive was sent */
 	struct lk_etcd_xfer *xfer;       /* the step in flight, or NULL */
 	bool waiting_auth;               /* parked until authenticate answers */
@@ -138,36 +150,68 @@ struct lk_etcd_op {
 
 TAILQ_HEAD(lk_etcd_op_list, lk_etcd_op);
 
+/* A lease shared by every key of this backend with the same TTL, as etcd's
+ * concurrency.Session shares one: candidate keys and tenures hang on it, so that keepalives
+ * do not grow with the number of locks. Granted on first use, kept alive every third of its
+ * TTL while it exists, and replaced when etcd says it is gone (every key on it went too). */
+struct lk_etcd_lease {
+	TAILQ_ENTRY(lk_etcd_lease) link; /* in e->leases; freed with the backend */
+	struct lk_etcd *e;
+	int64_t ttl_s;                   /* asked for, in whole seconds */
+	int64_t id;                      /* 0 until granted, and again once found gone */
+	int64_t proven_ns;               /* send time of the last grant or keepalive it survived */
+	int64_t proven_ttl_s;            /* the TTL that answer gave */
+	struct lk_etcd_xfer *x;          /* the grant or keepalive in flight */
+	int64_t x_sent_ns;
+	TAILQ_HEAD(, lk_etcd_op) waiters; /* ops parked in step LEASE */
+	struct event *tick;              /* the next keepalive */
+	bool revoking;                   /* quiesce: revoked, not to be used again */
+};
+
+TAILQ_HEAD(lk_etcd_lease_list, lk_etcd_lease);
+
 struct lk_backend_key {
 	TAILQ_ENTRY(lk_backend_key) link;
 	struct lk_etcd *e;
+	unsigned num;                    /* this backend's key number, in our candidate keys' names */
 	char *key;
 	size_t key_len;
 	char *fkey;                      /* "<key>:fence": the token base */
 	size_t fkey_len;
-	char *tkey;                      /* "<key>:state", the tenure marker: "held", "released" */
+	char *tkey;                      /* "<key>:state": "released <create_revision>" */
 	size_t tkey_len;
+	char *pkey;                      /* "<key>/": the candidates' prefix */
+	size_t pkey_len;
+	char *qkey;                      /* "<key>:seq": when the newest candidate arrived */
+	size_t qkey_len;
 	char *identity;
 	size_t identity_len;
 	lk_backend_notify_fn *notify;
 	void *notify_arg;
 	bool dead;                       /* key_free() was called */
 	unsigned refs;                   /* operations in flight + notify sweeps walking past it */
-	/* The tenure this key holds, for renew and release: etcd renews leases, not keys. A tenure
-	 * that ended (renewal found the key gone or taken) keeps token and lease, so that a
-	 * release still compares on both (I3), but is not renewed again. */
+	/* Our candidacy: our key "<key>/<cand_lease><num>" and its create_revision, 0 if none
+	 * known. */
+	int64_t cand_rev;
+	int64_t cand_lease;
+	/* The tenure this key holds (or held last), for renew and release: its key's
+	 * create_revision and lease. A tenure that ended keeps them, so that a release still
+	 * compares on both (I3), but is not renewed again, and its key never leads again. */
 	uint64_t token;
-	int64_t rev;                     /* the tenure's create_revision */
+	int64_t rev;
 	int64_t lease;
 	bool ended;
-	bool unsure;                     /* an acquire's outcome is unknown: an orphan may exist */
-	bool refence;                    /* the cluster was replaced: the next acquire re-seeds */
-	/* The key was found gone while its tenure marker said "held" (mod_revision unreleased_rev)
-	 * at unreleased_ns: no new tenure until one ttl later (see etcd_op.c
-	 * lk_etcd_unreleased()). */
-	int64_t unreleased_rev;
-	int64_t unreleased_ns;
-	/* The watch. */
+	bool given_up;                   /* the lock acquires again: it no longer counts on it */
+	struct event *texp;              /* the tenure's lease, as last proven, runs out */
+	int64_t texp_ns;
+	bool refence;                    /* the cluster was replaced: the next create re-seeds */
+	/* The guard against an end without a release (etcd_op.c lk_etcd_oldest()): our only older
+	 * candidate, when last seen (pred_rev, for our key pred_for); when our key was first seen
+	 * oldest (lowest_ns, for our key lowest_for) and whether that followed a release. */
+	int64_t pred_rev, pred_for;
+	int64_t lowest_for, lowest_ns;
+	bool lowest_graceful;
+	/* The watch, over the candidates' prefix. */
 	bool watching;                   /* wanted */
 	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
 	struct event *wretry;            /* backoff before the stream is resumed */
@@ -218,7 +262,13 @@ struct lk_etcd {
 	struct lk_etcd_xfer_list xfers;
 	struct lk_etcd_op_list ops;
 	struct lk_etcd_key_list keys;
+	unsigned n_keys_made;            /* numbers the next key */
+	struct lk_etcd_lease_list leases;
 	struct lk_etcd_sock_list socks;
+	/* quiesce(): called once no revoke or withdrawal is in flight any more. */
+	void (*quiesced)(void *arg);
+	void *quiesced_arg;
+	struct event *quiesce_ev;
 	unsigned depth;                  /* active enter() frames */
 	bool closing;                    /* free() was called */
 };
@@ -246,6 +296,8 @@ void lk_etcd_timeval(struct timeval *tv, int64_t ms);
 int64_t lk_etcd_backoff(struct event *timer, unsigned *attempt);
 bool lk_etcd_seen(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
                   const struct lk_etcd_xfer *x);
+bool lk_etcd_seen_write(struct lk_etcd *e, uint64_t cluster_id, int64_t revision,
+                        const struct lk_etcd_xfer *x, bool wrote);
 void lk_etcd_key_unref(struct lk_backend_key *k);
 
 /* etcd_op.c: the lock operations. */
@@ -261,6 +313,30 @@ int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
                   lk_backend_reply_fn *cb, void *arg);
 int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb,
                     void *arg);
+
+/* etcd_op.c: our candidate key's name, "<key>/<lease in 16 hex digits><num in 4>", into buf
+ * (room for LK_ETCD_JSON_MAX_KEY + 1 bytes); returns its length. The number keeps two keys of
+ * one agent for the same lock (tests do that) apart. */
+size_t lk_etcd_cand_key(const struct lk_backend_key *k, int64_t lease, char *buf);
+/* Delete a candidate key of ours that has no tenure to give up (fire and forget): a
+ * withdrawal, or a tenure's key after its lease as last proven ran out. */
+void lk_etcd_withdraw(struct lk_backend_key *k, int64_t rev, int64_t lease);
+void lk_etcd_texp_cb(evutil_socket_t fd, short what, void *arg);
+
+/* etcd_lease.c: the shared leases. */
+struct lk_etcd_lease *lk_etcd_lease_get(struct lk_etcd *e, int64_t ttl_ms);
+/* Park op in step LEASE until the lease is granted (with fresh: until a keepalive answers,
+ * one in flight included), then go on with `after` (op->sent_ns and ttl_s then say what was proven).
+ * Returns 1 when the lease is already good enough (op->step is `after`: send it), 0 when
+ * parked, or a negative errno. */
+int lk_etcd_lease_join(struct lk_etcd_op *op, bool fresh, enum lk_etcd_step after);
+void lk_etcd_lease_leave(struct lk_etcd_op *op);
+void lk_etcd_lease_done(struct lk_etcd *e, struct lk_etcd_xfer *x, struct lk_etcd_outcome *o);
+/* etcd said the lease is gone: forget it (the next use grants another), tell every key. */
+void lk_etcd_lease_gone(struct lk_etcd_lease *l);
+void lk_etcd_leases_free(struct lk_etcd *e);
+int lk_etcd_quiesce(struct lk_backend *b, void (*done)(void *arg), void *arg);
+void lk_etcd_quiesce_check(struct lk_etcd *e);
 
 /* etcd_watch.c: the watch streams. */
 size_t lk_etcd_watch_write_cb(char *data, size_t size, size_t nmemb, void *arg);

@@ -197,102 +197,145 @@ static bool lk_etcd_json_fence(const struct lk_etcd_kv *kv, int64_t *out)
 	return true;
 }
 
-/* What the acquire and the peek txns answer: a header, "succeeded", and as the branch's last two
- * ranges the lock key's and a second key's (the fence key, the tenure marker). */
-struct lk_etcd_json_pair {
-	int64_t revision;
-	uint64_t cluster_id;
-	bool succeeded;
-	bool found, found2;
-	struct lk_etcd_kv kv, kv2;
-};
-
-/* Parse such an answer into *ret, a new struct the caller frees (also on failure, if set). */
-static int lk_etcd_json_parse_pair(const char *body, size_t len, const void *key, size_t klen,
-                                   const void *key2, size_t k2len, const char *what,
-                                   struct lk_etcd_json_pair **ret, char *err, size_t errlen)
+/* The marker's value: "released <create_revision>" names the release it records; anything
+ * else (the single-key layout's "held" and "released" included) names none. */
+static int64_t lk_etcd_json_released(const struct lk_etcd_kv *kv)
 {
-	struct lk_etcd_json_pair *p;
-	json_t *root, *ranges[2] = { NULL, NULL };
+	static const char word[] = LK_ETCD_STATE_RELEASED " ";
+	struct lk_etcd_kv num;
+
+	if (kv->value_too_long || kv->value_len <= sizeof(word) - 1 ||
+	    memcmp(kv->value, word, sizeof(word) - 1) != 0)
+		return 0;
+	memset(&num, 0, sizeof(num));
+	num.value_len = kv->value_len - (sizeof(word) - 1);
+	memcpy(num.value, kv->value + sizeof(word) - 1, num.value_len);
+	return lk_etcd_json_fence(&num, &num.create_revision) ? num.create_revision : 0;
+}
+
+int lk_etcd_json_parse_history(const char *body, size_t len, const void *seq, size_t slen,
+                               struct lk_etcd_history *out, char *err, size_t errlen)
+{
+	struct lk_etcd_history h = { 0 };
+	struct lk_etcd_kv *kv;
+	json_t *root, *last[2];
+	bool ok;
 	int rc;
 
-	*ret = NULL;
-	if (!lk_etcd_json_key_ok(key2, k2len)) {
+	rc = lk_etcd_json_open(body, len, seq, slen, sizeof(*kv), &root, (void **)&kv, err,
+	                       errlen);
+	if (rc < 0)
+		return rc;
+	rc = lk_etcd_json_txn_head(root, &h.revision, &h.cluster_id, &ok, last, err, errlen);
+	if (rc == 0 && (!ok || !last[0] || !last[1])) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "history txn response without its two ranges");
+	}
+	if (rc == 0)
+		rc = lk_etcd_json_uint(last[0], "count", &h.n_candidates, err, errlen);
+	if (rc == 0)
+		rc = lk_etcd_json_kvs(last[1], seq, slen, &h.seq_found, kv, err, errlen);
+	h.seq_mod_revision = h.seq_found ? kv->mod_revision : 0;
+	json_decref(root);
+	free(kv);
+	if (rc == 0 && out)
+		*out = h;
+	return rc;
+}
+
+#define LK_ETCD_LOOK_READS 5 /* own, fence, state, legacy, candidates */
+
+int lk_etcd_json_parse_look(const char *body, size_t len, const struct lk_etcd_look_keys *keys,
+                            bool create, struct lk_etcd_look *out, char *err, size_t errlen)
+{
+	struct lk_etcd_look *l;
+	struct lk_etcd_kv *kv = NULL;
+	json_t *root, *responses, *range, *r[LK_ETCD_LOOK_READS + 1];
+	size_t n = 0, want;
+	bool found;
+	int rc;
+
+	if (!keys || !lk_etcd_json_key_ok(keys->prefix, keys->prefix_len) ||
+	    !lk_etcd_json_key_ok(keys->fence, keys->fence_len) ||
+	    !lk_etcd_json_key_ok(keys->state, keys->state_len) ||
+	    !lk_etcd_json_key_ok(keys->seq, keys->seq_len) ||
+	    !lk_etcd_json_key_ok(keys->legacy, keys->legacy_len)) {
 		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
-	rc = lk_etcd_json_open(body, len, key, klen, sizeof(*p), &root, (void **)&p, err, errlen);
+	rc = lk_etcd_json_open(body, len, keys ? keys->own : NULL, keys ? keys->own_len : 0,
+	                       sizeof(*l) + sizeof(*kv), &root, (void **)&l, err, errlen);
 	if (rc < 0)
 		return rc;
-	*ret = p;
-	rc = lk_etcd_json_txn_head(root, &p->revision, &p->cluster_id, &p->succeeded, ranges, err,
-	                           errlen);
-	if (rc == 0 && (!ranges[0] || !ranges[1])) {
-		rc = -EINVAL;
-		lk_set_err(err, errlen, "%s txn response without its two ranges", what);
+	kv = (struct lk_etcd_kv *)(l + 1);
+	if ((rc = lk_etcd_json_header(root, true, &l->revision, &l->cluster_id, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(root, "succeeded", &l->succeeded, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+		goto out;
+	/* The ranges at the top level, in order; a nested txn's are inside its response_txn. */
+	want = LK_ETCD_LOOK_READS + (create && l->succeeded);
+	for (size_t i = 0; responses && i < json_array_size(responses); i++) {
+		json_t *op = json_array_get(responses, i);
+
+		if (!json_is_object(op)) {
+			rc = -EINVAL;
+			lk_set_err(err, errlen, "a txn response is not an object");
+			goto out;
+		}
+		if ((rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err,
+		                             errlen)) < 0)
+			goto out;
+		if (range && n < want)
+			r[n++] = range;
+		else if (range) {
+			rc = -EINVAL;
+			lk_set_err(err, errlen, "look txn response with too many ranges");
+			goto out;
+		}
 	}
-	if (rc == 0 &&
-	    (rc = lk_etcd_json_kvs(ranges[0], key, klen, &p->found, &p->kv, err, errlen)) == 0)
-		rc = lk_etcd_json_kvs(ranges[1], key2, k2len, &p->found2, &p->kv2, err, errlen);
+	if (n != want || (!create && !l->succeeded)) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "look txn response without its %zu ranges", want);
+		goto out;
+	}
+	n = want - LK_ETCD_LOOK_READS;
+	if (n == 1) {
+		if ((rc = lk_etcd_json_kvs(r[0], keys->seq, keys->seq_len, &l->seq_found, kv, err,
+		                           errlen)) < 0)
+			goto out;
+		l->seq_mod_revision = l->seq_found ? kv->mod_revision : 0;
+	}
+	if ((rc = lk_etcd_json_kvs(r[n], keys->own, keys->own_len, &l->own_found, &l->own, err,
+	                           errlen)) < 0 ||
+	    (rc = lk_etcd_json_kvs(r[n + 1], keys->fence, keys->fence_len, &l->fence_found, kv,
+	                           err, errlen)) < 0)
+		goto out;
+	if (l->fence_found)
+		l->fence_bad = !lk_etcd_json_fence(kv, &l->fence);
+	if ((rc = lk_etcd_json_kvs(r[n + 2], keys->state, keys->state_len, &found, kv, err,
+	                           errlen)) < 0)
+		goto out;
+	l->state_found = found;
+	if (found) {
+		l->released_rev = lk_etcd_json_released(kv);
+		l->state_mod_revision = kv->mod_revision;
+	}
+	if ((rc = lk_etcd_json_kvs(r[n + 3], keys->legacy, keys->legacy_len, &l->legacy_found,
+	                           &l->legacy, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_kvs_under(r[n + 4], keys->prefix, keys->prefix_len, keys->own,
+	                                 keys->own_len, l->first, l->first_own, 2, &l->n_first,
+	                                 &l->n_candidates, err, errlen)) < 0)
+		goto out;
+	/* Sorted by create_revision, as asked: anything else is not the queue. */
+	if (l->n_first == 2 && l->first[0].create_revision >= l->first[1].create_revision) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "candidates out of create_revision order");
+	}
+out:
 	json_decref(root);
-	return rc;
-}
-
-int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
-                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
-                               char *err, size_t errlen)
-{
-	struct lk_etcd_json_pair *p;
-	struct lk_etcd_acquired *t = NULL;
-	int rc;
-
-	/* The key's range, then the fence key's, last in either branch. */
-	rc = lk_etcd_json_parse_pair(body, len, key, klen, fkey, fklen, "acquire", &p, err,
-	                             errlen);
-	if (rc == 0 && !(t = calloc(1, sizeof(*t)))) {
-		rc = -ENOMEM;
-		lk_set_err(err, errlen, "out of memory");
-	}
-	if (rc == 0) {
-		t->revision = p->revision;
-		t->cluster_id = p->cluster_id;
-		t->succeeded = p->succeeded;
-		t->found = p->found;
-		t->kv = p->kv;
-		t->fence_found = p->found2;
-		if (p->found2)
-			t->fence_bad = !lk_etcd_json_fence(&p->kv2, &t->fence);
-		if (out)
-			*out = *t;
-	}
-	free(t);
-	free(p);
-	return rc;
-}
-
-int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_t klen,
-                            const void *tkey, size_t tklen, struct lk_etcd_peek *out,
-                            char *err, size_t errlen)
-{
-	struct lk_etcd_json_pair *p;
-	int rc;
-
-	rc = lk_etcd_json_parse_pair(body, len, key, klen, tkey, tklen, "peek", &p, err, errlen);
-	if (rc == 0 && !p->succeeded) {
-		rc = -EINVAL;
-		lk_set_err(err, errlen, "a peek txn (no compare) that did not succeed");
-	}
-	if (rc == 0 && out) {
-		out->revision = p->revision;
-		out->cluster_id = p->cluster_id;
-		out->found = p->found;
-		out->kv = p->kv;
-		out->tenure_held = p->found2 && !p->kv2.value_too_long &&
-		                   lk_etcd_json_same(p->kv2.value, p->kv2.value_len,
-		                                     LK_ETCD_TENURE_HELD, strlen(LK_ETCD_TENURE_HELD));
-		out->tenure_mod_revision = p->found2 ? p->kv2.mod_revision : 0;
-	}
-	free(p);
+	if (rc == 0 && out)
+		*out = *l;
+	free(l);
 	return rc;
 }
 
@@ -341,7 +384,7 @@ out:
 	return rc;
 }
 
-static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
+static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen, bool under,
                               struct lk_etcd_watch *w, char *err, size_t errlen)
 {
 	const json_t *type;
@@ -371,7 +414,7 @@ static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
 	if (rc < 0)
 		return rc;
 	if (kv) {
-		if ((rc = lk_etcd_json_key_is(kv, key, klen, &is, err, errlen)) < 0 ||
+		if ((rc = lk_etcd_json_key_is(kv, key, klen, under, &is, err, errlen)) < 0 ||
 		    (rc = lk_etcd_json_uint(kv, "mod_revision", &mod, err, errlen)) < 0)
 			return rc;
 	}
@@ -384,7 +427,7 @@ static int lk_etcd_json_event(const json_t *ev, const void *key, size_t klen,
 }
 
 int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
-                             struct lk_etcd_watch *out, char *err, size_t errlen)
+                             bool under, struct lk_etcd_watch *out, char *err, size_t errlen)
 {
 	struct lk_etcd_watch w = { 0 };
 	json_t *root, *result, *events, *reason;
@@ -418,8 +461,8 @@ int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size
 		lk_backend_shown(w.cancel_reason, sizeof(w.cancel_reason), json_string_value(reason),
 		                   json_string_length(reason));
 	for (size_t i = 0; events && i < json_array_size(events); i++)
-		if ((rc = lk_etcd_json_event(json_array_get(events, i), key, klen, &w, err,
-		                             errlen)) < 0)
+		if ((rc = lk_etcd_json_event(json_array_get(events, i), key, klen, under, &w,
+		                             err, errlen)) < 0)
 			goto out;
 out:
 	json_decref(root);

@@ -80,32 +80,50 @@ struct lk_etcd_txn {
 	struct lk_etcd_kv kv;
 };
 
-/* The acquire txn's answer: the lock key and its fence key, as they are after the txn. */
-struct lk_etcd_acquired {
-	uint64_t cluster_id;          /* header.cluster_id */
-	int64_t revision;             /* header.revision */
-	bool succeeded;               /* the key was free and is ours now */
-	bool found;                   /* the lock key exists; kv is set */
-	struct lk_etcd_kv kv;
-	bool fence_found;             /* the fence key exists */
-	bool fence_bad;               /* ... but does not hold a positive decimal integer */
-	int64_t fence;                /* its value when found and not bad */
+/* An election look (lk_etcd_json_txn_look): the keys it reads, and what it found. A lock is a
+ * queue of candidate keys "<key>/<lease>" ordered by create_revision; the oldest leads. */
+struct lk_etcd_look_keys {
+	const char *own;     size_t own_len;    /* "<key>/<lease id in hex>": ours */
+	const char *prefix;  size_t prefix_len; /* "<key>/": every candidate's */
+	const char *fence;   size_t fence_len;  /* "<key>:fence": the token base */
+	const char *state;   size_t state_len;  /* "<key>:state": "released <create_revision>" */
+	const char *seq;     size_t seq_len;    /* "<key>:seq": rewritten by every new candidate */
+	const char *legacy;  size_t legacy_len; /* "<key>": a holder of the single-key layout */
 };
 
-/* The acquire's first look: the lock key and its tenure marker ("<key>:state"), which an
- * acquire sets to "held" and a release to "released" in the same txn as the key. A key that
- * is gone while the marker still says "held" ended without a release: by expiry, or by a
- * lease revoked early (docs/etcd.md), when its holder may still believe it leads. */
-#define LK_ETCD_TENURE_HELD     "held"
-#define LK_ETCD_TENURE_RELEASED "released"
+/* The marker a release writes: LK_ETCD_STATE_RELEASED, a space, the released key's
+ * create_revision. */
+#define LK_ETCD_STATE_RELEASED "released"
 
-struct lk_etcd_peek {
+struct lk_etcd_look {
 	uint64_t cluster_id;          /* header.cluster_id */
 	int64_t revision;             /* header.revision */
-	bool found;                   /* the lock key exists; kv is set */
-	struct lk_etcd_kv kv;
-	bool tenure_held;             /* the marker exists and says "held" */
-	int64_t tenure_mod_revision;  /* the marker's mod_revision when it exists, else 0 */
+	bool succeeded;               /* create: our key was created by this txn */
+	bool own_found;               /* our candidate key exists; own is set */
+	struct lk_etcd_kv own;
+	bool fence_found;
+	bool fence_bad;               /* ... but holds no positive decimal integer */
+	int64_t fence;
+	bool state_found;
+	int64_t released_rev;         /* the marker names a release of this create_revision; or 0 */
+	int64_t state_mod_revision;
+	bool legacy_found;            /* "<key>" itself exists; legacy is set */
+	struct lk_etcd_kv legacy;
+	int64_t n_candidates;         /* candidate keys, ours included */
+	size_t n_first;               /* how many of first[] are set */
+	struct lk_etcd_kv first[2];   /* the two oldest candidates */
+	bool first_own[2];            /* first[i] is our key */
+	bool seq_found;               /* create and succeeded: "<key>:seq" existed before */
+	int64_t seq_mod_revision;     /* ... and when the candidate before ours wrote it */
+};
+
+/* The answer to lk_etcd_json_txn_history(). */
+struct lk_etcd_history {
+	uint64_t cluster_id;          /* header.cluster_id */
+	int64_t revision;             /* header.revision */
+	int64_t n_candidates;         /* at the revision asked about */
+	bool seq_found;
+	int64_t seq_mod_revision;
 };
 
 struct lk_etcd_auth {
@@ -120,7 +138,7 @@ struct lk_etcd_watch {
 	bool canceled;
 	int64_t compact_revision;     /* canceled because start_revision was compacted away */
 	unsigned n_events;
-	unsigned n_deletes;           /* DELETE events for the watched key */
+	unsigned n_deletes;           /* DELETE events for the watched key (or prefix) */
 	int64_t max_mod_revision;     /* highest mod_revision among the events; 0 if none */
 	char cancel_reason[LK_ETCD_JSON_MAX_TEXT + 1];
 };
@@ -148,28 +166,30 @@ struct lk_etcd_error {
 int lk_etcd_json_grant(int64_t ttl_s, char **ret);
 /* POST /v3/lease/keepalive and /v3/lease/revoke: {"ID":"N"}; id > 0. */
 int lk_etcd_json_lease_id(int64_t id, char **ret);
-/* POST /v3/kv/txn, acquire: if the key does not exist (create_revision == 0), put value
- * attached to the lease and set the tenure marker tkey to "held" (on no lease); otherwise
- * change nothing. Either way read back the key and then its fence key. The fence key holds
- * the token base (decimal): on success it is set to seed (the wall clock in microseconds) if
- * it is missing, by a nested txn, or in any case when overwrite_fence is set. So the base
- * exists whenever a tenure starts, atomically with it. */
-int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
-                             const void *tkey, size_t tklen, const void *value, size_t vlen,
-                             int64_t lease, int64_t seed, bool overwrite_fence, char **ret);
-/* POST /v3/kv/txn, release: delete the key only if create_revision == token and, when lease
- * is not 0, the key is still on that lease (a plain put over our key keeps its
- * create_revision but is not ours any more); in the same branch set the tenure marker tkey,
- * unless it is NULL, to "released". */
-int lk_etcd_json_txn_delete(const void *key, size_t klen, const void *tkey, size_t tklen,
-                            int64_t create_revision, int64_t lease, char **ret);
-/* POST /v3/kv/txn, read only (no compare, no raft write): the key, then its tenure marker. */
-int lk_etcd_json_txn_peek(const void *key, size_t klen, const void *tkey, size_t tklen,
+/* POST /v3/kv/txn, an election look. With create: if our key does not exist, read the seq
+ * key, put our key (value, attached to the lease), rewrite the seq key, and set the fence key
+ * to seed (the wall clock in microseconds) if it is missing, or in any case with
+ * overwrite_fence, so that a base exists whenever a candidate does. Without create: no
+ * compare, no write. Either way read our key, the fence key, the marker, the legacy key and
+ * the two oldest candidates, in that order. */
+int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, const void *value,
+                          size_t vlen, int64_t lease, int64_t seed, bool overwrite_fence,
                           char **ret);
+/* POST /v3/kv/txn, read only: what the candidates' prefix looked like at `revision` (how many
+ * candidates, without their values) and the seq key then. */
+int lk_etcd_json_txn_history(const void *prefix, size_t plen, const void *seq, size_t slen,
+                             int64_t revision, char **ret);
+/* POST /v3/kv/txn, release: delete key only if its create_revision and lease are these, and
+ * in the same branch set the marker tkey to "released <create_revision>"; with tkey NULL, just
+ * the delete (a candidate that never led withdraws). */
+int lk_etcd_json_txn_release(const void *key, size_t klen, const void *tkey, size_t tklen,
+                             int64_t create_revision, int64_t lease, char **ret);
 /* POST /v3/kv/range for exactly one key. */
 int lk_etcd_json_range(const void *key, size_t klen, char **ret);
-/* POST /v3/watch for exactly one key; start_revision 0 means "from now". */
-int lk_etcd_json_watch_create(const void *key, size_t klen, int64_t start_revision, char **ret);
+/* POST /v3/watch for exactly one key, or with under for every key below that prefix;
+ * start_revision 0 means "from now". */
+int lk_etcd_json_watch_create(const void *key, size_t klen, bool under, int64_t start_revision,
+                              char **ret);
 /* POST /v3/auth/authenticate. The body holds the password: the caller wipes it
  * (sodium_memzero over strlen) before freeing it. Built without jansson for that reason:
  * its intermediate copies would be freed unwiped. */
@@ -186,21 +206,18 @@ int lk_etcd_json_parse_range(const char *body, size_t len, const void *key, size
                              struct lk_etcd_range *out, char *err, size_t errlen);
 int lk_etcd_json_parse_txn(const char *body, size_t len, const void *key, size_t klen,
                            struct lk_etcd_txn *out, char *err, size_t errlen);
-/* The answer to lk_etcd_json_txn_acquire()'s txn: the last two ranges of the branch that ran
- * are the key's and the fence key's, in that order. */
-int lk_etcd_json_parse_acquire(const char *body, size_t len, const void *key, size_t klen,
-                               const void *fkey, size_t fklen, struct lk_etcd_acquired *out,
-                               char *err, size_t errlen);
-/* The answer to lk_etcd_json_txn_peek()'s txn. */
-int lk_etcd_json_parse_peek(const char *body, size_t len, const void *key, size_t klen,
-                            const void *tkey, size_t tklen, struct lk_etcd_peek *out,
-                            char *err, size_t errlen);
 int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *out,
                             char *err, size_t errlen);
-/* One line of a watch stream (without its newline); events for keys other than `key` count
- * in n_events but never in n_deletes. */
+/* One line of a watch stream (without its newline); events for keys other than `key` (under:
+ * keys below it) count in n_events but never in n_deletes. */
 int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
-                             struct lk_etcd_watch *out, char *err, size_t errlen);
+                             bool under, struct lk_etcd_watch *out, char *err, size_t errlen);
+/* The answer to lk_etcd_json_txn_history(), built with the same keys. */
+int lk_etcd_json_parse_history(const char *body, size_t len, const void *seq, size_t slen,
+                               struct lk_etcd_history *out, char *err, size_t errlen);
+/* The answer to lk_etcd_json_txn_look(), built with the same keys and create. */
+int lk_etcd_json_parse_look(const char *body, size_t len, const struct lk_etcd_look_keys *keys,
+                            bool create, struct lk_etcd_look *out, char *err, size_t errlen);
 /* POST /v3/maintenance/status. */
 int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_status *out,
                               char *err, size_t errlen);

@@ -55,12 +55,20 @@ int lk_etcd_json_child(const json_t *obj, const char *name, json_type type,
 int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revision,
                         uint64_t *cluster_id, char *err, size_t errlen);
 
-/* Whether a base64 key field decodes to exactly key[klen]. */
-int lk_etcd_json_key_is(const json_t *obj, const void *key, size_t klen, bool *is,
+/* Whether a base64 key field decodes to exactly key[klen] (under: to a longer key starting
+ * with it). */
+int lk_etcd_json_key_is(const json_t *obj, const void *key, size_t klen, bool under, bool *is,
                         char *err, size_t errlen);
 
 /* The "kvs" of a range response: found and the first kv. */
 int lk_etcd_json_kvs(const json_t *obj, const void *key, size_t klen, bool *found,
                      struct lk_etcd_kv *kv, char *err, size_t errlen);
+
+/* The "kvs" of a range over a prefix: up to max key-values (each a key below prefix, is_own[i]
+ * telling whether it is own[olen]) in *n, and the range's "count" (every key in the range,
+ * also those past its limit). */
+int lk_etcd_json_kvs_under(const json_t *obj, const void *prefix, size_t plen, const void *own,
+                           size_t olen, struct lk_etcd_kv *kv, bool *is_own, size_t max,
+                           size_t *n, int64_t *count, char *err, size_t errlen);
 
 #endif

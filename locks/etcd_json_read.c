@@ -257,23 +257,34 @@ int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revision,
 }
 
 /* Whether a base64 key field decodes to exactly key[klen]. */
-int lk_etcd_json_key_is(const json_t *obj, const void *key, size_t klen, bool *is,
-                        char *err, size_t errlen)
+
+/* Whether a base64 key field decodes to key[klen] (under: to something starting with it). */
+static int lk_etcd_json_key_match(const json_t *obj, const void *key, size_t klen, bool under,
+                                  char *buf, size_t *n, bool *is, char *err, size_t errlen)
 {
-	char buf[LK_ETCD_JSON_MAX_KEY + 1];
-	size_t n;
 	bool too_long;
-	int rc = lk_etcd_json_bytes(obj, "key", buf, LK_ETCD_JSON_MAX_KEY, &n, &too_long,
+	int rc = lk_etcd_json_bytes(obj, "key", buf, LK_ETCD_JSON_MAX_KEY, n, &too_long,
 	                            err, errlen);
 
 	if (rc < 0)
 		return rc;
-	*is = !too_long && n == klen && memcmp(buf, key, klen) == 0;
+	*is = !too_long && (under ? *n > klen : *n == klen) && memcmp(buf, key, klen) == 0;
 	return 0;
 }
 
-static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struct lk_etcd_kv *out,
-                           char *err, size_t errlen)
+int lk_etcd_json_key_is(const json_t *obj, const void *key, size_t klen, bool under, bool *is,
+                        char *err, size_t errlen)
+{
+	char buf[LK_ETCD_JSON_MAX_KEY + 1];
+	size_t n;
+
+	return lk_etcd_json_key_match(obj, key, klen, under, buf, &n, is, err, errlen);
+}
+
+/* One key-value about key[klen] (under: a key below that prefix). */
+static int lk_etcd_json_kv_of(const json_t *kv, const void *key, size_t klen, bool under,
+                              struct lk_etcd_kv *out, char *name, size_t *name_len,
+                              char *err, size_t errlen)
 {
 	bool is;
 	int rc;
@@ -283,7 +294,7 @@ static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struc
 		lk_set_err(err, errlen, "a key-value is not an object");
 		return -EINVAL;
 	}
-	rc = lk_etcd_json_key_is(kv, key, klen, &is, err, errlen);
+	rc = lk_etcd_json_key_match(kv, key, klen, under, name, name_len, &is, err, errlen);
 	if (rc < 0)
 		return rc;
 	if (!is) {
@@ -307,14 +318,48 @@ static int lk_etcd_json_kv(const json_t *kv, const void *key, size_t klen, struc
 int lk_etcd_json_kvs(const json_t *obj, const void *key, size_t klen, bool *found,
                      struct lk_etcd_kv *kv, char *err, size_t errlen)
 {
+	char name[LK_ETCD_JSON_MAX_KEY + 1];
+	size_t n;
 	json_t *kvs;
 	int rc = lk_etcd_json_child(obj, "kvs", JSON_ARRAY, &kvs, err, errlen);
 
 	*found = false;
 	if (rc < 0 || !kvs || json_array_size(kvs) == 0)
 		return rc;
-	rc = lk_etcd_json_kv(json_array_get(kvs, 0), key, klen, kv, err, errlen);
+	rc = lk_etcd_json_kv_of(json_array_get(kvs, 0), key, klen, false, kv, name, &n, err,
+	                        errlen);
 	if (rc == 0)
 		*found = true;
 	return rc;
+}
+
+int lk_etcd_json_kvs_under(const json_t *obj, const void *prefix, size_t plen, const void *own,
+                           size_t olen, struct lk_etcd_kv *kv, bool *is_own, size_t max,
+                           size_t *n, int64_t *count, char *err, size_t errlen)
+{
+	char name[LK_ETCD_JSON_MAX_KEY + 1];
+	size_t len;
+	json_t *kvs;
+	int rc;
+
+	*n = 0;
+	*count = 0;
+	if ((rc = lk_etcd_json_child(obj, "kvs", JSON_ARRAY, &kvs, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_uint(obj, "count", count, err, errlen)) < 0)
+		return rc;
+	for (size_t i = 0; kvs && i < json_array_size(kvs) && i < max; i++) {
+		rc = lk_etcd_json_kv_of(json_array_get(kvs, i), prefix, plen, true, &kv[i], name,
+		                        &len, err, errlen);
+		if (rc < 0)
+			return rc;
+		is_own[i] = lk_etcd_json_same(name, len, own, olen);
+		*n = i + 1;
+	}
+	/* count is every key in the range, kvs at most the limit: fewer kvs than count is fine,
+	 * more is not. */
+	if (*count < (int64_t)*n) {
+		lk_set_err(err, errlen, "range response with more keys than its count");
+		return -EINVAL;
+	}
+	return 0;
 }

@@ -42,6 +42,22 @@ static int lk_etcd_json_dump(json_t *root, char **ret)
 	return 0;
 }
 
+/* The end of the range of every key below prefix: the prefix with its last byte below 0xff
+ * incremented (and what follows it dropped). NULL for a prefix of 0xff bytes only. */
+static char *lk_etcd_json_range_end(const void *prefix, size_t plen)
+{
+	unsigned char buf[LK_ETCD_JSON_MAX_KEY];
+	size_t n = plen;
+
+	memcpy(buf, prefix, plen);
+	while (n > 0 && buf[n - 1] == 0xff)
+		n--;
+	if (n == 0)
+		return NULL;
+	buf[n - 1]++;
+	return lk_etcd_json_b64(buf, n);
+}
+
 int lk_etcd_json_grant(int64_t ttl_s, char **ret)
 {
 	char ttl[24];
@@ -62,67 +78,38 @@ int lk_etcd_json_lease_id(int64_t id, char **ret)
 	return lk_etcd_json_dump(json_pack("{s:s}", "ID", s), ret);
 }
 
-int lk_etcd_json_txn_acquire(const void *key, size_t klen, const void *fkey, size_t fklen,
-                             const void *tkey, size_t tklen, const void *value, size_t vlen,
-                             int64_t lease, int64_t seed, bool overwrite_fence, char **ret)
+int lk_etcd_json_txn_history(const void *prefix, size_t plen, const void *seq, size_t slen,
+                             int64_t revision, char **ret)
 {
-	char *k64 = NULL, *f64 = NULL, *t64 = NULL, *v64 = NULL, *s64 = NULL, *h64 = NULL;
-	char id[24], num[24];
-	json_t *fence;
-	int rc;
+	char *p64 = NULL, *e64 = NULL, *q64 = NULL, rev[24];
+	int rc = -ENOMEM;
 
-	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(fkey, fklen) ||
-	    !lk_etcd_json_key_ok(tkey, tklen) || lk_etcd_json_same(key, klen, fkey, fklen) ||
-	    lk_etcd_json_same(key, klen, tkey, tklen) || lk_etcd_json_same(fkey, fklen, tkey, tklen) ||
-	    (!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 || seed <= 0 || !ret)
+	if (!lk_etcd_json_key_ok(prefix, plen) || !lk_etcd_json_key_ok(seq, slen) ||
+	    revision <= 0 || !ret)
 		return -EINVAL;
-	lk_etcd_json_i64(num, seed);
-	k64 = lk_etcd_json_b64(key, klen);
-	f64 = lk_etcd_json_b64(fkey, fklen);
-	t64 = lk_etcd_json_b64(tkey, tklen);
-	v64 = lk_etcd_json_b64(value ? value : "", vlen);
-	s64 = lk_etcd_json_b64(num, strlen(num));
-	h64 = lk_etcd_json_b64(LK_ETCD_TENURE_HELD, strlen(LK_ETCD_TENURE_HELD));
-	if (!k64 || !f64 || !t64 || !v64 || !s64 || !h64) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	lk_etcd_json_i64(id, lease);
-	/* A missing fence key is seeded inside the same txn (a nested one: "if version == 0,
-	 * put"), so that a tenure never starts without a base and one round trip does it all. */
-	if (overwrite_fence)
-		fence = json_pack("{s:{s:s, s:s}}", "request_put", "key", f64, "value", s64);
-	else
-		fence = json_pack("{s:{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s, s:s}}]}}",
-		                  "request_txn", "compare", "key", f64, "target", "VERSION",
-		                  "result", "EQUAL", "version", "0",
-		                  "success", "request_put", "key", f64, "value", s64);
-	/* "create_revision":"0" and "version":"0" must be sent although they are the zero
-	 * values: they select the compare's target field. */
-	rc = lk_etcd_json_dump(fence ? json_pack(
-		"{s:[{s:s, s:s, s:s, s:s}],"
-		" s:[o, {s:{s:s, s:s, s:s}}, {s:{s:s, s:s}}, {s:{s:s}}, {s:{s:s}}],"
-		" s:[{s:{s:s}}, {s:{s:s}}]}",
-		"compare", "key", k64, "target", "CREATE", "result", "EQUAL", "create_revision", "0",
-		"success", fence, "request_put", "key", k64, "value", v64, "lease", id,
-		"request_put", "key", t64, "value", h64,
-		"request_range", "key", k64, "request_range", "key", f64,
-		"failure", "request_range", "key", k64, "request_range", "key", f64) : NULL, ret);
-out:
-	free(k64);
-	free(f64);
-	free(t64);
-	free(v64);
-	free(s64);
-	free(h64);
+	p64 = lk_etcd_json_b64(prefix, plen);
+	e64 = lk_etcd_json_range_end(prefix, plen);
+	q64 = lk_etcd_json_b64(seq, slen);
+	lk_etcd_json_i64(rev, revision);
+	if (p64 && e64 && q64)
+		rc = lk_etcd_json_dump(json_pack("{s:[{s:{s:s, s:s, s:s, s:b}}, {s:{s:s, s:s}}]}",
+		                                 "success",
+		                                 "request_range", "key", p64, "range_end", e64,
+		                                 "revision", rev, "count_only", 1,
+		                                 "request_range", "key", q64, "revision", rev), ret);
+	else if (!e64 && p64)
+		rc = -EINVAL;
+	free(p64);
+	free(e64);
+	free(q64);
 	return rc;
 }
 
-int lk_etcd_json_txn_delete(const void *key, size_t klen, const void *tkey, size_t tklen,
-                            int64_t create_revision, int64_t lease, char **ret)
+int lk_etcd_json_txn_release(const void *key, size_t klen, const void *tkey, size_t tklen,
+                             int64_t create_revision, int64_t lease, char **ret)
 {
 	json_t *root, *cmp, *mark;
-	char *k64, *t64 = NULL, *r64 = NULL, rev[24], id[24];
+	char *k64, *t64 = NULL, *r64 = NULL, rev[24], id[24], val[48];
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || (tkey && !lk_etcd_json_key_ok(tkey, tklen)) ||
@@ -130,9 +117,10 @@ int lk_etcd_json_txn_delete(const void *key, size_t klen, const void *tkey, size
 	    lease < 0 || !ret)
 		return -EINVAL;
 	k64 = lk_etcd_json_b64(key, klen);
+	snprintf(val, sizeof(val), "%s %" PRId64, LK_ETCD_STATE_RELEASED, create_revision);
 	if (tkey) {
 		t64 = lk_etcd_json_b64(tkey, tklen);
-		r64 = lk_etcd_json_b64(LK_ETCD_TENURE_RELEASED, strlen(LK_ETCD_TENURE_RELEASED));
+		r64 = lk_etcd_json_b64(val, strlen(val));
 	}
 	if (!k64 || (tkey && (!t64 || !r64))) {
 		rc = -ENOMEM;
@@ -166,26 +154,6 @@ out:
 	return rc;
 }
 
-int lk_etcd_json_txn_peek(const void *key, size_t klen, const void *tkey, size_t tklen,
-                          char **ret)
-{
-	char *k64, *t64;
-	int rc;
-
-	if (!lk_etcd_json_key_ok(key, klen) || !lk_etcd_json_key_ok(tkey, tklen) ||
-	    lk_etcd_json_same(key, klen, tkey, tklen) || !ret)
-		return -EINVAL;
-	k64 = lk_etcd_json_b64(key, klen);
-	t64 = lk_etcd_json_b64(tkey, tklen);
-	rc = k64 && t64 ? lk_etcd_json_dump(json_pack("{s:[{s:{s:s}}, {s:{s:s}}]}", "success",
-	                                              "request_range", "key", k64,
-	                                              "request_range", "key", t64), ret)
-	                : -ENOMEM;
-	free(k64);
-	free(t64);
-	return rc;
-}
-
 int lk_etcd_json_range(const void *key, size_t klen, char **ret)
 {
 	char *k64;
@@ -201,22 +169,157 @@ int lk_etcd_json_range(const void *key, size_t klen, char **ret)
 	return rc;
 }
 
-int lk_etcd_json_watch_create(const void *key, size_t klen, int64_t start_revision, char **ret)
+int lk_etcd_json_watch_create(const void *key, size_t klen, bool under, int64_t start_revision,
+                              char **ret)
 {
 	json_t *req;
-	char *k64, rev[24];
+	char *k64, *e64 = NULL, rev[24];
 	int rc;
 
 	if (!lk_etcd_json_key_ok(key, klen) || start_revision < 0 || !ret)
 		return -EINVAL;
 	k64 = lk_etcd_json_b64(key, klen);
-	if (!k64)
-		return -ENOMEM;
+	if (under)
+		e64 = lk_etcd_json_range_end(key, klen);
+	if (!k64 || (under && !e64)) {
+		rc = under && k64 ? -EINVAL : -ENOMEM;
+		goto out;
+	}
 	lk_etcd_json_i64(rev, start_revision);
-	req = start_revision > 0 ? json_pack("{s:s, s:s}", "key", k64, "start_revision", rev)
-	                         : json_pack("{s:s}", "key", k64);
+	req = json_pack("{s:s}", "key", k64);
+	if (req && under && json_object_set_new(req, "range_end", json_string(e64)) < 0)
+		req = (json_decref(req), NULL);
+	if (req && start_revision > 0 &&
+	    json_object_set_new(req, "start_revision", json_string(rev)) < 0)
+		req = (json_decref(req), NULL);
 	rc = lk_etcd_json_dump(req ? json_pack("{s:o}", "create_request", req) : NULL, ret);
+out:
 	free(k64);
+	free(e64);
+	return rc;
+}
+
+/* {"request_range":{"key":k64}} */
+static json_t *lk_etcd_json_get(const char *k64)
+{
+	return json_pack("{s:{s:s}}", "request_range", "key", k64);
+}
+
+/* Append item to array; on failure (or a NULL item) free both and return NULL. */
+static json_t *lk_etcd_json_add(json_t *array, json_t *item)
+{
+	if (array && item && json_array_append_new(array, item) == 0)
+		return array;
+	json_decref(array);
+	json_decref(item);
+	return NULL;
+}
+
+/* The reads that end every look, in the order lk_etcd_json_parse_look() expects them. */
+static json_t *lk_etcd_json_look_reads(const char *own, const char *fence, const char *state,
+                                       const char *legacy, const char *prefix, const char *end)
+{
+	json_t *a = json_array();
+
+	a = lk_etcd_json_add(a, lk_etcd_json_get(own));
+	a = lk_etcd_json_add(a, lk_etcd_json_get(fence));
+	a = lk_etcd_json_add(a, lk_etcd_json_get(state));
+	a = lk_etcd_json_add(a, lk_etcd_json_get(legacy));
+	return lk_etcd_json_add(a, json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "request_range",
+	                                     "key", prefix, "range_end", end,
+	                                     "sort_order", "ASCEND", "sort_target", "CREATE",
+	                                     "limit", "2"));
+}
+
+static bool lk_etcd_json_look_keys_ok(const struct lk_etcd_look_keys *k)
+{
+	return k && lk_etcd_json_key_ok(k->own, k->own_len) &&
+	       lk_etcd_json_key_ok(k->prefix, k->prefix_len) &&
+	       lk_etcd_json_key_ok(k->fence, k->fence_len) &&
+	       lk_etcd_json_key_ok(k->state, k->state_len) &&
+	       lk_etcd_json_key_ok(k->seq, k->seq_len) &&
+	       lk_etcd_json_key_ok(k->legacy, k->legacy_len) &&
+	       k->own_len > k->prefix_len && memcmp(k->own, k->prefix, k->prefix_len) == 0;
+}
+
+int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, const void *value,
+                          size_t vlen, int64_t lease, int64_t seed, bool overwrite_fence,
+                          char **ret)
+{
+	char *o64 = NULL, *p64 = NULL, *e64 = NULL, *f64 = NULL, *t64 = NULL, *q64 = NULL;
+	char *l64 = NULL, *v64 = NULL, *s64 = NULL, id[24], num[24];
+	json_t *root = NULL, *success = NULL, *fence;
+	int rc = -ENOMEM;
+
+	if (!lk_etcd_json_look_keys_ok(keys) || !ret ||
+	    (create && ((!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 ||
+	                seed <= 0)))
+		return -EINVAL;
+	o64 = lk_etcd_json_b64(keys->own, keys->own_len);
+	p64 = lk_etcd_json_b64(keys->prefix, keys->prefix_len);
+	e64 = lk_etcd_json_range_end(keys->prefix, keys->prefix_len);
+	f64 = lk_etcd_json_b64(keys->fence, keys->fence_len);
+	t64 = lk_etcd_json_b64(keys->state, keys->state_len);
+	q64 = lk_etcd_json_b64(keys->seq, keys->seq_len);
+	l64 = lk_etcd_json_b64(keys->legacy, keys->legacy_len);
+	v64 = lk_etcd_json_b64(value ? value : "", vlen);
+	lk_etcd_json_i64(num, seed);
+	s64 = lk_etcd_json_b64(num, strlen(num));
+	if (!o64 || !p64 || !e64 || !f64 || !t64 || !q64 || !l64 || !v64 || !s64)
+		goto out;
+	root = json_object();
+	success = json_array();
+	if (create) {
+		lk_etcd_json_i64(id, lease);
+		/* A missing fence key is seeded inside the same txn (a nested "if version == 0,
+		 * put"), so that a tenure never starts without a base. */
+		if (overwrite_fence)
+			fence = json_pack("{s:{s:s, s:s}}", "request_put", "key", f64, "value", s64);
+		else
+			fence = json_pack("{s:{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s, s:s}}]}}",
+			                  "request_txn", "compare", "key", f64, "target", "VERSION",
+			                  "result", "EQUAL", "version", "0",
+			                  "success", "request_put", "key", f64, "value", s64);
+		/* The seq key is read before our put rewrites it: its mod_revision then says when
+		 * the candidate before ours arrived. "create_revision":"0" must be sent although
+		 * it is the zero value: it selects the compare's target field. */
+		success = lk_etcd_json_add(success, lk_etcd_json_get(q64));
+		success = lk_etcd_json_add(success, json_pack("{s:{s:s, s:s, s:s}}", "request_put",
+		                                              "key", o64, "value", v64, "lease", id));
+		success = lk_etcd_json_add(success, json_pack("{s:{s:s}}", "request_put", "key", q64));
+		success = lk_etcd_json_add(success, fence);
+		if (root && json_object_set_new(root, "compare", json_pack(
+			"[{s:s, s:s, s:s, s:s}]", "key", o64, "target", "CREATE", "result", "EQUAL",
+			"create_revision", "0")) < 0)
+			goto out;
+		if (root && json_object_set_new(root, "failure", lk_etcd_json_look_reads(
+			o64, f64, t64, l64, p64, e64)) < 0)
+			goto out;
+	}
+	if (success) {
+		json_t *reads = lk_etcd_json_look_reads(o64, f64, t64, l64, p64, e64);
+
+		if (!reads || json_array_extend(success, reads) < 0)
+			success = (json_decref(success), NULL);
+		json_decref(reads);
+	}
+	if (!root || !success || json_object_set_new(root, "success", success) < 0) {
+		success = NULL;
+		goto out;
+	}
+	rc = lk_etcd_json_dump(root, ret);
+	root = NULL;
+out:
+	json_decref(root);
+	free(o64);
+	free(p64);
+	free(e64);
+	free(f64);
+	free(t64);
+	free(q64);
+	free(l64);
+	free(v64);
+	free(s64);
 	return rc;
 }
 

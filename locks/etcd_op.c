@@ -1,28 +1,39 @@
 /* The etcd backend's lock operations: acquire, renew and release, each a chain of steps
  * (one HTTP request each), and what their answers mean for the key's tenure.
  *
- * The lock protocol. A tenure is identified by the key's create_revision (and its lease); its
- * token is base + create_revision, where the base is the value of the key "<key>:fence",
- * seeded from the wall clock in microseconds whenever it is missing. Revisions increase within
- * one cluster, and a cluster rebuilt empty starts again at 1 but also without the fence key,
- * which is then seeded with a far larger base: tokens are never issued twice.
- *   acquire = range (a held key costs a follower no write) + lease grant (validity counts from
- *             its send time) + one txn "if the key does not exist, put identity attached to the
- *             lease and seed the fence key if it is missing; read back both"; a lost race
- *             revokes the unused lease.
- *   renew   = lease keepalive (validity from its send time) + range to prove the key is still
- *             the one created at the tenure's create_revision, still on our lease.
- *   release = txn "delete if create_revision == the tenure's (and lease == ours)" + revoke of
- *             the tenure's lease.
- *   watch   = a streaming POST /v3/watch per watching key; a DELETE wakes the follower.
- * A lock operation is a short chain of HTTP requests (struct lk_etcd_op). Each request gets
- * the whole backend timeout of its own: on a link with a 400ms round trip a three-request
- * acquire must not share one second between its steps (it would never succeed).
+ * The lock protocol is an election, as etcd's own concurrency.Election runs one. Every
+ * campaigning agent keeps a candidate key "<key>/<lease>" (value: its identity) on its shared
+ * lease (etcd_lease.c); the candidates form a queue by create_revision, and the oldest leads.
+ * A handoff is one DELETE event and no write: the next candidate, watching the prefix, looks
+ * (a read-only txn), finds its key oldest, and leads. FIFO order among candidates comes with
+ * it. The token is base + our key's create_revision, where the base is the value of
+ * "<key>:fence", seeded from the wall clock in microseconds whenever it is missing: a key
+ * leads only once every older key is gone, so tokens increase from tenure to tenure, and a
+ * cluster rebuilt empty (revisions from 1 again) has lost its fence key too, which is then
+ * seeded with a far larger base.
+ *   acquire = create our key if missing (txn; also seeds the fence key and rewrites
+ *             "<key>:seq"), or a read-only look once it exists; either reads our key, the
+ *             fence key, the release marker and the two oldest candidates. Oldest: lead, with
+ *             validity counted from the lease's last keepalive (I1).
+ *   renew   = the shared lease's keepalive + range of our key: still ours, same revision.
+ *   release = txn "delete our key if its create_revision and lease are the tenure's, and set
+ *             <key>:state to released <create_revision>".
+ *   withdraw = the same delete without the marker, when a candidate stops campaigning.
  *
- * Orphans: an acquire txn that got no answer (timeout, broken connection) may still have
- * created the key. The key remembers that, and the next acquire that finds the key held under
- * its own identity by a tenure it never reported deletes exactly that key revision (txn
- * compare create_revision and lease), revokes its lease, and goes on acquiring.
+ * The guard against an end without a release. etcd 3.4.30 and older and 3.5.12 and older
+ * revoke a lease early when their frozen raft leader wakes up (etcd#15247): a holder whose
+ * keepalives the new leader answered still believes it leads until its renew deadline, less
+ * than one ttl after its last keepalive. So the next candidate leads at once only when it
+ * knows the previous tenure ended with a release; otherwise it waits one ttl (lk_etcd_oldest):
+ * - a candidate whose only older key was P leads at once if the marker names P's release;
+ * - a new candidate that finds no older key leads at once if the marker names the release of
+ *   the candidate that arrived just before it ("<key>:seq" was last rewritten by it), or if
+ *   the lock never had a candidate;
+ * - anything else (an expiry, a revoke, a crash, a candidate that withdrew while oldest)
+ *   waits one ttl from the look that first found our key oldest.
+ * A tenure whose lock stopped renewing it (LOST, a stepdown timeout) keeps its key until its
+ * lease as last proven would have run out, as a lease of its own would (texp), and that key
+ * never leads again: a new candidacy gets a new key.
  */
 
 #include "locks/etcd_int.h"
@@ -38,13 +49,13 @@
 #include <event2/event.h>
 
 static const char *const lk_etcd_step_names[] = {
-	[LK_ETCD_STEP_PEEK] = "acquire read",
-	[LK_ETCD_STEP_GRANT] = "lease grant",
-	[LK_ETCD_STEP_CREATE] = "acquire txn",
-	[LK_ETCD_STEP_KEEPALIVE] = "lease keepalive",
-	[LK_ETCD_STEP_CHECK] = "renew range",
+	[LK_ETCD_STEP_LEASE] = "lease",
+	[LK_ETCD_STEP_CREATE] = "candidate txn",
+	[LK_ETCD_STEP_PEEK] = "look",
+	[LK_ETCD_STEP_CHECK] = "range of our key",
 	[LK_ETCD_STEP_DELETE] = "release txn",
-	[LK_ETCD_STEP_RECLAIM] = "orphan delete txn",
+	[LK_ETCD_STEP_RECLAIM] = "delete of our spent key",
+	[LK_ETCD_STEP_HISTORY] = "history read",
 };
 
 static const char *const lk_etcd_op_names[] = {
@@ -56,6 +67,15 @@ static const char *const lk_etcd_op_names[] = {
 static int lk_etcd_op_send(struct lk_etcd_op *op);
 static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
                               struct lk_etcd_outcome *o);
+static void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful);
+
+size_t lk_etcd_cand_key(const struct lk_backend_key *k, int64_t lease, char *buf)
+{
+	memcpy(buf, k->pkey, k->pkey_len);
+	snprintf(buf + k->pkey_len, LK_ETCD_CAND_HEX + 1, "%016" PRIx64 "%04x", (uint64_t)lease,
+	         k->num & 0xffff);
+	return k->pkey_len + LK_ETCD_CAND_HEX;
+}
 
 /* A stored value as a holder identity: NULL when it is not something we could show safely
  * (too long, or bytes that would break a log line or a protocol line). */
@@ -71,30 +91,67 @@ static const char *lk_etcd_holder(const struct lk_etcd_kv *kv)
 
 /* ---- fire and forget -------------------------------------------------------------------- */
 
-/* A tenure nobody was told of and nobody will renew: release it as a release would (so that
- * the marker says "released" and the next replica need not wait), then revoke its lease,
- * whatever the txn's fate: fire and forget. */
-static void lk_etcd_give_back(struct lk_etcd *e, const struct lk_backend_key *k, int64_t rev,
-                              int64_t lease)
+/* Delete one candidate key of ours (compare create_revision and lease); marker: as a release,
+ * so that the next candidate need not wait. */
+static void lk_etcd_delete_key(struct lk_backend_key *k, int64_t rev, int64_t lease, bool marker)
 {
-	struct lk_etcd_xfer *x = NULL;
+	struct lk_etcd *e = k->e;
+	char name[LK_ETCD_JSON_MAX_KEY + 1];
+	size_t n;
 	char *body;
 
-	if (!e->closing && lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, rev,
-	                                           lease, &body) == 0)
-		x = lk_etcd_xfer_start(e, LK_ETCD_X_REVOKE, LK_ETCD_CALL_TXN, body, false,
-		                       e->timeout_ms);
-	if (x)
-		x->then_revoke = lease;
-	else
-		lk_etcd_revoke(e, lease);
+	if (e->closing || rev <= 0 || lease <= 0)
+		return;
+	n = lk_etcd_cand_key(k, lease, name);
+	if (lk_etcd_json_txn_release(name, n, marker ? k->tkey : NULL, k->tkey_len, rev, lease,
+	                             &body) == 0)
+		(void)lk_etcd_xfer_start(e, LK_ETCD_X_REVOKE, LK_ETCD_CALL_TXN, body, false,
+		                         e->timeout_ms);
+}
+
+void lk_etcd_withdraw(struct lk_backend_key *k, int64_t rev, int64_t lease)
+{
+	if (k->cand_rev == rev && k->cand_lease == lease)
+		k->cand_rev = 0;
+	lk_etcd_delete_key(k, rev, lease, false);
+}
+
+/* The tenure's lease, as last proven, has run out: a lease of its own would have taken the
+ * key now. Unless renewed or released meanwhile, the tenure is over and its key goes. */
+void lk_etcd_texp_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_backend_key *k = arg;
+	struct lk_etcd *e = k->e;
+
+	lk_etcd_enter(e);
+	if (!e->closing && k->token && !k->ended) {
+		k->ended = true;
+		lk_etcd_withdraw(k, k->rev, k->lease);
+	}
+	/* key_free() kept a freed key for this moment. */
+	if (!e->closing && k->dead)
+		lk_etcd_key_unref(k);
+	lk_etcd_leave(e);
+}
+
+static void lk_etcd_tenure_proven(struct lk_backend_key *k, int64_t sent_ns, int64_t ttl_s)
+{
+	struct timeval tv;
+
+	k->texp_ns = sent_ns + ttl_s * 1000000000;
+	lk_etcd_timeval(&tv, (k->texp_ns - lk_mono_ns()) / 1000000 + 1);
+	evtimer_add(k->texp, &tv);
 }
 
 /* Forget the tenure a key holds once it has ended (released, gone, taken). */
 static void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
 {
-	if (k->token == token)
+	if (k->token == token) {
 		k->ended = true;
+		evtimer_del(k->texp);
+		if (k->cand_rev == k->rev && k->cand_lease == k->lease)
+			k->cand_rev = 0;
+	}
 }
 
 /* ---- operations ------------------------------------------------------------------------- */
@@ -103,6 +160,7 @@ void lk_etcd_op_free(struct lk_etcd_op *op)
 {
 	struct lk_etcd *e = op->e;
 
+	lk_etcd_lease_leave(op);
 	if (op->xfer)
 		lk_etcd_xfer_abort(op->xfer);
 	TAILQ_REMOVE(&e->ops, op, link);
@@ -119,6 +177,7 @@ static void lk_etcd_op_done(struct lk_etcd_op *op, const struct lk_reply *rep)
 	struct lk_etcd *e = op->e;
 	struct lk_backend_key *k = op->k;
 
+	lk_etcd_lease_leave(op);
 	if (op->xfer)
 		lk_etcd_xfer_abort(op->xfer);
 	TAILQ_REMOVE(&e->ops, op, link);
@@ -140,14 +199,6 @@ void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	/* An acquire that got a lease but no lock: the txn may even have gone through unseen
-	 * (a timeout after etcd applied it), and revoking the lease deletes such a key too, so
-	 * that nobody holds a lock it does not know about. The revoke may fail as well: the key
-	 * remembers that an orphan of ours may exist. */
-	if (op->kind == LK_ETCD_ACQUIRE && op->create_unanswered && !op->k->dead)
-		op->k->unsure = true;
-	if (op->kind == LK_ETCD_ACQUIRE && op->lease)
-		lk_etcd_revoke(op->e, op->lease);
 	lk_etcd_op_done(op, &rep);
 }
 
@@ -173,15 +224,36 @@ void lk_etcd_op_next(struct lk_etcd_op *op)
 		                strerror(-rc));
 }
 
+/* The keys a look reads, with our key's name in own[]. */
+static void lk_etcd_look_keys(const struct lk_backend_key *k, int64_t lease, char *own,
+                              struct lk_etcd_look_keys *keys)
+{
+	keys->own = own;
+	keys->own_len = lk_etcd_cand_key(k, lease, own);
+	keys->prefix = k->pkey;
+	keys->prefix_len = k->pkey_len;
+	keys->fence = k->fkey;
+	keys->fence_len = k->fkey_len;
+	keys->state = k->tkey;
+	keys->state_len = k->tkey_len;
+	keys->seq = k->qkey;
+	keys->seq_len = k->qkey_len;
+	keys->legacy = k->key;
+	keys->legacy_len = k->key_len;
+}
+
 static int lk_etcd_op_send(struct lk_etcd_op *op)
 {
 	struct lk_etcd *e = op->e;
 	struct lk_backend_key *k = op->k;
+	char own[LK_ETCD_JSON_MAX_KEY + 1];
+	struct lk_etcd_look_keys keys;
 	enum lk_etcd_call call;
 	struct lk_etcd_xfer *x;
 	struct timespec now;
-	int64_t ttl_s, seed, sent = 0;
+	int64_t seed;
 	char *body = NULL;
+	size_t n;
 	int rc;
 
 	if (lk_etcd_need_auth(e)) {
@@ -192,50 +264,41 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 	}
 
 	switch (op->step) {
-	case LK_ETCD_STEP_GRANT:
-		/* Whole seconds, rounded up: etcd may still grant more (its minimum is ~2s). */
-		ttl_s = op->ttl_ms / 1000 + (op->ttl_ms % 1000 != 0);
-		call = LK_ETCD_CALL_GRANT;
-		rc = lk_etcd_json_grant(ttl_s, &body);
-		sent = lk_mono_ns();
-		break;
+	case LK_ETCD_STEP_LEASE:
+		rc = lk_etcd_lease_join(op, op->kind == LK_ETCD_RENEW || op->token != 0,
+		                        op->after_lease);
+		return rc == 1 ? lk_etcd_op_send(op) : rc;
 	case LK_ETCD_STEP_CREATE:
+	case LK_ETCD_STEP_PEEK:
+	case LK_ETCD_STEP_CHECK:
 		/* The base a missing fence key gets: the wall clock in microseconds, which has
 		 * grown by far more than any cluster's revision since the fence it replaces was
 		 * seeded (as long as the clock does not step back). */
 		clock_gettime(CLOCK_REALTIME, &now);
 		seed = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_acquire(k->key, k->key_len, k->fkey, k->fkey_len, k->tkey,
-		                              k->tkey_len, k->identity, k->identity_len, op->lease,
-		                              seed, k->refence, &body);
+		lk_etcd_look_keys(k, op->lease, own, &keys);
+		rc = lk_etcd_json_txn_look(&keys, op->step == LK_ETCD_STEP_CREATE, k->identity,
+		                           k->identity_len, op->lease, seed, k->refence, &body);
+		break;
+	case LK_ETCD_STEP_HISTORY:
+		call = LK_ETCD_CALL_TXN;
+		rc = lk_etcd_json_txn_history(k->pkey, k->pkey_len, k->qkey, k->qkey_len,
+		                              k->cand_rev - 1, &body);
 		break;
 	case LK_ETCD_STEP_RECLAIM:
 		call = LK_ETCD_CALL_TXN;
-		/* An orphan was never announced: nobody can still believe in it. */
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, op->orphan_rev,
-		                             op->orphan_lease, &body);
-		break;
-	case LK_ETCD_STEP_KEEPALIVE:
-		call = LK_ETCD_CALL_KEEPALIVE;
-		rc = lk_etcd_json_lease_id(op->lease, &body);
-		sent = lk_mono_ns();
-		break;
-	case LK_ETCD_STEP_PEEK:
-		call = LK_ETCD_CALL_TXN;
-		rc = lk_etcd_json_txn_peek(k->key, k->key_len, k->tkey, k->tkey_len, &body);
-		break;
-	case LK_ETCD_STEP_CHECK:
-		call = LK_ETCD_CALL_RANGE;
-		rc = lk_etcd_json_range(k->key, k->key_len, &body);
+		n = lk_etcd_cand_key(k, op->lease, own);
+		rc = lk_etcd_json_txn_release(own, n, NULL, 0, op->orphan_rev, op->lease, &body);
 		break;
 	case LK_ETCD_STEP_DELETE:
 	default:
 		call = LK_ETCD_CALL_TXN;
-		/* The app has stepped down (or never heard of this tenure): "released" lets the next
-		 * replica lead at once. */
-		rc = lk_etcd_json_txn_delete(k->key, k->key_len, k->tkey, k->tkey_len, op->rev,
-		                             op->lease, &body);
+		/* The app has stepped down (or never heard of this tenure): the marker lets the
+		 * next candidate lead at once. */
+		n = lk_etcd_cand_key(k, op->lease, own);
+		rc = lk_etcd_json_txn_release(own, n, k->tkey, k->tkey_len, op->rev, op->lease,
+		                              &body);
 		break;
 	}
 	if (rc < 0)
@@ -245,17 +308,8 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		return -ENOMEM;
 	x->op = op;
 	op->xfer = x;
-	if (op->step == LK_ETCD_STEP_CREATE)
-		op->create_unanswered = true;
-	/* Validity is counted from here (I1): the request leaves a little later, which only
-	 * makes the proven lease shorter than the real one. */
-	if (sent)
-		op->sent_ns = sent;
 	return 0;
 }
-
-static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
-                              struct lk_etcd_outcome *o);
 
 /* A step's transfer finished. */
 void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
@@ -269,12 +323,6 @@ void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_op_parsed(op, x, o);
 		return;
 	}
-	/* An error answer means the txn was not applied, unless etcd gave up waiting for its
-	 * own proposal (canceled, deadline exceeded, a leader lost on the way): that one may
-	 * still apply, like a request that got no answer at all. */
-	if (op->step == LK_ETCD_STEP_CREATE && !o->transport && o->code != 1 && o->code != 4 &&
-	    o->code != LK_ETCD_GRPC_UNAVAILABLE && o->http < 500)
-		op->create_unanswered = false;
 	if (o->conn_level) {
 		lk_etcd_endpoint_failed(e, x->endpoint, o->why);
 		lk_etcd_mark_down(e, o->why);
@@ -293,6 +341,25 @@ void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		if (lk_etcd_op_send(op) == 0)
 			return;
 	}
+	/* History compacted away (or any refusal): nothing known, so the wait applies. */
+	if (op->step == LK_ETCD_STEP_HISTORY && !o->transport) {
+		lk_etcd_history_known(op, false);
+		op->step = LK_ETCD_STEP_PEEK;
+		lk_etcd_op_next(op);
+		return;
+	}
+	/* "requested lease not found": our shared lease is gone, and every key on it. Grant
+	 * another and create our key on it, once. */
+	if (op->step == LK_ETCD_STEP_CREATE && !o->transport && o->code == 5 && !op->reclaimed &&
+	    op->l) {
+		op->reclaimed = true;
+		if (op->l->id == op->lease)
+			lk_etcd_lease_gone(op->l);
+		op->step = LK_ETCD_STEP_LEASE;
+		op->after_lease = LK_ETCD_STEP_CREATE;
+		if (lk_etcd_op_send(op) >= 0)
+			return;
+	}
 	if (o->transport)
 		lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s failed: %s", step, o->why);
 	else if (o->garbage)
@@ -303,60 +370,193 @@ void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		                "%s failed: %s", step, o->why);
 }
 
-/* Whether kv is an orphan of ours: our identity, after an acquire whose outcome we never
- * learnt, and not the tenure we hold. Without the unsure mark, a key under our identity is
- * left alone: it may belong to another process that was given the same identity. */
-static bool lk_etcd_own_orphan(const struct lk_backend_key *k, const struct lk_etcd_kv *kv)
-{
-	if (!k->unsure || kv->value_too_long || kv->value_len != k->identity_len ||
-	    memcmp(kv->value, k->identity, k->identity_len) != 0)
-		return false;
-	return !(k->lease && !k->ended && kv->create_revision == k->rev);
-}
-
-/* Delete exactly our orphan's key revision (compare create_revision and lease), revoke its
- * lease, then go on with the acquire. */
-static void lk_etcd_reclaim(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
-{
-	op->reclaimed = true;
-	op->orphan_rev = kv->create_revision;
-	op->orphan_lease = kv->lease;
-	op->step = LK_ETCD_STEP_RECLAIM;
-	lk_etcd_log(op->e, LK_BLOG_WARN, "key %s holds our own unannounced tenure (create_revision "
-	            "%" PRId64 "; an acquire whose answer was lost went through): deleting it",
-	            op->k->key, kv->create_revision);
-	lk_etcd_op_next(op);
-}
-
-/* The key is free, but its tenure marker says the last tenure ended without a release: its
- * lease expired, or was revoked early. etcd 3.4.30 and older and 3.5.12 and older revoke a
- * lease early when their frozen raft leader wakes up (etcd#15247): its holder, whose
- * keepalives the new leader answered, still believes it leads until its renew deadline,
- * which is less than one ttl after its last keepalive was sent, so before one ttl from now.
- * Returns true while that ttl runs, counted from the first time this marker was seen. */
-static bool lk_etcd_unreleased(struct lk_etcd_op *op, const struct lk_etcd_peek *pk)
+/* Our key is the oldest candidate. Lead at once when the tenure before ours is known to have
+ * ended with a release (see the top of this file); otherwise one ttl after the look that first
+ * found our key oldest. Returns true while that wait runs (holdoff_until() says until when). */
+/* Our key was first found oldest now: record whether the tenure before ours is known to have
+ * ended with a release (graceful), and from when a wait of one ttl runs if not. */
+static void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful)
 {
 	struct lk_backend_key *k = op->k;
-	int64_t now = lk_mono_ns();
 
-	if (!pk->tenure_held)
-		return false;
-	if (k->unreleased_rev != pk->tenure_mod_revision || !k->unreleased_ns) {
-		k->unreleased_rev = pk->tenure_mod_revision;
-		k->unreleased_ns = now;
+	k->lowest_for = k->cand_rev;
+	k->lowest_ns = lk_mono_ns();
+	k->lowest_graceful = graceful;
+	if (!graceful)
+		lk_etcd_log(op->e, LK_BLOG_INFO, "%s: the last tenure ended without a release (an "
+		            "expiry, a revoke, a crash, or a withdrawal): waiting one ttl before "
+		            "leading", k->key);
+}
+
+static bool lk_etcd_oldest(struct lk_etcd_op *op, const struct lk_etcd_look *lk, bool created)
+{
+	struct lk_backend_key *k = op->k;
+
+	if (k->lowest_for != k->cand_rev)
+		lk_etcd_history_known(op,
+			(k->pred_for == k->cand_rev && k->pred_rev && lk->released_rev == k->pred_rev) ||
+			(created && (lk->seq_found ? lk->released_rev &&
+			                             lk->seq_mod_revision == lk->released_rev
+			                           : !lk->state_found)));
+	return !k->lowest_graceful && lk_mono_ns() - k->lowest_ns < op->ttl_ms * 1000000;
+}
+
+/* Lead with our key (lk->own), validity counted from the lease's last keepalive. */
+static void lk_etcd_lead(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
+{
+	struct lk_etcd *e = op->e;
+	struct lk_backend_key *k = op->k;
+
+	if (!lk->fence_found || lk->fence_bad || lk->fence > INT64_MAX - k->cand_rev) {
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "fence key %s %s: delete it, and the next "
+		                "acquire seeds it again from the clock", k->fkey,
+		                lk->fence_found ? "holds no usable token base" : "is missing");
+		return;
 	}
-	return now - k->unreleased_ns < op->ttl_ms * 1000000;
+	op->token = (uint64_t)(lk->fence + k->cand_rev);
+	op->rev = k->cand_rev;
+	/* A proof older than a third of the ttl would make a short tenure: keep the lease alive
+	 * first (no write), then check that our key is still there. */
+	if (lk_mono_ns() - op->l->proven_ns > op->ttl_ms * 1000000 / 3 || op->l->id != op->lease) {
+		op->step = LK_ETCD_STEP_LEASE;
+		op->after_lease = LK_ETCD_STEP_CHECK;
+		lk_etcd_op_next(op);
+		return;
+	}
+	op->sent_ns = op->l->proven_ns;
+	op->ttl_s = op->l->proven_ttl_s;
+	if (k->dead) {
+		/* Nobody will ever renew or release this: let it go now, not a ttl later. */
+		lk_etcd_delete_key(k, op->rev, op->lease, true);
+	} else {
+		k->token = op->token;
+		k->rev = op->rev;
+		k->lease = op->lease;
+		k->ended = false;
+		k->given_up = false;
+		lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
+	}
+	(void)e;
+	lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 }
 
-/* Somebody else holds the key (ours would have been reclaimed): a pending orphan of ours can
- * no longer appear while it does. */
-static void lk_etcd_held(struct lk_etcd_op *op, const struct lk_etcd_kv *kv)
+/* The answer to a look (CREATE or PEEK). */
+static void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 {
 	struct lk_backend_key *k = op->k;
+	bool created = op->step == LK_ETCD_STEP_CREATE;
 
-	if (kv->value_len != k->identity_len || memcmp(kv->value, k->identity, k->identity_len))
-		k->unsure = false;
-	lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(kv));
+	if (created && lk->succeeded)
+		k->refence = false;
+	/* A holder of the single-key layout (an agent older than the election): it cannot see
+	 * our queue, so nobody here leads while it holds. */
+	if (lk->legacy_found) {
+		lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&lk->legacy));
+		return;
+	}
+	if (!lk->own_found) {
+		/* Our key went (its lease expired, someone deleted it): queue up again, once. */
+		if (created || op->reclaimed) {
+			lk_etcd_op_fail(op, LK_REPLY_FATAL, "our candidate key under %s reads back "
+			                "missing", k->pkey);
+			return;
+		}
+		op->reclaimed = true;
+		k->cand_rev = 0;
+		op->step = LK_ETCD_STEP_CREATE;
+		lk_etcd_op_next(op);
+		return;
+	}
+	if (lk->own.lease != op->lease || lk->n_first == 0) {
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "our candidate key under %s is %s", k->pkey,
+		                lk->n_first ? "not on our lease" : "missing from the candidates");
+		return;
+	}
+	/* A key that led once never leads again (its token would repeat): while the lease of
+	 * that tenure, as last proven, may still be counted on, wait; then delete it. */
+	if (k->token && lk->own.create_revision == k->rev && op->lease == k->lease) {
+		if (lk_mono_ns() < k->texp_ns && !k->ended) {
+			lk_etcd_op_reply(op, LK_REPLY_HELD, NULL);
+			return;
+		}
+		if (op->reclaimed) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "our spent key under %s is still there",
+			                k->pkey);
+			return;
+		}
+		op->reclaimed = true;
+		op->orphan_rev = k->rev;
+		op->step = LK_ETCD_STEP_RECLAIM;
+		lk_etcd_op_next(op);
+		return;
+	}
+	k->cand_rev = lk->own.create_revision;
+	k->cand_lease = op->lease;
+	/* Oldest with a key whose creation we never saw answered (a lost answer, a replaced
+	 * cluster): what the queue looked like then decides, read from etcd's history. */
+	if (lk->first_own[0] && k->lowest_for != k->cand_rev && k->pred_for != k->cand_rev &&
+	    !(created && lk->succeeded) && k->cand_rev > 1) {
+		op->released_rev = lk->released_rev;
+		op->state_found = lk->state_found;
+		op->step = LK_ETCD_STEP_HISTORY;
+		lk_etcd_op_next(op);
+		return;
+	}
+	if (lk->first_own[0]) {
+		if (lk_etcd_oldest(op, lk, created && lk->succeeded))
+			lk_etcd_op_reply(op, LK_REPLY_HELD, NULL);
+		else
+			lk_etcd_lead(op, lk);
+		return;
+	}
+	/* Behind someone: remember whether it is our only older candidate (a later look that
+	 * finds us oldest then knows whose release to look for). */
+	k->pred_for = k->cand_rev;
+	k->pred_rev = lk->n_first == 2 && lk->first_own[1] ? lk->first[0].create_revision : 0;
+	lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&lk->first[0]));
+}
+
+/* The look that proves a tenure (a renewal's, or an acquire's after a fresh keepalive): our
+ * key, same create_revision, still on our lease. */
+static void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
+{
+	struct lk_backend_key *k = op->k;
+	const struct lk_etcd_kv *other = NULL;
+
+	if (lk->own_found && lk->own.create_revision == op->rev && lk->own.lease == op->lease) {
+		if (op->kind == LK_ETCD_ACQUIRE) {
+			if (k->dead) {
+				lk_etcd_delete_key(k, op->rev, op->lease, true);
+			} else {
+				k->token = op->token;
+				k->rev = op->rev;
+				k->lease = op->lease;
+				k->ended = false;
+				k->given_up = false;
+			}
+		}
+		if (!k->dead && k->token == op->token)
+			lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
+		lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
+		return;
+	}
+	if (op->kind == LK_ETCD_ACQUIRE) {
+		/* Gone between the look and the keepalive: look again later. */
+		k->cand_rev = 0;
+		lk_etcd_op_fail(op, LK_REPLY_ERROR, "our candidate key went before we led");
+		return;
+	}
+	/* Written over (a plain put keeps create_revision and drops the lease), or gone while
+	 * another candidate or a holder of the single-key layout now comes first. */
+	if (lk->own_found && lk->own.create_revision == op->rev)
+		other = &lk->own;
+	else if (lk->legacy_found)
+		other = &lk->legacy;
+	else if (lk->n_first > 0 && !lk->first_own[0])
+		other = &lk->first[0];
+	lk_etcd_key_end_tenure(k, op->token);
+	lk_etcd_op_reply(op, other ? LK_REPLY_TAKEN : LK_REPLY_GONE,
+	                 other ? lk_etcd_holder(other) : NULL);
 }
 
 /* A 2xx answer to a step: parse it and move on. */
@@ -367,121 +567,63 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	struct lk_backend_key *k = op->k;
 	const char *step = lk_etcd_step_names[op->step];
 	const char *body = x->resp ? x->resp : "";
-	char err[LK_ETCD_MAX_ERR_LEN];
-	struct lk_etcd_keepalive ka;
-	struct lk_etcd_acquired aq;
-	struct lk_etcd_grant g;
-	struct lk_etcd_range rg;
-	struct lk_etcd_peek pk;
+	char err[LK_ETCD_MAX_ERR_LEN], own[LK_ETCD_JSON_MAX_KEY + 1];
+	struct lk_etcd_look_keys keys;
+	struct lk_etcd_history h;
+	struct lk_etcd_look *lk;
 	struct lk_etcd_txn t;
+	size_t n;
 	int rc;
 
 	err[0] = '\0';
 	switch (op->step) {
-	case LK_ETCD_STEP_PEEK:
-		rc = lk_etcd_json_parse_peek(body, x->resp_len, k->key, k->key_len, k->tkey,
-		                             k->tkey_len, &pk, err, sizeof(err));
-		if (rc < 0)
-			break;
-		lk_etcd_mark_up(e);
-		if (lk_etcd_seen(e, pk.cluster_id, pk.revision, x)) {
-			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
-			return;
-		}
-		if (pk.found && lk_etcd_own_orphan(k, &pk.kv) && !op->reclaimed) {
-			lk_etcd_reclaim(op, &pk.kv);
-			return;
-		}
-		/* Held: say so without granting (and revoking) a lease, three raft writes that a
-		 * follower retrying every retry_interval would otherwise cost the cluster. Free:
-		 * the txn below still decides, so a race with another replica stays safe. */
-		if (pk.found) {
-			lk_etcd_held(op, &pk.kv);
-			return;
-		}
-		/* Free but not released: held by nobody, and holdoff_until() says until when. */
-		if (lk_etcd_unreleased(op, &pk)) {
-			lk_etcd_op_reply(op, LK_REPLY_HELD, NULL);
-			return;
-		}
-		op->step = LK_ETCD_STEP_GRANT;
-		lk_etcd_op_next(op);
-		return;
-
-	case LK_ETCD_STEP_GRANT:
-		rc = lk_etcd_json_parse_grant(body, x->resp_len, &g, err, sizeof(err));
-		if (rc < 0)
-			break;
-		lk_etcd_mark_up(e);
-		op->lease = g.id;
-		op->ttl_s = g.ttl;
-		if (lk_etcd_seen(e, g.cluster_id, g.revision, NULL)) {
-			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
-			return;
-		}
-		op->step = LK_ETCD_STEP_CREATE;
-		lk_etcd_op_next(op);
-		return;
-
 	case LK_ETCD_STEP_CREATE:
-		rc = lk_etcd_json_parse_acquire(body, x->resp_len, k->key, k->key_len, k->fkey,
-		                                k->fkey_len, &aq, err, sizeof(err));
+	case LK_ETCD_STEP_PEEK:
+	case LK_ETCD_STEP_CHECK:
+		lk = malloc(sizeof(*lk));
+		if (!lk) {
+			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s: out of memory", step);
+			return;
+		}
+		lk_etcd_look_keys(k, op->lease, own, &keys);
+		rc = lk_etcd_json_parse_look(body, x->resp_len, &keys,
+		                             op->step == LK_ETCD_STEP_CREATE, lk, err, sizeof(err));
+		if (rc == 0) {
+			lk_etcd_mark_up(e);
+			/* A tenure on a cluster that was just found replaced must not start. */
+			if (lk_etcd_seen_write(e, lk->cluster_id, lk->revision, x,
+			                       op->step == LK_ETCD_STEP_CREATE && lk->succeeded) &&
+			    op->kind == LK_ETCD_ACQUIRE)
+				lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
+			else if (op->step == LK_ETCD_STEP_CHECK)
+				lk_etcd_checked(op, lk);
+			else
+				lk_etcd_looked(op, lk);
+		}
+		free(lk);
+		if (rc == 0)
+			return;
+		break;
+
+	case LK_ETCD_STEP_HISTORY:
+		rc = lk_etcd_json_parse_history(body, x->resp_len, k->qkey, k->qkey_len, &h, err,
+		                                sizeof(err));
 		if (rc < 0)
 			break;
-		op->create_unanswered = false;
 		lk_etcd_mark_up(e);
-		/* A tenure on a cluster that was just found replaced must not start: op_fail
-		 * revokes the lease, and the key goes with it. */
-		if (lk_etcd_seen(e, aq.cluster_id, aq.revision, x)) {
-			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
-			return;
-		}
-		if (aq.succeeded && aq.found && aq.kv.lease == op->lease &&
-		    aq.kv.create_revision > 0) {
-			if (!aq.fence_found || aq.fence_bad ||
-			    aq.fence > INT64_MAX - aq.kv.create_revision) {
-				lk_etcd_op_fail(op, LK_REPLY_FATAL, "fence key %s %s: delete it, and "
-				                "the next acquire seeds it again from the clock",
-				                k->fkey, aq.fence_found ? "holds no usable token base"
-				                                        : "is missing");
-				return;
-			}
-			op->token = (uint64_t)(aq.fence + aq.kv.create_revision);
-			if (k->dead) {
-				/* Nobody will ever renew or release this: let it go now, not at TTL. */
-				lk_etcd_give_back(e, k, aq.kv.create_revision, op->lease);
-			} else {
-				if (k->lease && k->lease != op->lease)
-					lk_etcd_revoke(e, k->lease);
-				k->token = op->token;
-				k->rev = aq.kv.create_revision;
-				k->lease = op->lease;
-				k->ended = false;
-				k->unsure = false;
-				k->refence = false;
-			}
-			op->lease = 0; /* the tenure's now: op_fail must not revoke it */
-			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
-			return;
-		}
-		if (!aq.succeeded && aq.found) {
-			/* Our own acquire that timed out may have landed in between. */
-			if (lk_etcd_own_orphan(k, &aq.kv) && !op->reclaimed) {
-				lk_etcd_reclaim(op, &aq.kv);
-				return;
-			}
-			lk_etcd_revoke(e, op->lease);
-			op->lease = 0;
-			lk_etcd_held(op, &aq.kv);
-			return;
-		}
-		lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: %s", step,
-		                aq.succeeded ? "our key reads back wrong" : "failed without a holder");
+		/* As at creation (lk_etcd_oldest): nobody older, and the release the marker names
+		 * was of the candidate that came just before ours. */
+		lk_etcd_history_known(op, h.n_candidates == 0 &&
+		                          (h.seq_found ? op->released_rev &&
+		                                         h.seq_mod_revision == op->released_rev
+		                                       : !op->state_found));
+		op->step = LK_ETCD_STEP_PEEK;
+		lk_etcd_op_next(op);
 		return;
 
 	case LK_ETCD_STEP_RECLAIM:
-		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
-		                            sizeof(err));
+		n = lk_etcd_cand_key(k, op->lease, own);
+		rc = lk_etcd_json_parse_txn(body, x->resp_len, own, n, &t, err, sizeof(err));
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
@@ -489,67 +631,20 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 			lk_etcd_op_fail(op, LK_REPLY_ERROR, "%s", e->replaced_why);
 			return;
 		}
-		/* Deleted, or changed meanwhile (then it was not ours to delete): the create txn
-		 * decides either way. */
-		lk_etcd_revoke(e, op->orphan_lease);
-		k->unsure = false;
-		op->step = op->lease ? LK_ETCD_STEP_CREATE : LK_ETCD_STEP_GRANT;
+		/* Deleted, or gone meanwhile: queue up again with a new key. */
+		k->cand_rev = 0;
+		op->step = LK_ETCD_STEP_CREATE;
 		lk_etcd_op_next(op);
-		return;
-
-	case LK_ETCD_STEP_KEEPALIVE:
-		rc = lk_etcd_json_parse_keepalive(body, x->resp_len, &ka, err, sizeof(err));
-		if (rc < 0)
-			break;
-		lk_etcd_mark_up(e);
-		(void)lk_etcd_seen(e, ka.cluster_id, ka.revision, NULL);
-		if (ka.id != 0 && ka.id != op->lease) {
-			lk_etcd_op_fail(op, LK_REPLY_FATAL, "unexpected response to %s: lease %" PRId64,
-			                step, ka.id);
-			return;
-		}
-		if (ka.ttl <= 0) {
-			/* No TTL: the lease expired or was revoked, and its key went with it. */
-			lk_etcd_key_end_tenure(k, op->token);
-			lk_etcd_op_reply(op, LK_REPLY_GONE, NULL);
-			return;
-		}
-		op->ttl_s = ka.ttl;
-		op->step = LK_ETCD_STEP_CHECK;
-		lk_etcd_op_next(op);
-		return;
-
-	case LK_ETCD_STEP_CHECK:
-		rc = lk_etcd_json_parse_range(body, x->resp_len, k->key, k->key_len, &rg, err,
-		                              sizeof(err));
-		if (rc < 0)
-			break;
-		lk_etcd_mark_up(e);
-		(void)lk_etcd_seen(e, rg.cluster_id, rg.revision, x);
-		/* Same create_revision and still on our lease: our key. A plain put over it (keeps
-		 * the create_revision, drops the lease) made it someone else's: it would no longer
-		 * expire with us. */
-		if (rg.found && rg.kv.create_revision == op->rev && rg.kv.lease == op->lease) {
-			lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
-			return;
-		}
-		/* The key is gone or someone else's: our lease only keeps an orphan alive. */
-		lk_etcd_revoke(e, op->lease);
-		lk_etcd_key_end_tenure(k, op->token);
-		lk_etcd_op_reply(op, rg.found ? LK_REPLY_TAKEN : LK_REPLY_GONE,
-		                 rg.found ? lk_etcd_holder(&rg.kv) : NULL);
 		return;
 
 	case LK_ETCD_STEP_DELETE:
 	default:
-		rc = lk_etcd_json_parse_txn(body, x->resp_len, k->key, k->key_len, &t, err,
-		                            sizeof(err));
+		n = lk_etcd_cand_key(k, op->lease, own);
+		rc = lk_etcd_json_parse_txn(body, x->resp_len, own, n, &t, err, sizeof(err));
 		if (rc < 0)
 			break;
 		lk_etcd_mark_up(e);
 		(void)lk_etcd_seen(e, t.cluster_id, t.revision, x);
-		/* Deleted or not ours any more: either way the tenure's lease has no use left. */
-		lk_etcd_revoke(e, op->lease);
 		lk_etcd_key_end_tenure(k, op->token);
 		lk_etcd_op_reply(op, t.succeeded ? LK_REPLY_OK : LK_REPLY_GONE, NULL);
 		return;
@@ -605,7 +700,6 @@ static int lk_etcd_op_start(struct lk_etcd_op *op)
 
 	if (rc < 0) {
 		op->cb = NULL;
-		op->lease = 0;
 		lk_etcd_op_done(op, NULL);
 	}
 	return rc;
@@ -633,15 +727,31 @@ int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_f
                     void *arg)
 {
 	struct lk_etcd_op *op;
+	struct lk_etcd_lease *l;
 
 	if (!k || k->dead || !cb || ttl_ms <= 0)
 		return -EINVAL;
 	if (k->e->closing)
 		return -ESHUTDOWN;
-	op = lk_etcd_op_new(k, LK_ETCD_ACQUIRE, LK_ETCD_STEP_PEEK, cb, arg);
+	l = lk_etcd_lease_get(k->e, ttl_ms);
+	if (!l)
+		return -ENOMEM;
+	op = lk_etcd_op_new(k, LK_ETCD_ACQUIRE, LK_ETCD_STEP_LEASE, cb, arg);
 	if (!op)
 		return -ENOMEM;
 	op->ttl_ms = ttl_ms;
+	op->l = l;
+	/* Asked to acquire while a tenure of ours runs: the lock gave it up (LOST, a stepdown
+	 * timeout). Its key stays until its lease as last proven runs out (lk_etcd_texp_cb). */
+	if (k->token && !k->ended)
+		k->given_up = true;
+	/* After a replaced cluster, a key of ours it kept could name an old revision: queue up
+	 * with a new one, created with a fence re-seeded from the clock. */
+	if (k->refence && k->cand_rev && !(k->token && !k->ended && k->rev == k->cand_rev))
+		lk_etcd_withdraw(k, k->cand_rev, k->cand_lease);
+	/* With a key on the current lease, a look costs no write; else create one. */
+	op->after_lease = k->cand_rev && k->cand_lease == l->id && l->id ? LK_ETCD_STEP_PEEK
+	                                                                   : LK_ETCD_STEP_CREATE;
 	return lk_etcd_op_start(op);
 }
 
@@ -649,22 +759,27 @@ int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
                   lk_backend_reply_fn *cb, void *arg)
 {
 	struct lk_etcd_op *op;
+	struct lk_etcd_lease *l;
 
 	if (!k || k->dead || !cb || ttl_ms <= 0 || token == 0 || token > INT64_MAX)
 		return -EINVAL;
 	if (k->e->closing)
 		return -ESHUTDOWN;
-	op = lk_etcd_op_new(k, LK_ETCD_RENEW, LK_ETCD_STEP_KEEPALIVE, cb, arg);
+	/* etcd extends leases, not keys: the tenure's lease restores the TTL it was granted
+	 * with, whatever ttl_ms says. Without it (replaced since, when etcd said it was gone)
+	 * there is nothing of ours left to extend. */
+	TAILQ_FOREACH(l, &k->e->leases, link)
+		if (l->id && l->id == k->lease)
+			break;
+	op = lk_etcd_op_new(k, LK_ETCD_RENEW, LK_ETCD_STEP_LEASE, cb, arg);
 	if (!op)
 		return -ENOMEM;
 	op->token = token;
 	op->ttl_ms = ttl_ms;
-	/* etcd extends leases, not keys: without the tenure's lease there is nothing of ours
-	 * left to extend (ttl_ms is unused for the same reason: a keepalive restores the TTL
-	 * the lease was granted with). */
-	if (k->token != token || k->lease == 0 || k->ended)
+	op->l = l;
+	op->after_lease = LK_ETCD_STEP_CHECK;
+	if (k->token != token || k->lease == 0 || k->ended || !l)
 		return lk_etcd_op_defer(op, LK_REPLY_GONE);
-	op->lease = k->lease;
 	op->rev = k->rev;
 	return lk_etcd_op_start(op);
 }
@@ -684,7 +799,7 @@ int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_f
 	op->token = token;
 	/* A token is base + create_revision: only the tenure this key holds (or held last) can
 	 * be mapped back, and nothing else is ours to delete. The compare on create_revision and
-	 * on the lease is what makes this safe (I3); the lease is revoked afterwards. */
+	 * on the lease is what makes this safe (I3). */
 	if (k->token != token || k->rev <= 0)
 		return lk_etcd_op_defer(op, LK_REPLY_GONE);
 	op->rev = k->rev;

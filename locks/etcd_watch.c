@@ -1,4 +1,5 @@
-/* The etcd backend's watches: one streaming POST /v3/watch per watching key, resumed from the
+/* The etcd backend's watches: one streaming POST /v3/watch per watching key, over its
+ * candidates' prefix (a DELETE of any candidate may make ours the oldest), resumed from the
  * last revision seen when it breaks (with backoff), and started over from now when that
  * revision is gone (compacted, or a replaced cluster). A stream must be confirmed ("created")
  * within the backend timeout; after that it has no deadline of its own (TCP keepalive looks
@@ -29,7 +30,8 @@ static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t 
 		len--;
 	if (len == 0)
 		return true;
-	rc = lk_etcd_json_parse_watch(line, len, k->key, k->key_len, &w, err, sizeof(err));
+	rc = lk_etcd_json_parse_watch(line, len, k->pkey, k->pkey_len, true, &w, err,
+	                              sizeof(err));
 	if (rc == -EPROTO) {
 		if (lk_etcd_json_parse_error(line, len, &error) < 0)
 			snprintf(error.message, sizeof(error.message), "error response");
@@ -162,7 +164,7 @@ void lk_etcd_watch_start(struct lk_backend_key *k)
 		}
 		return;
 	}
-	if (lk_etcd_json_watch_create(k->key, k->key_len, start, &body) < 0) {
+	if (lk_etcd_json_watch_create(k->pkey, k->pkey_len, true, start, &body) < 0) {
 		lk_etcd_watch_schedule(k, "out of memory", false);
 		return;
 	}
@@ -254,5 +256,11 @@ void lk_etcd_watch(struct lk_backend_key *k, bool on)
 	} else {
 		k->notify_pending = false;
 		lk_etcd_watch_stop(k);
+		/* Off outside a tenure (idle, done): the candidacy ends too, or our key would stand
+		 * in the queue for nobody. A tenure's key stays until its release, or until its
+		 * lease as last proven runs out (etcd_op.c lk_etcd_texp_cb()). */
+		if (k->cand_rev && !(k->token && !k->ended && k->rev == k->cand_rev &&
+		                     k->lease == k->cand_lease))
+			lk_etcd_withdraw(k, k->cand_rev, k->cand_lease);
 	}
 }

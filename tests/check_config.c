@@ -856,10 +856,10 @@ END_TEST
 START_TEST(test_lock_key)
 {
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name: a\n    key: \"\"\n",
-	              NAME ":6:10: locks[0].key: \"\" must be 1 to 1018 printable ASCII characters "
+	              NAME ":6:10: locks[0].key: \"\" must be 1 to 1003 printable ASCII characters "
 	              "without spaces");
 	EXPECT_ERRORS(ONE_BACKEND "locks:\n  - name: a\n    key: \"my key\"\n",
-	              NAME ":6:10: locks[0].key: \"my key\" must be 1 to 1018 printable ASCII "
+	              NAME ":6:10: locks[0].key: \"my key\" must be 1 to 1003 printable ASCII "
 	              "characters without spaces");
 }
 END_TEST
@@ -883,7 +883,7 @@ START_TEST(test_lock_key_leaves_room_for_its_fence_key)
 	snprintf(yaml, sizeof(yaml), ONE_BACKEND "locks:\n  - name: a\n    key: %s\n", key);
 	ck_assert_int_eq(parse(yaml, &cfg, &d), -EINVAL);
 	ck_assert_uint_eq(d.n_errors, 1);
-	ck_assert_ptr_nonnull(strstr(d.errors[0], "must be 1 to 1018 printable"));
+	ck_assert_ptr_nonnull(strstr(d.errors[0], "must be 1 to 1003 printable"));
 	lk_config_diags_clear(&d);
 }
 END_TEST
