@@ -2,9 +2,12 @@
  *
  * The input is one response body (or one watch-stream line), handed to every parser the
  * header exports, each on its own exact-size copy without a trailing NUL (curl's buffers have
- * none either): grant, keepalive, range, txn, acquire (when the header has it), auth, watch,
- * status and error. Range, txn, acquire and watch get the key the seeds use ("lk/test", as in
- * tests/check_etcd_json.c, and "lk/test:fence" for the fence key).
+ * none either): grant, keepalive, range, txn, look (with create and without: the two shapes
+ * of the election's answer), history, auth, watch (of one key and of a prefix), status and
+ * error. The keys are the ones the seeds use, as in tests/check_etcd_json.c: "lk/test" for
+ * range, txn and the single-key watch; for a look, our candidate "lk/test/000000000000002a0001"
+ * below the prefix "lk/test/", with "lk/test:fence", "lk/test:state", "lk/test:seq" and the
+ * legacy "lk/test"; the seq key for history; the prefix for the watch with under.
  *
  * Properties (abort() on failure), from etcd_json.h's contract:
  * - a parser returns 0, -EPROTO or -EINVAL; on -EINVAL err holds a NUL-terminated message;
@@ -16,7 +19,11 @@
  *   the TTL at most LK_ETCD_JSON_MAX_TTL; a keepalive's TTL is within [0, MAX_TTL]; a kv's
  *   value fits its cap and is NUL-terminated (and empty when value_too_long); revisions are
  *   not negative; an auth token is printable ASCII without spaces; a watch counts no more
- *   deletes than events; an error message is printable ASCII.
+ *   deletes than events; an error message is printable ASCII;
+ * - a look's queue keeps its shape: at most the two oldest candidates (n_first <= 2, never
+ *   more than n_candidates), strictly in create_revision order; a fence found and not bad
+ *   is positive; a release named by the marker is a revision (>= 0, and 0 without a marker);
+ *   the seq key is only reported by a look that created our key.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -42,6 +49,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define KEY  "lk/test"
 #define FKEY "lk/test:fence"
 #define TKEY "lk/test:state"
+#define QKEY "lk/test:seq"
+#define PKEY "lk/test/"
+#define OWN  "lk/test/000000000000002a0001"
 #define SENTINEL 0xa5
 
 /* A copy of the body in a buffer of exactly its size, so that ASan sees a read past it. */
@@ -53,6 +63,15 @@ static char *body_copy(const uint8_t *data, size_t size)
 		memcpy(b, data, size);
 	return b;
 }
+
+static const struct lk_etcd_look_keys look_keys = {
+	.own = OWN, .own_len = sizeof(OWN) - 1,
+	.prefix = PKEY, .prefix_len = sizeof(PKEY) - 1,
+	.fence = FKEY, .fence_len = sizeof(FKEY) - 1,
+	.state = TKEY, .state_len = sizeof(TKEY) - 1,
+	.seq = QKEY, .seq_len = sizeof(QKEY) - 1,
+	.legacy = KEY, .legacy_len = sizeof(KEY) - 1,
+};
 
 static bool untouched(const void *p, size_t n)
 {
@@ -110,6 +129,34 @@ static void check_kv(const struct lk_etcd_kv *kv)
 	CHECK(kv->value[kv->value_len] == '\0');
 	CHECK(!kv->value_too_long || kv->value_len == 0);
 	CHECK(kv->create_revision >= 0 && kv->mod_revision >= 0 && kv->lease >= 0);
+}
+
+static void check_look(const struct lk_etcd_look *lk, bool create)
+{
+	CHECK(lk->revision >= 0);
+	if (lk->own_found)
+		check_kv(&lk->own);
+	if (lk->legacy_found)
+		check_kv(&lk->legacy);
+	/* "its value when found and not bad": a positive decimal integer. */
+	CHECK(!lk->fence_bad || lk->fence_found);
+	if (lk->fence_found && !lk->fence_bad)
+		CHECK(lk->fence > 0);
+	CHECK(lk->released_rev >= 0 && lk->state_mod_revision >= 0);
+	CHECK(lk->state_found || (lk->released_rev == 0 && lk->state_mod_revision == 0));
+	/* The two oldest of n_candidates, oldest first. */
+	CHECK(lk->n_first <= 2 && (int64_t)lk->n_first <= lk->n_candidates);
+	for (size_t i = 0; i < lk->n_first; i++)
+		check_kv(&lk->first[i]);
+	for (size_t i = lk->n_first; i < 2; i++)
+		CHECK(!lk->first_own[i]);
+	if (lk->n_first == 2)
+		CHECK(lk->first[0].create_revision < lk->first[1].create_revision);
+	/* Only the create branch reads the seq key; without create, etcd says succeeded. */
+	CHECK(!lk->seq_found || (create && lk->succeeded));
+	CHECK(lk->seq_found || lk->seq_mod_revision == 0);
+	CHECK(lk->seq_mod_revision >= 0);
+	CHECK(create || lk->succeeded);
 }
 
 #define CALL(out, expr)                                                                  \
@@ -173,32 +220,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_kv(&tx.kv);
 	}
 
-	{
-		struct lk_etcd_acquired aq;
+	for (int create = 0; create < 2; create++) {
+		struct lk_etcd_look lk;
 
-		CALL(aq, lk_etcd_json_parse_acquire(body, size, KEY, strlen(KEY), FKEY,
-		                                    strlen(FKEY), &aq, err, errlen));
-		if (ok) {
-			CHECK(aq.revision >= 0);
-			if (aq.found)
-				check_kv(&aq.kv);
-			/* "its value when found and not bad": a positive decimal integer. */
-			if (aq.fence_found && !aq.fence_bad)
-				CHECK(aq.fence > 0);
-		}
+		CALL(lk, lk_etcd_json_parse_look(body, size, &look_keys, create, &lk, err, errlen));
+		if (ok)
+			check_look(&lk, create);
 	}
 
 	{
-		struct lk_etcd_peek pk;
+		struct lk_etcd_history hs;
 
-		CALL(pk, lk_etcd_json_parse_peek(body, size, KEY, strlen(KEY), TKEY, strlen(TKEY),
-		                                 &pk, err, errlen));
+		CALL(hs, lk_etcd_json_parse_history(body, size, QKEY, strlen(QKEY), &hs, err,
+		                                    errlen));
 		if (ok) {
-			CHECK(pk.revision >= 0);
-			if (pk.found)
-				check_kv(&pk.kv);
-			/* "held" comes only from a marker that exists. */
-			CHECK(!pk.tenure_held || pk.tenure_mod_revision >= 0);
+			CHECK(hs.revision >= 0 && hs.n_candidates >= 0 && hs.seq_mod_revision >= 0);
+			CHECK(hs.seq_found || hs.seq_mod_revision == 0);
 		}
 	}
 
@@ -206,11 +243,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (ok)
 		CHECK(au.token[0] && printable(au.token, sizeof(au.token), false));
 
-	CALL(w, lk_etcd_json_parse_watch(body, size, KEY, strlen(KEY), &w, err, errlen));
-	if (ok) {
-		CHECK(w.revision >= 0 && w.compact_revision >= 0 && w.max_mod_revision >= 0);
-		CHECK(w.n_deletes <= w.n_events);
-		CHECK(strnlen(w.cancel_reason, sizeof(w.cancel_reason)) < sizeof(w.cancel_reason));
+	for (int under = 0; under < 2; under++) {
+		CALL(w, lk_etcd_json_parse_watch(body, size, under ? PKEY : KEY,
+		                                 strlen(under ? PKEY : KEY), under, &w, err, errlen));
+		if (ok) {
+			CHECK(w.revision >= 0 && w.compact_revision >= 0 && w.max_mod_revision >= 0);
+			CHECK(w.n_deletes <= w.n_events);
+			CHECK(strnlen(w.cancel_reason, sizeof(w.cancel_reason)) <
+			      sizeof(w.cancel_reason));
+		}
 	}
 
 	CALL(st, lk_etcd_json_parse_status(body, size, &st, err, errlen));
