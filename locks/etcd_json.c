@@ -227,7 +227,8 @@ int lk_etcd_json_parse_history(const char *body, size_t len, const void *seq, si
 	if (rc < 0)
 		return rc;
 	rc = lk_etcd_json_txn_head(root, &h.revision, &h.cluster_id, &ok, last, err, errlen);
-	if (rc == 0 && (!ok || !last[0] || !last[1])) {
+	if (rc == 0 && (!ok || !last[0] || !last[1] ||
+	                json_array_size(json_object_get(root, "responses")) != 2)) {
 		rc = -EINVAL;
 		lk_set_err(err, errlen, "history txn response without its two ranges");
 	}
@@ -326,10 +327,15 @@ int lk_etcd_json_parse_look(const char *body, size_t len, const struct lk_etcd_l
 	                                 keys->own_len, l->first, l->first_own, 2, &l->n_first,
 	                                 &l->n_candidates, err, errlen)) < 0)
 		goto out;
-	/* Sorted by create_revision, as asked: anything else is not the queue. */
+	/* Sorted by create_revision, as asked: anything else is not the queue. Our key is
+	 * among the candidates exactly when it exists. */
 	if (l->n_first == 2 && l->first[0].create_revision >= l->first[1].create_revision) {
 		rc = -EINVAL;
 		lk_set_err(err, errlen, "candidates out of create_revision order");
+	} else if (((l->n_first > 0 && l->first_own[0]) || (l->n_first > 1 && l->first_own[1])) &&
+	           !l->own_found) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "our key among the candidates but not found");
 	}
 out:
 	json_decref(root);

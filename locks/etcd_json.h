@@ -83,7 +83,7 @@ struct lk_etcd_txn {
 /* An election look (lk_etcd_json_txn_look): the keys it reads, and what it found. A lock is a
  * queue of candidate keys "<key>/<lease>" ordered by create_revision; the oldest leads. */
 struct lk_etcd_look_keys {
-	const char *own;     size_t own_len;    /* "<key>/<lease id in hex>": ours */
+	const char *own;     size_t own_len;    /* "<key>/<20 hex digits>": ours */
 	const char *prefix;  size_t prefix_len; /* "<key>/": every candidate's */
 	const char *fence;   size_t fence_len;  /* "<key>:fence": the token base */
 	const char *state;   size_t state_len;  /* "<key>:state": "released <create_revision>" */

@@ -256,8 +256,6 @@ int lk_etcd_json_header(const json_t *obj, bool required, int64_t *revision,
 	return rc;
 }
 
-/* Whether a base64 key field decodes to exactly key[klen]. */
-
 /* Whether a base64 key field decodes to key[klen] (under: to something starting with it). */
 static int lk_etcd_json_key_match(const json_t *obj, const void *key, size_t klen, bool under,
                                   char *buf, size_t *n, bool *is, char *err, size_t errlen)
@@ -347,7 +345,11 @@ int lk_etcd_json_kvs_under(const json_t *obj, const void *prefix, size_t plen, c
 	if ((rc = lk_etcd_json_child(obj, "kvs", JSON_ARRAY, &kvs, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_uint(obj, "count", count, err, errlen)) < 0)
 		return rc;
-	for (size_t i = 0; kvs && i < json_array_size(kvs) && i < max; i++) {
+	if (kvs && json_array_size(kvs) > max) {
+		lk_set_err(err, errlen, "range response with more keys than its limit");
+		return -EINVAL;
+	}
+	for (size_t i = 0; kvs && i < json_array_size(kvs); i++) {
 		rc = lk_etcd_json_kv_of(json_array_get(kvs, i), prefix, plen, true, &kv[i], name,
 		                        &len, err, errlen);
 		if (rc < 0)

@@ -205,30 +205,44 @@ static json_t *lk_etcd_json_get(const char *k64)
 	return json_pack("{s:{s:s}}", "request_range", "key", k64);
 }
 
-/* Append item to array; on failure (or a NULL item) free both and return NULL. */
+/* Append item to array (taking item, NULL included); returns array, or NULL on failure with
+ * item freed and array left to its owner. */
 static json_t *lk_etcd_json_add(json_t *array, json_t *item)
 {
 	if (array && item && json_array_append_new(array, item) == 0)
 		return array;
-	json_decref(array);
 	json_decref(item);
 	return NULL;
 }
 
-/* The reads that end every look, in the order lk_etcd_json_parse_look() expects them. */
+/* json_array_extend that takes (and frees) other, NULL included. */
+static int lk_etcd_json_extend(json_t *array, json_t *other)
+{
+	int rc = other ? json_array_extend(array, other) : -1;
+
+	json_decref(other);
+	return rc;
+}
+
+/* The reads that end every look, in the order lk_etcd_json_parse_look() expects them; NULL
+ * without memory. */
 static json_t *lk_etcd_json_look_reads(const char *own, const char *fence, const char *state,
                                        const char *legacy, const char *prefix, const char *end)
 {
 	json_t *a = json_array();
 
-	a = lk_etcd_json_add(a, lk_etcd_json_get(own));
-	a = lk_etcd_json_add(a, lk_etcd_json_get(fence));
-	a = lk_etcd_json_add(a, lk_etcd_json_get(state));
-	a = lk_etcd_json_add(a, lk_etcd_json_get(legacy));
-	return lk_etcd_json_add(a, json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "request_range",
+	if (!lk_etcd_json_add(a, lk_etcd_json_get(own)) ||
+	    !lk_etcd_json_add(a, lk_etcd_json_get(fence)) ||
+	    !lk_etcd_json_add(a, lk_etcd_json_get(state)) ||
+	    !lk_etcd_json_add(a, lk_etcd_json_get(legacy)))
+		return (json_decref(a), NULL);
+	if (lk_etcd_json_add(a, json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "request_range",
 	                                     "key", prefix, "range_end", end,
 	                                     "sort_order", "ASCEND", "sort_target", "CREATE",
-	                                     "limit", "2"));
+	                                     "limit", "2")))
+		return a;
+	json_decref(a);
+	return NULL;
 }
 
 static bool lk_etcd_json_look_keys_ok(const struct lk_etcd_look_keys *k)
@@ -249,11 +263,11 @@ int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, con
 	char *o64 = NULL, *p64 = NULL, *e64 = NULL, *f64 = NULL, *t64 = NULL, *q64 = NULL;
 	char *l64 = NULL, *v64 = NULL, *s64 = NULL, id[24], num[24];
 	json_t *root = NULL, *success = NULL, *fence;
+	bool owned = false;
 	int rc = -ENOMEM;
 
-	if (!lk_etcd_json_look_keys_ok(keys) || !ret ||
-	    (create && ((!value && vlen) || vlen > LK_ETCD_JSON_MAX_VALUE || lease <= 0 ||
-	                seed <= 0)))
+	if (!lk_etcd_json_look_keys_ok(keys) || !ret || (!value && vlen) ||
+	    vlen > LK_ETCD_JSON_MAX_VALUE || (create && (lease <= 0 || seed <= 0)))
 		return -EINVAL;
 	o64 = lk_etcd_json_b64(keys->own, keys->own_len);
 	p64 = lk_etcd_json_b64(keys->prefix, keys->prefix_len);
@@ -265,10 +279,21 @@ int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, con
 	v64 = lk_etcd_json_b64(value ? value : "", vlen);
 	lk_etcd_json_i64(num, seed);
 	s64 = lk_etcd_json_b64(num, strlen(num));
-	if (!o64 || !p64 || !e64 || !f64 || !t64 || !q64 || !l64 || !v64 || !s64)
+	if (!o64 || !p64 || !e64 || !f64 || !t64 || !q64 || !l64 || !v64 || !s64) {
+		/* A prefix of 0xff bytes only has no end; anything else is memory. */
+		if (p64 && !e64)
+			rc = -EINVAL;
 		goto out;
+	}
+	/* Every piece below goes into root or is freed on the spot: out frees root alone. */
 	root = json_object();
 	success = json_array();
+	if (!root || !success)
+		goto out;
+	/* Set (or freed by a failed set): root owns it from here on. */
+	owned = true;
+	if (json_object_set_new(root, "success", success) < 0)
+		goto out;
 	if (create) {
 		lk_etcd_json_i64(id, lease);
 		/* A missing fence key is seeded inside the same txn (a nested "if version == 0,
@@ -283,33 +308,26 @@ int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, con
 		/* The seq key is read before our put rewrites it: its mod_revision then says when
 		 * the candidate before ours arrived. "create_revision":"0" must be sent although
 		 * it is the zero value: it selects the compare's target field. */
-		success = lk_etcd_json_add(success, lk_etcd_json_get(q64));
-		success = lk_etcd_json_add(success, json_pack("{s:{s:s, s:s, s:s}}", "request_put",
-		                                              "key", o64, "value", v64, "lease", id));
-		success = lk_etcd_json_add(success, json_pack("{s:{s:s}}", "request_put", "key", q64));
-		success = lk_etcd_json_add(success, fence);
-		if (root && json_object_set_new(root, "compare", json_pack(
-			"[{s:s, s:s, s:s, s:s}]", "key", o64, "target", "CREATE", "result", "EQUAL",
-			"create_revision", "0")) < 0)
-			goto out;
-		if (root && json_object_set_new(root, "failure", lk_etcd_json_look_reads(
-			o64, f64, t64, l64, p64, e64)) < 0)
+		if (!lk_etcd_json_add(success, lk_etcd_json_get(q64)) ||
+		    !lk_etcd_json_add(success, json_pack("{s:{s:s, s:s, s:s}}", "request_put", "key",
+		                                         o64, "value", v64, "lease", id)) ||
+		    !lk_etcd_json_add(success, json_pack("{s:{s:s}}", "request_put", "key", q64)) ||
+		    !lk_etcd_json_add(success, fence) ||
+		    json_object_set_new(root, "compare", json_pack(
+			    "[{s:s, s:s, s:s, s:s}]", "key", o64, "target", "CREATE", "result",
+			    "EQUAL", "create_revision", "0")) < 0 ||
+		    json_object_set_new(root, "failure", lk_etcd_json_look_reads(
+			    o64, f64, t64, l64, p64, e64)) < 0)
 			goto out;
 	}
-	if (success) {
-		json_t *reads = lk_etcd_json_look_reads(o64, f64, t64, l64, p64, e64);
-
-		if (!reads || json_array_extend(success, reads) < 0)
-			success = (json_decref(success), NULL);
-		json_decref(reads);
-	}
-	if (!root || !success || json_object_set_new(root, "success", success) < 0) {
-		success = NULL;
+	if (lk_etcd_json_extend(success, lk_etcd_json_look_reads(o64, f64, t64, l64, p64,
+	                                                            e64)) < 0)
 		goto out;
-	}
 	rc = lk_etcd_json_dump(root, ret);
 	root = NULL;
 out:
+	if (!owned)
+		json_decref(success);
 	json_decref(root);
 	free(o64);
 	free(p64);
