@@ -269,6 +269,7 @@ struct lk_etcd {
 	void (*quiesced)(void *arg);
 	void *quiesced_arg;
 	struct event *quiesce_ev;
+	struct event *idle_ev;           /* a look for leases no key uses any more */
 	unsigned depth;                  /* active enter() frames */
 	bool closing;                    /* free() was called */
 };
@@ -335,6 +336,8 @@ void lk_etcd_lease_done(struct lk_etcd *e, struct lk_etcd_xfer *x, struct lk_etc
 /* etcd said the lease is gone: forget it (the next use grants another), tell every key. */
 void lk_etcd_lease_gone(struct lk_etcd_lease *l);
 void lk_etcd_leases_free(struct lk_etcd *e);
+/* A candidacy or tenure ended: revoke, at the end of this loop turn, leases nothing uses. */
+void lk_etcd_lease_idle_check(struct lk_etcd *e);
 int lk_etcd_quiesce(struct lk_backend *b, void (*done)(void *arg), void *arg);
 void lk_etcd_quiesce_check(struct lk_etcd *e);
 

@@ -227,6 +227,55 @@ void lk_etcd_lease_done(struct lk_etcd *e, struct lk_etcd_xfer *x, struct lk_etc
 	lk_etcd_lease_wake(l, LK_REPLY_OK, NULL);
 }
 
+/* Whether a key of ours hangs on the lease: a candidacy, or a tenure not over (with
+ * tenure_only, only an unreleased tenure). */
+static bool lk_etcd_lease_used(const struct lk_etcd_lease *l, bool tenure_only)
+{
+	const struct lk_backend_key *k;
+	const struct lk_etcd_op *op;
+
+	TAILQ_FOREACH(op, &l->e->ops, link)
+		if (op->l == l && !tenure_only)
+			return true;
+	TAILQ_FOREACH(k, &l->e->keys, link) {
+		if (k->token && !k->ended && k->lease == l->id)
+			return true;
+		if (!tenure_only && !k->dead && k->cand_rev && k->cand_lease == l->id)
+			return true;
+	}
+	return false;
+}
+
+/* A lease no key uses any more is revoked, so that an agent whose apps all left holds
+ * nothing in etcd; the next campaign grants another. */
+static void lk_etcd_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lk_etcd *e = arg;
+	struct lk_etcd_lease *l;
+
+	lk_etcd_enter(e);
+	TAILQ_FOREACH(l, &e->leases, link) {
+		if (e->closing || !l->id || l->x || !TAILQ_EMPTY(&l->waiters) ||
+		    lk_etcd_lease_used(l, false))
+			continue;
+		evtimer_del(l->tick);
+		lk_etcd_revoke(e, l->id);
+		l->id = 0;
+		l->proven_ns = 0;
+		l->proven_ttl_s = 0;
+	}
+	lk_etcd_leave(e);
+}
+
+void lk_etcd_lease_idle_check(struct lk_etcd *e)
+{
+	static const struct timeval now = { 0, 0 };
+
+	/* Once per loop turn however many keys let go: a drain of 10,000 locks scans once. */
+	if (!e->closing && (e->idle_ev || (e->idle_ev = evtimer_new(e->base, lk_etcd_idle_cb, e))))
+		evtimer_add(e->idle_ev, &now);
+}
+
 static void lk_etcd_lease_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_etcd_lease *l = arg;
@@ -251,6 +300,8 @@ void lk_etcd_leases_free(struct lk_etcd *e)
 	}
 	if (e->quiesce_ev)
 		event_free(e->quiesce_ev);
+	if (e->idle_ev)
+		event_free(e->idle_ev);
 }
 
 /* ---- quiesce ---------------------------------------------------------------------------- */
@@ -279,7 +330,9 @@ void lk_etcd_quiesce_check(struct lk_etcd *e)
 }
 
 /* The drain is over: revoke every shared lease, so that our remaining candidate keys go now
- * rather than a ttl later, where they would stand in the queue before live replicas. */
+ * rather than a ttl later, where they would stand in the queue before live replicas. A lease
+ * that still carries a tenure given up without a release (a stepdown timeout) is left to
+ * expire instead: no keepalive from now on, and its key goes one ttl after the last (I2). */
 int lk_etcd_quiesce(struct lk_backend *b, void (*done)(void *arg), void *arg)
 {
 	struct lk_etcd *e = (struct lk_etcd *)b;
@@ -293,7 +346,7 @@ int lk_etcd_quiesce(struct lk_backend *b, void (*done)(void *arg), void *arg)
 	TAILQ_FOREACH(l, &e->leases, link) {
 		l->revoking = true;
 		evtimer_del(l->tick);
-		if (l->id)
+		if (l->id && !lk_etcd_lease_used(l, true))
 			lk_etcd_revoke(e, l->id);
 		l->id = 0;
 	}

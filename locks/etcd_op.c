@@ -114,6 +114,7 @@ void lk_etcd_withdraw(struct lk_backend_key *k, int64_t rev, int64_t lease)
 	if (k->cand_rev == rev && k->cand_lease == lease)
 		k->cand_rev = 0;
 	lk_etcd_delete_key(k, rev, lease, false);
+	lk_etcd_lease_idle_check(k->e);
 }
 
 /* The tenure's lease, as last proven, has run out: a lease of its own would have taken the
@@ -151,6 +152,7 @@ static void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
 		evtimer_del(k->texp);
 		if (k->cand_rev == k->rev && k->cand_lease == k->lease)
 			k->cand_rev = 0;
+		lk_etcd_lease_idle_check(k->e);
 	}
 }
 
@@ -467,9 +469,17 @@ static void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 		lk_etcd_op_next(op);
 		return;
 	}
-	if (lk->own.lease != op->lease || lk->n_first == 0) {
-		lk_etcd_op_fail(op, LK_REPLY_FATAL, "our candidate key under %s is %s", k->pkey,
-		                lk->n_first ? "not on our lease" : "missing from the candidates");
+	if (lk->n_first == 0) {
+		lk_etcd_op_fail(op, LK_REPLY_FATAL, "our candidate key under %s is missing from "
+		                "the candidates", k->pkey);
+		return;
+	}
+	/* Written over by someone else (a plain put keeps create_revision and drops the lease):
+	 * not ours any more, and never ours to delete. It stands in the queue under its new
+	 * holder until it goes; then we queue up again. */
+	if (lk->own.lease != op->lease) {
+		k->cand_rev = 0;
+		lk_etcd_op_reply(op, LK_REPLY_HELD, lk_etcd_holder(&lk->own));
 		return;
 	}
 	/* A key that led once never leads again (its token would repeat): while the lease of
@@ -523,7 +533,8 @@ static void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk
 	struct lk_backend_key *k = op->k;
 	const struct lk_etcd_kv *other = NULL;
 
-	if (lk->own_found && lk->own.create_revision == op->rev && lk->own.lease == op->lease) {
+	if (lk->own_found && lk->own.create_revision == op->rev && lk->own.lease == op->lease &&
+	    !lk->legacy_found) {
 		if (op->kind == LK_ETCD_ACQUIRE) {
 			if (k->dead) {
 				lk_etcd_delete_key(k, op->rev, op->lease, true);
@@ -546,12 +557,13 @@ static void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk
 		lk_etcd_op_fail(op, LK_REPLY_ERROR, "our candidate key went before we led");
 		return;
 	}
-	/* Written over (a plain put keeps create_revision and drops the lease), or gone while
-	 * another candidate or a holder of the single-key layout now comes first. */
-	if (lk->own_found && lk->own.create_revision == op->rev)
-		other = &lk->own;
-	else if (lk->legacy_found)
+	/* A holder of the single-key layout appeared (an older agent, which cannot see our
+	 * queue), our key was written over (a plain put keeps create_revision and drops the
+	 * lease), or it is gone while another candidate now comes first. */
+	if (lk->legacy_found)
 		other = &lk->legacy;
+	else if (lk->own_found && lk->own.create_revision == op->rev)
+		other = &lk->own;
 	else if (lk->n_first > 0 && !lk->first_own[0])
 		other = &lk->first[0];
 	lk_etcd_key_end_tenure(k, op->token);

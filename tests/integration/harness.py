@@ -1142,17 +1142,40 @@ class EtcdServer:
         return r
 
     def get(self, key):
-        """The value of key as text, or None."""
+        """The value of key as text, or None (for a lock key: its holder's identity, see
+        kv())."""
         kv = self.kv(key)
         return _unb64(kv.get("value", "")) if kv else None
 
     def kv(self, key):
-        """The key's whole record (create_revision, lease...; values as etcd sends them)."""
+        """The key's whole record (create_revision, lease...; values as etcd sends them). A
+        lock key itself does not exist: a lock is a queue of candidate keys "<key>/<id>", and
+        its record is the oldest candidate's, the one that leads (docs/etcd.md)."""
         r = self.call("/v3/kv/range", {"key": _b64(key)})
         if "error" in r:
             raise AssertionError("etcd range %s: %r" % (key, r))
         kvs = r.get("kvs") or []
-        return kvs[0] if kvs else None
+        if kvs:
+            return kvs[0]
+        c = self.candidates(key, limit=1)
+        return c[0] if c else None
+
+    def candidates(self, key, limit=0):
+        """The candidate keys of lock key, oldest first; each record has "name" (the key
+        decoded)."""
+        body = {"key": _b64(key + "/"), "range_end": _b64(key + "0"),
+                "sort_order": "ASCEND", "sort_target": "CREATE"}
+        if limit:
+            body["limit"] = str(limit)
+        r = self.call("/v3/kv/range", body)
+        if "error" in r:
+            raise AssertionError("etcd range %s/: %r" % (key, r))
+        out = []
+        for kv in r.get("kvs") or []:
+            kv = dict(kv)
+            kv["name"] = _unb64(kv.get("key", ""))
+            out.append(kv)
+        return out
 
     def token_of(self, key):
         """The fencing token of the tenure holding key: the base in "<key>:fence" plus the
@@ -1179,7 +1202,10 @@ class EtcdServer:
         return self.call("/v3/kv/put", body)
 
     def delete(self, key):
-        return self.call("/v3/kv/deleterange", {"key": _b64(key)})
+        """Delete key; for a lock key, its holder's candidate key (see kv())."""
+        kv = self.kv(key)
+        name = kv.get("name", key) if kv else key
+        return self.call("/v3/kv/deleterange", {"key": _b64(name)})
 
     def grant(self, ttl):
         """A new lease of ttl seconds; returns (id, granted ttl)."""
@@ -1197,15 +1223,17 @@ class EtcdServer:
         return [int(l["ID"]) for l in r.get("leases") or []]
 
     def events(self, key, since=0, timeout=DEFAULT_TIMEOUT):
-        """Every PUT and DELETE of key after revision `since`, oldest first (EtcdEvents). A put
-        on the sentinel key <key>\\0 marks the present, so the replay is known to be complete."""
+        """Every PUT and DELETE of key after revision `since`, oldest first (EtcdEvents); for
+        a lock key, of its candidate keys "<key>/..." too (see kv()). A put on the sentinel
+        key <key>\\0 marks the present, so the replay is known to be complete."""
         sentinel = key + "\0"
         marker = "lk-sync-%d-%f" % (os.getpid(), time.monotonic())
         r = self.put(sentinel, marker)
         if "header" not in r:
             raise AssertionError("etcd put %r: %r" % (sentinel, r))
         upto = int(r["header"]["revision"])
-        body = {"create_request": {"key": _b64(key), "range_end": _b64(key + "\0\0"),
+        # [key, key + "0") holds key, its sentinel and "<key>/...", not "<key>:fence".
+        body = {"create_request": {"key": _b64(key), "range_end": _b64(key + "0"),
                                    "start_revision": str(since + 1)}}
         conn = self._connection(timeout)
         out = []
@@ -1231,7 +1259,7 @@ class EtcdServer:
                 done = False
                 for raw in res.get("events") or []:
                     ev = EtcdEvent(raw)
-                    if ev.key == key:
+                    if ev.key == key or ev.key.startswith(key + "/"):
                         out.append(ev)
                     elif ev.revision >= upto:
                         done = True
@@ -1701,8 +1729,11 @@ class EtcdBackend(BackendUnderTest):
         return self.server.lease_ttl(lease)
 
     def intrude(self, key, identity="intruder", ttl=3):
+        """Another holder takes the lock: its leader's candidate key written over, on a lease
+        of its own."""
         lease, _ = self.server.grant(ttl)
-        self.server.put(key, identity, lease=lease)
+        kv = self.server.kv(key)
+        self.server.put(kv["name"] if kv and "name" in kv else key, identity, lease=lease)
 
     def mark(self):
         return self.server.revision()
