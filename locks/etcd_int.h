@@ -205,6 +205,12 @@ struct lk_backend_key {
 	struct event *texp;              /* the tenure's lease, as last proven, runs out */
 	int64_t texp_ns;
 	bool refence;                    /* the cluster was replaced: the next create re-seeds */
+	/* The fence key's value as the last look read it, until a watch sees it change. */
+	int64_t fence;
+	bool fence_known;
+	/* The watch saw the release of our only older candidate (the marker names pred_rev): the
+	 * next acquire leads without asking etcd, as concurrency.Election's waiter does. */
+	bool fast_lead;
 	/* The guard against an end without a release (etcd_op.c lk_etcd_oldest()): our only older
 	 * candidate, when last seen (pred_rev, for our key pred_for); when our key was first seen
 	 * oldest (lowest_ns, for our key lowest_for) and whether that followed a release. */

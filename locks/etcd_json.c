@@ -477,6 +477,67 @@ out:
 	return rc;
 }
 
+int lk_etcd_json_parse_watch_key(const char *body, size_t len, const void *key, size_t klen,
+                                 struct lk_etcd_watch_key *out, char *err, size_t errlen)
+{
+	struct lk_etcd_watch_key w = { 0 };
+	struct lk_etcd_kv *kv;
+	json_t *root, *result, *events;
+	int rc;
+
+	rc = lk_etcd_json_open(body, len, key, klen, sizeof(*kv), &root, (void **)&kv, err,
+	                       errlen);
+	if (rc < 0)
+		return rc;
+	if ((rc = lk_etcd_json_child(root, "result", JSON_OBJECT, &result, err, errlen)) < 0 ||
+	    (result && (rc = lk_etcd_json_child(result, "events", JSON_ARRAY, &events, err,
+	                                        errlen)) < 0))
+		goto out;
+	for (size_t i = 0; result && events && i < json_array_size(events); i++) {
+		const json_t *ev = json_array_get(events, i), *type;
+		json_t *one;
+		bool is = false;
+
+		if (!json_is_object(ev) ||
+		    (rc = lk_etcd_json_child(ev, "kv", JSON_OBJECT, &one, err, errlen)) < 0) {
+			rc = rc < 0 ? rc : -EINVAL;
+			lk_set_err(err, errlen, "a watch event is not an object");
+			goto out;
+		}
+		if (!one || (rc = lk_etcd_json_key_is(one, key, klen, false, &is, err, errlen)) < 0)
+			goto out;
+		if (!is)
+			continue;
+		type = json_object_get(ev, "type");
+		w.deleted = (json_is_string(type) && strcmp(json_string_value(type), "DELETE") == 0) ||
+		            (json_is_integer(type) && json_integer_value(type) == LK_ETCD_EVENT_DELETE);
+		w.put = !w.deleted;
+		w.released_rev = 0;
+		if (w.put) {
+			/* A PUT's kv is whole: read it as a range's would be. */
+			json_t *kvs = json_pack("{s:[O]}", "kvs", one);
+			bool found;
+
+			if (!kvs) {
+				rc = -ENOMEM;
+				lk_set_err(err, errlen, "out of memory");
+				goto out;
+			}
+			rc = lk_etcd_json_kvs(kvs, key, klen, &found, kv, err, errlen);
+			json_decref(kvs);
+			if (rc < 0)
+				goto out;
+			w.released_rev = found ? lk_etcd_json_released(kv) : 0;
+		}
+	}
+out:
+	json_decref(root);
+	free(kv);
+	if (rc == 0 && out)
+		*out = w;
+	return rc;
+}
+
 int lk_etcd_json_parse_status(const char *body, size_t len, struct lk_etcd_status *out,
                               char *err, size_t errlen)
 {

@@ -190,6 +190,9 @@ int lk_etcd_json_range(const void *key, size_t klen, char **ret);
  * start_revision 0 means "from now". */
 int lk_etcd_json_watch_create(const void *key, size_t klen, bool under, int64_t start_revision,
                               char **ret);
+/* POST /v3/watch for the keys from key (included) to end (excluded). */
+int lk_etcd_json_watch_range(const void *key, size_t klen, const void *end, size_t elen,
+                             int64_t start_revision, char **ret);
 /* POST /v3/auth/authenticate. The body holds the password: the caller wipes it
  * (sodium_memzero over strlen) before freeing it. Built without jansson for that reason:
  * its intermediate copies would be freed unwiped. */
@@ -212,6 +215,15 @@ int lk_etcd_json_parse_auth(const char *body, size_t len, struct lk_etcd_auth *o
  * keys below it) count in n_events but never in n_deletes. */
 int lk_etcd_json_parse_watch(const char *body, size_t len, const void *key, size_t klen,
                              bool under, struct lk_etcd_watch *out, char *err, size_t errlen);
+/* What one watch line says about exactly one key (the release marker, the fence key): its
+ * last event in the line, if any. */
+struct lk_etcd_watch_key {
+	bool put;                     /* the last event was a PUT */
+	bool deleted;                 /* the last event was a DELETE */
+	int64_t released_rev;         /* a PUT of "released <n>": n; else 0 */
+};
+int lk_etcd_json_parse_watch_key(const char *body, size_t len, const void *key, size_t klen,
+                                 struct lk_etcd_watch_key *out, char *err, size_t errlen);
 /* The answer to lk_etcd_json_txn_history(), built with the same keys. */
 int lk_etcd_json_parse_history(const char *body, size_t len, const void *seq, size_t slen,
                                struct lk_etcd_history *out, char *err, size_t errlen);

@@ -169,25 +169,26 @@ int lk_etcd_json_range(const void *key, size_t klen, char **ret)
 	return rc;
 }
 
-int lk_etcd_json_watch_create(const void *key, size_t klen, bool under, int64_t start_revision,
-                              char **ret)
+int lk_etcd_json_watch_range(const void *key, size_t klen, const void *end, size_t elen,
+                             int64_t start_revision, char **ret)
 {
 	json_t *req;
 	char *k64, *e64 = NULL, rev[24];
 	int rc;
 
-	if (!lk_etcd_json_key_ok(key, klen) || start_revision < 0 || !ret)
+	if (!lk_etcd_json_key_ok(key, klen) || (end && !lk_etcd_json_key_ok(end, elen)) ||
+	    start_revision < 0 || !ret)
 		return -EINVAL;
 	k64 = lk_etcd_json_b64(key, klen);
-	if (under)
-		e64 = lk_etcd_json_range_end(key, klen);
-	if (!k64 || (under && !e64)) {
-		rc = under && k64 ? -EINVAL : -ENOMEM;
+	if (end)
+		e64 = lk_etcd_json_b64(end, elen);
+	if (!k64 || (end && !e64)) {
+		rc = -ENOMEM;
 		goto out;
 	}
 	lk_etcd_json_i64(rev, start_revision);
 	req = json_pack("{s:s}", "key", k64);
-	if (req && under && json_object_set_new(req, "range_end", json_string(e64)) < 0)
+	if (req && end && json_object_set_new(req, "range_end", json_string(e64)) < 0)
 		req = (json_decref(req), NULL);
 	if (req && start_revision > 0 &&
 	    json_object_set_new(req, "start_revision", json_string(rev)) < 0)
@@ -197,6 +198,26 @@ out:
 	free(k64);
 	free(e64);
 	return rc;
+}
+
+int lk_etcd_json_watch_create(const void *key, size_t klen, bool under, int64_t start_revision,
+                              char **ret)
+{
+	unsigned char end[LK_ETCD_JSON_MAX_KEY];
+	size_t n = klen;
+
+	if (!lk_etcd_json_key_ok(key, klen))
+		return -EINVAL;
+	if (!under)
+		return lk_etcd_json_watch_range(key, klen, NULL, 0, start_revision, ret);
+	/* Every key below the prefix: its last byte below 0xff incremented. */
+	memcpy(end, key, klen);
+	while (n > 0 && end[n - 1] == 0xff)
+		n--;
+	if (n == 0)
+		return -EINVAL;
+	end[n - 1]++;
+	return lk_etcd_json_watch_range(key, klen, end, n, start_revision, ret);
 }
 
 /* {"request_range":{"key":k64}} */

@@ -448,6 +448,10 @@ static void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 	struct lk_backend_key *k = op->k;
 	bool created = op->step == LK_ETCD_STEP_CREATE;
 
+	k->fast_lead = false;
+	k->fence_known = lk->fence_found && !lk->fence_bad;
+	k->fence = k->fence_known ? lk->fence : 0;
+
 	if (created && lk->succeeded)
 		k->refence = false;
 	/* A holder of the single-key layout (an agent older than the election): it cannot see
@@ -735,6 +739,39 @@ static int lk_etcd_op_defer(struct lk_etcd_op *op, enum lk_reply_status status)
 
 /* ---- acquire, renew, release ------------------------------------------------------------ */
 
+/* The watch saw our only older candidate released (lk_etcd_watch_markers): our key is the
+ * oldest, after a release, and what a look would read is known (the fence unchanged since the
+ * last look, the lease kept alive within a third of the ttl). Lead without asking etcd: the
+ * handoff is the watch event alone, as in concurrency.Election. Returns false when anything
+ * is less than certain, and the acquire looks as usual. */
+static bool lk_etcd_fast_lead(struct lk_etcd_op *op)
+{
+	struct lk_backend_key *k = op->k;
+	struct lk_etcd_lease *l = op->l;
+
+	if (!k->fast_lead || !k->fence_known || !k->cand_rev || k->refence || !l->id ||
+	    k->cand_lease != l->id || k->pred_for != k->cand_rev ||
+	    (k->token && k->rev == k->cand_rev) || k->fence > INT64_MAX - k->cand_rev ||
+	    lk_mono_ns() - l->proven_ns > op->ttl_ms * 1000000 / 3)
+		return false;
+	k->fast_lead = false;
+	op->token = (uint64_t)(k->fence + k->cand_rev);
+	op->rev = k->cand_rev;
+	op->lease = l->id;
+	op->sent_ns = l->proven_ns;
+	op->ttl_s = l->proven_ttl_s;
+	k->lowest_for = k->cand_rev;
+	k->lowest_ns = lk_mono_ns();
+	k->lowest_graceful = true;
+	k->token = op->token;
+	k->rev = op->rev;
+	k->lease = op->lease;
+	k->ended = false;
+	k->given_up = false;
+	lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
+	return true;
+}
+
 int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_fn *cb,
                     void *arg)
 {
@@ -764,6 +801,8 @@ int lk_etcd_acquire(struct lk_backend_key *k, int64_t ttl_ms, lk_backend_reply_f
 	/* With a key on the current lease, a look costs no write; else create one. */
 	op->after_lease = k->cand_rev && k->cand_lease == l->id && l->id ? LK_ETCD_STEP_PEEK
 	                                                                   : LK_ETCD_STEP_CREATE;
+	if (lk_etcd_fast_lead(op))
+		return lk_etcd_op_defer(op, LK_REPLY_OK);
 	return lk_etcd_op_start(op);
 }
 

@@ -16,6 +16,30 @@
 
 #include <event2/event.h>
 
+/* The stream also carries the fence key and the release marker (they sit just after the
+ * candidates' prefix). A changed fence voids what the last look read; a release that names our
+ * only older candidate makes us the oldest, after a release: the next acquire may lead at once,
+ * without a look (etcd_op.c lk_etcd_acquire()). A line that cannot be read that way only costs
+ * the fast path. */
+static void lk_etcd_watch_markers(struct lk_backend_key *k, const char *line, size_t len)
+{
+	struct lk_etcd_watch_key m;
+	char err[LK_ETCD_MAX_ERR_LEN];
+
+	if (lk_etcd_json_parse_watch_key(line, len, k->fkey, k->fkey_len, &m, err,
+	                                 sizeof(err)) < 0 || m.put || m.deleted) {
+		k->fence_known = false;
+		k->fast_lead = false;
+	}
+	if (lk_etcd_json_parse_watch_key(line, len, k->tkey, k->tkey_len, &m, err,
+	                                 sizeof(err)) == 0 && m.put && k->cand_rev &&
+	    k->pred_for == k->cand_rev && k->pred_rev && m.released_rev == k->pred_rev &&
+	    k->fence_known) {
+		k->fast_lead = true;
+		k->notify_pending = true;
+	}
+}
+
 /* One line of a watch stream. Runs inside curl's write callback: it only records. Returns
  * false to end the stream (x->why says why). */
 static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t len)
@@ -70,6 +94,8 @@ static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t 
 		k->wlast = w.max_mod_revision;
 	if (w.n_deletes > 0)
 		k->notify_pending = true;
+	if (w.n_events > 0)
+		lk_etcd_watch_markers(k, line, len);
 	return true;
 }
 
@@ -149,6 +175,7 @@ void lk_etcd_watch_start(struct lk_backend_key *k)
 {
 	struct lk_etcd *e = k->e;
 	int64_t start = k->wlast > 0 ? k->wlast + 1 : 0;
+	char end[LK_ETCD_MAX_KEY_LEN + 1];
 	struct lk_etcd_xfer *x;
 	struct timeval tv;
 	char *body;
@@ -164,7 +191,11 @@ void lk_etcd_watch_start(struct lk_backend_key *k)
 		}
 		return;
 	}
-	if (lk_etcd_json_watch_create(k->pkey, k->pkey_len, true, start, &body) < 0) {
+	/* [<key>/, <key>;): the candidates, and beside them "<key>:fence" and "<key>:state". */
+	memcpy(end, k->key, k->key_len);
+	end[k->key_len] = ';';
+	if (lk_etcd_json_watch_range(k->pkey, k->pkey_len, end, k->key_len + 1, start,
+	                             &body) < 0) {
 		lk_etcd_watch_schedule(k, "out of memory", false);
 		return;
 	}

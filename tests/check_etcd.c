@@ -385,6 +385,21 @@ static long long proposals(void)
 	return n;
 }
 
+/* A counter from etcd's /metrics (0 when absent). */
+static long long etcd_metric(const char *name)
+{
+	char *m = lk_test_etcd_post(&srv, "/metrics", "{}", NULL), want[128];
+	const char *p;
+	long long n;
+
+	ck_assert_ptr_nonnull(m);
+	snprintf(want, sizeof(want), "\n%s ", name);
+	p = strstr(m, want);
+	n = p ? atoll(p + strlen(want)) : 0;
+	free(m);
+	return n;
+}
+
 /* A follower retries every retry_interval: once its candidate key is queued, that must cost
  * etcd no write (a lease grant, a txn, a revoke), only a read. */
 START_TEST(test_held_key_costs_a_follower_no_write)
@@ -1728,6 +1743,54 @@ START_TEST(test_handoff_costs_the_successor_no_write)
 }
 END_TEST
 
+/* The successor whose watch saw its only older candidate released leads from that event
+ * alone: no look, no request to etcd at all (as concurrency.Election's waiter). Anything it
+ * cannot be sure of (here: the fence key changed) makes it look first. */
+START_TEST(test_watched_release_leads_without_asking_etcd)
+{
+	struct lk_test_notified nt = { 0 };
+	struct lk_backend_key *a, *b;
+	long long reads, writes;
+	uint64_t tok, tb;
+
+	start_backend(srv.address, 1000);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", &nt);
+	tok = lk_test_acquire_ok(a, 10000);
+	ck_assert_int_eq(lk_test_acquire(b, 10000).status, LK_REPLY_HELD);
+	be->ops->watch(b, true);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	lk_test_run_for(100);
+	nt.n = 0;
+	ck_assert_int_eq(lk_test_release(a, tok).status, LK_REPLY_OK);
+	ck_assert(lk_test_notified_within(&nt, LK_TEST_WAIT_MS));
+	reads = etcd_metric("etcd_mvcc_range_total") + etcd_metric("etcd_mvcc_txn_total");
+	writes = proposals();
+	tb = lk_test_acquire_ok(b, 10000);
+	ck_assert_int_eq(etcd_metric("etcd_mvcc_range_total") + etcd_metric("etcd_mvcc_txn_total"),
+	                 reads);
+	ck_assert_int_eq(proposals(), writes);
+	ck_assert_uint_gt(tb, tok);
+	ck_assert_uint_eq(tb, etcd_get(&srv, KEY).token);
+	/* The renewal proves it the usual way. */
+	ck_assert_int_eq(lk_test_renew(b, tb, 10000).status, LK_REPLY_OK);
+
+	/* The fence key changes while a waits behind b: a looks before it leads. */
+	ck_assert_int_eq(lk_test_acquire(a, 10000).status, LK_REPLY_HELD);
+	be->ops->watch(a, true);
+	lk_test_run_for(200);
+	etcdctl_ok(&srv, "put", KEY ":fence", "2000000000000000");
+	lk_test_run_for(200);
+	ck_assert_int_eq(lk_test_release(b, tb).status, LK_REPLY_OK);
+	lk_test_run_for(200);
+	reads = etcd_metric("etcd_mvcc_range_total") + etcd_metric("etcd_mvcc_txn_total");
+	tok = lk_test_acquire_ok(a, 10000);
+	ck_assert_uint_eq(tok, 2000000000000000ULL + (uint64_t)etcd_get(&srv, KEY).create_revision);
+	ck_assert_int_gt(etcd_metric("etcd_mvcc_range_total") + etcd_metric("etcd_mvcc_txn_total"),
+	                 reads);
+}
+END_TEST
+
 /* Every key of the backend shares one lease per ttl: keepalives do not grow with locks. */
 START_TEST(test_keys_share_one_lease)
 {
@@ -1880,6 +1943,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_candidates_lead_in_queue_order);
 	tcase_add_test(tc, test_handoff_costs_the_successor_no_write);
 	tcase_add_test(tc, test_keys_share_one_lease);
+	tcase_add_test(tc, test_watched_release_leads_without_asking_etcd);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
 	suite_add_tcase(s, tc);
 
