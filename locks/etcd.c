@@ -6,8 +6,8 @@
  * The files of this backend share locks/etcd_int.h, and nothing else includes it:
  *   etcd.c          keys, the cluster seen and the hold-off it implies (I10),
  *                   the vtable, lk_etcd_new() and free;
- *   etcd_op.c       the lock operations: an election per key (acquire, renew, release) as
- *                   chains of requests;
+ *   etcd_op.c       the lock operations (acquire, renew, release) as chains of requests;
+ *   etcd_elect.c    the election per key those requests run, and what their answers mean;
  *   etcd_lease.c    the leases every key shares, their keepalives, quiesce at the drain's end;
  *   etcd_watch.c    one watch stream per following key, over its candidates' prefix;
  *   etcd_session.c  what stands in for a connection: the endpoint, readiness and its

@@ -321,7 +321,20 @@ int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
 int lk_etcd_release(struct lk_backend_key *k, uint64_t token, lk_backend_reply_fn *cb,
                     void *arg);
 
-/* etcd_op.c: our candidate key's name, "<key>/<lease in 16 hex digits><num in 4>", into buf
+/* etcd_op.c: deliver an operation's answer (token, proof and ttl from op) and free it. */
+void lk_etcd_op_reply(struct lk_etcd_op *op, enum lk_reply_status status, const char *holder);
+
+/* etcd_elect.c: what answers mean for the election. A look's answer (CREATE or PEEK), a
+ * proving look's (CHECK), what a history read found (graceful: the tenure before ours is known
+ * to have ended with a release); a tenure's end; whether the watch lets an acquire lead
+ * without asking etcd (then op holds the tenure's token and proof). */
+void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
+void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
+void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful);
+void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token);
+bool lk_etcd_fast_lead(struct lk_etcd_op *op);
+
+/* etcd_elect.c: our candidate key's name, "<key>/<lease in 16 hex digits><num in 4>", into buf
  * (room for LK_ETCD_JSON_MAX_KEY + 1 bytes); returns its length. The number keeps two keys of
  * one agent for the same lock (tests do that) apart. */
 size_t lk_etcd_cand_key(const struct lk_backend_key *k, int64_t lease, char *buf);
