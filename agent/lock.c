@@ -24,6 +24,10 @@
  * shorter): see renew_at(). */
 #define RENEW_TICK_MS 50
 
+/* A follower told when the holder's key runs out tries that long after it: the server's
+ * expiry and our timer are not one clock, and a try a moment early costs a whole retry. */
+#define EXPIRY_MARGIN_MS 5
+
 static const char *const input_names[IN__COUNT] = {
 	[IN_START] = "start",
 	[IN_CAMPAIGN] = "campaign",
@@ -186,6 +190,17 @@ static bool holding_off(struct lk_lock *l)
 	l->holdoff_until_ns = until;
 	timer_at(l, LK_TIMER_RETRY, until);
 	return true;
+}
+
+/* When to try again after an acquire that did not lead: a retry_interval later, or just after
+ * the holder's tenure runs out if the backend knows that is sooner (a crashed holder's
+ * successor then leads within moments of the expiry, not up to a retry_interval after it). */
+static int64_t retry_ms(const struct lk_lock *l, const struct lk_reply *r)
+{
+	if (r->status == LK_REPLY_HELD && r->free_in_ms > 0 &&
+	    r->free_in_ms + EXPIRY_MARGIN_MS < l->cfg->retry_interval_ms)
+		return r->free_in_ms + EXPIRY_MARGIN_MS;
+	return l->cfg->retry_interval_ms;
 }
 
 static void start_acquire(struct lk_lock *l)
@@ -654,7 +669,7 @@ static void transition(struct lk_lock *l, enum lk_lock_input in, const struct lk
 			if (r->status == LK_REPLY_HELD && l->notified)
 				start_acquire(l); /* the notice may postdate what this attempt saw */
 			else
-				timer_in(l, LK_TIMER_RETRY, l->cfg->retry_interval_ms);
+				timer_in(l, LK_TIMER_RETRY, retry_ms(l, r));
 			return;
 		case IN_NOTIFY:
 		case IN_RECONNECTED:

@@ -75,6 +75,8 @@ struct lk_reply {
 	int64_t sent_ns;       /* acquire/renew OK: lk_mono_ns() when the proving request was sent */
 	int64_t ttl_ms;        /* acquire/renew OK: validity granted, counted from sent_ns */
 	const char *holder;    /* HELD/TAKEN: holder identity, or NULL if unknown */
+	int64_t free_in_ms;    /* HELD: the holder's tenure runs out in about this many ms unless
+	                          it is renewed; 0 if unknown. A hint for the next attempt */
 	const char *err;       /* ERROR/FATAL: a message for the agent's log */
 };
 

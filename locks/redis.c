@@ -67,7 +67,7 @@ static const char lk_redis_acquire_lua[] =
 	"  redis.call('DEL', KEYS[1])\n"
 	"  v = false\n"
 	"end\n"
-	"if v then return {0, v} end\n"
+	"if v then return {0, v, redis.call('PTTL', KEYS[1])} end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] .. string.format('%06d', tonumber(t[2]))\n"
 	"local c = redis.call('GET', KEYS[2])\n"
@@ -311,7 +311,8 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 
 	switch (req->script) {
 	case LK_REDIS_ACQUIRE:
-		if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+		/* {1, token}, or {0, holder's value, its PTTL}. */
+		if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || reply->elements > 3 ||
 		    reply->element[0]->type != REDIS_REPLY_INTEGER)
 			break;
 		e0 = reply->element[0];
@@ -358,6 +359,11 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 			}
 			req->k->unsure = false;
 			rep.status = LK_REPLY_HELD;
+			/* When the holder's key runs out unless renewed: a crashed holder's successor
+			 * tries again then, rather than up to a retry_interval later. */
+			if (reply->elements == 3 && reply->element[2]->type == REDIS_REPLY_INTEGER &&
+			    reply->element[2]->integer > 0)
+				rep.free_in_ms = reply->element[2]->integer;
 			/* Our own ended tenure is nobody's to follow: its apps were told it is over. */
 			rep.holder = last ? NULL : lk_redis_holder(e1->str, e1->len, holder, sizeof(holder));
 			rep.err = NULL;

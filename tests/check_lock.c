@@ -835,6 +835,31 @@ START_TEST(held_reports_the_holder_once_and_retries_after_retry_interval)
 }
 END_TEST
 
+/* A backend that knows when the holder's key runs out (Redis's PTTL) moves the next try to
+ * just after that, when it comes before retry_interval: a crashed holder's successor leads
+ * within moments of the expiry. A later expiry changes nothing. */
+START_TEST(held_with_an_expiry_retries_just_after_it)
+{
+	struct freq *q;
+
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	answer(PENDING(R_ACQUIRE), (struct lk_reply){ .status = LK_REPLY_HELD, .holder = "other",
+	                                              .free_in_ms = 300 });
+	EXPECT_LINES("FOLLOWER sched holder=other\n");
+	advance(304);
+	ck_assert_int_eq(n_pending(R_ACQUIRE), 0);
+	advance(1);
+	q = PENDING(R_ACQUIRE);
+	ck_assert_int_eq(q->sent, T0 + 305 * MS);
+	answer(q, (struct lk_reply){ .status = LK_REPLY_HELD, .holder = "other",
+	                             .free_in_ms = 5000 });
+	advance(999);
+	ck_assert_int_eq(n_pending(R_ACQUIRE), 0);
+	advance(1);
+	ck_assert_int_eq(n_pending(R_ACQUIRE), 1);
+}
+END_TEST
+
 START_TEST(holder_identities_are_sanitised_for_the_wire)
 {
 	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
@@ -2294,6 +2319,7 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, catch_up_acts_on_a_deadline_the_timer_has_not_fired_for);
 	tcase_add_test(t, acquire_answered_after_the_renew_deadline_is_not_announced_and_is_given_back);
 	tcase_add_test(t, held_reports_the_holder_once_and_retries_after_retry_interval);
+	tcase_add_test(t, held_with_an_expiry_retries_just_after_it);
 	tcase_add_test(t, holder_identities_are_sanitised_for_the_wire);
 	tcase_add_test(t, acquire_errors_count_and_retry_after_retry_interval);
 	tcase_add_test(t, acquire_refused_while_disconnected_retries_on_timer_or_notice);

@@ -211,6 +211,29 @@ static uint64_t wall_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* HELD says when the holder's key runs out (its PTTL), so that a crashed holder's successor
+ * tries again just then; a key without an expiry says nothing. */
+START_TEST(test_held_tells_when_the_holder_key_runs_out)
+{
+	struct lk_backend_key *a, *b;
+	struct lk_test_reply g;
+
+	start_backend(srv.address, 500);
+	a = lk_test_key_new("alpha", NULL);
+	b = lk_test_key_new("beta", NULL);
+	lk_test_acquire_ok(a, 3000);
+	lk_test_run_for(500);
+	g = lk_test_acquire(b, 3000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert_int_le(g.free_in_ms, 2600);
+	ck_assert_int_ge(g.free_in_ms, 1500);
+	ck_assert(lk_test_redis_ok(&srv, "PERSIST %s", KEY));
+	g = lk_test_acquire(b, 3000);
+	ck_assert_int_eq(g.status, LK_REPLY_HELD);
+	ck_assert_int_eq(g.free_in_ms, 0);
+}
+END_TEST
+
 START_TEST(test_tokens_never_repeat_when_the_counter_goes_back)
 {
 	struct lk_backend_key *k;
@@ -668,6 +691,7 @@ static Suite *redis_suite(void)
 	tc = tcase_create("redis");
 	tcase_add_checked_fixture(tc, setup_redis, teardown_loop);
 	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_held_tells_when_the_holder_key_runs_out);
 	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
 	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
 	tcase_add_test(tc, test_holdoff_of_a_server_started_just_before_a_second_began);

@@ -153,6 +153,7 @@ struct lk_test_reply {
 	int64_t at_ns;                  /* lk_mono_ns() when the callback ran */
 	bool has_holder;
 	char holder[300];
+	int64_t free_in_ms;
 	char err[600];
 	bool free_backend;              /* free the bound backend from inside the callback */
 };
