@@ -9,6 +9,7 @@
  *   etcd_op.c       the lock operations (acquire, renew, release) as chains of requests;
  *   etcd_elect.c    the election per key those requests run, and what their answers mean;
  *   etcd_lease.c    the leases every key shares, their keepalives, quiesce at the drain's end;
+ *   etcd_batch.c    renewals' proving reads, many keys to one txn;
  *   etcd_watch.c    one watch stream per following key, over its candidates' prefix;
  *   etcd_session.c  what stands in for a connection: the endpoint, readiness and its
  *                   probe, the auth token;
@@ -277,6 +278,7 @@ static void lk_etcd_finalize(struct lk_etcd *e)
 	while ((k = TAILQ_FIRST(&e->keys)))
 		lk_etcd_key_destroy(k);
 	lk_etcd_leases_free(e);
+	lk_etcd_batch_free(e);
 	if (e->probe)
 		event_free(e->probe);
 	for (size_t i = 0; i < e->n_endpoints; i++)
@@ -438,6 +440,7 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 	TAILQ_INIT(&e->ops);
 	TAILQ_INIT(&e->keys);
 	TAILQ_INIT(&e->leases);
+	TAILQ_INIT(&e->batch_wait);
 	TAILQ_INIT(&e->socks);
 	if (hooks)
 		e->b.hooks = *hooks;

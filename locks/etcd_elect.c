@@ -111,7 +111,7 @@ void lk_etcd_texp_cb(evutil_socket_t fd, short what, void *arg)
 	lk_etcd_leave(e);
 }
 
-static void lk_etcd_tenure_proven(struct lk_backend_key *k, int64_t sent_ns, int64_t ttl_s)
+void lk_etcd_tenure_proven(struct lk_backend_key *k, int64_t sent_ns, int64_t ttl_s)
 {
 	struct timeval tv;
 

@@ -295,6 +295,7 @@ static void lk_etcd_xfer_free(struct lk_etcd_xfer *x)
 		free(x->body);
 	}
 	free(x->resp);
+	free(x->batch);
 	free(x);
 }
 
@@ -318,6 +319,10 @@ void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
 		e->probe_x = NULL;
 	if (x->op)
 		x->op->xfer = NULL;
+	if (x->lease && x->lease->x == x)
+		x->lease->x = NULL;
+	if (x->kind == LK_ETCD_X_BATCH)
+		lk_etcd_batch_abort(x);
 	if (x->k && x->k->wx == x)
 		x->k->wx = NULL;
 	lk_etcd_xfer_free(x);
@@ -573,6 +578,9 @@ static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcod
 		break;
 	case LK_ETCD_X_LEASE:
 		lk_etcd_lease_done(e, x, &o);
+		break;
+	case LK_ETCD_X_BATCH:
+		lk_etcd_batch_done(e, x, &o);
 		break;
 	case LK_ETCD_X_REVOKE:
 	default:

@@ -73,6 +73,7 @@ enum lk_etcd_xfer_kind {
 	LK_ETCD_X_WATCH,    /* a key's watch stream */
 	LK_ETCD_X_PROBE,    /* is etcd reachable again? */
 	LK_ETCD_X_LEASE,    /* a shared lease's grant or keepalive */
+	LK_ETCD_X_BATCH,    /* one txn proving the keys of many renewals */
 };
 
 enum lk_etcd_op_kind { LK_ETCD_ACQUIRE, LK_ETCD_RENEW, LK_ETCD_RELEASE };
@@ -85,7 +86,12 @@ enum lk_etcd_step {
 	LK_ETCD_STEP_DELETE,    /* release: txn delete-if-ours that marks the release */
 	LK_ETCD_STEP_RECLAIM,   /* acquire: txn delete of our own spent candidate key */
 	LK_ETCD_STEP_HISTORY,   /* acquire: the queue when a key we adopted was created */
+	LK_ETCD_STEP_BATCH,     /* renew: our key read in a txn shared with other renewals */
 };
+
+/* Renewals read their keys in shared txns of at most this many keys (two ranges each: etcd
+ * takes 128 operations per txn by default, --max-txn-ops). */
+#define LK_ETCD_BATCH_MAX 64
 
 struct lk_etcd;
 struct lk_etcd_op;
@@ -109,6 +115,8 @@ struct lk_etcd_xfer {
 	int64_t start_revision;          /* X_WATCH: what the stream was created with */
 	int64_t rev_floor;               /* the highest revision seen when it was sent (I10) */
 	struct lk_etcd_lease *lease;     /* X_LEASE */
+	struct lk_etcd_op **batch;       /* X_BATCH: the renewals it proves (NULL: gone since) */
+	size_t n_batch;
 	/* X_WATCH: what the write callback found, for the completion to act on. */
 	bool http_checked, http_ok;
 	bool token_invalid, conn_level, garbage;
@@ -120,8 +128,12 @@ TAILQ_HEAD(lk_etcd_xfer_list, lk_etcd_xfer);
 
 struct lk_etcd_op {
 	TAILQ_ENTRY(lk_etcd_op) link;    /* in e->ops */
-	TAILQ_ENTRY(lk_etcd_op) lwait;   /* in its lease's waiters, while step == LEASE */
+	TAILQ_ENTRY(lk_etcd_op) lwait;   /* in its lease's waiters, while step == LEASE; in
+	                                    e->batch_wait while step == BATCH and not sent */
 	bool lwaiting;
+	bool bwaiting;                   /* in e->batch_wait */
+	struct lk_etcd_xfer *bx;         /* the batch txn proving it, or NULL */
+	size_t bslot;                    /* its place in bx->batch */
 	enum lk_etcd_step after_lease;   /* the step that follows the lease's answer */
 	struct lk_etcd *e;
 	enum lk_etcd_op_kind kind;
@@ -270,6 +282,8 @@ struct lk_etcd {
 	struct lk_etcd_key_list keys;
 	unsigned n_keys_made;            /* numbers the next key */
 	struct lk_etcd_lease_list leases;
+	struct lk_etcd_op_list batch_wait; /* renewals for the next batch txn */
+	struct event *batch_ev;          /* sends it at the end of this loop turn */
 	struct lk_etcd_sock_list socks;
 	/* quiesce(): called once no revoke or withdrawal is in flight any more. */
 	void (*quiesced)(void *arg);
@@ -332,6 +346,8 @@ void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
 void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
 void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful);
 void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token);
+/* A tenure was proven at sent_ns for ttl_s: its key outlives the tenure until then. */
+void lk_etcd_tenure_proven(struct lk_backend_key *k, int64_t sent_ns, int64_t ttl_s);
 bool lk_etcd_fast_lead(struct lk_etcd_op *op);
 
 /* etcd_elect.c: our candidate key's name, "<key>/<lease in 16 hex digits><num in 4>", into buf
@@ -342,6 +358,14 @@ size_t lk_etcd_cand_key(const struct lk_backend_key *k, int64_t lease, char *buf
  * withdrawal, or a tenure's key after its lease as last proven ran out. */
 void lk_etcd_withdraw(struct lk_backend_key *k, int64_t rev, int64_t lease);
 void lk_etcd_texp_cb(evutil_socket_t fd, short what, void *arg);
+
+/* etcd_batch.c: renewals' proving reads, many keys to a txn. join parks op (step BATCH) for
+ * the txn sent at the end of this loop turn; leave takes it out of a waiting or sent batch. */
+int lk_etcd_batch_join(struct lk_etcd_op *op);
+void lk_etcd_batch_leave(struct lk_etcd_op *op);
+void lk_etcd_batch_done(struct lk_etcd *e, struct lk_etcd_xfer *x, struct lk_etcd_outcome *o);
+void lk_etcd_batch_abort(struct lk_etcd_xfer *x);
+void lk_etcd_batch_free(struct lk_etcd *e);
 
 /* etcd_lease.c: the shared leases. */
 struct lk_etcd_lease *lk_etcd_lease_get(struct lk_etcd *e, int64_t ttl_ms);

@@ -244,6 +244,66 @@ int lk_etcd_json_parse_history(const char *body, size_t len, const void *seq, si
 	return rc;
 }
 
+int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *keys,
+                             const size_t *klens, const char *const *legacy,
+                             const size_t *llens, size_t n, struct lk_etcd_kv *kv, bool *found,
+                             bool *legacy_found, uint64_t *cluster_id, int64_t *revision,
+                             char *err, size_t errlen)
+{
+	struct lk_etcd_kv *scratch;
+	json_t *root, *responses, *range;
+	int64_t rev = 0;
+	uint64_t cid = 0;
+	bool ok;
+	int rc;
+
+	if (!keys || !klens || !legacy || !llens || n == 0 || n > 64 || !kv || !found ||
+	    !legacy_found) {
+		lk_set_err(err, errlen, "invalid key");
+		return -EINVAL;
+	}
+	rc = lk_etcd_json_open(body, len, keys[0], klens[0], sizeof(*scratch), &root,
+	                       (void **)&scratch, err, errlen);
+	if (rc < 0)
+		return rc;
+	if ((rc = lk_etcd_json_header(root, true, &rev, &cid, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_bool(root, "succeeded", &ok, err, errlen)) < 0 ||
+	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
+		goto out;
+	if (!ok || !responses || json_array_size(responses) != 2 * n) {
+		rc = -EINVAL;
+		lk_set_err(err, errlen, "batch txn response without its %zu ranges", 2 * n);
+		goto out;
+	}
+	for (size_t i = 0; i < 2 * n; i++) {
+		json_t *op = json_array_get(responses, i);
+
+		if (!json_is_object(op) ||
+		    (rc = lk_etcd_json_child(op, "response_range", JSON_OBJECT, &range, err,
+		                             errlen)) < 0 || !range) {
+			rc = rc < 0 ? rc : -EINVAL;
+			lk_set_err(err, errlen, "batch txn response %zu is not a range", i);
+			goto out;
+		}
+		if (i % 2 == 0)
+			rc = lk_etcd_json_kvs(range, keys[i / 2], klens[i / 2], &found[i / 2],
+			                      &kv[i / 2], err, errlen);
+		else
+			rc = lk_etcd_json_kvs(range, legacy[i / 2], llens[i / 2],
+			                      &legacy_found[i / 2], scratch, err, errlen);
+		if (rc < 0)
+			goto out;
+	}
+	if (cluster_id)
+		*cluster_id = cid;
+	if (revision)
+		*revision = rev;
+out:
+	json_decref(root);
+	free(scratch);
+	return rc;
+}
+
 #define LK_ETCD_LOOK_READS 5 /* own, fence, state, legacy, candidates */
 
 int lk_etcd_json_parse_look(const char *body, size_t len, const struct lk_etcd_look_keys *keys,

@@ -179,6 +179,17 @@ int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, con
  * candidates, without their values) and the seq key then. */
 int lk_etcd_json_txn_history(const void *prefix, size_t plen, const void *seq, size_t slen,
                              int64_t revision, char **ret);
+/* POST /v3/kv/txn, read only: for each of n keys (at most 64) that key, then legacy[i] (the
+ * single-key layout's holder of its lock). */
+int lk_etcd_json_txn_batch(const char *const *keys, const size_t *klens,
+                           const char *const *legacy, const size_t *llens, size_t n,
+                           char **ret);
+/* The answer to it, for the same keys: kv[i] and found[i] for keys[i], legacy_found[i]. */
+int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *keys,
+                             const size_t *klens, const char *const *legacy,
+                             const size_t *llens, size_t n, struct lk_etcd_kv *kv, bool *found,
+                             bool *legacy_found, uint64_t *cluster_id, int64_t *revision,
+                             char *err, size_t errlen);
 /* POST /v3/kv/txn, release: delete key only if its create_revision and lease are these, and
  * in the same branch set the marker tkey to "released <create_revision>"; with tkey NULL, just
  * the delete (a candidate that never led withdraws). */

@@ -277,6 +277,40 @@ static bool lk_etcd_json_look_keys_ok(const struct lk_etcd_look_keys *k)
 	       k->own_len > k->prefix_len && memcmp(k->own, k->prefix, k->prefix_len) == 0;
 }
 
+int lk_etcd_json_txn_batch(const char *const *keys, const size_t *klens,
+                           const char *const *legacy, const size_t *llens, size_t n,
+                           char **ret)
+{
+	json_t *root, *success;
+
+	if (!keys || !klens || !legacy || !llens || n == 0 || n > 64 || !ret)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!lk_etcd_json_key_ok(keys[i], klens[i]) ||
+		    !lk_etcd_json_key_ok(legacy[i], llens[i]))
+			return -EINVAL;
+	root = json_object();
+	success = json_array();
+	if (!root || !success || json_object_set_new(root, "success", success) < 0) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *k64 = lk_etcd_json_b64(keys[i], klens[i]);
+		char *l64 = lk_etcd_json_b64(legacy[i], llens[i]);
+		bool ok = k64 && l64 && lk_etcd_json_add(success, lk_etcd_json_get(k64)) &&
+		          lk_etcd_json_add(success, lk_etcd_json_get(l64));
+
+		free(k64);
+		free(l64);
+		if (!ok) {
+			json_decref(root);
+			return -ENOMEM;
+		}
+	}
+	return lk_etcd_json_dump(root, ret);
+}
+
 int lk_etcd_json_txn_look(const struct lk_etcd_look_keys *keys, bool create, const void *value,
                           size_t vlen, int64_t lease, int64_t seed, bool overwrite_fence,
                           char **ret)

@@ -26,6 +26,7 @@ static const char *const lk_etcd_step_names[] = {
 	[LK_ETCD_STEP_DELETE] = "release txn",
 	[LK_ETCD_STEP_RECLAIM] = "delete of our spent key",
 	[LK_ETCD_STEP_HISTORY] = "history read",
+	[LK_ETCD_STEP_BATCH] = "batch of renewals",
 };
 
 static const char *const lk_etcd_op_names[] = {
@@ -45,6 +46,7 @@ void lk_etcd_op_free(struct lk_etcd_op *op)
 	struct lk_etcd *e = op->e;
 
 	lk_etcd_lease_leave(op);
+	lk_etcd_batch_leave(op);
 	if (op->xfer)
 		lk_etcd_xfer_abort(op->xfer);
 	TAILQ_REMOVE(&e->ops, op, link);
@@ -62,6 +64,7 @@ static void lk_etcd_op_done(struct lk_etcd_op *op, const struct lk_reply *rep)
 	struct lk_backend_key *k = op->k;
 
 	lk_etcd_lease_leave(op);
+	lk_etcd_batch_leave(op);
 	if (op->xfer)
 		lk_etcd_xfer_abort(op->xfer);
 	TAILQ_REMOVE(&e->ops, op, link);
@@ -165,6 +168,8 @@ static int lk_etcd_op_send(struct lk_etcd_op *op)
 		rc = lk_etcd_json_txn_look(&keys, op->step == LK_ETCD_STEP_CREATE, k->identity,
 		                           k->identity_len, op->lease, seed, k->refence, &body);
 		break;
+	case LK_ETCD_STEP_BATCH:
+		return lk_etcd_batch_join(op);
 	case LK_ETCD_STEP_HISTORY:
 		call = LK_ETCD_CALL_TXN;
 		rc = lk_etcd_json_txn_history(k->pkey, k->pkey_len, k->qkey, k->qkey_len,
@@ -477,7 +482,7 @@ int lk_etcd_renew(struct lk_backend_key *k, uint64_t token, int64_t ttl_ms,
 	op->token = token;
 	op->ttl_ms = ttl_ms;
 	op->l = l;
-	op->after_lease = LK_ETCD_STEP_CHECK;
+	op->after_lease = LK_ETCD_STEP_BATCH;
 	if (k->token != token || k->lease == 0 || k->ended || !l)
 		return lk_etcd_op_defer(op, LK_REPLY_GONE);
 	op->rev = k->rev;

@@ -1791,6 +1791,53 @@ START_TEST(test_watched_release_leads_without_asking_etcd)
 }
 END_TEST
 
+/* Renewals that leave in one turn of the loop share one keepalive and read their keys in
+ * shared txns of up to 64 keys: 100 renewals cost 2 txns, not 100. A key that is not plainly
+ * ours in that answer still gets its own look, which tells TAKEN from GONE. */
+START_TEST(test_renewals_share_keepalives_and_txns)
+{
+	enum { N = 100 };
+	struct lk_backend_key *k[N];
+	struct lk_test_reply g[N];
+	uint64_t tok[N];
+	long long txns;
+	char name[32];
+
+	memset(g, 0, sizeof(g));
+	start_backend(srv.address, 1000);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "lk/batch/%03d", i);
+		k[i] = be->ops->key_new(be, name, "alpha", lk_test_on_notify, NULL);
+		ck_assert_ptr_nonnull(k[i]);
+		tok[i] = lk_test_acquire_ok(k[i], 10000);
+	}
+	lk_test_run_for(100); /* past the keepalive sharing window */
+	txns = etcd_metric("etcd_mvcc_txn_total");
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(be->ops->renew(k[i], tok[i], 10000, lk_test_on_reply, &g[i]), 0);
+	for (int i = 0; i < N; i++) {
+		lk_test_wait_reply(&g[i]);
+		ck_assert_msg(g[i].status == LK_REPLY_OK, "%d: %d %s", i, g[i].status, g[i].err);
+	}
+	ck_assert_int_eq(etcd_metric("etcd_mvcc_txn_total") - txns, 2);
+	/* Every renewal was proven by the one keepalive: the same send time. */
+	for (int i = 1; i < N; i++)
+		ck_assert_int_eq(g[i].sent_ns, g[0].sent_ns);
+
+	/* One key taken among many: its renewal alone says TAKEN, with the holder. */
+	etcdctl_ok(&srv, "put", etcd_get(&srv, "lk/batch/007").name, "intruder");
+	for (int i = 0; i < N; i++) {
+		memset(&g[i], 0, sizeof(g[i]));
+		ck_assert_int_eq(be->ops->renew(k[i], tok[i], 10000, lk_test_on_reply, &g[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		lk_test_wait_reply(&g[i]);
+		ck_assert_int_eq(g[i].status, i == 7 ? LK_REPLY_TAKEN : LK_REPLY_OK);
+	}
+	ck_assert_str_eq(g[7].holder, "intruder");
+}
+END_TEST
+
 /* Every key of the backend shares one lease per ttl: keepalives do not grow with locks. */
 START_TEST(test_keys_share_one_lease)
 {
@@ -1943,6 +1990,7 @@ static Suite *etcd_suite(void)
 	tcase_add_test(tc, test_candidates_lead_in_queue_order);
 	tcase_add_test(tc, test_handoff_costs_the_successor_no_write);
 	tcase_add_test(tc, test_keys_share_one_lease);
+	tcase_add_test(tc, test_renewals_share_keepalives_and_txns);
 	tcase_add_test(tc, test_watched_release_leads_without_asking_etcd);
 	tcase_add_test(tc, test_slow_link_each_request_has_its_own_timeout);
 	suite_add_tcase(s, tc);

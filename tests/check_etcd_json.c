@@ -1046,6 +1046,54 @@ START_TEST(test_parse_look_garbage)
 }
 END_TEST
 
+/* Renewals' shared read: each key, then its lock's single-key holder, in order. */
+START_TEST(test_txn_batch_body_and_answer)
+{
+	const char *keys[2] = { OWN, QKEY }, *legacy[2] = { KEY, KEY };
+	size_t klens[2] = { strlen(OWN), strlen(QKEY) }, llens[2] = { strlen(KEY), strlen(KEY) };
+	static const char answer[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		RANGE(KVS1(KV(OWN_B64, "12", "12", ",\"lease\":\"42\""))) "," RANGE("") ","
+		RANGE("") "," RANGE(KVS1(KV(KEY_B64, "3", "3", ""))) "]}";
+	static const char short_answer[] = "{" HEADER ",\"succeeded\":true,\"responses\":["
+		RANGE("") "," RANGE("") "," RANGE("") "]}";
+	struct lk_etcd_kv kv[2];
+	bool found[2], lfound[2];
+	uint64_t cid;
+	int64_t rev;
+	json_t *root;
+	char *s;
+
+	ck_assert_int_eq(lk_etcd_json_txn_batch(keys, klens, legacy, llens, 2, &s), 0);
+	root = load(s);
+	ck_assert_ptr_null(json_object_get(root, "compare"));
+	ck_assert_int_eq(json_array_size(json_object_get(root, "success")), 4);
+	ck_assert_str_eq(str_at(root, "success.0.request_range.key"), OWN_B64);
+	ck_assert_str_eq(str_at(root, "success.1.request_range.key"), KEY_B64);
+	ck_assert_str_eq(str_at(root, "success.2.request_range.key"), QKEY_B64);
+	json_decref(root);
+	free(s);
+	ck_assert_int_eq(lk_etcd_json_txn_batch(keys, klens, legacy, llens, 0, &s), -EINVAL);
+	ck_assert_int_eq(lk_etcd_json_txn_batch(keys, klens, legacy, llens, 65, &s), -EINVAL);
+
+	ck_assert_int_eq(lk_etcd_json_parse_batch(answer, strlen(answer), keys, klens, legacy,
+	                                          llens, 2, kv, found, lfound, &cid, &rev, err,
+	                                          sizeof(err)), 0);
+	ck_assert(found[0] && !lfound[0] && !found[1] && lfound[1]);
+	ck_assert_int_eq(kv[0].create_revision, 12);
+	ck_assert_int_eq(kv[0].lease, 42);
+	ck_assert_int_eq(rev, 7);
+	/* Too few ranges, or a range about another key, is garbage. */
+	ck_assert_int_eq(lk_etcd_json_parse_batch(short_answer, strlen(short_answer), keys, klens,
+	                                          legacy, llens, 2, kv, found, lfound, &cid, &rev,
+	                                          err, sizeof(err)), -EINVAL);
+	keys[0] = KEY;
+	klens[0] = strlen(KEY);
+	ck_assert_int_eq(lk_etcd_json_parse_batch(answer, strlen(answer), keys, klens, legacy,
+	                                          llens, 2, kv, found, lfound, &cid, &rev, err,
+	                                          sizeof(err)), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_parse_history)
 {
 	/* A count_only range has a count and no kvs; the seq key as it was then. */
@@ -1612,6 +1660,7 @@ static Suite *etcd_json_suite(void)
 	tcase_add_test(tc, test_parse_look_marker_values);
 	tcase_add_test(tc, test_parse_look_fence_values);
 	tcase_add_test(tc, test_parse_history);
+	tcase_add_test(tc, test_txn_batch_body_and_answer);
 	tcase_add_test(tc, test_headers_carry_cluster_id);
 	tcase_add_test(tc, test_parse_auth);
 	tcase_add_test(tc, test_parse_watch_lines);
