@@ -300,12 +300,41 @@ static void lk_etcd_xfer_free(struct lk_etcd_xfer *x)
 }
 
 /* Take the transfer away from curl (it may be running: that aborts it) and from our list. */
+/* Hand queued requests to curl while slots are free. Never from inside a curl callback: the
+ * callers are completions and aborts, which run outside them. */
+static void lk_etcd_xfer_dequeue(struct lk_etcd *e)
+{
+	struct lk_etcd_xfer *x;
+
+	while (e->n_running < LK_ETCD_MAX_RUNNING && (x = TAILQ_FIRST(&e->xqueue))) {
+		TAILQ_REMOVE(&e->xqueue, x, qlink);
+		x->queued = false;
+		if (curl_multi_add_handle(e->multi, x->easy) == CURLM_OK) {
+			e->n_running++;
+			continue;
+		}
+		/* Nothing will ever finish it: time it out at once instead. */
+		curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, 1L);
+		if (curl_multi_add_handle(e->multi, x->easy) == CURLM_OK)
+			e->n_running++;
+	}
+}
+
 static void lk_etcd_xfer_detach(struct lk_etcd_xfer *x)
 {
 	struct lk_etcd *e = x->e;
 
-	curl_multi_remove_handle(e->multi, x->easy);
+	if (x->queued) {
+		TAILQ_REMOVE(&e->xqueue, x, qlink);
+		x->queued = false;
+	} else {
+		curl_multi_remove_handle(e->multi, x->easy);
+		if (x->kind != LK_ETCD_X_WATCH && e->n_running > 0)
+			e->n_running--;
+	}
 	TAILQ_REMOVE(&e->xfers, x, link);
+	if (!e->closing)
+		lk_etcd_xfer_dequeue(e);
 }
 
 void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
@@ -407,9 +436,17 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 	    (e->key_file && curl_easy_setopt(c, CURLOPT_SSLKEY, e->key_file) != CURLE_OK))
 		goto fail;
 
-	/* Starts nothing yet: curl asks for a timer, and the transfer begins from the loop. */
-	if (curl_multi_add_handle(e->multi, c) != CURLM_OK)
+	/* Starts nothing yet: curl asks for a timer, and the transfer begins from the loop. A
+	 * request beyond LK_ETCD_MAX_RUNNING waits its turn; a watch never does (it would wait
+	 * for ever behind other watches). */
+	if (kind != LK_ETCD_X_WATCH && e->n_running >= LK_ETCD_MAX_RUNNING) {
+		x->queued = true;
+		TAILQ_INSERT_TAIL(&e->xqueue, x, qlink);
+	} else if (curl_multi_add_handle(e->multi, c) != CURLM_OK) {
 		goto fail;
+	} else if (kind != LK_ETCD_X_WATCH) {
+		e->n_running++;
+	}
 	TAILQ_INSERT_TAIL(&e->xfers, x, link);
 	return x;
 

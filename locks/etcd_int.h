@@ -52,6 +52,11 @@ _Static_assert(LK_BACKEND_KEY_MAX + 1 + LK_ETCD_CAND_HEX <= LK_ETCD_JSON_MAX_KEY
 #define LK_ETCD_MAX_ATTEMPT        32    /* backoff exponent: far past the cap already */
 #define LK_ETCD_RESPONSE_INITIAL   1024  /* first allocation for a response body */
 
+/* Requests in flight at once (watch streams apart); more wait in e->xqueue, their timeouts
+ * not yet running. Each one in flight holds a connection and its buffers: a burst of 10,000
+ * acquires would otherwise open 10,000 connections. */
+#define LK_ETCD_MAX_RUNNING        32
+
 #define LK_ETCD_BACKOFF_BASE_MS    100
 #define LK_ETCD_BACKOFF_CAP_MS     5000
 
@@ -97,7 +102,9 @@ struct lk_etcd;
 struct lk_etcd_op;
 
 struct lk_etcd_xfer {
-	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it */
+	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it, or it waits for curl */
+	TAILQ_ENTRY(lk_etcd_xfer) qlink; /* in e->xqueue while queued */
+	bool queued;                     /* waits for a slot (LK_ETCD_MAX_RUNNING) */
 	struct lk_etcd *e;
 	enum lk_etcd_xfer_kind kind;
 	enum lk_etcd_call call;
@@ -278,6 +285,8 @@ struct lk_etcd {
 	char replaced_why[LK_ETCD_MAX_LOG_LEN];
 	unsigned attempt;                /* failed probes since the last success */
 	struct lk_etcd_xfer_list xfers;
+	struct lk_etcd_xfer_list xqueue; /* requests waiting for a slot, oldest first (qlink) */
+	unsigned n_running;              /* requests (not watches) curl has */
 	struct lk_etcd_op_list ops;
 	struct lk_etcd_key_list keys;
 	unsigned n_keys_made;            /* numbers the next key */

@@ -401,9 +401,35 @@ int lk_test_server_kill(struct lk_test_server *s)
 	return 0;
 }
 
+/* Whether /proc says pid is stopped ("T" in its stat line, after the command's ")"). */
+static bool lk_test_stopped(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'T';
+}
+
+/* kill() only queues SIGSTOP: a server on another core may still answer a request sent right
+ * after it returns. Frozen means stopped, so wait (a second at most) until it is. */
 int lk_test_server_sigstop(struct lk_test_server *s)
 {
-	return s->pid > 0 && kill(s->pid, SIGSTOP) == 0 ? 0 : -ESRCH;
+	if (s->pid <= 0 || kill(s->pid, SIGSTOP) != 0)
+		return -ESRCH;
+	for (int i = 0; i < 1000 && !lk_test_stopped(s->pid); i++)
+		usleep(1000);
+	return 0;
 }
 
 int lk_test_server_sigcont(struct lk_test_server *s)
