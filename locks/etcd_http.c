@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -306,6 +307,12 @@ static void lk_etcd_xfer_dequeue(struct lk_etcd *e)
 {
 	struct lk_etcd_xfer *x;
 
+	/* A burst (every lock acquiring at start, or again after an outage) has drained: the
+	 * memory its requests held is free, but the heap keeps it resident unless told. */
+	if (TAILQ_EMPTY(&e->xqueue) && e->queued_peak > LK_ETCD_MAX_RUNNING && e->n_running == 0) {
+		e->queued_peak = 0;
+		malloc_trim(0);
+	}
 	while (e->n_running < LK_ETCD_MAX_RUNNING && (x = TAILQ_FIRST(&e->xqueue))) {
 		TAILQ_REMOVE(&e->xqueue, x, qlink);
 		x->queued = false;
@@ -442,6 +449,7 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 	if (kind != LK_ETCD_X_WATCH && e->n_running >= LK_ETCD_MAX_RUNNING) {
 		x->queued = true;
 		TAILQ_INSERT_TAIL(&e->xqueue, x, qlink);
+		e->queued_peak++;
 	} else if (curl_multi_add_handle(e->multi, c) != CURLM_OK) {
 		goto fail;
 	} else if (kind != LK_ETCD_X_WATCH) {

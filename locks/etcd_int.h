@@ -287,6 +287,7 @@ struct lk_etcd {
 	struct lk_etcd_xfer_list xfers;
 	struct lk_etcd_xfer_list xqueue; /* requests waiting for a slot, oldest first (qlink) */
 	unsigned n_running;              /* requests (not watches) curl has */
+	unsigned queued_peak;            /* requests queued since the queue was last empty */
 	struct lk_etcd_op_list ops;
 	struct lk_etcd_key_list keys;
 	unsigned n_keys_made;            /* numbers the next key */
