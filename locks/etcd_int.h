@@ -380,9 +380,9 @@ void lk_etcd_batch_free(struct lk_etcd *e);
 /* etcd_lease.c: the shared leases. */
 struct lk_etcd_lease *lk_etcd_lease_get(struct lk_etcd *e, int64_t ttl_ms);
 /* Park op in step LEASE until the lease is granted (with fresh: until a keepalive answers,
- * one in flight included), then go on with `after` (op->sent_ns and ttl_s then say what was proven).
- * Returns 1 when the lease is already good enough (op->step is `after`: send it), 0 when
- * parked, or a negative errno. */
+ * one in flight included), then go on with `after` (op->sent_ns and ttl_s then say what was
+ * proven). Returns 1 when the lease is already good enough (op->step is `after`: send it), 0
+ * when parked, or a negative errno. */
 int lk_etcd_lease_join(struct lk_etcd_op *op, bool fresh, enum lk_etcd_step after);
 void lk_etcd_lease_leave(struct lk_etcd_op *op);
 void lk_etcd_lease_done(struct lk_etcd *e, struct lk_etcd_xfer *x, struct lk_etcd_outcome *o);
