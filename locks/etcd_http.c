@@ -444,9 +444,12 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 		goto fail;
 
 	/* Starts nothing yet: curl asks for a timer, and the transfer begins from the loop. A
-	 * request beyond LK_ETCD_MAX_RUNNING waits its turn; a watch never does (it would wait
-	 * for ever behind other watches). */
-	if (kind != LK_ETCD_X_WATCH && e->n_running >= LK_ETCD_MAX_RUNNING) {
+	 * lock operation's request beyond LK_ETCD_MAX_RUNNING waits its turn. What keeps tenures
+	 * alive never waits behind a burst of acquires: keepalives, the renewals' shared reads,
+	 * authentication and the probe; nor does a watch (it would wait for ever behind other
+	 * watches). */
+	if ((kind == LK_ETCD_X_OP || kind == LK_ETCD_X_REVOKE) &&
+	    e->n_running >= LK_ETCD_MAX_RUNNING) {
 		x->queued = true;
 		TAILQ_INSERT_TAIL(&e->xqueue, x, qlink);
 		e->queued_peak++;
@@ -580,7 +583,12 @@ static void lk_etcd_notify_sweep(struct lk_etcd *e)
 	struct lk_backend_key *k = TAILQ_FIRST(&e->keys), *next;
 	bool reconnected = e->reconnected;
 
+	/* Most turns of the loop owe nothing: a walk of 10,000 keys after every socket event
+	 * would make a burst of acquires quadratic. */
+	if (!reconnected && !e->notify_any)
+		return;
 	e->reconnected = false;
+	e->notify_any = false;
 	if (k)
 		k->refs++;
 	while (k) {

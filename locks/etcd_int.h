@@ -52,9 +52,10 @@ _Static_assert(LK_BACKEND_KEY_MAX + 1 + LK_ETCD_CAND_HEX <= LK_ETCD_JSON_MAX_KEY
 #define LK_ETCD_MAX_ATTEMPT        32    /* backoff exponent: far past the cap already */
 #define LK_ETCD_RESPONSE_INITIAL   1024  /* first allocation for a response body */
 
-/* Requests in flight at once (watch streams apart); more wait in e->xqueue, their timeouts
- * not yet running. Each one in flight holds a connection and its buffers: a burst of 10,000
- * acquires would otherwise open 10,000 connections. */
+/* Lock operations' requests in flight at once; more wait in e->xqueue, their timeouts not yet
+ * running. Each one in flight holds a connection and its buffers: a burst of 10,000 acquires
+ * would otherwise open 10,000 connections. Keepalives, batched renewals, auth, probes and
+ * watches never wait (etcd_http.c). */
 #define LK_ETCD_MAX_RUNNING        32
 
 #define LK_ETCD_BACKOFF_BASE_MS    100
@@ -276,6 +277,7 @@ struct lk_etcd {
 	bool outage;                     /* the current outage has been logged at WARN */
 	bool watch_ok;                   /* a watch was confirmed inside a curl callback */
 	bool reconnected;                /* RECONNECTED is owed to every key */
+	bool notify_any;                 /* some key's notify_pending is set */
 	/* The cluster answering (I10): its id and the highest revision a linearizable request
 	 * saw; replaced once either went wrong, from reached_ns on. */
 	uint64_t cluster_id;

@@ -250,7 +250,9 @@ int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *ke
                              bool *legacy_found, uint64_t *cluster_id, int64_t *revision,
                              char *err, size_t errlen)
 {
-	struct lk_etcd_kv *scratch;
+	/* Parsed into t (n kvs, then one scratch kv, then the flags); copied out on success. */
+	struct lk_etcd_kv *t;
+	bool *f, *lf;
 	json_t *root, *responses, *range;
 	int64_t rev = 0;
 	uint64_t cid = 0;
@@ -262,10 +264,12 @@ int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *ke
 		lk_set_err(err, errlen, "invalid key");
 		return -EINVAL;
 	}
-	rc = lk_etcd_json_open(body, len, keys[0], klens[0], sizeof(*scratch), &root,
-	                       (void **)&scratch, err, errlen);
+	rc = lk_etcd_json_open(body, len, keys[0], klens[0], (n + 1) * sizeof(*t) + 2 * n,
+	                       &root, (void **)&t, err, errlen);
 	if (rc < 0)
 		return rc;
+	f = (bool *)(t + n + 1);
+	lf = f + n;
 	if ((rc = lk_etcd_json_header(root, true, &rev, &cid, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_bool(root, "succeeded", &ok, err, errlen)) < 0 ||
 	    (rc = lk_etcd_json_child(root, "responses", JSON_ARRAY, &responses, err, errlen)) < 0)
@@ -286,21 +290,24 @@ int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *ke
 			goto out;
 		}
 		if (i % 2 == 0)
-			rc = lk_etcd_json_kvs(range, keys[i / 2], klens[i / 2], &found[i / 2],
-			                      &kv[i / 2], err, errlen);
+			rc = lk_etcd_json_kvs(range, keys[i / 2], klens[i / 2], &f[i / 2], &t[i / 2],
+			                      err, errlen);
 		else
-			rc = lk_etcd_json_kvs(range, legacy[i / 2], llens[i / 2],
-			                      &legacy_found[i / 2], scratch, err, errlen);
+			rc = lk_etcd_json_kvs(range, legacy[i / 2], llens[i / 2], &lf[i / 2], &t[n],
+			                      err, errlen);
 		if (rc < 0)
 			goto out;
 	}
+	memcpy(kv, t, n * sizeof(*t));
+	memcpy(found, f, n * sizeof(*f));
+	memcpy(legacy_found, lf, n * sizeof(*lf));
 	if (cluster_id)
 		*cluster_id = cid;
 	if (revision)
 		*revision = rev;
 out:
 	json_decref(root);
-	free(scratch);
+	free(t);
 	return rc;
 }
 

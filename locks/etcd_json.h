@@ -184,7 +184,8 @@ int lk_etcd_json_txn_history(const void *prefix, size_t plen, const void *seq, s
 int lk_etcd_json_txn_batch(const char *const *keys, const size_t *klens,
                            const char *const *legacy, const size_t *llens, size_t n,
                            char **ret);
-/* The answer to it, for the same keys: kv[i] and found[i] for keys[i], legacy_found[i]. */
+/* The answer to it, for the same keys: kv[i] and found[i] for keys[i], legacy_found[i] (all
+ * written only on success). */
 int lk_etcd_json_parse_batch(const char *body, size_t len, const char *const *keys,
                              const size_t *klens, const char *const *legacy,
                              const size_t *llens, size_t n, struct lk_etcd_kv *kv, bool *found,

@@ -37,6 +37,7 @@ static void lk_etcd_watch_markers(struct lk_backend_key *k, const char *line, si
 	    k->fence_known) {
 		k->fast_lead = true;
 		k->notify_pending = true;
+		k->e->notify_any = true;
 	}
 }
 
@@ -88,12 +89,15 @@ static bool lk_etcd_watch_line(struct lk_etcd_xfer *x, const char *line, size_t 
 		k->wattempt = 0;
 		/* Deletions may have happened while there was no stream. */
 		k->notify_pending = true;
+		k->e->notify_any = true;
 		x->e->watch_ok = true;
 	}
 	if (w.max_mod_revision > k->wlast)
 		k->wlast = w.max_mod_revision;
-	if (w.n_deletes > 0)
+	if (w.n_deletes > 0) {
 		k->notify_pending = true;
+		k->e->notify_any = true;
+	}
 	if (w.n_events > 0)
 		lk_etcd_watch_markers(k, line, len);
 	return true;

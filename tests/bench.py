@@ -20,6 +20,7 @@ Usage: LK_BIN=build/leasekeeper python3 tests/bench.py [--quick] [--rounds N] [-
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -96,7 +97,8 @@ def metrics(port, timeout=30):
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=timeout) as r:
             text = r.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # A busy agent may also cut a long body short (its HTTP timeout): ask again later.
         return {"held": -1}
     out = {"held": 0}
     for ln in text.splitlines():
