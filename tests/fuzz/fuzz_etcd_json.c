@@ -3,7 +3,8 @@
  * The input is one response body (or one watch-stream line), handed to every parser the
  * header exports, each on its own exact-size copy without a trailing NUL (curl's buffers have
  * none either): grant, keepalive, range, txn, look (with create and without: the two shapes
- * of the election's answer), history, auth, watch (of one key and of a prefix), status and
+ * of the election's answer), history, the renewals' batch read (two keys), auth, watch (of
+ * one key and of a prefix), a watch line's last event on the release marker, status and
  * error. The keys are the ones the seeds use, as in tests/check_etcd_json.c: "lk/test" for
  * range, txn and the single-key watch; for a look, our candidate "lk/test/000000000000002a0001"
  * below the prefix "lk/test/", with "lk/test:fence", "lk/test:state", "lk/test:seq" and the
@@ -252,6 +253,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(strnlen(w.cancel_reason, sizeof(w.cancel_reason)) <
 			      sizeof(w.cancel_reason));
 		}
+	}
+
+	{
+		/* Renewals' shared read, for two keys. */
+		static const char *const keys[2] = { OWN, QKEY }, *const legacy[2] = { KEY, KEY };
+		static const size_t klens[2] = { sizeof(OWN) - 1, sizeof(QKEY) - 1 };
+		static const size_t llens[2] = { sizeof(KEY) - 1, sizeof(KEY) - 1 };
+		struct {
+			struct lk_etcd_kv kv[2];
+			bool found[2], lfound[2];
+		} bt;
+
+		CALL(bt, lk_etcd_json_parse_batch(body, size, keys, klens, legacy, llens, 2, bt.kv,
+		                                  bt.found, bt.lfound, NULL, NULL, err, errlen));
+		for (int i = 0; ok && i < 2; i++)
+			CHECK(!bt.found[i] || (bt.kv[i].create_revision > 0 &&
+			                       bt.kv[i].value_len <= LK_ETCD_JSON_MAX_VALUE));
+	}
+	{
+		struct lk_etcd_watch_key wk;
+
+		CALL(wk, lk_etcd_json_parse_watch_key(body, size, TKEY, strlen(TKEY), &wk, err,
+		                                      errlen));
+		if (ok)
+			CHECK(!(wk.put && wk.deleted) && wk.released_rev >= 0 &&
+			      (wk.put || wk.released_rev == 0));
 	}
 
 	CALL(st, lk_etcd_json_parse_status(body, size, &st, err, errlen));
