@@ -132,6 +132,25 @@ void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token)
 	}
 }
 
+/* The key op names (op->rev on op->lease) starts a tenure proven at op->sent_ns for op->ttl_s,
+ * token op->token. A key freed meanwhile will never be renewed or released: its key goes now,
+ * as a release, rather than a ttl later. */
+static void lk_etcd_tenure_start(struct lk_etcd_op *op)
+{
+	struct lk_backend_key *k = op->k;
+
+	if (k->dead) {
+		lk_etcd_delete_key(k, op->rev, op->lease, true);
+		return;
+	}
+	k->token = op->token;
+	k->rev = op->rev;
+	k->lease = op->lease;
+	k->ended = false;
+	k->given_up = false;
+	lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
+}
+
 /* Our key was first found oldest now: record whether the tenure before ours is known to have
  * ended with a release (graceful), and from when a wait of one ttl runs if not. */
 void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful)
@@ -163,7 +182,6 @@ static bool lk_etcd_oldest(struct lk_etcd_op *op, const struct lk_etcd_look *lk,
 /* Lead with our key (lk->own), validity counted from the lease's last keepalive. */
 static void lk_etcd_lead(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 {
-	struct lk_etcd *e = op->e;
 	struct lk_backend_key *k = op->k;
 
 	if (!lk->fence_found || lk->fence_bad || lk->fence > INT64_MAX - k->cand_rev) {
@@ -184,18 +202,7 @@ static void lk_etcd_lead(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 	}
 	op->sent_ns = op->l->proven_ns;
 	op->ttl_s = op->l->proven_ttl_s;
-	if (k->dead) {
-		/* Nobody will ever renew or release this: let it go now, not a ttl later. */
-		lk_etcd_delete_key(k, op->rev, op->lease, true);
-	} else {
-		k->token = op->token;
-		k->rev = op->rev;
-		k->lease = op->lease;
-		k->ended = false;
-		k->given_up = false;
-		lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
-	}
-	(void)e;
+	lk_etcd_tenure_start(op);
 	lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 }
 
@@ -296,18 +303,9 @@ void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk)
 
 	if (lk->own_found && lk->own.create_revision == op->rev && lk->own.lease == op->lease &&
 	    !lk->legacy_found) {
-		if (op->kind == LK_ETCD_ACQUIRE) {
-			if (k->dead) {
-				lk_etcd_delete_key(k, op->rev, op->lease, true);
-			} else {
-				k->token = op->token;
-				k->rev = op->rev;
-				k->lease = op->lease;
-				k->ended = false;
-				k->given_up = false;
-			}
-		}
-		if (!k->dead && k->token == op->token)
+		if (op->kind == LK_ETCD_ACQUIRE)
+			lk_etcd_tenure_start(op);
+		else if (!k->dead && k->token == op->token)
 			lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
 		lk_etcd_op_reply(op, LK_REPLY_OK, NULL);
 		return;
@@ -356,11 +354,6 @@ bool lk_etcd_fast_lead(struct lk_etcd_op *op)
 	k->lowest_for = k->cand_rev;
 	k->lowest_ns = lk_mono_ns();
 	k->lowest_graceful = true;
-	k->token = op->token;
-	k->rev = op->rev;
-	k->lease = op->lease;
-	k->ended = false;
-	k->given_up = false;
-	lk_etcd_tenure_proven(k, op->sent_ns, op->ttl_s);
+	lk_etcd_tenure_start(op);
 	return true;
 }
