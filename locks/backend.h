@@ -6,9 +6,10 @@
  *   requests are asynchronous, and each request the backend accepts gets exactly one reply
  *   callback, at the latest about `timeout` after it was sent (a silent server is treated as a
  *   broken connection: hiredis 0.14 has no timeouts of its own). An operation that takes
- *   several server round trips (etcd: an acquire is a range, a lease grant and a txn) gives
+ *   several server round trips (etcd: a first acquire is a lease grant and a txn) gives
  *   each of them the whole `timeout`, so its reply may take that many timeouts: on a slow
- *   link a shared budget would never be enough.
+ *   link a shared budget would never be enough. "Sent" is when the request leaves: etcd keeps
+ *   at most 32 lock requests in flight and queues the rest, whose timeouts start later.
  * - A call that fails synchronously (negative errno, e.g. -ENOTCONN while reconnecting) never
  *   calls its callback.
  * - No callback is ever called from inside the call that started the request, and none after
