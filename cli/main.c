@@ -18,14 +18,19 @@ static const char usage_main[] =
 	"commands:\n"
 	"  agent -c FILE             run the agent in the foreground (logs on stderr)\n"
 	"  drain [-s SOCK] [--timeout DUR]\n"
-	"                            drain the agent (for preStop); exit 0 if all released,\n"
-	"                            1 if not, 2 if the agent could not be asked\n"
-	"  status [-s SOCK] [--json] show the agent's locks\n"
-	"  watch [-s SOCK] [LOCK]    print lock events as they happen\n"
+	"                            drain the agent (for preStop)\n"
+	"  status [-s SOCK] [-o wide|json|yaml] [--no-headers] [LOCK]\n"
+	"                            show the agent's locks\n"
+	"  watch [-s SOCK] [-o json] [LOCK]\n"
+	"                            print lock events as they happen, with their time\n"
 	"  run [-s SOCK] --lock NAME -- CMD [ARG...]\n"
 	"                            run CMD only while this replica leads NAME\n"
 	"  check-config -c FILE      validate a config file\n"
 	"  version                   print the version\n"
+	"\n"
+	"exit status: 0 done; 1 the agent was asked and the outcome is a failure (a lock not\n"
+	"released, an invalid config...); 2 the agent could not be asked or refused the request;\n"
+	"64 usage error; run also exits with CMD's own status.\n"
 	"\n"
 	"Run 'leasekeeper COMMAND --help' for a command's options. The socket defaults to\n"
 	"$LEASEKEEPER_SOCKET, then /run/leasekeeper/agent.sock; $LEASEKEEPER_AUTH_KEY_FILE names\n"
@@ -48,57 +53,68 @@ static const char usage_agent[] =
 	"\n"
 	"Run the agent in the foreground with the YAML config FILE. SIGTERM or SIGINT start the\n"
 	"drain; SIGQUIT logs a state dump. Exits 0 after a drain that released every lock, 1\n"
-	"otherwise.\n";
+	"otherwise (or when the config is invalid or the agent cannot start), 64 for a usage\n"
+	"error.\n";
 
 static const char usage_check[] =
 	"usage: leasekeeper check-config -c FILE\n"
 	"\n"
 	"Validate FILE. Prints every problem as FILE:LINE:COL: FIELD: MESSAGE and exits 1, or\n"
-	"exits 0 if the config is valid (warnings are printed but do not fail it).\n";
+	"exits 0 if the config is valid (warnings are printed but do not fail it); 64 for a usage\n"
+	"error.\n";
 
-/* Parse "-c FILE" (and --log-level for the agent). Returns 0 or 2 (usage). */
-static int parse_config_args(int argc, char **argv, const char *usage, const char **ret_path,
-                             enum lk_log_level *ret_level)
+/* Parse "-c FILE" (and --log-level for the agent). Returns 0, or LK_EXIT_USAGE having said
+ * what is wrong. */
+static int parse_config_args(int argc, char **argv, const char *cmd, const char *usage,
+                             const char **ret_path, enum lk_log_level *ret_level)
 {
-	static const struct option opts[] = {
+	static const struct option agent_opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
+	/* check-config has no --log-level. */
+	static const struct option check_opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct option *opts = ret_level ? agent_opts : check_opts;
+	enum lk_log_level level = LK_INFO;
 	const char *path = NULL;
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":c:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
 			break;
 		case 'l':
-			if (!ret_level)
-				goto usage;
 			if (strcmp(optarg, "debug") == 0)
-				*ret_level = LK_DEBUG;
+				level = LK_DEBUG;
 			else if (strcmp(optarg, "info") == 0)
-				*ret_level = LK_INFO;
+				level = LK_INFO;
 			else if (strcmp(optarg, "warn") == 0)
-				*ret_level = LK_WARN;
+				level = LK_WARN;
 			else if (strcmp(optarg, "error") == 0)
-				*ret_level = LK_ERROR;
+				level = LK_ERROR;
 			else
-				goto usage;
+				return lk_cli_usage_error(cmd, usage, "--log-level \"%s\" is not one of "
+				                          "debug, info, warn, error", optarg);
 			break;
 		default:
-			goto usage;
+			return lk_cli_option_error(cmd, usage, ch, opts, argv);
 		}
 	}
-	if (!path || optind != argc)
-		goto usage;
+	if (optind != argc)
+		return lk_cli_usage_error(cmd, usage, "unexpected argument \"%s\"", argv[optind]);
+	if (!path || !path[0])
+		return lk_cli_usage_error(cmd, usage, "-c FILE is required");
 	*ret_path = path;
+	if (ret_level)
+		*ret_level = level;
 	return 0;
-usage:
-	fputs(usage, stderr);
-	return 2;
 }
 
 static void print_diags(const struct lk_config_diags *d)
@@ -120,7 +136,7 @@ static int cmd_check_config(int argc, char **argv)
 		fputs(usage_check, stdout);
 		return 0;
 	}
-	rc = parse_config_args(argc, argv, usage_check, &path, NULL);
+	rc = parse_config_args(argc, argv, "check-config", usage_check, &path, NULL);
 	if (rc)
 		return rc;
 	rc = lk_config_load(path, &cfg, &diags);
@@ -146,7 +162,7 @@ static int cmd_agent(int argc, char **argv)
 		fputs(usage_agent, stdout);
 		return 0;
 	}
-	rc = parse_config_args(argc, argv, usage_agent, &path, &level);
+	rc = parse_config_args(argc, argv, "agent", usage_agent, &path, &level);
 	if (rc)
 		return rc;
 	rc = lk_config_load(path, &cfg, &diags);
@@ -170,9 +186,9 @@ static int cmd_agent(int argc, char **argv)
  * libraries, so it runs in any Linux image. */
 static int not_in_this_build(int argc, char **argv)
 {
-	fputs("leasekeeper: this is the client-only build (drain, status, watch, run, version);\n"
-	      "run the agent and check-config with the full binary\n", stderr);
-	return 2;
+	fprintf(stderr, "leasekeeper %s: not in the client-only build (drain, status, watch, "
+	        "run, version);\nrun the agent and check-config with the full binary\n", argv[0]);
+	return LK_EXIT_USAGE;
 }
 #define cmd_check_config not_in_this_build
 #define cmd_agent not_in_this_build
@@ -180,10 +196,17 @@ static int not_in_this_build(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
+	static const char usage[] =
+		"usage: leasekeeper version\n\nPrint the version and the protocol version.\n";
+
 	if (want_help(argc, argv)) {
-		puts("usage: leasekeeper version\n\nPrint the version and the protocol version.");
-		return 0;
+		fputs(usage, stdout);
+		return LK_EXIT_OK;
 	}
+	if (argc > 1 && argv[1][0] == '-')
+		return lk_cli_usage_error("version", usage, "unknown option %s", argv[1]);
+	if (argc > 1)
+		return lk_cli_usage_error("version", usage, "unexpected argument \"%s\"", argv[1]);
 	printf("leasekeeper %s (protocol 1)\n", LK_VERSION);
 	return 0;
 }
@@ -204,8 +227,8 @@ int main(int argc, char **argv)
 	};
 
 	if (argc < 2) {
-		fputs(usage_main, stderr);
-		return 2;
+		fprintf(stderr, "leasekeeper: a COMMAND is required\n\n%s", usage_main);
+		return LK_EXIT_USAGE;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
@@ -218,5 +241,5 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], cmds[i].name) == 0)
 			return cmds[i].fn(argc - 1, argv + 1);
 	fprintf(stderr, "leasekeeper: unknown command \"%s\"\n\n%s", argv[1], usage_main);
-	return 2;
+	return LK_EXIT_USAGE;
 }

@@ -37,8 +37,6 @@
 #include "proto/client.h"
 #include "proto/codec.h"
 
-#define EXIT_NOT_ASKED 2
-
 static const char usage_run[] =
 	"usage: leasekeeper run [-s SOCKET] --lock NAME -- CMD [ARG...]\n"
 	"\n"
@@ -147,7 +145,7 @@ static int exit_code(int status)
 		return WEXITSTATUS(status);
 	if (WIFSIGNALED(status))
 		return 128 + WTERMSIG(status);
-	return 1;
+	return LK_EXIT_FAILED;
 }
 
 static int send_ack(struct runner *r, uint64_t token)
@@ -239,7 +237,7 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		if (ev->token == r->resign)
 			r->resign = 0; /* the ACK hands it back */
 		if (r->child == 0)
-			return send_ack(r, ev->token) < 0 ? 1 : -1;
+			return send_ack(r, ev->token) < 0 ? LK_EXIT_FAILED : -1;
 		note("stepping down: SIGTERM to %s, SIGKILL in %" PRId64 " ms", r->cmd[0],
 		     ev->deadline_ms);
 		r->stepdown = ev->token;
@@ -258,7 +256,7 @@ static int on_event(struct runner *r, const struct lk_server_msg *m, const sigse
 		return -1;
 	case LK_EV_STOP:
 		signal_child(r, SIGKILL);
-		return 0;
+		return LK_EXIT_OK;
 	default:
 		return -1;
 	}
@@ -359,7 +357,7 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 			}
 		}
 		if (!lk_client_has_queued(r->c) && poll(pfd, 2, timeout) < 0 && errno != EINTR)
-			return 1;
+			return LK_EXIT_FAILED;
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(r->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
@@ -377,7 +375,7 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 					uint64_t t = r->stepdown;
 					r->stepdown = 0;
 					if (send_ack(r, t) < 0)
-						return 1;
+						return LK_EXIT_FAILED;
 				} else if (r->killed && r->forwarded) {
 					/* Killed for a LOST after run itself was told to end (LEADERs
 					 * are ignored from then on): nothing would ever start CMD
@@ -404,7 +402,7 @@ static int run_loop(struct runner *r, const sigset_t *orig)
 			if (rc < 0) {
 				note("the agent went away (%s): killing %s", strerror(-rc), r->cmd[0]);
 				signal_child(r, SIGKILL);
-				return 1;
+				return LK_EXIT_FAILED;
 			}
 			rc = on_event(r, &m, orig);
 			if (rc >= 0)
@@ -426,20 +424,32 @@ int lk_cli_run(int argc, char **argv)
 	struct lk_server_msg m;
 	sigset_t mask, orig;
 	char err[512];
-	int ch, rc = EXIT_NOT_ASKED;
+	int ch, rc = LK_EXIT_NOT_ASKED;
 
 	optind = 1;
-	/* '+': stop at the first non-option, so CMD's own options stay CMD's. */
-	while ((ch = getopt_long(argc, argv, "+s:l:h", opts, NULL)) != -1) {
+	opterr = 0;
+	/* '+': stop at the first non-option, so CMD's own options stay CMD's. ':': a missing
+	 * value is told apart from an unknown option. */
+	while ((ch = getopt_long(argc, argv, "+:s:l:h", opts, NULL)) != -1) {
 		switch (ch) {
-		case 's': co.socket_path = optarg; break;
+		case 's':
+			if (!optarg[0])
+				return lk_cli_usage_error("run", usage_run, "the socket path (-s) is empty");
+			co.socket_path = optarg;
+			break;
 		case 'l': r.lock = optarg; break;
-		case 'h': fputs(usage_run, stdout); return 0;
-		default: goto usage;
+		case 'h': fputs(usage_run, stdout); return LK_EXIT_OK;
+		default: return lk_cli_option_error("run", usage_run, ch, opts, argv);
 		}
 	}
-	if (!r.lock || optind >= argc || !lk_codec_lock_name_valid(r.lock))
-		goto usage;
+	if (!r.lock)
+		return lk_cli_usage_error("run", usage_run, "--lock NAME is required");
+	if (!lk_codec_lock_name_valid(r.lock))
+		return lk_cli_usage_error("run", usage_run, "--lock \"%s\" is not a lock name (1 to "
+		                          "128 of A-Z a-z 0-9 . _ -)", r.lock);
+	if (optind >= argc)
+		return lk_cli_usage_error("run", usage_run, "CMD is required: the command to run "
+		                          "while leader, after --");
 	r.cmd = argv + optind;
 
 	sigemptyset(&mask);
@@ -459,10 +469,14 @@ int lk_cli_run(int argc, char **argv)
 	rc = lk_client_call(r.c, &(struct lk_request){ .verb = LK_VERB_CAMPAIGN, .lock = r.lock },
 	                    10000, &m);
 	if (rc < 0 || m.kind != LK_MSG_OK) {
-		/* e.g. "unknown_lock nosuch": the agent's error code, then its text. */
-		note("CAMPAIGN %s failed: %s%s%s", r.lock, rc < 0 ? strerror(-rc) : lk_err_name(m.err),
-		     rc < 0 ? "" : " ", rc < 0 ? "" : m.err_text);
-		rc = EXIT_NOT_ASKED;
+		/* The agent's error line as it sent it: "ERR unknown_lock nosuch". */
+		if (rc == 0)
+			note("the agent refused CAMPAIGN %s: ERR %s%s%s", r.lock, lk_err_name(m.err),
+			     m.err_text[0] ? " " : "", m.err_text);
+		else
+			note("no answer from the agent to CAMPAIGN %s: %s", r.lock,
+			     rc == -EPIPE ? "it closed the connection" : strerror(-rc));
+		rc = rc == -EPROTO ? LK_EXIT_FAILED : LK_EXIT_NOT_ASKED;
 		goto out;
 	}
 	rc = run_loop(&r, &orig);
@@ -475,7 +489,4 @@ out:
 	if (r.sfd >= 0)
 		close(r.sfd);
 	return rc;
-usage:
-	fputs(usage_run, stderr);
-	return EXIT_NOT_ASKED;
 }
