@@ -1,5 +1,5 @@
-"""The command line (SPEC sections 4 and 5): check-config, version, --help, status, drain,
-watch and run."""
+"""The command line (docs/cli.md): check-config, version, --help, status, drain, watch and run.
+Output formats, usage errors and the exit codes of every command: test_cli_output.py."""
 
 import json
 import os
@@ -104,9 +104,15 @@ class ConfigCliTest(LKTestCase):
         r = self.cli("drain", timeout=20, env={"LEASEKEEPER_SOCKET": missing})
         self.assertEqual(r.rc, 2, r)
 
-    def test_status_against_a_missing_socket_fails(self):
+    def test_status_against_a_missing_socket_exits_2(self):
         r = self.cli("status", "-s", os.path.join(self.tmp, "nobody.sock"))
-        self.assertNotEqual(r.rc, 0, r)
+        self.assertEqual(r.rc, 2, r)
+
+    def test_drain_usage_error_exits_64_not_2(self):
+        # A typo in a preStop hook must not read as "the agent had already gone" (2).
+        r = self.cli("drain", "--timeout", "soon", timeout=20)
+        self.assertEqual(r.rc, 64, r)
+        self.assertIn('leasekeeper drain: --timeout "soon"', r.stderr)
 
 
 class AgentCliTest(LKTestCase):
