@@ -127,11 +127,14 @@ static int stdout_ok(void)
 int lk_cli_print_status_table(json_t *root, bool wide, bool headers)
 {
 	const json_t *locks = json_object_get(root, "locks"), *l;
-	size_t n = wide ? N_COLUMNS : N_COLUMNS - 3, width[N_COLUMNS], i;
+	size_t n = 0, width[N_COLUMNS], i;
 	const char *cells[N_COLUMNS];
 	char bufs[N_COLUMNS][32];
 	json_int_t truncated = json_integer_value(json_object_get(root, "truncated"));
 
+	/* The wide columns come last: the table is a prefix of them. */
+	while (n < N_COLUMNS && (wide || !columns[n].wide))
+		n++;
 	/* Two passes over the locks, measuring then printing, instead of keeping every cell:
 	 * the numbers are formatted twice, the strings are borrowed from the JSON. */
 	for (size_t c = 0; c < n; c++)
