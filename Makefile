@@ -15,6 +15,8 @@ BINDIR  ?= $(PREFIX)/bin
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 PCDIR   ?= $(LIBDIR)/pkgconfig
+MANDIR  ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 VERSION := $(shell sed -n 's/^\#define LK_VERSION "\(.*\)"/\1/p' agent/agent.h)
 
 PKGS    := hiredis libevent libevent_extra jansson yaml-0.1 libsodium libcurl
@@ -61,9 +63,12 @@ DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-open
             prometheus etcd-server etcd-client openssl golang-go
 BENCH_PKGS := python3-redis gnuplot-nox
 DEB_PKGS += $(BENCH_PKGS)
+# `make deb` and the install check: the package build, lintian, man page rendering, completion.
+PACKAGING_PKGS := debhelper dpkg-dev lintian man-db groff-base bash-completion
+DEB_PKGS += $(PACKAGING_PKGS)
 
 .PHONY: all deps test check test-asan unit integration demo clean bench fuzz fuzz-smoke \
-        install uninstall install-check pkgs-ok checksrc
+        install uninstall install-check pkgs-ok checksrc deb
 
 all: leasekeeper $(BUILD)/leasekeeper-static $(BUILD)/examples/app
 
@@ -188,25 +193,57 @@ bench: deps all
 
 # The agent and CLI binary, and the C client library for apps: libleasekeeper.a, its headers
 # (under include/leasekeeper/, included as "proto/client.h") and leasekeeper.pc, so that
-# `pkg-config --cflags --libs leasekeeper` is all an app's build needs.
+# `pkg-config --cflags --libs leasekeeper` is all an app's build needs; the man page
+# leasekeeper(1) and the bash completion (which bash-completion finds under /usr/local/share
+# as well as /usr/share).
 CLIENT_HDRS := proto/client.h proto/codec.h proto/auth.h
 install: $(BIN) $(CLIENT_LIB)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)/leasekeeper/proto \
-		$(DESTDIR)$(PCDIR)
+		$(DESTDIR)$(PCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR)
 	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/leasekeeper
+	install -m 644 man/leasekeeper.1 $(DESTDIR)$(MANDIR)/man1/leasekeeper.1
+	install -m 644 completion/leasekeeper.bash $(DESTDIR)$(BASHCOMPDIR)/leasekeeper
 	install -m 644 $(CLIENT_LIB) $(DESTDIR)$(LIBDIR)/libleasekeeper.a
 	install -m 644 $(CLIENT_HDRS) $(DESTDIR)$(INCDIR)/leasekeeper/proto/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' leasekeeper.pc.in > $(DESTDIR)$(PCDIR)/leasekeeper.pc
 	chmod 644 $(DESTDIR)$(PCDIR)/leasekeeper.pc
 
+# A staged `make install`, then the Debian package (`make deb`) installed and checked
+# (tests/install/README.md).
 install-check: $(BIN) $(CLIENT_LIB)
-	BUILD=$(BUILD) MAKE="$(MAKE)" sh tests/install/run.sh
+	BUILD=$(BUILD) MAKE="$(MAKE)" VERSION=$(VERSION) sh tests/install/run.sh
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/leasekeeper $(DESTDIR)$(LIBDIR)/libleasekeeper.a \
-	      $(DESTDIR)$(PCDIR)/leasekeeper.pc
+	      $(DESTDIR)$(PCDIR)/leasekeeper.pc $(DESTDIR)$(MANDIR)/man1/leasekeeper.1 \
+	      $(DESTDIR)$(BASHCOMPDIR)/leasekeeper
 	rm -rf $(DESTDIR)$(INCDIR)/leasekeeper
+
+# The Debian package (debian/): dpkg-buildpackage -us -uc -b on a copy of the tree in a
+# temporary directory, so that none of its by-products lands in the tree, then lintian, which
+# must find no error or warning (info tags are shown). Out: $(DEB_DIR)/leasekeeper_<version>_<arch>.deb (and the -dbgsym package,
+# .buildinfo, .changes, build.log).
+DEB_DIR := $(BUILD)/deb
+deb:
+	@set -e; \
+	v=$$(dpkg-parsechangelog -l debian/changelog -SVersion); \
+	[ "$$v" = "$(VERSION)" ] || { echo "make deb: debian/changelog is at $$v but agent/agent.h" \
+		"says $(VERSION): add a debian/changelog entry" >&2; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; src="$$tmp/leasekeeper-$(VERSION)"; \
+	mkdir "$$src" && rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR); \
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$$src"; \
+	else tar --exclude=./build --exclude=./.git -cf - . | tar -xf - -C "$$src"; fi; \
+	echo "make deb: dpkg-buildpackage -us -uc -b in $$src (log: $(DEB_DIR)/build.log)"; \
+	(cd "$$src" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD -u SAN -u DESTDIR -u PREFIX \
+		dpkg-buildpackage -us -uc -b -j$$(nproc)) >$(DEB_DIR)/build.log 2>&1 || \
+		{ tail -n 40 $(DEB_DIR)/build.log >&2; exit 1; }; \
+	cp "$$tmp"/*.deb "$$tmp"/*.buildinfo "$$tmp"/*.changes $(DEB_DIR)/; \
+	echo "make deb: lintian"; \
+	lintian --fail-on error,warning --info $(DEB_DIR)/*.changes; \
+	ls $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf build leasekeeper
