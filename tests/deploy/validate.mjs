@@ -2,15 +2,19 @@
 // against the Kubernetes schemas (kubernetes-models) and for unknown fields, and the
 // leasekeeper-specific invariants are asserted. Run by tests/integration/test_deploy.py:
 //
-//   node tests/deploy/validate.mjs --repo . --lk-bin build/leasekeeper
+//   node tests/deploy/validate.mjs --repo . --lk-bin build/leasekeeper [--dump rendered.json]
 //
-// Rendering: this script renders each kustomization itself (resources and RFC 6902 patches,
-// the only features deploy/ uses; anything else is refused). When `kubectl` is on PATH it also
-// runs `kubectl kustomize` and requires the same objects (LK_DEPLOY_KUBECTL=0 skips that).
+// Rendering: this script renders each kustomization itself (resources, RFC 6902 patches, and
+// secretGenerator / configMapGenerator from files with kustomize's hashed names, the only
+// features deploy/ uses; anything else is refused). --dump writes every rendering as JSON.
+// When `kubectl` is on PATH it also runs `kubectl kustomize` and requires the same objects
+// (LK_DEPLOY_KUBECTL=0 skips that). deploy/ must hold the Secret's files (deploy/README.md): the
+// test renders a copy of deploy/ into which it wrote random ones.
 // Each problem is printed as a line "FAIL <where>: <what>"; the last line is
 // "RESULT <json summary>". Exit status 0 when nothing failed, 1 otherwise.
 
 import { execFileSync, spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,10 +27,15 @@ const NODE_MODULES = path.join(HERE, "node_modules");
 
 // Which sidecar layout each kustomization must have. A kustomization found under deploy/ that
 // is not listed here is an error: say what it is meant to be.
+// "monitoring" is a kustomization with no app of its own, checked against what deploy/base
+// renders (MONITORED).
 const EXPECTED = {
   "deploy/base": "native",
   "deploy/classic-sidecar": "classic",
+  "deploy/examples/redis": "native",
+  "deploy/monitoring": "monitoring",
 };
+const MONITORED = "deploy/base";
 const SHARED_DIR = "/run/leasekeeper";
 const HTTP_PORT = 9440;
 const GRACE_MARGIN_MS = 2000;  // terminationGracePeriodSeconds >= shutdown_timeout + this
@@ -39,6 +48,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--repo") a.repo = path.resolve(argv[++i]);
     else if (argv[i] === "--lk-bin") a.lkBin = argv[++i];
+    else if (argv[i] === "--dump") a.dump = path.resolve(argv[++i]);
     else throw new Error(`unknown argument ${argv[i]}`);
   }
   if (!a.lkBin) a.lkBin = path.join(a.repo, "build/leasekeeper");
@@ -84,11 +94,107 @@ function readYamlFile(file, repo) {
 
 // ---- rendering: a small subset of kustomize -----------------------------------------------
 
-const KUSTOMIZATION_FIELDS = new Set(["apiVersion", "kind", "resources", "patches"]);
+const KUSTOMIZATION_FIELDS = new Set(["apiVersion", "kind", "resources", "patches", "secretGenerator",
+                                      "configMapGenerator", "generatorOptions"]);
 const PATCH_FIELDS = new Set(["path", "target"]);
 const TARGET_FIELDS = new Set(["group", "version", "kind", "name"]);
+const GENERATOR_FIELDS = new Set(["name", "type", "files"]);
+const GENERATOR_OPTION_FIELDS = new Set(["labels", "disableNameSuffixHash"]);
 
 const KUSTOMIZATION_NAMES = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+// Objects made by a secretGenerator or configMapGenerator (rather than written in a manifest),
+// and the file each of their keys was read from.
+const GENERATED = new WeakMap();
+
+// kustomize's name suffix for a generated object (api/hasher in kustomize v5): the first 10 hex
+// digits of the SHA-256 of a JSON encoding, with 0 1 3 a e swapped for letters so that the
+// suffix never looks like a number. The encoding's "name" is always "" in kustomize v5 (it looks
+// up "metadata/name" as one key), so the suffix depends on the data and type only.
+function nameSuffixHash(o) {
+  const m = o.kind === "Secret" ? { data: o.data || {}, kind: "Secret", name: "", type: o.type || "" }
+                                : { data: o.data || {}, kind: "ConfigMap", name: "" };
+  const sorted = (x) => (x && typeof x === "object" && !Array.isArray(x)
+    ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, sorted(x[k])])) : x);
+  const hex = crypto.createHash("sha256").update(JSON.stringify(sorted(m))).digest("hex");
+  return hex.slice(0, 10).replace(/[013ae]/g, (c) => ({ 0: "g", 1: "h", 3: "k", a: "m", e: "t" })[c]);
+}
+
+// kustomize (kyaml's encodeBase64) breaks base64 longer than 70 characters into lines of 70,
+// each ending in a newline; the API server's decoder skips the newlines.
+function kustomizeBase64(bytes) {
+  const b64 = bytes.toString("base64");
+  if (Math.floor(b64.length / 70) + 1 === 1) return b64;
+  let out = "";
+  for (let i = 0; i < b64.length; i += 70) out += b64.slice(i, i + 70) + "\n";
+  return out;
+}
+
+function generate(k, dir, where) {
+  const out = [];
+  const opts = k.generatorOptions || {};
+  for (const f of Object.keys(opts))
+    if (!GENERATOR_OPTION_FIELDS.has(f)) throw new Error(`${where}: generatorOptions.${f} is not supported by validate.mjs`);
+  for (const [field, kind] of [["secretGenerator", "Secret"], ["configMapGenerator", "ConfigMap"]]) {
+    for (const [i, g] of (k[field] || []).entries()) {
+      for (const f of Object.keys(g))
+        if (!GENERATOR_FIELDS.has(f) || (f === "type" && kind !== "Secret"))
+          throw new Error(`${where}: ${field}[${i}].${f} is not supported by validate.mjs` +
+                          (f === "literals" ? " (a literal is a value written in the repository)" : ""));
+      if (!g.name || !(g.files || []).length) throw new Error(`${where}: ${field}[${i}] needs a name and files`);
+      const data = {}, sources = {};
+      for (const spec of g.files) {
+        const eq = spec.indexOf("=");
+        const key = eq >= 0 ? spec.slice(0, eq) : path.basename(spec);
+        const file = path.resolve(dir, eq >= 0 ? spec.slice(eq + 1) : spec);
+        if (!file.startsWith(dir + path.sep))
+          throw new Error(`${where}: ${field} ${g.name}: ${spec} is outside the kustomization's directory`);
+        if (!fs.existsSync(file))
+          throw new Error(`${where}: ${field} ${g.name}: ${path.relative(dir, file)} does not exist ` +
+                          "(make it first: deploy/README.md, Quick start)");
+        const bytes = fs.readFileSync(file);
+        data[key] = kind === "Secret" ? kustomizeBase64(bytes) : bytes.toString("utf8");
+        sources[key] = file;
+      }
+      const o = { apiVersion: "v1", kind, metadata: { name: g.name } };
+      if (opts.labels) o.metadata.labels = { ...opts.labels };
+      o.data = data;
+      if (kind === "Secret") o.type = g.type || "Opaque";
+      if (!opts.disableNameSuffixHash) o.metadata.name = `${g.name}-${nameSuffixHash(o)}`;
+      GENERATED.set(o, { generator: field, name: g.name, sources });
+      out.push(o);
+    }
+  }
+  return out;
+}
+
+// Where a pod template names a Secret or ConfigMap; kustomize rewrites these to a generated
+// object's hashed name. Returns [holder, field, kind] triples.
+function nameRefs(o) {
+  const spec = o.kind === "Pod" ? o.spec : o.spec?.template?.spec;
+  if (!spec) return [];
+  const refs = [];
+  for (const v of spec.volumes || []) {
+    if (v.secret) refs.push([v.secret, "secretName", "Secret"]);
+    if (v.configMap) refs.push([v.configMap, "name", "ConfigMap"]);
+    for (const src of v.projected?.sources || []) {
+      if (src.secret) refs.push([src.secret, "name", "Secret"]);
+      if (src.configMap) refs.push([src.configMap, "name", "ConfigMap"]);
+    }
+  }
+  for (const c of [...(spec.initContainers || []), ...(spec.containers || [])]) {
+    for (const e of c.env || []) {
+      if (e.valueFrom?.secretKeyRef) refs.push([e.valueFrom.secretKeyRef, "name", "Secret"]);
+      if (e.valueFrom?.configMapKeyRef) refs.push([e.valueFrom.configMapKeyRef, "name", "ConfigMap"]);
+    }
+    for (const e of c.envFrom || []) {
+      if (e.secretRef) refs.push([e.secretRef, "name", "Secret"]);
+      if (e.configMapRef) refs.push([e.configMapRef, "name", "ConfigMap"]);
+    }
+  }
+  for (const s of spec.imagePullSecrets || []) refs.push([s, "name", "Secret"]);
+  return refs;
+}
 
 function render(dir, repo, seen = new Set()) {
   const kfile = KUSTOMIZATION_NAMES.map((n) => path.join(dir, n)).find((f) => fs.existsSync(f));
@@ -108,6 +214,7 @@ function render(dir, repo, seen = new Set()) {
     if (fs.statSync(p).isDirectory()) objs.push(...render(p, repo, new Set(seen)));
     else objs.push(...readYamlFile(p, repo));
   }
+  objs.push(...generate(k, dir, where));
   for (const [i, pt] of (k.patches || []).entries()) {
     for (const f of Object.keys(pt))
       if (!PATCH_FIELDS.has(f)) throw new Error(`${where}: patches[${i}].${f} is not supported by validate.mjs`);
@@ -121,6 +228,16 @@ function render(dir, repo, seen = new Set()) {
     if (targets.length === 0) throw new Error(`${where}: patches[${i}] matches no object`);
     objs = objs.map((o) => (targets.includes(o) ? applyJsonPatch(o, ops, `${where}: patches[${i}]`) : o));
   }
+  // References to a generated object by its plain name get the hashed name, in every object of
+  // this kustomization, those of its bases included (a base's own were rewritten already).
+  const renamed = new Map();
+  for (const o of objs) {
+    const g = GENERATED.get(o);
+    if (g && g.name !== o.metadata.name) renamed.set(`${o.kind}/${g.name}`, o.metadata.name);
+  }
+  for (const o of objs)
+    for (const [holder, field, kind] of nameRefs(o))
+      if (renamed.has(`${kind}/${holder[field]}`)) holder[field] = renamed.get(`${kind}/${holder[field]}`);
   return objs;
 }
 
@@ -200,9 +317,13 @@ function kubectlRender(dir) {
 
 // ---- schema validation ----------------------------------------------------------------------
 
+// API groups that are not Kubernetes' own, and the package that has their models.
+const CRD_PACKAGES = { "monitoring.coreos.com": "@kubernetes-models/prometheus-operator" };
+
 async function modelFor(o) {
   const [g, v] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : [null, o.apiVersion];
-  const rel = g ? `kubernetes-models/${g}/${v}/${o.kind}` : `kubernetes-models/${v}/${o.kind}`;
+  const rel = !g ? `kubernetes-models/${v}/${o.kind}`
+            : CRD_PACKAGES[g] ? `${CRD_PACKAGES[g]}/${g}/${v}/${o.kind}` : `kubernetes-models/${g}/${v}/${o.kind}`;
   const file = path.join(NODE_MODULES, rel + ".mjs");
   if (!/^[A-Za-z0-9.]+$/.test(`${g || ""}${v}${o.kind}`) || !fs.existsSync(file)) return null;
   const mod = await import(pathToFileURL(file).href);
@@ -210,8 +331,68 @@ async function modelFor(o) {
 }
 
 // kubernetes-models' JSON schemas let unknown fields through (a misspelt "readinesProbe" would
-// pass), so the field names are also checked, against the interfaces in its .d.ts files.
+// pass), so the field names are also checked, against the interfaces in its .d.ts files. The
+// core types refer to each other by name (one interface per file); the Prometheus Operator's
+// CRD types are written inline, objects in objects, so the types are parsed as a small tree:
+// { "a"?: T; [key: string]: T; }, Array<T>, a name (an imported interface), or anything else.
 const dtsCache = new Map();
+
+function parseTsType(text, pos) {
+  const ws = () => { while (pos < text.length && /\s/.test(text[pos])) pos++; };
+  ws();
+  if (text[pos] === "{") {
+    pos++;
+    const props = new Map();
+    let index = null;
+    for (;;) {
+      ws();
+      if (text[pos] === "}") { pos++; break; }
+      if (pos >= text.length) throw new Error("unterminated object type");
+      let name = null;
+      if (text[pos] === "[") {
+        pos = text.indexOf("]", pos) + 1;
+      } else if (text[pos] === '"') {
+        const e = text.indexOf('"', pos + 1);
+        name = text.slice(pos + 1, e);
+        pos = e + 1;
+      } else {
+        const m = /^(readonly\s+)?(\w+)/.exec(text.slice(pos));
+        if (!m) throw new Error(`cannot read a property at ${JSON.stringify(text.slice(pos, pos + 40))}`);
+        name = m[2];
+        pos += m[0].length;
+      }
+      ws();
+      if (text[pos] === "?") pos++;
+      ws();
+      if (text[pos] !== ":") throw new Error(`expected ":" at ${JSON.stringify(text.slice(pos, pos + 40))}`);
+      const [t, next] = parseTsType(text, pos + 1);
+      pos = next;
+      ws();
+      if (text[pos] === ";" || text[pos] === ",") pos++;
+      if (name === null) index = t; else props.set(name, t);
+    }
+    return [{ k: "obj", props, index }, pos];
+  }
+  if (text.startsWith("Array<", pos)) {
+    const [of, next] = parseTsType(text, pos + 6);
+    pos = next;
+    ws();
+    if (text[pos] !== ">") throw new Error("unterminated Array<");
+    return [{ k: "arr", of }, pos + 1];
+  }
+  // Anything else runs to the ";" (or closing bracket) at its own depth.
+  const from = pos;
+  let depth = 0;
+  for (; pos < text.length; pos++) {
+    const c = text[pos];
+    if (c === '"') { pos = text.indexOf('"', pos + 1); continue; }
+    if ("{(<[".includes(c)) depth++;
+    else if ("})>]".includes(c)) { if (depth === 0) break; depth--; }
+    else if ((c === ";" || c === ",") && depth === 0) break;
+  }
+  const word = text.slice(from, pos).trim();
+  return [/^\w+$/.test(word) ? { k: "name", name: word } : { k: "other" }, pos];
+}
 
 function parseDts(file) {
   if (dtsCache.has(file)) return dtsCache.get(file);
@@ -223,40 +404,34 @@ function parseDts(file) {
     imports.set(m[1], { file: target + ".d.ts", iface: "I" + path.basename(spec) });
   }
   const interfaces = new Map();
-  for (const m of text.matchAll(/export interface (\w+)(?: extends [^{]+)? \{\n/g)) {
-    const props = new Map();
-    let depth = 1;
-    for (const line of text.slice(m.index + m[0].length).split("\n")) {
-      if (depth === 1) {
-        const pm = line.match(/^\s*"([^"]+)"\??: (.*?);?$/);
-        if (pm) props.set(pm[1], pm[2]);
-      }
-      depth += (line.match(/\{/g) || []).length - (line.match(/\}/g) || []).length;
-      if (depth <= 0) break;
-    }
-    interfaces.set(m[1], props);
-  }
-  const r = { imports, interfaces };
+  for (const m of text.matchAll(/export interface (\w+)(?: extends [^{]+)? (?=\{)/g))
+    interfaces.set(m[1], parseTsType(text, m.index + m[0].length)[0]);
+  const r = { file, imports, interfaces };
   dtsCache.set(file, r);
   return r;
 }
 
 function checkFields(value, dtsFile, iface, at, where) {
-  if (value === null || typeof value !== "object" || Array.isArray(value) || !fs.existsSync(dtsFile)) return;
+  if (!fs.existsSync(dtsFile)) return;
   const d = parseDts(dtsFile);
-  const props = d.interfaces.get(iface);
-  if (!props) return; // a type alias (IntOrString, Quantity, Time...): nothing to check
-  for (const [k, v] of Object.entries(value)) {
-    if (!props.has(k)) {
-      fail(where, `${at}${at ? "." : ""}${k}: unknown field (not in ${iface.slice(1)})`);
-      continue;
+  const t = d.interfaces.get(iface);
+  if (t) checkType(value, t, d, iface.slice(1), at, where);
+  // else a type alias (IntOrString, Quantity, Time...): nothing to check
+}
+
+function checkType(value, t, d, typeName, at, where) {
+  const sub = (k) => `${at}${at ? "." : ""}${k}`;
+  if (t.k === "name") {
+    const ref = d.imports.get(t.name);
+    if (ref) checkFields(value, ref.file, ref.iface, at, where);
+  } else if (t.k === "arr") {
+    if (Array.isArray(value)) value.forEach((e, i) => checkType(e, t.of, d, typeName, `${at}[${i}]`, where));
+  } else if (t.k === "obj" && value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const pt = t.props.get(k) || t.index;
+      if (!pt) fail(where, `${sub(k)}: unknown field (not in ${typeName})`);
+      else checkType(v, pt, d, typeName, sub(k), where);
     }
-    const type = props.get(k);
-    const arr = type.match(/^Array<(\w+)>$/);
-    const ref = d.imports.get(arr ? arr[1] : type);
-    if (!ref) continue;
-    if (arr && Array.isArray(v)) v.forEach((e, i) => checkFields(e, ref.file, ref.iface, `${at}${at ? "." : ""}${k}[${i}]`, where));
-    else if (!arr) checkFields(v, ref.file, ref.iface, `${at}${at ? "." : ""}${k}`, where);
   }
 }
 
@@ -271,8 +446,12 @@ async function validateObject(o, where) {
     fail(w, `no kubernetes-models class for ${o.apiVersion} ${o.kind}`);
     return;
   }
+  // Base64 broken into lines (as kustomize writes long Secret values) is what the API server
+  // accepts; the schema's "byte" format does not allow the newlines.
+  const plain = o.kind === "Secret" && o.data
+    ? { ...o, data: Object.fromEntries(Object.entries(o.data).map(([k, v]) => [k, String(v).replace(/\n/g, "")])) } : o;
   try {
-    new m.Cls(o).validate();
+    new m.Cls(plain).validate();
   } catch (e) {
     fail(w, `schema: ${e.message}`);
   }
@@ -469,8 +648,30 @@ function checkDeployment(dep, objs, mode, where, lkBin) {
     for (const m of secretsOf(c)) check(m.readOnly === true, `container ${c.name}: secret volume ${m.name} must be mounted readOnly`);
 
   // Hardening, every container.
+  checkHardening(spec, check);
+
+  // The auth key: generated from a file that is not in the repository, and not a known key.
+  if (cfg.auth_key_file) {
+    const r = resolveFile(agent, spec, objs, cfg.auth_key_file);
+    const secret = !r.error && objs.find((o) => o.kind === "Secret" && o.metadata?.name === r.name);
+    if (secret) {
+      const gen = GENERATED.get(secret);
+      if (check(gen, `Secret ${r.name} is written in a manifest: anyone who has read the repository knows ` +
+                     "its auth key. Generate it (secretGenerator from a file that is not committed)"))
+        checkKeyNotKnown(r.value, check, gen.sources[r.key]);
+    }
+  }
+
+  checkPdb(dep, objs, check);
+  for (const [i, b] of (cfg.backends || []).entries()) checkBackendService(b, i, agent, spec, objs, check);
+
+  // The config itself passes the agent's own check, with the secrets written to temp files.
+  checkConfig(cfgText, objs, agent, spec, w, lkBin);
+}
+
+function checkHardening(spec, check) {
   const pod = spec.securityContext || {};
-  for (const c of [...inits, ...mains]) {
+  for (const c of [...(spec.initContainers || []), ...(spec.containers || [])]) {
     const sc = c.securityContext || {};
     check((sc.runAsNonRoot ?? pod.runAsNonRoot) === true, `container ${c.name}: runAsNonRoot`);
     check(sc.readOnlyRootFilesystem === true, `container ${c.name}: readOnlyRootFilesystem`);
@@ -480,9 +681,157 @@ function checkDeployment(dep, objs, mode, where, lkBin) {
     check(c.resources?.requests?.cpu && c.resources?.requests?.memory && c.resources?.limits?.memory,
           `container ${c.name}: needs requests (cpu, memory) and a memory limit`);
   }
+}
 
-  // The config itself passes the agent's own check, with the secrets written to temp files.
-  checkConfig(cfgText, objs, agent, spec, w, lkBin);
+const WORKLOAD_KINDS = new Set(["Deployment", "StatefulSet", "DaemonSet"]);
+const selects = (matchLabels, labels) =>
+  Object.keys(matchLabels || {}).length > 0 &&
+  Object.entries(matchLabels).every(([k, v]) => (labels || {})[k] === v);
+const podLabels = (o) => o.spec?.template?.metadata?.labels || {};
+
+// Every 64-hex-digit string in the files git tracks in the repository that holds validate.mjs:
+// a key that is in the repository is known to everyone who can read it.
+let knownKeysCache = null;
+function knownKeys() {
+  if (knownKeysCache) return knownKeysCache;
+  knownKeysCache = new Map();
+  const repo = path.resolve(HERE, "../..");
+  const r = spawnSync("git", ["-C", repo, "ls-files", "-z"], { encoding: "utf8", maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`git ls-files in ${repo} failed: ${r.stderr}`);
+  for (const rel of r.stdout.split("\0").filter(Boolean)) {
+    const file = path.join(repo, rel);
+    let text;
+    try {
+      if (fs.statSync(file).size > (4 << 20)) continue;
+      text = fs.readFileSync(file, "latin1");
+    } catch { continue; }
+    for (const m of text.matchAll(/(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])/g))
+      if (!knownKeysCache.has(m[0].toLowerCase())) knownKeysCache.set(m[0].toLowerCase(), rel);
+  }
+  return knownKeysCache;
+}
+
+function checkKeyNotKnown(value, check, source) {
+  const key = String(value).trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(key)) return; // checkConfig says "not 64 hex characters"
+  const from = source ? ` (from ${path.basename(path.dirname(source))}/${path.basename(source)})` : "";
+  const seen = knownKeys().get(key);
+  check(!seen, `the auth key${from} is a known key: it is written in the repository's ${seen}. ` +
+               "Make a random one: openssl rand -hex 32");
+  let period = 0;
+  for (let p = 1; p < 64 && !period; p++) if ([...key].every((c, i) => i < p || c === key[i - p])) period = p;
+  check(!period, `the auth key${from} repeats every ${period} digits: a pattern, not a random key. ` +
+                 "Make a random one: openssl rand -hex 32");
+  check(new Set(key).size >= 8, `the auth key${from} uses only ${new Set(key).size} distinct hex digits: not a random key`);
+}
+
+// Evictions one pod at a time, never none: a budget that allows no eviction blocks node drains.
+function checkPdb(dep, objs, check) {
+  const pdbs = objs.filter((o) => o.kind === "PodDisruptionBudget" && selects(o.spec?.selector?.matchLabels, podLabels(dep)));
+  if (!check(pdbs.length === 1, `want exactly one PodDisruptionBudget selecting the pods of Deployment/${dep.metadata.name}, found ${pdbs.length}`)) return;
+  const pdb = pdbs[0], n = dep.spec.replicas;
+  const count = (v) => (typeof v === "string" && v.endsWith("%") ? Math.ceil((Number(v.slice(0, -1)) * n) / 100) : Number(v));
+  const allowed = pdb.spec.maxUnavailable !== undefined ? count(pdb.spec.maxUnavailable)
+                : pdb.spec.minAvailable !== undefined ? n - count(pdb.spec.minAvailable) : 0;
+  check(allowed === 1, `PodDisruptionBudget/${pdb.metadata.name} allows ${allowed} of ${n} pods to be evicted at once, want 1 ` +
+                       "(one handoff at a time; 0 would block every node drain)");
+  check(pdb.spec.unhealthyPodEvictionPolicy === "AlwaysAllow",
+        `PodDisruptionBudget/${pdb.metadata.name}: unhealthyPodEvictionPolicy must be AlwaysAllow (while the backend is down ` +
+        "every pod is unready, and the default policy would then block node drains)");
+  for (const o of objs)
+    if (o !== dep && WORKLOAD_KINDS.has(o.kind) && selects(pdb.spec.selector.matchLabels, podLabels(o)))
+      check(false, `PodDisruptionBudget/${pdb.metadata.name} also selects the pods of ${o.kind}/${o.metadata.name}`);
+}
+
+// A backend whose host is a Service rendered with the app (the example Redis): the Service
+// must lead to a container listening on that port, and that server must read its password from
+// the same Secret key as the agent's password_file.
+function checkBackendService(b, i, agent, spec, objs, check) {
+  const m = /^([a-z0-9-]+)(?:\.[a-z0-9.-]+)?:(\d+)$/.exec(String(b.address || ""));
+  const svc = m && objs.find((o) => o.kind === "Service" && o.metadata?.name === m[1]);
+  if (!svc) return;
+  const what = `backends[${i}] ${b.address}: Service/${svc.metadata.name}`;
+  const port = (svc.spec.ports || []).find((p) => p.port === Number(m[2]));
+  if (!check(port, `${what} has no port ${m[2]}`)) return;
+  const wls = objs.filter((o) => WORKLOAD_KINDS.has(o.kind) && selects(svc.spec.selector, podLabels(o)));
+  if (!check(wls.length === 1, `${what} selects the pods of ${wls.length} workloads, want 1`)) return;
+  const pspec = wls[0].spec.template.spec;
+  const target = port.targetPort ?? port.port;
+  const server = (pspec.containers || []).find((c) => (c.ports || []).some((p) => p.name === target || p.containerPort === target));
+  if (!check(server, `${what}: targetPort ${target} is no port of ${wls[0].kind}/${wls[0].metadata.name}`)) return;
+  if (!b.password_file) return;
+  const mine = resolveFile(agent, spec, objs, b.password_file);
+  const theirs = (server.volumeMounts || []).map((mt) => {
+    const v = (pspec.volumes || []).find((x) => x.name === mt.name);
+    return v?.secret && (v.secret.items || []).map((it) => ({ name: v.secret.secretName, key: it.key }));
+  }).flat().filter(Boolean);
+  check(!mine.error && theirs.some((t) => t.name === mine.name && t.key === mine.key),
+        `${what}: container ${server.name} does not read the agent's password_file (Secret ${mine.name}, key ${mine.key})`);
+}
+
+// Every workload: its selector picks its own pods and no one else's. Those not checked by
+// checkDeployment (`done`) also get its selector and hardening checks.
+function checkWorkloads(objs, where, done) {
+  for (const o of objs.filter((x) => WORKLOAD_KINDS.has(x.kind))) {
+    const w = `${where}: ${o.kind}/${o.metadata.name}`;
+    const check = (cond, what) => { if (!cond) fail(w, what); return !!cond; };
+    if (!done.has(o)) {
+      check(selects(o.spec?.selector?.matchLabels, podLabels(o)), "spec.selector does not match the pod template's labels");
+      checkHardening(o.spec.template.spec, check);
+    }
+    for (const other of objs)
+      if (other !== o && WORKLOAD_KINDS.has(other.kind) && selects(o.spec?.selector?.matchLabels, podLabels(other)))
+        check(false, `its selector also matches the pods of ${other.kind}/${other.metadata.name}`);
+  }
+}
+
+// deploy/monitoring: the Service finds the app's agents, the ServiceMonitor finds the Service,
+// the PrometheusRule carries exactly the checked rule file, the dashboard ConfigMap the JSON.
+function checkMonitoring(objs, appObjs, dir, where) {
+  const check = (cond, what) => { if (!cond) fail(where, what); return !!cond; };
+  const deps = appObjs.filter((o) => o.kind === "Deployment");
+  const agentOf = (d) => [...(d.spec.template.spec.initContainers || []), ...(d.spec.template.spec.containers || [])]
+    .find((c) => (c.args || []).includes("agent"));
+  const svcs = objs.filter((o) => o.kind === "Service");
+  for (const svc of svcs) {
+    const d = deps.find((x) => selects(svc.spec.selector, podLabels(x)));
+    if (!check(d, `Service/${svc.metadata.name} selects no pods of ${MONITORED}`)) continue;
+    const agent = agentOf(d);
+    for (const p of svc.spec.ports || [])
+      check((agent?.ports || []).some((cp) => cp.name === p.targetPort || cp.containerPort === p.targetPort),
+            `Service/${svc.metadata.name} port ${p.name}: targetPort ${p.targetPort} is not the agent's HTTP port`);
+    check(svc.spec.publishNotReadyAddresses === true,
+          `Service/${svc.metadata.name}: publishNotReadyAddresses must be true (an unready agent is the one to scrape)`);
+  }
+  const sms = objs.filter((o) => o.kind === "ServiceMonitor");
+  check(sms.length >= 1, "no ServiceMonitor");
+  for (const sm of sms) {
+    const svc = svcs.find((x) => selects(sm.spec.selector?.matchLabels, x.metadata?.labels));
+    if (!check(svc, `ServiceMonitor/${sm.metadata.name} selects none of the Services`)) continue;
+    for (const e of sm.spec.endpoints || []) {
+      check((svc.spec.ports || []).some((p) => p.name === e.port), `ServiceMonitor/${sm.metadata.name}: port ${e.port} is not a port name of Service/${svc.metadata.name}`);
+      check(e.path === "/metrics", `ServiceMonitor/${sm.metadata.name}: path ${e.path}, want /metrics`);
+    }
+  }
+  const rulesFile = path.join(dir, "leasekeeper-rules.yaml");
+  const rules = objs.filter((o) => o.kind === "PrometheusRule");
+  check(rules.length === 1, `want one PrometheusRule, found ${rules.length}`);
+  if (rules.length === 1 && check(fs.existsSync(rulesFile), "leasekeeper-rules.yaml is missing")) {
+    const [plain] = parseYamlDocs(fs.readFileSync(rulesFile, "utf8"), "leasekeeper-rules.yaml");
+    check(isDeepStrictEqual(rules[0].spec?.groups, plain?.groups),
+          `PrometheusRule/${rules[0].metadata.name}: spec.groups differs from leasekeeper-rules.yaml (keep them identical)`);
+  }
+  const dash = objs.filter((o) => o.kind === "ConfigMap" && o.metadata?.labels?.grafana_dashboard === "1");
+  if (check(dash.length === 1, `want one ConfigMap labelled grafana_dashboard: "1", found ${dash.length}`)) {
+    const files = Object.keys(dash[0].data || {});
+    check(files.length === 1 && files[0].endsWith(".json"), `ConfigMap/${dash[0].metadata.name}: want one .json key, has ${files}`);
+    try {
+      const d = JSON.parse(dash[0].data[files[0]]);
+      check(Array.isArray(d.panels) && d.panels.length > 0 && d.uid && d.title, `${files[0]}: not a Grafana dashboard (uid, title, panels)`);
+    } catch (e) {
+      check(false, `${files[0]}: ${e.message}`);
+    }
+  }
 }
 
 function checkConfig(cfgText, objs, agent, spec, where, lkBin) {
@@ -533,6 +882,8 @@ function findKustomizations(dir, repo, out = []) {
   return out.sort();
 }
 
+const rendered = {};
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const found = findKustomizations(path.join(args.repo, "deploy"), args.repo);
@@ -541,7 +892,7 @@ async function main() {
   for (const rel of found) {
     const mode = EXPECTED[rel];
     if (!mode) {
-      fail(rel, "a kustomization validate.mjs does not know: add it to EXPECTED (native or classic)");
+      fail(rel, "a kustomization validate.mjs does not know: add it to EXPECTED (native, classic or monitoring)");
       continue;
     }
     const dir = path.join(args.repo, rel);
@@ -553,6 +904,7 @@ async function main() {
       continue;
     }
     const info = { mode, objects: objs.map((o) => `${o.kind}/${o.metadata?.name}`), kubectl: null };
+    rendered[rel] = objs;
     summary.kustomizations[rel] = info;
     note(`${rel}: rendered ${info.objects.join(", ")}`);
 
@@ -576,8 +928,23 @@ async function main() {
       if (names.has(objKey(o))) fail(rel, `${objKey(o)} defined twice`);
       names.add(objKey(o));
     }
-    const deps = objs.filter((o) => o.kind === "Deployment");
-    if (!deps.length) fail(rel, "no Deployment");
+    if (mode === "monitoring") {
+      let appObjs = [];
+      try {
+        appObjs = render(path.join(args.repo, MONITORED), args.repo);
+      } catch (e) {
+        fail(rel, `render ${MONITORED}: ${e.message}`);
+      }
+      checkMonitoring(objs, appObjs, dir, rel);
+      checkWorkloads(objs, rel, new Set());
+      continue;
+    }
+    // The app's Deployment is the one with the agent; others (the example Redis) get the
+    // checks every workload gets.
+    const hasAgent = (o) => [...(o.spec.template.spec.initContainers || []), ...(o.spec.template.spec.containers || [])]
+      .some((c) => (c.args || c.command || []).includes("agent"));
+    const deps = objs.filter((o) => o.kind === "Deployment" && hasAgent(o));
+    if (!deps.length) fail(rel, "no Deployment with the leasekeeper agent");
     for (const d of deps) {
       try {
         checkDeployment(d, objs, mode, rel, args.lkBin);
@@ -585,7 +952,9 @@ async function main() {
         fail(`${rel}: Deployment/${d.metadata?.name}`, e.stack || e.message);
       }
     }
+    checkWorkloads(objs, rel, new Set(deps));
   }
+  if (args.dump) fs.writeFileSync(args.dump, JSON.stringify(rendered, null, 1));
   summary.failures = failures.length;
   console.log(`RESULT ${JSON.stringify(summary)}`);
   process.exit(failures.length ? 1 : 0);
