@@ -61,7 +61,9 @@ case $mode in
 system)
 	# One package install at a time on this machine; dpkg's own lock may be held by an apt-get
 	# of someone else's for a while.
-	exec 9>/run/lock/leasekeeper-install-check.lock
+	lockdir=/run/lock
+	[ -d "$lockdir" ] || lockdir=/tmp
+	exec 9>"$lockdir/leasekeeper-install-check.lock"
 	flock -w 300 9 || fail "another install check holds the lock"
 	tries=0
 	until dpkg -i "$deb" >"$work/dpkg.log" 2>&1; do
