@@ -147,7 +147,7 @@ _leasekeeper() {
 			split=true
 		fi
 	fi
-	local bin=${words[0]} cmd i w sock= cmd_at=
+	local bin=${words[0]/#\~/$HOME} cmd i w sock= cmd_at=
 	COMPREPLY=()
 
 	if ((cword == 1)); then
