@@ -718,8 +718,10 @@ function checkKeyNotKnown(value, check, source) {
   const seen = knownKeys().get(key);
   check(!seen, `the auth key${from} is a known key: it is written in the repository's ${seen}. ` +
                "Make a random one: openssl rand -hex 32");
+  // A pattern: the key is a shorter run repeated (at least twice; a longer period would be
+  // met by chance, e.g. period 63 needs only the first and last digit to be equal).
   let period = 0;
-  for (let p = 1; p < 64 && !period; p++) if ([...key].every((c, i) => i < p || c === key[i - p])) period = p;
+  for (let p = 1; p <= 32 && !period; p++) if ([...key].every((c, i) => i < p || c === key[i - p])) period = p;
   check(!period, `the auth key${from} repeats every ${period} digits: a pattern, not a random key. ` +
                  "Make a random one: openssl rand -hex 32");
   check(new Set(key).size >= 8, `the auth key${from} uses only ${new Set(key).size} distinct hex digits: not a random key`);

@@ -40,11 +40,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import urllib.error
+import urllib.request
 
-from harness import REPO_ROOT, lk_bin
+from harness import (REPO_ROOT, LKTestCase, RespClient, RespError, free_port, lk_bin,
+                     lock_config, redis_server_bin, wait_until)
 
 DEPLOY_TESTS = os.path.join(REPO_ROOT, "tests", "deploy")
+MONITORING = os.path.join(REPO_ROOT, "deploy", "monitoring")
+RULES = os.path.join(MONITORING, "leasekeeper-rules.yaml")
+RULES_TESTS = os.path.join(MONITORING, "leasekeeper-rules.test.yaml")
+DASHBOARD = os.path.join(MONITORING, "leasekeeper-dashboard.json")
 VALIDATE = os.path.join(DEPLOY_TESTS, "validate.mjs")
 NODE_MODULES = os.path.join(DEPLOY_TESTS, "node_modules")
 STAMP = os.path.join(NODE_MODULES, ".leasekeeper-install-stamp")
@@ -356,6 +364,411 @@ class DeployManifests(unittest.TestCase):
                 self.assertIsNotNone(rc, out)
                 self.assertNotEqual(rc, 0, "validate.mjs accepted %r:\n%s" % (mutation, out))
                 self.assertIn(expect, out)
+
+
+# ---- deploy/monitoring: alert rules and dashboard ------------------------------------------
+
+def promtool():
+    path = shutil.which("promtool")
+    if not path:
+        raise AssertionError("promtool is not installed, so the alert rules in deploy/monitoring "
+                             "cannot be checked: run `make deps` (Debian package prometheus)")
+    return path
+
+
+def http_get(url, timeout=5):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def read_yaml(path):
+    """A YAML file as Python objects, read by the `yaml` npm package that validate.mjs uses
+    (PyYAML is not in Python's standard library)."""
+    r = subprocess.run(["node", "--input-type=module", "-e",
+                        "import YAML from 'yaml'; import fs from 'node:fs';"
+                        "process.stdout.write(JSON.stringify(YAML.parse(fs.readFileSync(process.argv[1], 'utf8'))))",
+                        path], capture_output=True, text=True, cwd=DEPLOY_TESTS, check=True)
+    return json.loads(r.stdout)
+
+
+def exposition_labels(text):
+    """{sample name: {label: set of values}} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? \S+$', line)
+        assert m, "cannot read exposition line %r" % line
+        labels = out.setdefault(m.group(1), {})
+        for k, v in re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:\\.|[^"\\])*)"', m.group(2) or ""):
+            labels.setdefault(k, set()).add(v)
+    return out
+
+
+# Labels Prometheus itself adds to every series of a target: job and instance always, namespace
+# and pod from Kubernetes service discovery (ServiceMonitor; the usual kubernetes-pods job).
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "service", "endpoint"}
+# Labels whose values are fixed by the agent (not by the config): a typo in a value is an error.
+ENUM_LABELS = {"reason", "outcome", "kind"}
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                   "unless", "bool", "offset", "inf", "nan", "atan2"}
+GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+                "bottomk", "topk", "quantile"}  # may be followed by `by (...)` before their "("
+TOKEN = re.compile(r'\s*(?:(?P<str>"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`)'
+                   r'|(?P<num>[0-9][0-9.]*(?:e[+-]?[0-9]+)?[a-z]*)'
+                   r'|(?P<id>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+                   r'|(?P<op>=~|!~|!=|==|>=|<=|[{}()\[\],=<>+\-*/^%:@]))')
+
+
+def promql_problems(expr, exported):
+    """What in a PromQL expression names a metric, label or label value the agent does not
+    export (exported: exposition_labels() of a real scrape). A small tokenizer, not a parser:
+    promtool checks the syntax; this checks the names."""
+    toks, pos = [], 0
+    while pos < len(expr):
+        m = TOKEN.match(expr, pos)
+        if not m or m.end() == pos:
+            if expr[pos:].strip() == "":
+                break
+            return ["cannot read %r at %r" % (expr, expr[pos:pos + 20])]
+        toks.append((m.lastgroup, m.group(m.lastgroup)))
+        pos = m.end()
+    problems, metrics, grouped = [], [], []
+    i, depth_sq = 0, 0
+    while i < len(toks):
+        kind, val = toks[i]
+        nxt = toks[i + 1][1] if i + 1 < len(toks) else None
+        if val == "[":
+            depth_sq += 1
+        elif val == "]":
+            depth_sq -= 1
+        elif depth_sq or kind != "id":
+            pass
+        elif val in GROUPING and nxt == "(":
+            j = i + 2
+            while toks[j][1] != ")":
+                if toks[j][0] == "id":
+                    grouped.append(toks[j][1])
+                j += 1
+            i = j
+        elif val in PROMQL_KEYWORDS or val in AGGREGATIONS or nxt == "(":
+            pass  # an operator keyword, or a function / aggregation
+        else:
+            metrics.append(val)
+            if val not in exported:
+                problems.append("%s is not a metric the agent exports" % val)
+            if nxt == "{":
+                j = i + 2
+                while toks[j][1] != "}":
+                    if toks[j][0] == "id":
+                        label, op, value = toks[j][1], toks[j + 1][1], toks[j + 2][1][1:-1]
+                        have = exported.get(val, {})
+                        if label not in have and label not in TARGET_LABELS:
+                            problems.append("%s has no label %s" % (val, label))
+                        elif label in ENUM_LABELS and op == "=" and value not in have.get(label, ()):
+                            problems.append("%s{%s} is never %r (it is one of %s)"
+                                            % (val, label, value, sorted(have.get(label, ()))))
+                        j += 3
+                    else:
+                        j += 1
+                i = j
+        i += 1
+    have = set(TARGET_LABELS)
+    for name in metrics:
+        have |= set(exported.get(name, {}))
+    for label in grouped:
+        if label not in have:
+            problems.append("groups by %s, which none of %s has" % (label, metrics))
+    return problems
+
+
+def grafana_to_promql(expr):
+    """A dashboard query as Prometheus would get it: Grafana's variables filled in."""
+    expr = re.sub(r"\$__(rate_)?interval|\$__range", "5m", expr)
+    return re.sub(r"\$\{?([a-zA-Z_]\w*)\}?", ".*", expr)
+
+
+def dashboard_queries(dash):
+    """[(where, PromQL)] of every panel target and every query variable."""
+    out = []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            out.append(("panel %d %r target %s" % (p["id"], p["title"], t.get("refId")),
+                        grafana_to_promql(t["expr"])))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.match(r"^label_values\((.*),\s*([a-zA-Z_]\w*)\)$", q)
+            assert m, "variable %s: only label_values(selector, label) queries are expected: %r" % (v["name"], q)
+            out.append(("variable %s" % v["name"], grafana_to_promql(m.group(1))))
+            out.append(("variable %s (label)" % v["name"],
+                        "sum by (%s) (%s)" % (m.group(2), grafana_to_promql(m.group(1)))))
+    return out
+
+
+class AlertRules(unittest.TestCase):
+    """deploy/monitoring/leasekeeper-rules.yaml, by promtool."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.promtool = promtool()
+        if not shutil.which("node"):  # not a skip: these checks have no other tool
+            raise AssertionError("node is not installed, and read_yaml() needs it: run `make deps`")
+        node_modules_ready()
+        cls.rules = read_yaml(RULES)
+        cls.alerts = [r["alert"] for g in cls.rules["groups"] for r in g["rules"] if "alert" in r]
+
+    def test_rules_pass_promtool_check(self):
+        r = subprocess.run([self.promtool, "check", "rules", RULES], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        n = sum(len(g["rules"]) for g in self.rules["groups"])
+        self.assertIn("SUCCESS: %d rules found" % n, r.stdout)
+        self.assertGreaterEqual(len(self.alerts), 8)
+
+    def test_rule_unit_tests_pass(self):
+        r = subprocess.run([self.promtool, "test", "rules", RULES_TESTS], capture_output=True,
+                           text=True, timeout=60, cwd=MONITORING)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("SUCCESS", r.stdout)
+
+    def test_every_alert_has_a_case_that_fires_and_one_that_must_not(self):
+        tests = read_yaml(RULES_TESTS)
+        fires, silent = set(), set()
+        for t in tests["tests"]:
+            for a in t.get("alert_rule_test", []):
+                (fires if a.get("exp_alerts") else silent).add(a["alertname"])
+        self.assertEqual(sorted(set(self.alerts) - fires), [], "alerts never expected to fire")
+        self.assertEqual(sorted(set(self.alerts) - silent), [], "alerts never expected to stay silent")
+
+        # And the firing cases really depend on each rule: with one alert's expression replaced
+        # by one that never fires, `promtool test rules` must fail.
+        def disabled(alert):
+            with tempfile.TemporaryDirectory(prefix="lk-rules-") as tmp:
+                with open(RULES) as f:
+                    text = f.read()
+                block = re.search(r"(?ms)^      - alert: %s\n.*?(?=^      - alert: |\Z)" % alert, text)
+                self.assertIsNotNone(block, alert)
+                new = re.sub(r"(?ms)^        expr: (\|\n(?:          .*\n)+|.*\n)",
+                             "        expr: vector(0) > 1\n", block.group(0), count=1)
+                self.assertNotEqual(new, block.group(0), alert)
+                with open(os.path.join(tmp, "leasekeeper-rules.yaml"), "w") as f:
+                    f.write(text.replace(block.group(0), new))
+                shutil.copy(RULES_TESTS, tmp)
+                return alert, subprocess.run([self.promtool, "test", "rules", "leasekeeper-rules.test.yaml"],
+                                             capture_output=True, text=True, timeout=60, cwd=tmp)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:
+            for alert, r in ex.map(disabled, self.alerts):
+                with self.subTest(alert=alert):
+                    self.assertNotEqual(r.returncode, 0, "the unit tests pass with %s disabled" % alert)
+                    self.assertIn("alertname: %s" % alert, r.stdout + r.stderr)
+
+
+class Dashboard(unittest.TestCase):
+    """deploy/monitoring/leasekeeper-dashboard.json: a Grafana dashboard whose queries parse."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(DASHBOARD) as f:
+            cls.dash = json.load(f)
+
+    def test_structure(self):
+        d = self.dash
+        self.assertEqual(d["uid"], "leasekeeper")
+        self.assertTrue(d["title"])
+        self.assertGreaterEqual(d["schemaVersion"], 36)
+        ids = [p["id"] for p in d["panels"]]
+        self.assertEqual(len(ids), len(set(ids)), "panel ids repeat")
+        variables = {v["name"]: v for v in d["templating"]["list"]}
+        self.assertEqual(len(variables), len(d["templating"]["list"]), "variable names repeat")
+        self.assertEqual(variables["datasource"]["type"], "datasource")
+        self.assertEqual(variables["datasource"]["query"], "prometheus")
+        cells = {}
+        for p in d["panels"]:
+            g = p["gridPos"]
+            self.assertTrue(0 <= g["x"] and g["w"] >= 1 and g["x"] + g["w"] <= 24 and g["h"] >= 1, p["title"])
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    self.assertNotIn((x, y), cells, "panels %r and %r overlap" % (cells.get((x, y)), p["title"]))
+                    cells[(x, y)] = p["title"]
+            if p["type"] == "row":
+                continue
+            self.assertTrue(p.get("description"), "panel %r needs a description" % p["title"])
+            self.assertEqual(p["datasource"], {"type": "prometheus", "uid": "${datasource}"}, p["title"])
+            refs = [t["refId"] for t in p["targets"]]
+            self.assertTrue(refs, "panel %r has no query" % p["title"])
+            self.assertEqual(len(refs), len(set(refs)), p["title"])
+            for t in p["targets"]:
+                self.assertEqual(t["datasource"]["uid"], "${datasource}", p["title"])
+                for var in re.findall(r"\$\{?([a-zA-Z_]\w*)", t["expr"]):
+                    self.assertTrue(var.startswith("__") or var in variables,
+                                    "panel %r uses $%s, which is not a variable" % (p["title"], var))
+        self.assertGreaterEqual(len([p for p in d["panels"] if p["type"] != "row"]), 10)
+
+    def test_queries_pass_promtool(self):
+        """Every query, variables filled in as Grafana would, is valid PromQL to promtool."""
+        queries = dashboard_queries(self.dash)
+        with tempfile.TemporaryDirectory(prefix="lk-dash-") as tmp:
+            path = os.path.join(tmp, "dashboard-queries.yaml")
+            with open(path, "w") as f:
+                f.write("groups:\n  - name: dashboard\n    rules:\n")
+                for i, (where, q) in enumerate(queries):
+                    f.write("      # %s\n      - record: dashboard:query_%d\n        expr: %s\n"
+                            % (where, i, json.dumps(q)))
+            r = subprocess.run([promtool(), "check", "rules", path], capture_output=True,
+                               text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("SUCCESS: %d rules found" % len(queries), r.stdout)
+
+
+class ExportedMetrics(LKTestCase):
+    """The rules, their unit tests' input series and the dashboard name only metrics, labels and
+    label values that a real agent's /metrics has."""
+
+    def setUp(self):
+        super().setUp()
+        promtool()  # the rules are promtool's to check; without it this test means little
+        if not shutil.which("node"):
+            raise AssertionError("node is not installed, and read_yaml() needs it: run `make deps`")
+        node_modules_ready()
+
+    def scrape(self):
+        redis = self.start_redis()
+        port = free_port()
+        agent = self.start_agent("pod-a", redis, locks=[lock_config("scheduler", ttl="3s")],
+                                 http_listen="127.0.0.1:%d" % port)
+        self.leader_app(agent, "scheduler")
+        status, text = http_get("http://127.0.0.1:%d/metrics" % port)
+        self.assertEqual(status, 200, text)
+        return exposition_labels(text)
+
+    def test_rules_tests_and_dashboard_use_only_exported_names(self):
+        exported = self.scrape()
+        self.assertIn("leasekeeper_lock_held", exported)
+        # The checker itself: it must see what is wrong in these.
+        for bad, want in [("leasekeeper_backend_up == 0", "not a metric the agent exports"),
+                          ('leasekeeper_lock_lost_total{reason="timeout"}', "is never 'timeout'"),
+                          ('leasekeeper_lock_held{backend="main"}', "has no label backend"),
+                          ("sum by (lock, backend) (leasekeeper_lock_held)", "groups by backend"),
+                          ("rate(leasekeeper_release_duration_seconds[5m])", "not a metric")]:
+            self.assertTrue(any(want in p for p in promql_problems(bad, exported)),
+                            "the checker misses %r: %s" % (bad, promql_problems(bad, exported)))
+        self.assertEqual(promql_problems(
+            'sum by (namespace, lock, reason) (increase(leasekeeper_lock_lost_total{reason="taken"}[5m]))'
+            ' and on (lock) leasekeeper_lock_held == 1', exported), [])
+
+        problems = []
+        rules = read_yaml(RULES)
+        for g in rules["groups"]:
+            for r in g["rules"]:
+                problems += ["rule %s: %s" % (r.get("alert") or r.get("record"), p)
+                             for p in promql_problems(r["expr"], exported)]
+        for t in read_yaml(RULES_TESTS)["tests"]:
+            for series in t["input_series"]:
+                problems += ["rules test input %s: %s" % (series["series"], p)
+                             for p in promql_problems(series["series"], exported)]
+        with open(DASHBOARD) as f:
+            dash = json.load(f)
+        queries = dashboard_queries(dash)
+        for where, q in queries:
+            problems += ["dashboard %s: %s" % (where, p) for p in promql_problems(q, exported)]
+        self.assertEqual(problems, [])
+        used = {n for _, q in queries for n in re.findall(r"\bleasekeeper_\w+", q)}
+        print("dashboard: %d queries on %d metrics; rules: %d" % (len(queries), len(used),
+              sum(len(g["rules"]) for g in rules["groups"])), file=sys.stderr)
+
+
+class ExampleRedis(LKTestCase):
+    """deploy/examples/redis, run for real: the Redis container's own start script under a real
+    redis-server, and an agent with the rendered config, both on loopback."""
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which("node"):
+            self.skipTest("node is not installed (Debian: apt-get install nodejs npm)")
+        node_modules_ready()
+
+    def test_redis_requires_the_generated_password_and_the_agent_is_ready_on_it(self):
+        copy = os.path.join(self.tmp, "repo")
+        values = copy_deploy(copy)
+        dump = os.path.join(self.tmp, "rendered.json")
+        rc, out, _ = run_validate(copy, {"LK_DEPLOY_KUBECTL": "0"}, dump=dump)
+        self.assertEqual(rc, 0, out)
+        with open(dump) as f:
+            objs = json.load(f)["deploy/examples/redis"]
+        by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+        secret = next(o for o in objs if o["kind"] == "Secret")
+        files = {}
+        for key in ("auth-key", "redis-password"):
+            files[key] = os.path.join(self.tmp, key)
+            with open(files[key], "w") as f:
+                f.write(secret_value(secret, key))
+            os.chmod(files[key], 0o600)
+
+        # The Redis container's script, with its paths and port moved into the test's.
+        redis_c = by[("Deployment", "redis")]["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(redis_c["command"][:2], ["sh", "-c"])
+        script = redis_c["command"][2]
+        port = free_port()
+        data = os.path.join(self.tmp, "data")
+        os.mkdir(data)
+        for old, new in (("/var/run/secrets/redis/password", files["redis-password"]),
+                         ("port 6379\n", "port %d\nbind 127.0.0.1\n" % port),
+                         ("dir /data\n", "dir %s\n" % data),
+                         ("exec redis-server ", "exec %s " % redis_server_bin())):
+            self.assertIn(old, script)
+            script = script.replace(old, new)
+        proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
+
+        def connected():
+            try:
+                return RespClient(port, timeout=2)
+            except OSError:
+                return None
+        c = wait_until(connected, what="the example Redis to listen")
+        with self.assertRaisesRegex(RespError, "NOAUTH"):
+            c.call("PING")
+        with self.assertRaisesRegex(RespError, "WRONGPASS|invalid password"):
+            c.call("AUTH", "CHANGE-ME")
+        self.assertEqual(c.call("AUTH", values["redis-password"]), "OK")
+        self.assertEqual(c.call("PING"), "PONG")
+        self.assertEqual(c.call("CONFIG", "GET", "save"), ["save", ""])
+        c.close()
+
+        # The agent, with the rendered ConfigMap's config: the Service name becomes loopback.
+        cfg = by[("ConfigMap", "myapp-leasekeeper")]["data"]["config.yaml"]
+        http = free_port()
+        for old, new in (('address: "redis:6379"', 'address: "127.0.0.1:%d"' % port),
+                         ("/var/run/secrets/redis/password", files["redis-password"]),
+                         ("/var/run/secrets/leasekeeper/key", files["auth-key"]),
+                         ("/run/leasekeeper/agent.sock", os.path.join(self.tmp, "agent.sock")),
+                         ('"0.0.0.0:9440"', '"127.0.0.1:%d"' % http)):
+            self.assertIn(old, cfg)
+            cfg = cfg.replace(old, new)
+        path = os.path.join(self.tmp, "config.yaml")
+        with open(path, "w") as f:
+            f.write(cfg)
+        log = open(os.path.join(self.tmp, "agent.log"), "w")
+        self.addCleanup(log.close)
+        agent = subprocess.Popen([lk_bin(), "agent", "-c", path], stdout=log, stderr=log,
+                                 stdin=subprocess.DEVNULL,
+                                 env=dict(os.environ, POD_NAME="myapp-0123456789-abcde"))
+        self.addCleanup(lambda: (agent.poll() is None and agent.terminate(), agent.wait(30)))
+        try:
+            wait_until(lambda: http_get("http://127.0.0.1:%d/readyz" % http)[0] == 200,
+                       what="the agent to be ready on the example Redis")
+        except AssertionError:
+            with open(os.path.join(self.tmp, "agent.log")) as f:
+                raise AssertionError("agent not ready:\n" + f.read()[-3000:])
+        self.assertIsNone(agent.poll())
 
 
 def dockerfile_stages(text):
