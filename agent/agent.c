@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,11 +43,14 @@ struct agent_timer {
 	lk_timer_fn *fn;
 	void *arg;
 	int64_t at_ns;             /* CLOCK_MONOTONIC deadline while armed */
-	size_t slot;               /* index in the heap, or NOT_ARMED */
-	uint64_t pass;             /* the agent's timer pass when armed */
+	/* 32 bits each keep the timer in a 48-byte heap chunk rather than 64, for four timers
+	 * per lock: the heap holds at most 4 x LK_CONFIG_MAX_LOCKS, and a pass count that wraps
+	 * only ever makes a timer armed 2^32 passes ago wait one more pass. */
+	uint32_t slot;             /* index in the heap, or NOT_ARMED */
+	uint32_t pass;             /* the agent's timer pass when armed */
 };
 
-#define NOT_ARMED ((size_t)-1)
+#define NOT_ARMED UINT32_MAX
 
 struct lk_agent {
 	struct event_base *base;
@@ -65,7 +69,7 @@ struct lk_agent {
 	size_t n_heap, cap_heap;
 	struct event *heap_ev;          /* fires at heap_ev_at, the earliest deadline when armed */
 	int64_t heap_ev_at;             /* -1 when heap_ev is not armed */
-	uint64_t timer_pass;            /* on_heap_timer runs, counted */
+	uint32_t timer_pass;            /* on_heap_timer runs, counted (wraps) */
 	struct lk_metrics metrics;
 	struct event *sig_term, *sig_int, *sig_quit, *shutdown_timer;
 
@@ -88,7 +92,7 @@ static int64_t env_now(void *ctx)
 static void heap_set(struct lk_agent *a, size_t i, struct agent_timer *t)
 {
 	a->heap[i] = t;
-	t->slot = i;
+	t->slot = (uint32_t)i;
 }
 
 static void heap_up(struct lk_agent *a, size_t i)
@@ -169,7 +173,7 @@ static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_agent *a = arg;
 	int64_t due = a->heap_ev_at, now = lk_mono_ns();
-	uint64_t pass = ++a->timer_pass;
+	uint32_t pass = ++a->timer_pass;
 
 	a->heap_ev_at = -1;
 	if (now > due)
@@ -685,6 +689,10 @@ int lk_agent_run(const struct lk_config *cfg)
 	       LKF_STR("identity", cfg->identity) LKF_STR("socket", cfg->socket_path)
 	       LKF_STR("http", cfg->http_listen ? cfg->http_listen : "")
 	       LKF_U64("locks", cfg->n_locks) LKF_BOOL("auth", cfg->auth_key_file != NULL));
+	/* Parsing the config peaked at ~2.5 KB per lock (libyaml's document), all free by now;
+	 * the heap keeps freed pages resident unless told, and would count them against us for
+	 * the agent's whole life. */
+	malloc_trim(0);
 	for (size_t i = 0; i < cfg->n_locks; i++)
 		lk_lock_start(a.locks[i]);
 	event_base_dispatch(a.base);

@@ -339,9 +339,15 @@ static void parse_lock(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct
 		lk_config_error_at(c, f.val[L_KEY], field,
 		                   "%s must be 1 to %d printable ASCII characters without spaces", Q(qb, l->key),
 		                   LK_BACKEND_KEY_MAX);
-	if (!l->key && l->name && asprintf(&l->key, "leasekeeper/%s", l->name) < 0) {
-		l->key = NULL;
-		c->oom = true;
+	if (!l->key && l->name) {
+		/* Not asprintf: its buffer's slack would stay with every lock for the agent's life. */
+		size_t len = sizeof("leasekeeper/") + strlen(l->name);
+
+		l->key = malloc(len);
+		if (l->key)
+			snprintf(l->key, len, "leasekeeper/%s", l->name);
+		else
+			c->oom = true;
 	}
 
 	l->ttl_ms = 10000;

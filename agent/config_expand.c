@@ -127,7 +127,9 @@ char *lk_config_expand(struct lk_config_ctx *c, const yaml_node_t *n, const char
 		}
 		i = (size_t)(close - v);
 	}
-	return b.p;
+	/* Kept for the agent's life, one per lock name: sized to fit, not to the buffer's growth. */
+	char *fit = realloc(b.p, b.len + 1);
+	return fit ? fit : b.p;
 oom:
 	c->oom = true;
 fail:

@@ -75,11 +75,13 @@ static void emit(struct lk_lock *l, const struct lk_event *ev)
 
 static void emit_follower(struct lk_lock *l)
 {
-	if (strcmp(l->announced_holder, l->holder) == 0)
+	if (!l->announce_due && strcmp(l->announced_holder ? l->announced_holder : "-",
+	                               lk_lock_holder(l)) == 0)
 		return;
-	snprintf(l->announced_holder, sizeof(l->announced_holder), "%s", l->holder);
+	l->announce_due = false;
+	lk_lock_set_text(&l->announced_holder, l->holder);
 	emit(l, &(struct lk_event){ .kind = LK_EV_FOLLOWER, .lock = l->cfg->name,
-	                            .holder = l->holder });
+	                            .holder = lk_lock_holder(l) });
 }
 
 /* LEADER or RENEWED for the current tenure: the validity left, and the moment the apps must
@@ -94,14 +96,14 @@ static void emit_tenure(struct lk_lock *l, enum lk_event_kind kind)
 static void set_holder(struct lk_lock *l, const char *holder)
 {
 	/* Holder identities come from the backend: keep only what the protocol can carry. */
+	char buf[LK_HOLDER_MAX];
 	size_t n = 0;
 
 	if (holder)
-		for (; holder[n] && n + 1 < sizeof(l->holder); n++)
-			l->holder[n] = (holder[n] > ' ' && holder[n] < 0x7f) ? holder[n] : '?';
-	if (n == 0)
-		l->holder[n++] = '-';
-	l->holder[n] = '\0';
+		for (; holder[n] && n + 1 < sizeof(buf); n++)
+			buf[n] = (holder[n] > ' ' && holder[n] < 0x7f) ? holder[n] : '?';
+	buf[n] = '\0';
+	lk_lock_set_text(&l->holder, n && strcmp(buf, "-") ? buf : NULL);
 }
 
 /* A failed request. r is NULL when the backend refused it synchronously because it is not
@@ -181,11 +183,11 @@ static bool holding_off(struct lk_lock *l)
 		return false;
 	}
 	if (until != l->holdoff_until_ns) {
-		snprintf(l->holdoff_why, sizeof(l->holdoff_why), "%s", why[0] ? why : "unknown");
+		lk_lock_set_text(&l->holdoff_why, why[0] ? why : "unknown");
 		LK_LOG(LK_WARN, "holding off: no new tenure until the old ones have expired",
 		       LKF_STR("lock", l->cfg->name) LKF_STR("backend", l->backend->name)
 		       LKF_I64("holdoff_ms", (until - now + NS_PER_MS - 1) / NS_PER_MS)
-		       LKF_STR("reason", l->holdoff_why));
+		       LKF_STR("reason", why[0] ? why : "unknown"));
 	}
 	l->holdoff_until_ns = until;
 	timer_at(l, LK_TIMER_RETRY, until);
@@ -387,7 +389,8 @@ static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 	timer_off(l, LK_TIMER_RETRY);
 	proven(l, r);
 	set_holder(l, l->identity);
-	snprintf(l->announced_holder, sizeof(l->announced_holder), "%s", l->identity);
+	lk_lock_set_text(&l->announced_holder, l->holder);
+	l->announce_due = false;
 	emit_tenure(l, LK_EV_LEADER);
 	LK_LOG(LK_INFO, "lock acquired", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
 	       LKF_I64("ttl_ms", ms_between(now, l->expires_ns))
@@ -440,7 +443,7 @@ static void lose_tenure(struct lk_lock *l, enum lk_lost_reason reason, const cha
 	       LKF_STR("reason", lk_lost_reason_name(reason)));
 	set_holder(l, holder);
 	/* The app was just told it is not the leader: the next FOLLOWER line must go out. */
-	l->announced_holder[0] = '\0';
+	l->announce_due = true;
 	if (l->state == LK_LOCK_STEPPING_DOWN) {
 		stepdown_over(l);
 		/* Taken, or gone as the backend says: nothing of ours is left. Otherwise the lease is

@@ -90,8 +90,8 @@ struct lk_lock_stats {
 	int64_t last_stepdown_ms;  /* STEPDOWN to the last ACK (or timeout), -1 if none yet */
 };
 
-/* Create a lock in IDLE. cfg, b and env are borrowed and must outlive the lock; identity is
- * copied. Returns NULL on allocation failure. */
+/* Create a lock in IDLE. cfg, b, identity and env are borrowed and must outlive the lock.
+ * Returns NULL on allocation failure. */
 struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend *b,
                             const char *identity, const struct lk_lock_env *env);
 

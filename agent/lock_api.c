@@ -53,11 +53,7 @@ struct lk_lock *lk_lock_new(const struct lk_config_lock *cfg, struct lk_backend 
 	l->state = LK_LOCK_IDLE; /* where every lock starts: not a transition */
 	l->stats.last_release_ms = -1;
 	l->stats.last_stepdown_ms = -1;
-	snprintf(l->holder, sizeof(l->holder), "-");
-	snprintf(l->announced_holder, sizeof(l->announced_holder), "-");
-	l->identity = strdup(identity);
-	if (!l->identity)
-		goto fail;
+	l->identity = identity;
 	for (int t = 0; t < LK_TIMER__COUNT; t++) {
 		l->timers[t] = env->timer_new(env->ctx, timer_fns[t], l);
 		if (!l->timers[t])
@@ -81,7 +77,9 @@ struct lk_lock *lk_lock_free(struct lk_lock *l)
 		if (l->timers[t])
 			l->env->timer_free(l->env->ctx, l->timers[t]);
 	free(l->members);
-	free(l->identity);
+	free(l->holder);
+	free(l->announced_holder);
+	free(l->holdoff_why);
 	free(l);
 	return NULL;
 }
@@ -202,7 +200,7 @@ int lk_lock_current_event(struct lk_lock *l, char *buf, size_t cap)
 		return lk_codec_format_event(buf, cap, &(struct lk_event){
 			.kind = LK_EV_FOLLOWER, .lock = l->cfg->name,
 			.holder = l->state == LK_LOCK_RELEASING || l->state == LK_LOCK_DONE
-			          ? "-" : l->holder });
+			          ? "-" : lk_lock_holder(l) });
 	}
 }
 
@@ -210,7 +208,19 @@ const char *lk_lock_name(const struct lk_lock *l) { return l->cfg->name; }
 const char *lk_lock_backend_name(const struct lk_lock *l) { return l->backend->name; }
 enum lk_lock_state lk_lock_state(const struct lk_lock *l) { return l->state; }
 uint64_t lk_lock_token(const struct lk_lock *l) { return l->token; }
-const char *lk_lock_holder(const struct lk_lock *l) { return l->holder; }
+const char *lk_lock_holder(const struct lk_lock *l) { return l->holder ? l->holder : "-"; }
+
+void lk_lock_set_text(char **dst, const char *src)
+{
+	char *copy;
+
+	if (src && *dst && strcmp(*dst, src) == 0)
+		return;
+	/* Out of memory the text is dropped ("-", or no reason): it only informs. */
+	copy = src ? strdup(src) : NULL;
+	free(*dst);
+	*dst = copy;
+}
 size_t lk_lock_campaigners(const struct lk_lock *l) { return l->n_members; }
 const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l) { return &l->stats; }
 
@@ -250,7 +260,7 @@ int64_t lk_lock_holdoff_ms(const struct lk_lock *l, const char **why)
 	if (left <= 0)
 		return 0;
 	if (why)
-		*why = l->holdoff_why;
+		*why = l->holdoff_why ? l->holdoff_why : "unknown";
 	return left;
 }
 

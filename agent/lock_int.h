@@ -43,7 +43,7 @@ struct lk_lock {
 	struct lk_backend *backend;
 	struct lk_backend_key *key;
 	const struct lk_lock_env *env;
-	char *identity;
+	const char *identity;      /* the agent's, shared by its locks */
 
 	enum lk_lock_state state;  /* written by set_state() only */
 	enum lk_lock_input input;  /* the input lk_lock_step() is handling, for the log */
@@ -72,15 +72,21 @@ struct lk_lock {
 
 	/* I10: no new tenure before this time (0: none), and why, as the backend said. */
 	int64_t holdoff_until_ns;
-	char holdoff_why[LK_HOLDOFF_WHY_MAX];
+	char *holdoff_why;
 
-	char holder[LK_HOLDER_MAX];   /* last known holder, "-" if none */
-	char announced_holder[LK_HOLDER_MAX]; /* last FOLLOWER holder sent, to send changes only */
+	/* Text is kept on the heap, sized to what it holds: fixed buffers for the longest holder
+	 * were 700 of a lock's 1,000 bytes, at 10,000 locks most of the agent's memory. */
+	char *holder;              /* last known holder, NULL if none ("-" to the apps) */
+	char *announced_holder;    /* last FOLLOWER holder sent (NULL: "-"), to send changes only */
+	bool announce_due;         /* the next FOLLOWER goes out even if the holder is the same */
 
 	int64_t stepdown_start_ns, release_start_ns;
 	struct lk_lock_stats stats;
 	void *timers[LK_TIMER__COUNT];
 };
+
+/* Set *dst to a heap copy of src (NULL: none), freeing the old text; a no-op if unchanged. */
+void lk_lock_set_text(char **dst, const char *src);
 
 /* Feed the lock one input: the only way in to its state machine (lock.c). */
 void lk_lock_step(struct lk_lock *l, enum lk_lock_input in, const struct lk_reply *r);

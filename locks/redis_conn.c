@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -105,9 +106,18 @@ static void lk_redis_timeval(struct timeval *tv, int64_t ms)
 
 void lk_redis_fifo_remove(struct lk_redis_req *req)
 {
-	if (req->in_fifo) {
-		TAILQ_REMOVE(&req->conn->fifo, req, link);
-		req->in_fifo = false;
+	struct lk_redis_conn *conn = req->conn;
+
+	if (!req->in_fifo)
+		return;
+	TAILQ_REMOVE(&conn->fifo, req, link);
+	req->in_fifo = false;
+	/* A burst (every lock acquiring or renewing at once) has been answered: the memory its
+	 * requests and buffers held is free, but the heap keeps it resident unless told (at
+	 * 10,000 locks, 0.7 KB per lock). */
+	if (--conn->n_fifo == 0 && conn->fifo_peak > LK_REDIS_TRIM_AFTER) {
+		conn->fifo_peak = 0;
+		malloc_trim(0);
 	}
 }
 
@@ -137,6 +147,8 @@ int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
 	req->ac = conn->ac;
 	TAILQ_INSERT_TAIL(&conn->fifo, req, link);
 	req->in_fifo = true;
+	if (++conn->n_fifo > conn->fifo_peak)
+		conn->fifo_peak = conn->n_fifo;
 	if (was_empty)
 		lk_redis_conn_arm(conn);
 	if (conn->flush && conn->state == LK_REDIS_UP)

