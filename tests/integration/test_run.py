@@ -705,7 +705,8 @@ class RunProcessGroupTest(RunTestBase):
 
 
 class RunUsageTest(RunTestBase):
-    """Exit status 2 (and no CMD) when run cannot start campaigning."""
+    """Exit status 64 for a wrong command line, 2 when run cannot start campaigning; no CMD
+    either way."""
 
     def setUp(self):
         super().setUp()
@@ -720,7 +721,7 @@ class RunUsageTest(RunTestBase):
         self.assertFalse(os.path.exists(self.marker), "CMD ran: %r" % r)
         return r
 
-    def test_bad_usage_exits_2_with_usage(self):
+    def test_bad_usage_exits_64_with_usage(self):
         s = self.agent.sock_path
         cases = [
             [],                                                   # nothing
@@ -738,7 +739,7 @@ class RunUsageTest(RunTestBase):
         for args in cases:
             with self.subTest(args=args):
                 r = self.run_cli(*args)
-                self.assertEqual(r.rc, 2, r)
+                self.assertEqual(r.rc, 64, r)
                 self.assertIn("usage: leasekeeper run", r.stderr, r)
         # A valid name of the longest length is not a usage error (just an unknown lock).
         r = self.run_cli("-s", s, "--lock", "x" * 128, "--", *self.cmd)
