@@ -16,8 +16,11 @@
 - deploy/monitoring: `promtool check rules` and `promtool test rules` pass, each alert's unit
   tests fail when the alert is disabled, and every metric, label and label value that the rules,
   their unit tests and the Grafana dashboard use is one a real agent exports (its /metrics,
-  scraped in the test); the dashboard's structure and PromQL are checked. promtool (Debian
-  package prometheus, installed by `make deps`) is required: without it these tests fail.
+  scraped in the test); the dashboard's structure and PromQL are checked. Then a real
+  Prometheus scrapes two agents through a handoff: every rule evaluates without error, no alert
+  fires, and the panels show the new leader, its token, the tenure and the release.
+  promtool and prometheus (Debian package prometheus, installed by `make deps`) are required:
+  without them these tests fail.
 - The Dockerfile is read (no Docker engine is needed): its runtime stage installs the package of
   every shared library the agent links, its build stage the -dev package of every pkg-config
   module the Makefile uses, and it runs as a numeric non-root user.
@@ -43,6 +46,7 @@ import tempfile
 import time
 import unittest
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from harness import (REPO_ROOT, LKTestCase, RespClient, RespError, free_port, lk_bin,
@@ -641,7 +645,7 @@ class ExportedMetrics(LKTestCase):
     def scrape(self):
         redis = self.start_redis()
         port = free_port()
-        agent = self.start_agent("pod-a", redis, locks=[lock_config("scheduler", ttl="3s")],
+        agent = self.start_agent("pod-a", redis, locks=[lock_config("scheduler", ttl="1s")],
                                  http_listen="127.0.0.1:%d" % port)
         self.leader_app(agent, "scheduler")
         status, text = http_get("http://127.0.0.1:%d/metrics" % port)
@@ -682,6 +686,117 @@ class ExportedMetrics(LKTestCase):
         used = {n for _, q in queries for n in re.findall(r"\bleasekeeper_\w+", q)}
         print("dashboard: %d queries on %d metrics; rules: %d" % (len(queries), len(used),
               sum(len(g["rules"]) for g in rules["groups"])), file=sys.stderr)
+
+
+class LivePrometheus(LKTestCase):
+    """A real Prometheus (Debian's prometheus package, which also has promtool) scrapes two real
+    agents every second through a handoff of one lock: the rules evaluate without errors, no
+    alert fires, and each dashboard panel shows what happened."""
+
+    def prometheus(self, targets):
+        binary = shutil.which("prometheus")
+        if not binary:
+            raise AssertionError("prometheus is not installed: run `make deps` (Debian package "
+                                 "prometheus)")
+        port = free_port()
+        cfg = os.path.join(self.tmp, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write("global: {scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}\n"
+                    "rule_files: [%s]\nscrape_configs:\n  - job_name: myapp\n    static_configs:\n"
+                    % json.dumps(RULES))
+            for pod, target in targets:
+                f.write("      - targets: [%s]\n        labels: {namespace: prod, pod: %s}\n"
+                        % (json.dumps(target), pod))
+        log = open(os.path.join(self.tmp, "prometheus.log"), "w")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen([binary, "--config.file=" + cfg,
+                                 "--storage.tsdb.path=" + os.path.join(self.tmp, "tsdb"),
+                                 "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
+        base = "http://127.0.0.1:%d" % port
+        wait_until(lambda: http_get(base + "/-/ready")[0] == 200, what="prometheus to be ready")
+        return base
+
+    def query(self, base, q):
+        status, body = http_get(base + "/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+        doc = json.loads(body) if body else {}
+        self.assertEqual((status, doc.get("status")), (200, "success"), "%s: %s" % (q, body))
+        return doc["data"]["result"]
+
+    def test_rules_evaluate_and_the_dashboard_shows_a_handoff(self):
+        # Prometheus first: it applies new targets only every 5 s, so it scrapes nothing for
+        # that long, during which the agents start (they fail to be scraped until they listen).
+        ports = {"myapp-a": free_port(), "myapp-b": free_port()}
+        base = self.prometheus([(pod, "127.0.0.1:%d" % port) for pod, port in ports.items()])
+        redis = self.start_redis()
+        agents = {pod: self.start_agent(pod, redis, locks=[lock_config("scheduler", ttl="1s")],
+                                        http_listen="127.0.0.1:%d" % port)
+                  for pod, port in ports.items()}
+        app_a, _ = self.leader_app(agents["myapp-a"], "scheduler")
+        app_b = self.connect(agents["myapp-b"], client_name="app-b", label="app@myapp-b")
+        app_b.call_ok("CAMPAIGN scheduler")
+        wait_until(lambda: self.query(base, 'count_over_time(leasekeeper_lock_held{pod="myapp-b"}[1m]) >= 2'),
+                   what="two scrapes of both agents")
+        app_a.close()  # the last campaign client left: a release, then myapp-b leads
+        lead_b, _ = app_b.await_event("LEADER", "scheduler")
+
+        with open(DASHBOARD) as f:
+            dash = json.load(f)
+        panels = {p["title"]: p for p in dash["panels"] if p["type"] != "row"}
+        fill = lambda e: re.sub(r"\$\{?([a-zA-Z_]\w*)\}?", ".*", e.replace("$__rate_interval", "1m"))
+
+        def one(title, ref="A"):
+            t = next(t for t in panels[title]["targets"] if t["refId"] == ref)
+            return self.query(base, fill(t["expr"]))
+
+        def value(series):
+            return float(series["value"][1])
+
+        expect = {
+            "Leaders per lock": lambda r: [(x["metric"], value(x)) for x in r] == [({"lock": "scheduler"}, 1.0)],
+            "Who leads": lambda r: [x["metric"].get("pod") for x in r] == ["myapp-b"],
+            "Fencing token of the leader": lambda r: [int(value(x)) for x in r] == [lead_b.token],
+            "New tenures": lambda r: len(r) == 1 and value(r[0]) > 0,
+            "Tenures lost, by reason": lambda r: r == [],
+            "Releases, by outcome": lambda r: [x["metric"].get("outcome") for x in r] == ["released"],
+            "Socket clients, by kind": lambda r: {x["metric"]["kind"]: value(x) for x in r}.get("campaign") == 1.0,
+            "Agent versions": lambda r: len(r) == 1 and value(r[0]) == 2.0,
+        }
+
+        def problems():
+            out = []
+            for title, p in panels.items():
+                for t in p["targets"]:
+                    r = self.query(base, fill(t["expr"]))
+                    ok = expect[title](r) if title in expect and t["refId"] == "A" else bool(r)
+                    if not ok:
+                        out.append("panel %r target %s shows %s" % (title, t["refId"], r))
+            for v in dash["templating"]["list"]:
+                if v["type"] == "query":
+                    m = re.match(r"^label_values\((.*),\s*(\w+)\)$", v["query"]["query"])
+                    r = self.query(base, "group by (%s) (%s)" % (m.group(2), fill(m.group(1))))
+                    want = {"namespace": "prod", "job": "myapp", "lock": "scheduler"}[v["name"]]
+                    if [x["metric"].get(m.group(2)) for x in r] != [want]:
+                        out.append("variable %s offers %s" % (v["name"], r))
+            status, body = http_get(base + "/api/v1/rules")
+            for g in json.loads(body)["data"]["groups"]:
+                for rule in g["rules"]:
+                    if rule["health"] != "ok" or rule["lastEvaluation"].startswith("0001"):
+                        out.append("rule %s: health %s %s" % (rule["name"], rule["health"],
+                                                              rule.get("lastError", "")))
+                    for a in rule.get("alerts", []):
+                        if a["state"] == "firing" or rule["name"] != "LeasekeeperTwoLeaders":
+                            out.append("alert %s is %s: %s" % (rule["name"], a["state"], a["labels"]))
+            return out
+
+        last = []
+        try:
+            wait_until(lambda: not last.__setitem__(slice(None), problems()) and not last,
+                       timeout=20, interval=0.25, what="the dashboard to show the handoff")
+        except AssertionError as e:
+            raise AssertionError("%s:\n%s" % (e, "\n".join(last)))
+        self.assertEqual(problems(), [])
 
 
 class ExampleRedis(LKTestCase):
