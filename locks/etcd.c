@@ -438,6 +438,7 @@ int lk_etcd_new(struct event_base *base, const struct lk_config_backend *cfg,
 	e->timeout_ms = cfg->timeout_ms;
 	TAILQ_INIT(&e->xfers);
 	TAILQ_INIT(&e->xqueue);
+	TAILQ_INIT(&e->xfailed);
 	TAILQ_INIT(&e->ops);
 	TAILQ_INIT(&e->keys);
 	TAILQ_INIT(&e->leases);

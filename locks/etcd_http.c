@@ -56,6 +56,7 @@ struct lk_etcd_sock {
 };
 
 static void lk_etcd_process(struct lk_etcd *e);
+static bool lk_etcd_xfer_easy(struct lk_etcd_xfer *x);
 
 /* ---- what a failure means --------------------------------------------------------------- */
 
@@ -222,7 +223,12 @@ int lk_etcd_http_init(struct lk_etcd *e)
 	if (curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, lk_etcd_sock_cb) != CURLM_OK ||
 	    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e) != CURLM_OK ||
 	    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, lk_etcd_timer_cb) != CURLM_OK ||
-	    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e) != CURLM_OK)
+	    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e) != CURLM_OK ||
+	    /* curl's default keeps four idle connections per transfer it has seen: after a burst
+	     * of watch streams (every lock campaigning at start), thousands of sockets and their
+	     * buffers, idle for the agent's life. Requests need at most LK_ETCD_MAX_RUNNING. */
+	    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)LK_ETCD_MAX_IDLE_CONNS)
+	    != CURLM_OK)
 		return -EIO;
 	return 0;
 }
@@ -309,21 +315,22 @@ static void lk_etcd_xfer_dequeue(struct lk_etcd *e)
 
 	/* A burst (every lock acquiring at start, or again after an outage) has drained: the
 	 * memory its requests held is free, but the heap keeps it resident unless told. */
-	if (TAILQ_EMPTY(&e->xqueue) && e->queued_peak > LK_ETCD_MAX_RUNNING && e->n_running == 0) {
+	if (TAILQ_EMPTY(&e->xqueue) && e->queued_peak > LK_ETCD_MAX_RUNNING) {
 		e->queued_peak = 0;
 		malloc_trim(0);
 	}
 	while (e->n_running < LK_ETCD_MAX_RUNNING && (x = TAILQ_FIRST(&e->xqueue))) {
 		TAILQ_REMOVE(&e->xqueue, x, qlink);
 		x->queued = false;
-		if (curl_multi_add_handle(e->multi, x->easy) == CURLM_OK) {
+		if (lk_etcd_xfer_easy(x) && curl_multi_add_handle(e->multi, x->easy) == CURLM_OK) {
 			e->n_running++;
 			continue;
 		}
-		/* Nothing will ever finish it: time it out at once instead. */
-		curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, 1L);
-		if (curl_multi_add_handle(e->multi, x->easy) == CURLM_OK)
-			e->n_running++;
+		/* Nothing will ever finish it: it fails from the loop (here we may be inside
+		 * another request's completion), as a request curl could not run would. */
+		x->failed = true;
+		TAILQ_INSERT_TAIL(&e->xfailed, x, qlink);
+		event_active(e->timer, EV_TIMEOUT, 0);
 	}
 }
 
@@ -334,6 +341,9 @@ static void lk_etcd_xfer_detach(struct lk_etcd_xfer *x)
 	if (x->queued) {
 		TAILQ_REMOVE(&e->xqueue, x, qlink);
 		x->queued = false;
+	} else if (x->failed) {
+		TAILQ_REMOVE(&e->xfailed, x, qlink);
+		x->failed = false;
 	} else {
 		curl_multi_remove_handle(e->multi, x->easy);
 		if (x->kind != LK_ETCD_X_WATCH && e->n_running > 0)
@@ -364,37 +374,26 @@ void lk_etcd_xfer_abort(struct lk_etcd_xfer *x)
 	lk_etcd_xfer_free(x);
 }
 
-/* Start a POST of body (taken, freed on failure too) to the current endpoint. timeout_ms 0
- * means no total timeout (watch streams); connecting is always bounded by the backend's. */
-struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
-                                        enum lk_etcd_call call, char *body, bool secret,
-                                        int64_t timeout_ms)
+/* Give x its curl handle, for the current endpoint and token: done when it leaves the queue,
+ * not when it joins it, for a curl handle with its buffers is ~25 KB and a burst queues one
+ * request per lock (10,000 of them held 250 MB). Returns false out of memory. */
+static bool lk_etcd_xfer_easy(struct lk_etcd_xfer *x)
 {
 	char url[LK_BACKEND_MAX_ENDPOINT_LEN + 32];
-	struct lk_etcd_xfer *x;
+	struct lk_etcd *e = x->e;
+	enum lk_etcd_xfer_kind kind = x->kind;
+	int64_t timeout_ms = x->timeout_ms;
 	struct curl_slist *h;
 	CURL *c;
 
-	x = calloc(1, sizeof(*x));
-	if (!x) {
-		if (secret)
-			sodium_memzero(body, strlen(body));
-		free(body);
-		return NULL;
-	}
-	x->e = e;
-	x->kind = kind;
-	x->call = call;
-	x->body = body;
-	x->secret = secret;
 	x->endpoint = e->cur;
 	x->token_gen = e->token_gen;
 	x->rev_floor = e->max_revision;
 	x->easy = c = curl_easy_init();
 	if (!c)
-		goto fail;
+		return false;
 
-	snprintf(url, sizeof(url), "%s%s", e->endpoints[e->cur], lk_etcd_paths[call]);
+	snprintf(url, sizeof(url), "%s%s", e->endpoints[e->cur], lk_etcd_paths[x->call]);
 	/* Expect: curl would wait for "100 Continue" before sending a larger body. */
 	h = curl_slist_append(NULL, "Content-Type: application/json");
 	if (h)
@@ -412,7 +411,7 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 		sodium_memzero(auth, sizeof(auth));
 	}
 	if (!h)
-		goto fail;
+		return false;
 
 	if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -424,6 +423,9 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 	     * make curl join the resolver thread: that would stall the loop for as long as DNS
 	     * takes, renew deadline included (I4). */
 	    curl_easy_setopt(c, CURLOPT_QUICK_EXIT, 1L) != CURLE_OK ||
+	    /* etcd's answers and watch events are a few hundred bytes: curl's 16 KB receive
+	     * buffer, per transfer and per watch stream, is most of a follower's memory. */
+	    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)LK_ETCD_RECV_BUFFER) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDS, x->body) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body)) != CURLE_OK ||
@@ -437,11 +439,36 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 	    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 	                     (long)(timeout_ms > 0 ? timeout_ms : e->timeout_ms)) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms) != CURLE_OK)
-		goto fail;
+		return false;
 	if ((e->ca_file && curl_easy_setopt(c, CURLOPT_CAINFO, e->ca_file) != CURLE_OK) ||
 	    (e->cert_file && curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert_file) != CURLE_OK) ||
 	    (e->key_file && curl_easy_setopt(c, CURLOPT_SSLKEY, e->key_file) != CURLE_OK))
-		goto fail;
+		return false;
+	return true;
+}
+
+/* Start a POST of body (taken, freed on failure too) to the current endpoint. timeout_ms 0
+ * means no total timeout (watch streams); connecting is always bounded by the backend's. */
+struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kind kind,
+                                        enum lk_etcd_call call, char *body, bool secret,
+                                        int64_t timeout_ms)
+{
+	struct lk_etcd_xfer *x;
+
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		if (secret)
+			sodium_memzero(body, strlen(body));
+		free(body);
+		return NULL;
+	}
+	x->e = e;
+	x->kind = kind;
+	x->call = call;
+	x->body = body;
+	x->secret = secret;
+	x->timeout_ms = timeout_ms;
+	x->endpoint = e->cur; /* what a failure names, if it never reaches curl */
 
 	/* Starts nothing yet: curl asks for a timer, and the transfer begins from the loop. A
 	 * lock operation's request beyond LK_ETCD_MAX_RUNNING waits its turn. What keeps tenures
@@ -453,7 +480,7 @@ struct lk_etcd_xfer *lk_etcd_xfer_start(struct lk_etcd *e, enum lk_etcd_xfer_kin
 		x->queued = true;
 		TAILQ_INSERT_TAIL(&e->xqueue, x, qlink);
 		e->queued_peak++;
-	} else if (curl_multi_add_handle(e->multi, c) != CURLM_OK) {
+	} else if (!lk_etcd_xfer_easy(x) || curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) {
 		goto fail;
 	} else if (kind != LK_ETCD_X_WATCH) {
 		e->n_running++;
@@ -478,6 +505,8 @@ static bool lk_etcd_tls_dropped(const struct lk_etcd_xfer *x, CURLcode res)
 		return false;
 	if (res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR && res != CURLE_GOT_NOTHING &&
 	    res != CURLE_SSL_CONNECT_ERROR)
+		return false;
+	if (!x->easy)
 		return false;
 	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
@@ -613,7 +642,8 @@ static void lk_etcd_xfer_done(struct lk_etcd *e, struct lk_etcd_xfer *x, CURLcod
 	struct lk_etcd_outcome o;
 	long http = 0;
 
-	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
+	if (x->easy)
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &http);
 	lk_etcd_xfer_detach(x);
 	lk_etcd_outcome(x, res, http, &o);
 	switch (x->kind) {
@@ -655,6 +685,10 @@ static void lk_etcd_process(struct lk_etcd *e)
 	CURL *easy;
 	int left;
 
+	struct lk_etcd_xfer *x;
+
+	while (!e->closing && (x = TAILQ_FIRST(&e->xfailed)))
+		lk_etcd_xfer_done(e, x, CURLE_OUT_OF_MEMORY);
 	while (!e->closing && (msg = curl_multi_info_read(e->multi, &left))) {
 		if (msg->msg != CURLMSG_DONE)
 			continue;

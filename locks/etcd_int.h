@@ -57,6 +57,8 @@ _Static_assert(LK_BACKEND_KEY_MAX + 1 + LK_ETCD_CAND_HEX <= LK_ETCD_JSON_MAX_KEY
  * would otherwise open 10,000 connections. Keepalives, batched renewals, auth, probes and
  * watches never wait (etcd_http.c). */
 #define LK_ETCD_MAX_RUNNING        32
+#define LK_ETCD_MAX_IDLE_CONNS     (2 * LK_ETCD_MAX_RUNNING) /* curl's pool of idle connections */
+#define LK_ETCD_RECV_BUFFER        4096  /* curl's receive buffer per transfer (its minimum: 1024) */
 
 #define LK_ETCD_BACKOFF_BASE_MS    100
 #define LK_ETCD_BACKOFF_CAP_MS     5000
@@ -104,8 +106,10 @@ struct lk_etcd_op;
 
 struct lk_etcd_xfer {
 	TAILQ_ENTRY(lk_etcd_xfer) link;  /* in e->xfers while curl has it, or it waits for curl */
-	TAILQ_ENTRY(lk_etcd_xfer) qlink; /* in e->xqueue while queued */
-	bool queued;                     /* waits for a slot (LK_ETCD_MAX_RUNNING) */
+	TAILQ_ENTRY(lk_etcd_xfer) qlink; /* in e->xqueue while queued, e->xfailed while failed */
+	bool queued;                     /* waits for a slot (LK_ETCD_MAX_RUNNING); no curl handle */
+	bool failed;                     /* could not be handed to curl: fails from the loop */
+	int64_t timeout_ms;              /* its total timeout, 0: none */
 	struct lk_etcd *e;
 	enum lk_etcd_xfer_kind kind;
 	enum lk_etcd_call call;
@@ -288,6 +292,7 @@ struct lk_etcd {
 	unsigned attempt;                /* failed probes since the last success */
 	struct lk_etcd_xfer_list xfers;
 	struct lk_etcd_xfer_list xqueue; /* requests waiting for a slot, oldest first (qlink) */
+	struct lk_etcd_xfer_list xfailed; /* requests that will fail from the loop (qlink) */
 	unsigned n_running;              /* requests (not watches) curl has */
 	unsigned queued_peak;            /* requests queued since the queue was last empty */
 	struct lk_etcd_op_list ops;
