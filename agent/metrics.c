@@ -145,6 +145,14 @@ void lk_metrics_render(const struct lk_status *st, struct evbuffer *out)
 	histogram(out, "leasekeeper_stepdown_wait_seconds",
 	          "Time from STEPDOWN to the last ACK (or the stepdown timeout).",
 	          &m->stepdown_wait);
+	header(out, "leasekeeper_backend_up", "gauge",
+	       "1 while the backend has answered since its last (re)connect, as /readyz counts it.");
+	for (size_t i = 0; i < st->n_backends; i++) {
+		const struct lk_backend *b = st->backends[i];
+
+		series(out, "leasekeeper_backend_up", "backend", b->name, NULL, NULL);
+		evbuffer_add_printf(out, "%d\n", b->ops->ready(b) ? 1 : 0);
+	}
 	header(out, "leasekeeper_backend_errors_total", "counter",
 	       "Failed backend requests and connection failures, by backend.");
 	for (size_t i = 0; i < st->n_backends; i++) {

@@ -114,6 +114,7 @@ class HttpTest(LKTestCase):
             self.assertIsNotNone(metric(text, name + "_bucket", le="+Inf"))
         self.assertEqual(metric(text, "leasekeeper_graceful_exit_failed_total"), 0)
         self.assertEqual(metric(text, "leasekeeper_backend_errors_total", backend="main"), 0)
+        self.assertEqual(metric(text, "leasekeeper_backend_up", backend="main"), 1)
         # A release by the last campaign client leaving shows up in the counters.
         app.close()
         wait_until(lambda: metric(get(self.base + "/metrics")[2], "leasekeeper_release_total",
@@ -134,6 +135,8 @@ class HttpTest(LKTestCase):
         wait_until(lambda: (metric(get(self.base + "/metrics")[2],
                                    "leasekeeper_backend_errors_total", backend="main") or 0) >= 1,
                    what="backend_errors_total to count the outage")
+        wait_until(lambda: metric(get(self.base + "/metrics")[2], "leasekeeper_backend_up",
+                                  backend="main") == 0, what="backend_up to fall to 0")
 
     @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian prometheus) not installed")
     def test_promtool_accepts_a_real_scrape(self):
