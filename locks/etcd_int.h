@@ -58,7 +58,7 @@ _Static_assert(LK_BACKEND_KEY_MAX + 1 + LK_ETCD_CAND_HEX <= LK_ETCD_JSON_MAX_KEY
  * watches never wait (etcd_http.c). */
 #define LK_ETCD_MAX_RUNNING        32
 #define LK_ETCD_MAX_IDLE_CONNS     (2 * LK_ETCD_MAX_RUNNING) /* curl's pool of idle connections */
-#define LK_ETCD_RECV_BUFFER        4096  /* curl's receive buffer per transfer (its minimum: 1024) */
+#define LK_ETCD_RECV_BUFFER        4096  /* curl's receive buffer per transfer (min. 1024) */
 
 #define LK_ETCD_BACKOFF_BASE_MS    100
 #define LK_ETCD_BACKOFF_CAP_MS     5000
