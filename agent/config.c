@@ -35,11 +35,11 @@ static const char *const top_keys[T_N] = {
 
 enum {
 	B_NAME, B_TYPE, B_TIMEOUT, B_PASSWORD_FILE, B_ADDRESS, B_ENDPOINTS, B_USERNAME, B_CA_FILE,
-	B_CERT_FILE, B_KEY_FILE, B_N
+	B_CERT_FILE, B_KEY_FILE, B_SENTINELS, B_MASTER_NAME, B_DB, B_N
 };
 static const char *const backend_keys[B_N] = {
 	"name", "type", "timeout", "password_file", "address", "endpoints", "username", "ca_file",
-	"cert_file", "key_file",
+	"cert_file", "key_file", "sentinels", "master_name", "db",
 };
 
 enum {
@@ -65,13 +65,90 @@ static size_t backend_key(const char *name)
 	return k;
 }
 
+/* A Redis backend's own fields. The rules are locks/redis_rules.c's (lk_backend_redis_check()),
+ * applied here one field at a time so that each problem points at its line. */
+static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *f,
+                        const char *path, struct lk_config_backend *b)
+{
+	char field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], kb[QBUF];
+	yaml_node_t *sn = f->val[B_SENTINELS];
+	uint64_t db;
+
+	lk_config_join(field, path, "address");
+	if (lk_config_get_string(c, f->val[B_ADDRESS], field, &b->address) > 0) {
+		if (!lk_backend_valid_address(b->address, false))
+			lk_config_error_at(c, f->val[B_ADDRESS], field,
+			                   "%s is not host:port, [v6]:port or unix:/path", Q(qb, b->address));
+		else if (sn)
+			lk_config_error_at(c, f->val[B_ADDRESS], field, "cannot be used with sentinels "
+			                   "(the sentinels tell the master's address)");
+	}
+
+	lk_config_join(field, path, "sentinels");
+	if (sn && sn->type != YAML_SEQUENCE_NODE) {
+		lk_config_error_at(c, sn, field, "expected a list, found %s",
+		                   lk_config_kind(kb, sizeof(kb), sn));
+	} else if (sn) {
+		size_t count = (size_t)(sn->data.sequence.items.top - sn->data.sequence.items.start);
+
+		if (count == 0)
+			lk_config_error_at(c, sn, field, "at least one sentinel is required");
+		if (count > LK_CONFIG_MAX_SENTINELS) {
+			lk_config_error_at(c, sn, field, "too many sentinels (at most %d)",
+			                   LK_CONFIG_MAX_SENTINELS);
+			count = LK_CONFIG_MAX_SENTINELS;
+		}
+		b->sentinels = calloc(count ? count : 1, sizeof(*b->sentinels));
+		if (!b->sentinels)
+			c->oom = true;
+		for (size_t k = 0; k < count && b->sentinels; k++) {
+			yaml_node_t *item = lk_config_node_at(c, sn->data.sequence.items.start[k]);
+			char ifield[LK_CONFIG_PATH_MAX_LEN + 24];
+			char **sp = &b->sentinels[b->n_sentinels];
+
+			snprintf(ifield, sizeof(ifield), "%s[%zu]", field, k);
+			if (lk_config_get_string(c, item, ifield, sp) <= 0)
+				continue;
+			b->n_sentinels++;
+			if (!lk_backend_valid_address(*sp, true))
+				lk_config_error_at(c, item, ifield, "%s is not host:port or [v6]:port",
+				                   Q(qb, *sp));
+		}
+		if (!f->val[B_MASTER_NAME])
+			lk_config_error_at(c, sn, field, "requires master_name");
+	}
+
+	lk_config_join(field, path, "master_name");
+	if (lk_config_get_string(c, f->val[B_MASTER_NAME], field, &b->master_name) > 0) {
+		if (!lk_backend_redis_valid_master_name(b->master_name))
+			lk_config_error_at(c, f->val[B_MASTER_NAME], field,
+			                   "%s must be 1 to %d printable ASCII characters without spaces",
+			                   Q(qb, b->master_name), LK_BACKEND_REDIS_MAX_MASTER_NAME);
+		else if (!sn)
+			lk_config_error_at(c, f->val[B_MASTER_NAME], field, "requires sentinels");
+	}
+
+	lk_config_join(field, path, "db");
+	if (lk_config_get_number(c, f->val[B_DB], field, 0, LK_BACKEND_REDIS_MAX_DB, NULL, &db) > 0)
+		b->db = (unsigned)db;
+
+	/* Redis authenticates a user with its password; a user alone would be ignored. */
+	if (f->val[B_USERNAME] && !f->val[B_PASSWORD_FILE]) {
+		lk_config_join(field, path, "username");
+		lk_config_error_at(c, f->val[B_USERNAME], field, "requires password_file");
+	}
+	if (!b->address && !sn)
+		lk_config_dup_str(c, LK_BACKEND_REDIS_DEFAULT_ADDRESS, &b->address);
+}
+
 static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, struct lk_config *cfg)
 {
 	static const char *const types[] = { "redis", "etcd" };
 	/* Fields that only one type has, with the type that has them. */
 	static const struct { int field; enum lk_backend_type type; } owned[] = {
-		{ B_ADDRESS, LK_BACKEND_REDIS }, { B_ENDPOINTS, LK_BACKEND_ETCD },
-		{ B_USERNAME, LK_BACKEND_ETCD }, { B_CA_FILE, LK_BACKEND_ETCD },
+		{ B_ADDRESS, LK_BACKEND_REDIS }, { B_SENTINELS, LK_BACKEND_REDIS },
+		{ B_MASTER_NAME, LK_BACKEND_REDIS }, { B_DB, LK_BACKEND_REDIS },
+		{ B_ENDPOINTS, LK_BACKEND_ETCD }, { B_CA_FILE, LK_BACKEND_ETCD },
 		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
 	};
 	struct lk_config_backend *b = &cfg->backends[i];
@@ -130,14 +207,16 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 		                   b->type == LK_BACKEND_REDIS ? "a redis" : "an etcd");
 	}
 
+	lk_config_join(field, path, "username");
+	if (lk_config_get_string(c, f.val[B_USERNAME], field, &b->username) > 0) {
+		if (!lk_config_printable_word(b->username, 1, MAX_IDENTITY))
+			lk_config_error_at(c, f.val[B_USERNAME], field,
+			                   "%s must be 1 to %d printable ASCII characters without spaces",
+			                   Q(qb, b->username), MAX_IDENTITY);
+	}
+
 	if (b->type == LK_BACKEND_REDIS) {
-		lk_config_join(field, path, "address");
-		if (lk_config_get_string(c, f.val[B_ADDRESS], field, &b->address) > 0 &&
-		    !lk_backend_valid_address(b->address, false))
-			lk_config_error_at(c, f.val[B_ADDRESS], field,
-			                   "%s is not host:port, [v6]:port or unix:/path", Q(qb, b->address));
-		if (!b->address)
-			lk_config_dup_str(c, LK_BACKEND_REDIS_DEFAULT_ADDRESS, &b->address);
+		parse_redis(c, &f, path, b);
 		return;
 	}
 
@@ -181,13 +260,6 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 		}
 	}
 
-	lk_config_join(field, path, "username");
-	if (lk_config_get_string(c, f.val[B_USERNAME], field, &b->username) > 0) {
-		if (!lk_config_printable_word(b->username, 1, MAX_IDENTITY))
-			lk_config_error_at(c, f.val[B_USERNAME], field,
-			                   "%s must be 1 to %d printable ASCII characters without spaces",
-			                   Q(qb, b->username), MAX_IDENTITY);
-	}
 	lk_config_join(field, path, "ca_file");
 	lk_config_get_file(c, f.val[B_CA_FILE], field, &b->ca_file);
 	lk_config_join(field, path, "cert_file");
@@ -612,6 +684,10 @@ struct lk_config *lk_config_free(struct lk_config *cfg)
 		free(b->name);
 		free(b->password_file);
 		free(b->address);
+		for (size_t k = 0; k < b->n_sentinels; k++)
+			free(b->sentinels[k]);
+		free(b->sentinels);
+		free(b->master_name);
 		for (size_t k = 0; k < b->n_endpoints; k++)
 			free(b->endpoints[k]);
 		free(b->endpoints);

@@ -7,10 +7,12 @@
 #ifndef LK_LOCKS_BACKEND_CONFIG_H
 #define LK_LOCKS_BACKEND_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define LK_CONFIG_MAX_ENDPOINTS 16 /* etcd endpoints of one backend */
+#define LK_CONFIG_MAX_SENTINELS 16 /* Redis Sentinels of one backend */
 
 /* Defaults, written once: the config fills them in, and a backend given a NULL or zero field
  * (a test's hand-made struct) uses the same. */
@@ -18,6 +20,11 @@
 #define LK_BACKEND_REDIS_DEFAULT_TIMEOUT_MS 500
 #define LK_BACKEND_ETCD_DEFAULT_ENDPOINT    "http://127.0.0.1:2379"
 #define LK_BACKEND_ETCD_DEFAULT_TIMEOUT_MS  1000
+
+/* Redis's `databases` is 16 unless its config says otherwise, and managed services keep that:
+ * a db outside 0..15 is far more often a typo than a server configured for more. */
+#define LK_BACKEND_REDIS_MAX_DB             15
+#define LK_BACKEND_REDIS_MAX_MASTER_NAME    128 /* bytes of a Sentinel master name */
 
 enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 
@@ -29,13 +36,29 @@ struct lk_config_backend {
 	enum lk_backend_type type;
 	int64_t timeout_ms;          /* default 500ms for redis, 1s for etcd */
 	char *password_file;         /* NULL if none */
-	/* redis */
-	char *address;               /* "host:port", "[v6]:port" or "unix:/path"; default 127.0.0.1:6379 */
+	/* redis: address, or sentinels and master_name (never both) */
+	char *address;               /* "host:port", "[v6]:port" or "unix:/path"; default 127.0.0.1:6379
+	                                unless sentinels are given */
+	char **sentinels;            /* "host:port" or "[v6]:port" each; NULL if none */
+	size_t n_sentinels;
+	char *master_name;           /* what the sentinels call the master; with sentinels only */
+	unsigned db;                 /* SELECTed on the command connection; 0..LK_BACKEND_REDIS_MAX_DB */
 	/* etcd */
 	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
 	size_t n_endpoints;
-	char *username;              /* NULL if none; needs password_file */
+	char *username;              /* both: NULL if none; needs password_file (Redis 6 ACL user) */
 	char *ca_file, *cert_file, *key_file; /* NULL if none; cert and key go together */
 };
+
+/* The Redis settings' rules, written once (locks/redis_rules.c): the config applies them
+ * field by field to point at the offending line, lk_redis_new to the whole struct. */
+
+/* A Sentinel master name: 1 to LK_BACKEND_REDIS_MAX_MASTER_NAME printable ASCII bytes without
+ * spaces (it travels in a command and is compared with the words of a +switch-master event). */
+bool lk_backend_redis_valid_master_name(const char *s);
+
+/* Every rule of a Redis backend's fields: 0, or -EINVAL with the first problem in err[errlen],
+ * worded as the config file spells the fields. */
+int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_t errlen);
 
 #endif

@@ -30,8 +30,9 @@
  * reports the key held by nobody known rather than by ourselves.
  *
  * This file holds the scripts, the reply mapping and the operations; redis_conn.c the two
- * connections (DNS, connect, handshake, the in-flight FIFO and its deadlines, reconnects),
- * redis_int.h what they share.
+ * connections (handshake, the in-flight FIFO and its deadlines, reconnects), redis_dial.c how
+ * an attempt connects (DNS, hiredis), redis_sentinel.c which server is the master when
+ * Sentinel names it, redis_int.h what they share.
  */
 #include "locks/redis_int.h"
 
@@ -490,7 +491,7 @@ void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply)
 	if (r->replaced)
 		lk_redis_log(r, LK_BLOG_WARN, "another server instance answers at %s (run_id %.8s, "
 		             "was %.8s, up %" PRId64 "s): it may not know the tenures the old one "
-		             "granted", r->shown, r->run_id, r->prev_run_id, uptime_ms / 1000);
+		             "granted", r->master.shown, r->run_id, r->prev_run_id, uptime_ms / 1000);
 }
 
 /* ---- the operations --------------------------------------------------------------------- */
@@ -598,6 +599,8 @@ void lk_redis_finalize(struct lk_redis *r)
 	while ((k = TAILQ_FIRST(&r->keys)))
 		lk_redis_key_destroy(k);
 	free(r->buckets);
+	lk_redis_sentinel_free(r);
+	free(r->username);
 	if (r->password) {
 		sodium_memzero(r->password, r->password_len);
 		free(r->password);
@@ -616,6 +619,7 @@ static void lk_redis_free(struct lk_backend *b)
 	lk_redis_enter(r);
 	lk_redis_conn_close(&r->cmd);
 	lk_redis_conn_close(&r->sub);
+	lk_redis_conn_close(&r->sen);
 	lk_redis_dns_unref(r->dns);
 	r->dns = NULL;
 	lk_redis_leave(r);
@@ -640,8 +644,6 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 {
 	const char *addr;
 	struct lk_redis *r;
-	struct in6_addr a6;
-	struct in_addr a4;
 	struct timeval now = { 0, 0 };
 	int rc;
 
@@ -655,10 +657,10 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	r->base = base;
 	r->timeout_ms = cfg->timeout_ms;
 	TAILQ_INIT(&r->keys);
-	r->cmd.r = r->sub.r = r;
-	r->sub.subscriber = true;
+	r->cmd.r = r->sub.r = r->sen.r = r;
 	TAILQ_INIT(&r->cmd.fifo);
 	TAILQ_INIT(&r->sub.fifo);
+	TAILQ_INIT(&r->sen.fifo);
 	if (hooks)
 		r->b.hooks = *hooks;
 	r->b.name = strdup(cfg->name ? cfg->name : "redis");
@@ -667,24 +669,31 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	rc = lk_backend_redis_check(cfg, err, errlen);
+	if (rc < 0)
+		goto fail;
+	r->db = cfg->db;
 
-	addr = cfg->address ? cfg->address : LK_BACKEND_REDIS_DEFAULT_ADDRESS;
-	if (lk_parse_address(addr, r->host, sizeof(r->host), &r->port) < 0) {
-		rc = -EINVAL;
-		snprintf(err, errlen, "invalid address \"%s\": want host:port, [v6]:port or unix:/path",
-		         addr);
+	if (cfg->n_sentinels) {
+		rc = lk_redis_sentinel_new(r, cfg, err, errlen);
+		if (rc < 0)
+			goto fail;
+	} else {
+		addr = cfg->address ? cfg->address : LK_BACKEND_REDIS_DEFAULT_ADDRESS;
+		if (lk_redis_addr_set(&r->master, addr) < 0) {
+			rc = -EINVAL;
+			snprintf(err, errlen, "invalid address \"%s\": want host:port, [v6]:port or "
+			         "unix:/path", addr);
+			goto fail;
+		}
+		r->master_gen = 1;
+	}
+
+	if (cfg->username && !(r->username = strdup(cfg->username))) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (r->port == 0) {
-		snprintf(r->shown, sizeof(r->shown), "unix:%s", r->host);
-	} else if (inet_pton(AF_INET6, r->host, &a6) == 1 || strchr(r->host, '%')) {
-		r->numeric = true;
-		snprintf(r->shown, sizeof(r->shown), "[%s]:%d", r->host, r->port);
-	} else {
-		r->numeric = inet_pton(AF_INET, r->host, &a4) == 1;
-		snprintf(r->shown, sizeof(r->shown), "%s:%d", r->host, r->port);
-	}
-
 	if (cfg->password_file) {
 		rc = lk_backend_read_secret(cfg->password_file, LK_REDIS_MAX_PASSWORD_LEN,
 		                            &r->password, &r->password_len, err, errlen);
@@ -692,7 +701,8 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 			goto fail;
 	}
 
-	if (r->port && !r->numeric) {
+	/* Sentinels may be DNS names, and so may the master they name. */
+	if (r->sentinel || (r->master.port && !r->master.numeric)) {
 		r->dns = calloc(1, sizeof(*r->dns));
 		if (!r->dns) {
 			rc = -ENOMEM;
@@ -712,20 +722,18 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 		}
 	}
 
-	r->cmd.deadline = evtimer_new(base, lk_redis_deadline_cb, &r->cmd);
-	r->cmd.retry = evtimer_new(base, lk_redis_retry_cb, &r->cmd);
-	r->sub.deadline = evtimer_new(base, lk_redis_deadline_cb, &r->sub);
-	r->sub.retry = evtimer_new(base, lk_redis_retry_cb, &r->sub);
-	r->cmd.flush = event_new(base, -1, 0, lk_redis_flush_cb, &r->cmd);
-	r->sub.flush = event_new(base, -1, 0, lk_redis_flush_cb, &r->sub);
-	if (!r->cmd.deadline || !r->cmd.retry || !r->sub.deadline || !r->sub.retry ||
-	    !r->cmd.flush || !r->sub.flush) {
+	if (lk_redis_conn_init(r, &r->cmd, LK_REDIS_CMD) < 0 ||
+	    lk_redis_conn_init(r, &r->sub, LK_REDIS_SUB) < 0 ||
+	    (r->sentinel && lk_redis_conn_init(r, &r->sen, LK_REDIS_SENTINEL) < 0)) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	r->cmd.addr = r->sub.addr = r->master;
 
 	/* Connect from the loop, not from here: the caller gets its backend before any hook. */
+	if (r->sentinel)
+		evtimer_add(r->sen.retry, &now);
 	evtimer_add(r->cmd.retry, &now);
 	evtimer_add(r->sub.retry, &now);
 	*ret = &r->b;

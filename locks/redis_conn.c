@@ -1,6 +1,6 @@
-/* The Redis backend's connections (see redis.c for the backend as a whole): DNS, connect,
- * the handshake (AUTH, SCRIPT LOAD, INFO server, SUBSCRIBE), the in-flight FIFO with its
- * deadlines, and reconnects with backoff.
+/* The Redis backend's connections (see redis.c for the backend as a whole; redis_dial.c gets
+ * an attempt connected): the handshake (AUTH, SELECT, ROLE, SCRIPT LOAD, INFO server,
+ * SUBSCRIBE), the in-flight FIFO with its deadlines, and reconnects with backoff.
  *
  * hiredis 0.14 has no timeouts at all, not even for connect. So each connection keeps its own
  * FIFO of in-flight requests (Redis answers in order) with one libevent timer for the oldest
@@ -42,9 +42,7 @@
 #include <event2/util.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
 
-static void lk_redis_conn_arm(struct lk_redis_conn *conn);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -166,7 +164,7 @@ int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
  * together, the acquires after a reconnect) still leaves in one write, now ahead of the app
  * lines. It calls what the writable event would have called, from the loop like it, so a
  * failed write tears the context down the usual way. */
-void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg)
+static void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_redis_conn *conn = arg;
 	struct lk_redis *r = conn->r;
@@ -183,11 +181,12 @@ void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 static const char *lk_redis_role(const struct lk_redis_conn *conn)
 {
-	return conn->subscriber ? "subscriber " : "";
+	return conn->role == LK_REDIS_SUB ? "subscriber " :
+	       conn->role == LK_REDIS_SENTINEL ? "sentinel " : "";
 }
 
 /* Re-arm the deadline timer for whatever is due first. */
-static void lk_redis_conn_arm(struct lk_redis_conn *conn)
+void lk_redis_conn_arm(struct lk_redis_conn *conn)
 {
 	struct lk_redis *r = conn->r;
 	struct lk_redis_req *head;
@@ -257,7 +256,7 @@ static void lk_redis_conn_forget(struct lk_redis_conn *conn)
 
 /* The connection is gone or going: forget the context (hiredis or the caller frees it), drop
  * the FIFO (pending callbacks still arrive, with NULL) and schedule the next attempt. */
-static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
+void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
 {
 	struct lk_redis *r = conn->r;
 	bool was_up = conn->state == LK_REDIS_UP;
@@ -281,7 +280,7 @@ static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
 
 	/* One warning per outage, and for the subscriber only while the command connection looks
 	 * fine (otherwise its own warning already tells the story). */
-	warn = !conn->outage && (!conn->subscriber || r->cmd.state == LK_REDIS_UP);
+	warn = !conn->outage && (conn->role != LK_REDIS_SUB || r->cmd.state == LK_REDIS_UP);
 	conn->outage = true;
 	if (was_up)
 		lk_redis_log(r, warn ? LK_BLOG_WARN : LK_BLOG_DEBUG,
@@ -290,14 +289,22 @@ static void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
 	else
 		lk_redis_log(r, warn ? LK_BLOG_WARN : LK_BLOG_DEBUG,
 		             "%sconnection to %s failed: %s; retrying in %" PRId64 "ms",
-		             lk_redis_role(conn), r->shown, conn->why, delay);
+		             lk_redis_role(conn), conn->addr.shown, conn->why, delay);
+	if (conn->role == LK_REDIS_SENTINEL)
+		lk_redis_sentinel_lost(conn);
+}
+
+void lk_redis_conn_kick(struct lk_redis_conn *conn)
+{
+	struct timeval now = { 0, 0 };
+
+	conn->attempt = 0;
+	if (!conn->r->closing && conn->state == LK_REDIS_DOWN && conn->retry)
+		evtimer_add(conn->retry, &now);
 }
 
 /* Give up on the current attempt or connection ourselves. */
-static void lk_redis_conn_break(struct lk_redis_conn *conn, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void lk_redis_conn_break(struct lk_redis_conn *conn, const char *fmt, ...)
+void lk_redis_conn_break(struct lk_redis_conn *conn, const char *fmt, ...)
 {
 	redisAsyncContext *ac = conn->ac;
 	va_list ap;
@@ -318,25 +325,26 @@ static void lk_redis_handshake_done(struct lk_redis_conn *conn, bool may_notify)
 
 	conn->state = LK_REDIS_UP;
 	conn->attempt = 0;
-	lk_redis_log(r, conn->subscriber ? LK_BLOG_DEBUG : LK_BLOG_INFO, "%s%s to %s",
-	             lk_redis_role(conn), conn->was_up ? "reconnected" : "connected", r->shown);
+	lk_redis_log(r, conn->role == LK_REDIS_CMD ? LK_BLOG_INFO : LK_BLOG_DEBUG, "%s%s to %s",
+	             lk_redis_role(conn), conn->was_up ? "reconnected" : "connected",
+	             conn->addr.shown);
 	conn->outage = false;
 	conn->was_up = true;
 	lk_redis_conn_arm(conn);
 	/* Release notices may have been missed while we were away, and the server may be another
 	 * instance: leaders re-prove their tenures on the command connection at once. */
-	if (may_notify)
-		lk_redis_notify(r, conn->subscriber ? LK_NOTICE_MAYBE_FREE : LK_NOTICE_RECONNECTED,
-		                NULL, 0);
+	if (may_notify && conn->role != LK_REDIS_SENTINEL)
+		lk_redis_notify(r, conn->role == LK_REDIS_SUB ? LK_NOTICE_MAYBE_FREE :
+		                LK_NOTICE_RECONNECTED, NULL, 0);
 }
 
 static void lk_redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
-int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *k)
+int lk_redis_subscribe(struct lk_redis_conn *conn, const char *channel)
 {
 	struct lk_redis_req *req = calloc(1, sizeof(*req));
-	const char *argv[2] = { "SUBSCRIBE", k->channel };
-	size_t lens[2] = { 9, strlen(k->channel) };
+	const char *argv[2] = { "SUBSCRIBE", channel };
+	size_t lens[2] = { 9, strlen(channel) };
 	int rc;
 
 	if (!req)
@@ -353,7 +361,7 @@ int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *
 
 /* Send one handshake request (AUTH, SCRIPT LOAD, INFO server): it must complete within the
  * connection attempt's deadline. */
-static int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
+int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
                                    enum lk_redis_script script, int argc, const char **argv,
                                    const size_t *lens)
 {
@@ -371,13 +379,38 @@ static int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req
 	return rc;
 }
 
+/* AUTH <password> as the default user, or AUTH <username> <password> (a Redis 6 ACL user). */
 static int lk_redis_send_auth(struct lk_redis_conn *conn)
 {
 	struct lk_redis *r = conn->r;
-	const char *argv[2] = { "AUTH", r->password };
-	size_t lens[2] = { 4, r->password_len };
+	const char *argv[3] = { "AUTH", r->username, r->password };
+	size_t lens[3] = { 4, r->username ? strlen(r->username) : 0, r->password_len };
 
-	return lk_redis_send_handshake(conn, LK_REDIS_REQ_AUTH, 0, 2, argv, lens);
+	if (!r->username) {
+		argv[1] = r->password;
+		lens[1] = r->password_len;
+	}
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_AUTH, 0, r->username ? 3 : 2, argv, lens);
+}
+
+/* Keys live in the database SELECTed on the command connection; release notices need none,
+ * since Pub/Sub channels are the same in every database. */
+static int lk_redis_send_select(struct lk_redis_conn *conn)
+{
+	char db[16];
+	const char *argv[2] = { "SELECT", db };
+	size_t lens[2] = { 6, 0 };
+
+	lens[1] = (size_t)snprintf(db, sizeof(db), "%u", conn->r->db);
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_SELECT, 0, 2, argv, lens);
+}
+
+static int lk_redis_send_role(struct lk_redis_conn *conn)
+{
+	const char *argv[1] = { "ROLE" };
+	size_t lens[1] = { 4 };
+
+	return lk_redis_send_handshake(conn, LK_REDIS_REQ_ROLE, 0, 1, argv, lens);
 }
 
 static int lk_redis_send_load(struct lk_redis_conn *conn, enum lk_redis_script script)
@@ -408,7 +441,7 @@ static void lk_redis_keepalive(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
-static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
+void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 {
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
 	struct lk_redis_conn *conn = ac->data;
@@ -427,15 +460,23 @@ static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 	}
 	if (conn->ac != ac || r->closing)
 		goto out;
-	if (r->port)
+	if (conn->addr.port)
 		lk_redis_keepalive(ac->c.fd);
 
 	/* Pipeline the whole handshake. A send that fails here is left to the attempt's deadline:
 	 * freeing the context inside the connect callback would pull it out from under hiredis. */
 	conn->state = LK_REDIS_HANDSHAKE;
+	if (conn->role == LK_REDIS_SENTINEL) {
+		failed = !lk_redis_sentinel_handshake(conn);
+		goto sent;
+	}
 	if (r->password && lk_redis_send_auth(conn) < 0)
 		failed = true;
-	if (!conn->subscriber) {
+	if (conn->role == LK_REDIS_CMD) {
+		if (r->db && lk_redis_send_select(conn) < 0)
+			failed = true;
+		if (r->sentinel && lk_redis_send_role(conn) < 0)
+			failed = true;
 		for (int i = 0; i < LK_REDIS_N_SCRIPTS; i++)
 			if (lk_redis_send_load(conn, (enum lk_redis_script)i) < 0)
 				failed = true;
@@ -443,9 +484,10 @@ static void lk_redis_on_connect(const redisAsyncContext *cac, int status)
 			failed = true;
 	} else {
 		TAILQ_FOREACH(k, &r->keys, link)
-			if (!k->dead && lk_redis_subscribe(conn, k) < 0)
+			if (!k->dead && lk_redis_subscribe(conn, k->channel) < 0)
 				failed = true;
 	}
+sent:
 	if (TAILQ_EMPTY(&conn->fifo) && !failed)
 		/* Only a subscriber without keys gets here, so nobody would be notified anyway;
 		 * user callbacks must not run inside the connect callback. */
@@ -456,7 +498,7 @@ out:
 	lk_redis_leave(r);
 }
 
-static void lk_redis_on_disconnect(const redisAsyncContext *cac, int status)
+void lk_redis_on_disconnect(const redisAsyncContext *cac, int status)
 {
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
 	struct lk_redis_conn *conn = ac->data;
@@ -471,125 +513,8 @@ static void lk_redis_on_disconnect(const redisAsyncContext *cac, int status)
 	lk_redis_leave(r);
 }
 
-/* Create the context for one attempt; numeric addresses and unix paths come here directly,
- * DNS names after their lookup. */
-static void lk_redis_connect(struct lk_redis_conn *conn, const char *ip)
-{
-	struct lk_redis *r = conn->r;
-	redisAsyncContext *ac;
-	char why[LK_REDIS_MAX_SHOWN_LEN + 1];
 
-	ac = r->port ? redisAsyncConnect(ip, r->port) : redisAsyncConnectUnix(r->host);
-	if (!ac) {
-		lk_redis_conn_lost(conn, "out of memory");
-		return;
-	}
-	if (ac->err) {
-		const char *reason = lk_redis_errstr(ac, why, sizeof(why), "connect failed");
-
-		redisAsyncFree(ac);
-		lk_redis_conn_lost(conn, reason);
-		return;
-	}
-	if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
-		redisAsyncFree(ac);
-		lk_redis_conn_lost(conn, "cannot attach to the event loop");
-		return;
-	}
-	ac->data = conn;
-	redisAsyncSetConnectCallback(ac, lk_redis_on_connect);
-	redisAsyncSetDisconnectCallback(ac, lk_redis_on_disconnect);
-	r->n_ctx++;
-	conn->ac = ac;
-	conn->state = LK_REDIS_CONNECTING;
-	lk_redis_conn_arm(conn);
-}
-
-void lk_redis_dns_unref(struct lk_redis_dns *dns)
-{
-	if (dns && --dns->refs == 0) {
-		/* Nothing is in flight any more, so nothing can call back into the base. */
-		evdns_base_free(dns->base, 0);
-		free(dns);
-	}
-}
-
-static void lk_redis_resolved(int result, struct evutil_addrinfo *res, void *arg)
-{
-	struct lk_redis_resolve *rs = arg;
-	struct lk_redis_conn *conn = rs->conn;
-	struct lk_redis_dns *dns = rs->dns;
-	const struct evutil_addrinfo *ai, *pick = NULL;
-	char ip[INET6_ADDRSTRLEN];
-	struct lk_redis *r;
-
-	free(rs);
-	if (!conn)
-		goto done; /* detached: the attempt was given up, or the backend is gone */
-	r = conn->r;
-	lk_redis_enter(r);
-	conn->resolve = NULL;
-	/* Prefer IPv4: it is what "localhost" and most service names mean in practice. */
-	for (ai = result == 0 ? res : NULL; ai; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET) {
-			pick = ai;
-			break;
-		}
-		if (ai->ai_family == AF_INET6 && !pick)
-			pick = ai;
-	}
-	if (!pick) {
-		lk_redis_conn_lost(conn, result ? evutil_gai_strerror(result) : "no address found");
-	} else {
-		const void *a = pick->ai_family == AF_INET ?
-			(const void *)&((const struct sockaddr_in *)pick->ai_addr)->sin_addr :
-			(const void *)&((const struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
-
-		if (!evutil_inet_ntop(pick->ai_family, a, ip, sizeof(ip)))
-			lk_redis_conn_lost(conn, "bad address from the resolver");
-		else
-			lk_redis_connect(conn, ip);
-	}
-	lk_redis_leave(r);
-done:
-	if (res)
-		evutil_freeaddrinfo(res);
-	lk_redis_dns_unref(dns);
-}
-
-static void lk_redis_conn_start(struct lk_redis_conn *conn)
-{
-	struct lk_redis *r = conn->r;
-	struct evutil_addrinfo hints;
-	struct lk_redis_resolve *rs;
-
-	conn->attempt_deadline_ns = lk_mono_ns() + r->timeout_ms * 1000000;
-	if (!r->dns) {
-		lk_redis_connect(conn, r->host);
-		return;
-	}
-
-	rs = calloc(1, sizeof(*rs));
-	if (!rs) {
-		lk_redis_conn_lost(conn, "out of memory");
-		return;
-	}
-	rs->conn = conn;
-	rs->dns = r->dns;
-	r->dns->refs++;
-	conn->resolve = rs;
-	conn->state = LK_REDIS_RESOLVING;
-	lk_redis_conn_arm(conn);
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_protocol = IPPROTO_TCP;
-	/* May call lk_redis_resolved before returning (hosts file, errors). */
-	(void)evdns_getaddrinfo(r->dns->base, r->host, NULL, &hints, lk_redis_resolved, rs);
-}
-
-void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
+static void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_redis_conn *conn = arg;
 	struct lk_redis *r = conn->r;
@@ -600,7 +525,7 @@ void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
 	lk_redis_leave(r);
 }
 
-void lk_redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
+static void lk_redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct lk_redis_conn *conn = arg;
 	struct lk_redis *r = conn->r;
@@ -644,12 +569,23 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 
 	if (!reply || conn->ac != ac || conn->state != LK_REDIS_HANDSHAKE)
 		return;
-	if (req->kind == LK_REDIS_REQ_AUTH) {
+	if (req->kind == LK_REDIS_REQ_AUTH || req->kind == LK_REDIS_REQ_SELECT) {
 		if (reply->type == REDIS_REPLY_ERROR) {
 			lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), reply->str, reply->len);
-			lk_redis_conn_break(conn, "authentication failed: %s", text);
+			if (req->kind == LK_REDIS_REQ_AUTH)
+				lk_redis_conn_break(conn, "authentication%s%s failed: %s",
+				                    r->username ? " as " : "",
+				                    r->username ? r->username : "", text);
+			else
+				lk_redis_conn_break(conn, "SELECT %u failed: %s", r->db, text);
 			return;
 		}
+	} else if (req->kind == LK_REDIS_REQ_ROLE) {
+		if (!lk_redis_sentinel_role_reply(conn, reply))
+			return;
+	} else if (req->kind == LK_REDIS_REQ_MASTER) {
+		if (!lk_redis_sentinel_master_reply(conn, reply))
+			return;
 	} else if (req->kind == LK_REDIS_REQ_INFO) {
 		lk_redis_info_reply(r, reply);
 	} else if (reply->type == REDIS_REPLY_STRING && lk_redis_is_sha(reply->str, reply->len)) {
@@ -661,8 +597,7 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 		return;
 	}
 	TAILQ_FOREACH(o, &conn->fifo, link)
-		if (o->kind == LK_REDIS_REQ_AUTH || o->kind == LK_REDIS_REQ_LOAD ||
-		    o->kind == LK_REDIS_REQ_INFO || o->kind == LK_REDIS_REQ_SUBSCRIBE)
+		if (o->kind != LK_REDIS_REQ_SCRIPT)
 			return; /* more to come */
 	lk_redis_handshake_done(conn, true);
 }
@@ -683,8 +618,17 @@ void lk_redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	if (r->closing)
 		goto done;
 	if (req->kind == LK_REDIS_REQ_SCRIPT) {
+		const redisReply *rep = reply;
+		bool readonly = rep && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 &&
+		                memcmp(rep->str, "READONLY", 8) == 0;
+
 		if (lk_redis_script_reply(conn, ac, req, reply))
 			req = NULL; /* re-sent: the new callback owns it */
+		/* With Sentinel, the master we reached was demoted to a replica (it came back after
+		 * a failover): ask the sentinels again rather than retry where no write can work. */
+		else if (readonly && r->sentinel && !r->closing && conn->ac == ac &&
+		         conn->state == LK_REDIS_UP)
+			lk_redis_conn_break(conn, "%s is now a replica (READONLY)", conn->addr.shown);
 	} else {
 		lk_redis_handshake_reply(conn, ac, req, reply);
 	}
@@ -733,10 +677,24 @@ static void lk_redis_sub_cb(redisAsyncContext *ac, void *reply_, void *privdata)
 		else
 			lk_redis_conn_arm(conn);
 	} else if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0) {
-		lk_redis_notify(r, LK_NOTICE_MAYBE_FREE, chan->str, chan->len);
+		if (conn->role == LK_REDIS_SENTINEL)
+			lk_redis_sentinel_message(r, chan, reply->element[2]);
+		else
+			lk_redis_notify(r, LK_NOTICE_MAYBE_FREE, chan->str, chan->len);
 	}
 out:
 	lk_redis_leave(r);
+}
+
+int lk_redis_conn_init(struct lk_redis *r, struct lk_redis_conn *conn, enum lk_redis_role role)
+{
+	TAILQ_INIT(&conn->fifo);
+	conn->r = r;
+	conn->role = role;
+	conn->deadline = evtimer_new(r->base, lk_redis_deadline_cb, conn);
+	conn->retry = evtimer_new(r->base, lk_redis_retry_cb, conn);
+	conn->flush = event_new(r->base, -1, 0, lk_redis_flush_cb, conn);
+	return conn->deadline && conn->retry && conn->flush ? 0 : -ENOMEM;
 }
 
 void lk_redis_conn_close(struct lk_redis_conn *conn)

@@ -1,6 +1,7 @@
-/* What redis.c (scripts, reply mapping, operations) and redis_conn.c (connections, DNS,
- * handshake, deadlines) share: the Redis backend's limits, its structs and the functions one file
- * calls in the other. Only those two files include it. */
+/* What redis.c (scripts, reply mapping, operations), redis_conn.c (connections, DNS,
+ * handshake, deadlines), redis_keys.c (keys) and redis_sentinel.c (finding the master) share:
+ * the Redis backend's limits, its structs and the functions one file calls in another. Only
+ * those files include it. */
 #ifndef LK_LOCKS_REDIS_INT_H
 #define LK_LOCKS_REDIS_INT_H
 
@@ -59,6 +60,9 @@ enum lk_redis_state {
 
 enum lk_redis_req_kind {
 	LK_REDIS_REQ_AUTH,
+	LK_REDIS_REQ_SELECT,    /* SELECT db */
+	LK_REDIS_REQ_ROLE,      /* ROLE: with Sentinel, the server must still be the master */
+	LK_REDIS_REQ_MASTER,    /* SENTINEL get-master-addr-by-name, on a sentinel */
 	LK_REDIS_REQ_LOAD,
 	LK_REDIS_REQ_INFO,      /* INFO server: which instance this is (I10) */
 	LK_REDIS_REQ_SUBSCRIBE, /* ours alone: hiredis routes the confirmation to the channel */
@@ -67,6 +71,24 @@ enum lk_redis_req_kind {
 
 struct lk_redis;
 struct lk_redis_conn;
+struct lk_redis_sentinel;
+
+/* Where one connection goes: the configured server, the master the sentinels named, or a
+ * sentinel. */
+struct lk_redis_addr {
+	char host[LK_REDIS_MAX_HOST_LEN + 1]; /* IP literal, DNS name or socket path */
+	int port;                        /* 0 for a unix socket */
+	bool numeric;                    /* host is an IP literal: no lookup */
+	char shown[LK_REDIS_MAX_HOST_LEN + 16]; /* the address as log lines show it */
+};
+
+/* What a connection is for. */
+enum lk_redis_role {
+	LK_REDIS_CMD,                    /* handshake, then the lock scripts */
+	LK_REDIS_SUB,                    /* SUBSCRIBE to the keys' release channels */
+	LK_REDIS_SENTINEL,               /* ask a sentinel for the master, then SUBSCRIBE to
+	                                    +switch-master */
+};
 
 struct lk_redis_req {
 	TAILQ_ENTRY(lk_redis_req) link;  /* in conn->fifo while in_fifo */
@@ -107,7 +129,12 @@ struct lk_redis_resolve {
 
 struct lk_redis_conn {
 	struct lk_redis *r;
-	bool subscriber;
+	enum lk_redis_role role;
+	struct lk_redis_addr addr;       /* what the current attempt connects to */
+	/* CMD and SUB with Sentinel: the r->master_gen this attempt used, and whether the
+	 * connection waits for the sentinels' next answer before it tries again. */
+	unsigned gen;
+	bool waiting;
 	enum lk_redis_state state;
 	redisAsyncContext *ac;           /* NULL as soon as we know the context is dying */
 	struct lk_redis_resolve *resolve;
@@ -153,13 +180,16 @@ LIST_HEAD(lk_redis_key_chain, lk_backend_key);
 struct lk_redis {
 	struct lk_backend b;             /* first, so that the two pointers convert */
 	struct event_base *base;
-	char host[LK_REDIS_MAX_HOST_LEN + 1]; /* IP literal, DNS name or socket path */
-	int port;                        /* 0 for a unix socket */
-	bool numeric;                    /* host is an IP literal: no lookup */
-	char shown[LK_REDIS_MAX_HOST_LEN + 16]; /* the address as log lines show it */
+	/* The server: the configured address, or with Sentinel the master last named by a
+	 * sentinel (master_gen counts those answers; 0: none yet). */
+	struct lk_redis_addr master;
+	unsigned master_gen;
 	int64_t timeout_ms;
+	char *username;                  /* NULL if none (AUTH <password> as the default user) */
 	char *password;                  /* NULL if none; never in a message */
 	size_t password_len;
+	unsigned db;                     /* SELECTed when not 0 */
+	struct lk_redis_sentinel *sentinel; /* NULL without Sentinel */
 	struct lk_redis_dns *dns;        /* NULL unless host needs a lookup */
 	char sha[LK_REDIS_N_SCRIPTS][LK_REDIS_SHA_LEN + 1];
 	/* The server instance last seen by INFO server (I10); run_id "" until the first. */
@@ -169,6 +199,7 @@ struct lk_redis {
 	bool replaced;                   /* another instance was seen before this one */
 	bool info_failed;                /* INFO server was refused: logged once */
 	struct lk_redis_conn cmd, sub;
+	struct lk_redis_conn sen;        /* with Sentinel only (role SENTINEL) */
 	struct lk_redis_key_list keys;
 	/* The keys by release channel, so that a notice (and key_free's "is this channel shared")
 	 * costs a short chain, not a walk of every key: an agent with 10,000 locks hears 10,000
@@ -197,25 +228,69 @@ extern const char *const lk_redis_scripts[LK_REDIS_N_SCRIPTS];
 
 void lk_redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata);
 void lk_redis_conn_close(struct lk_redis_conn *conn);
-void lk_redis_deadline_cb(evutil_socket_t fd, short what, void *arg);
 void lk_redis_dns_unref(struct lk_redis_dns *dns);
 void lk_redis_enter(struct lk_redis *r);
 const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
                             const char *fallback);
 void lk_redis_fifo_remove(struct lk_redis_req *req);
-void lk_redis_flush_cb(evutil_socket_t fd, short what, void *arg);
 void lk_redis_leave(struct lk_redis *r);
 void lk_redis_log(struct lk_redis *r, enum lk_backend_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg);
 int lk_redis_send(struct lk_redis_conn *conn, struct lk_redis_req *req,
                   redisCallbackFn *fn, void *privdata,
                   int argc, const char **argv, const size_t *lens);
-int lk_redis_subscribe(struct lk_redis_conn *conn, const struct lk_backend_key *k);
+int lk_redis_subscribe(struct lk_redis_conn *conn, const char *channel);
 
 
 /* Record the run_id and uptime an `INFO server` reply gives (redis.c, I10). */
 void lk_redis_info_reply(struct lk_redis *r, const redisReply *reply);
+
+/* Re-arm conn's deadline timer for whatever is due first. */
+void lk_redis_conn_arm(struct lk_redis_conn *conn);
+/* The connection is gone or going: forget its context, schedule the next attempt. */
+void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why);
+/* hiredis's connect and disconnect callbacks. */
+void lk_redis_on_connect(const redisAsyncContext *cac, int status);
+void lk_redis_on_disconnect(const redisAsyncContext *cac, int status);
+
+/* ---- redis_dial.c ---- */
+
+/* Set a from "host:port", "[v6]:port" or "unix:/path": 0 or -EINVAL. */
+int lk_redis_addr_set(struct lk_redis_addr *a, const char *addr);
+/* Start one attempt of conn (its DNS lookup or its connect). */
+void lk_redis_conn_start(struct lk_redis_conn *conn);
+/* Set up conn's timers for role: 0 or -ENOMEM. */
+int lk_redis_conn_init(struct lk_redis *r, struct lk_redis_conn *conn, enum lk_redis_role role);
+/* Give up the current connection or attempt (the next one follows with backoff). */
+void lk_redis_conn_break(struct lk_redis_conn *conn, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Start an attempt at once if conn is down (resetting its backoff). */
+void lk_redis_conn_kick(struct lk_redis_conn *conn);
+/* Send a handshake request on conn (within the attempt's deadline): 0 or a negative errno. */
+int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
+                            enum lk_redis_script script, int argc, const char **argv,
+                            const size_t *lens);
+
+/* ---- redis_sentinel.c ---- */
+
+/* Set up Sentinel from cfg (sentinels, master_name): 0, or a negative errno with err. */
+int lk_redis_sentinel_new(struct lk_redis *r, const struct lk_config_backend *cfg,
+                          char *err, size_t errlen);
+void lk_redis_sentinel_free(struct lk_redis *r);
+/* The sentinel connection is connected: send its handshake. False if a send failed. */
+bool lk_redis_sentinel_handshake(struct lk_redis_conn *conn);
+/* The reply to SENTINEL get-master-addr-by-name: false if the connection was given up. */
+bool lk_redis_sentinel_master_reply(struct lk_redis_conn *conn, const redisReply *reply);
+/* A message on the sentinel connection (+switch-master). */
+void lk_redis_sentinel_message(struct lk_redis *r, const redisReply *chan,
+                               const redisReply *msg);
+/* The reply to ROLE on the command connection: false if the connection was given up. */
+bool lk_redis_sentinel_role_reply(struct lk_redis_conn *conn, const redisReply *reply);
+/* A command or subscriber connection wants to connect: true if it may now (the sentinels
+ * answered since its last attempt), else it waits for their next answer, which is asked. */
+bool lk_redis_sentinel_may_connect(struct lk_redis_conn *conn);
+/* The sentinel connection was lost: the next attempt asks the next sentinel. */
+void lk_redis_sentinel_lost(struct lk_redis_conn *conn);
 
 /* ---- redis_keys.c ---- */
 

@@ -167,7 +167,7 @@ struct lk_backend_key *lk_redis_key_new(struct lk_backend *b, const char *key, c
 
 	/* A subscriber still connecting subscribes every key once it is connected. */
 	if (r->sub.state == LK_REDIS_HANDSHAKE || r->sub.state == LK_REDIS_UP)
-		(void)lk_redis_subscribe(&r->sub, k);
+		(void)lk_redis_subscribe(&r->sub, k->channel);
 	return k;
 
 fail:

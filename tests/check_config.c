@@ -655,12 +655,16 @@ START_TEST(test_backend_type_and_foreign_fields)
 	              NAME ":3:11: backends[0].type: unknown backend type \"mysql\"; "
 	              "expected redis or etcd");
 	EXPECT_ERRORS("backends:\n  - name: m\n    type: etcd\n    address: \"x:1\"\n"
+	              "    sentinels: [\"x:1\"]\n    master_name: m\n    db: 1\n"
 	              "locks: [{name: a}]\n",
-	              NAME ":4:5: backends[0].address: not a field of an etcd backend");
+	              NAME ":4:5: backends[0].address: not a field of an etcd backend",
+	              NAME ":5:5: backends[0].sentinels: not a field of an etcd backend",
+	              NAME ":6:5: backends[0].master_name: not a field of an etcd backend",
+	              NAME ":7:5: backends[0].db: not a field of an etcd backend");
 	EXPECT_ERRORS(ONE_BACKEND "    endpoints: [http://x:1]\n    username: u\n"
 	              "    ca_file: /x\n    cert_file: /x\n    key_file: /x\nlocks: [{name: a}]\n",
 	              NAME ":4:5: backends[0].endpoints: not a field of a redis backend",
-	              NAME ":5:5: backends[0].username: not a field of a redis backend",
+	              NAME ":5:15: backends[0].username: requires password_file",
 	              NAME ":6:5: backends[0].ca_file: not a field of a redis backend",
 	              NAME ":7:5: backends[0].cert_file: not a field of a redis backend",
 	              NAME ":8:5: backends[0].key_file: not a field of a redis backend");
@@ -1670,6 +1674,127 @@ START_TEST(test_check_config_refuses_the_http_listen_the_agent_refuses)
 }
 END_TEST
 
+
+/* ---- Redis: ACL user, database, Sentinel ---- */
+
+START_TEST(test_redis_acl_user_db_and_sentinels_parse)
+{
+	struct lk_config *cfg = parse_ok(
+		"backends:\n"
+		"  - name: acl\n    type: redis\n    address: \"10.0.0.1:6379\"\n"
+		"    username: lk-agent\n    password_file: ${LK_TEST_DIR}/password\n    db: 15\n"
+		"  - name: ha\n    type: redis\n"
+		"    sentinels: [\"s1:26379\", \"[::1]:26380\", \"10.0.0.3:26379\"]\n"
+		"    master_name: mymaster\n"
+		"  - {name: plain, type: redis}\n"
+		"locks:\n  - {name: a, backend: acl}\n  - {name: b, backend: ha}\n"
+		"  - {name: c, backend: plain}\n");
+	struct lk_config_backend *b = &cfg->backends[0];
+
+	ck_assert_str_eq(b->username, "lk-agent");
+	ck_assert_str_eq(b->password_file, tmp_path("password"));
+	ck_assert_uint_eq(b->db, 15);
+	ck_assert_uint_eq(b->n_sentinels, 0);
+	ck_assert_ptr_null(b->master_name);
+	b = &cfg->backends[1];
+	/* No default address next to sentinels: the sentinels tell it. */
+	ck_assert_ptr_null(b->address);
+	ck_assert_uint_eq(b->n_sentinels, 3);
+	ck_assert_str_eq(b->sentinels[0], "s1:26379");
+	ck_assert_str_eq(b->sentinels[1], "[::1]:26380");
+	ck_assert_str_eq(b->sentinels[2], "10.0.0.3:26379");
+	ck_assert_str_eq(b->master_name, "mymaster");
+	ck_assert_uint_eq(b->db, 0);
+	ck_assert_ptr_null(b->username);
+	b = &cfg->backends[2];
+	ck_assert_str_eq(b->address, LK_BACKEND_REDIS_DEFAULT_ADDRESS);
+	ck_assert_uint_eq(b->db, 0);
+	lk_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_redis_acl_user_db_and_sentinel_errors)
+{
+	EXPECT_ERRORS(ONE_BACKEND "    db: 16\nlocks: [{name: a}]\n",
+	              NAME ":4:9: backends[0].db: must be between 0 and 15, got \"16\"");
+	EXPECT_ERRORS(ONE_BACKEND "    db: -1\nlocks: [{name: a}]\n",
+	              NAME ":4:9: backends[0].db: \"-1\" is not a whole number");
+	EXPECT_ERRORS(ONE_BACKEND "    username: lk\nlocks: [{name: a}]\n",
+	              NAME ":4:15: backends[0].username: requires password_file");
+	EXPECT_ERRORS(ONE_BACKEND "    username: \"a b\"\n    password_file: ${LK_TEST_DIR}/password\n"
+	              "locks: [{name: a}]\n",
+	              NAME ":4:15: backends[0].username: \"a b\" must be 1 to 253 printable ASCII "
+	              "characters without spaces");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"r:6379\"\n    sentinels: [\"s:26379\"]\n"
+	              "    master_name: m\nlocks: [{name: a}]\n",
+	              NAME ":4:14: backends[0].address: cannot be used with sentinels (the "
+	              "sentinels tell the master's address)");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: [\"s:26379\", \"unix:/s.sock\", \"s\"]\n"
+	              "locks: [{name: a}]\n",
+	              NAME ":4:16: backends[0].sentinels: requires master_name",
+	              NAME ":4:28: backends[0].sentinels[1]: \"unix:/s.sock\" is not host:port or "
+	              "[v6]:port",
+	              NAME ":4:44: backends[0].sentinels[2]: \"s\" is not host:port or [v6]:port");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: []\n    master_name: m\nlocks: [{name: a}]\n",
+	              NAME ":4:16: backends[0].sentinels: at least one sentinel is required");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: s:26379\n    master_name: m\nlocks: [{name: a}]\n",
+	              NAME ":4:16: backends[0].sentinels: expected a list, found \"s:26379\"");
+	EXPECT_ERRORS(ONE_BACKEND "    master_name: m\nlocks: [{name: a}]\n",
+	              NAME ":4:18: backends[0].master_name: requires sentinels");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: [\"s:26379\"]\n    master_name: \"m n\"\n"
+	              "locks: [{name: a}]\n",
+	              NAME ":5:18: backends[0].master_name: \"m n\" must be 1 to 128 printable "
+	              "ASCII characters without spaces");
+}
+END_TEST
+
+/* Hand-made entries that break each Redis rule: the agent refuses them as check-config does
+ * (the rules are written once, in locks/redis_rules.c). */
+START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
+{
+	static const char *const lines[] = {
+		"    db: 16\n",
+		"    username: lk\n",
+		"    address: \"r:6379\"\n    sentinels: [\"s:26379\"]\n    master_name: m\n",
+		"    sentinels: [\"s:26379\"]\n",
+		"    master_name: m\n",
+		"    sentinels: [\"unix:/s.sock\"]\n    master_name: m\n",
+		"    sentinels: [\"s:26379\"]\n    master_name: \"m n\"\n",
+	};
+	char *ok[] = { "s:26379" }, *unix_s[] = { "unix:/s.sock" };
+	struct lk_config_backend bad[] = {
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .db = 16 },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .username = "lk" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .address = "r:6379",
+		  .sentinels = ok, .n_sentinels = 1, .master_name = "m" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
+		  .n_sentinels = 1 },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .master_name = "m" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = unix_s,
+		  .n_sentinels = 1, .master_name = "m" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
+		  .n_sentinels = 1, .master_name = "m n" },
+	};
+	struct lk_config_backend good = { .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
+	                                  .sentinels = ok, .n_sentinels = 1, .master_name = "m",
+	                                  .db = 15 };
+	struct lk_config *cfg;
+
+	_Static_assert(sizeof(lines) / sizeof(lines[0]) == sizeof(bad) / sizeof(bad[0]),
+	               "one hand-made entry per config text");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(!config_accepts("redis", lines[i], &cfg), "check-config took %s",
+		              lines[i]);
+		ck_assert_msg(agent_accepts(&bad[i]) == -EINVAL, "the agent took %s", lines[i]);
+	}
+	ck_assert_msg(config_accepts("redis", "    sentinels: [\"s:26379\"]\n    master_name: m\n"
+	                             "    db: 15\n", &cfg), "check-config refused a good entry");
+	ck_assert_int_eq(agent_accepts(&cfg->backends[0]), 0);
+	lk_config_free(cfg);
+	ck_assert_int_eq(agent_accepts(&good), 0);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1693,6 +1818,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_check_config_refuses_the_redis_addresses_the_agent_refuses);
 	tcase_add_test(tc, test_check_config_refuses_the_etcd_settings_the_agent_refuses);
 	tcase_add_test(tc, test_check_config_refuses_the_http_listen_the_agent_refuses);
+	tcase_add_test(tc, test_check_config_refuses_the_redis_settings_the_agent_refuses);
+	tcase_add_test(tc, test_redis_acl_user_db_and_sentinels_parse);
 	tcase_add_test(tc, test_client_slot_defaults);
 	tcase_add_test(tc, test_client_slot_values);
 	suite_add_tcase(s, tc);
@@ -1714,6 +1841,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_backend_values);
 	tcase_add_test(tc, test_etcd_endpoints);
 	tcase_add_test(tc, test_etcd_credentials);
+	tcase_add_test(tc, test_redis_acl_user_db_and_sentinel_errors);
 	tcase_add_test(tc, test_referenced_files_must_be_readable);
 	tcase_add_test(tc, test_etcd_files_must_be_readable);
 	tcase_add_test(tc, test_top_level_values);

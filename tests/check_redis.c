@@ -4,11 +4,14 @@
  * renewals, WRONGTYPE and the NOSCRIPT fallback, subscriptions, unix sockets, garbage RESP. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,7 +26,7 @@
 
 #define KEY LK_TEST_KEY
 
-static struct lk_test_server srv;
+static struct lk_test_server srv, srv2;
 static struct event_base *base;
 static struct lk_backend *be;
 static struct lk_test_log logs;
@@ -77,6 +80,7 @@ static void teardown_loop(void)
 {
 	lk_test_kit_teardown();
 	lk_test_server_stop(&srv);
+	lk_test_server_stop(&srv2);
 }
 
 static void setup_redis(void)
@@ -608,6 +612,349 @@ START_TEST(test_transient_error_reply_is_error)
 }
 END_TEST
 
+/* ---- ACL users and databases ------------------------------------------------------------ */
+
+/* A server with an ACL user besides the open default user (which the inspection client uses). */
+static void start_acl_server(const char *databases)
+{
+	const char *args[] = { "--user", "lk-agent", "on", ">agent-pw", "~*", "&*", "+@all",
+	                       "--databases", databases, NULL };
+
+	ck_assert_int_eq(lk_test_redis_start(&srv, args), 0);
+}
+
+static int make_acl_backend(const char *password, unsigned db, char *err, size_t errlen)
+{
+	char path[400];
+	struct lk_config_backend cfg = {
+		.name = (char *)"main", .type = LK_BACKEND_REDIS, .address = srv.address,
+		.timeout_ms = 500, .username = (char *)"lk-agent", .password_file = path, .db = db,
+	};
+	struct lk_backend_hooks hooks = lk_test_hooks();
+
+	ck_assert_int_eq(lk_test_server_write_file(&srv, "pw", password, path, sizeof(path)), 0);
+	return lk_backend_new(base, &cfg, &hooks, &be, err, errlen);
+}
+
+/* How many of the server's clients are logged in as user (CLIENT LIST's user=...). */
+static int clients_as(const char *user)
+{
+	redisReply *rep = lk_test_redis_command(&srv, "CLIENT LIST");
+	char want[64];
+	int n = 0;
+
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	snprintf(want, sizeof(want), " user=%s ", user);
+	for (const char *p = rep->str; (p = strstr(p, want)); p++)
+		n++;
+	freeReplyObject(rep);
+	return n;
+}
+
+static char *redis_info(const char *section)
+{
+	redisReply *rep = lk_test_redis_command(&srv, "INFO %s", section);
+	char *text;
+
+	ck_assert_ptr_nonnull(rep);
+	ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+	text = strdup(rep->str);
+	freeReplyObject(rep);
+	ck_assert_ptr_nonnull(text);
+	return text;
+}
+
+START_TEST(test_acl_user_logs_in_and_keys_live_in_the_selected_db)
+{
+	struct lk_backend_key *k;
+	char err[256], *ks;
+	uint64_t t;
+
+	setup_loop();
+	start_acl_server("16");
+	ck_assert_msg(make_acl_backend("agent-pw\n", 7, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+	k = lk_test_key_new("alpha", NULL);
+	t = lk_test_acquire_ok(k, 10000);
+	ks = redis_info("keyspace");
+	printf("ACL user lk-agent, db 7: token %" PRIu64 ", %d connections as lk-agent, "
+	       "keyspace %s\n", t, clients_as("lk-agent"), strchr(ks, '\n') + 1);
+	/* Both connections logged in as the ACL user, not as the default user. */
+	ck_assert_int_eq(clients_as("lk-agent"), 2);
+	/* The key and its fence counter are in db 7, nothing in db 0. */
+	ck_assert_msg(strstr(ks, "db7:keys=2,"), "%s", ks);
+	ck_assert_msg(!strstr(ks, "db0:"), "%s", ks);
+	free(ks);
+	ck_assert_int_eq(lk_test_renew(k, t, 10000).status, LK_REPLY_OK);
+	ck_assert_int_eq(lk_test_release(k, t).status, LK_REPLY_OK);
+	ck_assert_msg(!strstr(logs.text, "agent-pw"), "the password was logged:\n%s", logs.text);
+}
+END_TEST
+
+START_TEST(test_acl_user_with_a_wrong_password_is_refused_and_logged)
+{
+	char err[256];
+
+	setup_loop();
+	start_acl_server("16");
+	ck_assert_msg(make_acl_backend("not-the-pw", 0, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(!lk_test_ready_within(700));
+	ck_assert_msg(strstr(logs.text, "authentication as lk-agent failed: WRONGPASS"), "%s",
+	              logs.text);
+	ck_assert_msg(!strstr(logs.text, "not-the-pw"), "the password was logged:\n%s", logs.text);
+	ck_assert_int_eq(clients_as("lk-agent"), 0);
+}
+END_TEST
+
+/* A db the server does not have: every attempt fails with the server's reason in the log. */
+START_TEST(test_db_the_server_lacks_is_refused_and_logged)
+{
+	char err[256];
+
+	setup_loop();
+	start_acl_server("4");
+	ck_assert_msg(make_acl_backend("agent-pw", 5, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(!lk_test_ready_within(700));
+	ck_assert_msg(strstr(logs.text, "SELECT 5 failed: ERR DB index is out of range"), "%s",
+	              logs.text);
+}
+END_TEST
+
+/* ---- Sentinel -------------------------------------------------------------------------- */
+
+#define MASTER_NAME "mymaster"
+
+/* A fake sentinel in a child process. Its answer to SENTINEL get-master-addr-by-name is read
+ * from <srv dir>/<name>.master at each question: a port (127.0.0.1:<port>), "nil" (no such
+ * master) or "garbage". Once a connection has SUBSCRIBEd, the first time <name>.switch holds
+ * a port it publishes +switch-master to 127.0.0.1:<port>. Each question is counted in
+ * <name>.asked (one byte per question). */
+static pid_t fake_sentinel(const char *name, int *port)
+{
+	int lfd = -1;
+	pid_t pid = lk_test_fork_listener(port, &lfd);
+	char mpath[400], spath[400], apath[400];
+
+	if (pid > 0)
+		return pid;
+	snprintf(mpath, sizeof(mpath), "%s/%s.master", srv.dir, name);
+	snprintf(spath, sizeof(spath), "%s/%s.switch", srv.dir, name);
+	snprintf(apath, sizeof(apath), "%s/%s.asked", srv.dir, name);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+
+		if (fd < 0)
+			_exit(0);
+		if (fork() != 0) {
+			close(fd);
+			continue;
+		}
+		bool subscribed = false, switched = false;
+		char buf[8192], out[512], what[64];
+
+		for (;;) {
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+			ssize_t n;
+			FILE *f;
+
+			if (poll(&pfd, 1, 10) == 0) {
+				if (!subscribed || switched || !(f = fopen(spath, "r")))
+					continue;
+				if (fscanf(f, "%63s", what) == 1) {
+					char m[128];
+					int ml = snprintf(m, sizeof(m), MASTER_NAME " 127.0.0.1 1 127.0.0.1 %s",
+					                  what);
+
+					switched = true;
+					n = snprintf(out, sizeof(out), "*3\r\n$7\r\nmessage\r\n$14\r\n"
+					             "+switch-master\r\n$%d\r\n%s\r\n", ml, m);
+					(void)!write(fd, out, (size_t)n);
+				}
+				fclose(f);
+				continue;
+			}
+			n = read(fd, buf, sizeof(buf) - 1);
+			if (n <= 0)
+				_exit(0);
+			buf[n] = '\0';
+			/* Answer in the order the commands came. */
+			for (char *p = buf;;) {
+				char *q = strstr(p, "get-master-addr-by-name"), *sub = strstr(p, "SUBSCRIBE");
+
+				if (!q && !sub)
+					break;
+				if (q && (!sub || q < sub)) {
+					int fa = open(apath, O_WRONLY | O_APPEND | O_CREAT, 0600);
+
+					(void)!write(fa, "x", 1);
+					close(fa);
+					strcpy(what, "nil");
+					if ((f = fopen(mpath, "r"))) {
+						if (fscanf(f, "%63s", what) != 1)
+							strcpy(what, "nil");
+						fclose(f);
+					}
+					if (strcmp(what, "nil") == 0)
+						n = snprintf(out, sizeof(out), "*-1\r\n");
+					else if (strcmp(what, "garbage") == 0)
+						n = snprintf(out, sizeof(out), ":7\r\n");
+					else
+						n = snprintf(out, sizeof(out), "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n"
+						             "%s\r\n", strlen(what), what);
+					p = q + 23;
+				} else {
+					subscribed = true;
+					n = snprintf(out, sizeof(out), "*3\r\n$9\r\nsubscribe\r\n$14\r\n"
+					             "+switch-master\r\n:1\r\n");
+					p = sub + 9;
+				}
+				(void)!write(fd, out, (size_t)n);
+			}
+		}
+	}
+}
+
+static void fake_set(const char *name, const char *what, const char *value)
+{
+	char file[64], path[400];
+
+	snprintf(file, sizeof(file), "%s.%s", name, what);
+	ck_assert_int_eq(lk_test_server_write_file(&srv, file, value, path, sizeof(path)), 0);
+}
+
+static size_t fake_asked(const char *name)
+{
+	char path[400];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s.asked", srv.dir, name);
+	return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static void stop_child(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static int make_sentinel_backend(int *ports, size_t n, char *err, size_t errlen)
+{
+	char addrs[4][32], *list[4];
+	struct lk_config_backend cfg = {
+		.name = (char *)"main", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
+		.sentinels = list, .n_sentinels = n, .master_name = (char *)MASTER_NAME,
+	};
+	struct lk_backend_hooks hooks = lk_test_hooks();
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d", ports[i]);
+		list[i] = addrs[i];
+	}
+	return lk_backend_new(base, &cfg, &hooks, &be, err, errlen);
+}
+
+static bool logged(const void *what)
+{
+	return strstr(logs.text, what) != NULL;
+}
+
+/* The sentinel names the master; +switch-master moves both connections to the new one, which
+ * is another instance: the restart hold-off applies, the old tenure is gone there, and the
+ * next token is larger. */
+START_TEST(test_sentinel_names_the_master_and_switch_master_moves_to_the_new_one)
+{
+	struct lk_backend_key *k;
+	char err[256], port2[16], want[96], why[192] = "", *v;
+	int sport;
+	uint64_t t1, t2;
+	int64_t until, t0;
+	pid_t pid;
+
+	ck_assert_int_eq(lk_test_redis_start(&srv2, NULL), 0);
+	snprintf(port2, sizeof(port2), "%d", srv2.port);
+	snprintf(want, sizeof(want), "%d", srv.port);
+	fake_set("s1", "master", want);
+	pid = fake_sentinel("s1", &sport);
+	ck_assert_msg(make_sentinel_backend(&sport, 1, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+	ck_assert_msg(strstr(logs.text, "master " MASTER_NAME " is 127.0.0.1:"), "%s", logs.text);
+	k = lk_test_key_new("alpha", NULL);
+	t1 = lk_test_acquire_ok(k, 10000);
+	v = lk_test_redis_get(&srv, KEY);
+	ck_assert_ptr_nonnull(v);
+	free(v);
+
+	t0 = lk_mono_ns();
+	fake_set("s1", "switch", port2);
+	snprintf(want, sizeof(want), "reconnected to 127.0.0.1:%d", srv2.port);
+	ck_assert_msg(lk_test_run_until(logged, want, LK_TEST_WAIT_MS), "no move:\n%s", logs.text);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+	printf("+switch-master: on the new master %.0f ms after the event was sent\n",
+	       (lk_mono_ns() - t0) / 1e6);
+	ck_assert_ptr_nonnull(strstr(logs.text, "+switch-master: master " MASTER_NAME " moved"));
+	until = be->ops->holdoff_until(k, 10000, why, sizeof(why));
+	ck_assert_msg(until > lk_mono_ns() + 9000 * 1000000LL, "no hold-off (%s)", why);
+	ck_assert_msg(strstr(why, "run_id changed"), "%s", why);
+	/* The new master never saw the tenure; a new one there has a larger token. */
+	ck_assert_int_eq(lk_test_renew(k, t1, 10000).status, LK_REPLY_GONE);
+	t2 = lk_test_acquire_ok(k, 10000);
+	ck_assert_uint_gt(t2, t1);
+	v = lk_test_redis_get(&srv2, KEY);
+	ck_assert_ptr_nonnull(v);
+	free(v);
+	be = lk_backend_free(be);
+	stop_child(pid);
+}
+END_TEST
+
+/* A sentinel that knows no such master, or answers garbage: logged, and the next sentinel is
+ * asked; a server the sentinels name that is a replica (ROLE) is not used, and the sentinels
+ * are asked again. */
+START_TEST(test_sentinel_garbage_unknown_master_and_a_replica_are_not_used)
+{
+	char err[256], port1[16], repl[64], want[96];
+	int ports[2];
+	pid_t p1, p2;
+
+	snprintf(port1, sizeof(port1), "%d", srv.port);
+	snprintf(repl, sizeof(repl), "%d", srv.port);
+	{
+		const char *args[] = { "--replicaof", "127.0.0.1", repl, NULL };
+
+		ck_assert_int_eq(lk_test_redis_start(&srv2, args), 0);
+	}
+	fake_set("bad", "master", "nil");
+	fake_set("good", "master", "garbage");
+	p1 = fake_sentinel("bad", &ports[0]);
+	p2 = fake_sentinel("good", &ports[1]);
+	ck_assert_msg(make_sentinel_backend(ports, 2, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(!lk_test_ready_within(1500));
+	ck_assert_msg(strstr(logs.text, "this sentinel knows no master named " MASTER_NAME), "%s",
+	              logs.text);
+	ck_assert_msg(strstr(logs.text, "unexpected answer to SENTINEL get-master-addr-by-name: "
+	                     "integer 7"), "%s", logs.text);
+	ck_assert_uint_ge(fake_asked("bad"), 1);
+	ck_assert_uint_ge(fake_asked("good"), 1);
+
+	/* Now it names the replica: ROLE says so, and the sentinels are asked again. */
+	snprintf(want, sizeof(want), "%d", srv2.port);
+	fake_set("good", "master", want);
+	snprintf(want, sizeof(want), "127.0.0.1:%d is not the master (ROLE: slave)", srv2.port);
+	ck_assert_msg(lk_test_run_until(logged, want, LK_TEST_WAIT_MS), "%s", logs.text);
+	ck_assert(!lk_test_ready(NULL));
+
+	fake_set("good", "master", port1);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_WAIT_MS), "not ready:\n%s", logs.text);
+	snprintf(want, sizeof(want), "connected to 127.0.0.1:%d", srv.port);
+	ck_assert_msg(strstr(logs.text, want), "%s", logs.text);
+	lk_contract_round_trip();
+	be = lk_backend_free(be);
+	stop_child(p1);
+	stop_child(p2);
+}
+END_TEST
+
 /* ---- the shared helpers in backend.c --------------------------------------------------- */
 
 START_TEST(test_parse_address)
@@ -703,6 +1050,16 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_key_added_later_is_subscribed);
 	tcase_add_test(tc, test_enotconn_before_connected_and_no_callback);
 	tcase_add_test(tc, test_unix_socket_address);
+	tcase_add_test(tc, test_sentinel_names_the_master_and_switch_master_moves_to_the_new_one);
+	tcase_add_test(tc, test_sentinel_garbage_unknown_master_and_a_replica_are_not_used);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("acl");
+	tcase_add_checked_fixture(tc, NULL, teardown_loop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_acl_user_logs_in_and_keys_live_in_the_selected_db);
+	tcase_add_test(tc, test_acl_user_with_a_wrong_password_is_refused_and_logged);
+	tcase_add_test(tc, test_db_the_server_lacks_is_refused_and_logged);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("offline");

@@ -1,0 +1,66 @@
+/* The rules a Redis backend's settings follow (backend_config.h), written once: the agent's
+ * config applies them field by field, so that each problem points at its line, and
+ * lk_redis_new applies lk_backend_redis_check() to whatever struct it is given, so that a
+ * hand-made one gets the same answer as check-config. */
+#include "locks/backend.h"
+#include "locks/backend_config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+bool lk_backend_redis_valid_master_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > LK_BACKEND_REDIS_MAX_MASTER_NAME)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_t errlen)
+{
+	if (cfg->address && cfg->n_sentinels) {
+		snprintf(err, errlen, "address and sentinels cannot be used together (the sentinels "
+		         "tell the master's address)");
+		return -EINVAL;
+	}
+	if (cfg->n_sentinels > LK_CONFIG_MAX_SENTINELS || (cfg->n_sentinels && !cfg->sentinels)) {
+		snprintf(err, errlen, "invalid sentinels list (1 to %d host:port)",
+		         LK_CONFIG_MAX_SENTINELS);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->n_sentinels; i++) {
+		if (!cfg->sentinels[i] || !lk_backend_valid_address(cfg->sentinels[i], true)) {
+			snprintf(err, errlen, "invalid sentinel \"%.*s\": want host:port or [v6]:port",
+			         LK_BACKEND_MAX_HOST_LEN, cfg->sentinels[i] ? cfg->sentinels[i] : "");
+			return -EINVAL;
+		}
+	}
+	if (cfg->n_sentinels && !cfg->master_name) {
+		snprintf(err, errlen, "sentinels requires master_name");
+		return -EINVAL;
+	}
+	if (cfg->master_name && !cfg->n_sentinels) {
+		snprintf(err, errlen, "master_name requires sentinels");
+		return -EINVAL;
+	}
+	if (cfg->master_name && !lk_backend_redis_valid_master_name(cfg->master_name)) {
+		snprintf(err, errlen, "invalid master_name: want 1 to %d printable ASCII characters "
+		         "without spaces", LK_BACKEND_REDIS_MAX_MASTER_NAME);
+		return -EINVAL;
+	}
+	if (cfg->db > LK_BACKEND_REDIS_MAX_DB) {
+		snprintf(err, errlen, "db must be between 0 and %d, got %u", LK_BACKEND_REDIS_MAX_DB,
+		         cfg->db);
+		return -EINVAL;
+	}
+	if (cfg->username && !cfg->password_file) {
+		snprintf(err, errlen, "username requires password_file");
+		return -EINVAL;
+	}
+	return 0;
+}
