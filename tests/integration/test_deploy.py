@@ -656,7 +656,7 @@ class ExportedMetrics(LKTestCase):
         exported = self.scrape()
         self.assertIn("leasekeeper_lock_held", exported)
         # The checker itself: it must see what is wrong in these.
-        for bad, want in [("leasekeeper_backend_up == 0", "not a metric the agent exports"),
+        for bad, want in [("leasekeeper_backend_down == 1", "not a metric the agent exports"),
                           ('leasekeeper_lock_lost_total{reason="timeout"}', "is never 'timeout'"),
                           ('leasekeeper_lock_held{backend="main"}', "has no label backend"),
                           ("sum by (lock, backend) (leasekeeper_lock_held)", "groups by backend"),
