@@ -3049,5 +3049,225 @@ def as_int(v):
     raise AssertionError("not an integer: %r" % (v,))
 
 
+# ---------------------------------------------------------------------------------------------
+# Redis ACL users and Redis Sentinel
+
+
+def acl_user_args(user, password, keys="~*", channels="&*", commands="+@all"):
+    """redis-server arguments that define an ACL user (the default user stays open, so that
+    RedisServer.call() and Monitor keep working)."""
+    return ["--user", user, "on", ">" + password] + keys.split() + channels.split() + \
+        commands.split()
+
+
+def redis_sentinel_bin():
+    return os.environ.get("REDIS_SENTINEL") or shutil.which("redis-sentinel")
+
+
+class SentinelServer:
+    """A private redis-sentinel on 127.0.0.1 watching one master (name `master_name`).
+    Sentinel rewrites its config file, so each has its own in its own directory."""
+
+    def __init__(self, tmpdir, master_port, master_name="mymaster", quorum=2,
+                 down_after_ms=1000, failover_timeout_ms=6000):
+        self.dir = tempfile.mkdtemp(prefix="sentinel-", dir=tmpdir)
+        self.port = free_port()
+        self.master_port = master_port
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.proc = None
+        self._logf = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def log_path(self):
+        return os.path.join(self.dir, "sentinel.log")
+
+    def start(self, timeout=DEFAULT_TIMEOUT):
+        binary = redis_sentinel_bin()
+        if not binary:
+            raise unittest.SkipTest("no redis-sentinel (apt-get install redis-sentinel)")
+        for attempt in range(5):
+            conf = os.path.join(self.dir, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
+                        "sentinel monitor %s 127.0.0.1 %d %d\n"
+                        "sentinel down-after-milliseconds %s %d\n"
+                        "sentinel failover-timeout %s %d\n"
+                        "sentinel parallel-syncs %s 1\n"
+                        % (self.port, self.dir, self.master_name, self.master_port,
+                           self.quorum, self.master_name, self.down_after_ms,
+                           self.master_name, self.failover_timeout_ms, self.master_name))
+            if self._logf:
+                self._logf.close()
+            self._logf = open(self.log_path, "ab")
+            self.proc = subprocess.Popen([binary, conf], stdin=subprocess.DEVNULL,
+                                         stdout=self._logf, stderr=subprocess.STDOUT,
+                                         cwd=self.dir)
+            deadline = time.monotonic() + timeout
+            while True:
+                if self.proc.poll() is not None:
+                    with open(self.log_path, "rb") as f:
+                        log = f.read().decode(errors="replace")
+                    if "Address already in use" in log:
+                        self.port = free_port()
+                        break
+                    raise AssertionError("redis-sentinel exited with %s:\n%s"
+                                         % (self.proc.returncode, log[-2000:]))
+                try:
+                    if self.call("PING", timeout=1.0) == "PONG":
+                        return self
+                except (OSError, EOFError, RespError):
+                    pass
+                if time.monotonic() >= deadline:
+                    raise AssertionError("redis-sentinel on port %d did not answer PING"
+                                         % self.port)
+                time.sleep(0.02)
+        raise AssertionError("redis-sentinel did not start (ports kept being taken)")
+
+    def call(self, *args, timeout=5.0):
+        c = RespClient(self.port, timeout=timeout)
+        try:
+            return c.call(*args)
+        finally:
+            c.close()
+
+    def master_addr(self):
+        """(host, port) this sentinel names as the master, or None."""
+        r = self.call("SENTINEL", "get-master-addr-by-name", self.master_name)
+        return (r[0], int(r[1])) if r else None
+
+    def master_info(self):
+        r = self.call("SENTINEL", "master", self.master_name)
+        return dict(zip(r[0::2], r[1::2]))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace=5.0):
+        if self.proc is not None:
+            _kill_wait(self.proc, signal.SIGTERM, grace)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class SentinelSetup:
+    """A master, replicas and sentinels on loopback, as Redis usually runs highly available:
+    `replica_args[i]` are extra arguments of replica i (e.g. "--replica-priority", "0"), and
+    `replica_via_proxy` lists replicas that reach the master through a TcpProxy (then in
+    .proxies[i]), so that a test can make that replica lag (proxy.drop_replies = True).
+    `server_args` go to every server, master and replicas (e.g. min-replicas-to-write).
+
+    start() returns once every replica is in sync and every sentinel knows every replica and
+    every other sentinel (a failover needs their majority). config() is the agent's backend."""
+
+    def __init__(self, test, n_replicas=2, n_sentinels=3, master_name="mymaster",
+                 down_after_ms=1000, replica_args=None, replica_via_proxy=(), master_args=(),
+                 server_args=()):
+        self.test = test
+        self.master_name = master_name
+        self.n_replicas = n_replicas
+        self.n_sentinels = n_sentinels
+        self.down_after_ms = down_after_ms
+        self.replica_args = replica_args or {}
+        self.replica_via_proxy = set(replica_via_proxy)
+        self.master_args = list(master_args)
+        self.server_args = list(server_args)
+        self.servers = []       # RedisServer: [0] the first master, then the replicas
+        self.proxies = {}       # replica index -> TcpProxy it replicates through
+        self.sentinels = []
+
+    def start(self, timeout=DEFAULT_TIMEOUT * 3):
+        t = self.test
+        # A full sync waits 5 s by default for more replicas to share it: not here.
+        fast = ["--repl-diskless-sync-delay", "0"] + self.server_args
+        master = t.start_redis(extra_args=fast + self.master_args, fresh=True)
+        self.servers.append(master)
+        for i in range(self.n_replicas):
+            up = master.port
+            if i in self.replica_via_proxy:
+                proxy = t.start_proxy(master)
+                self.proxies[i] = proxy
+                up = proxy.port
+            args = fast + ["--replicaof", "127.0.0.1", str(up)] + \
+                list(self.replica_args.get(i, ()))
+            self.servers.append(t.start_redis(extra_args=args, fresh=True))
+        wait_until(lambda: master.info("replication").get("connected_slaves")
+                   == str(self.n_replicas), timeout=timeout, what="the replicas to connect")
+        for r in self.servers[1:]:
+            wait_until(lambda r=r: r.info("replication").get("master_link_status") == "up",
+                       timeout=timeout, what="replica :%d in sync" % r.port)
+        for _ in range(self.n_sentinels):
+            sn = SentinelServer(t.tmp, master.port, self.master_name,
+                                quorum=self.n_sentinels // 2 + 1,
+                                down_after_ms=self.down_after_ms)
+            t.addCleanup(sn.stop)
+            self.sentinels.append(sn)
+            sn.start()
+
+        def converged():
+            for sn in self.sentinels:
+                m = sn.master_info()
+                if int(m.get("num-slaves", 0)) != self.n_replicas or \
+                        int(m.get("num-other-sentinels", 0)) != self.n_sentinels - 1:
+                    return False
+            return True
+        wait_until(converged, timeout=timeout, interval=0.1,
+                   what="the sentinels to know every replica and each other")
+        return self
+
+    def config(self, name="main", timeout="500ms", **kw):
+        b = {"name": name, "type": "redis", "timeout": timeout,
+             "sentinels": [s.address for s in self.sentinels], "master_name": self.master_name}
+        b.update(kw)
+        return b
+
+    def server(self, port):
+        for r in self.servers:
+            if r.port == port:
+                return r
+        raise KeyError(port)
+
+    def master_port(self):
+        """The master's port as the live sentinels agree on it (None while they disagree)."""
+        seen = set()
+        for sn in self.sentinels:
+            if sn.alive():
+                a = sn.master_addr()
+                seen.add(a[1] if a else None)
+        return seen.pop() if len(seen) == 1 else None
+
+    def master(self):
+        return self.server(self.master_port())
+
+    def wait_new_master(self, old_port, timeout=DEFAULT_TIMEOUT * 3):
+        """Wait until every live sentinel names a master other than old_port and that server
+        says it is a master; returns its RedisServer."""
+        def moved():
+            p = self.master_port()
+            if p is None or p == old_port:
+                return None
+            r = self.server(p)
+            return r if r.info("replication").get("role") == "master" else None
+        return wait_until(moved, timeout=timeout, interval=0.05, what="a failover")
+
+    def logs(self, n=15):
+        return "\n".join("----- sentinel :%d -----\n%s" % (s.port, s.log_tail(n))
+                         for s in self.sentinels)
+
+
 def main():
     unittest.main(verbosity=2)
