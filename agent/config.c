@@ -35,11 +35,13 @@ static const char *const top_keys[T_N] = {
 
 enum {
 	B_NAME, B_TYPE, B_TIMEOUT, B_PASSWORD_FILE, B_ADDRESS, B_ENDPOINTS, B_USERNAME, B_CA_FILE,
-	B_CERT_FILE, B_KEY_FILE, B_SENTINELS, B_MASTER_NAME, B_DB, B_N
+	B_CERT_FILE, B_KEY_FILE, B_SENTINELS, B_MASTER_NAME, B_DB, B_SENTINEL_USERNAME,
+	B_SENTINEL_PASSWORD_FILE, B_N
 };
 static const char *const backend_keys[B_N] = {
 	"name", "type", "timeout", "password_file", "address", "endpoints", "username", "ca_file",
-	"cert_file", "key_file", "sentinels", "master_name", "db",
+	"cert_file", "key_file", "sentinels", "master_name", "db", "sentinel_username",
+	"sentinel_password_file",
 };
 
 enum {
@@ -132,6 +134,22 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 	if (lk_config_get_number(c, f->val[B_DB], field, 0, LK_BACKEND_REDIS_MAX_DB, NULL, &db) > 0)
 		b->db = (unsigned)db;
 
+	/* The sentinels' own credentials (they may require a password of their own). */
+	lk_config_join(field, path, "sentinel_password_file");
+	if (lk_config_get_file(c, f->val[B_SENTINEL_PASSWORD_FILE], field,
+	                       &b->sentinel_password_file) > 0 && !sn)
+		lk_config_error_at(c, f->val[B_SENTINEL_PASSWORD_FILE], field, "requires sentinels");
+	lk_config_join(field, path, "sentinel_username");
+	if (lk_config_get_string(c, f->val[B_SENTINEL_USERNAME], field, &b->sentinel_username) > 0) {
+		if (!lk_config_printable_word(b->sentinel_username, 1, MAX_IDENTITY))
+			lk_config_error_at(c, f->val[B_SENTINEL_USERNAME], field,
+			                   "%s must be 1 to %d printable ASCII characters without spaces",
+			                   Q(qb, b->sentinel_username), MAX_IDENTITY);
+		else if (!f->val[B_SENTINEL_PASSWORD_FILE])
+			lk_config_error_at(c, f->val[B_SENTINEL_USERNAME], field,
+			                   "requires sentinel_password_file");
+	}
+
 	/* Redis authenticates a user with its password; a user alone would be ignored. */
 	if (f->val[B_USERNAME] && !f->val[B_PASSWORD_FILE]) {
 		lk_config_join(field, path, "username");
@@ -148,6 +166,7 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 	static const struct { int field; enum lk_backend_type type; } owned[] = {
 		{ B_ADDRESS, LK_BACKEND_REDIS }, { B_SENTINELS, LK_BACKEND_REDIS },
 		{ B_MASTER_NAME, LK_BACKEND_REDIS }, { B_DB, LK_BACKEND_REDIS },
+		{ B_SENTINEL_USERNAME, LK_BACKEND_REDIS }, { B_SENTINEL_PASSWORD_FILE, LK_BACKEND_REDIS },
 		{ B_ENDPOINTS, LK_BACKEND_ETCD }, { B_CA_FILE, LK_BACKEND_ETCD },
 		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
 	};
@@ -688,6 +707,8 @@ struct lk_config *lk_config_free(struct lk_config *cfg)
 			free(b->sentinels[k]);
 		free(b->sentinels);
 		free(b->master_name);
+		free(b->sentinel_username);
+		free(b->sentinel_password_file);
 		for (size_t k = 0; k < b->n_endpoints; k++)
 			free(b->endpoints[k]);
 		free(b->endpoints);

@@ -43,6 +43,8 @@ struct lk_config_backend {
 	size_t n_sentinels;
 	char *master_name;           /* what the sentinels call the master; with sentinels only */
 	unsigned db;                 /* SELECTed on the command connection; 0..LK_BACKEND_REDIS_MAX_DB */
+	char *sentinel_username;     /* the sentinels' ACL user; needs sentinel_password_file */
+	char *sentinel_password_file; /* NULL if the sentinels want no password; with sentinels */
 	/* etcd */
 	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
 	size_t n_endpoints;

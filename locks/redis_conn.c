@@ -574,8 +574,9 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 			lk_backend_shown(text, LK_REDIS_SHOWN_CAP(sizeof(text)), reply->str, reply->len);
 			if (req->kind == LK_REDIS_REQ_AUTH)
 				lk_redis_conn_break(conn, "authentication%s%s failed: %s",
-				                    r->username ? " as " : "",
-				                    r->username ? r->username : "", text);
+				                    lk_redis_conn_user(conn) ? " as " : "",
+				                    lk_redis_conn_user(conn) ? lk_redis_conn_user(conn) : "",
+				                    text);
 			else
 				lk_redis_conn_break(conn, "SELECT %u failed: %s", r->db, text);
 			return;

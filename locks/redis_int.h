@@ -289,6 +289,8 @@ bool lk_redis_sentinel_role_reply(struct lk_redis_conn *conn, const redisReply *
 /* A command or subscriber connection wants to connect: true if it may now (the sentinels
  * answered since its last attempt), else it waits for their next answer, which is asked. */
 bool lk_redis_sentinel_may_connect(struct lk_redis_conn *conn);
+/* The user conn logs in as: the sentinels' or the master's; NULL for the default user. */
+const char *lk_redis_conn_user(const struct lk_redis_conn *conn);
 /* The sentinel connection was lost: the next attempt asks the next sentinel. */
 void lk_redis_sentinel_lost(struct lk_redis_conn *conn);
 

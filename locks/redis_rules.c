@@ -58,6 +58,14 @@ int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_
 		         cfg->db);
 		return -EINVAL;
 	}
+	if (cfg->sentinel_password_file && !cfg->n_sentinels) {
+		snprintf(err, errlen, "sentinel_password_file requires sentinels");
+		return -EINVAL;
+	}
+	if (cfg->sentinel_username && !cfg->sentinel_password_file) {
+		snprintf(err, errlen, "sentinel_username requires sentinel_password_file");
+		return -EINVAL;
+	}
 	if (cfg->username && !cfg->password_file) {
 		snprintf(err, errlen, "username requires password_file");
 		return -EINVAL;

@@ -33,6 +33,9 @@ struct lk_redis_sentinel {
 	char **addrs;                    /* the configured sentinels, owned */
 	size_t n, next;                  /* next: the one the sentinel connection tries */
 	char *master_name;
+	char *username;                  /* the sentinels' own credentials; NULL if none */
+	char *password;
+	size_t password_len;
 	bool asked;                      /* a connection waits for the sentinels' next answer */
 };
 
@@ -53,6 +56,16 @@ int lk_redis_sentinel_new(struct lk_redis *r, const struct lk_config_backend *cf
 		if (!s->addrs[i])
 			goto oom;
 		s->n++;
+	}
+	if (cfg->sentinel_username && !(s->username = strdup(cfg->sentinel_username)))
+		goto oom;
+	if (cfg->sentinel_password_file) {
+		int rc = lk_backend_read_secret(cfg->sentinel_password_file,
+		                                LK_REDIS_MAX_PASSWORD_LEN, &s->password,
+		                                &s->password_len, err, errlen);
+
+		if (rc < 0)
+			return rc;
 	}
 	/* Replicas of one lock start on different sentinels, so that one slow sentinel does not
 	 * hold them all up. */
@@ -75,6 +88,11 @@ void lk_redis_sentinel_free(struct lk_redis *r)
 		free(s->addrs[i]);
 	free(s->addrs);
 	free(s->master_name);
+	free(s->username);
+	if (s->password) {
+		sodium_memzero(s->password, s->password_len);
+		free(s->password);
+	}
 	free(s);
 	r->sentinel = NULL;
 }
@@ -84,9 +102,25 @@ bool lk_redis_sentinel_handshake(struct lk_redis_conn *conn)
 	struct lk_redis_sentinel *s = conn->r->sentinel;
 	const char *argv[3] = { "SENTINEL", "get-master-addr-by-name", s->master_name };
 	size_t lens[3] = { 8, 23, strlen(s->master_name) };
+	const char *auth[3] = { "AUTH", s->username, s->password };
+	size_t alens[3] = { 4, s->username ? strlen(s->username) : 0, s->password_len };
 
+	if (s->password && !s->username) {
+		auth[1] = s->password;
+		alens[1] = s->password_len;
+	}
+	if (s->password && lk_redis_send_handshake(conn, LK_REDIS_REQ_AUTH, 0, s->username ? 3 : 2,
+	                                           auth, alens) < 0)
+		return false;
 	return lk_redis_send_handshake(conn, LK_REDIS_REQ_MASTER, 0, 3, argv, lens) == 0 &&
 	       lk_redis_subscribe(conn, LK_SENTINEL_CHANNEL) == 0;
+}
+
+const char *lk_redis_conn_user(const struct lk_redis_conn *conn)
+{
+	if (conn->role == LK_REDIS_SENTINEL)
+		return conn->r->sentinel->username;
+	return conn->r->username;
 }
 
 /* Ask the sentinels again, unless already asking. A sentinel connection that is up is

@@ -1686,6 +1686,8 @@ START_TEST(test_redis_acl_user_db_and_sentinels_parse)
 		"  - name: ha\n    type: redis\n"
 		"    sentinels: [\"s1:26379\", \"[::1]:26380\", \"10.0.0.3:26379\"]\n"
 		"    master_name: mymaster\n"
+		"    sentinel_username: watcher\n"
+		"    sentinel_password_file: ${LK_TEST_DIR}/password\n"
 		"  - {name: plain, type: redis}\n"
 		"locks:\n  - {name: a, backend: acl}\n  - {name: b, backend: ha}\n"
 		"  - {name: c, backend: plain}\n");
@@ -1704,6 +1706,8 @@ START_TEST(test_redis_acl_user_db_and_sentinels_parse)
 	ck_assert_str_eq(b->sentinels[1], "[::1]:26380");
 	ck_assert_str_eq(b->sentinels[2], "10.0.0.3:26379");
 	ck_assert_str_eq(b->master_name, "mymaster");
+	ck_assert_str_eq(b->sentinel_username, "watcher");
+	ck_assert_str_eq(b->sentinel_password_file, tmp_path("password"));
 	ck_assert_uint_eq(b->db, 0);
 	ck_assert_ptr_null(b->username);
 	b = &cfg->backends[2];
@@ -1745,6 +1749,16 @@ START_TEST(test_redis_acl_user_db_and_sentinel_errors)
 	              "locks: [{name: a}]\n",
 	              NAME ":5:18: backends[0].master_name: \"m n\" must be 1 to 128 printable "
 	              "ASCII characters without spaces");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinel_password_file: ${LK_TEST_DIR}/password\n"
+	              "    sentinel_username: w\nlocks: [{name: a}]\n",
+	              NAME ":4:29: backends[0].sentinel_password_file: requires sentinels");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: [\"s:26379\"]\n    master_name: m\n"
+	              "    sentinel_username: w\nlocks: [{name: a}]\n",
+	              NAME ":6:24: backends[0].sentinel_username: requires sentinel_password_file");
+	EXPECT_ERRORS(ONE_BACKEND "    sentinels: [\"s:26379\"]\n    master_name: m\n"
+	              "    sentinel_password_file: /nonexistent/lk-pw\nlocks: [{name: a}]\n",
+	              NAME ":6:29: backends[0].sentinel_password_file: cannot read "
+	              "\"/nonexistent/lk-pw\": No such file or directory");
 }
 END_TEST
 
@@ -1760,6 +1774,7 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		"    master_name: m\n",
 		"    sentinels: [\"unix:/s.sock\"]\n    master_name: m\n",
 		"    sentinels: [\"s:26379\"]\n    master_name: \"m n\"\n",
+		"    sentinels: [\"s:26379\"]\n    master_name: m\n    sentinel_username: w\n",
 	};
 	char *ok[] = { "s:26379" }, *unix_s[] = { "unix:/s.sock" };
 	struct lk_config_backend bad[] = {
@@ -1774,6 +1789,8 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		  .n_sentinels = 1, .master_name = "m" },
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
 		  .n_sentinels = 1, .master_name = "m n" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
+		  .n_sentinels = 1, .master_name = "m", .sentinel_username = "w" },
 	};
 	struct lk_config_backend good = { .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
 	                                  .sentinels = ok, .n_sentinels = 1, .master_name = "m",

@@ -529,6 +529,21 @@ START_TEST(test_unreadable_password_file_fails_new)
 }
 END_TEST
 
+START_TEST(test_unreadable_sentinel_password_file_fails_new)
+{
+	char *list[] = { (char *)"127.0.0.1:26379" }, err[256] = "";
+	struct lk_config_backend cfg = {
+		.name = (char *)"main", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
+		.sentinels = list, .n_sentinels = 1, .master_name = (char *)"mymaster",
+		.sentinel_password_file = (char *)"/nonexistent/lk-sentinel-pw",
+	};
+
+	ck_assert_int_eq(lk_backend_new(base, &cfg, NULL, &be, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_null(be);
+	ck_assert_msg(strstr(err, "/nonexistent/lk-sentinel-pw"), "%s", err);
+}
+END_TEST
+
 /* ---- a server that answers garbage ----------------------------------------------------- */
 
 /* Just enough RESP to get through the handshake (SCRIPT LOAD answers a well-formed SHA), then
@@ -1066,6 +1081,7 @@ static Suite *redis_suite(void)
 	tcase_add_checked_fixture(tc, setup_loop, teardown_loop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_unreadable_password_file_fails_new);
+	tcase_add_test(tc, test_unreadable_sentinel_password_file_fails_new);
 	tcase_add_test(tc, test_garbage_reply_is_fatal);
 	tcase_add_test(tc, test_transient_error_reply_is_error);
 	tcase_add_test(tc, test_parse_address);

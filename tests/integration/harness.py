@@ -3066,10 +3066,11 @@ def redis_sentinel_bin():
 
 class SentinelServer:
     """A private redis-sentinel on 127.0.0.1 watching one master (name `master_name`).
-    Sentinel rewrites its config file, so each has its own in its own directory."""
+    Sentinel rewrites its config file, so each has its own in its own directory. With
+    `password`, clients (and the other sentinels) must AUTH with it."""
 
     def __init__(self, tmpdir, master_port, master_name="mymaster", quorum=2,
-                 down_after_ms=1000, failover_timeout_ms=6000):
+                 down_after_ms=1000, failover_timeout_ms=6000, password=None):
         self.dir = tempfile.mkdtemp(prefix="sentinel-", dir=tmpdir)
         self.port = free_port()
         self.master_port = master_port
@@ -3077,6 +3078,7 @@ class SentinelServer:
         self.quorum = quorum
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
+        self.password = password
         self.proc = None
         self._logf = None
 
@@ -3103,6 +3105,9 @@ class SentinelServer:
                         % (self.port, self.dir, self.master_name, self.master_port,
                            self.quorum, self.master_name, self.down_after_ms,
                            self.master_name, self.failover_timeout_ms, self.master_name))
+                if self.password:
+                    f.write("requirepass %s\nsentinel sentinel-pass %s\n"
+                            % (self.password, self.password))
             if self._logf:
                 self._logf.close()
             self._logf = open(self.log_path, "ab")
@@ -3133,6 +3138,8 @@ class SentinelServer:
     def call(self, *args, timeout=5.0):
         c = RespClient(self.port, timeout=timeout)
         try:
+            if self.password:
+                c.call("AUTH", self.password)
             return c.call(*args)
         finally:
             c.close()
@@ -3169,14 +3176,15 @@ class SentinelSetup:
     `replica_args[i]` are extra arguments of replica i (e.g. "--replica-priority", "0"), and
     `replica_via_proxy` lists replicas that reach the master through a TcpProxy (then in
     .proxies[i]), so that a test can make that replica lag (proxy.drop_replies = True).
-    `server_args` go to every server, master and replicas (e.g. min-replicas-to-write).
+    `server_args` go to every server, master and replicas (e.g. min-replicas-to-write);
+    with `sentinel_password` the sentinels require it (requirepass, sentinel-pass).
 
     start() returns once every replica is in sync and every sentinel knows every replica and
     every other sentinel (a failover needs their majority). config() is the agent's backend."""
 
     def __init__(self, test, n_replicas=2, n_sentinels=3, master_name="mymaster",
                  down_after_ms=1000, replica_args=None, replica_via_proxy=(), master_args=(),
-                 server_args=()):
+                 server_args=(), sentinel_password=None):
         self.test = test
         self.master_name = master_name
         self.n_replicas = n_replicas
@@ -3186,6 +3194,7 @@ class SentinelSetup:
         self.replica_via_proxy = set(replica_via_proxy)
         self.master_args = list(master_args)
         self.server_args = list(server_args)
+        self.sentinel_password = sentinel_password
         self.servers = []       # RedisServer: [0] the first master, then the replicas
         self.proxies = {}       # replica index -> TcpProxy it replicates through
         self.sentinels = []
@@ -3213,7 +3222,8 @@ class SentinelSetup:
         for _ in range(self.n_sentinels):
             sn = SentinelServer(t.tmp, master.port, self.master_name,
                                 quorum=self.n_sentinels // 2 + 1,
-                                down_after_ms=self.down_after_ms)
+                                down_after_ms=self.down_after_ms,
+                                password=self.sentinel_password)
             t.addCleanup(sn.stop)
             self.sentinels.append(sn)
             sn.start()

@@ -15,10 +15,14 @@ and `master_name:` only.
    1, a ttl of 6 s): +switch-master moves every agent to the new master, no two apps lead at
    any time, and a later tenure's token is larger.
 
+3. Sentinels that require a password of their own: an agent with `sentinel_password_file` leads;
+   one with the wrong password, and one with none, say why in their logs and never lead.
+
 Each test prints what it measured: the failover as the sentinels did it, and how long after
 the switch each agent was on the new master.
 """
 
+import os
 import time
 import unittest
 
@@ -182,6 +186,40 @@ class RedisSentinelTest(TenureAssertions, LKTestCase):
             lead2.token))
         self.assertIncreasing(tr.tokens())
         self.assertNoOverlap(tr, "planned failover")
+
+    # -- 3. sentinels with a password ----------------------------------------------------------
+
+    def test_sentinels_with_a_password(self):
+        setup = SentinelSetup(self, sentinel_password="sentinel-pw-1").start()
+        files = {}
+        for name, pw in (("good", "sentinel-pw-1"), ("bad", "not-it")):
+            files[name] = os.path.join(self.tmp, "sentinel-" + name)
+            with open(files[name], "w") as f:
+                f.write(pw + "\n")
+        locks = [lock_config("x", ttl=TTL_S, retry_interval="300ms")]
+        good = self.start_agent("pod-a", locks=locks, backends=[
+            setup.config(sentinel_password_file=files["good"])])
+        bad = self.start_agent("pod-b", locks=locks, backends=[
+            setup.config(sentinel_password_file=files["bad"])])
+        none = self.start_agent("pod-c", locks=locks, backends=[setup.config()])
+        tr = Tenures(self)
+        apps = [tr.campaign(a) for a in (good, bad, none)]
+        first, lead = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        self.assertIs(first, apps[0], tr.story())
+        why = {}
+        for a, want in ((bad, "sentinel connection to 127.0.0.1:"),
+                        (none, "sentinel connection to 127.0.0.1:")):
+            lines = wait_until(lambda a=a, want=want: [
+                e for e in a.log_entries() if str(e.get("msg")).startswith(want)],
+                what="%s to log why it cannot ask the sentinels" % a.identity)
+            why[a.identity] = lines[0]["msg"]
+        print("pod-a leads with token %d; pod-b: %s; pod-c: %s"
+              % (lead.token, why["pod-b"], why["pod-c"]))
+        self.assertIn("authentication failed: WRONGPASS", why["pod-b"])
+        self.assertIn("NOAUTH", why["pod-c"])
+        self.assertNotIn("not-it", bad.logs())
+        tr.settle(1.0)
+        self.assertEqual([a.name for a in tr.apps[1:] if a.of("LEADER")], [])
 
 
 if __name__ == "__main__":
