@@ -294,11 +294,12 @@ void lk_redis_conn_lost(struct lk_redis_conn *conn, const char *why)
 		lk_redis_sentinel_lost(conn);
 }
 
-void lk_redis_conn_kick(struct lk_redis_conn *conn)
+void lk_redis_conn_kick(struct lk_redis_conn *conn, bool fresh)
 {
 	struct timeval now = { 0, 0 };
 
-	conn->attempt = 0;
+	if (fresh)
+		conn->attempt = 0;
 	if (!conn->r->closing && conn->state == LK_REDIS_DOWN && conn->retry)
 		evtimer_add(conn->retry, &now);
 }

@@ -264,8 +264,9 @@ int lk_redis_conn_init(struct lk_redis *r, struct lk_redis_conn *conn, enum lk_r
 /* Give up the current connection or attempt (the next one follows with backoff). */
 void lk_redis_conn_break(struct lk_redis_conn *conn, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Start an attempt at once if conn is down (resetting its backoff). */
-void lk_redis_conn_kick(struct lk_redis_conn *conn);
+/* Start an attempt at once if conn is down; fresh: at another server, so its backoff starts
+ * over (otherwise the failures go on counting). */
+void lk_redis_conn_kick(struct lk_redis_conn *conn, bool fresh);
 /* Send a handshake request on conn (within the attempt's deadline): 0 or a negative errno. */
 int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
                             enum lk_redis_script script, int argc, const char **argv,

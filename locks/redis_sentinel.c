@@ -137,7 +137,7 @@ static void lk_redis_sentinel_ask(struct lk_redis *r)
 		return;
 	r->sen.outage = true; /* on purpose: no warning */
 	lk_redis_conn_break(&r->sen, "asking the sentinels for the master again");
-	lk_redis_conn_kick(&r->sen);
+	lk_redis_conn_kick(&r->sen, true);
 }
 
 bool lk_redis_sentinel_may_connect(struct lk_redis_conn *conn)
@@ -162,7 +162,9 @@ void lk_redis_sentinel_lost(struct lk_redis_conn *conn)
 }
 
 /* A command or subscriber connection and the new master: one waiting for an answer tries now;
- * one that is up elsewhere, or on its way elsewhere, moves. */
+ * one that is up elsewhere, or on its way elsewhere, moves. A connection that waited after a
+ * failure keeps its backoff: the sentinels may name the same server that failed, and a server
+ * that keeps refusing (a wrong password) must not be retried ever faster. */
 static void lk_redis_sentinel_move(struct lk_redis_conn *conn, bool changed)
 {
 	struct lk_redis *r = conn->r;
@@ -173,7 +175,7 @@ static void lk_redis_sentinel_move(struct lk_redis_conn *conn, bool changed)
 		lk_redis_conn_break(conn, "the sentinels moved the master to %s", r->master.shown);
 	if (conn->state == LK_REDIS_DOWN && (conn->waiting || changed)) {
 		conn->waiting = false;
-		lk_redis_conn_kick(conn);
+		lk_redis_conn_kick(conn, changed);
 	}
 }
 
