@@ -43,7 +43,6 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 void lk_redis_enter(struct lk_redis *r)
@@ -360,11 +359,11 @@ int lk_redis_subscribe(struct lk_redis_conn *conn, const char *channel)
 	return rc;
 }
 
-/* Send one handshake request (AUTH, SCRIPT LOAD, INFO server): it must complete within the
- * connection attempt's deadline. */
+/* Send one handshake request (AUTH, SELECT, ROLE, SCRIPT LOAD, INFO server, a sentinel's
+ * question): it must complete within the connection attempt's deadline. */
 int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
-                                   enum lk_redis_script script, int argc, const char **argv,
-                                   const size_t *lens)
+                            enum lk_redis_script script, int argc, const char **argv,
+                            const size_t *lens)
 {
 	struct lk_redis_req *req = calloc(1, sizeof(*req));
 	int rc;
@@ -513,7 +512,6 @@ void lk_redis_on_disconnect(const redisAsyncContext *cac, int status)
 		lk_redis_conn_lost(conn, lk_redis_errstr(ac, why, sizeof(why), "connection closed"));
 	lk_redis_leave(r);
 }
-
 
 static void lk_redis_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
