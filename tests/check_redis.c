@@ -970,6 +970,57 @@ START_TEST(test_sentinel_garbage_unknown_master_and_a_replica_are_not_used)
 }
 END_TEST
 
+/* The master the agent uses becomes a replica while it is connected (it came back after a
+ * failover and Sentinel demoted it): the script's READONLY is an ERROR, and the agent asks the
+ * sentinels again instead of retrying there. */
+START_TEST(test_sentinel_master_turned_replica_is_left_on_readonly)
+{
+	struct lk_backend_key *k;
+	char err[256], port[16], want[96];
+	struct lk_test_reply g;
+	int sport;
+	size_t asked;
+	pid_t pid;
+
+	ck_assert_int_eq(lk_test_redis_start(&srv2, NULL), 0);
+	snprintf(port, sizeof(port), "%d", srv.port);
+	fake_set("s1", "master", port);
+	pid = fake_sentinel("s1", &sport);
+	ck_assert_msg(make_sentinel_backend(&sport, 1, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+	k = lk_test_key_new("alpha", NULL);
+	lk_test_acquire_ok(k, 10000);
+	asked = fake_asked("s1");
+
+	/* srv becomes a replica of srv2, and the sentinel names srv2 from now on. */
+	snprintf(port, sizeof(port), "%d", srv2.port);
+	fake_set("s1", "master", port);
+	ck_assert(lk_test_redis_ok(&srv, "REPLICAOF 127.0.0.1 %d", srv2.port));
+	/* Once synced, srv holds srv2's (empty) data: the acquire gets as far as its first write. */
+	for (int i = 0; i < 500; i++) {
+		redisReply *rep = lk_test_redis_command(&srv, "INFO replication");
+		bool up = rep && rep->type == REDIS_REPLY_STRING &&
+		          strstr(rep->str, "master_link_status:up");
+
+		freeReplyObject(rep);
+		if (up)
+			break;
+		usleep(10000);
+	}
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "READONLY"), "%s", g.err);
+	snprintf(want, sizeof(want), "connected to 127.0.0.1:%d", srv2.port);
+	ck_assert_msg(lk_test_run_until(logged, want, LK_TEST_WAIT_MS), "%s", logs.text);
+	ck_assert_msg(strstr(logs.text, "is now a replica (READONLY)"), "%s", logs.text);
+	ck_assert_uint_gt(fake_asked("s1"), asked);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+	lk_test_acquire_ok(k, 10000);
+	be = lk_backend_free(be);
+	stop_child(pid);
+}
+END_TEST
+
 /* ---- the shared helpers in backend.c --------------------------------------------------- */
 
 START_TEST(test_parse_address)
@@ -1067,6 +1118,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_unix_socket_address);
 	tcase_add_test(tc, test_sentinel_names_the_master_and_switch_master_moves_to_the_new_one);
 	tcase_add_test(tc, test_sentinel_garbage_unknown_master_and_a_replica_are_not_used);
+	tcase_add_test(tc, test_sentinel_master_turned_replica_is_left_on_readonly);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("acl");

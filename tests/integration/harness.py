@@ -11,6 +11,8 @@ Everything a scenario needs to run the real agent against a real, private redis-
   waits, if need be, until a warm server it uses has been up for its locks' ttl;
 - RespClient: a tiny RESP2 client; Monitor: MONITOR on its own connection, collected by a thread;
 - TcpProxy: a loopback TCP proxy that can drop the server's replies or cut every connection;
+- acl_user_args(), SentinelServer, SentinelSetup: Redis ACL users, and a master with replicas
+  and redis-sentinels on loopback (Debian's redis-sentinel) for failover scenarios;
 - Agent: writes a YAML config (SPEC section 4), runs `$LK_BIN agent -c CONFIG`, waits for its
   socket, reads its logs, and on teardown stops it and fails the test on sanitizer reports;
 - AppClient: the Unix socket protocol (SPEC section 3) as an app sees it, with every line
