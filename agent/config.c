@@ -36,12 +36,12 @@ static const char *const top_keys[T_N] = {
 enum {
 	B_NAME, B_TYPE, B_TIMEOUT, B_PASSWORD_FILE, B_ADDRESS, B_ENDPOINTS, B_USERNAME, B_CA_FILE,
 	B_CERT_FILE, B_KEY_FILE, B_SENTINELS, B_MASTER_NAME, B_DB, B_SENTINEL_USERNAME,
-	B_SENTINEL_PASSWORD_FILE, B_N
+	B_SENTINEL_PASSWORD_FILE, B_MIN_REPLICAS_ACKED, B_N
 };
 static const char *const backend_keys[B_N] = {
 	"name", "type", "timeout", "password_file", "address", "endpoints", "username", "ca_file",
 	"cert_file", "key_file", "sentinels", "master_name", "db", "sentinel_username",
-	"sentinel_password_file",
+	"sentinel_password_file", "min_replicas_acked",
 };
 
 enum {
@@ -53,7 +53,8 @@ static const char *const lock_keys[L_N] = {
 	"stepdown_timeout", "release_timeout", "campaign",
 };
 
-_Static_assert(T_N <= 16 && B_N < 16 && L_N <= 16, "struct lk_config_fields is too small");
+_Static_assert(T_N <= LK_CONFIG_MAX_FIELDS && B_N < LK_CONFIG_MAX_FIELDS &&
+               L_N <= LK_CONFIG_MAX_FIELDS, "struct lk_config_fields is too small");
 
 /* ---- backends ---- */
 
@@ -133,6 +134,10 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 	lk_config_join(field, path, "db");
 	if (lk_config_get_number(c, f->val[B_DB], field, 0, LK_BACKEND_REDIS_MAX_DB, NULL, &db) > 0)
 		b->db = (unsigned)db;
+	lk_config_join(field, path, "min_replicas_acked");
+	if (lk_config_get_number(c, f->val[B_MIN_REPLICAS_ACKED], field, 0,
+	                         LK_BACKEND_REDIS_MAX_REPLICAS_ACKED, NULL, &db) > 0)
+		b->min_replicas_acked = (unsigned)db;
 
 	/* The sentinels' own credentials (they may require a password of their own). */
 	lk_config_join(field, path, "sentinel_password_file");
@@ -167,6 +172,7 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 		{ B_ADDRESS, LK_BACKEND_REDIS }, { B_SENTINELS, LK_BACKEND_REDIS },
 		{ B_MASTER_NAME, LK_BACKEND_REDIS }, { B_DB, LK_BACKEND_REDIS },
 		{ B_SENTINEL_USERNAME, LK_BACKEND_REDIS }, { B_SENTINEL_PASSWORD_FILE, LK_BACKEND_REDIS },
+		{ B_MIN_REPLICAS_ACKED, LK_BACKEND_REDIS },
 		{ B_ENDPOINTS, LK_BACKEND_ETCD }, { B_CA_FILE, LK_BACKEND_ETCD },
 		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
 	};

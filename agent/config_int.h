@@ -36,11 +36,14 @@ struct lk_config_ctx {
 	bool oom;
 };
 
+/* The most fields one mapping has (a backend's), plus one for "no such field". */
+#define LK_CONFIG_MAX_FIELDS 20
+
 /* A mapping's known fields: the value node of each (NULL when absent or null) and the key node
  * (NULL when absent), which is where an unwanted field is pointed at. */
 struct lk_config_fields {
-	yaml_node_t *val[16];
-	yaml_node_t *key[16];
+	yaml_node_t *val[LK_CONFIG_MAX_FIELDS];
+	yaml_node_t *key[LK_CONFIG_MAX_FIELDS];
 	bool ok; /* the node was a mapping */
 };
 

@@ -25,6 +25,7 @@
  * a db outside 0..15 is far more often a typo than a server configured for more. */
 #define LK_BACKEND_REDIS_MAX_DB             15
 #define LK_BACKEND_REDIS_MAX_MASTER_NAME    128 /* bytes of a Sentinel master name */
+#define LK_BACKEND_REDIS_MAX_REPLICAS_ACKED 64  /* min_replicas_acked: more is surely a typo */
 
 enum lk_backend_type { LK_BACKEND_REDIS, LK_BACKEND_ETCD };
 
@@ -45,6 +46,8 @@ struct lk_config_backend {
 	unsigned db;                 /* SELECTed on the command connection; 0..LK_BACKEND_REDIS_MAX_DB */
 	char *sentinel_username;     /* the sentinels' ACL user; needs sentinel_password_file */
 	char *sentinel_password_file; /* NULL if the sentinels want no password; with sentinels */
+	unsigned min_replicas_acked; /* WAIT for this many replicas before a tenure counts as
+	                                proven; 0 (default): no WAIT */
 	/* etcd */
 	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
 	size_t n_endpoints;

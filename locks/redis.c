@@ -170,7 +170,7 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 	char ttl[24], value[LK_REDIS_MAX_IDENTITY_LEN + 24];
 	const char *argv[8];
 	size_t lens[8];
-	int argc = 0;
+	int argc = 0, rc;
 
 	snprintf(ttl, sizeof(ttl), "%" PRId64, req->ttl_ms);
 	snprintf(value, sizeof(value), "%s:%" PRIu64, k->identity,
@@ -209,7 +209,10 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 	 * which only makes the proven lease shorter than the real one. */
 	req->sent_ns = lk_mono_ns();
 	req->deadline_ns = req->sent_ns + r->timeout_ms * 1000000;
-	return lk_redis_send(conn, req, lk_redis_cmd_cb, req, argc, argv, lens);
+	rc = lk_redis_send(conn, req, lk_redis_cmd_cb, req, argc, argv, lens);
+	if (rc == 0)
+		lk_redis_wait_send(conn, req);
+	return rc;
 }
 
 /* ---- replies ---------------------------------------------------------------------------- */
@@ -408,6 +411,8 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 	snprintf(msg, sizeof(msg), "unexpected reply to %s: %s", op, text);
 
 deliver:
+	if (lk_redis_wait_hold(req, &rep, msg, sizeof(msg)))
+		return false; /* delivered once the replicas acknowledged it */
 	if (!r->closing && !req->k->dead && req->cb)
 		req->cb(req->arg, &rep);
 	return false;
@@ -673,6 +678,7 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	if (rc < 0)
 		goto fail;
 	r->db = cfg->db;
+	r->min_acked = cfg->min_replicas_acked;
 
 	if (cfg->n_sentinels) {
 		rc = lk_redis_sentinel_new(r, cfg, err, errlen);

@@ -597,7 +597,7 @@ static void lk_redis_handshake_reply(struct lk_redis_conn *conn, redisAsyncConte
 		return;
 	}
 	TAILQ_FOREACH(o, &conn->fifo, link)
-		if (o->kind != LK_REDIS_REQ_SCRIPT)
+		if (o->kind != LK_REDIS_REQ_SCRIPT && o->kind != LK_REDIS_REQ_WAIT)
 			return; /* more to come */
 	lk_redis_handshake_done(conn, true);
 }
@@ -629,6 +629,8 @@ void lk_redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		else if (readonly && r->sentinel && !r->closing && conn->ac == ac &&
 		         conn->state == LK_REDIS_UP)
 			lk_redis_conn_break(conn, "%s is now a replica (READONLY)", conn->addr.shown);
+	} else if (req->kind == LK_REDIS_REQ_WAIT) {
+		lk_redis_wait_reply(r, req, reply);
 	} else {
 		lk_redis_handshake_reply(conn, ac, req, reply);
 	}

@@ -67,6 +67,7 @@ enum lk_redis_req_kind {
 	LK_REDIS_REQ_INFO,      /* INFO server: which instance this is (I10) */
 	LK_REDIS_REQ_SUBSCRIBE, /* ours alone: hiredis routes the confirmation to the channel */
 	LK_REDIS_REQ_SCRIPT,    /* a lock operation for a user */
+	LK_REDIS_REQ_WAIT,      /* WAIT after an acquire or renewal (min_replicas_acked) */
 };
 
 struct lk_redis;
@@ -109,6 +110,14 @@ struct lk_redis_req {
 	bool retried;                    /* the NOSCRIPT fallback to EVAL was used */
 	/* ACQUIRE: the token of our own orphan that this (second) attempt deletes, 0 if none. */
 	uint64_t orphan;
+	/* SCRIPT: the WAIT sent right after it, alive until its reply, which comes later. */
+	struct lk_redis_req *wait;
+	/* WAIT only: the script's OK reply waits here (held) for the replicas' count; detached
+	 * when nothing waits for it any more. prev_*: the key's proven tenure before the script,
+	 * put back if the replicas do not acknowledge it. */
+	bool held, detached;
+	uint64_t prev_token;
+	int64_t prev_until_ns;
 };
 
 TAILQ_HEAD(lk_redis_req_list, lk_redis_req);
@@ -189,6 +198,7 @@ struct lk_redis {
 	char *password;                  /* NULL if none; never in a message */
 	size_t password_len;
 	unsigned db;                     /* SELECTed when not 0 */
+	unsigned min_acked;              /* min_replicas_acked: WAIT after acquire and renew */
 	struct lk_redis_sentinel *sentinel; /* NULL without Sentinel */
 	struct lk_redis_dns *dns;        /* NULL unless host needs a lookup */
 	char sha[LK_REDIS_N_SCRIPTS][LK_REDIS_SHA_LEN + 1];
@@ -271,6 +281,16 @@ void lk_redis_conn_kick(struct lk_redis_conn *conn, bool fresh);
 int lk_redis_send_handshake(struct lk_redis_conn *conn, enum lk_redis_req_kind kind,
                             enum lk_redis_script script, int argc, const char **argv,
                             const size_t *lens);
+
+/* ---- redis_wait.c ---- */
+
+/* After an acquire or renewal was sent on conn: WAIT for the replicas (min_replicas_acked). */
+void lk_redis_wait_send(struct lk_redis_conn *conn, struct lk_redis_req *req);
+/* At a script's delivery: true if its OK must wait for the WAIT's reply (it was moved there);
+ * otherwise rep may have become an ERROR (msg[cap]) and is delivered now. */
+bool lk_redis_wait_hold(struct lk_redis_req *req, struct lk_reply *rep, char *msg, size_t cap);
+/* The WAIT's reply (NULL: the connection went): deliver what waited for it. */
+void lk_redis_wait_reply(struct lk_redis *r, struct lk_redis_req *w, const redisReply *reply);
 
 /* ---- redis_sentinel.c ---- */
 

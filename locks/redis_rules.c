@@ -58,6 +58,11 @@ int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_
 		         cfg->db);
 		return -EINVAL;
 	}
+	if (cfg->min_replicas_acked > LK_BACKEND_REDIS_MAX_REPLICAS_ACKED) {
+		snprintf(err, errlen, "min_replicas_acked must be between 0 and %d, got %u",
+		         LK_BACKEND_REDIS_MAX_REPLICAS_ACKED, cfg->min_replicas_acked);
+		return -EINVAL;
+	}
 	if (cfg->sentinel_password_file && !cfg->n_sentinels) {
 		snprintf(err, errlen, "sentinel_password_file requires sentinels");
 		return -EINVAL;

@@ -656,11 +656,12 @@ START_TEST(test_backend_type_and_foreign_fields)
 	              "expected redis or etcd");
 	EXPECT_ERRORS("backends:\n  - name: m\n    type: etcd\n    address: \"x:1\"\n"
 	              "    sentinels: [\"x:1\"]\n    master_name: m\n    db: 1\n"
-	              "locks: [{name: a}]\n",
+	              "    min_replicas_acked: 1\nlocks: [{name: a}]\n",
 	              NAME ":4:5: backends[0].address: not a field of an etcd backend",
 	              NAME ":5:5: backends[0].sentinels: not a field of an etcd backend",
 	              NAME ":6:5: backends[0].master_name: not a field of an etcd backend",
-	              NAME ":7:5: backends[0].db: not a field of an etcd backend");
+	              NAME ":7:5: backends[0].db: not a field of an etcd backend",
+	              NAME ":8:5: backends[0].min_replicas_acked: not a field of an etcd backend");
 	EXPECT_ERRORS(ONE_BACKEND "    endpoints: [http://x:1]\n    username: u\n"
 	              "    ca_file: /x\n    cert_file: /x\n    key_file: /x\nlocks: [{name: a}]\n",
 	              NAME ":4:5: backends[0].endpoints: not a field of a redis backend",
@@ -1683,6 +1684,7 @@ START_TEST(test_redis_acl_user_db_and_sentinels_parse)
 		"backends:\n"
 		"  - name: acl\n    type: redis\n    address: \"10.0.0.1:6379\"\n"
 		"    username: lk-agent\n    password_file: ${LK_TEST_DIR}/password\n    db: 15\n"
+		"    min_replicas_acked: 2\n"
 		"  - name: ha\n    type: redis\n"
 		"    sentinels: [\"s1:26379\", \"[::1]:26380\", \"10.0.0.3:26379\"]\n"
 		"    master_name: mymaster\n"
@@ -1696,6 +1698,7 @@ START_TEST(test_redis_acl_user_db_and_sentinels_parse)
 	ck_assert_str_eq(b->username, "lk-agent");
 	ck_assert_str_eq(b->password_file, tmp_path("password"));
 	ck_assert_uint_eq(b->db, 15);
+	ck_assert_uint_eq(b->min_replicas_acked, 2);
 	ck_assert_uint_eq(b->n_sentinels, 0);
 	ck_assert_ptr_null(b->master_name);
 	b = &cfg->backends[1];
@@ -1713,6 +1716,7 @@ START_TEST(test_redis_acl_user_db_and_sentinels_parse)
 	b = &cfg->backends[2];
 	ck_assert_str_eq(b->address, LK_BACKEND_REDIS_DEFAULT_ADDRESS);
 	ck_assert_uint_eq(b->db, 0);
+	ck_assert_uint_eq(b->min_replicas_acked, 0);
 	lk_config_free(cfg);
 }
 END_TEST
@@ -1721,6 +1725,9 @@ START_TEST(test_redis_acl_user_db_and_sentinel_errors)
 {
 	EXPECT_ERRORS(ONE_BACKEND "    db: 16\nlocks: [{name: a}]\n",
 	              NAME ":4:9: backends[0].db: must be between 0 and 15, got \"16\"");
+	EXPECT_ERRORS(ONE_BACKEND "    min_replicas_acked: 65\nlocks: [{name: a}]\n",
+	              NAME ":4:25: backends[0].min_replicas_acked: must be between 0 and 64, got "
+	              "\"65\"");
 	EXPECT_ERRORS(ONE_BACKEND "    db: -1\nlocks: [{name: a}]\n",
 	              NAME ":4:9: backends[0].db: \"-1\" is not a whole number");
 	EXPECT_ERRORS(ONE_BACKEND "    username: lk\nlocks: [{name: a}]\n",
@@ -1775,6 +1782,7 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		"    sentinels: [\"unix:/s.sock\"]\n    master_name: m\n",
 		"    sentinels: [\"s:26379\"]\n    master_name: \"m n\"\n",
 		"    sentinels: [\"s:26379\"]\n    master_name: m\n    sentinel_username: w\n",
+		"    min_replicas_acked: 65\n",
 	};
 	char *ok[] = { "s:26379" }, *unix_s[] = { "unix:/s.sock" };
 	struct lk_config_backend bad[] = {
@@ -1791,6 +1799,7 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		  .n_sentinels = 1, .master_name = "m n" },
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
 		  .n_sentinels = 1, .master_name = "m", .sentinel_username = "w" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .min_replicas_acked = 65 },
 	};
 	struct lk_config_backend good = { .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
 	                                  .sentinels = ok, .n_sentinels = 1, .master_name = "m",

@@ -736,6 +736,90 @@ START_TEST(test_db_the_server_lacks_is_refused_and_logged)
 }
 END_TEST
 
+/* ---- min_replicas_acked ---------------------------------------------------------------- */
+
+static void start_acked_backend(unsigned n)
+{
+	char err[256];
+	struct lk_config_backend cfg = {
+		.name = (char *)"main", .type = LK_BACKEND_REDIS, .address = srv.address,
+		.timeout_ms = 500, .min_replicas_acked = n,
+	};
+	struct lk_backend_hooks hooks = lk_test_hooks();
+
+	ck_assert_msg(lk_backend_new(base, &cfg, &hooks, &be, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_msg(lk_test_ready_within(LK_TEST_READY_MS), "not ready:\n%s", logs.text);
+}
+
+static bool replica_in_sync(void)
+{
+	redisReply *rep = lk_test_redis_command(&srv2, "INFO replication");
+	bool up = rep && rep->type == REDIS_REPLY_STRING && strstr(rep->str, "master_link_status:up");
+
+	freeReplyObject(rep);
+	return up;
+}
+
+/* With a replica that answers, acquire and renew are proven after WAIT; with the replica
+ * frozen, neither is (ERROR, not OK), and the acquire's value left on the master is deleted
+ * by the next acquire at once, as an orphan. Asking for more replicas than there are never
+ * proves anything. */
+START_TEST(test_min_replicas_acked_waits_for_the_replicas)
+{
+	struct lk_backend_key *k, *k2;
+	char port[16];
+	const char *args[] = { "--replicaof", "127.0.0.1", port, NULL };
+	struct lk_test_reply g;
+	uint64_t t, t2;
+	int64_t t0;
+
+	snprintf(port, sizeof(port), "%d", srv.port);
+	ck_assert_int_eq(lk_test_redis_start(&srv2, args), 0);
+	for (int i = 0; i < 500 && !replica_in_sync(); i++)
+		usleep(10000);
+	ck_assert(replica_in_sync());
+	start_acked_backend(1);
+	k = lk_test_key_new("alpha", NULL);
+	t = lk_test_acquire_ok(k, 10000);
+	ck_assert_int_eq(lk_test_renew(k, t, 10000).status, LK_REPLY_OK);
+
+	ck_assert_int_eq(lk_test_server_sigstop(&srv2), 0);
+	t0 = lk_mono_ns();
+	g = lk_test_renew(k, t, 10000);
+	printf("renewal with the replica frozen: %s after %.0f ms\n", g.err,
+	       (lk_mono_ns() - t0) / 1e6);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "renewal not proven: 0 of 1 replicas acknowledged it"), "%s",
+	              g.err);
+	k2 = be->ops->key_new(be, "lk-test-other", "alpha", lk_test_on_notify, NULL);
+	ck_assert_ptr_nonnull(k2);
+	g = lk_test_acquire(k2, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "acquire not proven: 0 of 1"), "%s", g.err);
+	{
+		char *v = lk_test_redis_get(&srv, "lk-test-other");
+
+		ck_assert_ptr_nonnull(v); /* on the master, unproven */
+		free(v);
+	}
+
+	ck_assert_int_eq(lk_test_server_sigcont(&srv2), 0);
+	t2 = lk_test_acquire_ok(k2, 10000);
+	ck_assert_msg(strstr(logs.text, "holds our own unannounced tenure"), "%s", logs.text);
+	ck_assert_uint_gt(t2, t);
+	be = lk_backend_free(be);
+
+	/* Two replicas asked for, one there: never proven. */
+	start_acked_backend(2);
+	k = be->ops->key_new(be, "lk-test-third", "beta", lk_test_on_notify, NULL);
+	ck_assert_ptr_nonnull(k);
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
+	ck_assert_msg(strstr(g.err, "1 of 2 replicas"), "%s", g.err);
+	be = lk_backend_free(be);
+}
+END_TEST
+
 /* ---- Sentinel -------------------------------------------------------------------------- */
 
 #define MASTER_NAME "mymaster"
@@ -1119,6 +1203,7 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_sentinel_names_the_master_and_switch_master_moves_to_the_new_one);
 	tcase_add_test(tc, test_sentinel_garbage_unknown_master_and_a_replica_are_not_used);
 	tcase_add_test(tc, test_sentinel_master_turned_replica_is_left_on_readonly);
+	tcase_add_test(tc, test_min_replicas_acked_waits_for_the_replicas);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("acl");
