@@ -161,7 +161,8 @@ static void rig_init(struct rig *g, bool watching)
 	TAILQ_INIT(&g->r->keys);
 	g->r->cmd.r = g->r;
 	g->r->sub.r = g->r;
-	g->r->sub.subscriber = true;
+	g->r->cmd.role = LK_REDIS_CMD;
+	g->r->sub.role = LK_REDIS_SUB;
 	g->r->cmd.state = g->r->sub.state = LK_REDIS_UP;
 	TAILQ_INIT(&g->r->cmd.fifo);
 	TAILQ_INIT(&g->r->sub.fifo);
