@@ -131,8 +131,8 @@ def main():
     ap.add_argument("modules", nargs="*", help="test modules (names or globs) to run")
     ap.add_argument("-k", dest="patterns", action="append", default=[],
                     help="only tests matching this pattern (repeatable; see unittest -k)")
-    ap.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("LK_JOBS", "3")),
-                    help="modules run at once (default 3, or $LK_JOBS)")
+    ap.add_argument("-j", "--jobs", type=int, default=int(os.environ.get("LK_JOBS", "4")),
+                    help="modules run at once (default 4, or $LK_JOBS)")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("LK_MODULE_TIMEOUT", "900")),
                     help="seconds before a module is killed (default 900)")
     ap.add_argument("--selftest", action="store_true",
