@@ -59,8 +59,8 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # Debian packages needed to build, test and run the demo. Node.js (for validating deploy/
 # offline) comes from Debian only when no node is installed at all.
 DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
-            libsodium-dev check libjansson-dev libyaml-dev redis-server redis-sentinel python3 procps \
-            prometheus etcd-server etcd-client openssl golang-go
+            libsodium-dev check libjansson-dev libyaml-dev redis-server redis-sentinel python3 \
+            procps prometheus etcd-server etcd-client openssl golang-go
 BENCH_PKGS := python3-redis gnuplot-nox
 DEB_PKGS += $(BENCH_PKGS)
 # `make deb` and the install check: the package build, lintian, man page rendering, completion.
