@@ -336,12 +336,14 @@ static void on_quiesced(void *arg)
 	maybe_exit(a);
 }
 
-/* Once the drain's outcome is known nothing this process still does is urgent (closing, and
- * the exit's teardown: half a millisecond of kernel time here), while the successor's agent or
- * the backend may share this CPU and be waiting for it: the Redis server, woken by our release,
- * was preempted by our reply's wakeup before it wrote the successor's notice, and the handoff
+/* Once the loop is over nothing this process still does is urgent (freeing, and the exit's
+ * teardown: half a millisecond of kernel time here), while the successor's agent or the backend
+ * may share this CPU and be waiting for it: the Redis server, woken by our release, was
+ * preempted by our reply's wakeup before it wrote the successor's notice, and the handoff
  * waited for our exit (measured 0.5 to 0.7 ms of a 1 ms handoff; ARCHITECTURE.md, Drain).
- * SCHED_IDLE lets any ordinary task run first; the call fails harmlessly where unsupported. */
+ * SCHED_IDLE lets any ordinary task run first; the call fails harmlessly where unsupported.
+ * Not earlier: STOP, DRAINED and the backends' quiesce still go out at normal priority, so a
+ * busy node cannot starve them. */
 static void yield_cpu_for_good(void)
 {
 #ifdef SCHED_IDLE
@@ -413,7 +415,9 @@ static void maybe_finish_drain(struct lk_agent *a, bool timed_out)
 	       LKF_I64("wait_duration_ms", wait_ms) LKF_U64("released", released)
 	       LKF_U64("expired", expired) LKF_U64("failed", failed)
 	       LKF_I64("elapsed_ms", elapsed_ms));
-	yield_cpu_for_good();
+	/* The backend woken by our last release may be waiting for this CPU to tell the successor:
+	 * let it go first (see yield_cpu_for_good()), then finish at normal priority. */
+	sched_yield();
 	for (size_t i = 0; i < a->cfg->n_backends; i++)
 		if (a->backends[i]->ops->quiesce &&
 		    a->backends[i]->ops->quiesce(a->backends[i], on_quiesced, a) == 0)
@@ -708,6 +712,7 @@ int lk_agent_run(const struct lk_config *cfg)
 		LK_LOG(LK_ERROR, "drain complete", LKF_STR("exit_reason", "fatal")
 		       LKF_I64("wait_duration_ms", 0) LKF_U64("released", 0) LKF_U64("expired", 0)
 		       LKF_U64("failed", 0) LKF_I64("elapsed_ms", 0));
+	yield_cpu_for_good();
 	agent_free(&a);
 	return a.exit_status;
 }
