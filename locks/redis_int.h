@@ -19,6 +19,12 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+/* hiredict's hiredis shims (Debian's libhiredict-shims-dev 1.3.1) spell this flag
+ * REDIS_DICONNECTING. */
+#if !defined(REDIS_DISCONNECTING) && defined(REDICT_DISCONNECTING)
+#define REDIS_DISCONNECTING REDICT_DISCONNECTING
+#endif
+
 /* Limits on what the config and the server control. */
 #define LK_REDIS_MAX_HOST_LEN      LK_BACKEND_MAX_HOST_LEN
 #define LK_REDIS_MAX_KEY_LEN       LK_BACKEND_KEY_MAX
