@@ -69,12 +69,25 @@ enum lk_reply_status {
 	                         wrong type, script error): give the tenure up */
 };
 
+/* Acquire OK: what came before the new tenure, as the backend knows it (handoff telemetry). */
+enum lk_reply_after {
+	LK_AFTER_UNKNOWN,     /* the backend could not tell (an unreadable answer): not known to be
+	                         a release, so the agent counts it as an expiry */
+	LK_AFTER_FIRST,       /* the backend has no record of any earlier tenure of the key */
+	LK_AFTER_RELEASE,     /* the tenure before ended with its holder's token-checked release */
+	LK_AFTER_EXPIRY,      /* there was a tenure before, and it was not released: it ran out */
+};
+
 /* What a request produced. Everything borrowed here is valid only during the callback. */
 struct lk_reply {
 	enum lk_reply_status status;
 	uint64_t token;        /* acquire OK: the new tenure's fencing token */
 	int64_t sent_ns;       /* acquire/renew OK: lk_mono_ns() when the proving request was sent */
 	int64_t ttl_ms;        /* acquire/renew OK: validity granted, counted from sent_ns */
+	enum lk_reply_after after; /* acquire OK: how the tenure before this one ended */
+	int64_t gap_ns;        /* acquire OK after a release: ns from that release to this
+	                          acquisition (Redis: the server's clock; etcd: ours, from the watch
+	                          event, a lower bound); -1 if the backend cannot tell */
 	const char *holder;    /* HELD/TAKEN: holder identity, or NULL if unknown */
 	int64_t free_in_ms;    /* HELD: the holder's tenure runs out in about this many ms unless
 	                          it is renewed; 0 if unknown. A hint for the next attempt */

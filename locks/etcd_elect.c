@@ -152,14 +152,16 @@ static void lk_etcd_tenure_start(struct lk_etcd_op *op)
 }
 
 /* Our key was first found oldest now: record whether the tenure before ours is known to have
- * ended with a release (graceful), and from when a wait of one ttl runs if not. */
-void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful)
+ * ended with a release (graceful; first: the lock never had a candidate, so no tenure at all),
+ * and from when a wait of one ttl runs if not. */
+void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful, bool first)
 {
 	struct lk_backend_key *k = op->k;
 
 	k->lowest_for = k->cand_rev;
 	k->lowest_ns = lk_mono_ns();
-	k->lowest_graceful = graceful;
+	k->lowest_graceful = graceful || first;
+	k->lowest_after = first ? LK_AFTER_FIRST : graceful ? LK_AFTER_RELEASE : LK_AFTER_EXPIRY;
 	if (!graceful)
 		lk_etcd_log(op->e, LK_BLOG_INFO, "%s: the last tenure ended without a release (an "
 		            "expiry, a revoke, a crash, or a withdrawal): waiting one ttl before "
@@ -173,9 +175,9 @@ static bool lk_etcd_oldest(struct lk_etcd_op *op, const struct lk_etcd_look *lk,
 	if (k->lowest_for != k->cand_rev)
 		lk_etcd_history_known(op,
 			(k->pred_for == k->cand_rev && k->pred_rev && lk->released_rev == k->pred_rev) ||
-			(created && (lk->seq_found ? lk->released_rev &&
-			                             lk->seq_mod_revision == lk->released_rev
-			                           : !lk->state_found)));
+			(created && lk->seq_found && lk->released_rev &&
+			 lk->seq_mod_revision == lk->released_rev),
+			created && !lk->seq_found && !lk->state_found);
 	return !k->lowest_graceful && lk_mono_ns() - k->lowest_ns < op->ttl_ms * 1000000;
 }
 
@@ -354,6 +356,7 @@ bool lk_etcd_fast_lead(struct lk_etcd_op *op)
 	k->lowest_for = k->cand_rev;
 	k->lowest_ns = lk_mono_ns();
 	k->lowest_graceful = true;
+	k->lowest_after = LK_AFTER_RELEASE;
 	lk_etcd_tenure_start(op);
 	return true;
 }

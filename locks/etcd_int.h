@@ -241,6 +241,10 @@ struct lk_backend_key {
 	int64_t pred_rev, pred_for;
 	int64_t lowest_for, lowest_ns;
 	bool lowest_graceful;
+	enum lk_reply_after lowest_after; /* ... what that tenure before ours was, for telemetry */
+	/* When the watch showed the release of our only older candidate (our key: seen_for): the
+	 * start of the handoff gap as this agent can measure it, with no clock in etcd. */
+	int64_t release_seen_ns, release_seen_for;
 	/* The watch, over the candidates' prefix. */
 	bool watching;                   /* wanted */
 	struct lk_etcd_xfer *wx;         /* the stream, or NULL */
@@ -361,7 +365,7 @@ void lk_etcd_op_reply(struct lk_etcd_op *op, enum lk_reply_status status, const 
  * without asking etcd (then op holds the tenure's token and proof). */
 void lk_etcd_looked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
 void lk_etcd_checked(struct lk_etcd_op *op, const struct lk_etcd_look *lk);
-void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful);
+void lk_etcd_history_known(struct lk_etcd_op *op, bool graceful, bool first);
 void lk_etcd_key_end_tenure(struct lk_backend_key *k, uint64_t token);
 /* A tenure was proven at sent_ns for ttl_s: its key outlives the tenure until then. */
 void lk_etcd_tenure_proven(struct lk_backend_key *k, int64_t sent_ns, int64_t ttl_s);

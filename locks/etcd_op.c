@@ -92,11 +92,23 @@ void lk_etcd_op_fail(struct lk_etcd_op *op, enum lk_reply_status status,
 void lk_etcd_op_reply(struct lk_etcd_op *op, enum lk_reply_status status,
                       const char *holder)
 {
-	struct lk_reply rep = { .status = status, .holder = holder, .token = op->token };
+	struct lk_backend_key *k = op->k;
+	struct lk_reply rep = { .status = status, .holder = holder, .token = op->token,
+	                        .gap_ns = -1 };
 
 	if (status == LK_REPLY_OK && op->kind != LK_ETCD_RELEASE) {
 		rep.sent_ns = op->sent_ns;
 		rep.ttl_ms = op->ttl_s * 1000;
+	}
+	/* What came before: recorded when our key was first found oldest. The gap runs from
+	 * when the watch showed us the release, as etcd has no clock to ask: without such an
+	 * event (the release came before we queued, a look found it) there is no gap to tell. */
+	if (status == LK_REPLY_OK && op->kind == LK_ETCD_ACQUIRE) {
+		rep.after = k->lowest_for == op->rev ? k->lowest_after : LK_AFTER_UNKNOWN;
+		if (rep.after == LK_AFTER_RELEASE && k->release_seen_for == op->rev &&
+		    k->release_seen_ns)
+			rep.gap_ns = lk_mono_ns() - k->release_seen_ns;
+		k->release_seen_ns = 0;
 	}
 	lk_etcd_op_done(op, &rep);
 }
@@ -232,7 +244,7 @@ void lk_etcd_op_xfer_done(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 	}
 	/* History compacted away (or any refusal): nothing known, so the wait applies. */
 	if (op->step == LK_ETCD_STEP_HISTORY && !o->transport) {
-		lk_etcd_history_known(op, false);
+		lk_etcd_history_known(op, false, false);
 		op->step = LK_ETCD_STEP_PEEK;
 		lk_etcd_op_next(op);
 		return;
@@ -316,10 +328,9 @@ static void lk_etcd_op_parsed(struct lk_etcd_op *op, struct lk_etcd_xfer *x,
 		lk_etcd_mark_up(e);
 		/* As at creation (lk_etcd_oldest): nobody older, and the release the marker names
 		 * was of the candidate that came just before ours. */
-		lk_etcd_history_known(op, h.n_candidates == 0 &&
-		                          (h.seq_found ? op->released_rev &&
-		                                         h.seq_mod_revision == op->released_rev
-		                                       : !op->state_found));
+		lk_etcd_history_known(op, h.n_candidates == 0 && h.seq_found && op->released_rev &&
+		                          h.seq_mod_revision == op->released_rev,
+		                      h.n_candidates == 0 && !h.seq_found && !op->state_found);
 		op->step = LK_ETCD_STEP_PEEK;
 		lk_etcd_op_next(op);
 		return;

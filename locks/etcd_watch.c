@@ -33,11 +33,15 @@ static void lk_etcd_watch_markers(struct lk_backend_key *k, const char *line, si
 	}
 	if (lk_etcd_json_parse_watch_key(line, len, k->tkey, k->tkey_len, &m, err,
 	                                 sizeof(err)) == 0 && m.put && k->cand_rev &&
-	    k->pred_for == k->cand_rev && k->pred_rev && m.released_rev == k->pred_rev &&
-	    k->fence_known) {
-		k->fast_lead = true;
-		k->notify_pending = true;
-		k->e->notify_any = true;
+	    k->pred_for == k->cand_rev && k->pred_rev && m.released_rev == k->pred_rev) {
+		/* The start of the handoff gap as we can see it (etcd_op.c lk_etcd_op_reply()). */
+		k->release_seen_ns = lk_mono_ns();
+		k->release_seen_for = k->cand_rev;
+		if (k->fence_known) {
+			k->fast_lead = true;
+			k->notify_pending = true;
+			k->e->notify_any = true;
+		}
 	}
 }
 

@@ -61,7 +61,15 @@
  * more than the time since the last acquisition. Both numbers are compared as decimal strings
  * (length first), so no Lua number rounds them; the TIME string is built by concatenation
  * because Lua 5.1 would format such a number as 1.7e+15. Tokens stay below 2^53, exact in a
- * Lua number, and '%d' formats them as integers. */
+ * Lua number, and '%d' formats them as integers.
+ *
+ * Handoff telemetry (redis_handoff.c): release writes the marker KEYS[2] = "K:released" (the
+ * key of the same name as the release channel) = "<token>:<TIME in µs>" as it deletes our key;
+ * acquire answers {1, token, the counter before it (the last token issued; '' if none), the
+ * marker, TIME}. The marker has no expiry, like the counter: one small key per lock,
+ * overwritten in place, and one that expired would turn a graceful release that nobody
+ * followed for a while into an apparent expiry. Its GET is a pcall, before any write: a key of
+ * another type there costs the telemetry, never the acquire. */
 static const char lk_redis_acquire_lua[] =
 	"local v = redis.call('GET', KEYS[1])\n"
 	"if v and ARGV[3] and v == ARGV[3] then\n"
@@ -69,6 +77,8 @@ static const char lk_redis_acquire_lua[] =
 	"  v = false\n"
 	"end\n"
 	"if v then return {0, v, redis.call('PTTL', KEYS[1])} end\n"
+	"local m = redis.pcall('GET', KEYS[3])\n"
+	"if type(m) ~= 'string' then m = '' end\n"
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] .. string.format('%06d', tonumber(t[2]))\n"
 	"local c = redis.call('GET', KEYS[2])\n"
@@ -80,7 +90,7 @@ static const char lk_redis_acquire_lua[] =
 	"  tok = tonumber(now)\n"
 	"end\n"
 	"redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', tok), 'NX', 'PX', ARGV[2])\n"
-	"return {1, tok}\n";
+	"return {1, tok, c or '', m, now}\n";
 
 static const char lk_redis_renew_lua[] =
 	"local v = redis.call('GET', KEYS[1])\n"
@@ -94,6 +104,8 @@ static const char lk_redis_renew_lua[] =
 static const char lk_redis_release_lua[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
 	"  redis.call('DEL', KEYS[1])\n"
+	"  local t = redis.call('TIME')\n"
+	"  redis.call('SET', KEYS[2], ARGV[3] .. ':' .. t[1] .. string.format('%06d', tonumber(t[2])))\n"
 	"  redis.call('PUBLISH', ARGV[2], ARGV[1])\n"
 	"  return 1\n"
 	"end\n"
@@ -167,12 +179,12 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 {
 	struct lk_redis *r = conn->r;
 	struct lk_backend_key *k = req->k;
-	char ttl[24], value[LK_REDIS_MAX_IDENTITY_LEN + 24];
-	const char *argv[8];
-	size_t lens[8];
+	char num[24], value[LK_REDIS_MAX_IDENTITY_LEN + 24]; /* num: the ttl, or release's token */
+	const char *argv[10];
+	size_t lens[10];
 	int argc = 0, rc;
 
-	snprintf(ttl, sizeof(ttl), "%" PRId64, req->ttl_ms);
+	snprintf(num, sizeof(num), "%" PRId64, req->ttl_ms);
 	snprintf(value, sizeof(value), "%s:%" PRIu64, k->identity,
 	         req->script == LK_REDIS_ACQUIRE ? req->orphan : req->token);
 
@@ -180,11 +192,12 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 	argv[argc++] = eval ? lk_redis_scripts[req->script] : r->sha[req->script];
 	switch (req->script) {
 	case LK_REDIS_ACQUIRE:
-		argv[argc++] = "2";
+		argv[argc++] = "3";
 		argv[argc++] = k->key;
 		argv[argc++] = k->fence;
+		argv[argc++] = k->channel;
 		argv[argc++] = k->identity;
-		argv[argc++] = ttl;
+		argv[argc++] = num;
 		if (req->orphan)
 			argv[argc++] = value;
 		break;
@@ -192,14 +205,17 @@ static int lk_redis_send_script(struct lk_redis_conn *conn, struct lk_redis_req 
 		argv[argc++] = "1";
 		argv[argc++] = k->key;
 		argv[argc++] = value;
-		argv[argc++] = ttl;
+		argv[argc++] = num;
 		break;
 	case LK_REDIS_RELEASE:
 	default:
-		argv[argc++] = "1";
+		snprintf(num, sizeof(num), "%" PRIu64, req->token);
+		argv[argc++] = "2";
 		argv[argc++] = k->key;
+		argv[argc++] = k->channel;
 		argv[argc++] = value;
 		argv[argc++] = k->channel;
+		argv[argc++] = num; /* the token, for the marker */
 		break;
 	}
 	for (int i = 0; i < argc; i++)
@@ -315,8 +331,8 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 
 	switch (req->script) {
 	case LK_REDIS_ACQUIRE:
-		/* {1, token}, or {0, holder's value, its PTTL}. */
-		if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || reply->elements > 3 ||
+		/* {1, token, previous token, marker, TIME}, or {0, holder's value, its PTTL}. */
+		if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 || reply->elements > 5 ||
 		    reply->element[0]->type != REDIS_REPLY_INTEGER)
 			break;
 		e0 = reply->element[0];
@@ -330,6 +346,10 @@ bool lk_redis_script_reply(struct lk_redis_conn *conn, redisAsyncContext *ac,
 			rep.sent_ns = req->sent_ns;
 			rep.ttl_ms = req->ttl_ms;
 			rep.err = NULL;
+			rep.after = lk_redis_handoff(reply, &rep.gap_ns, text, sizeof(text));
+			if (rep.after == LK_AFTER_UNKNOWN)
+				lk_redis_log(r, LK_BLOG_WARN, "key %s: acquired, but %s", req->k->key,
+				             text);
 			goto deliver;
 		}
 		if (e0->integer == 0 && e1->type == REDIS_REPLY_STRING) {

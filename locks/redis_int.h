@@ -333,4 +333,11 @@ void lk_redis_key_destroy(struct lk_backend_key *k);
 int lk_redis_key_link(struct lk_redis *r, struct lk_backend_key *k);
 void lk_redis_key_unlink(struct lk_backend_key *k);
 
+/* ---- redis_handoff.c ---- */
+
+/* What an acquire's successful answer says came before the tenure, with *gap_ns the time
+ * since the release (-1: unknown); LK_AFTER_UNKNOWN with why[cap] when it cannot be read. */
+enum lk_reply_after lk_redis_handoff(const redisReply *reply, int64_t *gap_ns, char *why,
+                                     size_t cap);
+
 #endif

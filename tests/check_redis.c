@@ -18,6 +18,7 @@
 #include <check.h>
 
 #include "locks/backend.h"
+#include "locks/redis_int.h"
 #include "tests/backend_contract.h"
 #include "tests/harness.h"
 
@@ -268,6 +269,152 @@ START_TEST(test_tokens_never_repeat_when_the_counter_goes_back)
 	ck_assert(lk_test_redis_ok(&srv, "SET %s %s", KEY ":fence", v));
 	t3 = lk_test_acquire_ok(k, 10000);
 	ck_assert_uint_eq(t3, ahead + 1);
+}
+END_TEST
+
+/* Handoff telemetry: a fresh key's first tenure is "first"; the release writes the marker
+ * "<token>:<TIME µs>" beside the key, and the next acquire reads it as a release, with the gap
+ * on the server's clock; a tenure that ran out (or was deleted) is an expiry. A marker of
+ * another type costs the telemetry, not the acquire. */
+START_TEST(test_acquire_tells_what_came_before_and_the_gap_since_the_release)
+{
+	struct lk_backend_key *k;
+	struct lk_test_reply g;
+	uint64_t t0, t1;
+	char *marker, want[64];
+
+	start_backend(srv.address, 500);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.after, LK_AFTER_FIRST);
+	ck_assert_int_eq(g.gap_ns, -1);
+	t0 = g.token;
+	ck_assert_int_eq(lk_test_release(k, t0).status, LK_REPLY_OK);
+	marker = lk_test_redis_get(&srv, KEY ":released");
+	ck_assert_ptr_nonnull(marker);
+	snprintf(want, sizeof(want), "%" PRIu64 ":", t0);
+	ck_assert_msg(strncmp(marker, want, strlen(want)) == 0, "%s", marker);
+	ck_assert_uint_ge(strtoull(marker + strlen(want), NULL, 10) + 5000000, wall_us());
+	free(marker);
+
+	lk_test_run_for(20);
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.after, LK_AFTER_RELEASE);
+	printf("gap from a release to the next acquire, Redis TIME: %.3f ms\n", g.gap_ns / 1e6);
+	ck_assert_int_ge(g.gap_ns, 15 * 1000000);
+	ck_assert_int_lt(g.gap_ns, 2000 * 1000000LL);
+	t1 = g.token;
+
+	/* Gone without a release (as an expiry would): the marker names an older tenure. */
+	ck_assert(lk_test_redis_ok(&srv, "DEL %s", KEY));
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.after, LK_AFTER_EXPIRY);
+	ck_assert_int_eq(g.gap_ns, -1);
+	ck_assert_uint_gt(g.token, t1);
+
+	ck_assert(lk_test_redis_ok(&srv, "DEL %s", KEY));
+	ck_assert(lk_test_redis_ok(&srv, "DEL %s", KEY ":released"));
+	ck_assert(lk_test_redis_ok(&srv, "HSET %s f v", KEY ":released"));
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_int_eq(g.after, LK_AFTER_EXPIRY);
+	/* The release writes over it. */
+	ck_assert_int_eq(lk_test_release(k, g.token).status, LK_REPLY_OK);
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.after, LK_AFTER_RELEASE);
+}
+END_TEST
+
+/* The script's answer read by hand-made replies: anything unreadable is LK_AFTER_UNKNOWN with
+ * a message, never a crash or a failed acquire. */
+static enum lk_reply_after handoff_of(const char *prev, const char *marker, const char *now,
+                                      size_t n, int64_t *gap_ns, char *why, size_t cap)
+{
+	redisReply e[5] = {
+		{ .type = REDIS_REPLY_INTEGER, .integer = 1 },
+		{ .type = REDIS_REPLY_INTEGER, .integer = 99 },
+		{ .type = REDIS_REPLY_STRING, .str = (char *)prev, .len = prev ? strlen(prev) : 0 },
+		{ .type = REDIS_REPLY_STRING, .str = (char *)marker, .len = marker ? strlen(marker) : 0 },
+		{ .type = REDIS_REPLY_STRING, .str = (char *)now, .len = now ? strlen(now) : 0 },
+	};
+	redisReply *el[5] = { &e[0], &e[1], &e[2], &e[3], &e[4] };
+	redisReply r = { .type = REDIS_REPLY_ARRAY, .elements = n, .element = el };
+
+	for (int i = 2; i < 5; i++)
+		if (!e[i].str)
+			e[i].type = REDIS_REPLY_NIL;
+	why[0] = '\0';
+	return lk_redis_handoff(&r, gap_ns, why, cap);
+}
+
+START_TEST(test_handoff_answer_garbage_is_unknown_and_never_a_crash)
+{
+	char why[128];
+	int64_t gap;
+
+	ck_assert_int_eq(handoff_of("", "", "1700000000000000", 5, &gap, why, sizeof(why)),
+	                 LK_AFTER_FIRST);
+	ck_assert_int_eq(handoff_of("41", "", "1700000000000000", 5, &gap, why, sizeof(why)),
+	                 LK_AFTER_EXPIRY);
+	ck_assert_int_eq(handoff_of("41", "40:1700000000000000", "1700000000000000", 5, &gap, why,
+	                            sizeof(why)), LK_AFTER_EXPIRY);
+	ck_assert_int_eq(handoff_of("41", "41:1700000000000000", "1700000000000412", 5, &gap, why,
+	                            sizeof(why)), LK_AFTER_RELEASE);
+	ck_assert_int_eq(gap, 412000);
+	/* A clock that stepped back between release and acquire: a release, gap unknown. */
+	ck_assert_int_eq(handoff_of("41", "41:1700000000000412", "1700000000000000", 5, &gap, why,
+	                            sizeof(why)), LK_AFTER_RELEASE);
+	ck_assert_int_eq(gap, -1);
+	ck_assert_int_eq(handoff_of("41", "41:1700000000000412", "soon", 5, &gap, why,
+	                            sizeof(why)), LK_AFTER_RELEASE);
+	ck_assert_int_eq(gap, -1);
+
+	/* Garbage. */
+	ck_assert_int_eq(handoff_of("41", "41:", "1", 5, &gap, why, sizeof(why)), LK_AFTER_UNKNOWN);
+	ck_assert_msg(strstr(why, "release marker"), "%s", why);
+	ck_assert_int_eq(handoff_of("41", "released", "1", 5, &gap, why, sizeof(why)),
+	                 LK_AFTER_UNKNOWN);
+	ck_assert_int_eq(handoff_of("41", ":1700000000000000", "1", 5, &gap, why, sizeof(why)),
+	                 LK_AFTER_UNKNOWN);
+	ck_assert_int_eq(handoff_of("41", "41:99999999999999999999999", "1", 5, &gap, why,
+	                            sizeof(why)), LK_AFTER_UNKNOWN);
+	ck_assert_int_eq(handoff_of("-3", "", "1", 5, &gap, why, sizeof(why)), LK_AFTER_UNKNOWN);
+	ck_assert_msg(strstr(why, "fence counter"), "%s", why);
+	ck_assert_int_eq(handoff_of("41", NULL, "1", 5, &gap, why, sizeof(why)), LK_AFTER_UNKNOWN);
+	ck_assert_int_eq(handoff_of("41", "", "1", 2, &gap, why, sizeof(why)), LK_AFTER_UNKNOWN);
+	ck_assert_msg(strstr(why, "2 elements"), "%s", why);
+	ck_assert_int_eq(gap, -1);
+}
+END_TEST
+
+static pid_t fake_server(int *port, const char *reply);
+
+/* A server whose acquire answer is an acquisition with garbage where the handoff should be:
+ * the tenure is ours (OK, its token), the garbage is logged. */
+START_TEST(test_acquired_with_a_garbage_handoff_is_ok_and_logged)
+{
+	struct lk_backend_key *k;
+	char addr[64];
+	struct lk_test_reply g;
+	pid_t pid;
+	int port;
+
+	pid = fake_server(&port, "*5\r\n:1\r\n:5\r\n$2\r\n41\r\n$3\r\nx:y\r\n:7\r\n");
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	start_backend(addr, 500);
+	k = lk_test_key_new("alpha", NULL);
+	g = lk_test_acquire(k, 10000);
+	ck_assert_int_eq(g.status, LK_REPLY_OK);
+	ck_assert_uint_eq(g.token, 5);
+	ck_assert_int_eq(g.after, LK_AFTER_UNKNOWN);
+	ck_assert_msg(strstr(logs.text, "acquired, but the answer does not say what came before"),
+	              "%s", logs.text);
+	be = lk_backend_free(be);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 }
 END_TEST
 
@@ -1190,6 +1337,7 @@ static Suite *redis_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_held_tells_when_the_holder_key_runs_out);
 	tcase_add_test(tc, test_tokens_never_repeat_when_the_counter_goes_back);
+	tcase_add_test(tc, test_acquire_tells_what_came_before_and_the_gap_since_the_release);
 	tcase_add_test(tc, test_holdoff_while_a_new_server_is_younger_than_the_ttl);
 	tcase_add_test(tc, test_holdoff_of_a_server_started_just_before_a_second_began);
 	tcase_add_test(tc, test_own_orphan_of_a_timed_out_acquire_is_reclaimed_without_a_release_notice);
@@ -1221,6 +1369,8 @@ static Suite *redis_suite(void)
 	tcase_add_test(tc, test_unreadable_sentinel_password_file_fails_new);
 	tcase_add_test(tc, test_garbage_reply_is_fatal);
 	tcase_add_test(tc, test_transient_error_reply_is_error);
+	tcase_add_test(tc, test_handoff_answer_garbage_is_unknown_and_never_a_crash);
+	tcase_add_test(tc, test_acquired_with_a_garbage_handoff_is_ok_and_logged);
 	tcase_add_test(tc, test_parse_address);
 	tcase_add_test(tc, test_backoff_doubles_to_cap_with_equal_jitter);
 	tcase_add_test(tc, test_factory_dispatches_on_type);

@@ -1108,6 +1108,8 @@ void lk_test_on_reply(void *arg, const struct lk_reply *rep)
 	g->has_holder = rep->holder != NULL;
 	snprintf(g->holder, sizeof(g->holder), "%s", rep->holder ? rep->holder : "");
 	g->free_in_ms = rep->free_in_ms;
+	g->after = rep->after;
+	g->gap_ns = rep->gap_ns;
 	snprintf(g->err, sizeof(g->err), "%s", rep->err ? rep->err : "");
 	if (g->free_backend)
 		*lk_test_kit.be = lk_backend_free(*lk_test_kit.be);

@@ -154,6 +154,8 @@ struct lk_test_reply {
 	bool has_holder;
 	char holder[300];
 	int64_t free_in_ms;
+	enum lk_reply_after after;      /* acquire OK: what came before */
+	int64_t gap_ns;                 /* ... and since the release, -1 if unknown */
 	char err[600];
 	bool free_backend;              /* free the bound backend from inside the callback */
 };
