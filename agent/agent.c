@@ -284,13 +284,13 @@ static void env_backend_error(void *ctx, struct lk_lock *l)
 }
 
 static void env_observe(void *ctx, struct lk_lock *l, enum lk_lock_observation what,
-                        int64_t ms)
+                        int64_t ns)
 {
 	struct lk_agent *a = ctx;
+	int i = lock_index(a, l);
 
-	lk_histogram_observe(what == LK_OBSERVE_RELEASE ? &a->metrics.release_duration
-	                                                : &a->metrics.stepdown_wait,
-	                     (double)ms / 1000.0);
+	if (i >= 0)
+		lk_metrics_observe_lock(&a->metrics, (size_t)i, what, (double)ns / 1e9);
 }
 
 static void maybe_finish_drain(struct lk_agent *a, bool timed_out);
@@ -552,7 +552,7 @@ static void agent_free(struct lk_agent *a)
 	free(a->by_name);
 	free(a->settled);
 	free(a->backends);
-	free(a->metrics.backend_errors);
+	lk_metrics_release(&a->metrics);
 	free(a->heap);
 	struct event *evs[] = { a->sig_term, a->sig_int, a->sig_quit, a->shutdown_timer,
 	                        a->heap_ev };
@@ -585,7 +585,7 @@ static int agent_start(struct lk_agent *a)
 	a->settled = calloc(cfg->n_locks, sizeof(*a->settled));
 	a->metrics.backend_errors = calloc(cfg->n_backends, sizeof(*a->metrics.backend_errors));
 	if (!a->base || !a->backends || !a->locks || !a->slots || !a->settled ||
-	    !a->metrics.backend_errors ||
+	    !a->metrics.backend_errors || lk_metrics_init(&a->metrics, cfg->n_locks) < 0 ||
 	    lk_log_attach(a->base) < 0) {
 		LK_LOG(LK_ERROR, "out of memory");
 		return -ENOMEM;

@@ -123,9 +123,11 @@ static void backend_failed(struct lk_lock *l, const char *what, const struct lk_
 
 static void stepdown_over(struct lk_lock *l)
 {
-	l->stats.last_stepdown_ms = ms_between(l->stepdown_start_ns, now_ns(l));
+	int64_t ns = now_ns(l) - l->stepdown_start_ns;
+
+	l->stats.last_stepdown_ms = ns / NS_PER_MS;
 	if (l->env->observe)
-		l->env->observe(l->env->ctx, l, LK_OBSERVE_STEPDOWN, l->stats.last_stepdown_ms);
+		l->env->observe(l->env->ctx, l, LK_OBSERVE_STEPDOWN, ns);
 }
 
 /* Whether anybody here wants this lock led right now. */
@@ -381,10 +383,10 @@ static void proven(struct lk_lock *l, const struct lk_reply *r)
 
 static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 {
-	int64_t now = now_ns(l);
+	int64_t now = now_ns(l), gap_ns;
+	enum lk_lock_after after = lk_lock_count_acquisition(l, r, &gap_ns);
 
 	set_state(l, LK_LOCK_LEADER);
-	l->stats.acquisitions++;
 	l->backend->ops->watch(l->key, false);
 	timer_off(l, LK_TIMER_RETRY);
 	proven(l, r);
@@ -394,7 +396,8 @@ static void enter_leader(struct lk_lock *l, const struct lk_reply *r)
 	emit_tenure(l, LK_EV_LEADER);
 	LK_LOG(LK_INFO, "lock acquired", LKF_STR("lock", l->cfg->name) LKF_U64("token", l->token)
 	       LKF_I64("ttl_ms", ms_between(now, l->expires_ns))
-	       LKF_I64("until_mono_ms", lk_lock_until_mono_ms(l)));
+	       LKF_I64("until_mono_ms", lk_lock_until_mono_ms(l))
+	       LKF_STR("after", lk_lock_after_name(after)) LKF_MS("gap_ms", gap_ns));
 }
 
 static void enter_releasing(struct lk_lock *l)
@@ -552,9 +555,9 @@ static void released(struct lk_lock *l, const struct lk_reply *r)
 	}
 	timer_off(l, LK_TIMER_PHASE);
 	timer_off(l, LK_TIMER_RETRY);
-	l->stats.last_release_ms = ms_between(l->release_start_ns, now_ns(l));
+	l->stats.last_release_ms = (now_ns(l) - l->release_start_ns) / NS_PER_MS;
 	if (l->env->observe)
-		l->env->observe(l->env->ctx, l, LK_OBSERVE_RELEASE, l->stats.last_release_ms);
+		l->env->observe(l->env->ctx, l, LK_OBSERVE_RELEASE, now_ns(l) - l->release_start_ns);
 	if (l->draining) {
 		finish_drain(l, o);
 		return;

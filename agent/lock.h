@@ -61,6 +61,17 @@ typedef void lk_timer_fn(void *arg);
 enum lk_lock_observation {
 	LK_OBSERVE_RELEASE,    /* release start to the backend's answer (or giving up) */
 	LK_OBSERVE_STEPDOWN,   /* STEPDOWN to the last ACK (or the timeout) */
+	LK_OBSERVE_HANDOFF_GAP, /* the predecessor's release to our acquisition (lk_reply.gap_ns) */
+	LK_OBSERVE__COUNT,
+};
+
+/* What came before a tenure this replica started (leasekeeper_acquisitions_total's `after`). */
+enum lk_lock_after {
+	LK_LOCK_AFTER_RELEASE, /* the holder before released it: a graceful handoff */
+	LK_LOCK_AFTER_EXPIRY,  /* a tenure before that was not released (or the backend could not
+	                          tell): its holder crashed or froze, its lease ran out */
+	LK_LOCK_AFTER_FIRST,   /* the backend had no record of any tenure before */
+	LK_LOCK_AFTER__COUNT,
 };
 
 /* What the lock needs from its host. All hooks get `ctx` as their first argument. */
@@ -77,13 +88,16 @@ struct lk_lock_env {
 	void (*settled)(void *ctx, struct lk_lock *l);
 	/* A backend request failed (for leasekeeper_backend_errors_total). May be NULL. */
 	void (*backend_error)(void *ctx, struct lk_lock *l);
-	/* A release or a stepdown wait finished, taking ms (for the histograms). May be NULL. */
-	void (*observe)(void *ctx, struct lk_lock *l, enum lk_lock_observation what, int64_t ms);
+	/* A release, a stepdown wait or a handoff finished, taking ns (for the histograms); ns -1:
+	 * none yet, but one may come (the lock campaigns, or leads), so the series should exist
+	 * from now on, at zero. May be NULL. */
+	void (*observe)(void *ctx, struct lk_lock *l, enum lk_lock_observation what, int64_t ns);
 };
 
 /* Counters and last durations, for logs and metrics. */
 struct lk_lock_stats {
 	uint64_t acquisitions;
+	uint64_t acquired_after[LK_LOCK_AFTER__COUNT]; /* the same, by what came before */
 	uint64_t lost[LK_LOST__COUNT];
 	uint64_t releases[LK_OUTCOME__COUNT];
 	int64_t last_release_ms;   /* release start to backend answer, -1 if none yet */
@@ -139,6 +153,7 @@ const char *lk_lock_name(const struct lk_lock *l);
 const char *lk_lock_backend_name(const struct lk_lock *l);
 enum lk_lock_state lk_lock_state(const struct lk_lock *l);
 const char *lk_lock_state_name(enum lk_lock_state s);
+const char *lk_lock_after_name(enum lk_lock_after a); /* "release", "expiry", "first" */
 bool lk_lock_is_leader(const struct lk_lock *l);    /* LEADER or STEPPING_DOWN */
 uint64_t lk_lock_token(const struct lk_lock *l);    /* current or last tenure, 0 if none */
 const char *lk_lock_holder(const struct lk_lock *l); /* identity, or "-" if unknown */

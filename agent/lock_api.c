@@ -84,8 +84,20 @@ struct lk_lock *lk_lock_free(struct lk_lock *l)
 	return NULL;
 }
 
+/* Make a histogram this lock will observe exist from now on, at zero (observe with ns -1):
+ * rate() and increase() count nothing of a series' first sample, so a series that appeared
+ * with its first observation would never show it. A lock campaigns before it can be handed
+ * over, leads before it releases or steps down. */
+static void will_observe(struct lk_lock *l, enum lk_lock_observation what)
+{
+	if (l->env->observe)
+		l->env->observe(l->env->ctx, l, what, -1);
+}
+
 void lk_lock_start(struct lk_lock *l)
 {
+	if (l->cfg->campaign == LK_CAMPAIGN_ALWAYS)
+		will_observe(l, LK_OBSERVE_HANDOFF_GAP);
 	lk_lock_step(l, IN_START, NULL);
 }
 
@@ -114,6 +126,7 @@ int lk_lock_campaign(struct lk_lock *l, void *client)
 		l->cap_members = cap;
 	}
 	l->members[l->n_members++] = (struct member){ .client = client };
+	will_observe(l, LK_OBSERVE_HANDOFF_GAP);
 	lk_lock_step(l, IN_CAMPAIGN, NULL);
 	return 0;
 }
@@ -227,6 +240,37 @@ const struct lk_lock_stats *lk_lock_stats(const struct lk_lock *l) { return &l->
 const char *lk_lock_state_name(enum lk_lock_state s)
 {
 	return s < LK_LOCK__STATE_COUNT ? state_names[s] : "?";
+}
+
+const char *lk_lock_after_name(enum lk_lock_after a)
+{
+	static const char *const names[LK_LOCK_AFTER__COUNT] = {
+		[LK_LOCK_AFTER_RELEASE] = "release",
+		[LK_LOCK_AFTER_EXPIRY] = "expiry",
+		[LK_LOCK_AFTER_FIRST] = "first",
+	};
+
+	return a < LK_LOCK_AFTER__COUNT ? names[a] : "?";
+}
+
+/* A backend that cannot tell what came before counts as an expiry: only a handoff known to be
+ * a release is graceful, and the alert on expiries would rather look once too often. The gap
+ * means something only after a release. */
+enum lk_lock_after lk_lock_count_acquisition(struct lk_lock *l, const struct lk_reply *r,
+                                             int64_t *gap_ns)
+{
+	enum lk_lock_after a = r->after == LK_AFTER_FIRST   ? LK_LOCK_AFTER_FIRST :
+	                       r->after == LK_AFTER_RELEASE ? LK_LOCK_AFTER_RELEASE :
+	                                                      LK_LOCK_AFTER_EXPIRY;
+
+	l->stats.acquisitions++;
+	l->stats.acquired_after[a]++;
+	will_observe(l, LK_OBSERVE_RELEASE);
+	will_observe(l, LK_OBSERVE_STEPDOWN);
+	*gap_ns = a == LK_LOCK_AFTER_RELEASE && r->gap_ns >= 0 ? r->gap_ns : -1;
+	if (*gap_ns >= 0 && l->env->observe)
+		l->env->observe(l->env->ctx, l, LK_OBSERVE_HANDOFF_GAP, *gap_ns);
+	return a;
 }
 
 bool lk_lock_is_leader(const struct lk_lock *l)

@@ -88,6 +88,11 @@ struct lk_lock {
 /* Set *dst to a heap copy of src (NULL: none), freeing the old text; a no-op if unchanged. */
 void lk_lock_set_text(char **dst, const char *src);
 
+/* A tenure started (reply r, acquire OK): count it by what came before and observe the handoff
+ * gap; *gap_ns is the gap, or -1 when the backend could not tell (lock_api.c). */
+enum lk_lock_after lk_lock_count_acquisition(struct lk_lock *l, const struct lk_reply *r,
+                                             int64_t *gap_ns);
+
 /* Feed the lock one input: the only way in to its state machine (lock.c). */
 void lk_lock_step(struct lk_lock *l, enum lk_lock_input in, const struct lk_reply *r);
 

@@ -291,6 +291,12 @@ static void log_text(FILE *f, const char *ts, enum lk_log_level level, const cha
 		case LK_LOGF_I64: fprintf(f, "%" PRId64, x->i); break;
 		case LK_LOGF_U64: fprintf(f, "%" PRIu64, x->u); break;
 		case LK_LOGF_BOOL: fputs(x->i ? "true" : "false", f); break;
+		case LK_LOGF_MS:
+			if (x->i < 0)
+				fputc('-', f);
+			else
+				fprintf(f, "%" PRId64 ".%03" PRId64, x->i / 1000000, x->i / 1000 % 1000);
+			break;
 		case LK_LOGF_END: break;
 		}
 	}
@@ -315,11 +321,14 @@ static void log_json(FILE *f, const char *ts, enum lk_log_level level, const cha
 		/* json_int_t is signed 64-bit; tokens seeded from TIME in microseconds fit easily. */
 		case LK_LOGF_U64: v = json_integer((json_int_t)x->u); break;
 		case LK_LOGF_BOOL: v = json_boolean(x->i); break;
+		case LK_LOGF_MS: v = x->i < 0 ? json_null() : json_real((double)(x->i / 1000) / 1000);
+			break;
 		case LK_LOGF_END: break;
 		}
 		json_object_set_new(o, x->key, v ? v : json_null());
 	}
-	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	/* 9 digits: a duration in ms with three decimals reads 0.412, not 0.41199999999999998. */
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
 	if (s) {
 		fputs(s, f);
 		fputc('\n', f);

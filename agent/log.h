@@ -17,7 +17,7 @@
 
 enum lk_log_level { LK_DEBUG, LK_INFO, LK_WARN, LK_ERROR };
 
-enum lk_logf_type { LK_LOGF_END, LK_LOGF_STR, LK_LOGF_I64, LK_LOGF_U64, LK_LOGF_BOOL };
+enum lk_logf_type { LK_LOGF_END, LK_LOGF_STR, LK_LOGF_I64, LK_LOGF_U64, LK_LOGF_BOOL, LK_LOGF_MS };
 
 struct lk_logf {
 	const char *key;
@@ -31,6 +31,8 @@ struct lk_logf {
 #define LKF_I64(k, v)  { .key = (k), .type = LK_LOGF_I64, .i = (int64_t)(v) },
 #define LKF_U64(k, v)  { .key = (k), .type = LK_LOGF_U64, .u = (uint64_t)(v) },
 #define LKF_BOOL(k, v) { .key = (k), .type = LK_LOGF_BOOL, .i = !!(v) },
+/* A duration in ns written as ms with three decimals (0.412); negative: unknown, "-" (null). */
+#define LKF_MS(k, ns)  { .key = (k), .type = LK_LOGF_MS, .i = (int64_t)(ns) },
 
 #define LK_LOG(level, msg, ...) \
 	lk_log_fields((level), (msg), (const struct lk_logf[]){ __VA_ARGS__ { .type = LK_LOGF_END } })

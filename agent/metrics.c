@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "agent/lock.h"
 #include "agent/log.h"
@@ -26,6 +28,43 @@ void lk_histogram_observe(struct lk_histogram *h, double seconds)
 	}
 	h->count++;
 	h->sum += seconds;
+}
+
+int lk_metrics_init(struct lk_metrics *m, size_t n_locks)
+{
+	m->n_locks = n_locks;
+	for (int w = 0; w < LK_OBSERVE__COUNT; w++) {
+		m->lock_hist[w] = calloc(n_locks ? n_locks : 1, sizeof(*m->lock_hist[w]));
+		if (!m->lock_hist[w])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+void lk_metrics_observe_lock(struct lk_metrics *m, size_t i, enum lk_lock_observation what,
+                             double seconds)
+{
+	struct lk_histogram **h;
+
+	if (what >= LK_OBSERVE__COUNT || !m->lock_hist[what] || i >= m->n_locks)
+		return;
+	h = &m->lock_hist[what][i];
+	if (!*h)
+		*h = calloc(1, sizeof(**h));
+	if (*h && seconds >= 0)
+		lk_histogram_observe(*h, seconds);
+}
+
+void lk_metrics_release(struct lk_metrics *m)
+{
+	for (int w = 0; w < LK_OBSERVE__COUNT; w++) {
+		for (size_t i = 0; m->lock_hist[w] && i < m->n_locks; i++)
+			free(m->lock_hist[w][i]);
+		free(m->lock_hist[w]);
+		m->lock_hist[w] = NULL;
+	}
+	free(m->backend_errors);
+	m->backend_errors = NULL;
 }
 
 /* s with Prometheus label-value escaping (\\, \", \n). */
@@ -81,6 +120,40 @@ static void histogram(struct evbuffer *out, const char *name, const char *help,
 	                    h->count);
 }
 
+/* One histogram family with a `lock` label: the series of every lock that may observe it (see
+ * struct lk_metrics). Others have none, rather than 18 zero lines per lock and scrape. */
+static void lock_histograms(struct evbuffer *out, const struct lk_status *st, const char *name,
+                            const char *help, enum lk_lock_observation what)
+{
+	struct lk_histogram *const *hs = st->metrics->lock_hist[what];
+	char series_name[96], le[32];
+
+	header(out, name, "histogram", help);
+	for (size_t i = 0; hs && i < st->n_locks && i < st->metrics->n_locks; i++) {
+		const struct lk_histogram *h = hs[i];
+		const char *lock = lk_lock_name(st->locks[i]);
+		uint64_t cum = 0;
+
+		if (!h)
+			continue;
+		snprintf(series_name, sizeof(series_name), "%s_bucket", name);
+		for (size_t b = 0; b < LK_HIST_BUCKETS; b++) {
+			cum += h->counts[b];
+			snprintf(le, sizeof(le), "%g", bucket_bounds[b]);
+			series(out, series_name, "lock", lock, "le", le);
+			evbuffer_add_printf(out, "%" PRIu64 "\n", cum);
+		}
+		series(out, series_name, "lock", lock, "le", "+Inf");
+		evbuffer_add_printf(out, "%" PRIu64 "\n", h->count);
+		snprintf(series_name, sizeof(series_name), "%s_sum", name);
+		series(out, series_name, "lock", lock, NULL, NULL);
+		evbuffer_add_printf(out, "%.6f\n", h->sum);
+		snprintf(series_name, sizeof(series_name), "%s_count", name);
+		series(out, series_name, "lock", lock, NULL, NULL);
+		evbuffer_add_printf(out, "%" PRIu64 "\n", h->count);
+	}
+}
+
 void lk_metrics_render(const struct lk_status *st, struct evbuffer *out)
 {
 	const struct lk_metrics *m = st->metrics;
@@ -112,11 +185,15 @@ void lk_metrics_render(const struct lk_status *st, struct evbuffer *out)
 		evbuffer_add_printf(out, "%.3f\n", (double)lk_lock_holdoff_ms(l, NULL) / 1000.0);
 	}
 	header(out, "leasekeeper_acquisitions_total", "counter",
-	       "Tenures this replica started (LEADER sent).");
+	       "Tenures this replica started (LEADER sent), by what came before: a release, an "
+	       "expiry, or no tenure at all.");
 	for (size_t i = 0; i < n; i++) {
 		const struct lk_lock *l = st->locks[i];
-		series(out, "leasekeeper_acquisitions_total", "lock", lk_lock_name(l), NULL, NULL);
-		evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->acquisitions);
+		for (int a = 0; a < LK_LOCK_AFTER__COUNT; a++) {
+			series(out, "leasekeeper_acquisitions_total", "lock", lk_lock_name(l), "after",
+			       lk_lock_after_name(a));
+			evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->acquired_after[a]);
+		}
 	}
 	header(out, "leasekeeper_lock_lost_total", "counter",
 	       "Tenures that ended with LOST, by reason.");
@@ -138,13 +215,18 @@ void lk_metrics_render(const struct lk_status *st, struct evbuffer *out)
 			evbuffer_add_printf(out, "%" PRIu64 "\n", lk_lock_stats(l)->releases[o]);
 		}
 	}
-	histogram(out, "leasekeeper_release_duration_seconds",
-	          "Time from starting a release to the backend's answer.", &m->release_duration);
+	lock_histograms(out, st, "leasekeeper_release_duration_seconds",
+	                "Time from starting a release to the backend's answer, by lock.",
+	                LK_OBSERVE_RELEASE);
 	histogram(out, "leasekeeper_shutdown_duration_seconds",
 	          "Time from the start of the drain to its end.", &m->shutdown_duration);
-	histogram(out, "leasekeeper_stepdown_wait_seconds",
-	          "Time from STEPDOWN to the last ACK (or the stepdown timeout).",
-	          &m->stepdown_wait);
+	lock_histograms(out, st, "leasekeeper_stepdown_wait_seconds",
+	                "Time from STEPDOWN to the last ACK (or the stepdown timeout), by lock.",
+	                LK_OBSERVE_STEPDOWN);
+	lock_histograms(out, st, "leasekeeper_handoff_gap_seconds",
+	                "Time from the previous holder's release to this replica's acquisition "
+	                "(Redis: the server's clock; etcd: from the watch event, a lower bound).",
+	                LK_OBSERVE_HANDOFF_GAP);
 	header(out, "leasekeeper_backend_up", "gauge",
 	       "1 while the backend has answered since its last (re)connect, as /readyz counts it.");
 	for (size_t i = 0; i < st->n_backends; i++) {

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/lock.h"
+
 struct evbuffer;
 struct lk_status;
 
@@ -21,15 +23,31 @@ struct lk_histogram {
 };
 
 struct lk_metrics {
-	struct lk_histogram release_duration;
 	struct lk_histogram shutdown_duration;
-	struct lk_histogram stepdown_wait;
+	/* Per lock (label `lock`), by kind: lock_hist[what][lock index], each allocated when the
+	 * lock first may observe it (it campaigns: handoff gap; it leads: release, stepdown) and
+	 * written from then on. An agent with 10,000 locks keeps 8 bytes per lock and kind, and a
+	 * scrape grows only with the locks this replica campaigned for, not with every one. */
+	struct lk_histogram **lock_hist[LK_OBSERVE__COUNT];
+	size_t n_locks;
 	uint64_t graceful_exit_failed;
 	uint64_t *backend_errors;        /* one per configured backend */
 };
 
 /* Count one observation of `seconds`. */
 void lk_histogram_observe(struct lk_histogram *h, double seconds);
+
+/* Allocate m's per-lock arrays for n_locks locks: 0 or -ENOMEM. */
+int lk_metrics_init(struct lk_metrics *m, size_t n_locks);
+
+/* Count one observation of lock `i` (its index in the agent's lock array); seconds < 0: only
+ * make the series exist, at zero. An allocation that fails loses the observation, and the next
+ * one tries again. */
+void lk_metrics_observe_lock(struct lk_metrics *m, size_t i, enum lk_lock_observation what,
+                             double seconds);
+
+/* Free what init and observe_lock allocated; the struct itself is the caller's. */
+void lk_metrics_release(struct lk_metrics *m);
 
 /* Append the whole exposition (text format 0.0.4) of the agent that st shows to out. An
  * allocation that fails only shortens the scrape; Prometheus then reports a parse error for it.

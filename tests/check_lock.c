@@ -203,8 +203,28 @@ static void f_backend_error(void *ctx, struct lk_lock *l)
 	backend_errors++;
 }
 
+/* What the lock observed for the histograms, by kind: how often, and the last value (ns). */
+static int observed[LK_OBSERVE__COUNT];
+static int64_t observed_ns[LK_OBSERVE__COUNT];
+
+static int announced[LK_OBSERVE__COUNT]; /* ns -1: the series should exist from now on */
+
+static void f_observe(void *ctx, struct lk_lock *l, enum lk_lock_observation what, int64_t ns)
+{
+	ck_assert_ptr_eq(l, L);
+	ck_assert_int_lt(what, LK_OBSERVE__COUNT);
+	ck_assert_int_ge(ns, -1);
+	if (ns < 0) {
+		announced[what]++;
+		return;
+	}
+	observed[what]++;
+	observed_ns[what] = ns;
+}
+
 static const struct lk_lock_env env = {
 	.ctx = NULL,
+	.observe = f_observe,
 	.now_ns = f_now,
 	.timer_new = f_timer_new,
 	.timer_arm = f_timer_arm,
@@ -490,6 +510,9 @@ static void setup(void)
 	settled_calls = 0;
 	settled_at = -1;
 	backend_errors = 0;
+	memset(observed, 0, sizeof(observed));
+	memset(observed_ns, 0, sizeof(observed_ns));
+	memset(announced, 0, sizeof(announced));
 	n_reqs = 0;
 	memset(calls, 0, sizeof(calls));
 	memset(refuse, 0, sizeof(refuse));
@@ -2277,6 +2300,68 @@ START_TEST(stats_count_acquisitions_losses_and_releases)
 }
 END_TEST
 
+/* The acquire reply the next acquired_with_reply() gives: what came before, and the gap. */
+static struct lk_reply next_acquire;
+
+static void acquired_with_reply(void)
+{
+	struct freq *q = PENDING(R_ACQUIRE);
+
+	next_acquire.status = LK_REPLY_OK;
+	next_acquire.sent_ns = q->sent;
+	next_acquire.ttl_ms = cfg.ttl_ms;
+	answer(q, next_acquire);
+}
+
+/* Each tenure counts by what the backend says came before it (a backend that cannot tell
+ * counts as an expiry); the handoff gap is observed, in ns, and logged, only after a release. */
+START_TEST(acquisitions_count_what_came_before_and_observe_the_gap_after_a_release)
+{
+	const struct lk_lock_stats *st = lk_lock_stats(L);
+	char log[4096];
+
+	ck_assert_int_eq(lk_lock_campaign(L, C1), 0);
+	/* Campaigning: the gap's series exists from now on, before the handoff it will show. */
+	ck_assert_int_eq(announced[LK_OBSERVE_HANDOFF_GAP], 1);
+	ck_assert_int_eq(announced[LK_OBSERVE_RELEASE], 0);
+	next_acquire = (struct lk_reply){ .token = 7, .after = LK_AFTER_RELEASE, .gap_ns = 412345 };
+	logged_during(acquired_with_reply, log, sizeof(log));
+	ck_assert_msg(strstr(log, "msg=\"lock acquired\" lock=sched token=7 ") &&
+	              strstr(log, " after=release gap_ms=0.412\n"), "%s", log);
+	ck_assert_int_eq(observed[LK_OBSERVE_HANDOFF_GAP], 1);
+	ck_assert_int_eq(observed_ns[LK_OBSERVE_HANDOFF_GAP], 412345);
+	ck_assert_int_eq(announced[LK_OBSERVE_RELEASE], 1);
+	ck_assert_int_eq(announced[LK_OBSERVE_STEPDOWN], 1);
+	ck_assert_int_eq(observed[LK_OBSERVE_RELEASE] + observed[LK_OBSERVE_STEPDOWN], 0);
+	ck_assert_uint_eq(st->acquired_after[LK_LOCK_AFTER_RELEASE], 1);
+
+	struct { enum lk_reply_after after; int64_t gap_ns; const char *logged; } next[] = {
+		{ LK_AFTER_EXPIRY, 5000, " after=expiry gap_ms=-\n" },
+		{ LK_AFTER_UNKNOWN, 0, " after=expiry gap_ms=-\n" },
+		{ LK_AFTER_RELEASE, -1, " after=release gap_ms=-\n" }, /* a gap it cannot tell */
+		{ LK_AFTER_FIRST, 0, " after=first gap_ms=-\n" },
+	};
+	for (size_t i = 0; i < sizeof(next) / sizeof(next[0]); i++) {
+		advance(3000);
+		answer(PENDING(R_RENEW), holder_reply(LK_REPLY_TAKEN, "other"));
+		ck_assert_int_eq(lk_lock_state(L), LK_LOCK_FOLLOWER);
+		advance(1000);
+		next_acquire = (struct lk_reply){ .token = 8 + i, .after = next[i].after,
+		                                  .gap_ns = next[i].gap_ns };
+		logged_during(acquired_with_reply, log, sizeof(log));
+		ck_assert_msg(strstr(log, next[i].logged), "%zu: %s", i, log);
+		ck_assert_int_eq(lk_lock_state(L), LK_LOCK_LEADER);
+	}
+	ck_assert_int_eq(observed[LK_OBSERVE_HANDOFF_GAP], 1);
+	ck_assert_uint_eq(st->acquired_after[LK_LOCK_AFTER_RELEASE], 2);
+	ck_assert_uint_eq(st->acquired_after[LK_LOCK_AFTER_EXPIRY], 2);
+	ck_assert_uint_eq(st->acquired_after[LK_LOCK_AFTER_FIRST], 1);
+	ck_assert_uint_eq(st->acquisitions, 5);
+	ck_assert_str_eq(lk_lock_after_name(LK_LOCK_AFTER_EXPIRY), "expiry");
+	ck_assert_str_eq(lk_lock_after_name(LK_LOCK_AFTER__COUNT), "?");
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------------------------ */
 
 static TCase *tcase(Suite *s, const char *name)
@@ -2395,6 +2480,7 @@ static Suite *lock_suite(void)
 	tcase_add_test(t, state_names_are_stable);
 	tcase_add_test(t, every_transition_is_logged_with_from_to_and_input);
 	tcase_add_test(t, stats_count_acquisitions_losses_and_releases);
+	tcase_add_test(t, acquisitions_count_what_came_before_and_observe_the_gap_after_a_release);
 	return s;
 }
 

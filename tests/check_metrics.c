@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/config.h"
+#include "agent/lock.h"
 #include "agent/metrics.h"
 #include "agent/status.h"
 #include "locks/backend.h"
@@ -48,15 +50,44 @@ static const struct lk_status status = {
 	.clients_json = clients_json,
 };
 
-/* The whole exposition as a string the caller frees. */
-static char *render(void)
+/* Two real locks on a backend that does nothing, for the per-lock series: the lock only needs
+ * a key and timers to exist, and nothing here makes it act. */
+static int dummy;
+
+static struct lk_backend_key *fake_key_new(struct lk_backend *b, const char *key,
+                                           const char *identity, lk_backend_notify_fn *notify,
+                                           void *arg)
+{
+	return (struct lk_backend_key *)&dummy;
+}
+
+static void fake_key_free(struct lk_backend_key *k) { }
+static void *fake_timer_new(void *ctx, lk_timer_fn *fn, void *arg) { return &dummy; }
+static void fake_timer_free(void *ctx, void *timer) { }
+
+static const struct lk_backend_ops lock_ops = {
+	.key_new = fake_key_new, .key_free = fake_key_free, .ready = main_is_ready,
+};
+static struct lk_backend b_locks = { .ops = &lock_ops, .name = name_main };
+static const struct lk_lock_env lock_env = {
+	.timer_new = fake_timer_new, .timer_free = fake_timer_free,
+};
+static char lock_a[] = "alpha", lock_b[] = "beta", key_a[] = "k/a", key_b[] = "k/b";
+static const struct lk_config_lock lock_cfgs[2] = {
+	{ .name = lock_a, .key = key_a }, { .name = lock_b, .key = key_b },
+};
+static struct lk_lock *locks[2];
+static struct lk_status status_locks;
+
+/* The whole exposition of st as a string the caller frees. */
+static char *render_of(const struct lk_status *st)
 {
 	struct evbuffer *b = evbuffer_new();
 	size_t n;
 	char *s;
 
 	ck_assert_ptr_nonnull(b);
-	lk_metrics_render(&status, b);
+	lk_metrics_render(st, b);
 	n = evbuffer_get_length(b);
 	s = malloc(n + 1);
 	ck_assert_ptr_nonnull(s);
@@ -64,6 +95,11 @@ static char *render(void)
 	s[n] = '\0';
 	evbuffer_free(b);
 	return s;
+}
+
+static char *render(void)
+{
+	return render_of(&status);
 }
 
 static void setup(void)
@@ -75,7 +111,29 @@ static void setup(void)
 	metrics.backend_errors = backend_errors;
 }
 
+static void setup_locks(void)
+{
+	setup();
+	for (int i = 0; i < 2; i++) {
+		locks[i] = lk_lock_new(&lock_cfgs[i], &b_locks, "pod-a", &lock_env);
+		ck_assert_ptr_nonnull(locks[i]);
+	}
+	ck_assert_int_eq(lk_metrics_init(&metrics, 2), 0);
+	status_locks = status;
+	status_locks.locks = locks;
+	status_locks.n_locks = 2;
+}
+
+static void teardown_locks(void)
+{
+	for (int i = 0; i < 2; i++)
+		locks[i] = lk_lock_free(locks[i]);
+	metrics.backend_errors = NULL; /* static, not the metrics' to free */
+	lk_metrics_release(&metrics);
+}
+
 #define HAS(text, line) ck_assert_msg(strstr((text), (line)), "missing: %s", (line))
+#define HASNT(text, line) ck_assert_msg(!strstr((text), (line)), "unexpected: %s", (line))
 
 START_TEST(build_info_carries_the_version)
 {
@@ -91,20 +149,80 @@ START_TEST(histogram_buckets_are_cumulative_with_sum_and_count)
 {
 	char *s;
 
-	lk_histogram_observe(&metrics.release_duration, 0.002);  /* le 0.0025 */
-	lk_histogram_observe(&metrics.release_duration, 0.02);   /* le 0.025 */
-	lk_histogram_observe(&metrics.release_duration, 100);    /* only +Inf */
+	lk_histogram_observe(&metrics.shutdown_duration, 0.002);  /* le 0.0025 */
+	lk_histogram_observe(&metrics.shutdown_duration, 0.02);   /* le 0.025 */
+	lk_histogram_observe(&metrics.shutdown_duration, 100);    /* only +Inf */
 	s = render();
+	HAS(s, "# TYPE leasekeeper_shutdown_duration_seconds histogram\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.001\"} 0\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.0025\"} 1\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.01\"} 1\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.025\"} 2\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"30\"} 2\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"+Inf\"} 3\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_sum 100.022000\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_count 3\n");
+	free(s);
+}
+END_TEST
+
+/* Per-lock histograms carry the lock's name and exist once announced or observed: a lock that
+ * never led has no release series, and nothing was allocated for it. */
+START_TEST(per_lock_histograms_carry_the_lock_label_from_their_first_observation)
+{
+	char *s = render_of(&status_locks);
+
 	HAS(s, "# TYPE leasekeeper_release_duration_seconds histogram\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.001\"} 0\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.0025\"} 1\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.01\"} 1\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"0.025\"} 2\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"30\"} 2\n");
-	HAS(s, "leasekeeper_release_duration_seconds_bucket{le=\"+Inf\"} 3\n");
-	HAS(s, "leasekeeper_release_duration_seconds_sum 100.022000\n");
-	HAS(s, "leasekeeper_release_duration_seconds_count 3\n");
-	HAS(s, "leasekeeper_stepdown_wait_seconds_count 0\n");
+	HAS(s, "# TYPE leasekeeper_handoff_gap_seconds histogram\n");
+	HASNT(s, "leasekeeper_release_duration_seconds_bucket");
+	HASNT(s, "leasekeeper_handoff_gap_seconds_count");
+	free(s);
+	for (int w = 0; w < LK_OBSERVE__COUNT; w++)
+		for (int i = 0; i < 2; i++)
+			ck_assert_ptr_null(metrics.lock_hist[w][i]);
+
+	/* Announced (the lock campaigns): the series is there, at zero. */
+	lk_metrics_observe_lock(&metrics, 1, LK_OBSERVE_HANDOFF_GAP, -1);
+	s = render_of(&status_locks);
+	HAS(s, "leasekeeper_handoff_gap_seconds_bucket{lock=\"beta\",le=\"+Inf\"} 0\n");
+	HAS(s, "leasekeeper_handoff_gap_seconds_count{lock=\"beta\"} 0\n");
+	HASNT(s, "leasekeeper_handoff_gap_seconds_count{lock=\"alpha\"}");
+	free(s);
+	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 0.002);
+	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 0.02);
+	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 100);
+	lk_metrics_observe_lock(&metrics, 1, LK_OBSERVE_HANDOFF_GAP, 0.0004);
+	lk_metrics_observe_lock(&metrics, 2, LK_OBSERVE_HANDOFF_GAP, 1); /* no such lock */
+	ck_assert_ptr_null(metrics.lock_hist[LK_OBSERVE_RELEASE][1]);
+	ck_assert_ptr_null(metrics.lock_hist[LK_OBSERVE_STEPDOWN][0]);
+	s = render_of(&status_locks);
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{lock=\"alpha\",le=\"0.001\"} 0\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{lock=\"alpha\",le=\"0.0025\"} 1\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{lock=\"alpha\",le=\"0.025\"} 2\n");
+	HAS(s, "leasekeeper_release_duration_seconds_bucket{lock=\"alpha\",le=\"+Inf\"} 3\n");
+	HAS(s, "leasekeeper_release_duration_seconds_sum{lock=\"alpha\"} 100.022000\n");
+	HAS(s, "leasekeeper_release_duration_seconds_count{lock=\"alpha\"} 3\n");
+	HASNT(s, "leasekeeper_release_duration_seconds_count{lock=\"beta\"}");
+	HASNT(s, "leasekeeper_stepdown_wait_seconds_count{");
+	HAS(s, "leasekeeper_handoff_gap_seconds_bucket{lock=\"beta\",le=\"0.001\"} 1\n");
+	HAS(s, "leasekeeper_handoff_gap_seconds_sum{lock=\"beta\"} 0.000400\n");
+	HAS(s, "leasekeeper_handoff_gap_seconds_count{lock=\"beta\"} 1\n");
+	/* The drain's histogram stays agent-wide. */
+	HAS(s, "leasekeeper_shutdown_duration_seconds_count 0\n");
+	free(s);
+}
+END_TEST
+
+/* Every lock has its three acquisition series from the first scrape, at zero. */
+START_TEST(acquisitions_have_a_series_per_lock_and_kind_of_handoff)
+{
+	char *s = render_of(&status_locks);
+
+	HAS(s, "leasekeeper_acquisitions_total{lock=\"alpha\",after=\"release\"} 0\n");
+	HAS(s, "leasekeeper_acquisitions_total{lock=\"alpha\",after=\"expiry\"} 0\n");
+	HAS(s, "leasekeeper_acquisitions_total{lock=\"alpha\",after=\"first\"} 0\n");
+	HAS(s, "leasekeeper_acquisitions_total{lock=\"beta\",after=\"first\"} 0\n");
+	HASNT(s, "leasekeeper_acquisitions_total{lock=\"alpha\"} ");
 	free(s);
 }
 END_TEST
@@ -177,6 +295,11 @@ int main(void)
 	tcase_add_test(t, clients_and_counters_are_written_even_at_zero);
 	tcase_add_test(t, ready_waits_for_every_backend_and_ends_with_the_drain);
 	tcase_add_test(t, status_json_has_identity_draining_clients_and_locks);
+	suite_add_tcase(s, t);
+	t = tcase_create("per_lock");
+	tcase_add_checked_fixture(t, setup_locks, teardown_locks);
+	tcase_add_test(t, per_lock_histograms_carry_the_lock_label_from_their_first_observation);
+	tcase_add_test(t, acquisitions_have_a_series_per_lock_and_kind_of_handoff);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

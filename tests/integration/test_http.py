@@ -101,7 +101,11 @@ class HttpTest(LKTestCase):
         self.assertEqual(metric(text, "leasekeeper_lock_held", lock="x"), 1)
         self.assertEqual(metric(text, "leasekeeper_lock_held", lock="y"), 0)
         self.assertEqual(metric(text, "leasekeeper_lock_token", lock="x"), float(lead.token))
-        self.assertEqual(metric(text, "leasekeeper_acquisitions_total", lock="x"), 1)
+        self.assertEqual(metric(text, "leasekeeper_acquisitions_total", lock="x",
+                                after="first"), 1)
+        for after in ("release", "expiry"):
+            self.assertEqual(metric(text, "leasekeeper_acquisitions_total", lock="x",
+                                    after=after), 0)
         self.assertEqual(metric(text, "leasekeeper_clients", kind="campaign"), 1)
         self.assertEqual(metric(text, "leasekeeper_clients", kind="watch"), 1)
         for reason in ("renew_deadline", "taken", "expired", "backend_error"):
@@ -109,9 +113,18 @@ class HttpTest(LKTestCase):
                                     reason=reason), 0)
         for name in ("leasekeeper_release_duration_seconds",
                      "leasekeeper_shutdown_duration_seconds",
-                     "leasekeeper_stepdown_wait_seconds"):
+                     "leasekeeper_stepdown_wait_seconds",
+                     "leasekeeper_handoff_gap_seconds"):
             self.assertIn("# TYPE %s histogram" % name, text)
-            self.assertIsNotNone(metric(text, name + "_bucket", le="+Inf"))
+        # The drain's histogram is agent-wide; the per-lock ones exist from a lock's campaign
+        # on (release, stepdown: from its first tenure), not for a lock nobody campaigns for.
+        self.assertIsNotNone(metric(text, "leasekeeper_shutdown_duration_seconds_bucket",
+                                    le="+Inf"))
+        for name in ("leasekeeper_release_duration_seconds_count",
+                     "leasekeeper_stepdown_wait_seconds_count",
+                     "leasekeeper_handoff_gap_seconds_count"):
+            self.assertEqual(metric(text, name, lock="x"), 0, name)
+            self.assertIsNone(metric(text, name, lock="y"), name)
         self.assertEqual(metric(text, "leasekeeper_graceful_exit_failed_total"), 0)
         self.assertEqual(metric(text, "leasekeeper_backend_errors_total", backend="main"), 0)
         self.assertEqual(metric(text, "leasekeeper_backend_up", backend="main"), 1)
@@ -121,7 +134,8 @@ class HttpTest(LKTestCase):
                                   lock="x", outcome="released") == 1,
                    what="release_total{outcome=released} to count the release")
         text = get(self.base + "/metrics")[2]
-        self.assertEqual(metric(text, "leasekeeper_release_duration_seconds_count"), 1)
+        self.assertEqual(metric(text, "leasekeeper_release_duration_seconds_count", lock="x"), 1)
+        self.assertIsNone(metric(text, "leasekeeper_release_duration_seconds_count", lock="y"))
         self.assertEqual(metric(text, "leasekeeper_lock_held", lock="x"), 0)
 
     def test_lost_and_backend_errors_are_counted(self):
