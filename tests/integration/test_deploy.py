@@ -418,7 +418,7 @@ def exposition_labels(text):
 # and pod from Kubernetes service discovery (ServiceMonitor; the usual kubernetes-pods job).
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "service", "endpoint"}
 # Labels whose values are fixed by the agent (not by the config): a typo in a value is an error.
-ENUM_LABELS = {"reason", "outcome", "kind"}
+ENUM_LABELS = {"reason", "outcome", "kind", "after"}
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                    "unless", "bool", "offset", "inf", "nan", "atan2"}
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
@@ -762,6 +762,12 @@ class LivePrometheus(LKTestCase):
             "Releases, by outcome": lambda r: [x["metric"].get("outcome") for x in r] == ["released"],
             "Socket clients, by kind": lambda r: {x["metric"]["kind"]: value(x) for x in r}.get("campaign") == 1.0,
             "Agent versions": lambda r: len(r) == 1 and value(r[0]) == 2.0,
+            "Handoffs, by kind": lambda r: ({x["metric"]["after"]: value(x) for x in r}.get("release", 0) > 0
+                                            and {x["metric"]["after"]: value(x) for x in r}.get("expiry") == 0),
+            "Handoff gap per lock": lambda r: ([x["metric"] for x in r] == [{"lock": "scheduler"}]
+                                               and 0 <= value(r[0]) < 1),
+            "Backend up, per replica": lambda r: sorted((x["metric"]["pod"], value(x)) for x in r)
+                                                 == [("myapp-a", 1.0), ("myapp-b", 1.0)],
         }
 
         def problems():
