@@ -19,7 +19,7 @@ MANDIR  ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 VERSION := $(shell sed -n 's/^\#define LK_VERSION "\(.*\)"/\1/p' agent/agent.h)
 
-PKGS    := hiredis libevent libevent_extra jansson yaml-0.1 libsodium libcurl
+PKGS    := hiredis hiredis_ssl openssl libevent libevent_extra jansson yaml-0.1 libsodium libcurl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 CFLAGS  ?= -O2 -g

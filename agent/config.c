@@ -36,12 +36,12 @@ static const char *const top_keys[T_N] = {
 enum {
 	B_NAME, B_TYPE, B_TIMEOUT, B_PASSWORD_FILE, B_ADDRESS, B_ENDPOINTS, B_USERNAME, B_CA_FILE,
 	B_CERT_FILE, B_KEY_FILE, B_SENTINELS, B_MASTER_NAME, B_DB, B_SENTINEL_USERNAME,
-	B_SENTINEL_PASSWORD_FILE, B_MIN_REPLICAS_ACKED, B_N
+	B_SENTINEL_PASSWORD_FILE, B_MIN_REPLICAS_ACKED, B_TLS, B_SERVER_NAME, B_N
 };
 static const char *const backend_keys[B_N] = {
 	"name", "type", "timeout", "password_file", "address", "endpoints", "username", "ca_file",
 	"cert_file", "key_file", "sentinels", "master_name", "db", "sentinel_username",
-	"sentinel_password_file", "min_replicas_acked",
+	"sentinel_password_file", "min_replicas_acked", "tls", "server_name",
 };
 
 enum {
@@ -68,20 +68,49 @@ static size_t backend_key(const char *name)
 	return k;
 }
 
+/* ca_file, cert_file and key_file, which both types have (Redis with TLS only); a certificate
+ * and its key go together. */
+static void parse_tls_files(struct lk_config_ctx *c, const struct lk_config_fields *f,
+                            const char *path, struct lk_config_backend *b)
+{
+	char field[LK_CONFIG_PATH_MAX_LEN];
+
+	lk_config_join(field, path, "ca_file");
+	lk_config_get_file(c, f->val[B_CA_FILE], field, &b->ca_file);
+	lk_config_join(field, path, "cert_file");
+	lk_config_get_file(c, f->val[B_CERT_FILE], field, &b->cert_file);
+	lk_config_join(field, path, "key_file");
+	lk_config_get_file(c, f->val[B_KEY_FILE], field, &b->key_file);
+	if (b->type == LK_BACKEND_REDIS && !f->val[B_CERT_FILE] != !f->val[B_KEY_FILE]) {
+		lk_config_join(field, path, f->val[B_CERT_FILE] ? "cert_file" : "key_file");
+		lk_config_error_at(c, f->val[B_CERT_FILE] ? f->val[B_CERT_FILE] : f->val[B_KEY_FILE],
+		                   field, "requires %s", f->val[B_CERT_FILE] ? "key_file" : "cert_file");
+	}
+}
+
 /* A Redis backend's own fields. The rules are locks/redis_rules.c's (lk_backend_redis_check()),
  * applied here one field at a time so that each problem points at its line. */
 static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *f,
                         const char *path, struct lk_config_backend *b)
 {
+	static const char *const booleans[] = { "false", "true" };
+	static const size_t tls_only[] = { B_CA_FILE, B_CERT_FILE, B_KEY_FILE, B_SERVER_NAME };
 	char field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], kb[QBUF];
 	yaml_node_t *sn = f->val[B_SENTINELS];
+	bool scheme_tls = false;
 	uint64_t db;
+	size_t tls;
 
 	lk_config_join(field, path, "address");
 	if (lk_config_get_string(c, f->val[B_ADDRESS], field, &b->address) > 0) {
-		if (!lk_backend_valid_address(b->address, false))
-			lk_config_error_at(c, f->val[B_ADDRESS], field,
-			                   "%s is not host:port, [v6]:port or unix:/path", Q(qb, b->address));
+		const char *hostport = lk_backend_redis_address(b->address, &scheme_tls);
+
+		if (!lk_backend_valid_address(hostport, false) || strchr(b->address, '@'))
+			lk_config_error_at(c, f->val[B_ADDRESS], field, "%s is not host:port, [v6]:port, "
+			                   "unix:/path or rediss://host:port", Q(qb, b->address));
+		else if (scheme_tls && hostport[0] == 'u')
+			lk_config_error_at(c, f->val[B_ADDRESS], field, "tls needs a TCP address: Redis "
+			                   "serves TLS on its tls-port only");
 		else if (sn)
 			lk_config_error_at(c, f->val[B_ADDRESS], field, "cannot be used with sentinels "
 			                   "(the sentinels tell the master's address)");
@@ -155,6 +184,31 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 			                   "requires sentinel_password_file");
 	}
 
+	/* TLS: `tls: true` or a rediss:// address; the rest means nothing without it. */
+	lk_config_join(field, path, "tls");
+	if (lk_config_get_choice(c, f->val[B_TLS], field, "boolean", booleans, 2, &tls) > 0) {
+		b->tls = tls == 1;
+		if (!b->tls && scheme_tls)
+			lk_config_error_at(c, f->val[B_TLS], field, "false contradicts the rediss:// "
+			                   "address");
+	}
+	lk_config_join(field, path, "server_name");
+	if (lk_config_get_string(c, f->val[B_SERVER_NAME], field, &b->server_name) > 0 &&
+	    !lk_backend_redis_valid_server_name(b->server_name))
+		lk_config_error_at(c, f->val[B_SERVER_NAME], field, "%s is not a DNS name",
+		                   Q(qb, b->server_name));
+	for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
+		size_t k = tls_only[i];
+
+		if (f->val[k] && !b->tls && !scheme_tls) {
+			lk_config_join(field, path, backend_keys[k]);
+			lk_config_error_at(c, f->key[k], field, "requires tls: true (or a rediss:// "
+			                   "address)");
+		}
+	}
+	if (b->tls || scheme_tls)
+		parse_tls_files(c, f, path, b);
+
 	/* Redis authenticates a user with its password; a user alone would be ignored. */
 	if (f->val[B_USERNAME] && !f->val[B_PASSWORD_FILE]) {
 		lk_config_join(field, path, "username");
@@ -172,9 +226,8 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 		{ B_ADDRESS, LK_BACKEND_REDIS }, { B_SENTINELS, LK_BACKEND_REDIS },
 		{ B_MASTER_NAME, LK_BACKEND_REDIS }, { B_DB, LK_BACKEND_REDIS },
 		{ B_SENTINEL_USERNAME, LK_BACKEND_REDIS }, { B_SENTINEL_PASSWORD_FILE, LK_BACKEND_REDIS },
-		{ B_MIN_REPLICAS_ACKED, LK_BACKEND_REDIS },
-		{ B_ENDPOINTS, LK_BACKEND_ETCD }, { B_CA_FILE, LK_BACKEND_ETCD },
-		{ B_CERT_FILE, LK_BACKEND_ETCD }, { B_KEY_FILE, LK_BACKEND_ETCD },
+		{ B_MIN_REPLICAS_ACKED, LK_BACKEND_REDIS }, { B_TLS, LK_BACKEND_REDIS },
+		{ B_SERVER_NAME, LK_BACKEND_REDIS }, { B_ENDPOINTS, LK_BACKEND_ETCD },
 	};
 	struct lk_config_backend *b = &cfg->backends[i];
 	char path[LK_CONFIG_PATH_MAX_LEN], field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], kb[QBUF];
@@ -285,12 +338,7 @@ static void parse_backend(struct lk_config_ctx *c, yaml_node_t *n, size_t i, str
 		}
 	}
 
-	lk_config_join(field, path, "ca_file");
-	lk_config_get_file(c, f.val[B_CA_FILE], field, &b->ca_file);
-	lk_config_join(field, path, "cert_file");
-	lk_config_get_file(c, f.val[B_CERT_FILE], field, &b->cert_file);
-	lk_config_join(field, path, "key_file");
-	lk_config_get_file(c, f.val[B_KEY_FILE], field, &b->key_file);
+	parse_tls_files(c, &f, path, b);
 	/* Settings that need another one, by presence in the file (a file that cannot be read is
 	 * reported as such, not also as missing). */
 	for (size_t k = 0; k < LK_BACKEND_ETCD_N_REQUIRES; k++) {
@@ -722,6 +770,7 @@ struct lk_config *lk_config_free(struct lk_config *cfg)
 		free(b->ca_file);
 		free(b->cert_file);
 		free(b->key_file);
+		free(b->server_name);
 	}
 	free(cfg->backends);
 	for (size_t i = 0; i < cfg->n_locks; i++) {

@@ -32,12 +32,7 @@ static int lk_backend_check_config(const struct lk_config_backend *cfg, char *er
 		return -EINVAL;
 	}
 	if (cfg->type == LK_BACKEND_REDIS) {
-		if (cfg->address && !lk_backend_valid_address(cfg->address, false)) {
-			snprintf(err, errlen, "invalid address \"%.*s\": want host:port, [v6]:port or "
-			         "unix:/path", LK_BACKEND_MAX_HOST_LEN, cfg->address);
-			return -EINVAL;
-		}
-		return 0;
+		return 0; /* lk_backend_redis_check(), from lk_redis_new */
 	}
 	if (cfg->n_endpoints > LK_CONFIG_MAX_ENDPOINTS || (cfg->n_endpoints && !cfg->endpoints)) {
 		snprintf(err, errlen, "invalid endpoints list");

@@ -48,11 +48,15 @@ struct lk_config_backend {
 	char *sentinel_password_file; /* NULL if the sentinels want no password; with sentinels */
 	unsigned min_replicas_acked; /* WAIT for this many replicas before a tenure counts as
 	                                proven; 0 (default): no WAIT */
+	bool tls;                    /* `tls: true`; a rediss:// address means the same */
+	char *server_name;           /* the name the server's certificate must carry (and SNI);
+	                                NULL: the host dialled. With tls only */
 	/* etcd */
 	char **endpoints;            /* at least one; default http://127.0.0.1:2379 */
 	size_t n_endpoints;
 	char *username;              /* both: NULL if none; needs password_file (Redis 6 ACL user) */
-	char *ca_file, *cert_file, *key_file; /* NULL if none; cert and key go together */
+	/* both (Redis with tls only): NULL if none; cert and key go together */
+	char *ca_file, *cert_file, *key_file;
 };
 
 /* The Redis settings' rules, written once (locks/redis_rules.c): the config applies them
@@ -61,6 +65,17 @@ struct lk_config_backend {
 /* A Sentinel master name: 1 to LK_BACKEND_REDIS_MAX_MASTER_NAME printable ASCII bytes without
  * spaces (it travels in a command and is compared with the words of a +switch-master event). */
 bool lk_backend_redis_valid_master_name(const char *s);
+
+/* A Redis address field without its scheme: "rediss://host:port" (TLS; *tls set true) and
+ * "redis://host:port" name the same server as "host:port". *tls is false otherwise. */
+const char *lk_backend_redis_address(const char *addr, bool *tls);
+
+/* A server_name: a DNS name (letters, digits, '-', '.', '_', a '*' label), 1 to
+ * LK_BACKEND_MAX_HOST_LEN bytes. */
+bool lk_backend_redis_valid_server_name(const char *s);
+
+/* Whether a Redis backend speaks TLS: `tls: true` or a rediss:// address. */
+bool lk_backend_redis_tls(const struct lk_config_backend *cfg);
 
 /* Every rule of a Redis backend's fields: 0, or -EINVAL with the first problem in err[errlen],
  * worded as the config file spells the fields. */

@@ -625,6 +625,7 @@ void lk_redis_finalize(struct lk_redis *r)
 		lk_redis_key_destroy(k);
 	free(r->buckets);
 	lk_redis_sentinel_free(r);
+	lk_redis_tls_free(r);
 	free(r->username);
 	if (r->password) {
 		sodium_memzero(r->password, r->password_len);
@@ -705,8 +706,10 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 		if (rc < 0)
 			goto fail;
 	} else {
+		bool tls;
+
 		addr = cfg->address ? cfg->address : LK_BACKEND_REDIS_DEFAULT_ADDRESS;
-		if (lk_redis_addr_set(&r->master, addr) < 0) {
+		if (lk_redis_addr_set(&r->master, lk_backend_redis_address(addr, &tls)) < 0) {
 			rc = -EINVAL;
 			snprintf(err, errlen, "invalid address \"%s\": want host:port, [v6]:port or "
 			         "unix:/path", addr);
@@ -715,6 +718,8 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 		r->master_gen = 1;
 	}
 
+	if (lk_backend_redis_tls(cfg) && (rc = lk_redis_tls_new(r, cfg, err, errlen)) < 0)
+		goto fail;
 	if (cfg->username && !(r->username = strdup(cfg->username))) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory");

@@ -74,6 +74,8 @@ void lk_redis_log(struct lk_redis *r, enum lk_backend_log_level level, const cha
 const char *lk_redis_errstr(const redisAsyncContext *ac, char *buf, size_t cap,
                             const char *fallback)
 {
+	if (ac->data && lk_redis_tls_errstr(ac->data, ac, buf, cap))
+		return buf;
 	if (!ac->errstr[0])
 		return fallback;
 	lk_backend_shown(buf, LK_REDIS_SHOWN_CAP(cap), ac->errstr,

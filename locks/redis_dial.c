@@ -42,6 +42,11 @@ static void lk_redis_connect(struct lk_redis_conn *conn, const char *ip)
 		lk_redis_conn_lost(conn, reason);
 		return;
 	}
+	if (r->tls && lk_redis_tls_start(conn, ac, why, sizeof(why)) < 0) {
+		redisAsyncFree(ac);
+		lk_redis_conn_lost(conn, why);
+		return;
+	}
 	if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
 		redisAsyncFree(ac);
 		lk_redis_conn_lost(conn, "cannot attach to the event loop");

@@ -79,6 +79,8 @@ enum lk_redis_req_kind {
 struct lk_redis;
 struct lk_redis_conn;
 struct lk_redis_sentinel;
+struct lk_redis_tls;
+struct ssl_st;
 
 /* Where one connection goes: the configured server, the master the sentinels named, or a
  * sentinel. */
@@ -153,6 +155,10 @@ struct lk_redis_conn {
 	enum lk_redis_state state;
 	redisAsyncContext *ac;           /* NULL as soon as we know the context is dying */
 	struct lk_redis_resolve *resolve;
+	/* With TLS: the SSL object of the context ssl_ac, owned by hiredis (for the reason a
+	 * handshake failed, which hiredis reports as a bare I/O error). */
+	struct ssl_st *ssl;
+	const redisAsyncContext *ssl_ac;
 	struct event *deadline;          /* the attempt's or the oldest request's deadline */
 	struct event *retry;             /* reconnect backoff */
 	struct event *flush;             /* made active by a send: writes at the end of this turn */
@@ -206,6 +212,7 @@ struct lk_redis {
 	unsigned db;                     /* SELECTed when not 0 */
 	unsigned min_acked;              /* min_replicas_acked: WAIT after acquire and renew */
 	struct lk_redis_sentinel *sentinel; /* NULL without Sentinel */
+	struct lk_redis_tls *tls;        /* NULL without TLS */
 	struct lk_redis_dns *dns;        /* NULL unless host needs a lookup */
 	char sha[LK_REDIS_N_SCRIPTS][LK_REDIS_SHA_LEN + 1];
 	/* The server instance last seen by INFO server (I10); run_id "" until the first. */
@@ -320,6 +327,20 @@ bool lk_redis_sentinel_may_connect(struct lk_redis_conn *conn);
 const char *lk_redis_conn_user(const struct lk_redis_conn *conn);
 /* The sentinel connection was lost: the next attempt asks the next sentinel. */
 void lk_redis_sentinel_lost(struct lk_redis_conn *conn);
+
+/* ---- redis_tls.c ---- */
+
+/* Set up r->tls from cfg's ca_file, cert_file, key_file and server_name: 0, or a negative
+ * errno with err (a file that does not load, with OpenSSL's reason). */
+int lk_redis_tls_new(struct lk_redis *r, const struct lk_config_backend *cfg,
+                     char *err, size_t errlen);
+void lk_redis_tls_free(struct lk_redis *r);
+/* Make the new context ac of conn speak TLS, checking the certificate's name: 0, or a
+ * negative errno with why[cap] (ac is then the caller's to free). */
+int lk_redis_tls_start(struct lk_redis_conn *conn, redisAsyncContext *ac, char *why, size_t cap);
+/* If ac's TLS handshake failed, OpenSSL's reason in buf[cap] and true. */
+bool lk_redis_tls_errstr(const struct lk_redis_conn *conn, const redisAsyncContext *ac,
+                         char *buf, size_t cap);
 
 /* ---- redis_keys.c ---- */
 

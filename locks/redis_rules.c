@@ -5,7 +5,9 @@
 #include "locks/backend.h"
 #include "locks/backend_config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,8 +23,92 @@ bool lk_backend_redis_valid_master_name(const char *s)
 	return true;
 }
 
+const char *lk_backend_redis_address(const char *addr, bool *tls)
+{
+	static const char secure[] = "rediss://", plain[] = "redis://";
+
+	*tls = strncmp(addr, secure, sizeof(secure) - 1) == 0;
+	if (*tls)
+		return addr + sizeof(secure) - 1;
+	if (strncmp(addr, plain, sizeof(plain) - 1) == 0)
+		return addr + sizeof(plain) - 1;
+	return addr;
+}
+
+bool lk_backend_redis_tls(const struct lk_config_backend *cfg)
+{
+	bool tls = false;
+
+	if (cfg->address)
+		(void)lk_backend_redis_address(cfg->address, &tls);
+	return cfg->tls || tls;
+}
+
+/* The TLS settings' rules (see lk_backend_redis_check). */
+static int check_tls(const struct lk_config_backend *cfg, char *err, size_t errlen)
+{
+	static const struct { const char *name; size_t off; } needs_tls[] = {
+		{ "server_name", offsetof(struct lk_config_backend, server_name) },
+		{ "ca_file", offsetof(struct lk_config_backend, ca_file) },
+		{ "cert_file", offsetof(struct lk_config_backend, cert_file) },
+		{ "key_file", offsetof(struct lk_config_backend, key_file) },
+	};
+	bool tls = lk_backend_redis_tls(cfg), scheme_tls;
+
+	for (size_t i = 0; i < sizeof(needs_tls) / sizeof(needs_tls[0]); i++) {
+		if (!tls && *(char *const *)((const char *)cfg + needs_tls[i].off)) {
+			snprintf(err, errlen, "%s requires tls: true (or a rediss:// address)",
+			         needs_tls[i].name);
+			return -EINVAL;
+		}
+	}
+	if (tls && cfg->address &&
+	    strncmp(lk_backend_redis_address(cfg->address, &scheme_tls), "unix:", 5) == 0) {
+		snprintf(err, errlen, "tls needs a TCP address: Redis serves TLS on its tls-port only");
+		return -EINVAL;
+	}
+	if (!cfg->cert_file != !cfg->key_file) {
+		snprintf(err, errlen, "%s", cfg->cert_file ? "cert_file requires key_file"
+		                                          : "key_file requires cert_file");
+		return -EINVAL;
+	}
+	if (cfg->server_name && !lk_backend_redis_valid_server_name(cfg->server_name)) {
+		snprintf(err, errlen, "invalid server_name: want a DNS name of 1 to %d characters",
+		         LK_BACKEND_MAX_HOST_LEN);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+bool lk_backend_redis_valid_server_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > LK_BACKEND_MAX_HOST_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("-._*", s[i]))
+			return false;
+	return true;
+}
+
 int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_t errlen)
 {
+	bool tls;
+
+	if (cfg->address && strchr(cfg->address, '@')) {
+		snprintf(err, errlen, "invalid address: credentials in an address are not supported "
+		         "(use username and password_file)");
+		return -EINVAL;
+	}
+	if (cfg->address && !lk_backend_valid_address(lk_backend_redis_address(cfg->address, &tls),
+	                                               false)) {
+		snprintf(err, errlen, "invalid address \"%.*s\": want host:port, [v6]:port, "
+		         "unix:/path or rediss://host:port", LK_BACKEND_MAX_HOST_LEN, cfg->address);
+		return -EINVAL;
+	}
+	if (check_tls(cfg, err, errlen) < 0)
+		return -EINVAL;
 	if (cfg->address && cfg->n_sentinels) {
 		snprintf(err, errlen, "address and sentinels cannot be used together (the sentinels "
 		         "tell the master's address)");

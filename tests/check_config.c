@@ -666,20 +666,25 @@ START_TEST(test_backend_type_and_foreign_fields)
 	              "    ca_file: /x\n    cert_file: /x\n    key_file: /x\nlocks: [{name: a}]\n",
 	              NAME ":4:5: backends[0].endpoints: not a field of a redis backend",
 	              NAME ":5:15: backends[0].username: requires password_file",
-	              NAME ":6:5: backends[0].ca_file: not a field of a redis backend",
-	              NAME ":7:5: backends[0].cert_file: not a field of a redis backend",
-	              NAME ":8:5: backends[0].key_file: not a field of a redis backend");
+	              NAME ":6:5: backends[0].ca_file: requires tls: true (or a rediss:// address)",
+	              NAME ":7:5: backends[0].cert_file: requires tls: true (or a rediss:// "
+	              "address)",
+	              NAME ":8:5: backends[0].key_file: requires tls: true (or a rediss:// address)");
+	EXPECT_ERRORS("backends:\n  - name: m\n    type: etcd\n    tls: true\n"
+	              "    server_name: r.test\nlocks: [{name: a}]\n",
+	              NAME ":4:5: backends[0].tls: not a field of an etcd backend",
+	              NAME ":5:5: backends[0].server_name: not a field of an etcd backend");
 }
 END_TEST
 
 START_TEST(test_backend_values)
 {
 	EXPECT_ERRORS(ONE_BACKEND "    address: localhost\nlocks: [{name: a}]\n",
-	              NAME ":4:14: backends[0].address: \"localhost\" is not host:port, [v6]:port "
-	              "or unix:/path");
+	              NAME ":4:14: backends[0].address: \"localhost\" is not host:port, [v6]:port, "
+	              "unix:/path or rediss://host:port");
 	EXPECT_ERRORS(ONE_BACKEND "    address: \"unix:\"\nlocks: [{name: a}]\n",
-	              NAME ":4:14: backends[0].address: \"unix:\" is not host:port, [v6]:port "
-	              "or unix:/path");
+	              NAME ":4:14: backends[0].address: \"unix:\" is not host:port, [v6]:port, "
+	              "unix:/path or rediss://host:port");
 	EXPECT_ERRORS(ONE_BACKEND "    timeout: 0s\nlocks: [{name: a}]\n",
 	              NAME ":4:14: backends[0].timeout: must be at least 1ms, got \"0s\"");
 	EXPECT_ERRORS(ONE_BACKEND "    timeout: 500\nlocks: [{name: a}]\n",
@@ -974,8 +979,8 @@ START_TEST(test_multiple_errors_reported_together_in_file_order)
 	              "without spaces",
 	              NAME ":2:13: log_format: unknown log format \"xml\"; expected json or text",
 	              NAME ":3:1: bogus: unknown field",
-	              NAME ":7:14: backends[0].address: \"localhost\" is not host:port, [v6]:port "
-	              "or unix:/path",
+	              NAME ":7:14: backends[0].address: \"localhost\" is not host:port, [v6]:port, "
+	              "unix:/path or rediss://host:port",
 	              NAME ":10:10: locks[0].ttl: \"10\" has no unit",
 	              NAME ":11:5: locks[0].tll: unknown field",
 	              NAME ":12:11: locks[1].name: lock name \"a\" is already used by locks[0]",
@@ -1769,6 +1774,66 @@ START_TEST(test_redis_acl_user_db_and_sentinel_errors)
 }
 END_TEST
 
+/* ---- Redis: TLS ---- */
+
+START_TEST(test_redis_tls_parse)
+{
+	struct lk_config *cfg = parse_ok(
+		"backends:\n"
+		"  - name: managed\n    type: redis\n    address: \"rediss://redis.example:6380\"\n"
+		"    ca_file: ${LK_TEST_DIR}/ca.pem\n    cert_file: ${LK_TEST_DIR}/cert.pem\n"
+		"    key_file: ${LK_TEST_DIR}/key.pem\n    server_name: r.internal\n"
+		"  - {name: flag, type: redis, address: \"10.0.0.1:6380\", tls: true}\n"
+		"  - {name: plain, type: redis, address: \"redis://10.0.0.2:6379\", tls: false}\n"
+		"locks:\n  - {name: a, backend: managed}\n  - {name: b, backend: flag}\n"
+		"  - {name: c, backend: plain}\n");
+	struct lk_config_backend *b = &cfg->backends[0];
+
+	ck_assert_str_eq(b->address, "rediss://redis.example:6380");
+	ck_assert(!b->tls);
+	ck_assert(lk_backend_redis_tls(b));
+	ck_assert_str_eq(b->ca_file, tmp_path("ca.pem"));
+	ck_assert_str_eq(b->cert_file, tmp_path("cert.pem"));
+	ck_assert_str_eq(b->key_file, tmp_path("key.pem"));
+	ck_assert_str_eq(b->server_name, "r.internal");
+	ck_assert(cfg->backends[1].tls && lk_backend_redis_tls(&cfg->backends[1]));
+	ck_assert_ptr_null(cfg->backends[1].ca_file);
+	ck_assert(!lk_backend_redis_tls(&cfg->backends[2]));
+	lk_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_redis_tls_errors)
+{
+	EXPECT_ERRORS(ONE_BACKEND "    server_name: r.test\n    ca_file: /x\nlocks: [{name: a}]\n",
+	              NAME ":4:5: backends[0].server_name: requires tls: true (or a rediss:// "
+	              "address)",
+	              NAME ":5:5: backends[0].ca_file: requires tls: true (or a rediss:// address)");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://unix:/r.sock\"\nlocks: [{name: a}]\n",
+	              NAME ":4:14: backends[0].address: tls needs a TCP address: Redis serves TLS on "
+	              "its tls-port only");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://u:pw@r:6380\"\nlocks: [{name: a}]\n",
+	              NAME ":4:14: backends[0].address: \"rediss://u:pw@r:6380\" is not host:port, "
+	              "[v6]:port, unix:/path or rediss://host:port");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://r:6380/0\"\nlocks: [{name: a}]\n",
+	              NAME ":4:14: backends[0].address: \"rediss://r:6380/0\" is not host:port, "
+	              "[v6]:port, unix:/path or rediss://host:port");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://r:6380\"\n    tls: false\n"
+	              "locks: [{name: a}]\n",
+	              NAME ":5:10: backends[0].tls: false contradicts the rediss:// address");
+	EXPECT_ERRORS(ONE_BACKEND "    tls: maybe\nlocks: [{name: a}]\n",
+	              NAME ":4:10: backends[0].tls: unknown boolean \"maybe\"; expected false or "
+	              "true");
+	EXPECT_ERRORS(ONE_BACKEND "    tls: true\n    cert_file: ${LK_TEST_DIR}/cert.pem\n"
+	              "    server_name: \"a b\"\nlocks: [{name: a}]\n",
+	              NAME ":5:16: backends[0].cert_file: requires key_file",
+	              NAME ":6:18: backends[0].server_name: \"a b\" is not a DNS name");
+	EXPECT_ERRORS(ONE_BACKEND "    tls: true\n    key_file: ${LK_TEST_DIR}/key.pem\n"
+	              "locks: [{name: a}]\n",
+	              NAME ":5:15: backends[0].key_file: requires cert_file");
+}
+END_TEST
+
 /* Hand-made entries that break each Redis rule: the agent refuses them as check-config does
  * (the rules are written once, in locks/redis_rules.c). */
 START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
@@ -1783,6 +1848,11 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		"    sentinels: [\"s:26379\"]\n    master_name: \"m n\"\n",
 		"    sentinels: [\"s:26379\"]\n    master_name: m\n    sentinel_username: w\n",
 		"    min_replicas_acked: 65\n",
+		"    server_name: r.test\n",
+		"    address: \"rediss://unix:/r.sock\"\n",
+		"    tls: true\n    cert_file: ${LK_TEST_DIR}/cert.pem\n",
+		"    address: \"rediss://u:p@r:1\"\n",
+		"    ca_file: ${LK_TEST_DIR}/ca.pem\n",
 	};
 	char *ok[] = { "s:26379" }, *unix_s[] = { "unix:/s.sock" };
 	struct lk_config_backend bad[] = {
@@ -1800,6 +1870,14 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .sentinels = ok,
 		  .n_sentinels = 1, .master_name = "m", .sentinel_username = "w" },
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .min_replicas_acked = 65 },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .server_name = "r.test" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
+		  .address = "rediss://unix:/r.sock" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .tls = true,
+		  .cert_file = "/c.pem" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
+		  .address = "rediss://u:p@r:1" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .ca_file = "/ca.pem" },
 	};
 	struct lk_config_backend good = { .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
 	                                  .sentinels = ok, .n_sentinels = 1, .master_name = "m",
@@ -1846,6 +1924,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_check_config_refuses_the_http_listen_the_agent_refuses);
 	tcase_add_test(tc, test_check_config_refuses_the_redis_settings_the_agent_refuses);
 	tcase_add_test(tc, test_redis_acl_user_db_and_sentinels_parse);
+	tcase_add_test(tc, test_redis_tls_parse);
 	tcase_add_test(tc, test_client_slot_defaults);
 	tcase_add_test(tc, test_client_slot_values);
 	suite_add_tcase(s, tc);
@@ -1868,6 +1947,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_etcd_endpoints);
 	tcase_add_test(tc, test_etcd_credentials);
 	tcase_add_test(tc, test_redis_acl_user_db_and_sentinel_errors);
+	tcase_add_test(tc, test_redis_tls_errors);
 	tcase_add_test(tc, test_referenced_files_must_be_readable);
 	tcase_add_test(tc, test_etcd_files_must_be_readable);
 	tcase_add_test(tc, test_top_level_values);
