@@ -22,16 +22,21 @@ FROM ${DEBIAN_BUILD_IMAGE} AS build
 # The -dev packages of the Makefile's PKGS (pkg-config names: hiredis libevent jansson
 # yaml-0.1 libsodium libcurl). libsodium-dev and libjansson-dev also ship the .a archives
 # that build/leasekeeper-static links, and libc6-dev (from build-essential) the static libc.
-RUN apt-get update \
+# hiredis 1.x (TLS to Redis) comes from bookworm-backports, as in `make deps`.
+COPY tools/backports.sh /tmp/backports.sh
+RUN sh /tmp/backports.sh \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential \
         pkg-config \
-        libhiredis-dev \
+        libssl-dev \
         libevent-dev \
         libcurl4-openssl-dev \
         libsodium-dev \
         libjansson-dev \
         libyaml-dev \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        -t bookworm-backports libhiredict-shims-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -46,10 +51,15 @@ RUN make -j"$(nproc)" all \
 FROM ${DEBIAN_RUNTIME_IMAGE}
 
 # Only the shared libraries the agent links (libcurl is for the etcd backend; libevent's
-# "extra" part holds evhttp and evdns), and CA certificates for TLS to etcd.
-RUN apt-get update \
+# "extra" part holds evhttp and evdns; libhiredict1.3.1 is hiredis 1.x with its TLS part),
+# and CA certificates for TLS to etcd and Redis.
+COPY tools/backports.sh /tmp/backports.sh
+RUN sh /tmp/backports.sh && rm /tmp/backports.sh \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libhiredis0.14 \
+        -t bookworm-backports libhiredict1.3.1 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libssl3 \
         libevent-2.1-7 \
         libevent-extra-2.1-7 \
         libcurl4 \

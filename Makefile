@@ -58,9 +58,12 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 # Debian packages needed to build, test and run the demo. Node.js (for validating deploy/
 # offline) comes from Debian only when no node is installed at all.
-DEB_PKGS := build-essential pkg-config libhiredis-dev libevent-dev libcurl4-openssl-dev \
+DEB_PKGS := build-essential pkg-config libevent-dev libcurl4-openssl-dev libssl-dev \
             libsodium-dev check libjansson-dev libyaml-dev redis-server redis-sentinel python3 \
             procps prometheus etcd-server etcd-client openssl golang-go
+# hiredis 1.x (TLS) for Debian 12 is hiredict's hiredis shims, from bookworm-backports only
+# (tools/backports.sh adds that suite); it replaces Debian's hiredis 0.14 (libhiredis-dev).
+BACKPORTS_PKGS := libhiredict-shims-dev
 BENCH_PKGS := python3-redis gnuplot-nox
 DEB_PKGS += $(BENCH_PKGS)
 # `make deb` and the install check: the package build, lintian, man page rendering, completion.
@@ -147,6 +150,13 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@missing=""; for p in $(BACKPORTS_PKGS); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing from bookworm-backports:$$missing"; \
+		sh tools/backports.sh && apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends -t bookworm-backports $$missing; \
 	fi
 
 unit: $(UNIT_BINS)
