@@ -5,7 +5,7 @@
  * - Everything runs on the agent's one libevent loop. No call blocks; connects, DNS lookups and
  *   requests are asynchronous, and each request the backend accepts gets exactly one reply
  *   callback, at the latest about `timeout` after it was sent (a silent server is treated as a
- *   broken connection: hiredis 0.14 has no timeouts of its own). An operation that takes
+ *   broken connection). An operation that takes
  *   several server round trips (etcd: a first acquire is a lease grant and a txn) gives
  *   each of them the whole `timeout`, so its reply may take that many timeouts: on a slow
  *   link a shared budget would never be enough. "Sent" is when the request leaves: etcd keeps

@@ -1,5 +1,5 @@
-/* The Redis backend (README, ARCHITECTURE.md): hiredis 0.14's async API on the agent's
- * libevent loop.
+/* The Redis backend (README, ARCHITECTURE.md): hiredis's async API (1.x, from hiredict) on
+ * the agent's libevent loop.
  *
  * Two connections per backend. The command connection carries AUTH, SCRIPT LOAD and the three
  * lock scripts; the subscriber connection SUBSCRIBEs to every key's release channel for as

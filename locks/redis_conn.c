@@ -2,7 +2,9 @@
  * an attempt connected): the handshake (AUTH, SELECT, ROLE, SCRIPT LOAD, INFO server,
  * SUBSCRIBE), the in-flight FIFO with its deadlines, and reconnects with backoff.
  *
- * hiredis 0.14 has no timeouts at all, not even for connect. So each connection keeps its own
+ * hiredis's own timeout (redisAsyncSetTimeout) is one idle timer per context; the agent
+ * wants each request answered within `timeout` of its own sending, and the connect, TLS
+ * handshake and setup commands within one attempt's deadline. So each connection keeps its own
  * FIFO of in-flight requests (Redis answers in order) with one libevent timer for the oldest
  * deadline; when it passes, the connection is treated as broken and freed, which makes hiredis
  * fail every pending callback with a NULL reply. A frozen server thus yields ERROR replies
