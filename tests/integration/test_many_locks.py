@@ -281,7 +281,9 @@ class ManyLocksRedisTest(LKTestCase):
         self.assertEqual(summary["exit_reason"], "drained")
         self.assertLess(t_drain, SHUTDOWN_TIMEOUT_S)
         left = self.redis.call("KEYS", "leasekeeper/lock-*")
-        self.assertEqual([k for k in left if not k.endswith(":fence")], [])
+        # What stays: each lock's fence counter and the release marker its release wrote.
+        self.assertEqual([k for k in left if not k.endswith((":fence", ":released"))], [])
+        self.assertEqual(len([k for k in left if k.endswith(":released")]), N_LOCKS)
 
         per_lock = (mem["RssAnon"] - base["RssAnon"]) * 1024.0 / (N_LOCKS - 1)
         report("locks", N_LOCKS)
