@@ -51,7 +51,8 @@
 #include <hiredis/hiredis.h>
 #include <sodium.h>
 
-/* The lock scripts. Values are "<identity>:<token>"; KEYS[2] is the fence counter.
+/* The lock scripts. Values are "<identity>:<token>"; acquire's KEYS[2] is the fence counter,
+ * KEYS[3] (release's KEYS[2]) the release marker.
  *
  * Acquire's optional ARGV[3] is our own orphan: a value equal to it is deleted first (a reclaim).
  *
