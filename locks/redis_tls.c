@@ -17,6 +17,11 @@
 #include <string.h>
 
 #include <hiredis/hiredis_ssl.h>
+#ifdef redisInitiateSSL
+/* hiredict's hiredis shims rename the functions without declaring them (gcc stays silent, as
+ * the call comes from a system header's macro; clang does not). */
+#include <hiredict/hiredict_ssl.h>
+#endif
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>

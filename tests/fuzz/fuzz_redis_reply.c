@@ -12,7 +12,7 @@
  * The replies are built the way the agent gets them: the input's bytes go through hiredis's
  * own reader (redisReaderCreate/Feed/GetReply) as RESP, and every complete reply is mapped.
  * The reader's object functions are hiredis's defaults, wrapped only to refuse arrays of more
- * than MAX_ELEMENTS (hiredis 0.14 has no such cap: "*2147483647" makes it calloc 16 GiB, which
+ * than MAX_ELEMENTS (hiredis's own cap is 2^32 - 1: "*2147483647" makes it calloc 16 GiB, which
  * the agent's glibc grants lazily but the fuzzer's malloc limit does not).
  *
  * Input: byte 0 picks the mapping and byte 1 the request's flags; the rest is RESP.
@@ -56,9 +56,9 @@ enum mode { MODE_ACQUIRE, MODE_RENEW, MODE_RELEASE, MODE_INFO, MODE_SUB, MODE__C
 /* ---- the reader, with hiredis's own object functions ------------------------------------ */
 
 static redisReplyObjectFunctions capped;
-static void *(*default_create_array)(const redisReadTask *, int);
+static void *(*default_create_array)(const redisReadTask *, size_t);
 
-static void *create_array_capped(const redisReadTask *task, int elements)
+static void *create_array_capped(const redisReadTask *task, size_t elements)
 {
 	if (elements > MAX_ELEMENTS)
 		return NULL; /* the reader reports out of memory and stops */
