@@ -80,6 +80,21 @@ bool lk_status_ready(const struct lk_status *st, char *why, size_t cap)
 	return true;
 }
 
+/* STATUS's "backends": which server each backend talks to now, and whether it answers. */
+static json_t *backends_json(const struct lk_status *st)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < st->n_backends; i++) {
+		const struct lk_backend *b = st->backends[i];
+
+		json_array_append_new(a, json_pack("{s:s, s:s, s:b, s:s}", "name", b->name,
+		                                   "type", b->ops->type, "ready", b->ops->ready(b),
+		                                   "server", b->ops->server ? b->ops->server(b) : ""));
+	}
+	return a;
+}
+
 /* The holder as every report shows it: null when unknown. */
 static json_t *holder_json(const struct lk_lock *l)
 {
@@ -147,8 +162,16 @@ static char *status_page(const struct lk_status *st, size_t first, size_t last, 
 		if (c)
 			json_object_set_new(root, "clients", c);
 	}
+	if (clients)
+		json_object_set_new(root, "backends", backends_json(st));
 	json_object_set(root, "locks", locks);
 	base = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (base && clients && strlen(base) + PAGE_TAIL_MAX > max_len / 2) {
+		/* Dozens of backends with long endpoints: the locks matter more. */
+		free(base);
+		json_object_del(root, "backends");
+		base = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	}
 	if (!base)
 		goto out;
 	len = strlen(base);

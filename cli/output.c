@@ -101,8 +101,9 @@ static void print_row(const char *const cells[], const size_t width[], size_t n)
 
 static void print_preamble(const json_t *root)
 {
-	const json_t *cl = json_object_get(root, "clients");
+	const json_t *cl = json_object_get(root, "clients"), *b;
 	char buf[32];
+	size_t i;
 
 	fputs("identity: ", stdout);
 	put_text(cell_text(json_object_get(root, "identity"), buf, sizeof(buf)), 0);
@@ -116,6 +117,15 @@ static void print_preamble(const json_t *root)
 		       json_integer_value(json_object_get(cl, "campaign")),
 		       json_integer_value(json_object_get(cl, "watch")),
 		       json_integer_value(json_object_get(cl, "other")));
+	json_array_foreach(json_object_get(root, "backends"), i, b) {
+		fputs("backend ", stdout);
+		put_text(cell_text(json_object_get(b, "name"), buf, sizeof(buf)), 0);
+		fputs(": ", stdout);
+		put_text(cell_text(json_object_get(b, "type"), buf, sizeof(buf)), 0);
+		putchar(' ');
+		put_text(cell_text(json_object_get(b, "server"), buf, sizeof(buf)), 0);
+		printf(", %s\n", json_is_true(json_object_get(b, "ready")) ? "ready" : "not ready");
+	}
 	putchar('\n');
 }
 

@@ -149,6 +149,10 @@ struct lk_backend_ops {
 	int (*quiesce)(struct lk_backend *b, void (*done)(void *arg), void *arg);
 	/* True once the backend has answered since the last (re)connect: for /readyz. */
 	bool (*ready)(const struct lk_backend *b);
+	/* Optional (NULL: not known). The server it talks to now, as its log lines name it
+	 * (Redis: the address, with Sentinel the master last named; etcd: the endpoint in use):
+	 * for STATUS. "" if none yet. */
+	const char *(*server)(const struct lk_backend *b);
 	/* Close connections and free everything, keys included; no callback runs after. */
 	void (*free)(struct lk_backend *b);
 };

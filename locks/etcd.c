@@ -366,6 +366,13 @@ static bool lk_etcd_ready(const struct lk_backend *b)
 	return e && !e->closing && e->ready;
 }
 
+static const char *lk_etcd_server(const struct lk_backend *b)
+{
+	const struct lk_etcd *e = (const struct lk_etcd *)b;
+
+	return e->endpoints[e->cur];
+}
+
 static const struct lk_backend_ops lk_etcd_ops = {
 	.type = "etcd",
 	.key_new = lk_etcd_key_new,
@@ -376,6 +383,7 @@ static const struct lk_backend_ops lk_etcd_ops = {
 	.watch = lk_etcd_watch,
 	.holdoff_until = lk_etcd_holdoff_until,
 	.ready = lk_etcd_ready,
+	.server = lk_etcd_server,
 	.quiesce = lk_etcd_quiesce,
 	.free = lk_etcd_free,
 };

@@ -652,6 +652,13 @@ static void lk_redis_free(struct lk_backend *b)
 	lk_redis_leave(r);
 }
 
+static const char *lk_redis_server(const struct lk_backend *b)
+{
+	const struct lk_redis *r = (const struct lk_redis *)b;
+
+	return r->master_gen ? r->master.shown : "";
+}
+
 static const struct lk_backend_ops lk_redis_ops = {
 	.type = "redis",
 	.key_new = lk_redis_key_new,
@@ -662,6 +669,7 @@ static const struct lk_backend_ops lk_redis_ops = {
 	.watch = lk_redis_watch,
 	.holdoff_until = lk_redis_holdoff_until,
 	.ready = lk_redis_ready,
+	.server = lk_redis_server,
 	.free = lk_redis_free,
 };
 

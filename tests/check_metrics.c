@@ -18,8 +18,12 @@ static bool odd_ready;
 static bool main_is_ready(const struct lk_backend *b) { return true; }
 static bool odd_is_ready(const struct lk_backend *b) { return odd_ready; }
 
-static const struct lk_backend_ops main_ops = { .ready = main_is_ready };
-static const struct lk_backend_ops odd_ops = { .ready = odd_is_ready };
+static const char *main_server(const struct lk_backend *b) { return "10.0.0.1:6379"; }
+
+static const struct lk_backend_ops main_ops = { .type = "redis", .ready = main_is_ready,
+                                                .server = main_server };
+/* Without a server op: STATUS says "". */
+static const struct lk_backend_ops odd_ops = { .type = "etcd", .ready = odd_is_ready };
 static char name_main[] = "main";
 static char name_odd[] = "we\"ird\\";
 static struct lk_backend b_main = { .ops = &main_ops, .name = name_main };
@@ -270,12 +274,16 @@ START_TEST(ready_waits_for_every_backend_and_ends_with_the_drain)
 }
 END_TEST
 
-START_TEST(status_json_has_identity_draining_clients_and_locks)
+START_TEST(status_json_has_identity_draining_clients_backends_and_locks)
 {
 	char *s = lk_status_json(&status, 4096);
 
 	ck_assert_str_eq(s, "{\"identity\":\"pod-a\",\"draining\":false,"
-	                    "\"clients\":{\"connected\":6},\"locks\":[]}");
+	                    "\"clients\":{\"connected\":6},\"backends\":["
+	                    "{\"name\":\"main\",\"type\":\"redis\",\"ready\":true,"
+	                    "\"server\":\"10.0.0.1:6379\"},"
+	                    "{\"name\":\"we\\\"ird\\\\\",\"type\":\"etcd\",\"ready\":false,"
+	                    "\"server\":\"\"}],\"locks\":[]}");
 	free(s);
 	ck_assert_int_eq(lk_status_find_lock(&status, "x"), -1);
 }
@@ -294,7 +302,7 @@ int main(void)
 	tcase_add_test(t, backend_errors_have_one_series_per_backend_with_escaped_labels);
 	tcase_add_test(t, clients_and_counters_are_written_even_at_zero);
 	tcase_add_test(t, ready_waits_for_every_backend_and_ends_with_the_drain);
-	tcase_add_test(t, status_json_has_identity_draining_clients_and_locks);
+	tcase_add_test(t, status_json_has_identity_draining_clients_backends_and_locks);
 	suite_add_tcase(s, t);
 	t = tcase_create("per_lock");
 	tcase_add_checked_fixture(t, setup_locks, teardown_locks);

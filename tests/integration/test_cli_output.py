@@ -146,6 +146,7 @@ class StatusOutputTest(LKTestCase):
         lines = out.splitlines()
         self.assertEqual(lines[0], "identity: %s   draining: no" % POD)
         self.assertRegex(lines[1], r"^clients: \d+ of 128 slots ")
+        self.assertEqual(lines[2], "backend main: redis %s, ready" % self.redis.address)
         header = next(l for l in lines if l.startswith("LOCK"))
         self.assertEqual(header.split(),
                          ["LOCK", "BACKEND", "STATE", "TOKEN", "HOLDER", "TTL_MS", "CLIENTS"])

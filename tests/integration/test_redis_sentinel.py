@@ -118,6 +118,10 @@ class RedisSentinelTest(TenureAssertions, LKTestCase):
             holdoff = wait_until(lambda a=a: logs_since(a, wall_kill, "holding off"),
                                  what="%s to hold off" % a.identity)
             self.assertIn("run_id changed", holdoff[0]["reason"], holdoff[0])
+            # STATUS names the master the agent uses now.
+            backends = self.connect(a).status()["backends"]
+            self.assertEqual([(b["name"], b["type"], b["server"]) for b in backends],
+                             [("main", "redis", "127.0.0.1:%d" % new.port)], backends)
 
         reached = follow[first.agent.identity]
         print("old leader %s token %d LOST reason=%s; first LEADER on the new master: %s token "
