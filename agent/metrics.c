@@ -14,8 +14,11 @@
 #include "locks/backend.h"
 #include "proto/codec.h"
 
+/* From 100 µs: a Redis handoff gap or release is a few hundred µs, and would otherwise sit in
+ * the first bucket whatever it was. */
 static const double bucket_bounds[LK_HIST_BUCKETS] = {
-	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30,
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 20, 30,
 };
 
 void lk_histogram_observe(struct lk_histogram *h, double seconds)

@@ -14,7 +14,7 @@ struct lk_status;
 
 /* Buckets from a millisecond to half a minute: releases and handoffs take milliseconds, a
  * stepdown wait or a whole drain takes up to shutdown_timeout. */
-#define LK_HIST_BUCKETS 15
+#define LK_HIST_BUCKETS 18
 
 struct lk_histogram {
 	uint64_t counts[LK_HIST_BUCKETS]; /* cumulative is computed when rendering */

@@ -158,6 +158,8 @@ START_TEST(histogram_buckets_are_cumulative_with_sum_and_count)
 	lk_histogram_observe(&metrics.shutdown_duration, 100);    /* only +Inf */
 	s = render();
 	HAS(s, "# TYPE leasekeeper_shutdown_duration_seconds histogram\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.0001\"} 0\n");
+	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.00025\"} 0\n");
 	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.001\"} 0\n");
 	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.0025\"} 1\n");
 	HAS(s, "leasekeeper_shutdown_duration_seconds_bucket{le=\"0.01\"} 1\n");
