@@ -2853,6 +2853,17 @@ class LKTestCase(unittest.TestCase):
         ev = app.campaign(lock)
         return app, ev
 
+    def drain_handoff(self, agent, app, lead, successor, lock="x"):
+        """SIGTERM agent, whose app leads lock with the LEADER event lead; the app ACKs its
+        STEPDOWN; wait for successor's LEADER. Returns (that event, seconds since the
+        SIGTERM)."""
+        t = time.monotonic()
+        agent.send_signal()
+        app.expect("STEPDOWN", lock)
+        app.call_ok("ACK %s %d" % (lock, lead.token))
+        ev, _ = successor.await_event("LEADER", lock, timeout=DEFAULT_TIMEOUT)
+        return ev, ev.t - t
+
     def cli(self, *args, timeout=30.0, env=None):
         """run_cli, failing the test on sanitizer reports in the CLI's stderr."""
         r = run_cli(args, timeout=timeout, env=env)

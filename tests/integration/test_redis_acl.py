@@ -9,10 +9,9 @@ agent's keys and channels only:
 """
 
 import os
-import time
 import unittest
 
-from harness import DEFAULT_TIMEOUT, LKTestCase, acl_user_args, lock_config, wait_until
+from harness import LKTestCase, acl_user_args, lock_config, wait_until
 
 USER = "lk-agent"
 PASSWORD = "agent-pw-7f3a"
@@ -63,12 +62,7 @@ class RedisAclTest(LKTestCase):
         self.assertEqual(len(conns), 4, "two connections per agent as %s" % USER)
         self.assertEqual(redis.call("ACL", "LOG"), [], "the agents were denied something")
 
-        t = time.monotonic()
-        a.send_signal()
-        app_a.expect("STEPDOWN", "x")
-        app_a.call_ok("ACK x %d" % lead.token)
-        ev, _ = app_b.await_event("LEADER", "x", timeout=DEFAULT_TIMEOUT)
-        handoff = ev.t - t
+        ev, handoff = self.drain_handoff(a, app_a, lead, app_b)
         print("handoff through the release notice as %s: %.0f ms (retry_interval 5s)"
               % (USER, handoff * 1000))
         self.assertLess(handoff, 1.5)

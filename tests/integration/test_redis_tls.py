@@ -14,11 +14,9 @@ The server keeps a plain port too, for the harness's own commands (CLIENT LIST, 
 
 import os
 import subprocess
-import time
 import unittest
 
-from harness import (DEFAULT_TIMEOUT, LKTestCase, acl_user_args, free_port, lock_config,
-                     wait_until)
+from harness import LKTestCase, acl_user_args, free_port, lock_config, wait_until
 
 USER = "lk-tls"
 PASSWORD = "tls-pw-41c9"
@@ -108,12 +106,7 @@ class RedisTlsTest(LKTestCase):
         self.assertEqual(ports, [str(redis.tls_port)])
         self.assertEqual(redis.call("ACL", "LOG"), [])
 
-        t = time.monotonic()
-        a.send_signal()
-        app_a.expect("STEPDOWN", "x")
-        app_a.call_ok("ACK x %d" % lead.token)
-        ev, _ = app_b.await_event("LEADER", "x", timeout=DEFAULT_TIMEOUT)
-        handoff = ev.t - t
+        ev, handoff = self.drain_handoff(a, app_a, lead, app_b)
         print("handoff over TLS through the release notice: %.1f ms (retry_interval 5s)"
               % (handoff * 1000))
         self.assertLess(handoff, 1.5)
