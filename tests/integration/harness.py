@@ -3083,9 +3083,13 @@ class SentinelServer:
     `password`, clients (and the other sentinels) must AUTH with it."""
 
     def __init__(self, tmpdir, master_port, master_name="mymaster", quorum=2,
-                 down_after_ms=1000, failover_timeout_ms=6000, password=None):
+                 down_after_ms=1000, failover_timeout_ms=6000, password=None, tls=None):
         self.dir = tempfile.mkdtemp(prefix="sentinel-", dir=tmpdir)
         self.port = free_port()
+        # With tls (make_test_certs()): a TLS port too, and TLS to the servers and the other
+        # sentinels (which then must be on their TLS ports); the plain port stays for call().
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.master_port = master_port
         self.master_name = master_name
         self.quorum = quorum
@@ -3098,6 +3102,10 @@ class SentinelServer:
     @property
     def address(self):
         return "127.0.0.1:%d" % self.port
+
+    @property
+    def tls_address(self):
+        return "127.0.0.1:%d" % self.tls_port
 
     @property
     def log_path(self):
@@ -3121,6 +3129,11 @@ class SentinelServer:
                 if self.password:
                     f.write("requirepass %s\nsentinel sentinel-pass %s\n"
                             % (self.password, self.password))
+                if self.tls:
+                    f.write("tls-port %d\ntls-replication yes\ntls-auth-clients no\n"
+                            "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n"
+                            % (self.tls_port, self.tls["server"], self.tls["server_key"],
+                               self.tls["ca"]))
             if self._logf:
                 self._logf.close()
             self._logf = open(self.log_path, "ab")
@@ -3134,6 +3147,7 @@ class SentinelServer:
                         log = f.read().decode(errors="replace")
                     if "Address already in use" in log:
                         self.port = free_port()
+                        self.tls_port = free_port() if self.tls else None
                         break
                     raise AssertionError("redis-sentinel exited with %s:\n%s"
                                          % (self.proc.returncode, log[-2000:]))
@@ -3197,8 +3211,12 @@ class SentinelSetup:
 
     def __init__(self, test, n_replicas=2, n_sentinels=3, master_name="mymaster",
                  down_after_ms=1000, replica_args=None, replica_via_proxy=(), master_args=(),
-                 server_args=(), sentinel_password=None):
+                 server_args=(), sentinel_password=None, tls=False):
         self.test = test
+        # tls: every server and sentinel also has a TLS port, and they replicate and watch
+        # over TLS, so the sentinels name the servers' TLS ports; the harness keeps using the
+        # plain ones.
+        self.tls = test.make_certs() if tls else None
         self.master_name = master_name
         self.n_replicas = n_replicas
         self.n_sentinels = n_sentinels
@@ -3216,27 +3234,40 @@ class SentinelSetup:
         t = self.test
         # A full sync waits 5 s by default for more replicas to share it: not here.
         fast = ["--repl-diskless-sync-delay", "0"] + self.server_args
-        master = t.start_redis(extra_args=fast + self.master_args, fresh=True)
+
+        def tls_args():
+            if not self.tls:
+                return [], None
+            port = free_port()
+            return ["--tls-port", str(port), "--tls-replication", "yes",
+                    "--tls-auth-clients", "no", "--tls-cert-file", self.tls["server"],
+                    "--tls-key-file", self.tls["server_key"],
+                    "--tls-ca-cert-file", self.tls["ca"]], port
+        targs, tport = tls_args()
+        master = t.start_redis(extra_args=fast + targs + self.master_args, fresh=True)
+        master.tls_port = tport
         self.servers.append(master)
         for i in range(self.n_replicas):
-            up = master.port
+            up = master.tls_port or master.port
             if i in self.replica_via_proxy:
                 proxy = t.start_proxy(master)
                 self.proxies[i] = proxy
                 up = proxy.port
-            args = fast + ["--replicaof", "127.0.0.1", str(up)] + \
+            targs, tport = tls_args()
+            args = fast + targs + ["--replicaof", "127.0.0.1", str(up)] + \
                 list(self.replica_args.get(i, ()))
             self.servers.append(t.start_redis(extra_args=args, fresh=True))
+            self.servers[-1].tls_port = tport
         wait_until(lambda: master.info("replication").get("connected_slaves")
                    == str(self.n_replicas), timeout=timeout, what="the replicas to connect")
         for r in self.servers[1:]:
             wait_until(lambda r=r: r.info("replication").get("master_link_status") == "up",
                        timeout=timeout, what="replica :%d in sync" % r.port)
         for _ in range(self.n_sentinels):
-            sn = SentinelServer(t.tmp, master.port, self.master_name,
+            sn = SentinelServer(t.tmp, master.tls_port or master.port, self.master_name,
                                 quorum=self.n_sentinels // 2 + 1,
                                 down_after_ms=self.down_after_ms,
-                                password=self.sentinel_password)
+                                password=self.sentinel_password, tls=self.tls)
             t.addCleanup(sn.stop)
             self.sentinels.append(sn)
             sn.start()
@@ -3254,13 +3285,17 @@ class SentinelSetup:
 
     def config(self, name="main", timeout="500ms", **kw):
         b = {"name": name, "type": "redis", "timeout": timeout,
-             "sentinels": [s.address for s in self.sentinels], "master_name": self.master_name}
+             "sentinels": [s.tls_address if self.tls else s.address for s in self.sentinels],
+             "master_name": self.master_name}
+        if self.tls:
+            b.update(tls=True, ca_file=self.tls["ca"])
         b.update(kw)
         return b
 
     def server(self, port):
+        """The server on port, plain or TLS (the sentinels name TLS ports with tls)."""
         for r in self.servers:
-            if r.port == port:
+            if port in (r.port, getattr(r, "tls_port", None)):
                 return r
         raise KeyError(port)
 

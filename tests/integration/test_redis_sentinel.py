@@ -18,6 +18,9 @@ and `master_name:` only.
 
 3. Sentinels that require a password of their own: an agent with `sentinel_password_file` leads;
    one with the wrong password, and one with none, say why in their logs and never lead.
+4. Everything over TLS (`tls: true`): servers and sentinels on TLS ports, replicating and
+   watching over TLS. The master is SIGKILLed: every agent follows the promoted replica on its
+   TLS port, no two apps lead, and tokens keep increasing.
 
 Each test prints what it measured: the failover as the sentinels did it, and how long after
 the switch each agent was on the new master.
@@ -228,6 +231,42 @@ class RedisSentinelTest(TenureAssertions, LKTestCase):
         self.assertNotIn("not-it", bad.logs())
         tr.settle(1.0)
         self.assertEqual([a.name for a in tr.apps[1:] if a.of("LEADER")], [])
+
+    # -- 4. TLS --------------------------------------------------------------------------------
+
+    def test_over_tls_master_killed_agents_follow_on_tls_ports(self):
+        setup = SentinelSetup(self, tls=True).start()
+        master = setup.servers[0]
+        agents, tr = self.start_agents(setup)
+        app1, lead1 = tr.first_leader(timeout=TTL + DEFAULT_TIMEOUT)
+        tr.wait(lambda: app1.of("RENEWED"), what="a renewal")
+        laddrs = sorted({ln.split(" laddr=")[1].split()[0] for ln in
+                         master.call("CLIENT", "LIST").splitlines()
+                         if " laddr=" in ln and "cmd=client|list" not in ln and
+                         "flags=S" not in ln and "flags=M" not in ln})
+        print("clients of the master on %s (tls-port %d, plain %d)"
+              % (", ".join(laddrs), master.tls_port, master.port))
+        self.assertEqual(laddrs, ["127.0.0.1:%d" % master.tls_port], "a client not on TLS")
+
+        t_kill, wall_kill = time.monotonic(), time.time()
+        master.kill()
+        new = setup.wait_new_master(master.tls_port)
+        print("failover over TLS: sentinels named :%d (a TLS port) %.2fs after the kill"
+              % (setup.master_port(), time.monotonic() - t_kill))
+        first, lead2 = tr.first_leader(after=t_kill, timeout=4 * TTL + DEFAULT_TIMEOUT * 2)
+        tr.settle(0.5)
+        for a in agents:
+            self.on_master(a, new.tls_port, wall_kill)
+            backends = self.connect(a).status()["backends"]
+            self.assertEqual([b["server"] for b in backends], ["127.0.0.1:%d" % new.tls_port])
+            # The killed master's connections end with "TLS: unexpected eof while reading";
+            # no certificate was ever refused.
+            self.assertFalse([e for e in a.log_entries() if "certificate" in str(e.get("msg"))],
+                             "%s had certificate errors:\n%s" % (a.identity, a.tail()))
+        print("first LEADER after the failover: %s token %d" % (first.name, lead2.token))
+        self.assertGreater(lead2.token, lead1.token)
+        self.assertIncreasing(tr.tokens())
+        self.assertNoOverlap(tr, "over TLS, master killed")
 
 
 if __name__ == "__main__":
