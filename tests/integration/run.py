@@ -42,7 +42,8 @@ SLOW = {
     "test_self_fencing": 45, "test_client_python": 20, "test_log_stall": 15,
     "test_client_go": 30, "test_client_slots": 26, "test_config_limits": 2,
     "test_redis_loss": 45, "test_etcd_loss": 65, "test_app_freeze": 32,
-    "test_handoff_telemetry": 15,
+    "test_handoff_telemetry": 15, "test_redis_sentinel": 45, "test_redis_acl": 10,
+    "test_redis_tls": 8, "test_cli_output": 13, "test_http": 12,
 }
 DEFAULT_SECONDS = 3
 
