@@ -551,9 +551,10 @@ static void lk_redis_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		if (head ? now < head->deadline_ns :
 		    conn->state == LK_REDIS_UP || now < conn->attempt_deadline_ns)
 			break;
-		lk_redis_conn_break(conn, "%stimed out after %" PRId64 "ms",
+		lk_redis_conn_break(conn, "%stimed out after %" PRId64 "ms%s",
 		                    conn->state == LK_REDIS_HANDSHAKE ? "handshake " : "",
-		                    r->timeout_ms);
+		                    r->timeout_ms, lk_redis_tls_pending(conn, conn->ac) ?
+		                    " (the TLS handshake never finished: is it a TLS port?)" : "");
 		goto out;
 	case LK_REDIS_DOWN:
 		goto out;

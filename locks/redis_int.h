@@ -338,6 +338,8 @@ void lk_redis_tls_free(struct lk_redis *r);
 /* Make the new context ac of conn speak TLS, checking the certificate's name: 0, or a
  * negative errno with why[cap] (ac is then the caller's to free). */
 int lk_redis_tls_start(struct lk_redis_conn *conn, redisAsyncContext *ac, char *why, size_t cap);
+/* Whether conn's context ac speaks TLS and its handshake has not finished. */
+bool lk_redis_tls_pending(const struct lk_redis_conn *conn, const redisAsyncContext *ac);
 /* If ac's TLS handshake failed, OpenSSL's reason in buf[cap] and true. */
 bool lk_redis_tls_errstr(const struct lk_redis_conn *conn, const redisAsyncContext *ac,
                          char *buf, size_t cap);

@@ -171,6 +171,12 @@ int lk_redis_tls_start(struct lk_redis_conn *conn, redisAsyncContext *ac,
 	return 0;
 }
 
+bool lk_redis_tls_pending(const struct lk_redis_conn *conn, const redisAsyncContext *ac)
+{
+	return conn->r->tls && ac && conn->ssl && conn->ssl_ac == ac &&
+	       !SSL_is_init_finished(conn->ssl);
+}
+
 bool lk_redis_tls_errstr(const struct lk_redis_conn *conn, const redisAsyncContext *ac,
                          char *buf, size_t cap)
 {

@@ -7,7 +7,8 @@ and certificates made with openssl for the test:
 2. the server's certificate is checked: signed by another CA, or without the name the agent
    dials, the agent never leads and says why; with server_name set to the name the
    certificate carries, it leads;
-3. a server that wants a client certificate gets none: never leads, says the connection broke.
+3. a server that wants a client certificate gets none: never leads, says the connection broke;
+4. a rediss:// address at a plain port: never leads, says the TLS handshake never finished.
 
 The server keeps a plain port too, for the harness's own commands (CLIENT LIST, ACL LOG).
 """
@@ -155,6 +156,16 @@ class RedisTlsTest(LKTestCase):
         self.never_leads(a, app, "connection to 127.0.0.1:%d failed" % redis.tls_port,
                          "a refused client")
         self.assertEqual(self.tls_clients(redis), [])
+
+    def test_rediss_at_a_plain_port_says_so(self):
+        redis = self.tls_redis()
+        redis.tls_port = redis.port  # the plain port, as a misconfigured address would
+        locks = [lock_config("x", ttl="2s", retry_interval="300ms")]
+        a = self.start_agent("pod-a", locks=locks, backends=self.backend(redis))
+        app = self.connect(a)
+        app.call_ok("CAMPAIGN x")
+        self.never_leads(a, app, "the TLS handshake never finished: is it a TLS port?",
+                         "rediss:// at a plain port")
 
 
 if __name__ == "__main__":
