@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """valgrind memcheck over one integration scenario per backend (tests/valgrind/README.md).
 
-Three scenarios, one scenario (ValgrindScenario) on three backends: Redis, etcd, and etcd over
+Four scenarios, one scenario (ValgrindScenario) on four backends: Redis and etcd, each also over
 TLS with client certificates, each a private server started through
 tests/integration/harness.py. Two agents run under `valgrind --tool=memcheck` (pod-a; pod-b
 with HMAC auth): apps campaign on both (pod-a leads x, pod-b follows x and leads y), renewals,
@@ -44,8 +44,8 @@ os.environ.setdefault("LK_BIN", os.path.join(REPO, "build", "vg", "leasekeeper")
 os.environ.setdefault("LK_REDIS_POOL", "1")  # one spare: the Redis scenario uses one
 
 from harness import (DEFAULT_TIMEOUT, EtcdBackend, EtcdScenario, LKTestCase,  # noqa: E402
-                     RedisScenario, backends_enabled, free_port, lock_config, status_locks,
-                     wait_until)
+                     RedisBackend, RedisScenario, backends_enabled, free_port, lock_config,
+                     status_locks, wait_until)
 
 SUPP = os.path.join(HERE, "leasekeeper.supp")
 KEY = "leasekeeper/x"
@@ -411,8 +411,43 @@ class ValgrindEtcdTlsTest(ValgrindScenario, LKTestCase):
             "key_file": certs["client_key"]})
 
 
+class TlsRedisBackend(RedisBackend):
+    """A Redis whose agents come in on its TLS port with a client certificate."""
+
+    def __init__(self, server, monitor, tls_port, certs):
+        super().__init__(server, monitor)
+        self.tls_port, self.certs = tls_port, certs
+
+    def config(self, name="main", timeout=None):
+        b = super().config(name, timeout)
+        b.update(address="rediss://127.0.0.1:%d" % self.tls_port, ca_file=self.certs["ca"],
+                 cert_file=self.certs["client"], key_file=self.certs["client_key"])
+        return b
+
+
+class ValgrindRedisTlsTest(ValgrindScenario, LKTestCase):
+    """On a Redis whose agents use its TLS port with client certificates: the agents go
+    through hiredis's TLS layer and the agent's own OpenSSL context (handshakes, the restart's
+    reconnects)."""
+
+    backend_kind = "redis-tls"
+
+    def setUp(self):
+        super().setUp()
+        if "redis" not in backends_enabled():
+            self.skipTest("backend redis not enabled (LK_BACKENDS=%s)"
+                          % ",".join(backends_enabled()))
+        certs = self.make_certs()
+        port = free_port()
+        self.redis = self.start_redis(extra_args=[
+            "--tls-port", str(port), "--tls-auth-clients", "yes",
+            "--tls-cert-file", certs["server"], "--tls-key-file", certs["server_key"],
+            "--tls-ca-cert-file", certs["ca"]])
+        self.backend = TlsRedisBackend(self.redis, self.monitor(self.redis), port, certs)
+
+
 def summary_line(kind, identity, s, problems, elapsed):
-    return ("valgrind %-8s %s: errors=%s definite=%d indirect=%d possible=%d reachable=%d "
+    return ("valgrind %-9s %s: errors=%s definite=%d indirect=%d possible=%d reachable=%d "
             "suppressed=%d rc=%s scenario=%.1fs %s" % (
                 kind, identity, s["errors"], s["definite"], s["indirect"], s["possible"],
                 s["reachable"], s["suppressed"], s["rc"], elapsed,
@@ -433,7 +468,7 @@ def main():
     if not (os.environ.get("VALGRIND") or shutil.which("valgrind")):
         sys.exit("valgrind not found (apt-get install valgrind, or set VALGRIND)")
     suite = unittest.TestSuite()
-    for cls in (ValgrindRedisTest, ValgrindEtcdTest, ValgrindEtcdTlsTest):
+    for cls in (ValgrindRedisTest, ValgrindRedisTlsTest, ValgrindEtcdTest, ValgrindEtcdTlsTest):
         if not args.pattern or any(p.lower() in cls.__name__.lower() for p in args.pattern):
             suite.addTests(unittest.TestLoader().loadTestsFromTestCase(cls))
     t0 = time.monotonic()
