@@ -303,7 +303,8 @@ START_TEST(status_is_one_line_of_json)
 {
 	start_and_hello();
 	feed("STATUS\n");
-	ck_assert_str_eq(sent(), "OK STATUS {\"identity\":\"pod-a\",\"draining\":false,\"locks\":[]}\n");
+	ck_assert_str_eq(sent(), "OK STATUS {\"identity\":\"pod-a\",\"draining\":false,"
+	                         "\"backends\":[],\"locks\":[]}\n");
 }
 END_TEST
 
