@@ -12,7 +12,7 @@
 struct evbuffer;
 struct lk_status;
 
-/* Buckets from a millisecond to half a minute: releases and handoffs take milliseconds, a
+/* Buckets from 100 µs to half a minute: Redis releases and handoffs take a few hundred µs, a
  * stepdown wait or a whole drain takes up to shutdown_timeout. */
 #define LK_HIST_BUCKETS 18
 
@@ -24,10 +24,11 @@ struct lk_histogram {
 
 struct lk_metrics {
 	struct lk_histogram shutdown_duration;
-	/* Per lock (label `lock`), by kind: lock_hist[what][lock index], each allocated when the
-	 * lock first may observe it (it campaigns: handoff gap; it leads: release, stepdown) and
-	 * written from then on. An agent with 10,000 locks keeps 8 bytes per lock and kind, and a
-	 * scrape grows only with the locks this replica campaigned for, not with every one. */
+	/* Per lock (label `lock`), by kind: lock_hist[what][lock index], exposed (at zero) from
+	 * when the lock first may observe it (it campaigns: handoff gap; it leads: release,
+	 * stepdown), allocated at its first observation. An agent with 10,000 locks keeps 8 bytes
+	 * per lock and kind until then, and a scrape grows only with the locks this replica
+	 * campaigned for, not with every one. */
 	struct lk_histogram **lock_hist[LK_OBSERVE__COUNT];
 	size_t n_locks;
 	uint64_t graceful_exit_failed;

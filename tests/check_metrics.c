@@ -194,6 +194,11 @@ START_TEST(per_lock_histograms_carry_the_lock_label_from_their_first_observation
 	HAS(s, "leasekeeper_handoff_gap_seconds_count{lock=\"beta\"} 0\n");
 	HASNT(s, "leasekeeper_handoff_gap_seconds_count{lock=\"alpha\"}");
 	free(s);
+	/* Announced locks share one zero histogram: no memory until the first observation. */
+	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_HANDOFF_GAP, -1);
+	ck_assert_ptr_nonnull(metrics.lock_hist[LK_OBSERVE_HANDOFF_GAP][0]);
+	ck_assert_ptr_eq(metrics.lock_hist[LK_OBSERVE_HANDOFF_GAP][0],
+	                 metrics.lock_hist[LK_OBSERVE_HANDOFF_GAP][1]);
 	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 0.002);
 	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 0.02);
 	lk_metrics_observe_lock(&metrics, 0, LK_OBSERVE_RELEASE, 100);
@@ -213,6 +218,7 @@ START_TEST(per_lock_histograms_carry_the_lock_label_from_their_first_observation
 	HAS(s, "leasekeeper_handoff_gap_seconds_bucket{lock=\"beta\",le=\"0.001\"} 1\n");
 	HAS(s, "leasekeeper_handoff_gap_seconds_sum{lock=\"beta\"} 0.000400\n");
 	HAS(s, "leasekeeper_handoff_gap_seconds_count{lock=\"beta\"} 1\n");
+	HAS(s, "leasekeeper_handoff_gap_seconds_count{lock=\"alpha\"} 0\n");
 	/* The drain's histogram stays agent-wide. */
 	HAS(s, "leasekeeper_shutdown_duration_seconds_count 0\n");
 	free(s);
