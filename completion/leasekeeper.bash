@@ -103,13 +103,14 @@ _leasekeeper_values() {
 		sed -E 's/^[][ |]//; s/^[^ ]+ //; s/[] ]$//' | tr '|' ' '
 }
 
-# Lock names from the running agent, at the socket given on the line if any.
+# Lock names from the running agent, at the socket given on the line if any: the "name" of
+# each entry of "locks", which "backend" follows (an entry of "backends" has "type" there).
 _leasekeeper_locks() {
 	local bin=$1 sock=$2 t=() json=(--json)
 	command -v timeout >/dev/null 2>&1 && t=(timeout 2)
 	_leasekeeper_usage "$bin" status | grep -qE -- '-o [a-z|]*json' && json=(-o json)
 	"${t[@]}" "$bin" status ${sock:+-s "$sock"} "${json[@]}" 2>/dev/null </dev/null |
-		grep -oE '"name":"[A-Za-z0-9._-]+"' | sed -E 's/^"name":"//; s/"$//'
+		grep -oE '"name":"[A-Za-z0-9._-]+","backend"' | sed -E 's/^"name":"//; s/",.*$//'
 }
 
 _leasekeeper_files() {
