@@ -58,7 +58,7 @@ void lk_metrics_observe_lock(struct lk_metrics *m, size_t i, enum lk_lock_observ
 		return;
 	h = &m->lock_hist[what][i];
 	if (seconds < 0) {
-		if (!*h)
+		if (!*h && m->n_locks <= LK_METRICS_ZERO_SERIES_MAX_LOCKS)
 			*h = &unobserved;
 		return;
 	}

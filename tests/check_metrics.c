@@ -297,6 +297,30 @@ START_TEST(status_json_has_identity_draining_clients_backends_and_locks)
 }
 END_TEST
 
+/* Past LK_METRICS_ZERO_SERIES_MAX_LOCKS locks, a histogram exists only from its first
+ * observation: 10,000 campaigning locks at zero would be a 50 MB scrape. */
+START_TEST(many_locks_expose_histograms_only_once_observed)
+{
+	struct lk_metrics many = { 0 };
+	size_t n = LK_METRICS_ZERO_SERIES_MAX_LOCKS + 1;
+
+	ck_assert_int_eq(lk_metrics_init(&many, n), 0);
+	lk_metrics_observe_lock(&many, 0, LK_OBSERVE_HANDOFF_GAP, -1);
+	ck_assert_ptr_null(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][0]);
+	lk_metrics_observe_lock(&many, n - 1, LK_OBSERVE_HANDOFF_GAP, 0.0003);
+	ck_assert_ptr_nonnull(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][n - 1]);
+	ck_assert_uint_eq(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][n - 1]->count, 1);
+	ck_assert_uint_eq(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][n - 1]->counts[2], 1); /* le 0.0005 */
+	lk_metrics_release(&many);
+	/* At the limit, still at zero from the announcement. */
+	ck_assert_int_eq(lk_metrics_init(&many, n - 1), 0);
+	lk_metrics_observe_lock(&many, 0, LK_OBSERVE_HANDOFF_GAP, -1);
+	ck_assert_ptr_nonnull(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][0]);
+	ck_assert_uint_eq(many.lock_hist[LK_OBSERVE_HANDOFF_GAP][0]->count, 0);
+	lk_metrics_release(&many);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("metrics");
@@ -315,6 +339,7 @@ int main(void)
 	t = tcase_create("per_lock");
 	tcase_add_checked_fixture(t, setup_locks, teardown_locks);
 	tcase_add_test(t, per_lock_histograms_carry_the_lock_label_from_their_first_observation);
+	tcase_add_test(t, many_locks_expose_histograms_only_once_observed);
 	tcase_add_test(t, acquisitions_have_a_series_per_lock_and_kind_of_handoff);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
