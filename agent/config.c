@@ -198,11 +198,9 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 		lk_config_error_at(c, f->val[B_SERVER_NAME], field, "%s is not a DNS name",
 		                   Q(qb, b->server_name));
 	for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++) {
-		size_t k = tls_only[i];
-
-		if (f->val[k] && !b->tls && !scheme_tls) {
-			lk_config_join(field, path, backend_keys[k]);
-			lk_config_error_at(c, f->key[k], field, "requires tls: true (or a rediss:// "
+		if (f->val[tls_only[i]] && !b->tls && !scheme_tls) {
+			lk_config_join(field, path, backend_keys[tls_only[i]]);
+			lk_config_error_at(c, f->key[tls_only[i]], field, "requires tls: true (or a rediss:// "
 			                   "address)");
 		}
 	}
