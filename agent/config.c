@@ -98,23 +98,14 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 	char field[LK_CONFIG_PATH_MAX_LEN], qb[QBUF], kb[QBUF];
 	yaml_node_t *sn = f->val[B_SENTINELS];
 	bool scheme_tls = false;
+	const char *problem;
 	uint64_t db;
 	size_t tls;
 
+	/* The address itself is checked below, once `tls` is known. */
 	lk_config_join(field, path, "address");
-	if (lk_config_get_string(c, f->val[B_ADDRESS], field, &b->address) > 0) {
-		const char *hostport = lk_backend_redis_address(b->address, &scheme_tls);
-
-		if (!lk_backend_valid_address(hostport, false) || strchr(b->address, '@'))
-			lk_config_error_at(c, f->val[B_ADDRESS], field, "%s is not host:port, [v6]:port, "
-			                   "unix:/path or rediss://host:port", Q(qb, b->address));
-		else if (scheme_tls && hostport[0] == 'u')
-			lk_config_error_at(c, f->val[B_ADDRESS], field, "tls needs a TCP address: Redis "
-			                   "serves TLS on its tls-port only");
-		else if (sn)
-			lk_config_error_at(c, f->val[B_ADDRESS], field, "cannot be used with sentinels "
-			                   "(the sentinels tell the master's address)");
-	}
+	if (lk_config_get_string(c, f->val[B_ADDRESS], field, &b->address) > 0)
+		(void)lk_backend_redis_address(b->address, &scheme_tls);
 
 	lk_config_join(field, path, "sentinels");
 	if (sn && sn->type != YAML_SEQUENCE_NODE) {
@@ -192,6 +183,12 @@ static void parse_redis(struct lk_config_ctx *c, const struct lk_config_fields *
 			lk_config_error_at(c, f->val[B_TLS], field, "false contradicts the rediss:// "
 			                   "address");
 	}
+	lk_config_join(field, path, "address");
+	if (b->address && (problem = lk_backend_redis_address_problem(b->address, b->tls)))
+		lk_config_error_at(c, f->val[B_ADDRESS], field, "%s %s", Q(qb, b->address), problem);
+	else if (b->address && sn)
+		lk_config_error_at(c, f->val[B_ADDRESS], field, "cannot be used with sentinels "
+		                   "(the sentinels tell the master's address)");
 	lk_config_join(field, path, "server_name");
 	if (lk_config_get_string(c, f->val[B_SERVER_NAME], field, &b->server_name) > 0 &&
 	    !lk_backend_redis_valid_server_name(b->server_name))

@@ -70,6 +70,11 @@ bool lk_backend_redis_valid_master_name(const char *s);
  * "redis://host:port" name the same server as "host:port". *tls is false otherwise. */
 const char *lk_backend_redis_address(const char *addr, bool *tls);
 
+/* What is wrong with a Redis address (with `tls: true` if tls), as a phrase that follows the
+ * quoted address ("is not host:port, ..."): its form, credentials in it, TLS to a unix
+ * socket; NULL if nothing. */
+const char *lk_backend_redis_address_problem(const char *addr, bool tls);
+
 /* A server_name: a DNS name (letters, digits, '-', '.', '_', a '*' label), 1 to
  * LK_BACKEND_MAX_HOST_LEN bytes. */
 bool lk_backend_redis_valid_server_name(const char *s);

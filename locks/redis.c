@@ -717,11 +717,11 @@ int lk_redis_new(struct event_base *base, const struct lk_config_backend *cfg,
 	} else {
 		bool tls;
 
+		/* lk_backend_redis_check() has taken the address (its rule says what is wrong). */
 		addr = cfg->address ? cfg->address : LK_BACKEND_REDIS_DEFAULT_ADDRESS;
 		if (lk_redis_addr_set(&r->master, lk_backend_redis_address(addr, &tls)) < 0) {
 			rc = -EINVAL;
-			snprintf(err, errlen, "invalid address \"%s\": want host:port, [v6]:port or "
-			         "unix:/path", addr);
+			snprintf(err, errlen, "invalid address \"%s\"", addr);
 			goto fail;
 		}
 		r->master_gen = 1;

@@ -44,6 +44,20 @@ bool lk_backend_redis_tls(const struct lk_config_backend *cfg)
 	return cfg->tls || tls;
 }
 
+const char *lk_backend_redis_address_problem(const char *addr, bool tls)
+{
+	bool scheme_tls;
+	const char *hostport = lk_backend_redis_address(addr, &scheme_tls);
+
+	if (strchr(addr, '@'))
+		return "has credentials: they belong in username and password_file";
+	if (!lk_backend_valid_address(hostport, false))
+		return "is not host:port, [v6]:port, unix:/path or rediss://host:port";
+	if ((tls || scheme_tls) && strncmp(hostport, "unix:", 5) == 0)
+		return "is a unix socket, and Redis serves TLS on its tls-port only";
+	return NULL;
+}
+
 /* The TLS settings' rules (see lk_backend_redis_check). */
 static int check_tls(const struct lk_config_backend *cfg, char *err, size_t errlen)
 {
@@ -53,7 +67,7 @@ static int check_tls(const struct lk_config_backend *cfg, char *err, size_t errl
 		{ "cert_file", offsetof(struct lk_config_backend, cert_file) },
 		{ "key_file", offsetof(struct lk_config_backend, key_file) },
 	};
-	bool tls = lk_backend_redis_tls(cfg), scheme_tls;
+	bool tls = lk_backend_redis_tls(cfg);
 
 	for (size_t i = 0; i < sizeof(needs_tls) / sizeof(needs_tls[0]); i++) {
 		if (!tls && *(char *const *)((const char *)cfg + needs_tls[i].off)) {
@@ -61,11 +75,6 @@ static int check_tls(const struct lk_config_backend *cfg, char *err, size_t errl
 			         needs_tls[i].name);
 			return -EINVAL;
 		}
-	}
-	if (tls && cfg->address &&
-	    strncmp(lk_backend_redis_address(cfg->address, &scheme_tls), "unix:", 5) == 0) {
-		snprintf(err, errlen, "tls needs a TCP address: Redis serves TLS on its tls-port only");
-		return -EINVAL;
 	}
 	if (!cfg->cert_file != !cfg->key_file) {
 		snprintf(err, errlen, "%s", cfg->cert_file ? "cert_file requires key_file"
@@ -94,17 +103,12 @@ bool lk_backend_redis_valid_server_name(const char *s)
 
 int lk_backend_redis_check(const struct lk_config_backend *cfg, char *err, size_t errlen)
 {
-	bool tls;
+	const char *problem = cfg->address ?
+		lk_backend_redis_address_problem(cfg->address, cfg->tls) : NULL;
 
-	if (cfg->address && strchr(cfg->address, '@')) {
-		snprintf(err, errlen, "invalid address: credentials in an address are not supported "
-		         "(use username and password_file)");
-		return -EINVAL;
-	}
-	if (cfg->address && !lk_backend_valid_address(lk_backend_redis_address(cfg->address, &tls),
-	                                               false)) {
-		snprintf(err, errlen, "invalid address \"%.*s\": want host:port, [v6]:port, "
-		         "unix:/path or rediss://host:port", LK_BACKEND_MAX_HOST_LEN, cfg->address);
+	if (problem) {
+		snprintf(err, errlen, "address \"%.*s\" %s", LK_BACKEND_MAX_HOST_LEN, cfg->address,
+		         problem);
 		return -EINVAL;
 	}
 	if (check_tls(cfg, err, errlen) < 0)

@@ -1810,11 +1810,14 @@ START_TEST(test_redis_tls_errors)
 	              "address)",
 	              NAME ":5:5: backends[0].ca_file: requires tls: true (or a rediss:// address)");
 	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://unix:/r.sock\"\nlocks: [{name: a}]\n",
-	              NAME ":4:14: backends[0].address: tls needs a TCP address: Redis serves TLS on "
-	              "its tls-port only");
+	              NAME ":4:14: backends[0].address: \"rediss://unix:/r.sock\" is a unix socket, "
+	              "and Redis serves TLS on its tls-port only");
+	EXPECT_ERRORS(ONE_BACKEND "    address: \"unix:/r.sock\"\n    tls: true\nlocks: [{name: a}]\n",
+	              NAME ":4:14: backends[0].address: \"unix:/r.sock\" is a unix socket, and Redis "
+	              "serves TLS on its tls-port only");
 	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://u:pw@r:6380\"\nlocks: [{name: a}]\n",
-	              NAME ":4:14: backends[0].address: \"rediss://u:pw@r:6380\" is not host:port, "
-	              "[v6]:port, unix:/path or rediss://host:port");
+	              NAME ":4:14: backends[0].address: \"rediss://u:pw@r:6380\" has credentials: "
+	              "they belong in username and password_file");
 	EXPECT_ERRORS(ONE_BACKEND "    address: \"rediss://r:6380/0\"\nlocks: [{name: a}]\n",
 	              NAME ":4:14: backends[0].address: \"rediss://r:6380/0\" is not host:port, "
 	              "[v6]:port, unix:/path or rediss://host:port");
@@ -1853,6 +1856,7 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		"    tls: true\n    cert_file: ${LK_TEST_DIR}/cert.pem\n",
 		"    address: \"rediss://u:p@r:1\"\n",
 		"    ca_file: ${LK_TEST_DIR}/ca.pem\n",
+		"    address: \"unix:/r.sock\"\n    tls: true\n",
 	};
 	char *ok[] = { "s:26379" }, *unix_s[] = { "unix:/s.sock" };
 	struct lk_config_backend bad[] = {
@@ -1878,6 +1882,8 @@ START_TEST(test_check_config_refuses_the_redis_settings_the_agent_refuses)
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
 		  .address = "rediss://u:p@r:1" },
 		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .ca_file = "/ca.pem" },
+		{ .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500, .address = "unix:/r.sock",
+		  .tls = true },
 	};
 	struct lk_config_backend good = { .name = "b", .type = LK_BACKEND_REDIS, .timeout_ms = 500,
 	                                  .sentinels = ok, .n_sentinels = 1, .master_name = "m",
