@@ -2853,6 +2853,21 @@ class LKTestCase(unittest.TestCase):
         ev = app.campaign(lock)
         return app, ev
 
+    def lead_and_follow(self, backends, lock="x", **lock_kw):
+        """Two agents on `backends` (whose config check-config must take): pod-a's app leads
+        `lock`, pod-b's follows it. Returns (pod-a's agent, its app, its LEADER event, pod-b's
+        app)."""
+        locks = [lock_config(lock, **lock_kw)]
+        a = self.start_agent("pod-a", locks=locks, backends=backends)
+        b = self.start_agent("pod-b", locks=locks, backends=backends)
+        res = self.cli("check-config", "-c", a.config_path)
+        self.assertEqual(res.rc, 0, res.output)
+        app_a, lead = self.leader_app(a, lock)
+        app_b = self.connect(b)
+        app_b.call_ok("CAMPAIGN %s" % lock)
+        app_b.await_follower(lock, "pod-a")
+        return a, app_a, lead, app_b
+
     def drain_handoff(self, agent, app, lead, successor, lock="x"):
         """SIGTERM agent, whose app leads lock with the LEADER event lead; the app ACKs its
         STEPDOWN; wait for successor's LEADER. Returns (that event, seconds since the

@@ -42,15 +42,8 @@ class RedisAclTest(LKTestCase):
     def test_acl_user_in_db_3_leads_and_hands_over_by_release_notice(self):
         redis = self.acl_redis()
         # retry_interval far above the handoff bound: only the release notice can be that fast.
-        locks = [lock_config("x", ttl="3s", retry_interval="5s")]
-        a = self.start_agent("pod-a", locks=locks, backends=self.backend(redis, PASSWORD))
-        b = self.start_agent("pod-b", locks=locks, backends=self.backend(redis, PASSWORD))
-        res = self.cli("check-config", "-c", a.config_path)
-        self.assertEqual(res.rc, 0, res.output)
-        app_a, lead = self.leader_app(a)
-        app_b = self.connect(b)
-        app_b.call_ok("CAMPAIGN x")
-        app_b.await_follower("x", "pod-a")
+        a, app_a, lead, app_b = self.lead_and_follow(self.backend(redis, PASSWORD), ttl="3s",
+                                                     retry_interval="5s")
 
         keyspace = redis.info("keyspace")
         conns = self.clients_as(redis, USER)

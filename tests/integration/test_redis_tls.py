@@ -89,15 +89,8 @@ class RedisTlsTest(LKTestCase):
 
     def test_tls_with_client_cert_and_acl_user_leads_and_hands_over(self):
         redis = self.tls_redis()
-        locks = [lock_config("x", ttl="3s", retry_interval="5s")]
-        a = self.start_agent("pod-a", locks=locks, backends=self.backend(redis))
-        b = self.start_agent("pod-b", locks=locks, backends=self.backend(redis))
-        res = self.cli("check-config", "-c", a.config_path)
-        self.assertEqual(res.rc, 0, res.output)
-        app_a, lead = self.leader_app(a)
-        app_b = self.connect(b)
-        app_b.call_ok("CAMPAIGN x")
-        app_b.await_follower("x", "pod-a")
+        a, app_a, lead, app_b = self.lead_and_follow(self.backend(redis), ttl="3s",
+                                                     retry_interval="5s")
 
         conns = self.tls_clients(redis)
         ports = sorted({c["laddr"].rsplit(":", 1)[1] for c in conns})
