@@ -390,21 +390,17 @@ START_TEST(test_handoff_answer_garbage_is_unknown_and_never_a_crash)
 }
 END_TEST
 
-static pid_t fake_server(int *port, const char *reply);
+static pid_t fake_backend(const char *reply);
 
 /* A server whose acquire answer is an acquisition with garbage where the handoff should be:
  * the tenure is ours (OK, its token), the garbage is logged. */
 START_TEST(test_acquired_with_a_garbage_handoff_is_ok_and_logged)
 {
 	struct lk_backend_key *k;
-	char addr[64];
 	struct lk_test_reply g;
 	pid_t pid;
-	int port;
 
-	pid = fake_server(&port, "*5\r\n:1\r\n:5\r\n$2\r\n41\r\n$3\r\nx:y\r\n:7\r\n");
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-	start_backend(addr, 500);
+	pid = fake_backend("*5\r\n:1\r\n:5\r\n$2\r\n41\r\n$3\r\nx:y\r\n:7\r\n");
 	k = lk_test_key_new("alpha", NULL);
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_OK);
@@ -728,17 +724,25 @@ static pid_t fake_server(int *port, const char *reply)
 	}
 }
 
+/* fake_server() answering `reply`, and the backend `be` connected to it: the server's pid. */
+static pid_t fake_backend(const char *reply)
+{
+	char addr[64];
+	int port;
+	pid_t pid = fake_server(&port, reply);
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	start_backend(addr, 500);
+	return pid;
+}
+
 START_TEST(test_garbage_reply_is_fatal)
 {
 	struct lk_backend_key *k;
-	char addr[64];
 	struct lk_test_reply g;
 	pid_t pid;
-	int port;
 
-	pid = fake_server(&port, ":7\r\n");
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-	start_backend(addr, 500);
+	pid = fake_backend(":7\r\n");
 	k = lk_test_key_new("alpha", NULL);
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_FATAL);
@@ -756,14 +760,10 @@ END_TEST
 START_TEST(test_transient_error_reply_is_error)
 {
 	struct lk_backend_key *k;
-	char addr[64];
 	struct lk_test_reply g;
 	pid_t pid;
-	int port;
 
-	pid = fake_server(&port, "-LOADING Redis is loading the dataset in memory\r\n");
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-	start_backend(addr, 500);
+	pid = fake_backend("-LOADING Redis is loading the dataset in memory\r\n");
 	k = lk_test_key_new("alpha", NULL);
 	g = lk_test_acquire(k, 10000);
 	ck_assert_int_eq(g.status, LK_REPLY_ERROR);
