@@ -139,7 +139,7 @@ static void histogram(struct evbuffer *out, const char *name, const char *help,
 }
 
 /* One histogram family with a `lock` label: the series of every lock that may observe it (see
- * struct lk_metrics). Others have none, rather than 18 zero lines per lock and scrape. */
+ * struct lk_metrics). Others have none, rather than 21 zero lines per lock and scrape. */
 static void lock_histograms(struct evbuffer *out, const struct lk_status *st, const char *name,
                             const char *help, enum lk_lock_observation what)
 {
